@@ -1,0 +1,35 @@
+# Ferry — the two commands a newcomer needs: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: setup test unit bench lint demo clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+## the whole suite: unit tests, contract suites against fakes and the emulators, end-to-end
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests --ignore=tests/bench
+
+## fast unit tests only
+unit: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+bench: setup
+	$(PY) -m pytest -q -p no:cacheprovider -s tests/bench
+
+lint: setup
+	$(VENV)/bin/ruff check shared functions tests
+	$(VENV)/bin/mypy
+
+demo: setup
+	$(PY) examples/demo.py
+
+clean:
+	rm -rf $(VENV) .ferry build *.egg-info

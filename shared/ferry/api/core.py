@@ -1,0 +1,64 @@
+"""Core routes: health, OpenAPI, apply, and generic manifest reads and deletes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ferry.api.router import Call, Router
+from ferry.domain.manifests import KIND_BY_PLURAL, json_schema, kind_of
+from ferry.errors import BadRequest, NotFound
+from ferry.services.apply import parse_documents
+
+router = Router()
+KIND_PATH = "<any(" + ",".join(KIND_BY_PLURAL) + "):plural>"
+
+
+class ApplyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    manifests: list[dict[str, Any]] = Field(max_length=50_000)
+    dry_run: bool = False
+    sources: list[str] | None = Field(default=None, description="file name of each manifest, for errors")
+
+
+@router.route("/v1/health", summary="Liveness")
+def health(call: Call) -> dict[str, Any]:
+    return {"ok": True}
+
+
+@router.route("/v1/apply", ("POST",), body=ApplyRequest, summary="Validate, then apply manifests")
+def apply(call: Call) -> dict[str, Any]:
+    req: ApplyRequest = call.body(ApplyRequest)
+    manifests = parse_documents(req.manifests, req.sources)
+    return call.services.apply.apply(manifests, call.services.clock.now(), call.actor, req.dry_run).to_dict()
+
+
+@router.route(f"/v1/{KIND_PATH}", summary="List objects of a kind (paginated)")
+def list_kind(call: Call, plural: str) -> dict[str, Any]:
+    limit = call.int_arg("limit", 100, 1, 1000)
+    page, token = call.services.manifests.list(KIND_BY_PLURAL[plural], call.arg("owner"), limit,
+                                               call.arg("page_token"))
+    return {"items": [r.to_api() for r in page], "next_page_token": token}
+
+
+@router.route(f"/v1/{KIND_PATH}/<name>", summary="One object")
+def get_one(call: Call, plural: str, name: str) -> dict[str, Any]:
+    rec = call.services.manifests.get(KIND_BY_PLURAL[plural], name)
+    if rec is None:
+        raise NotFound(f"{KIND_BY_PLURAL[plural]} {name!r} not found")
+    return rec.to_api()
+
+
+@router.route(f"/v1/{KIND_PATH}/<name>", ("DELETE",), summary="Delete an object (owners only)")
+def delete_one(call: Call, plural: str, name: str) -> dict[str, Any]:
+    rec = call.services.apply.delete(KIND_BY_PLURAL[plural], name, call.services.clock.now(), call.actor)
+    return {"deleted": {"kind": rec.kind, "name": rec.name}}
+
+
+@router.route("/v1/schema/<kind>", summary="JSON Schema of a manifest kind")
+def schema(call: Call, kind: str) -> dict[str, Any]:
+    try:
+        return json_schema(kind_of(kind))
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None

@@ -1,0 +1,160 @@
+"""Routing inside an HTTP function: werkzeug's URL map, one error model, an OpenAPI document.
+
+Handlers take a ``Call`` (services, body, query, caller) and path parameters, and return a body
+(status 200) or ``(status, body)``. Domain errors become ``{"error": {code, message, details}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import NotFound as RouteNotFound
+from werkzeug.routing import Map, Rule
+
+from ferry import log
+from ferry.errors import BadRequest, FerryError, NotFound, PayloadTooLarge, ValidationError
+from ferry.wiring import Services
+
+logger = log.get("api")
+Handler = Callable[..., Any]
+
+
+@dataclass
+class Call:
+    services: Services
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    raw_body: bytes
+    actor: str | None
+    _json: Any = field(default=None, repr=False)
+
+    def json(self) -> Any:
+        if self._json is None:
+            if not self.raw_body:
+                raise BadRequest("a JSON body is required")
+            try:
+                self._json = json.loads(self.raw_body)
+            except ValueError as exc:
+                raise BadRequest(f"the body is not valid JSON: {exc}") from None
+        return self._json
+
+    def body(self, model: type[pydantic.BaseModel]) -> Any:
+        """The body validated against ``model`` (unknown fields rejected by the model's config)."""
+        try:
+            return model.model_validate(self.json())
+        except pydantic.ValidationError as exc:
+            details = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)",
+                        "reason": "unknown field" if e["type"] == "extra_forbidden" else e["msg"]}
+                       for e in exc.errors(include_url=False)]
+            raise ValidationError("invalid request body", details) from None
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        return self.query.get(name, default)
+
+    def int_arg(self, name: str, default: int, lo: int = 1, hi: int = 1000) -> int:
+        raw = self.query.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise BadRequest(f"query parameter {name} must be an integer") from None
+        if not lo <= value <= hi:
+            raise BadRequest(f"query parameter {name} must be between {lo} and {hi}")
+        return value
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str
+    methods: tuple[str, ...]
+    handler: Handler
+    summary: str
+    body: type[pydantic.BaseModel] | None = None
+    tag: str = "core"
+    max_body_bytes: int | None = None
+
+
+class Router:
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+        self._map: Map | None = None
+
+    def route(self, path: str, methods: tuple[str, ...] = ("GET",), summary: str = "",
+              body: type[pydantic.BaseModel] | None = None, tag: str = "core",
+              max_body_bytes: int | None = None) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            self.routes.append(Route(path, methods, fn, summary or (fn.__doc__ or "").strip().split("\n")[0],
+                                     body, tag, max_body_bytes))
+            self._map = None
+            return fn
+        return register
+
+    @property
+    def url_map(self) -> Map:
+        if self._map is None:
+            self._map = Map([Rule(r.path, methods=list(r.methods), endpoint=i) for i, r in enumerate(self.routes)],
+                            strict_slashes=False)
+        return self._map
+
+    def dispatch(self, services: Services, method: str, path: str, query: dict[str, str],
+                 headers: dict[str, str], body: bytes, content_length: int | None = None) -> tuple[int, Any]:
+        """Route one request; returns (status, JSON-able body). Never raises."""
+        started = time.monotonic()
+        status, result = 500, None
+        try:
+            adapter = self.url_map.bind("ferry", "/")
+            try:
+                index, params = adapter.match(path, method=method)
+            except RouteNotFound:
+                raise NotFound(f"no route {method} {path}") from None
+            except MethodNotAllowed:
+                raise BadRequest(f"method {method} not allowed on {path}") from None
+            route = self.routes[index]
+            limit = route.max_body_bytes or services.settings.max_body_bytes
+            if (content_length or len(body)) > limit:
+                raise PayloadTooLarge(f"request body over {limit} bytes")
+            call = Call(services, method, path, query, headers, body, actor_from(headers, services))
+            out = route.handler(call, **params)
+            status, result = (out if isinstance(out, tuple) else (200, out))
+        except FerryError as exc:
+            status, result = exc.http_status, exc.to_dict()
+        except Exception as exc:  # the error model holds for bugs too; the log has the stack
+            logger.exception("unhandled error in %s %s", method, path)
+            status, result = 500, {"error": {"code": "internal", "message": f"internal error: {type(exc).__name__}",
+                                             "details": None}}
+        log.event(logger, 20 if status < 500 else 40, f"{method} {path} {status}",
+                  httpRequest={"requestMethod": method, "requestUrl": path, "status": status,
+                               "latency": f"{time.monotonic() - started:.3f}s"})
+        return status, result
+
+
+def actor_from(headers: dict[str, str], services: Services) -> str | None:
+    """The caller: X-Ferry-User locally; in the cloud the identity the platform verified.
+
+    Cloud Functions with IAM verify the ID token before the function runs; behind it, the caller's
+    email is taken from the token's payload, which the platform forwards unmodified in Authorization.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if services.settings.identity == "header":
+        user = lowered.get("x-ferry-user")
+        return user.strip() or None if user else None
+    auth = lowered.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        import base64
+
+        try:
+            payload = auth.split()[1].split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            return claims.get("email")
+        except (IndexError, ValueError):
+            return None
+    return None

@@ -1,0 +1,1 @@
+"""Messaging: the publisher port and its Pub/Sub and in-memory adapters."""

@@ -1,0 +1,19 @@
+"""The ``ferry`` command line (SPEC §7)."""
+
+from __future__ import annotations
+
+import click
+
+from ferry import __version__
+from ferry.cli import core
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ferry")
+def main() -> None:
+    """Ferry: Datamon (is my data late?), Styx (what ran?), Gabo (did every event arrive?)."""
+
+
+# Each module adds its commands; subsystems append theirs here.
+for _module in (core,):
+    _module.register(main)

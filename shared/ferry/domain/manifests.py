@@ -1,0 +1,267 @@
+"""The metadata language (SPEC §3): pydantic models of every manifest kind.
+
+Declarations only; stored state (landed partitions, instances, alerts...) lives in ``*Record`` models
+of each subsystem. Every model forbids unknown fields so that a typo is an error, not a silent default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ferry.domain import periods
+
+API_VERSION = "ferry/v1"
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+
+
+def _duration(value: str) -> str:
+    periods.parse_duration(value)
+    return value
+
+
+def _timezone(value: str) -> str:
+    periods.zone(value)
+    return value
+
+
+def _partitioning(value: str) -> str:
+    periods.partitioning(value)
+    return value
+
+
+def _schedule(value: str) -> str:
+    periods.schedule(value)
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration), Field(description="ISO 8601 duration, e.g. PT5M, PT2H, P1D")]
+TimeZone = Annotated[str, AfterValidator(_timezone), Field(description="IANA time zone, e.g. Europe/Stockholm")]
+Partitioning = Annotated[
+    str, AfterValidator(_partitioning),
+    Field(description="hourly|daily|weekly|monthly|yearly or an ISO duration such as PT5M"),
+]
+Schedule = Annotated[
+    str, AfterValidator(_schedule), Field(description="hourly|daily|weekly|monthly|yearly or a 5-field cron"),
+]
+Name = Annotated[str, Field(pattern=NAME_PATTERN, description="lowercase letters, digits, '.', '_' and '-'")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Metadata(_Strict):
+    name: Name
+    owner: str | None = Field(default=None, description="the owning team")
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Sla(_Strict):
+    warn_after: Duration | None = None
+    error_after: Duration = "PT4H"
+    severity: Literal["page", "ticket", "info"] = "page"
+    calendar: Literal["all", "weekdays"] = "all"
+    renotify_after: Duration = "PT4H"
+
+    @model_validator(mode="after")
+    def _warn_before_error(self) -> Sla:
+        if self.warn_after and periods.parse_duration(self.warn_after) > periods.parse_duration(self.error_after):
+            raise ValueError("warn_after must not be later than error_after")
+        return self
+
+
+class EndpointSpec(_Strict):
+    partitioning: Partitioning = "daily"
+    timezone: TimeZone = "UTC"
+    start: datetime | None = Field(default=None, description="first expected partition (aware timestamp)")
+    sla: Sla = Field(default_factory=Sla)
+    upstream: list[str] = Field(default_factory=list)
+
+    @field_validator("start")
+    @classmethod
+    def _aware_start(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("start needs a time zone, e.g. 2026-11-01T00:00:00Z")
+        return v.astimezone(UTC) if v is not None else None
+
+    def cadence(self) -> periods.Cadence:
+        return periods.partitioning(self.partitioning, self.timezone)
+
+
+class Retry(_Strict):
+    max_tries: int = Field(default=10, ge=1, le=1000)
+    initial_backoff: Duration = "PT3M"
+    max_backoff: Duration = "PT45M"
+
+
+class WorkflowSpec(_Strict):
+    schedule: Schedule
+    timezone: TimeZone = "UTC"
+    offset: Duration = "PT0S"
+    image: str = Field(min_length=1, description="container image the Cloud Run job runs")
+    command: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = "PT1H"
+    retry: Retry = Field(default_factory=Retry)
+    resources: list[Name] = Field(default_factory=list)
+    depends_on: list[str] = Field(default_factory=list)
+    produces: str | None = None
+    cpu: str = "1"
+    memory: str = "512Mi"
+    service_account: str | None = None
+    enabled: bool = True
+
+    def cadence(self) -> periods.Cadence:
+        return periods.schedule(self.schedule, self.timezone)
+
+
+class EventTypeSpec(_Strict):
+    schema_: dict[str, Any] = Field(default_factory=lambda: {"type": "object"}, alias="schema")
+    partitioning: Partitioning = "hourly"
+    close_after: Duration = "PT10M"
+    max_event_bytes: int = Field(default=65536, ge=64, le=10_000_000)
+    sla: Sla = Field(default_factory=Sla)
+    min_workers: int = Field(default=1, ge=0, le=100)
+    max_workers: int = Field(default=4, ge=1, le=100)
+    max_delivery_attempts: int = Field(default=5, ge=5, le=100)
+    darkload: float = Field(default=0.0, ge=0.0, le=1.0, description="fraction mirrored to the shadow topic")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("schema_")
+    @classmethod
+    def _valid_schema(cls, v: dict[str, Any]) -> dict[str, Any]:
+        import jsonschema
+
+        try:
+            jsonschema.Draft202012Validator.check_schema(v)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _worker_bounds(self) -> EventTypeSpec:
+        if self.min_workers > self.max_workers:
+            raise ValueError("min_workers must not exceed max_workers")
+        return self
+
+
+class ResourceSpec(_Strict):
+    concurrency: int = Field(ge=0, le=100_000)
+
+
+class TeamSpec(_Strict):
+    members: list[str] = Field(default_factory=list)
+    admins: list[str] = Field(default_factory=list)
+
+
+class _Manifest(_Strict):
+    apiVersion: Literal["ferry/v1"] = API_VERSION
+    metadata: Metadata
+
+    def fingerprint(self) -> str:
+        """Stable hash of the manifest as declared: unchanged manifests are not rewritten."""
+        body = json.dumps(self.to_doc(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+    def to_doc(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+class Endpoint(_Manifest):
+    kind: Literal["Endpoint"] = "Endpoint"
+    spec: EndpointSpec
+
+    @model_validator(mode="after")
+    def _owned(self) -> Endpoint:
+        if not self.metadata.owner:
+            raise ValueError("metadata.owner is required: every endpoint has an owning team")
+        return self
+
+
+class Workflow(_Manifest):
+    kind: Literal["Workflow"] = "Workflow"
+    spec: WorkflowSpec
+
+    @model_validator(mode="after")
+    def _owned(self) -> Workflow:
+        if not self.metadata.owner:
+            raise ValueError("metadata.owner is required: every workflow has an owning team")
+        return self
+
+
+class EventType(_Manifest):
+    kind: Literal["EventType"] = "EventType"
+    spec: EventTypeSpec
+
+    @model_validator(mode="after")
+    def _owned(self) -> EventType:
+        if not self.metadata.owner:
+            raise ValueError("metadata.owner is required: every event type has an owning team")
+        return self
+
+    @property
+    def endpoint_name(self) -> str:
+        return f"events.{self.metadata.name}"
+
+
+class Resource(_Manifest):
+    kind: Literal["Resource"] = "Resource"
+    spec: ResourceSpec
+
+
+class Team(_Manifest):
+    kind: Literal["Team"] = "Team"
+    spec: TeamSpec = Field(default_factory=TeamSpec)
+
+
+Manifest = Endpoint | Workflow | EventType | Resource | Team
+
+KINDS: dict[str, type[_Manifest]] = {
+    "Endpoint": Endpoint,
+    "Workflow": Workflow,
+    "EventType": EventType,
+    "Resource": Resource,
+    "Team": Team,
+}
+# The collection / URL plural of each kind (GET /v1/{plural}).
+PLURALS: dict[str, str] = {
+    "Endpoint": "endpoints",
+    "Workflow": "workflows",
+    "EventType": "eventtypes",
+    "Resource": "resources",
+    "Team": "teams",
+}
+KIND_BY_PLURAL = {v: k for k, v in PLURALS.items()}
+
+
+def kind_of(word: str) -> str:
+    """Resolve a kind from what a user types: ``Endpoint``, ``endpoint``, ``endpoints``."""
+    lowered = word.lower()
+    for kind, plural in PLURALS.items():
+        if lowered in (kind.lower(), plural):
+            return kind
+    raise ValueError(f"unknown kind {word!r}; kinds: {', '.join(PLURALS.values())}")
+
+
+def json_schema(kind: str) -> dict[str, Any]:
+    model = KINDS[kind_of(kind)]
+    schema = model.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = f"Ferry {model.__name__}"
+    return schema
+
+
+def as_duration(text: str) -> timedelta:
+    return periods.parse_duration(text)

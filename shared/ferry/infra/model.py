@@ -1,0 +1,188 @@
+"""The declarative description of a Ferry deployment, read from every ``infra/*.yaml``.
+
+The same description drives ``ferry deploy`` (Google Cloud) and ``ferry dev up`` (the local stack):
+functions and their triggers, topics, subscriptions, scheduler jobs, service accounts and the
+Firestore composite indexes that the code's queries need.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ferry.domain.periods import parse_duration, validate_cron
+
+DEFAULT_DIR = Path(__file__).resolve().parents[3] / "infra"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceAccount(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+    description: str = ""
+    roles: list[str] = Field(default_factory=list)
+
+    def email(self, project: str) -> str:
+        return f"{self.name}@{project}.iam.gserviceaccount.com"
+
+
+class PubSubTrigger(_Strict):
+    """A Pub/Sub-triggered function: an explicit push subscription to the function's URL.
+
+    Explicit rather than Eventarc's implicit one, whose 10 s ack deadline would redeliver long work.
+    """
+
+    topic: str
+    subscription: str
+    ack_deadline_seconds: int = Field(default=60, ge=10, le=600)
+    max_delivery_attempts: int = Field(default=5, ge=5, le=100)
+    dead_letter_topic: str = "ferry-dead-letter"
+    min_backoff_seconds: int = Field(default=10, ge=0, le=600)
+    max_backoff_seconds: int = Field(default=600, ge=0, le=600)
+
+
+class Function(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    entry_point: str
+    trigger: Literal["http", "pubsub"] = "http"
+    pubsub: PubSubTrigger | None = None
+    memory: str = "512Mi"
+    cpu: str = "1"
+    timeout_seconds: int = Field(default=60, ge=1, le=3600)
+    min_instances: int = Field(default=0, ge=0)
+    max_instances: int = Field(default=10, ge=1)
+    concurrency: int = Field(default=1, ge=1, le=1000)
+    service_account: str
+    env: dict[str, str] = Field(default_factory=dict)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _trigger(self) -> Function:
+        if (self.trigger == "pubsub") != (self.pubsub is not None):
+            raise ValueError("a pubsub trigger needs a 'pubsub' block, and only a pubsub trigger may have one")
+        if self.pubsub and self.pubsub.ack_deadline_seconds < min(self.timeout_seconds, 600):
+            raise ValueError(f"function {self.name}: the trigger's ack deadline ({self.pubsub.ack_deadline_seconds}s)"
+                             f" must cover its timeout ({self.timeout_seconds}s), or work is redelivered mid-run")
+        return self
+
+
+class Topic(_Strict):
+    name: str = Field(pattern=r"^[a-zA-Z][a-zA-Z0-9._~+%-]{2,254}$")
+    retention: str = "P7D"
+    description: str = ""
+
+
+class Subscription(_Strict):
+    """A pull subscription (push ones come from functions' pubsub triggers)."""
+
+    name: str
+    topic: str
+    ack_deadline_seconds: int = Field(default=60, ge=10, le=600)
+    retention: str = "P7D"
+    dead_letter_topic: str | None = None
+    max_delivery_attempts: int = Field(default=5, ge=5, le=100)
+
+
+class SchedulerJob(_Strict):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,500}$")
+    schedule: str
+    time_zone: str = "UTC"
+    function: str
+    path: str = "/"
+    body: dict[str, Any] = Field(default_factory=dict)
+    service_account: str = "ferry-scheduler"
+    attempt_deadline_seconds: int = Field(default=180, ge=15, le=1800)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _cron(self) -> SchedulerJob:
+        validate_cron(self.schedule)
+        return self
+
+
+class IndexField(_Strict):
+    field: str
+    order: Literal["ASCENDING", "DESCENDING"] | None = "ASCENDING"
+    array_config: Literal["CONTAINS"] | None = None
+
+
+class Index(_Strict):
+    """A Firestore composite index; every query that needs one must be declared (tests check)."""
+
+    collection: str
+    fields: list[IndexField] = Field(min_length=2)
+    query_scope: Literal["COLLECTION", "COLLECTION_GROUP"] = "COLLECTION"
+
+    def key(self) -> tuple[str, tuple[tuple[str, str | None], ...]]:
+        return self.collection, tuple((f.field, f.order or f.array_config) for f in self.fields)
+
+
+class Infra(_Strict):
+    service_accounts: list[ServiceAccount] = Field(default_factory=list)
+    functions: list[Function] = Field(default_factory=list)
+    topics: list[Topic] = Field(default_factory=list)
+    subscriptions: list[Subscription] = Field(default_factory=list)
+    scheduler_jobs: list[SchedulerJob] = Field(default_factory=list)
+    indexes: list[Index] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> Infra:
+        problems = []
+        accounts = {a.name for a in self.service_accounts}
+        topics = {t.name for t in self.topics}
+        functions = {f.name for f in self.functions}
+        for kind, items in (("function", self.functions), ("topic", self.topics),
+                            ("subscription", self.subscriptions), ("scheduler job", self.scheduler_jobs),
+                            ("service account", self.service_accounts)):
+            names = [i.name for i in items]
+            problems += [f"{kind} {n!r} is declared twice" for n in set(names) if names.count(n) > 1]
+        for f in self.functions:
+            if f.service_account not in accounts:
+                problems.append(f"function {f.name}: unknown service account {f.service_account!r}")
+            if f.pubsub:
+                problems += [f"function {f.name}: unknown topic {t!r}"
+                             for t in (f.pubsub.topic, f.pubsub.dead_letter_topic) if t not in topics]
+        for s in self.subscriptions:
+            problems += [f"subscription {s.name}: unknown topic {t!r}"
+                         for t in (s.topic, s.dead_letter_topic) if t and t not in topics]
+        for j in self.scheduler_jobs:
+            if j.function not in functions:
+                problems.append(f"scheduler job {j.name}: unknown function {j.function!r}")
+            elif next(f for f in self.functions if f.name == j.function).trigger != "http":
+                problems.append(f"scheduler job {j.name}: function {j.function!r} is not HTTP-triggered")
+            if j.service_account not in accounts:
+                problems.append(f"scheduler job {j.name}: unknown service account {j.service_account!r}")
+        for t in self.topics:
+            parse_duration(t.retention)
+        if problems:
+            raise ValueError("; ".join(sorted(problems)))
+        return self
+
+    def function(self, name: str) -> Function:
+        for f in self.functions:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def push_subscriptions(self) -> list[tuple[Function, PubSubTrigger]]:
+        return [(f, f.pubsub) for f in self.functions if f.pubsub is not None]
+
+
+def load(directory: str | Path | None = None) -> Infra:
+    """Merge every ``*.yaml`` of the infra directory (lists concatenate) into one description."""
+    directory = Path(directory) if directory else DEFAULT_DIR
+    merged: dict[str, list[Any]] = {}
+    for f in sorted(directory.glob("*.yaml")):
+        doc = yaml.safe_load(f.read_text()) or {}
+        if not isinstance(doc, dict):
+            raise ValueError(f"{f}: expected a mapping of sections")
+        for key, items in doc.items():
+            if not isinstance(items, list):
+                raise ValueError(f"{f}: section {key!r} must be a list")
+            merged.setdefault(key, []).extend(items)
+    return Infra.model_validate(merged)

@@ -1,0 +1,81 @@
+"""Structured logs in the JSON-lines shape Cloud Logging parses from Cloud Functions' stdout.
+
+One line per entry with ``severity``, ``message``, ``logging.googleapis.com/labels`` (workflow,
+parameter, execution, endpoint, event_type...) and ``logging.googleapis.com/trace`` when the request
+carried one, so one filter finds every line of one workflow instance.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("ferry_trace", default=None)
+_labels: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("ferry_labels", default={})  # noqa: B039
+
+LABELS_KEY = "logging.googleapis.com/labels"
+TRACE_KEY = "logging.googleapis.com/trace"
+
+
+def set_trace(header: str | None, project: str) -> None:
+    """Take the trace id from an ``X-Cloud-Trace-Context: TRACE/SPAN;o=1`` header."""
+    if header:
+        _trace.set(f"projects/{project}/traces/{header.split('/')[0]}")
+    else:
+        _trace.set(None)
+
+
+def bind(**labels: Any) -> contextvars.Token[dict[str, str]]:
+    """Add labels to every entry logged in this context (returns a token for ``unbind``)."""
+    merged = {**_labels.get(), **{k: str(v) for k, v in labels.items() if v is not None}}
+    return _labels.set(merged)
+
+
+def unbind(token: contextvars.Token[dict[str, str]]) -> None:
+    _labels.reset(token)
+
+
+class CloudLoggingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "severity": record.levelname if record.levelname != "WARN" else "WARNING",
+            "message": record.getMessage(),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "logger": record.name,
+        }
+        labels = {**_labels.get(), **{k: str(v) for k, v in (getattr(record, "labels", None) or {}).items()}}
+        if labels:
+            entry[LABELS_KEY] = labels
+        trace = _trace.get()
+        if trace:
+            entry[TRACE_KEY] = trace
+        fields = getattr(record, "fields", None)
+        if fields:
+            entry.update(fields)
+        if record.exc_info:
+            entry["stack_trace"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure(level: int = logging.INFO, stream: Any = None) -> None:
+    root = logging.getLogger("ferry")
+    if any(isinstance(h.formatter, CloudLoggingFormatter) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(CloudLoggingFormatter())
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def get(name: str) -> logging.Logger:
+    return logging.getLogger(f"ferry.{name}" if not name.startswith("ferry") else name)
+
+
+def event(logger: logging.Logger, level: int, message: str, labels: dict[str, Any] | None = None, **fields: Any) -> None:
+    """Log one structured entry: ``labels`` become Cloud Logging labels, ``fields`` top-level keys."""
+    logger.log(level, message, extra={"labels": labels or {}, "fields": fields})

@@ -1,0 +1,63 @@
+"""Ownership: a caller may change only what its team owns; admins may change everything (SPEC §8)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ferry.domain.manifests import Team
+from ferry.errors import Forbidden, Unauthenticated
+from ferry.store.manifests import ManifestRepository
+
+
+class Authorizer:
+    """Decides mutations from the Team manifests in the store.
+
+    A team that is not declared is open: objects it owns may be changed by anyone (so a new
+    installation works before any Team exists). Once declared, only its members and admins, and the
+    members of the admin team, may change what it owns. ``actor`` None is Ferry itself (scheduler).
+    """
+
+    def __init__(self, manifests: ManifestRepository, admin_team: str = "admins") -> None:
+        self.manifests = manifests
+        self.admin_team = admin_team
+        self._teams: dict[str, Team] | None = None
+
+    def _load(self, names: Iterable[str]) -> dict[str, Team]:
+        wanted = set(names) | {self.admin_team}
+        records = self.manifests.get_many("Team", sorted(wanted))
+        return {n: r.model() for n, r in records.items()}  # type: ignore[misc]
+
+    def is_admin(self, actor: str | None, teams: dict[str, Team]) -> bool:
+        admins = teams.get(self.admin_team)
+        return actor is not None and admins is not None and actor in (*admins.spec.members, *admins.spec.admins)
+
+    def check(self, actor: str | None, owners: Iterable[str | None], action: str = "change") -> None:
+        """Raise Forbidden unless ``actor`` may mutate objects owned by every team in ``owners``."""
+        owners = {o for o in owners if o}
+        if not owners:
+            return
+        teams = self._load(owners)
+        if actor is None and not any(o in teams for o in owners):
+            return
+        if self.is_admin(actor, teams):
+            return
+        for owner in sorted(owners):
+            team = teams.get(owner)
+            if team is None:
+                continue
+            if actor is None:
+                raise Unauthenticated(f"{action} of objects owned by {owner} needs a caller identity (--as USER)")
+            if actor not in (*team.spec.members, *team.spec.admins):
+                raise Forbidden(f"{actor} may not {action} objects owned by {owner}: not a member of that team",
+                                {"actor": actor, "owner": owner})
+
+    def check_team_change(self, actor: str | None, team_names: Iterable[str]) -> None:
+        """Changing a declared team takes one of its admins (or a Ferry admin)."""
+        teams = self._load(team_names)
+        if self.is_admin(actor, teams):
+            return
+        for name in team_names:
+            team = teams.get(name)
+            if team is not None and (actor is None or actor not in team.spec.admins):
+                raise Forbidden(f"{actor or 'anonymous'} may not change team {name}: not one of its admins",
+                                {"actor": actor, "team": name})

@@ -1,0 +1,123 @@
+"""The document-store port: the narrow slice of Firestore that Ferry uses.
+
+Every subsystem's state lives in documents of collections; repositories of each subsystem speak this
+port, and the same contract suite (tests/contract) proves the Firestore adapter against the emulator
+and the in-memory fake used by unit tests. Reads and writes are counted in ``stats`` because on
+Firestore they are the bill.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar
+
+T = TypeVar("T")
+Doc = dict[str, Any]
+Operator = Literal["==", "!=", "<", "<=", ">", ">=", "in", "array_contains"]
+# Firestore's limit for one batched write or transaction commit.
+MAX_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Where:
+    field: str
+    op: Operator
+    value: Any
+
+
+@dataclass(frozen=True)
+class Op:
+    """One write: ``set`` (replace, or merge when ``merge``), ``create`` (fails if present), ``delete``."""
+
+    kind: Literal["set", "create", "delete"]
+    collection: str
+    id: str
+    data: Doc | None = None
+    merge: bool = False
+
+    @classmethod
+    def set(cls, collection: str, id: str, data: Doc, merge: bool = False) -> Op:
+        return cls("set", collection, id, data, merge)
+
+    @classmethod
+    def create(cls, collection: str, id: str, data: Doc) -> Op:
+        return cls("create", collection, id, data)
+
+    @classmethod
+    def delete(cls, collection: str, id: str) -> Op:
+        return cls("delete", collection, id)
+
+
+@dataclass
+class IoStats:
+    """Document reads and writes, as Firestore bills them (a query that finds nothing is one read)."""
+
+    reads: int = 0
+    writes: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def read(self, n: int) -> None:
+        with self._lock:
+            self.reads += n
+
+    def wrote(self, n: int) -> None:
+        with self._lock:
+            self.writes += n
+
+    def snapshot(self) -> dict[str, int]:
+        return {"reads": self.reads, "writes": self.writes}
+
+    def since(self, before: dict[str, int]) -> dict[str, int]:
+        return {"reads": self.reads - before["reads"], "writes": self.writes - before["writes"]}
+
+
+class Transaction(Protocol):
+    """Reads first, then writes; all-or-nothing; retried from the start on contention."""
+
+    def get(self, collection: str, id: str) -> Doc | None: ...
+
+    def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, Doc]: ...
+
+    def query(self, collection: str, where: Sequence[Where] = (), order_by: str | None = None,
+              limit: int | None = None) -> list[tuple[str, Doc]]: ...
+
+    def set(self, collection: str, id: str, data: Doc, merge: bool = False) -> None: ...
+
+    def create(self, collection: str, id: str, data: Doc) -> None:
+        """Write ``data`` only if the document does not exist (else Conflict at commit)."""
+        ...
+
+    def delete(self, collection: str, id: str) -> None: ...
+
+
+class DocumentStore(Protocol):
+    stats: IoStats
+
+    def get(self, collection: str, id: str) -> Doc | None:
+        """One document, or None."""
+        ...
+
+    def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, Doc]:
+        """The documents that exist among ``ids``, by id (one batched read)."""
+        ...
+
+    def query(self, collection: str, where: Sequence[Where] = (), order_by: str | None = None,
+              descending: bool = False, limit: int | None = None,
+              start_after: str | None = None) -> list[tuple[str, Doc]]:
+        """Documents matching every filter. ``order_by`` None orders by id; ``start_after`` is
+        an id cursor and requires ordering by id."""
+        ...
+
+    def write(self, ops: Iterable[Op]) -> int:
+        """Apply writes in batches of at most 500 (each batch atomic, not the whole). Returns count.
+
+        Raises:
+            Conflict: a ``create`` found its document present (its batch is not applied).
+        """
+        ...
+
+    def transaction(self, fn: Callable[[Transaction], T]) -> T:
+        """Run ``fn`` in a read-write transaction; it may be called more than once."""
+        ...

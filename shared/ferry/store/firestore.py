@@ -1,0 +1,168 @@
+"""Firestore adapter of the DocumentStore port (native mode; the emulator when FIRESTORE_EMULATOR_HOST)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from google.api_core import exceptions as gexc
+
+from ferry.errors import Conflict, InfraError
+from ferry.store.base import MAX_BATCH, Doc, IoStats, Op, Where
+
+T = TypeVar("T")
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except gexc.AlreadyExists as exc:
+        raise Conflict(f"document already exists: {exc.message}") from exc
+    except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.Aborted) as exc:
+        raise InfraError(f"Firestore unavailable: {exc.message}") from exc
+
+
+class FirestoreStore:
+    def __init__(self, project: str | None = None, client: Any = None, database: str | None = None) -> None:
+        if client is None:
+            from google.cloud import firestore
+
+            kwargs: dict[str, Any] = {"project": project or os.environ.get("GOOGLE_CLOUD_PROJECT")}
+            if database:
+                kwargs["database"] = database
+            if os.environ.get("FIRESTORE_EMULATOR_HOST"):
+                from google.auth.credentials import AnonymousCredentials
+
+                kwargs["credentials"] = AnonymousCredentials()
+            client = firestore.Client(**kwargs)
+        self.client = client
+        self.stats = IoStats()
+
+    def _ref(self, collection: str, id: str) -> Any:
+        return self.client.collection(collection).document(id)
+
+    def _query(self, collection: str, where: Sequence[Where], order_by: str | None, descending: bool,
+               limit: int | None, start_after: str | None) -> Any:
+        from google.cloud.firestore_v1 import FieldFilter
+        from google.cloud.firestore_v1.field_path import FieldPath
+        from google.cloud.firestore_v1.query import Query
+
+        q: Any = self.client.collection(collection)
+        for w in where:
+            q = q.where(filter=FieldFilter(w.field, w.op, w.value))
+        direction = Query.DESCENDING if descending else Query.ASCENDING
+        inequality = any(w.op not in ("==", "in", "array_contains") for w in where)
+        if order_by is None and inequality and start_after is None:
+            pass  # Firestore orders by the inequality field; an explicit id order would be rejected
+        elif order_by is None:
+            if start_after is not None:
+                op = "<" if descending else ">"
+                q = q.where(filter=FieldFilter(FieldPath.document_id(), op, self._ref(collection, start_after)))
+            q = q.order_by(FieldPath.document_id(), direction=direction)
+        else:
+            q = q.order_by(order_by, direction=direction)
+        if limit is not None:
+            q = q.limit(limit)
+        return q
+
+    def get(self, collection: str, id: str) -> Doc | None:
+        with _translated():
+            snap = self._ref(collection, id).get()
+        self.stats.read(1)
+        return snap.to_dict() if snap.exists else None
+
+    def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, Doc]:
+        ids = list(dict.fromkeys(ids))
+        out: dict[str, Doc] = {}
+        for i in range(0, len(ids), 300):
+            refs = [self._ref(collection, x) for x in ids[i:i + 300]]
+            with _translated():
+                for snap in self.client.get_all(refs):
+                    if snap.exists:
+                        out[snap.id] = snap.to_dict()
+        self.stats.read(len(ids))
+        return out
+
+    def query(self, collection: str, where: Sequence[Where] = (), order_by: str | None = None,
+              descending: bool = False, limit: int | None = None,
+              start_after: str | None = None) -> list[tuple[str, Doc]]:
+        q = self._query(collection, where, order_by, descending, limit, start_after)
+        with _translated():
+            rows = [(s.id, s.to_dict()) for s in q.stream()]
+        self.stats.read(max(1, len(rows)))
+        return rows
+
+    def write(self, ops: Iterable[Op]) -> int:
+        ops = list(ops)
+        for i in range(0, len(ops), MAX_BATCH):
+            batch = self.client.batch()
+            for op in ops[i:i + MAX_BATCH]:
+                ref = self._ref(op.collection, op.id)
+                if op.kind == "delete":
+                    batch.delete(ref)
+                elif op.kind == "create":
+                    batch.create(ref, op.data)
+                else:
+                    batch.set(ref, op.data, merge=op.merge)
+            with _translated():
+                batch.commit()
+            self.stats.wrote(len(ops[i:i + MAX_BATCH]))
+        return len(ops)
+
+    def transaction(self, fn: Callable[[Any], T]) -> T:
+        from google.cloud import firestore
+
+        @firestore.transactional
+        def run(txn: Any) -> T:
+            wrapper = _FirestoreTransaction(self, txn)
+            result = fn(wrapper)
+            self.stats.wrote(wrapper.writes)
+            return result
+
+        with _translated():
+            try:
+                return run(self.client.transaction(max_attempts=10))
+            except ValueError as exc:  # the library's "Failed to commit transaction in N attempts"
+                if "Failed to commit transaction" not in str(exc):
+                    raise
+                raise InfraError(f"Firestore transaction contention: {exc}") from exc
+
+
+class _FirestoreTransaction:
+    def __init__(self, store: FirestoreStore, txn: Any) -> None:
+        self._store = store
+        self._txn = txn
+        self.writes = 0
+
+    def get(self, collection: str, id: str) -> Doc | None:
+        snap = self._store._ref(collection, id).get(transaction=self._txn)
+        self._store.stats.read(1)
+        return snap.to_dict() if snap.exists else None
+
+    def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, Doc]:
+        ids = list(dict.fromkeys(ids))
+        refs = [self._store._ref(collection, x) for x in ids]
+        self._store.stats.read(len(ids))
+        return {s.id: s.to_dict() for s in self._store.client.get_all(refs, transaction=self._txn) if s.exists}
+
+    def query(self, collection: str, where: Sequence[Where] = (), order_by: str | None = None,
+              limit: int | None = None) -> list[tuple[str, Doc]]:
+        q = self._store._query(collection, where, order_by, False, limit, None)
+        rows = [(s.id, s.to_dict()) for s in q.stream(transaction=self._txn)]
+        self._store.stats.read(max(1, len(rows)))
+        return rows
+
+    def set(self, collection: str, id: str, data: Doc, merge: bool = False) -> None:
+        self._txn.set(self._store._ref(collection, id), data, merge=merge)
+        self.writes += 1
+
+    def create(self, collection: str, id: str, data: Doc) -> None:
+        self._txn.create(self._store._ref(collection, id), data)
+        self.writes += 1
+
+    def delete(self, collection: str, id: str) -> None:
+        self._txn.delete(self._store._ref(collection, id))
+        self.writes += 1

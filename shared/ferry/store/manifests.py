@@ -1,0 +1,88 @@
+"""Manifests as stored: one collection per kind (``endpoints``, ``workflows``...), one doc per name."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ferry.domain.manifests import KINDS, PLURALS, Manifest
+from ferry.store.base import Doc, DocumentStore, Op, Where
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    """A manifest as applied, with its bookkeeping."""
+
+    kind: str
+    name: str
+    owner: str | None
+    fingerprint: str
+    generation: int
+    manifest: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    def model(self) -> Manifest:
+        return KINDS[self.kind].model_validate(self.manifest)  # type: ignore[return-value]
+
+    def to_api(self) -> dict[str, Any]:
+        out = dict(self.manifest)
+        out["status"] = {"generation": self.generation, "created_at": self.created_at.isoformat(),
+                         "updated_at": self.updated_at.isoformat()}
+        return out
+
+    @classmethod
+    def from_doc(cls, doc: Doc) -> ManifestRecord:
+        return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})  # type: ignore[arg-type]
+
+
+def collection(kind: str) -> str:
+    return PLURALS[kind]
+
+
+class ManifestRepository:
+    def __init__(self, store: DocumentStore) -> None:
+        self.store = store
+
+    def get(self, kind: str, name: str) -> ManifestRecord | None:
+        doc = self.store.get(collection(kind), name)
+        return ManifestRecord.from_doc(doc) if doc else None
+
+    def get_many(self, kind: str, names: Sequence[str]) -> dict[str, ManifestRecord]:
+        return {n: ManifestRecord.from_doc(d) for n, d in self.store.get_many(collection(kind), names).items()}
+
+    def list(self, kind: str, owner: str | None = None, limit: int = 100,
+             after: str | None = None) -> tuple[list[ManifestRecord], str | None]:
+        """One page ordered by name; returns the page and the cursor of the next one (or None)."""
+        where = [Where("owner", "==", owner)] if owner else []
+        rows = self.store.query(collection(kind), where, limit=limit + 1, start_after=after)
+        page = [ManifestRecord.from_doc(d) for _, d in rows[:limit]]
+        return page, (page[-1].name if len(rows) > limit else None)
+
+    def all(self, kind: str, owner: str | None = None) -> list[ManifestRecord]:
+        out: list[ManifestRecord] = []
+        after = None
+        while True:
+            page, after = self.list(kind, owner, limit=1000, after=after)
+            out.extend(page)
+            if after is None:
+                return out
+
+    @staticmethod
+    def record_for(manifest: Manifest, previous: ManifestRecord | None, now: datetime) -> ManifestRecord:
+        return ManifestRecord(
+            kind=manifest.kind, name=manifest.name, owner=manifest.metadata.owner,
+            fingerprint=manifest.fingerprint(),
+            generation=(previous.generation + 1) if previous else 1,
+            manifest=manifest.to_doc(),
+            created_at=previous.created_at if previous else now, updated_at=now,
+        )
+
+    @staticmethod
+    def op_for(record: ManifestRecord) -> Op:
+        return Op.set(collection(record.kind), record.name, dict(record.__dict__))
+
+    def delete(self, kind: str, name: str) -> None:
+        self.store.write([Op.delete(collection(kind), name)])

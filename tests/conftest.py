@@ -1,0 +1,76 @@
+"""Shared fixtures: the official emulators once per session, a fresh project id per test.
+
+Tests marked ``emulator`` need the Pub/Sub and Firestore emulators. Where the Google Cloud SDK or its
+emulators are missing they are reported as SKIPPED with the reason in the header and the summary —
+never passed silently. Set FERRY_REQUIRE_EMULATORS=1 to turn that into a failure (CI does).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ferry.dev import emulators as emu
+
+_MISSING = emu.missing()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if _MISSING:
+        return f"!!! EMULATORS UNAVAILABLE — emulator tests will be SKIPPED: {_MISSING}"
+    return "emulators: official Pub/Sub and Firestore emulators (Google Cloud SDK)"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _MISSING:
+        skipped = len(terminalreporter.stats.get("skipped", []))
+        terminalreporter.write_line(
+            f"!!! {skipped} test(s) SKIPPED because the emulators are unavailable: {_MISSING}", red=True, bold=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not _MISSING:
+        return
+    if os.environ.get("FERRY_REQUIRE_EMULATORS") == "1":
+        raise pytest.UsageError(f"FERRY_REQUIRE_EMULATORS=1 but {_MISSING}")
+    skip = pytest.mark.skip(reason=f"emulators unavailable: {_MISSING}")
+    for item in items:
+        if "emulator" in item.keywords:
+            item.add_marker(skip)
+
+
+@dataclass
+class Emulators:
+    firestore: str
+    pubsub: str
+
+
+@pytest.fixture(scope="session")
+def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulators]:
+    """Both emulators, started once per test session in their own process groups."""
+    logs = tmp_path_factory.mktemp("emulators")
+    started: list[emu.RunningEmulator] = []
+    try:
+        fs = emu.start(emu.FIRESTORE, emu.free_port(), Path(logs) / "firestore.log")
+        started.append(fs)
+        ps = emu.start(emu.PUBSUB, emu.free_port(), Path(logs) / "pubsub.log")
+        started.append(ps)
+        os.environ["FIRESTORE_EMULATOR_HOST"] = fs.address
+        os.environ["PUBSUB_EMULATOR_HOST"] = ps.address
+        yield Emulators(fs.address, ps.address)
+    finally:
+        for e in started:
+            emu.stop_group(e.pid)
+        os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+        os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+
+
+@pytest.fixture
+def project_id() -> str:
+    """A project id of its own per test: the emulators keep projects apart, so no cleanup is needed."""
+    return f"test-{uuid.uuid4().hex[:10]}"
