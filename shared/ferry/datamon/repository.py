@@ -1,0 +1,101 @@
+"""Datamon's documents, through the DocumentStore port.
+
+Collections:
+- ``datamon_partitions/{endpoint}@{partition}``: one landed partition (first landing time, stats,
+  re-landings). Never read in bulk: the evaluator reads only the ids it needs (``get_many``).
+- ``datamon_endpoints/{endpoint}``: the per-endpoint summary the evaluator keeps (spec snapshot,
+  watermark of contiguous landed partitions, open partitions, ``next_check``); evaluation queries
+  ``next_check <= now`` so reads grow with what is due or open, not with history.
+- ``datamon_alerts/{endpoint}@{partition}``: one alert per (endpoint, partition).
+- ``datamon_notifications/{alert}#{n}``: claims, created with ``Op.create`` before a notification is
+  published, so two evaluators never notify the same transition twice.
+- ``datamon_meta/evaluator``: the manifest sync cursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ferry.store.base import Doc, DocumentStore, Op, Where
+
+PARTITIONS = "datamon_partitions"
+ENDPOINTS = "datamon_endpoints"
+ALERTS = "datamon_alerts"
+NOTIFICATIONS = "datamon_notifications"
+META = "datamon_meta"
+
+
+def partition_id(endpoint: str, partition: str) -> str:
+    # Endpoint names never contain '@' (manifests.NAME_PATTERN), so the id splits unambiguously.
+    return f"{endpoint}@{partition}"
+
+
+def alert_id(endpoint: str, partition: str) -> str:
+    return partition_id(endpoint, partition)
+
+
+def dedup_key(endpoint: str, partition: str) -> str:
+    return f"{endpoint}/{partition}"
+
+
+class DatamonRepository:
+    def __init__(self, store: DocumentStore) -> None:
+        self.store = store
+
+    # -- partitions ------------------------------------------------------------------------------
+    def partitions(self, endpoint: str, partitions: Sequence[str]) -> dict[str, Doc]:
+        """Landed partitions among ``partitions``, by partition (one batched read)."""
+        ids = [partition_id(endpoint, p) for p in partitions]
+        found = self.store.get_many(PARTITIONS, ids)
+        return {d["partition"]: d for d in found.values()}
+
+    def partitions_multi(self, wanted: dict[str, Sequence[str]]) -> dict[str, dict[str, Doc]]:
+        """Landed partitions of many endpoints in one batched read: {endpoint: {partition: doc}}."""
+        ids = [partition_id(e, p) for e, ps in wanted.items() for p in ps]
+        out: dict[str, dict[str, Doc]] = {e: {} for e in wanted}
+        for doc in self.store.get_many(PARTITIONS, ids).values():
+            out.setdefault(doc["endpoint"], {})[doc["partition"]] = doc
+        return out
+
+    def recent_partitions(self, endpoint: str, limit: int) -> list[Doc]:
+        rows = self.store.query(PARTITIONS, [Where("endpoint", "==", endpoint)], order_by="start",
+                                descending=True, limit=limit)
+        return [d for _, d in rows]
+
+    # -- endpoint summaries -----------------------------------------------------------------------
+    def summaries_due(self, now: Any, limit: int | None = None) -> dict[str, Doc]:
+        rows = self.store.query(ENDPOINTS, [Where("next_check", "<=", now)], order_by="next_check", limit=limit)
+        return dict(rows)
+
+    def summaries(self, names: Sequence[str]) -> dict[str, Doc]:
+        return self.store.get_many(ENDPOINTS, names) if names else {}
+
+    def all_summaries(self, owner: str | None = None) -> dict[str, Doc]:
+        where = [Where("owner", "==", owner)] if owner else []
+        out: dict[str, Doc] = {}
+        after = None
+        while True:
+            rows = self.store.query(ENDPOINTS, where, limit=1000, start_after=after)
+            out.update(rows)
+            if len(rows) < 1000:
+                return out
+            after = rows[-1][0]
+
+    # -- alerts ------------------------------------------------------------------------------------
+    def alert(self, id: str) -> Doc | None:
+        return self.store.get(ALERTS, id)
+
+    def alerts(self, ids: Sequence[str]) -> dict[str, Doc]:
+        return self.store.get_many(ALERTS, ids) if ids else {}
+
+    def list_alerts(self, owner: str | None = None, open_only: bool = True, limit: int = 1000) -> list[Doc]:
+        where = []
+        if owner:
+            where.append(Where("owner", "==", owner))
+        if open_only:
+            where.append(Where("open", "==", True))
+        return [d for _, d in self.store.query(ALERTS, where, limit=limit)]
+
+    def write(self, ops: Sequence[Op]) -> int:
+        return self.store.write(ops) if ops else 0
