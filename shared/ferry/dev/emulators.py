@@ -98,9 +98,9 @@ class RunningEmulator:
         return f"{self.host}:{self.port}"
 
 
-def start(kind: EmulatorKind, port: int, log_path: Path, project: str = "ferry-local",
-          host: str = "127.0.0.1", deadline_s: float = 60.0) -> RunningEmulator:
-    """Start one emulator in its own process group and wait until it answers."""
+def spawn(kind: EmulatorKind, port: int, log_path: Path, project: str = "ferry-local",
+          host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
+    """Start one emulator in its own process group without waiting for it (see ``wait_http``)."""
     problem = missing()
     if problem:
         raise InfraError(problem)
@@ -112,8 +112,14 @@ def start(kind: EmulatorKind, port: int, log_path: Path, project: str = "ferry-l
         args.append("--verbosity=error")
     with open(log_path, "ab") as log:
         # Its own session/process group: killing the gcloud wrapper alone leaves the Java emulator running.
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
+
+
+def start(kind: EmulatorKind, port: int, log_path: Path, project: str = "ferry-local",
+          host: str = "127.0.0.1", deadline_s: float = 60.0) -> RunningEmulator:
+    """Start one emulator in its own process group and wait until it answers."""
+    proc = spawn(kind, port, log_path, project, host)
     try:
         wait_http(f"http://{host}:{port}/", deadline_s, proc, log_path)
     except InfraError:

@@ -1,0 +1,119 @@
+"""``ferry dev up | down | status | fire``: the local stack (SPEC §2), state under FERRY_HOME or ./.ferry."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ferry.cli.common import Ctx, command, console, ferry_home, table
+from ferry.dev import stack
+
+
+def _component_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for c in state.get("components", []):
+        where = c.get("url") or c.get("address") or ""
+        if c["kind"] == "scheduler":
+            where = f"{len(c.get('jobs', []))} job(s)"
+        alive = c.get("alive")
+        rows.append({"component": c["name"], "kind": c["kind"] + (" (shared)" if c.get("external") else ""),
+                     "pid": c.get("pid"), "port": c.get("port"), "where": where,
+                     "alive": "" if alive is None else ("yes" if alive else "NO"), "log": c.get("log")})
+    return rows
+
+
+def register(main: click.Group) -> None:
+    @main.group("dev")
+    def dev() -> None:
+        """The local stack: emulators, one functions-framework process per function, scheduler."""
+
+    @command(dev, "up")
+    @click.option("--infra", "infra_dir", type=click.Path(exists=True, file_okay=False), default=None,
+                  help="Directory of infra YAML (default: the repository's infra/).")
+    @click.option("--source", type=click.Path(exists=True, dir_okay=False), default=None,
+                  help="Functions source file (default: functions/main.py).")
+    @click.option("--project", default=lambda: os.environ.get("GOOGLE_CLOUD_PROJECT") or stack.DEFAULT_PROJECT,
+                  show_default="GOOGLE_CLOUD_PROJECT or ferry-local", help="Project id inside the emulators.")
+    @click.option("--base-port", type=int, default=None, envvar="FERRY_DEV_BASE_PORT",
+                  help="Functions on BASE, BASE+1, ... (api first); Pub/Sub emulator BASE+90, Firestore "
+                       "BASE+91. Default: free ports.")
+    @click.option("--no-scheduler", is_flag=True, help="Do not start the local scheduler.")
+    @click.option("--timeout", "deadline_s", type=float, default=90.0, show_default=True,
+                  help="Seconds each part may take to become ready.")
+    def up(ctx: Ctx, infra_dir: str | None, source: str | None, project: str, base_port: int | None,
+           no_scheduler: bool, deadline_s: float) -> None:
+        """Start the local stack (or report the one already running in this FERRY_HOME)."""
+        config = stack.StackConfig(home=ferry_home(), project=project,
+                                   infra_dir=Path(infra_dir) if infra_dir else None,
+                                   source=Path(source) if source else None, base_port=base_port,
+                                   scheduler=not no_scheduler, deadline_s=deadline_s)
+        result = stack.up(config)
+        data = {**result.state, "already_running": result.already_running}
+
+        def human(d: dict[str, Any]) -> None:
+            table(_component_rows(d), ["component", "kind", "pid", "where", "log"])
+            if d["already_running"]:
+                console.print(f"[yellow]the local stack in {d['home']} is already up[/] (project {d['project']}); "
+                              "reusing it — `ferry dev down` stops it")
+            else:
+                console.print(f"[green]local stack up[/] in {d.get('ready_seconds')}s — project {d['project']}, "
+                              f"API {d.get('api_url')}, state {stack.state_path(Path(d['home']))}")
+            for note in d.get("notes", []):
+                console.print(f"[yellow]note:[/] {note}")
+        ctx.emit(data, human)
+
+    @command(dev, "down")
+    def down(ctx: Ctx) -> None:
+        """Stop everything `ferry dev up` started in this FERRY_HOME (and nothing else)."""
+        result = stack.down(ferry_home())
+
+        def human(d: dict[str, Any]) -> None:
+            if "message" in d:
+                console.print(d["message"])
+                return
+            names = ", ".join(s["name"] for s in d["stopped"]) or "nothing"
+            console.print(f"stopped {names}")
+            if d["already_gone"]:
+                console.print(f"already gone: {', '.join(d['already_gone'])}")
+        ctx.emit(result, human)
+
+    @command(dev, "status")
+    def status(ctx: Ctx) -> None:
+        """Each component of the local stack: pid, port, alive?; each scheduler job's last firing."""
+        state = stack.status(ferry_home())
+        if state is None:
+            ctx.emit({"running": False, "home": str(ferry_home()), "components": []},
+                     lambda d: console.print(f"no local stack in {d['home']} (`ferry dev up` starts one)"))
+            return
+        running, dead = stack.is_running(state)
+        state.update(running=running, dead=dead)
+
+        def human(d: dict[str, Any]) -> None:
+            table(_component_rows(d), ["component", "kind", "pid", "port", "alive", "where"],
+                  title=f"local stack {d['home']} (project {d['project']}, {d['status']})")
+            jobs = next((c.get("jobs", []) for c in d["components"] if c["kind"] == "scheduler"), None)
+            if jobs is not None or d["last_fired"]:
+                rows = []
+                for name in sorted(set(jobs or []) | set(d["last_fired"])):
+                    last = d["last_fired"].get(name, {})
+                    rows.append({"job": name, "last_fired": last.get("fired_at"),
+                                 "schedule_time": last.get("schedule_time"), "status": last.get("status"),
+                                 "latency_ms": last.get("latency_ms")})
+                table(rows, ["job", "last_fired", "schedule_time", "status", "latency_ms"], title="scheduler")
+            if d["dead"]:
+                console.print(f"[red]not running: {', '.join(d['dead'])}[/] — logs under {stack.log_dir(Path(d['home']))}")
+        ctx.emit(state, human)
+
+    @command(dev, "fire")
+    @click.argument("job")
+    def fire(ctx: Ctx, job: str) -> None:
+        """Fire one scheduler job of infra/ now, as Cloud Scheduler would."""
+        entry = stack.fire_job(ferry_home(), job)
+        ctx.emit(entry, lambda e: console.print(
+            f"fired {e['job']} → {e['url']}: status {e.get('status')} in {e['latency_ms']} ms"
+            + (f" ({e['error']})" if e.get("error") else "")))
+        if entry.get("severity") == "ERROR":
+            raise SystemExit(4)

@@ -1,0 +1,528 @@
+"""The local stack (SPEC §2): every cloud part of ``infra/`` as local processes, with no cloud account.
+
+``up`` starts the official Firestore and Pub/Sub emulators, one ``functions-framework`` process per
+function of ``infra/``, creates the topics and subscriptions (push subscriptions to the local function
+URLs for Pub/Sub triggers) and starts the local scheduler. Every process runs in its own process group
+(killing the ``gcloud`` wrapper alone leaves its Java emulator running), and everything started is
+recorded in ``<home>/state.json`` — ``down`` stops exactly those groups and nothing else.
+
+Processes start in parallel and readiness is polled together, with deadlines: startup time is
+dominated by the slowest process, not by their sum.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ferry.dev import emulators as emu
+from ferry.dev.scheduler import FiringRecord
+from ferry.errors import Conflict, InfraError
+from ferry.infra import model
+from ferry.infra.model import Infra
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_SOURCE = REPO_ROOT / "functions" / "main.py"
+DEFAULT_PROJECT = "ferry-local"
+STATE_FILE = "state.json"
+# With a base port B: functions get B, B+1, ... (``api`` first, then infra order); the emulators B+90, B+91.
+PUBSUB_OFFSET, FIRESTORE_OFFSET, MAX_FUNCTIONS = 90, 91, 90
+
+
+@dataclass
+class StackConfig:
+    """What to start. ``firestore``/``pubsub`` name running emulators to use instead of starting them
+    (the test fixtures share one pair per session); those are neither started nor stopped here."""
+
+    home: Path
+    project: str = DEFAULT_PROJECT
+    infra_dir: Path | None = None
+    source: Path | None = None
+    host: str = "127.0.0.1"
+    base_port: int | None = None
+    scheduler: bool = True
+    firestore: str | None = None
+    pubsub: str | None = None
+    deadline_s: float = 90.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class UpResult:
+    state: dict[str, Any]
+    already_running: bool = False
+    seconds: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------- paths
+
+
+def state_path(home: Path) -> Path:
+    return Path(home) / STATE_FILE
+
+
+def log_dir(home: Path) -> Path:
+    return Path(home) / "logs" / "stack"
+
+
+def firing_record(home: Path) -> FiringRecord:
+    return FiringRecord(log_dir(home) / "scheduler.log", Path(home) / "scheduler-last.json")
+
+
+def read_state(home: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(state_path(home).read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise InfraError(f"{state_path(home)} is not valid JSON: {exc} (remove it if no stack is running)") from exc
+    return data if isinstance(data, dict) else None
+
+
+def _write_state(home: Path, state: dict[str, Any]) -> None:
+    path = state_path(home)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, path)
+
+
+def load_infra(state: dict[str, Any]) -> Infra:
+    return model.load(state.get("infra_dir"))
+
+
+def function_urls(state: dict[str, Any]) -> dict[str, str]:
+    return {c["name"]: c["url"] for c in state.get("components", []) if c["kind"] == "function"}
+
+
+# ------------------------------------------------------------------------------------------ processes
+
+
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, process group, start time) of a process from /proc, None when it does not exist."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()  # the command name may contain spaces and parentheses
+    return fields[0], int(fields[2]), int(fields[19])
+
+
+def start_time(pid: int) -> int | None:
+    stat = _proc_stat(pid)
+    return stat[2] if stat else None
+
+
+def group_members(pgids: Iterable[int]) -> dict[int, list[int]]:
+    """Live (non-zombie) processes of each process group, from /proc."""
+    wanted = set(pgids)
+    members: dict[int, list[int]] = {g: [] for g in wanted}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        stat = _proc_stat(int(entry.name))
+        if stat and stat[1] in wanted and stat[0] != "Z":
+            members[stat[1]].append(int(entry.name))
+    return members
+
+
+def _reap(pids: Iterable[int]) -> None:
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def stop_groups(pgids: Sequence[int], grace_s: float = 8.0) -> list[int]:
+    """TERM every group at once, wait for all together, KILL what is left; return pids still alive."""
+    pgids = [g for g in pgids if g]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for g in pgids:
+            try:
+                os.killpg(g, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        end = time.monotonic() + (grace_s if sig == signal.SIGTERM else 3.0)
+        while True:
+            _reap(pgids)
+            alive = {g: m for g, m in group_members(pgids).items() if m}
+            if not alive or time.monotonic() > end:
+                break
+            time.sleep(0.05)
+        if not alive:
+            return []
+        pgids = list(alive)
+    return [p for m in group_members(pgids).values() for p in m]
+
+
+def _ours(component: dict[str, Any]) -> bool:
+    """A recorded process group is ours while its leader is the process we started (same start time)
+    or, with the leader gone, while the group still has members (a group id is not reused meanwhile)."""
+    pid = component.get("pid")
+    if not pid:
+        return False
+    st = start_time(pid)
+    if st is not None:
+        return st == component.get("start_time")
+    return bool(group_members([pid])[pid])
+
+
+def alive(component: dict[str, Any]) -> bool:
+    pid = component.get("pid")
+    if not pid:
+        return False
+    stat = _proc_stat(pid)
+    return bool(stat and stat[0] != "Z" and stat[2] == component.get("start_time"))
+
+
+def _spawn(args: list[str], log_path: Path, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=cwd, start_new_session=True)
+
+
+def _functions_framework() -> list[str]:
+    exe = Path(sys.executable).parent / "functions-framework"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("functions-framework")
+    return [found] if found else [sys.executable, "-m", "functions_framework"]
+
+
+# ------------------------------------------------------------------------------------------------ up
+
+
+def _ports(config: StackConfig, infra: Infra) -> tuple[dict[str, int], int | None, int | None]:
+    names = [f.name for f in sorted(infra.functions, key=lambda f: f.name != "api")]
+    if len(names) > MAX_FUNCTIONS:
+        raise InfraError(f"at most {MAX_FUNCTIONS} functions fit the port layout, infra declares {len(names)}")
+    if config.base_port is None:
+        fns = {n: emu.free_port(config.host) for n in names}
+        ps = None if config.pubsub else emu.free_port(config.host)
+        fs = None if config.firestore else emu.free_port(config.host)
+    else:
+        b = config.base_port
+        fns = {n: b + i for i, n in enumerate(names)}
+        ps = None if config.pubsub else b + PUBSUB_OFFSET
+        fs = None if config.firestore else b + FIRESTORE_OFFSET
+    wanted = [(f"function {n}", p) for n, p in fns.items()] + [("pubsub emulator", ps), ("firestore emulator", fs)]
+    busy = [f"{what} port {p}" for what, p in wanted if p is not None and emu.port_in_use(p, config.host)]
+    if busy:
+        raise InfraError(f"port(s) in use: {', '.join(busy)} — free them or choose another --base-port "
+                         "(without --base-port free ports are chosen)", {"ports": busy})
+    return fns, ps, fs
+
+
+def function_env(config: StackConfig, home: Path, firestore: str, pubsub: str, api_url: str | None,
+                 fn: model.Function) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FERRY_API",)}
+    env.update({
+        "GOOGLE_CLOUD_PROJECT": config.project,
+        "FIRESTORE_EMULATOR_HOST": firestore,
+        "PUBSUB_EMULATOR_HOST": pubsub,
+        "FERRY_HOME": str(home),
+        "FERRY_SINK": f"file://{home}/sink",
+        "FERRY_LAUNCHER": "local",
+        "FERRY_LOG_DIR": str(home / "logs"),
+        "FERRY_ALLOW_CLOCK_OVERRIDE": "1",
+        "FERRY_FUNCTION": fn.name,
+        "PYTHONUNBUFFERED": "1",
+        # One local instance serves what max_instances x concurrency serve in the cloud; keep a few
+        # threads so a slow request does not block the readiness probe or other callers.
+        "WORKERS": "1",
+        "THREADS": str(max(4, fn.concurrency)),
+    })
+    if api_url:
+        env["FERRY_API"] = api_url
+    env.update(config.extra_env)
+    env.update(fn.env)
+    return env
+
+
+def _wait_all(targets: dict[str, tuple[str, subprocess.Popen[bytes], Path]], deadline_s: float) -> None:
+    """Poll every function URL together until each answers (any HTTP status) or the deadline passes."""
+    pending = dict(targets)
+    end = time.monotonic() + deadline_s
+    with httpx.Client(timeout=0.5) as http:
+        while pending and time.monotonic() < end:
+            for name, (url, proc, log) in list(pending.items()):
+                if proc.poll() is not None:
+                    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                    raise InfraError(f"function {name} exited with {proc.returncode} while starting (log {log})",
+                                     {"log_tail": tail})
+                try:
+                    http.get(url)
+                    del pending[name]
+                except httpx.HTTPError:
+                    pass
+            if pending:
+                time.sleep(0.1)
+    if pending:
+        raise InfraError(f"function(s) {', '.join(sorted(pending))} did not answer within {deadline_s:.0f}s",
+                         {n: str(t[2]) for n, t in pending.items()})
+
+
+def provision(infra: Infra, project: str, urls: dict[str, str], pubsub_host: str) -> list[str]:
+    """Create the topics and subscriptions of ``infra`` in the Pub/Sub emulator (idempotent: existing
+    ones are left alone). Returns notes about what the emulator would not take."""
+    from google.api_core import exceptions as gexc
+    from google.cloud import pubsub_v1
+
+    before = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = pubsub_host  # the clients read it when they are built
+    try:
+        publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    finally:
+        if before is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST")
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = before
+    notes: list[str] = []
+
+    def topic(name: str) -> str:
+        return f"projects/{project}/topics/{name}"
+
+    def create_subscription(request: dict[str, Any]) -> None:
+        try:
+            subscriber.create_subscription(request=request)
+        except gexc.AlreadyExists:
+            pass
+        except gexc.InvalidArgument as exc:
+            if "dead_letter_policy" not in request:
+                raise
+            notes.append(f"subscription {request['name'].rsplit('/', 1)[-1]}: the emulator refused its "
+                         f"dead-letter policy ({exc.message}); created without it")
+            create_subscription({k: v for k, v in request.items() if k != "dead_letter_policy"})
+
+    try:
+        for t in infra.topics:
+            try:
+                publisher.create_topic(name=topic(t.name))
+            except gexc.AlreadyExists:
+                pass
+        for s in infra.subscriptions:
+            req: dict[str, Any] = {"name": f"projects/{project}/subscriptions/{s.name}", "topic": topic(s.topic),
+                                   "ack_deadline_seconds": s.ack_deadline_seconds}
+            if s.dead_letter_topic:
+                req["dead_letter_policy"] = {"dead_letter_topic": topic(s.dead_letter_topic),
+                                             "max_delivery_attempts": s.max_delivery_attempts}
+            create_subscription(req)
+        for fn, trig in infra.push_subscriptions():
+            # The topic in the path lets functions-framework turn the raw push envelope into a CloudEvent
+            # with the right source, as Eventarc would deliver it.
+            endpoint = f"{urls[fn.name]}/projects/{project}/topics/{trig.topic}"
+            create_subscription({
+                "name": f"projects/{project}/subscriptions/{trig.subscription}", "topic": topic(trig.topic),
+                "ack_deadline_seconds": trig.ack_deadline_seconds,
+                "push_config": {"push_endpoint": endpoint},
+                "retry_policy": {"minimum_backoff": {"seconds": trig.min_backoff_seconds},
+                                 "maximum_backoff": {"seconds": trig.max_backoff_seconds}},
+                "dead_letter_policy": {"dead_letter_topic": topic(trig.dead_letter_topic),
+                                       "max_delivery_attempts": trig.max_delivery_attempts},
+            })
+    except gexc.GoogleAPICallError as exc:
+        raise InfraError(f"creating the topics and subscriptions of infra/ failed: {exc}") from exc
+    finally:
+        publisher.transport.close()
+        subscriber.close()
+    return notes
+
+
+def _component(kind: str, name: str, proc: subprocess.Popen[bytes] | None, log: Path, **extra: Any) -> dict[str, Any]:
+    pid = proc.pid if proc else None
+    return {"kind": kind, "name": name, "pid": pid, "start_time": start_time(pid) if pid else None,
+            "log": str(log), **extra}
+
+
+def status(home: Path) -> dict[str, Any] | None:
+    """The recorded stack with each component's liveness and each scheduler job's last firing."""
+    state = read_state(home)
+    if state is None:
+        return None
+    for c in state.get("components", []):
+        c["alive"] = alive(c) if c.get("pid") else None
+    last = firing_record(home).last()
+    state["last_fired"] = last
+    return state
+
+
+def is_running(state: dict[str, Any]) -> tuple[bool, list[str]]:
+    """(all of it alive, names of the dead components)."""
+    comps = [c for c in state.get("components", []) if c.get("pid")]
+    dead = [c["name"] for c in comps if not alive(c)]
+    return not dead and bool(comps), dead
+
+
+def up(config: StackConfig) -> UpResult:
+    """Start the local stack described by ``config`` and record it in ``<home>/state.json``.
+
+    Returns the recorded state (``already_running`` when a complete stack of this home is up: it is
+    reused). Raises InfraError when the emulators are missing, a port is in use, or anything does not
+    become ready in time (whatever was started is then stopped again); Conflict when a previous stack
+    of this home is partly running.
+    """
+    t0 = time.monotonic()
+    home = Path(config.home).resolve()
+    previous = read_state(home)
+    if previous is not None:
+        running, dead = is_running(previous)
+        if running:
+            return UpResult(previous, already_running=True)
+        if any(_ours(c) for c in previous.get("components", [])):
+            raise Conflict(f"a previous local stack in {home} is partly running ({', '.join(dead)} stopped): "
+                           "run `ferry dev down` first")
+        state_path(home).unlink()  # stale: nothing of it runs any more
+
+    if not (config.firestore and config.pubsub):
+        problem = emu.missing()
+        if problem:
+            raise InfraError(problem)
+    infra = model.load(config.infra_dir)
+    source = Path(config.source or DEFAULT_SOURCE).resolve()
+    if not source.exists():
+        raise InfraError(f"function source {source} does not exist")
+    fn_ports, ps_port, fs_port = _ports(config, infra)
+    logs = log_dir(home)
+    logs.mkdir(parents=True, exist_ok=True)
+    (home / "sink").mkdir(exist_ok=True)
+    pubsub = config.pubsub or f"{config.host}:{ps_port}"
+    firestore = config.firestore or f"{config.host}:{fs_port}"
+    urls = {n: f"http://{config.host}:{p}" for n, p in fn_ports.items()}
+    state: dict[str, Any] = {
+        "version": 1, "status": "starting", "home": str(home), "project": config.project,
+        "infra_dir": str(Path(config.infra_dir).resolve()) if config.infra_dir else None,
+        "source": str(source), "started_at": datetime.now(UTC).isoformat(), "api_url": urls.get("api"),
+        "env": {"GOOGLE_CLOUD_PROJECT": config.project, "FIRESTORE_EMULATOR_HOST": firestore,
+                "PUBSUB_EMULATOR_HOST": pubsub, "FERRY_HOME": str(home)},
+        "components": [], "notes": [],
+    }
+    comps: list[dict[str, Any]] = state["components"]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        emulator_procs = []
+        for kind, port, given in ((emu.PUBSUB, ps_port, config.pubsub), (emu.FIRESTORE, fs_port, config.firestore)):
+            if given:
+                comps.append({"kind": "emulator", "name": kind.name, "pid": None, "address": given,
+                              "url": f"http://{given}", "external": True, "log": None})
+                continue
+            assert port is not None
+            log = logs / f"{kind.name}.log"
+            proc = emu.spawn(kind, port, log, config.project, config.host)
+            procs.append(proc)
+            emulator_procs.append((kind, proc, log, port))
+            comps.append(_component("emulator", kind.name, proc, log, port=port,
+                                    address=f"{config.host}:{port}", url=f"http://{config.host}:{port}"))
+        targets = {}
+        for fn in infra.functions:
+            log = logs / f"{fn.name}.log"
+            signature = "http" if fn.trigger == "http" else "cloudevent"
+            args = [*_functions_framework(), "--source", str(source), "--target", fn.entry_point,
+                    "--signature-type", signature, "--host", config.host, "--port", str(fn_ports[fn.name])]
+            proc = _spawn(args, log, function_env(config, home, firestore, pubsub, urls.get("api"), fn), source.parent)
+            procs.append(proc)
+            targets[fn.name] = (urls[fn.name], proc, log)
+            comps.append(_component("function", fn.name, proc, log, port=fn_ports[fn.name], url=urls[fn.name],
+                                    signature=signature, entry_point=fn.entry_point))
+        _write_state(home, state)  # recorded before waiting: `ferry dev down` can stop a half-started stack
+
+        # Both emulators and all functions come up at once; the emulators are waited for in threads.
+        with ThreadPoolExecutor(max(1, len(emulator_procs))) as pool:
+            waits = [pool.submit(emu.wait_http, f"http://{config.host}:{port}/", config.deadline_s, proc, log)
+                     for _, proc, log, port in emulator_procs]
+            for w in waits:
+                w.result()
+            state["notes"] += provision(infra, config.project, urls, pubsub)
+            _wait_all(targets, config.deadline_s)
+
+        if config.scheduler:
+            log = log_dir(home) / "scheduler.log"
+            args = [sys.executable, "-m", "ferry.dev.scheduler", "--state", str(state_path(home))]
+            proc = _spawn(args, log, {**os.environ, "PYTHONUNBUFFERED": "1"})
+            procs.append(proc)
+            comps.append(_component("scheduler", "scheduler", proc, log,
+                                     jobs=[j.name for j in infra.scheduler_jobs]))
+        state["status"] = "running"
+        state["ready_seconds"] = round(time.monotonic() - t0, 2)
+        _write_state(home, state)
+    except BaseException:
+        stop_groups([p.pid for p in procs])
+        _reap(p.pid for p in procs)
+        state_path(home).unlink(missing_ok=True)
+        raise
+    return UpResult(state, seconds=time.monotonic() - t0)
+
+
+# ---------------------------------------------------------------------------------------------- down
+
+
+def down(home: Path) -> dict[str, Any]:
+    """Stop every process group recorded in ``<home>/state.json`` — and nothing else — then remove it.
+
+    Returns what was stopped. Raises InfraError if a process survives SIGKILL (the state is kept then).
+    """
+    home = Path(home).resolve()
+    state = read_state(home)
+    if state is None:
+        return {"stopped": [], "message": f"no local stack recorded in {home}"}
+    comps = [c for c in state.get("components", []) if c.get("pid") and not c.get("external")]
+    ours = [c for c in comps if _ours(c)]
+    # The scheduler first (it would fire at dying functions), then the functions, then the emulators.
+    order = {"scheduler": 0, "function": 1, "emulator": 2}
+    ours.sort(key=lambda c: order.get(c["kind"], 3))
+    stop_groups([c["pid"] for c in ours if c["kind"] == "scheduler"])
+    left = stop_groups([c["pid"] for c in ours if c["kind"] != "scheduler"])
+    if left:
+        raise InfraError(f"process(es) {left} of the local stack survived SIGKILL; state kept in {state_path(home)}")
+    state_path(home).unlink(missing_ok=True)
+    return {"stopped": [{"name": c["name"], "kind": c["kind"], "pid": c["pid"]} for c in ours],
+            "already_gone": [c["name"] for c in comps if c not in ours]}
+
+
+def fire_job(home: Path, job_name: str) -> dict[str, Any]:
+    """Fire one scheduler job of the running stack now (``ferry dev fire``), for the current minute."""
+    from ferry.dev import scheduler
+    from ferry.errors import NotFound
+
+    state = read_state(home)
+    if state is None:
+        raise InfraError(f"no local stack recorded in {Path(home).resolve()}: run `ferry dev up` first")
+    infra = load_infra(state)
+    job = next((j for j in infra.scheduler_jobs if j.name == job_name), None)
+    if job is None:
+        raise NotFound(f"no scheduler job {job_name!r} in infra/",
+                       {"jobs": [j.name for j in infra.scheduler_jobs]})
+    url = function_urls(state)[job.function]
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    return scheduler.fire(job, url, now, firing_record(Path(state["home"])), manual=True)
+
+
+def stack_pids(state: dict[str, Any]) -> list[int]:
+    """Every live process of the stack's process groups (for memory accounting and leak checks)."""
+    groups = [c["pid"] for c in state.get("components", []) if c.get("pid")]
+    return [p for m in group_members(groups).values() for p in m]
+
+
+def rss_bytes(pids: Iterable[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
