@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from ferry.clock import Clock, SystemClock
 from ferry.domain.periods import CronCadence
 from ferry.infra.model import SchedulerJob
 
@@ -141,21 +142,26 @@ def fire(job: SchedulerJob, base_url: str, schedule_time: datetime, record: Firi
     return entry
 
 
-def run(jobs: Sequence[SchedulerJob], urls: Mapping[str, str], record: FiringRecord,
-        stop: threading.Event, max_sleep_s: float = 1.0) -> None:
-    """Fire due jobs until ``stop`` is set. Each firing runs in its own thread (a slow target does not
-    delay the others), as Cloud Scheduler calls each job independently."""
-    since = datetime.now(UTC)
+def run(jobs: Sequence[SchedulerJob], urls: Mapping[str, str], record: FiringRecord, stop: threading.Event,
+        clock: Clock | None = None, max_sleep_s: float = 1.0) -> list[threading.Thread]:
+    """Fire due jobs until ``stop`` is set; returns the firing threads. Each firing runs in its own
+    thread (a slow target does not delay the others), as Cloud Scheduler calls each job independently."""
+    clock = clock or SystemClock()
+    since = clock.now()
     last = {**record.last_fired()}
+    threads = []
     while not stop.is_set():
-        now = datetime.now(UTC)
+        now = clock.now()
         for f in due(jobs, last, since, now):
             last[f.job.name] = f.schedule_time
-            threading.Thread(target=fire, args=(f.job, urls[f.job.function], f.schedule_time, record),
-                             daemon=True).start()
+            t = threading.Thread(target=fire, args=(f.job, urls[f.job.function], f.schedule_time, record),
+                                 daemon=True)
+            t.start()
+            threads.append(t)
         nxt = next_fire(jobs, now)
-        wait = max_sleep_s if nxt is None else min(max_sleep_s, max(0.01, (nxt - datetime.now(UTC)).total_seconds()))
+        wait = max_sleep_s if nxt is None else min(max_sleep_s, max(0.01, (nxt - clock.now()).total_seconds()))
         stop.wait(wait)
+    return threads
 
 
 def main(argv: Sequence[str] | None = None) -> int:
