@@ -1,0 +1,152 @@
+"""``make demo``: the local stack end to end, through the real ``ferry`` CLI.
+
+Brings the stack up (in a temporary FERRY_HOME, so a stack you run in ./.ferry is left alone), applies
+the example manifests, shows the ``ferry get`` tables, fires a scheduler job and shows the scheduler's
+log line, and always brings the stack down again — also when a step fails (exit code 1 then).
+
+Subsystems add their part as one more step function::
+
+    @step("Datamon: a late partition raises an alert")
+    def datamon(demo: Demo) -> None:
+        demo.ferry("evaluate")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+BIN = Path(sys.executable).parent
+
+
+def _bold(text: str) -> str:
+    return f"\033[1m{text}\033[0m" if sys.stdout.isatty() else text
+
+
+@dataclass
+class Demo:
+    home: Path
+    env: dict[str, str]
+    timings: list[tuple[str, float]] = field(default_factory=list)
+
+    def ferry(self, *args: str, check: bool = True, show: bool = True,
+              input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``ferry ARGS`` against the demo stack, echoing the command and its output."""
+        exe = BIN / "ferry"
+        if show:
+            print(f"$ ferry {' '.join(args)}", flush=True)
+        out = subprocess.run([str(exe if exe.exists() else "ferry"), *args], env=self.env, cwd=ROOT,
+                             capture_output=True, text=True, input=input, timeout=300)
+        if show:
+            sys.stdout.write(out.stdout)
+            sys.stderr.write(out.stderr)
+            sys.stdout.flush()
+        if check and out.returncode != 0:
+            raise RuntimeError(f"`ferry {' '.join(args)}` exited with {out.returncode}")
+        return out
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ferry(*args, "--json", show=False).stdout)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return json.loads((self.home / "state.json").read_text())
+
+
+Step = Callable[[Demo], None]
+STEPS: list[tuple[str, Step]] = []
+
+
+def step(title: str) -> Callable[[Step], Step]:
+    """Register a demo step (they run in the order they are declared)."""
+    def add(fn: Step) -> Step:
+        STEPS.append((title, fn))
+        return fn
+    return add
+
+
+# --------------------------------------------------------------------------------------------- steps
+
+
+@step("Start the local stack: emulators, one functions-framework process per function, scheduler")
+def start_stack(demo: Demo) -> None:
+    demo.ferry("dev", "up")
+    demo.ferry("dev", "status")
+
+
+@step("Apply the example manifests")
+def apply_examples(demo: Demo) -> None:
+    path = EXAMPLES / "manifests" if (EXAMPLES / "manifests").is_dir() else EXAMPLES
+    demo.ferry("apply", "-f", str(path.relative_to(ROOT)))
+
+
+@step("What is declared: ferry get endpoints / workflows / eventtypes / resources")
+def show_tables(demo: Demo) -> None:
+    for kind in ("endpoints", "workflows", "eventtypes", "resources"):
+        demo.ferry("get", kind)
+
+
+@step("The local scheduler fires a job of infra/ the way Cloud Scheduler does")
+def fire_scheduler_job(demo: Demo) -> None:
+    scheduler = next((c for c in demo.state["components"] if c["kind"] == "scheduler"), None)
+    jobs = scheduler.get("jobs", []) if scheduler else []
+    if not jobs:
+        print("(infra/ declares no scheduler jobs yet)")
+        return
+    job = jobs[0]
+    demo.ferry("dev", "fire", job)
+    log = Path(scheduler["log"])  # type: ignore[index]
+    lines = [line for line in log.read_text().splitlines() if f'"job": "{job}"' in line]
+    print(f"scheduler log ({log}):")
+    print(f"  {lines[-1]}")
+    demo.ferry("dev", "status")
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    home = Path(os.environ.get("FERRY_DEMO_HOME") or tempfile.mkdtemp(prefix="ferry-demo-"))
+    drop = ("FERRY_API", "FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST")
+    env = {**{k: v for k, v in os.environ.items() if k not in drop}, "FERRY_HOME": str(home)}
+    demo = Demo(home, env)
+    started = time.monotonic()
+    failed: str | None = None
+    try:
+        for i, (title, fn) in enumerate(STEPS, 1):
+            print(f"\n{_bold(f'== {i}. {title}')}", flush=True)
+            t0 = time.monotonic()
+            fn(demo)
+            demo.timings.append((title, time.monotonic() - t0))
+    except Exception as exc:  # report which step failed, then still bring the stack down
+        failed = f"{type(exc).__name__}: {exc}"
+    except KeyboardInterrupt:
+        failed = "interrupted"
+    finally:
+        print(f"\n{_bold('== Stop the local stack')}", flush=True)
+        down = demo.ferry("dev", "down", check=False)
+        if down.returncode != 0:
+            failed = failed or "`ferry dev down` failed"
+    total = time.monotonic() - started
+    print()
+    for title, seconds in demo.timings:
+        print(f"  {seconds:6.1f}s  {title}")
+    if failed:
+        print(f"\nDEMO FAILED after {total:.0f}s: {failed} (logs under {home / 'logs'})", file=sys.stderr)
+        return 1
+    print(f"\ndemo finished in {total:.0f}s; stack stopped (logs kept under {home / 'logs'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
