@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ferry import __version__
-from ferry.cli import core, dev
+from ferry.cli import core, deploy, dev
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,5 +15,5 @@ def main() -> None:
 
 
 # Each module adds its commands; subsystems append theirs here.
-for _module in (core, dev):
+for _module in (core, dev, deploy):
     _module.register(main)

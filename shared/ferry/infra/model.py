@@ -44,6 +44,8 @@ class PubSubTrigger(_Strict):
     dead_letter_topic: str = "ferry-dead-letter"
     min_backoff_seconds: int = Field(default=10, ge=0, le=600)
     max_backoff_seconds: int = Field(default=600, ge=0, le=600)
+    # The identity whose OIDC token the push carries (it gets run.invoker on this function only).
+    service_account: str = "ferry-pubsub-push"
 
 
 class Function(_Strict):
@@ -59,6 +61,8 @@ class Function(_Strict):
     concurrency: int = Field(default=1, ge=1, le=1000)
     service_account: str
     env: dict[str, str] = Field(default_factory=dict)
+    # Scheduler and Pub/Sub push reach functions from outside any VPC; IAM (ID tokens) guards them.
+    ingress: Literal["all", "internal-only", "internal-and-gclb"] = "all"
     description: str = ""
 
     @model_validator(mode="after")
@@ -147,6 +151,8 @@ class Infra(_Strict):
             if f.pubsub:
                 problems += [f"function {f.name}: unknown topic {t!r}"
                              for t in (f.pubsub.topic, f.pubsub.dead_letter_topic) if t not in topics]
+                if f.pubsub.service_account not in accounts:
+                    problems.append(f"function {f.name}: unknown push service account {f.pubsub.service_account!r}")
         for s in self.subscriptions:
             problems += [f"subscription {s.name}: unknown topic {t!r}"
                          for t in (s.topic, s.dead_letter_topic) if t and t not in topics]

@@ -8,6 +8,8 @@ Firestore they are the bill.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +73,37 @@ class IoStats:
 
     def since(self, before: dict[str, int]) -> dict[str, int]:
         return {"reads": self.reads - before["reads"], "writes": self.writes - before["writes"]}
+
+
+@dataclass(frozen=True, order=True)
+class QueryShape:
+    """What a query asks of Firestore's indexes: filtered fields and operators, and its ordering."""
+
+    collection: str
+    filters: tuple[tuple[str, str], ...]
+    order_by: str | None = None
+    descending: bool = False
+
+
+# Every query shape this process made (the test suite checks each against infra/'s indexes, because
+# the Firestore emulator does not enforce indexes and production does). Set FERRY_QUERY_SHAPES_FILE
+# to also append new shapes as JSON lines (subprocesses such as functions-framework report there).
+QUERY_SHAPES: set[QueryShape] = set()
+_SHAPES_LOCK = threading.Lock()
+
+
+def record_query(collection: str, where: Sequence[Where], order_by: str | None, descending: bool = False) -> None:
+    shape = QueryShape(collection, tuple(sorted({(w.field, w.op) for w in where})), order_by, descending)
+    with _SHAPES_LOCK:
+        if shape in QUERY_SHAPES:
+            return
+        QUERY_SHAPES.add(shape)
+    path = os.environ.get("FERRY_QUERY_SHAPES_FILE")
+    if path:
+        line = json.dumps({"pid": os.getpid(), "collection": collection, "filters": shape.filters,
+                           "order_by": order_by, "descending": descending})
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
 
 
 class Transaction(Protocol):

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from google.api_core import exceptions as gexc
 
 from ferry.errors import Conflict, InfraError
-from ferry.store.base import MAX_BATCH, Doc, IoStats, Op, Where
+from ferry.store.base import MAX_BATCH, Doc, IoStats, Op, Where, record_query
 
 T = TypeVar("T")
 
@@ -50,6 +50,8 @@ class FirestoreStore:
         from google.cloud.firestore_v1.field_path import FieldPath
         from google.cloud.firestore_v1.query import Query
 
+        # both the store's and the transactions' queries come through here
+        record_query(collection, where, order_by, descending)
         q: Any = self.client.collection(collection)
         for w in where:
             q = q.where(filter=FieldFilter(w.field, w.op, w.value))

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from ferry.errors import Conflict
-from ferry.store.base import MAX_BATCH, Doc, IoStats, Op, Where
+from ferry.store.base import MAX_BATCH, Doc, IoStats, Op, Where, record_query
 
 T = TypeVar("T")
 _MISSING = object()
@@ -83,6 +83,7 @@ class MemoryStore:
     def query(self, collection: str, where: Sequence[Where] = (), order_by: str | None = None,
               descending: bool = False, limit: int | None = None,
               start_after: str | None = None) -> list[tuple[str, Doc]]:
+        record_query(collection, where, order_by, descending)
         with self._lock:
             rows = [(i, d) for i, d in self._data.get(collection, {}).items() if all(_matches(d, w) for w in where)]
             if order_by is None:

@@ -1,0 +1,293 @@
+"""Carry out a deployment plan idempotently: read the current state, then create, update or leave it.
+
+Client-library steps go through injected clients (Pub/Sub admin, Cloud Scheduler, Firestore admin);
+gcloud steps through an injected runner. Every step reads before it writes, so running the same
+plan twice reports ``unchanged`` everywhere the second time.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from google.api_core import exceptions as gexc
+
+from ferry.deploy.planning import Step, plan
+from ferry.errors import FerryError, InfraError
+from ferry.infra.model import Infra
+
+Action = Literal["created", "updated", "unchanged"]
+
+TOPIC_FIELDS = ("message_retention_duration", "labels")
+SUBSCRIPTION_FIELDS = ("ack_deadline_seconds", "message_retention_duration", "push_config", "dead_letter_policy",
+                       "retry_policy", "expiration_policy", "labels")
+JOB_FIELDS = ("description", "schedule", "time_zone", "attempt_deadline", "http_target", "retry_config")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+class Runner(Protocol):
+    def __call__(self, argv: Sequence[str]) -> RunResult: ...
+
+
+def subprocess_runner(argv: Sequence[str]) -> RunResult:
+    """Run a gcloud command for real."""
+    try:
+        p = subprocess.run(list(argv), capture_output=True, text=True, timeout=1800)
+    except FileNotFoundError as exc:
+        raise InfraError(f"{argv[0]} not found: install the Google Cloud SDK") from exc
+    return RunResult(p.returncode, p.stdout, p.stderr)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    step: Step
+    action: Action
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.step.kind, "name": self.step.name, "action": self.action, "detail": self.detail}
+
+
+def _plain(msg: Any) -> dict[str, Any]:
+    return dict(type(msg).to_dict(msg, always_print_fields_with_no_presence=False,
+                                  preserving_proto_field_name=True))
+
+
+def _changed(desired: dict[str, Any], existing: dict[str, Any], fields: Sequence[str]) -> list[str]:
+    return [f for f in fields if desired.get(f) != existing.get(f)]
+
+
+@dataclass
+class Applier:
+    """Applies steps. Each client is built lazily when absent (nothing connects at construction)."""
+
+    runner: Runner = subprocess_runner
+    publisher: Any = None
+    subscriber: Any = None
+    scheduler: Any = None
+    firestore_admin: Any = None
+    _probes: dict[tuple[str, ...], RunResult] = field(default_factory=dict)
+
+    # -- clients -------------------------------------------------------------------------------
+    def _publisher(self) -> Any:
+        if self.publisher is None:
+            from google.cloud import pubsub_v1
+
+            self.publisher = pubsub_v1.PublisherClient()
+        return self.publisher
+
+    def _subscriber(self) -> Any:
+        if self.subscriber is None:
+            from google.cloud import pubsub_v1
+
+            self.subscriber = pubsub_v1.SubscriberClient()
+        return self.subscriber
+
+    def _scheduler(self) -> Any:
+        if self.scheduler is None:
+            from google.cloud import scheduler_v1
+
+            self.scheduler = scheduler_v1.CloudSchedulerClient()
+        return self.scheduler
+
+    def _firestore_admin(self) -> Any:
+        if self.firestore_admin is None:
+            from google.cloud import firestore_admin_v1
+
+            self.firestore_admin = firestore_admin_v1.FirestoreAdminClient()
+        return self.firestore_admin
+
+    # -- gcloud --------------------------------------------------------------------------------
+    def run(self, argv: Sequence[str]) -> str:
+        r = self.runner(argv)
+        if r.returncode != 0:
+            raise InfraError(f"`{' '.join(argv[:4])} …` failed: {r.stderr.strip()[-800:]}",
+                             {"argv": list(argv)})
+        return r.stdout
+
+    def _probe(self, argv: Sequence[str], cached: bool = False) -> RunResult:
+        key = tuple(argv)
+        if cached and key in self._probes:
+            return self._probes[key]
+        r = self.runner(argv)
+        if cached:
+            self._probes[key] = r
+        return r
+
+    # -- steps ---------------------------------------------------------------------------------
+    def apply(self, step: Step) -> Outcome:
+        handler: Callable[[Step], Outcome] = getattr(self, f"_{step.kind}")
+        try:
+            return handler(step)
+        except FerryError:
+            raise
+        except gexc.GoogleAPICallError as exc:
+            raise InfraError(f"{step.kind} {step.name}: {exc.message}") from exc
+
+    def _apis(self, step: Step) -> Outcome:
+        enabled = set(self._probe(step.probe or []).stdout.split())
+        if set(step.expect["apis"].split()) <= enabled:
+            return Outcome(step, "unchanged")
+        self.run(step.request)
+        return Outcome(step, "updated", "enabled " + ", ".join(sorted(set(step.expect["apis"].split()) - enabled)))
+
+    def _service_account(self, step: Step) -> Outcome:
+        if self._probe(step.probe or []).returncode == 0:
+            return Outcome(step, "unchanged")
+        self.run(step.request)
+        return Outcome(step, "created")
+
+    def _iam(self, step: Step) -> Outcome:
+        probe = self._probe(step.probe or [], cached=True)
+        if probe.returncode == 0:
+            try:
+                policy = json.loads(probe.stdout or "{}")
+            except ValueError:
+                policy = {}
+            for b in policy.get("bindings", []):
+                if b.get("role") == step.expect["role"] and step.expect["member"] in b.get("members", []) \
+                        and not b.get("condition"):
+                    return Outcome(step, "unchanged")
+        self.run(step.request)
+        return Outcome(step, "created")
+
+    def _function(self, step: Step) -> Outcome:
+        probe = self._probe(step.probe or [])
+        if probe.returncode != 0:
+            self.run(step.request)
+            return Outcome(step, "created")
+        labels = json.loads(probe.stdout or "{}").get("labels", {})
+        if labels.get("ferry-fingerprint") == step.expect["fingerprint"]:
+            return Outcome(step, "unchanged")
+        self.run(step.request)
+        return Outcome(step, "updated")
+
+    def _index(self, step: Step) -> Outcome:
+        from google.cloud import firestore_admin_v1
+
+        client = self._firestore_admin()
+        desired = firestore_admin_v1.Index(step.request["index"])
+        want = _index_key(desired)
+        for existing in client.list_indexes(request={"parent": step.request["parent"]}):
+            if _index_key(existing) == want:
+                return Outcome(step, "unchanged")
+        # Index builds take minutes; the operation is not awaited (queries fail until it is READY).
+        client.create_index(request={"parent": step.request["parent"], "index": desired})
+        return Outcome(step, "created", "building")
+
+    def _topic(self, step: Step) -> Outcome:
+        from google.cloud import pubsub_v1
+
+        client = self._publisher()
+        desired = pubsub_v1.types.Topic(step.request)
+        try:
+            existing = client.get_topic(request={"topic": desired.name})
+        except gexc.NotFound:
+            client.create_topic(request=desired)
+            return Outcome(step, "created")
+        paths = _changed(_plain(desired), _plain(existing), TOPIC_FIELDS)
+        if not paths:
+            return Outcome(step, "unchanged")
+        client.update_topic(request={"topic": desired, "update_mask": {"paths": paths}})
+        return Outcome(step, "updated", ", ".join(paths))
+
+    def _subscription(self, step: Step) -> Outcome:
+        from google.cloud import pubsub_v1
+
+        client = self._subscriber()
+        desired = pubsub_v1.types.Subscription(step.request)
+        try:
+            existing = client.get_subscription(request={"subscription": desired.name})
+        except gexc.NotFound:
+            client.create_subscription(request=desired)
+            return Outcome(step, "created")
+        if existing.topic != desired.topic:
+            raise InfraError(f"subscription {step.name} exists on {existing.topic}, not {desired.topic}; "
+                             "a subscription's topic cannot change — delete it first")
+        paths = _changed(_plain(desired), _plain(existing), SUBSCRIPTION_FIELDS)
+        if not paths:
+            return Outcome(step, "unchanged")
+        client.update_subscription(request={"subscription": desired, "update_mask": {"paths": paths}})
+        return Outcome(step, "updated", ", ".join(paths))
+
+    _push_subscription = _subscription
+
+    def _scheduler_job(self, step: Step) -> Outcome:
+        from google.cloud import scheduler_v1
+
+        client = self._scheduler()
+        desired = scheduler_v1.Job(step.request["job"])
+        try:
+            existing = client.get_job(request={"name": desired.name})
+        except gexc.NotFound:
+            client.create_job(request={"parent": step.request["parent"], "job": desired})
+            return Outcome(step, "created")
+        have = _plain(existing)
+        # Cloud Scheduler adds its own User-Agent header to stored jobs
+        headers = have.get("http_target", {}).get("headers", {})
+        headers.pop("User-Agent", None)
+        paths = _changed(_plain(desired), have, JOB_FIELDS)
+        if not paths:
+            return Outcome(step, "unchanged")
+        client.update_job(request={"job": desired, "update_mask": {"paths": paths}})
+        return Outcome(step, "updated", ", ".join(paths))
+
+
+def _index_key(ix: Any) -> tuple[Any, ...]:
+    d = _plain(ix)
+    fields = tuple((f.get("field_path"), f.get("order"), f.get("array_config"))
+                   for f in d.get("fields", []) if f.get("field_path") != "__name__")
+    return d.get("query_scope"), fields
+
+
+def function_urls(infra: Infra, project: str, region: str, runner: Runner) -> dict[str, str]:
+    """The deployed functions' real URLs (``serviceConfig.uri``), read after they are deployed."""
+    urls = {}
+    for fn in infra.functions:
+        r = runner(["gcloud", "functions", "describe", fn.name, "--gen2", f"--project={project}",
+                    f"--region={region}", "--format=value(serviceConfig.uri)"])
+        if r.returncode != 0 or not r.stdout.strip():
+            raise InfraError(f"function {fn.name} has no URL after deploying: {r.stderr.strip()[-400:]}")
+        urls[fn.name] = r.stdout.strip()
+    return urls
+
+
+def project_number(project: str, runner: Runner) -> str:
+    r = runner(["gcloud", "projects", "describe", project, "--format=value(projectNumber)"])
+    if r.returncode != 0 or not r.stdout.strip():
+        raise InfraError(f"cannot read the project number of {project}: {r.stderr.strip()[-400:]}")
+    return r.stdout.strip()
+
+
+def deploy(infra: Infra, project: str, region: str, source_dir: str | Path, applier: Applier,
+           on_outcome: Callable[[Outcome], None] | None = None,
+           urls: Mapping[str, str] | None = None, number: str | None = None) -> list[Outcome]:
+    """Apply the whole plan in order; a failing step stops the deployment (rerunning resumes it).
+
+    ``urls`` and ``number`` skip their look-ups when given (tests, or a deployment that knows them).
+    """
+    number = number or project_number(project, applier.runner)
+    steps = plan(infra, project, region, source_dir, urls=urls, project_number=number)
+    outcomes = []
+    resolved = urls is not None
+    for i in range(len(steps)):
+        if steps[i].needs_urls and not resolved:
+            # The functions exist now: re-plan with their real URLs (same inputs, same order).
+            steps = plan(infra, project, region, source_dir, project_number=number,
+                         urls=function_urls(infra, project, region, applier.runner))
+            resolved = True
+        outcome = applier.apply(steps[i])
+        outcomes.append(outcome)
+        if on_outcome:
+            on_outcome(outcome)
+    return outcomes

@@ -1,0 +1,321 @@
+"""The deployment plan: every step that turns ``infra/`` into a running Ferry on Google Cloud.
+
+``plan()`` is pure: it reads the infra description and returns ordered :class:`Step` s, each carrying
+the exact request it will make — a client-library request as a dict (Pub/Sub admin, Cloud Scheduler,
+Firestore admin) or a ``gcloud`` argv (services, service accounts, IAM, functions). ``--dry-run``
+prints exactly this; :mod:`ferry.deploy.apply` carries it out.
+
+Order matters: APIs → service accounts → their project roles → Firestore indexes → topics →
+pull subscriptions → functions → invoker bindings → push subscriptions → scheduler jobs. Anything
+that calls a function (push subscriptions, scheduler jobs) comes after the function and its
+invoker binding exist, so the first delivery is already authorized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ferry.domain.periods import parse_duration
+from ferry.infra.model import Function, Infra, PubSubTrigger
+
+Via = Literal["gcloud", "pubsub", "scheduler", "firestore_admin"]
+Kind = Literal["apis", "service_account", "iam", "index", "topic", "subscription", "function",
+               "push_subscription", "scheduler_job"]
+
+RUNTIME = "python312"
+DATABASE = "(default)"
+APIS = (
+    "artifactregistry.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "cloudfunctions.googleapis.com",
+    "cloudscheduler.googleapis.com",
+    "firestore.googleapis.com",
+    "iam.googleapis.com",
+    "logging.googleapis.com",
+    "pubsub.googleapis.com",
+    "run.googleapis.com",
+    "storage.googleapis.com",
+)
+# Shown in a dry run when the project number is not given; resolved with gcloud before applying.
+PROJECT_NUMBER_PLACEHOLDER = "PROJECT_NUMBER"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One idempotent deployment step.
+
+    ``request`` is what is sent: a client-library request dict, or a gcloud argv (list of str).
+    ``probe`` is the gcloud argv that reads the current state (gcloud steps only); ``expect``
+    what the probe must show for the step to be unchanged (IAM: member and role).
+    ``needs_urls`` marks steps that target function URLs (resolved after the functions deploy).
+    """
+
+    kind: Kind
+    name: str
+    description: str
+    via: Via
+    request: Any
+    probe: list[str] | None = None
+    expect: dict[str, str] = field(default_factory=dict)
+    needs_urls: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def function_url(project: str, region: str, name: str) -> str:
+    """The deterministic URL of a 2nd-gen function (used by dry runs; apply reads the real one)."""
+    return f"https://{region}-{project}.cloudfunctions.net/{name}"
+
+
+def _seconds(iso: str) -> dict[str, int]:
+    return {"seconds": int(parse_duration(iso).total_seconds())}
+
+
+def _sa(name: str, project: str) -> str:
+    return f"{name}@{project}.iam.gserviceaccount.com"
+
+
+def _pubsub_agent(project_number: str) -> str:
+    return f"service-{project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+
+
+def _iam_step(name: str, description: str, add: list[str], get: list[str], member: str, role: str) -> Step:
+    return Step("iam", name, description, "gcloud",
+                [*add, f"--member={member}", f"--role={role}", "--quiet"],
+                probe=[*get, "--format=json"], expect={"member": member, "role": role})
+
+
+def _env_flag(env: Mapping[str, str]) -> str:
+    pairs = [f"{k}={v}" for k, v in sorted(env.items())]
+    # gcloud's alternate-delimiter syntax when a value holds a comma
+    if any("," in p for p in pairs):
+        return "--set-env-vars=^|^" + "|".join(pairs)
+    return "--set-env-vars=" + ",".join(pairs)
+
+
+def source_digest(source_dir: str | Path) -> str:
+    """A digest of every file of the deploy bundle (so an unchanged bundle redeploys nothing)."""
+    root = Path(source_dir)
+    h = hashlib.sha256()
+    if not root.is_dir():
+        return "unbuilt"
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _function_step(fn: Function, project: str, region: str, source_dir: str, digest: str) -> Step:
+    env = {"GOOGLE_CLOUD_PROJECT": project, "FERRY_REGION": region, **fn.env}
+    argv = [
+        "gcloud", "functions", "deploy", fn.name, "--gen2",
+        f"--project={project}", f"--region={region}",
+        f"--runtime={RUNTIME}", f"--source={source_dir}", f"--entry-point={fn.entry_point}",
+        # Every function is HTTP-served: Pub/Sub reaches the others through our explicit push
+        # subscription (the CloudEvent signature comes from the functions-framework decorator).
+        "--trigger-http",
+        f"--memory={fn.memory}", f"--cpu={fn.cpu}", f"--timeout={fn.timeout_seconds}s",
+        f"--min-instances={fn.min_instances}", f"--max-instances={fn.max_instances}",
+        f"--concurrency={fn.concurrency}",
+        f"--service-account={_sa(fn.service_account, project)}",
+        _env_flag(env),
+        f"--ingress-settings={fn.ingress}",
+        "--no-allow-unauthenticated",
+    ]
+    # The fingerprint label (config + bundle) lets a second deploy see "unchanged" without rebuilding.
+    fingerprint = hashlib.sha256(json.dumps([argv, digest]).encode()).hexdigest()[:16]
+    argv += [f"--update-labels=managed-by=ferry,ferry-fingerprint={fingerprint}", "--quiet"]
+    return Step("function", fn.name,
+                f"deploy function {fn.name} ({fn.entry_point}, {fn.memory}, {fn.timeout_seconds}s, "
+                f"{fn.min_instances}..{fn.max_instances} instances, as {fn.service_account})",
+                "gcloud", argv,
+                probe=["gcloud", "functions", "describe", fn.name, "--gen2", f"--project={project}",
+                       f"--region={region}", "--format=json"],
+                expect={"fingerprint": fingerprint})
+
+
+def _dead_letter_steps(kind: str, name: str, topic: str, dead_letter_topic: str, project: str,
+                       agent: str) -> list[Step]:
+    """The Pub/Sub service agent must publish to the dead-letter topic and ack on the source."""
+    return [
+        _iam_step(f"{dead_letter_topic}:publisher", f"let the Pub/Sub service agent publish dead letters "
+                  f"to {dead_letter_topic}",
+                  ["gcloud", "pubsub", "topics", "add-iam-policy-binding", dead_letter_topic, f"--project={project}"],
+                  ["gcloud", "pubsub", "topics", "get-iam-policy", dead_letter_topic, f"--project={project}"],
+                  f"serviceAccount:{agent}", "roles/pubsub.publisher"),
+        _iam_step(f"{name}:subscriber", f"let the Pub/Sub service agent ack dead-lettered messages of {kind} {name}",
+                  ["gcloud", "pubsub", "subscriptions", "add-iam-policy-binding", name, f"--project={project}"],
+                  ["gcloud", "pubsub", "subscriptions", "get-iam-policy", name, f"--project={project}"],
+                  f"serviceAccount:{agent}", "roles/pubsub.subscriber"),
+    ]
+
+
+def _push_subscription(fn: Function, trig: PubSubTrigger, project: str, url: str) -> dict[str, Any]:
+    return {
+        "name": f"projects/{project}/subscriptions/{trig.subscription}",
+        "topic": f"projects/{project}/topics/{trig.topic}",
+        # covers the function's timeout (the model refuses less): no redelivery mid-work
+        "ack_deadline_seconds": trig.ack_deadline_seconds,
+        "push_config": {
+            "push_endpoint": url,
+            "oidc_token": {"service_account_email": _sa(trig.service_account, project), "audience": url},
+        },
+        "dead_letter_policy": {"dead_letter_topic": f"projects/{project}/topics/{trig.dead_letter_topic}",
+                               "max_delivery_attempts": trig.max_delivery_attempts},
+        "retry_policy": {"minimum_backoff": {"seconds": trig.min_backoff_seconds},
+                         "maximum_backoff": {"seconds": trig.max_backoff_seconds}},
+        "expiration_policy": {},  # never expire, however quiet the topic
+    }
+
+
+def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
+         urls: Mapping[str, str] | None = None, project_number: str | None = None) -> list[Step]:
+    """The complete ordered deployment of ``infra`` to ``project``/``region``.
+
+    Args:
+        infra: the merged description (``ferry.infra.model.load()``).
+        source_dir: the deploy bundle (``ferry.deploy.bundle.build``); functions deploy from it.
+        urls: function name → URL; defaults to the deterministic ``cloudfunctions.net`` URL.
+        project_number: for the Pub/Sub service agent's grants; a placeholder when None.
+    Returns:
+        Steps in the order they must be applied; the same inputs give the same plan.
+    """
+    source_dir = str(source_dir)
+    digest = source_digest(source_dir)
+    agent = _pubsub_agent(project_number or PROJECT_NUMBER_PLACEHOLDER)
+
+    def url(name: str) -> str:
+        return (urls or {}).get(name) or function_url(project, region, name)
+
+    steps: list[Step] = [Step("apis", "services", f"enable {len(APIS)} APIs", "gcloud",
+                              ["gcloud", "services", "enable", *APIS, f"--project={project}", "--quiet"],
+                              probe=["gcloud", "services", "list", "--enabled", f"--project={project}",
+                                     "--format=value(config.name)"],
+                              expect={"apis": " ".join(APIS)})]
+
+    for sa in infra.service_accounts:
+        email = _sa(sa.name, project)
+        steps.append(Step("service_account", sa.name, f"service account {email}", "gcloud",
+                          ["gcloud", "iam", "service-accounts", "create", sa.name, f"--project={project}",
+                           f"--display-name={sa.name}", f"--description={sa.description or sa.name}", "--quiet"],
+                          probe=["gcloud", "iam", "service-accounts", "describe", email, f"--project={project}",
+                                 "--format=json"]))
+    for sa in infra.service_accounts:
+        for role in sa.roles:
+            steps.append(_iam_step(f"{sa.name}:{role}", f"grant {role} to {sa.name} on the project",
+                                   ["gcloud", "projects", "add-iam-policy-binding", project, "--condition=None"],
+                                   ["gcloud", "projects", "get-iam-policy", project],
+                                   f"serviceAccount:{_sa(sa.name, project)}", role))
+
+    for ix in infra.indexes:
+        fields = [{"field_path": f.field, **({"array_config": f.array_config} if f.array_config
+                                             else {"order": f.order or "ASCENDING"})} for f in ix.fields]
+        steps.append(Step("index", f"{ix.collection}({', '.join(f.field for f in ix.fields)})",
+                          f"Firestore composite index on {ix.collection}: "
+                          + ", ".join(f"{f.field} {f.array_config or f.order}" for f in ix.fields),
+                          "firestore_admin",
+                          {"parent": f"projects/{project}/databases/{DATABASE}/collectionGroups/{ix.collection}",
+                           "index": {"query_scope": ix.query_scope, "fields": fields}}))
+
+    for t in infra.topics:
+        steps.append(Step("topic", t.name, f"topic {t.name} (retention {t.retention})", "pubsub",
+                          {"name": f"projects/{project}/topics/{t.name}",
+                           "message_retention_duration": _seconds(t.retention)}))
+
+    dead_letter_grants: list[Step] = []
+    for s in infra.subscriptions:
+        req: dict[str, Any] = {
+            "name": f"projects/{project}/subscriptions/{s.name}",
+            "topic": f"projects/{project}/topics/{s.topic}",
+            "ack_deadline_seconds": s.ack_deadline_seconds,
+            "message_retention_duration": _seconds(s.retention),
+            "expiration_policy": {},
+        }
+        desc = f"pull subscription {s.name} on {s.topic} (ack {s.ack_deadline_seconds}s, retention {s.retention}"
+        if s.dead_letter_topic:
+            req["dead_letter_policy"] = {"dead_letter_topic": f"projects/{project}/topics/{s.dead_letter_topic}",
+                                         "max_delivery_attempts": s.max_delivery_attempts}
+            desc += f", dead letters to {s.dead_letter_topic} after {s.max_delivery_attempts} attempts"
+            dead_letter_grants += _dead_letter_steps("subscription", s.name, s.topic, s.dead_letter_topic,
+                                                     project, agent)
+        steps.append(Step("subscription", s.name, desc + ")", "pubsub", req))
+    steps += dead_letter_grants
+
+    for fn in infra.functions:
+        steps.append(_function_step(fn, project, region, source_dir, digest))
+
+    # Who may call which function: scheduler jobs' and push subscriptions' identities, each only
+    # on the functions it calls (roles/run.invoker on the function's Cloud Run service).
+    callers: dict[tuple[str, str], str] = {}
+    for j in infra.scheduler_jobs:
+        callers.setdefault((j.service_account, j.function), f"scheduler job {j.name}")
+    for fn, trig in infra.push_subscriptions():
+        callers.setdefault((trig.service_account, fn.name), f"push subscription {trig.subscription}")
+    for (account, fname), why in callers.items():
+        steps.append(_iam_step(f"{fname}:invoker:{account}", f"let {account} invoke {fname} ({why})",
+                               ["gcloud", "run", "services", "add-iam-policy-binding", fname,
+                                f"--project={project}", f"--region={region}"],
+                               ["gcloud", "run", "services", "get-iam-policy", fname,
+                                f"--project={project}", f"--region={region}"],
+                               f"serviceAccount:{_sa(account, project)}", "roles/run.invoker"))
+
+    push = infra.push_subscriptions()
+    for account in sorted({trig.service_account for _, trig in push}):
+        # Pub/Sub mints the push OIDC tokens as this account (granted by default only on new projects).
+        steps.append(_iam_step(f"{account}:token-creator", f"let the Pub/Sub service agent sign OIDC "
+                               f"tokens as {account}",
+                               ["gcloud", "iam", "service-accounts", "add-iam-policy-binding",
+                                _sa(account, project), f"--project={project}"],
+                               ["gcloud", "iam", "service-accounts", "get-iam-policy", _sa(account, project),
+                                f"--project={project}"],
+                               f"serviceAccount:{agent}", "roles/iam.serviceAccountTokenCreator"))
+    dead_letter_grants = []
+    for fn, trig in push:
+        steps.append(Step("push_subscription", trig.subscription,
+                          f"push {trig.topic} → function {fn.name} (OIDC as {trig.service_account}, ack "
+                          f"{trig.ack_deadline_seconds}s, backoff {trig.min_backoff_seconds}..{trig.max_backoff_seconds}s, "
+                          f"dead letters to {trig.dead_letter_topic} after {trig.max_delivery_attempts} attempts)",
+                          "pubsub", _push_subscription(fn, trig, project, url(fn.name)), needs_urls=True))
+        dead_letter_grants += _dead_letter_steps("push subscription", trig.subscription, trig.topic,
+                                                 trig.dead_letter_topic, project, agent)
+    steps += dead_letter_grants
+
+    for j in infra.scheduler_jobs:
+        target = url(j.function)
+        steps.append(Step("scheduler_job", j.name,
+                          f"every '{j.schedule}' ({j.time_zone}) POST {j.function}{j.path} with OIDC as "
+                          f"{j.service_account}", "scheduler",
+                          {"parent": f"projects/{project}/locations/{region}",
+                           "job": {
+                               "name": f"projects/{project}/locations/{region}/jobs/{j.name}",
+                               "description": j.description,
+                               "schedule": j.schedule,
+                               "time_zone": j.time_zone,
+                               "attempt_deadline": {"seconds": j.attempt_deadline_seconds},
+                               "http_target": {
+                                   "uri": target.rstrip("/") + "/" + j.path.lstrip("/") if j.path != "/" else target,
+                                   "http_method": "POST",
+                                   "headers": {"Content-Type": "application/json"},
+                                   "body": json.dumps(j.body, sort_keys=True).encode(),
+                                   "oidc_token": {"service_account_email": _sa(j.service_account, project),
+                                                  "audience": target},
+                               },
+                           }}, needs_urls=True))
+    return _dedupe(steps)
+
+
+def _dedupe(steps: list[Step]) -> list[Step]:
+    """The same grant asked twice (two subscriptions dead-lettering to one topic) is one step."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for s in steps:
+        if (s.kind, s.name) in seen:
+            continue
+        seen.add((s.kind, s.name))
+        out.append(s)
+    return out

@@ -1,0 +1,1 @@
+"""Hand-written fakes of the cloud services `ferry deploy` talks to (gcloud, Cloud Scheduler, Firestore admin)."""
