@@ -282,8 +282,14 @@ def partitioning(spec: str, tz: str = "UTC") -> Cadence:
         return CalendarCadence(spec, tz)
     if spec.startswith("P"):
         width = parse_duration(spec)
+        # A duration that is a calendar unit is that unit: P1D is the local day of the zone (DST-correct,
+        # named 2026-11-26), not 24 UTC hours named 2026-11-26T00:00.
         if width == timedelta(hours=1):
             return CalendarCadence("hourly", tz)
+        if width == timedelta(days=1):
+            return CalendarCadence("daily", tz)
+        if width == timedelta(weeks=1):
+            return CalendarCadence("weekly", tz)
         return DurationCadence(width)
     raise ValueError(f"unknown partitioning {spec!r}: use hourly|daily|weekly|monthly|yearly or an ISO duration like PT5M")
 
