@@ -10,6 +10,7 @@ Collections:
 - ``datamon_notifications/{alert}#{n}``: claims, created with ``Op.create`` before a notification is
   published, so two evaluators never notify the same transition twice.
 - ``datamon_meta/evaluator``: the manifest sync cursor.
+- ``datamon_lineage/{workflow}``: what a workflow produces from what (lineage for ``at_risk``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ ENDPOINTS = "datamon_endpoints"
 ALERTS = "datamon_alerts"
 NOTIFICATIONS = "datamon_notifications"
 META = "datamon_meta"
+LINEAGE = "datamon_lineage"
 
 
 def partition_id(endpoint: str, partition: str) -> str:
