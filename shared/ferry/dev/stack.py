@@ -526,3 +526,16 @@ def rss_bytes(pids: Iterable[int]) -> int:
         except OSError:
             pass
     return total
+
+
+def pss_bytes(pids: Iterable[int]) -> int:
+    """Proportional set size: shared pages (a forked gunicorn worker shares its master's) counted once."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
