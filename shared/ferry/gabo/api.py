@@ -1,0 +1,79 @@
+"""Gabo's REST routes: ingest, and what the scheduler / work orders run (deliver, close, scale)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ferry.api.router import Call, Router
+from ferry.gabo.delivery import WorkOrder
+from ferry.gabo.service import gabo
+
+router = Router()
+
+# An ingest request body is at most this large (413 above it); below the API's general read limit.
+MAX_INGEST_BODY = 8 * 1024 * 1024
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CloseRequest(_Strict):
+    event_type: str | None = Field(default=None, description="one type, or every type when absent")
+
+
+class ScaleRequest(_Strict):
+    event_type: str | None = None
+    budget_s: float = Field(default=50.0, gt=0, le=3600)
+    publish: bool = Field(default=True, description="publish the work orders (false: decide and record only)")
+
+
+@router.route("/v1/events", ("POST",), summary="Ingest events (JSON array or NDJSON of {type, id, time?, payload})",
+              tag="gabo", max_body_bytes=MAX_INGEST_BODY)
+def ingest(call: Call) -> dict[str, Any]:
+    return gabo(call.services).ingest(call.raw_body, call.now()).to_dict()
+
+
+@router.route("/v1/deliver", ("POST",), summary="Run one delivery work order now", body=WorkOrder, tag="gabo")
+def deliver(call: Call) -> dict[str, Any]:
+    order: WorkOrder = call.body(WorkOrder)
+    now = call.now() if call.services.settings.allow_clock_override else None
+    return gabo(call.services).deliver(order, now).to_dict()
+
+
+@router.route("/v1/close", ("POST",), summary="Close every partition that may close now", body=CloseRequest,
+              tag="gabo")
+def close(call: Call) -> dict[str, Any]:
+    req: CloseRequest = call.body(CloseRequest) if call.raw_body else CloseRequest()
+    return {"reports": [r.to_dict() for r in gabo(call.services).close(call.now(), req.event_type)]}
+
+
+@router.route("/v1/scale", ("POST",), summary="Decide and publish delivery work orders per event type",
+              body=ScaleRequest, tag="gabo")
+def scale(call: Call) -> dict[str, Any]:
+    req: ScaleRequest = call.body(ScaleRequest) if call.raw_body else ScaleRequest()
+    return {"decisions": gabo(call.services).scale(call.now(), req.event_type, req.budget_s, req.publish)}
+
+
+def serve(request: Any, path: str | None = None) -> Any:
+    """Serve a flask request with Gabo's routes only (the ``ingest``, ``close`` and ``scale`` functions).
+
+    ``path`` pins the route (a scheduler job posts to the function's root URL).
+    """
+    import json
+
+    from flask import Response
+
+    from ferry import log
+    from ferry.wiring import services
+
+    svc = services()
+    log.set_trace(request.headers.get("X-Cloud-Trace-Context"), svc.settings.project)
+    length = request.content_length or 0
+    body = b"" if length > MAX_INGEST_BODY else request.get_data(cache=False)
+    status, result = router.dispatch(svc, "POST" if path else request.method, path or request.path,
+                                     dict(request.args.items()), dict(request.headers.items()), body,
+                                     request.content_length)
+    return Response(json.dumps(result, default=str), status=status, mimetype="application/json")

@@ -1,0 +1,290 @@
+"""The delivery-broker port: provision topics and subscriptions, pull, ack and extend leases.
+
+Adapters: Pub/Sub (the emulator when PUBSUB_EMULATOR_HOST is set) and an in-memory fake for unit tests
+that is also a Publisher, so ingest → delivery runs in one process without the emulator.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from ferry.broker.base import Message
+from ferry.errors import InfraError, NotFound
+from ferry.gabo.core import Pulled
+
+RETENTION_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class SubscriptionSpec:
+    name: str
+    topic: str
+    ack_deadline_s: int = 60
+    retention_s: int = RETENTION_S
+    dead_letter_topic: str | None = None
+    max_delivery_attempts: int = 5
+
+
+class DeliveryBroker(Protocol):
+    def ensure_topic(self, name: str) -> bool:
+        """Create topic ``name`` if absent. Returns True when created."""
+        ...
+
+    def ensure_subscription(self, spec: SubscriptionSpec) -> bool:
+        """Create the subscription if absent, else bring its ack deadline / dead-letter policy in line."""
+        ...
+
+    def delete_subscription(self, name: str) -> bool:
+        """Delete if present. Returns True when it existed."""
+        ...
+
+    def pull(self, subscription: str, max_messages: int, timeout_s: float = 5.0) -> list[Pulled]:
+        """Up to ``max_messages`` available messages, leased for the subscription's ack deadline."""
+        ...
+
+    def ack(self, subscription: str, ack_ids: Sequence[str]) -> None:
+        """Acknowledge (the messages will not be redelivered). Raises InfraError."""
+        ...
+
+    def extend(self, subscription: str, ack_ids: Sequence[str], seconds: int) -> None:
+        """Extend (or with 0, release) the leases of ``ack_ids``."""
+        ...
+
+
+def _chunks(items: Sequence[str], n: int) -> list[Sequence[str]]:
+    return [items[i:i + n] for i in range(0, len(items), n)]
+
+
+class PubSubBroker:
+    def __init__(self, project: str, subscriber: Any = None, publisher: Any = None) -> None:
+        self.project = project
+        self._subscriber = subscriber
+        self._publisher = publisher
+
+    @property
+    def subscriber(self) -> Any:
+        if self._subscriber is None:
+            from google.cloud import pubsub_v1
+
+            self._subscriber = pubsub_v1.SubscriberClient()
+        return self._subscriber
+
+    @property
+    def publisher(self) -> Any:
+        if self._publisher is None:
+            from google.cloud import pubsub_v1
+
+            self._publisher = pubsub_v1.PublisherClient()
+        return self._publisher
+
+    def topic_path(self, name: str) -> str:
+        return f"projects/{self.project}/topics/{name}"
+
+    def sub_path(self, name: str) -> str:
+        return f"projects/{self.project}/subscriptions/{name}"
+
+    def ensure_topic(self, name: str) -> bool:
+        from google.api_core import exceptions as gexc
+
+        try:
+            self.publisher.create_topic(name=self.topic_path(name))
+            return True
+        except gexc.AlreadyExists:
+            return False
+        except gexc.GoogleAPICallError as exc:
+            raise InfraError(f"creating topic {name} failed: {exc}") from exc
+
+    def ensure_subscription(self, spec: SubscriptionSpec) -> bool:
+        from google.api_core import exceptions as gexc
+        from google.protobuf import duration_pb2, field_mask_pb2
+        from google.pubsub_v1.types import DeadLetterPolicy, Subscription
+
+        dlp = (DeadLetterPolicy(dead_letter_topic=self.topic_path(spec.dead_letter_topic),
+                                max_delivery_attempts=spec.max_delivery_attempts)
+               if spec.dead_letter_topic else None)
+        sub = Subscription(name=self.sub_path(spec.name), topic=self.topic_path(spec.topic),
+                           ack_deadline_seconds=spec.ack_deadline_s,
+                           message_retention_duration=duration_pb2.Duration(seconds=spec.retention_s),
+                           dead_letter_policy=dlp)
+        try:
+            self.subscriber.create_subscription(request=sub)
+            return True
+        except gexc.AlreadyExists:
+            paths = ["ack_deadline_seconds", "message_retention_duration"] + (["dead_letter_policy"] if dlp else [])
+            try:
+                self.subscriber.update_subscription(
+                    request={"subscription": sub, "update_mask": field_mask_pb2.FieldMask(paths=paths)})
+            except gexc.GoogleAPICallError as exc:  # converge best-effort; the subscription exists
+                raise InfraError(f"updating subscription {spec.name} failed: {exc}") from exc
+            return False
+        except gexc.GoogleAPICallError as exc:
+            raise InfraError(f"creating subscription {spec.name} failed: {exc}") from exc
+
+    def delete_subscription(self, name: str) -> bool:
+        from google.api_core import exceptions as gexc
+
+        try:
+            self.subscriber.delete_subscription(subscription=self.sub_path(name))
+            return True
+        except gexc.NotFound:
+            return False
+        except gexc.GoogleAPICallError as exc:
+            raise InfraError(f"deleting subscription {name} failed: {exc}") from exc
+
+    def pull(self, subscription: str, max_messages: int, timeout_s: float = 5.0) -> list[Pulled]:
+        from google.api_core import exceptions as gexc
+
+        try:
+            resp = self.subscriber.pull(request={"subscription": self.sub_path(subscription),
+                                                 "max_messages": max_messages}, timeout=timeout_s)
+        except gexc.DeadlineExceeded:
+            return []
+        except gexc.NotFound as exc:
+            raise NotFound(f"subscription {subscription} does not exist (is its event type applied?)") from exc
+        except gexc.GoogleAPICallError as exc:
+            raise InfraError(f"pulling from {subscription} failed: {exc}") from exc
+        out = []
+        for r in resp.received_messages:
+            m = r.message
+            pt = m.publish_time
+            out.append(Pulled(r.ack_id, m.message_id, bytes(m.data), dict(m.attributes),
+                              datetime.fromtimestamp(pt.timestamp(), UTC) if pt else datetime.now(UTC),
+                              r.delivery_attempt))
+        return out
+
+    def ack(self, subscription: str, ack_ids: Sequence[str]) -> None:
+        from google.api_core import exceptions as gexc
+
+        try:
+            for chunk in _chunks(list(ack_ids), 1000):
+                self.subscriber.acknowledge(request={"subscription": self.sub_path(subscription), "ack_ids": chunk})
+        except gexc.GoogleAPICallError as exc:
+            raise InfraError(f"acking on {subscription} failed: {exc}") from exc
+
+    def extend(self, subscription: str, ack_ids: Sequence[str], seconds: int) -> None:
+        from google.api_core import exceptions as gexc
+
+        try:
+            for chunk in _chunks(list(ack_ids), 1000):
+                self.subscriber.modify_ack_deadline(request={
+                    "subscription": self.sub_path(subscription), "ack_ids": chunk, "ack_deadline_seconds": seconds})
+        except gexc.GoogleAPICallError as exc:
+            raise InfraError(f"extending leases on {subscription} failed: {exc}") from exc
+
+
+@dataclass
+class _Sub:
+    spec: SubscriptionSpec
+    available: list[tuple[str, Message, datetime]] = field(default_factory=list)
+    leased: dict[str, tuple[str, Message, datetime, float, int]] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+
+
+class MemoryBroker:
+    """In-memory topics and pull subscriptions with leases, redelivery and dead-lettering.
+
+    Also a Publisher (``publish``), and ``topics`` keeps every message per topic for assertions.
+    """
+
+    def __init__(self, clock: Any = None) -> None:
+        self.topics: dict[str, list[Message]] = {}
+        self.subs: dict[str, _Sub] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+        self._clock = clock
+
+    def _now(self) -> datetime:
+        return self._clock.now() if self._clock else datetime.now(UTC)
+
+    def publish(self, topic: str, messages: Sequence[Message]) -> list[str]:
+        with self._lock:
+            if topic not in self.topics:
+                raise NotFound(f"topic {topic} does not exist")
+            ids = []
+            for m in messages:
+                mid = str(next(self._ids))
+                ids.append(mid)
+                self.topics[topic].append(m)
+                for s in self.subs.values():
+                    if s.spec.topic == topic:
+                        s.available.append((mid, m, self._now()))
+            return ids
+
+    def ensure_topic(self, name: str) -> bool:
+        with self._lock:
+            if name in self.topics:
+                return False
+            self.topics[name] = []
+            return True
+
+    def ensure_subscription(self, spec: SubscriptionSpec) -> bool:
+        with self._lock:
+            if spec.name in self.subs:
+                self.subs[spec.name].spec = spec
+                return False
+            self.subs[spec.name] = _Sub(spec)
+            return True
+
+    def delete_subscription(self, name: str) -> bool:
+        with self._lock:
+            return self.subs.pop(name, None) is not None
+
+    def _expire(self, s: _Sub) -> None:
+        now = time.monotonic()
+        for ack_id, (mid, m, pt, until, _) in list(s.leased.items()):
+            if until <= now:
+                del s.leased[ack_id]
+                self._return(s, mid, m, pt)
+
+    def _return(self, s: _Sub, mid: str, m: Message, pt: datetime) -> None:
+        if s.spec.dead_letter_topic and s.attempts.get(mid, 0) >= s.spec.max_delivery_attempts:
+            self.publish(s.spec.dead_letter_topic, [m])
+            return
+        s.available.insert(0, (mid, m, pt))
+
+    def pull(self, subscription: str, max_messages: int, timeout_s: float = 5.0) -> list[Pulled]:
+        with self._lock:
+            s = self.subs.get(subscription)
+            if s is None:
+                raise NotFound(f"subscription {subscription} does not exist")
+            self._expire(s)
+            taken, s.available = s.available[:max_messages], s.available[max_messages:]
+            out = []
+            for mid, m, pt in taken:
+                s.attempts[mid] = s.attempts.get(mid, 0) + 1
+                ack_id = f"{mid}:{s.attempts[mid]}"
+                s.leased[ack_id] = (mid, m, pt, time.monotonic() + s.spec.ack_deadline_s, s.attempts[mid])
+                out.append(Pulled(ack_id, mid, m.data, dict(m.attributes), pt, s.attempts[mid]))
+            return out
+
+    def ack(self, subscription: str, ack_ids: Sequence[str]) -> None:
+        with self._lock:
+            s = self.subs[subscription]
+            for a in ack_ids:
+                s.leased.pop(a, None)
+
+    def extend(self, subscription: str, ack_ids: Sequence[str], seconds: int) -> None:
+        with self._lock:
+            s = self.subs[subscription]
+            for a in ack_ids:
+                if a in s.leased:
+                    mid, m, pt, _, n = s.leased[a]
+                    if seconds == 0:
+                        del s.leased[a]
+                        self._return(s, mid, m, pt)
+                    else:
+                        s.leased[a] = (mid, m, pt, time.monotonic() + seconds, n)
+
+    def drop_leases(self, subscription: str) -> None:
+        """Simulate a crashed worker whose leases expired: everything leased is available again."""
+        with self._lock:
+            s = self.subs[subscription]
+            for ack_id in list(s.leased):
+                mid, m, pt, _, _ = s.leased.pop(ack_id)
+                self._return(s, mid, m, pt)

@@ -1,0 +1,105 @@
+"""Gabo's commands: ferry send / deliver / close / scale."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ferry.cli.common import Ctx, command, console, table
+
+
+def register(main: click.Group) -> None:
+    @command(main, "send")
+    @click.argument("event_type")
+    @click.argument("file", required=False, default="-", type=click.File("rb"))
+    @click.option("--batch", default=500, show_default=True, help="Events per request.")
+    def send(ctx: Ctx, event_type: str, file: Any, batch: int) -> None:
+        """Send NDJSON events through ingest (FILE or - for stdin).
+
+        Lines may be whole envelopes {type, id, time?, payload} or bare payloads with an "id"
+        (then wrapped as events of EVENT_TYPE).
+        """
+        import json
+
+        totals: dict[str, Any] = {"received": 0, "accepted": 0, "rejected_count": 0, "quarantined": 0, "rejected": []}
+
+        def flush(lines: list[bytes]) -> None:
+            if not lines:
+                return
+            r = ctx.client.request("POST", "/v1/events", content=b"\n".join(lines), content_type="application/x-ndjson")
+            for k in ("received", "accepted", "rejected_count", "quarantined"):
+                totals[k] += r[k]
+            offset = totals["received"] - r["received"]
+            totals["rejected"] += [{**x, "index": x["index"] + offset} for x in r["rejected"]]
+
+        pending: list[bytes] = []
+        for raw in file:
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                doc = json.loads(line)
+                if isinstance(doc, dict) and "payload" not in doc:
+                    doc = {"type": event_type, "id": str(doc.get("id", "")), "payload": doc}
+                elif isinstance(doc, dict) and "type" not in doc:
+                    doc = {**doc, "type": event_type}
+                line = json.dumps(doc, separators=(",", ":")).encode()
+            except ValueError:
+                pass  # sent as is: ingest rejects the whole request as malformed
+            pending.append(line)
+            if len(pending) >= batch:
+                flush(pending)
+                pending = []
+        flush(pending)
+
+        def human(t: dict[str, Any]) -> None:
+            console.print(f"{t['accepted']} accepted, {t['rejected_count']} rejected "
+                          f"({t['quarantined']} quarantined) of {t['received']}")
+            if t["rejected"]:
+                table(t["rejected"][:20], ["index", "id", "type", "reason"], title="rejected")
+        ctx.emit(totals, human)
+        if totals["received"] and not totals["accepted"]:
+            sys.exit(3)
+
+    @command(main, "deliver")
+    @click.argument("event_type")
+    @click.option("--budget", "budget_s", default=50.0, show_default=True, help="Seconds to keep pulling.")
+    @click.option("--until-drained/--full-budget", default=True, show_default=True,
+                  help="Stop at the first empty pull.")
+    @click.option("--max-messages", default=20_000, show_default=True)
+    @click.option("--max-bytes", default=64 * 1024 * 1024, show_default=True)
+    def deliver(ctx: Ctx, event_type: str, budget_s: float, until_drained: bool, max_messages: int,
+                max_bytes: int) -> None:
+        """Run one delivery work order now: subscription → staging objects."""
+        r = ctx.client.post("/v1/deliver", {"event_type": event_type, "budget_s": budget_s,
+                                            "until_drained": until_drained, "max_messages": max_messages,
+                                            "max_bytes": max_bytes})
+        ctx.emit(r, lambda d: console.print(
+            f"{d['written']} written in {d['objects']} staging object(s), {d['dead_lettered']} dead-lettered, "
+            f"{d['pulls']} pulls in {d['seconds']}s" + (" (drained)" if d["drained"] else "")))
+
+    @command(main, "close")
+    @click.argument("event_type", required=False)
+    def close(ctx: Ctx, event_type: str | None) -> None:
+        """Close every partition that may close now (what the scheduler does)."""
+        r = ctx.client.post("/v1/close", {"event_type": event_type})
+
+        def human(d: dict[str, Any]) -> None:
+            rows = [{"event_type": rep["event_type"], **c} for rep in d["reports"] for c in rep["closed"]]
+            table(rows, ["event_type", "partition", "events", "duplicates", "late", "bytes", "location"], title="closed")
+            for rep in d["reports"]:
+                if rep["waiting"] or rep["late_moved"]:
+                    console.print(f"{rep['event_type']}: waiting {', '.join(rep['waiting'][:5]) or '-'}; "
+                                  f"{rep['late_moved']} late object(s) moved; watermark {rep['watermark']}")
+        ctx.emit(r, human)
+
+    @command(main, "scale")
+    @click.argument("event_type", required=False)
+    @click.option("--budget", "budget_s", default=50.0, show_default=True)
+    @click.option("--dry-run", is_flag=True, help="Decide and record; publish no work orders.")
+    def scale(ctx: Ctx, event_type: str | None, budget_s: float, dry_run: bool) -> None:
+        """Decide and publish delivery work orders per event type (what the scheduler does)."""
+        r = ctx.client.post("/v1/scale", {"event_type": event_type, "budget_s": budget_s, "publish": not dry_run})
+        ctx.emit(r, lambda d: table(d["decisions"], ["event_type", "workers", "reason"], title="scaling"))

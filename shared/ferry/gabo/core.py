@@ -1,0 +1,396 @@
+"""Gabo's pure core: names, envelopes, batching, grouping, hour-closing and scaling decisions.
+
+Plain functions over data and ``now``; the services in this package carry out the side effects.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ferry.domain import periods
+from ferry.errors import BadRequest
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+@dataclass(frozen=True)
+class Names:
+    """The Pub/Sub resources of one event type (short names; the adapters add the project)."""
+
+    event_type: str
+
+    @property
+    def topic(self) -> str:
+        return f"gabo-{self.event_type}"
+
+    @property
+    def subscription(self) -> str:
+        return f"gabo-{self.event_type}-delivery"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"gabo-{self.event_type}-dead-letter"
+
+    @property
+    def quarantine(self) -> str:
+        return f"gabo-{self.event_type}-quarantine"
+
+    @property
+    def shadow(self) -> str:
+        return f"gabo-{self.event_type}-shadow"
+
+    def hold(self, topic: str) -> str:
+        """A subscription that keeps what reaches ``topic`` (a topic without one drops messages)."""
+        return f"{topic}-hold"
+
+    @property
+    def endpoint(self) -> str:
+        return f"events.{self.event_type}"
+
+
+WORK_ORDERS_TOPIC = "gabo-work-orders"
+
+# ------------------------------------------------------------------------------------------ envelopes
+
+
+def parse_body(raw: bytes) -> list[Any]:
+    """A JSON array, a single JSON object, or NDJSON (one JSON value a line); BadRequest otherwise."""
+    text = raw.strip()
+    if not text:
+        raise BadRequest("the body is empty: send a JSON array or NDJSON of event envelopes")
+    try:
+        if text[:1] == b"[":
+            items = json.loads(text)
+            if not isinstance(items, list):
+                raise ValueError("not an array")
+            return items
+        lines = [ln for ln in text.split(b"\n") if ln.strip()]
+        return [json.loads(ln) for ln in lines]
+    except ValueError as exc:
+        raise BadRequest(f"the body is neither a JSON array nor NDJSON: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Envelope:
+    type: str
+    id: str
+    payload: Any
+    time: str | None = None
+
+
+def envelope(item: Any) -> Envelope | str:
+    """The envelope in ``item``, or the reason it is not one."""
+    if not isinstance(item, dict):
+        return "an event envelope is a JSON object {type, id, time?, payload}"
+    unknown = set(item) - {"type", "id", "time", "payload"}
+    if unknown:
+        return f"unknown envelope field(s): {', '.join(sorted(unknown))}"
+    t, i = item.get("type"), item.get("id")
+    if not isinstance(t, str) or not t:
+        return "type is required (a string)"
+    if not isinstance(i, str) or not i or len(i) > 256:
+        return "id is required (a string of 1 to 256 characters)"
+    if "payload" not in item:
+        return "payload is required"
+    tm = item.get("time")
+    if tm is not None:
+        if not isinstance(tm, str):
+            return "time must be an ISO 8601 string"
+        try:
+            if datetime.fromisoformat(tm.replace("Z", "+00:00")).tzinfo is None:
+                return "time needs a time zone"
+        except ValueError:
+            return f"time is not an ISO 8601 instant: {tm!r}"
+    return Envelope(t, i, item["payload"], tm)
+
+
+def event_line(env: Envelope, received_at: datetime) -> bytes:
+    """The JSON line an event is published as, and delivered and stored as."""
+    doc = {"id": env.id, "type": env.type, "time": env.time, "received_at": iso(received_at), "payload": env.payload}
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> datetime:
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        raise ValueError(f"naive instant {text!r}")
+    return t.astimezone(UTC)
+
+
+# ------------------------------------------------------------------------------------------- delivery
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """A batch is flushed when any bound is reached; memory stays within ``max_bytes`` (plus one pull)."""
+
+    max_messages: int = 20_000
+    max_bytes: int = 64 * 1024 * 1024
+    max_age_s: float = 10.0
+
+    def full(self, count: int, size: int, age_s: float) -> bool:
+        return count >= self.max_messages or size >= self.max_bytes or age_s >= self.max_age_s
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """One message as pulled: what the worker needs of it."""
+
+    ack_id: str
+    message_id: str
+    data: bytes
+    attributes: dict[str, str]
+    publish_time: datetime
+    delivery_attempt: int = 0
+
+
+@dataclass(frozen=True)
+class Accepted:
+    message: Pulled
+    event_id: str
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class Poison:
+    message: Pulled
+    reason: str
+
+
+def classify(m: Pulled, event_type: str, max_event_bytes: int) -> Accepted | Poison:
+    """Is a pulled message a deliverable event of ``event_type``? Poison goes to the dead-letter topic."""
+    if len(m.data) > max_event_bytes + 1024:  # the line adds envelope fields around the payload
+        return Poison(m, f"oversized: {len(m.data)} bytes > max_event_bytes {max_event_bytes}")
+    try:
+        doc = json.loads(m.data)
+    except ValueError:
+        return Poison(m, "unparseable: not JSON")
+    if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or "payload" not in doc:
+        return Poison(m, "unparseable: not an event line {id, payload, ...}")
+    if doc.get("type", event_type) != event_type:
+        return Poison(m, f"wrong type {doc.get('type')!r} on the topic of {event_type!r}")
+    raw = m.attributes.get("received_at") or doc.get("received_at")
+    try:
+        received = parse_iso(raw) if isinstance(raw, str) else m.publish_time
+    except ValueError:
+        return Poison(m, f"unparseable: received_at {raw!r}")
+    return Accepted(m, doc["id"], received)
+
+
+def partition_key(start: datetime) -> str:
+    """A path-safe, sortable key of a period start (staging objects are grouped under it)."""
+    return start.astimezone(UTC).strftime("%Y%m%dT%H%M")
+
+
+def parse_partition_key(key: str) -> datetime:
+    return datetime.strptime(key, "%Y%m%dT%H%M").replace(tzinfo=UTC)
+
+
+def group_by_partition(events: Iterable[Accepted], cadence: periods.Cadence) -> dict[datetime, list[Accepted]]:
+    groups: dict[datetime, list[Accepted]] = {}
+    for e in events:
+        groups.setdefault(cadence.floor(e.received_at), []).append(e)
+    return groups
+
+
+def staging_prefix(event_type: str, start: datetime | None = None) -> str:
+    base = f"staging/{event_type}/"
+    return base if start is None else f"{base}{partition_key(start)}/"
+
+
+def staging_name(event_type: str, start: datetime, message_ids: Sequence[str]) -> str:
+    """Deterministic in the batch's message ids: a retried write of the same batch overwrites itself."""
+    digest = hashlib.sha256("\n".join(sorted(message_ids)).encode()).hexdigest()[:24]
+    return f"{staging_prefix(event_type, start)}{digest}.jsonl.gz"
+
+
+def gzip_lines(lines: Iterable[bytes], level: int = 1) -> bytes:
+    body = b"".join(ln + b"\n" for ln in lines)
+    return gzip.compress(body, compresslevel=level, mtime=0)
+
+
+def gunzip_lines(blob: bytes) -> list[bytes]:
+    return [ln for ln in gzip.decompress(blob).split(b"\n") if ln]
+
+
+# -------------------------------------------------------------------------------------------- closing
+
+
+def final_prefix(event_type: str, start: datetime, cadence: periods.Cadence) -> str:
+    """``events/<type>/dt=YYYY-MM-DD/hour=HH/`` (+ ``minute=MM/`` when sub-hourly; dt only for daily+)."""
+    t = start.astimezone(UTC)
+    width = cadence.next(start) - start
+    if width >= timedelta(days=1):
+        local = cadence.format(start)
+        return f"events/{event_type}/dt={local}/"
+    out = f"events/{event_type}/dt={t:%Y-%m-%d}/hour={t:%H}/"
+    if width < timedelta(hours=1):
+        out += f"minute={t:%M}/"
+    return out
+
+
+def part_name(prefix: str, index: int) -> str:
+    return f"{prefix}part-{index:05d}.jsonl.gz"
+
+
+SUCCESS = "_SUCCESS"
+
+
+@dataclass(frozen=True)
+class Closable:
+    start: datetime
+    reason: str
+
+
+def watermark(drains: Sequence[datetime], holders: Sequence[tuple[datetime, datetime | None]]) -> datetime | None:
+    """The instant before which every received event is known to be written (acked) — from workers' reports.
+
+    Args:
+        drains: times at which a worker pulled and found the subscription empty (nothing available).
+        holders: per unfinished worker run, (lease_until, oldest received_at it holds unacked or None).
+    Returns:
+        None when no drain was ever seen. Otherwise the latest drain ``D``, lowered to the oldest event
+        still held by a worker whose lease outlives ``D`` (a lease that expired before ``D`` was
+        redelivered and is covered by the drain: the subscription was empty then).
+    """
+    if not drains:
+        return None
+    d = max(drains)
+    held = [oldest for lease_until, oldest in holders if oldest is not None and lease_until >= d]
+    return min([d, *held])
+
+
+def closable(start: datetime, cadence: periods.Cadence, close_after: timedelta, now: datetime,
+             mark: datetime | None) -> Closable | None:
+    """A period may close once its end plus ``close_after`` has passed and every event received before
+    its end is written (``mark`` — see :func:`watermark` — is at or after its end)."""
+    end = cadence.next(start)
+    if now < end + close_after:
+        return None
+    if mark is None or mark < end:
+        return None
+    return Closable(start, f"ended {iso(end)}, grace {periods.format_duration(close_after)} passed, "
+                           f"all events received before the end are written (watermark {iso(mark)})")
+
+
+def next_open(start: datetime, cadence: periods.Cadence, closed: set[datetime]) -> datetime:
+    """The first period after ``start`` that is not closed (where a late staging object goes)."""
+    t = cadence.next(start)
+    while t in closed:
+        t = cadence.next(t)
+    return t
+
+
+@dataclass
+class Merged:
+    lines: list[bytes]
+    events: int
+    duplicates: int
+    late: int
+    bytes: int
+
+
+def merge(objects: Sequence[tuple[str, list[bytes]]], late_names: set[str] = frozenset()) -> Merged:  # type: ignore[assignment]
+    """Merge staging objects (name, lines) into one list without duplicate event ids.
+
+    Deterministic whatever the listing order: objects are taken by name, and of two lines with the same
+    id the first received wins (ties by the line's bytes), so a re-run writes the same finals.
+    """
+    best: dict[str, tuple[str, bytes, bool]] = {}
+    total = 0
+    for name, lines in sorted(objects, key=lambda o: o[0]):
+        is_late = name in late_names
+        for ln in lines:
+            total += 1
+            doc = json.loads(ln)
+            key = (doc.get("received_at") or "", ln)
+            prev = best.get(doc["id"])
+            if prev is None or key < (prev[0], prev[1]):
+                best[doc["id"]] = (key[0], ln, is_late)
+    kept = sorted(best.values(), key=lambda v: (v[0], v[1]))
+    lines = [v[1] for v in kept]
+    return Merged(lines, len(lines), total - len(lines), sum(1 for v in kept if v[2]),
+                  sum(len(ln) + 1 for ln in lines))
+
+
+def split_parts(lines: Sequence[bytes], max_part_bytes: int = 128 * 1024 * 1024) -> list[list[bytes]]:
+    parts: list[list[bytes]] = [[]]
+    size = 0
+    for ln in lines:
+        if size and size + len(ln) + 1 > max_part_bytes:
+            parts.append([])
+            size = 0
+        parts[-1].append(ln)
+        size += len(ln) + 1
+    return parts
+
+
+# -------------------------------------------------------------------------------------------- scaling
+
+
+@dataclass(frozen=True)
+class ScaleInputs:
+    """What the scaler knows of one event type's backlog (None = not known from this source)."""
+
+    current: int
+    min_workers: int
+    max_workers: int
+    undelivered: int | None = None          # messages waiting (Cloud Monitoring num_undelivered_messages)
+    oldest_age_s: float | None = None       # oldest unacked message age (metric, or the workers' lag)
+    drained: bool = False                   # the latest worker runs found the subscription empty
+    saturated: bool = False                 # the latest runs ended their budget still pulling full batches
+    rate_per_worker: float | None = None    # events/s one worker moved (from pull statistics)
+    budget_s: float = 60.0                  # one work order's time budget
+    target_age_s: float = 120.0             # the lag the scaler aims to stay under
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class ScaleDecision:
+    workers: int
+    reason: str
+    inputs: ScaleInputs = field(repr=False)
+
+
+def decide_workers(i: ScaleInputs) -> ScaleDecision:
+    """How many delivery work orders to run in parallel for one type, within [min, max].
+
+    Known backlog and per-worker rate: enough workers to clear it within one budget. Otherwise by lag:
+    double while the oldest event is older than the target, step down when it is well under it, and
+    fall to the minimum when the workers report the subscription drained.
+    """
+    lo, hi = i.min_workers, max(i.min_workers, i.max_workers)
+    current = max(i.current, lo)
+
+    def clamp(n: int) -> int:
+        return max(lo, min(hi, n))
+
+    if i.drained and not i.undelivered:
+        return ScaleDecision(clamp(lo), "drained: the subscription was empty", i)
+    if i.undelivered is not None and i.rate_per_worker:
+        need = math.ceil(i.undelivered / max(1.0, i.rate_per_worker * i.budget_s))
+        return ScaleDecision(clamp(need), f"backlog {i.undelivered} at {i.rate_per_worker:.0f}/s per worker", i)
+    if i.saturated:
+        return ScaleDecision(clamp(max(current * 2, current + 1)),
+                             "backlog remains: workers ended their budget still pulling full batches", i)
+    if i.oldest_age_s is not None and i.oldest_age_s > i.target_age_s:
+        return ScaleDecision(clamp(max(current * 2, current + 1)),
+                             f"lag {i.oldest_age_s:.0f}s over target {i.target_age_s:.0f}s", i)
+    if i.oldest_age_s is not None and i.oldest_age_s < i.target_age_s / 4:
+        return ScaleDecision(clamp(current - 1), f"lag {i.oldest_age_s:.0f}s well under target", i)
+    if i.undelivered == 0:
+        return ScaleDecision(clamp(lo), "no backlog", i)
+    return ScaleDecision(clamp(current), "steady", i)

@@ -1,0 +1,207 @@
+"""Delivery: pull an event type's subscription, write gzip NDJSON staging objects, ack after the write.
+
+Idempotent by construction: a staging object's name is a hash of its messages' ids, so a batch that is
+redelivered whole (worker crashed after the write, before the ack) overwrites its own object; a batch
+redelivered in a different composition yields another object and closing drops the duplicate ids.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ferry import log
+from ferry.broker.base import Message
+from ferry.clock import Clock
+from ferry.domain import periods
+from ferry.domain.manifests import EventType
+from ferry.gabo import core
+from ferry.gabo.broker import DeliveryBroker
+from ferry.gabo.sink import Sink
+from ferry.gabo.state import GaboState
+
+logger = log.get("gabo.delivery")
+
+# The delivery subscription's ack deadline. Short on purpose: workers extend their leases while they
+# work, and a crashed worker's messages come back after this long (see docs/gabo.md).
+ACK_DEADLINE_S = 15
+PULL_MAX = 1000
+
+
+class WorkOrder(BaseModel):
+    """What a delivery worker is asked to do (the JSON of a message on ``gabo-work-orders``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_type: str
+    budget_s: float = Field(default=50.0, gt=0, le=3600, description="stop pulling after this long")
+    max_messages: int = Field(default=20_000, ge=1, le=1_000_000)
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
+    max_age_s: float = Field(default=10.0, gt=0, le=600)
+    until_drained: bool = Field(default=False, description="stop at the first empty pull (ferry deliver)")
+    worker: int = 0
+
+    def limits(self) -> core.BatchLimits:
+        return core.BatchLimits(self.max_messages, self.max_bytes, self.max_age_s)
+
+
+@dataclass
+class DeliveryReport:
+    event_type: str
+    run_id: str
+    pulls: int = 0
+    pulled: int = 0
+    written: int = 0
+    dead_lettered: int = 0
+    objects: list[str] = field(default_factory=list)
+    drained: bool = False
+    saturated: bool = False
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["objects"] = len(self.objects)
+        return out
+
+
+class OffsetClock:
+    """System time shifted so that it reads ``at`` now (a worker run for a time-travelling test/demo)."""
+
+    def __init__(self, at: datetime, base: Clock) -> None:
+        self._base = base
+        self._offset = at - base.now()
+
+    def now(self) -> datetime:
+        return self._base.now() + self._offset
+
+
+class DeliveryWorker:
+    def __init__(self, broker: DeliveryBroker, sink: Sink, publisher: Any, state: GaboState, clock: Clock) -> None:
+        self.broker = broker
+        self.sink = sink
+        self.publisher = publisher
+        self.state = state
+        self.clock = clock
+
+    def run(self, order: WorkOrder, event_type: EventType) -> DeliveryReport:
+        """Deliver until the budget is spent (or, with ``until_drained``, the subscription is empty).
+
+        Raises:
+            NotFound: the type's subscription does not exist.
+            InfraError: a write, publish or ack failed (unacked messages are redelivered).
+        """
+        names = core.Names(event_type.name)
+        cadence = periods.partitioning(event_type.spec.partitioning)
+        limits = order.limits()
+        run_id = f"{event_type.name}-{self.clock.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        report = DeliveryReport(event_type.name, run_id)
+        started = time.monotonic()
+        deadline = started + order.budget_s
+        batch: list[core.Pulled] = []
+        size = 0
+        batch_started = 0.0
+        last_extend = started
+        last_pull_full = False
+        doc: dict[str, Any] = {"event_type": event_type.name, "run_id": run_id, "worker": order.worker,
+                               "started_at": self.clock.now(), "finished_at": None, "drained_at": None,
+                               "holding_oldest": None, "lease_until": None}
+
+        def save(**changes: Any) -> None:
+            doc.update(changes)
+            now = self.clock.now()
+            doc.update(updated_at=now, pulls=report.pulls, pulled=report.pulled, written=report.written,
+                       dead_lettered=report.dead_lettered, saturated=report.saturated,
+                       rate=report.written / max(1e-3, time.monotonic() - started))
+            self.state.save_run(run_id, doc)
+
+        def flush() -> None:
+            nonlocal batch, size
+            if batch:
+                self._extend(names.subscription, batch)  # the write below gets a whole deadline
+                self._flush(batch, event_type, names, cadence, report)
+                batch, size = [], 0
+            save(holding_oldest=None)
+
+        save()
+        with_labels = log.bind(event_type=event_type.name, run_id=run_id)
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                want = min(PULL_MAX, limits.max_messages - len(batch))
+                pull_at = self.clock.now()
+                got = self.broker.pull(names.subscription, want, timeout_s=min(max(remaining, 0.5), 5.0))
+                report.pulls += 1
+                if not got:
+                    flush()
+                    # Every message available before pull_at was returned to us (none) or is held by a
+                    # worker; ours are written and acked now: the closer's watermark may advance to pull_at.
+                    save(drained_at=pull_at)
+                    last_pull_full = False
+                    if order.until_drained:
+                        report.drained = True
+                        break
+                    continue
+                report.pulled += len(got)
+                last_pull_full = len(got) >= want
+                if not batch:
+                    batch_started = time.monotonic()
+                    oldest = min(_received(m) for m in got)
+                    save(holding_oldest=oldest, lease_until=self.clock.now() + timedelta(seconds=ACK_DEADLINE_S))
+                batch.extend(got)
+                size += sum(len(m.data) for m in got)
+                if limits.full(len(batch), size, time.monotonic() - batch_started):
+                    flush()
+                elif time.monotonic() - last_extend > ACK_DEADLINE_S / 3:
+                    self._extend(names.subscription, batch)
+                    last_extend = time.monotonic()
+                    save(lease_until=self.clock.now() + timedelta(seconds=ACK_DEADLINE_S))
+            flush()
+            report.saturated = last_pull_full and not report.drained
+        finally:
+            report.seconds = round(time.monotonic() - started, 3)
+            log.unbind(with_labels)
+        save(finished_at=self.clock.now())
+        log.event(logger, 20, f"delivery run {run_id}: {report.written} written, {report.dead_lettered} dead-lettered",
+                  labels={"event_type": event_type.name}, report=report.to_dict())
+        return report
+
+    def _extend(self, subscription: str, batch: list[core.Pulled]) -> None:
+        if batch:
+            self.broker.extend(subscription, [m.ack_id for m in batch], ACK_DEADLINE_S)
+
+    def _flush(self, batch: list[core.Pulled], event_type: EventType, names: core.Names, cadence: Any,
+               report: DeliveryReport) -> None:
+        accepted: list[core.Accepted] = []
+        poison: list[core.Poison] = []
+        for m in batch:
+            c = core.classify(m, event_type.name, event_type.spec.max_event_bytes)
+            (accepted if isinstance(c, core.Accepted) else poison).append(c)  # type: ignore[arg-type]
+        if poison:
+            # Published (and confirmed) before the ack below: never dropped.
+            self.publisher.publish(names.dead_letter, [
+                Message(p.message.data, {**p.message.attributes, "event_type": event_type.name,
+                                         "reason": p.reason, "source_message_id": p.message.message_id})
+                for p in poison])
+            report.dead_lettered += len(poison)
+        for start, group in sorted(core.group_by_partition(accepted, cadence).items()):
+            key = core.staging_name(event_type.name, start, [a.message.message_id for a in group])
+            self.sink.write(key, core.gzip_lines(a.message.data for a in group))
+            report.objects.append(key)
+            report.written += len(group)
+        # Only now, with every object durable and every poison message confirmed on the dead-letter topic.
+        self.broker.ack(names.subscription, [m.ack_id for m in batch])
+
+
+def _received(m: core.Pulled) -> datetime:
+    raw = m.attributes.get("received_at")
+    try:
+        return core.parse_iso(raw) if raw else m.publish_time
+    except ValueError:
+        return m.publish_time

@@ -1,0 +1,146 @@
+"""Gabo's services: the one place that wires its adapters, and the operations entry points call.
+
+``gabo(services)`` is the per-process facade (broker, sink, state); ``ingest``, ``deliver``, ``close``
+and ``scale`` are what the API routes, the CLI (through the API) and the Cloud Functions call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from ferry import log
+from ferry.broker.base import Message
+from ferry.domain.manifests import EventType
+from ferry.errors import NotFound
+from ferry.gabo import core
+from ferry.gabo.broker import DeliveryBroker
+from ferry.gabo.closing import Closer, CloseReport
+from ferry.gabo.delivery import DeliveryReport, DeliveryWorker, OffsetClock, WorkOrder
+from ferry.gabo.ingest import IngestResult, IngestService
+from ferry.gabo.sink import Sink, open_sink
+from ferry.gabo.state import GaboState
+from ferry.wiring import Services
+
+logger = log.get("gabo")
+
+
+class Gabo:
+    def __init__(self, services: Services, broker: DeliveryBroker | None = None, sink: Sink | None = None,
+                 land: Callable[..., Any] | None = None) -> None:
+        self.services = services
+        self._broker = broker
+        self._sink = sink
+        self._land = land
+
+    @property
+    def broker(self) -> DeliveryBroker:
+        if self._broker is None:
+            s = self.services
+            if s.settings.broker == "memory":
+                from ferry.gabo.broker import MemoryBroker
+
+                pub = s.publisher
+                self._broker = pub if isinstance(pub, MemoryBroker) else MemoryBroker(s.clock)
+            else:
+                from ferry.gabo.broker import PubSubBroker
+
+                self._broker = PubSubBroker(s.settings.project)
+        return self._broker
+
+    @property
+    def sink(self) -> Sink:
+        if self._sink is None:
+            self._sink = open_sink(self.services.settings.sink)
+        return self._sink
+
+    @property
+    def state(self) -> GaboState:
+        return GaboState(self.services.store)
+
+    def land(self, *args: Any, **kwargs: Any) -> Any:
+        if self._land is not None:
+            return self._land(*args, **kwargs)
+        from ferry.datamon.service import land
+
+        return land(self.services, *args, **kwargs)
+
+    def event_type(self, name: str) -> tuple[EventType, Any]:
+        rec = self.services.manifests.get("EventType", name)
+        if rec is None:
+            raise NotFound(f"event type {name!r} not found (apply an EventType named {name})")
+        return rec.model(), rec  # type: ignore[return-value]
+
+    def event_types(self, name: str | None = None) -> list[tuple[EventType, Any]]:
+        if name:
+            return [self.event_type(name)]
+        return [(r.model(), r) for r in self.services.manifests.all("EventType")]  # type: ignore[misc]
+
+    # ------------------------------------------------------------------------------------ operations
+    def ingest(self, raw: bytes, now: datetime) -> IngestResult:
+        """Parse a body (JSON array or NDJSON) and ingest it. Raises BadRequest on a malformed body."""
+        items = core.parse_body(raw)
+        return IngestService(self.services.manifests, self.services.publisher).ingest(items, now)
+
+    def deliver(self, order: WorkOrder, now: datetime | None = None) -> DeliveryReport:
+        """Run one delivery work order (``now`` shifts this run's clock: local time travel only)."""
+        et, _ = self.event_type(order.event_type)
+        clock = OffsetClock(now, self.services.clock) if now is not None else self.services.clock
+        worker = DeliveryWorker(self.broker, self.sink, self.services.publisher, self.state, clock)
+        return worker.run(order, et)
+
+    def close(self, now: datetime, name: str | None = None) -> list[CloseReport]:
+        """Close what may close, for one type or all. Safe to run twice or concurrently with delivery."""
+        closer = Closer(self.sink, self.state, self.land)
+        return [closer.close(et, now, rec.created_at) for et, rec in self.event_types(name)]
+
+    def scale(self, now: datetime, name: str | None = None, budget_s: float = 50.0,
+              publish: bool = True) -> list[dict[str, Any]]:
+        """Decide, per type, how many delivery work orders run in parallel; publish them; record why."""
+        out = []
+        for et, _ in self.event_types(name):
+            inputs = self.backlog(et, now, budget_s)
+            decision = core.decide_workers(inputs)
+            orders = [WorkOrder(event_type=et.name, budget_s=budget_s, worker=i) for i in range(decision.workers)]
+            if publish and orders:
+                self.services.publisher.publish(core.WORK_ORDERS_TOPIC, [
+                    Message(o.model_dump_json().encode(), {"event_type": et.name}) for o in orders])
+            record = {"workers": decision.workers, "reason": decision.reason, "inputs": inputs.to_dict(),
+                      "published": publish}
+            self.state.record_decision(et.name, now, record)
+            log.event(logger, 20, f"scale {et.name}: {decision.workers} worker(s) — {decision.reason}",
+                      labels={"event_type": et.name}, inputs=inputs.to_dict())
+            out.append({"event_type": et.name, **record})
+        return out
+
+    def backlog(self, et: EventType, now: datetime, budget_s: float) -> core.ScaleInputs:
+        """Scaler inputs from the workers' own pull statistics (the emulator has no metrics).
+
+        In the cloud, Cloud Monitoring's ``num_undelivered_messages`` / ``oldest_unacked_message_age``
+        of the delivery subscription would fill ``undelivered`` and ``oldest_age_s`` instead.
+        """
+        last = self.state.last_decision(et.name, now)
+        current = int(last["workers"]) if last else et.spec.min_workers
+        runs = [r for r in self.state.recent_runs(et.name, now - timedelta(minutes=15)) if r.get("finished_at")]
+        latest = sorted(runs, key=lambda r: r["finished_at"])[-max(1, current):] if runs else []
+        drained = bool(latest) and all(r.get("drained_at") for r in latest) and not any(r.get("saturated") for r in latest)
+        saturated = any(r.get("saturated") for r in latest)
+        rates = [float(r.get("rate") or 0) for r in latest if r.get("rate")]
+        return core.ScaleInputs(current=current, min_workers=et.spec.min_workers, max_workers=et.spec.max_workers,
+                                drained=drained, saturated=saturated,
+                                rate_per_worker=(sum(rates) / len(rates)) if rates else None,
+                                budget_s=budget_s, target_age_s=max(60.0, 2 * budget_s))
+
+
+def gabo(services: Services) -> Gabo:
+    """The process's Gabo facade for ``services`` (built once)."""
+    return services.extra("gabo", lambda: Gabo(services))  # type: ignore[no-any-return]
+
+
+def decode_work_order(data: bytes) -> WorkOrder:
+    return WorkOrder.model_validate(json.loads(data))
+
+
+__all__ = ["Gabo", "gabo", "decode_work_order"]

@@ -1,0 +1,37 @@
+"""Run one delivery work order in this process: ``python -m ferry.gabo.worker TYPE [--budget S] [--now ISO]``.
+
+What the ``deliver`` function does for a work order, as a plain process (local stack, tests, benchmarks).
+Prints the delivery report as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime
+
+from ferry.gabo.delivery import WorkOrder
+from ferry.gabo.service import gabo
+from ferry.wiring import services
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ferry.gabo.worker", description=__doc__)
+    p.add_argument("event_type")
+    p.add_argument("--budget", type=float, default=50.0)
+    p.add_argument("--until-drained", action="store_true")
+    p.add_argument("--max-messages", type=int, default=20_000)
+    p.add_argument("--max-bytes", type=int, default=64 * 1024 * 1024)
+    p.add_argument("--max-age", type=float, default=10.0)
+    p.add_argument("--now", default=None, help="ISO instant this run's clock starts at (local time travel)")
+    a = p.parse_args(argv)
+    order = WorkOrder(event_type=a.event_type, budget_s=a.budget, until_drained=a.until_drained,
+                      max_messages=a.max_messages, max_bytes=a.max_bytes, max_age_s=a.max_age)
+    now = datetime.fromisoformat(a.now.replace("Z", "+00:00")) if a.now else None
+    report = gabo(services()).deliver(order, now)
+    print(json.dumps(report.to_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

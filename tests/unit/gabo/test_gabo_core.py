@@ -1,0 +1,186 @@
+"""Gabo's pure core: envelopes, grouping, names, watermark, closing decisions, merge, scaling."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ferry.domain import periods
+from ferry.errors import BadRequest
+from ferry.gabo import core
+
+T0 = datetime(2026, 11, 26, 14, 5, 30, tzinfo=UTC)
+MIN = periods.partitioning("PT1M")
+HOUR = periods.partitioning("hourly")
+
+
+def pulled(data: dict | bytes, received: datetime = T0, mid: str = "m1", **attrs: str) -> core.Pulled:
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return core.Pulled(f"ack-{mid}", mid, raw, {"received_at": core.iso(received), **attrs}, received)
+
+
+def test_parse_body_accepts_array_object_and_ndjson() -> None:
+    assert core.parse_body(b'[{"a":1},{"a":2}]') == [{"a": 1}, {"a": 2}]
+    assert core.parse_body(b'{"a":1}\n\n{"a":2}\n') == [{"a": 1}, {"a": 2}]
+    assert core.parse_body(b'{"a":1}') == [{"a": 1}]
+
+
+@pytest.mark.parametrize("body", [b"", b"[1,", b'{"a":1}\nnot json', b"   "])
+def test_parse_body_rejects_malformed(body: bytes) -> None:
+    with pytest.raises(BadRequest):
+        core.parse_body(body)
+
+
+@pytest.mark.parametrize(("item", "reason"), [
+    ([], "JSON object"),
+    ({"id": "1", "payload": {}}, "type is required"),
+    ({"type": "play", "payload": {}}, "id is required"),
+    ({"type": "play", "id": "1"}, "payload is required"),
+    ({"type": "play", "id": "1", "payload": {}, "time": "yesterday"}, "not an ISO"),
+    ({"type": "play", "id": "1", "payload": {}, "time": "2026-11-26T14:00:00"}, "time zone"),
+    ({"type": "play", "id": "1", "payload": {}, "extra": 1}, "unknown envelope field"),
+])
+def test_envelope_reasons(item: object, reason: str) -> None:
+    out = core.envelope(item)
+    assert isinstance(out, str) and reason in out
+
+
+def test_envelope_and_line_round_trip() -> None:
+    env = core.envelope({"type": "play", "id": "e1", "time": "2026-11-26T14:00:00Z", "payload": {"x": 1}})
+    assert isinstance(env, core.Envelope)
+    doc = json.loads(core.event_line(env, T0))
+    assert doc == {"id": "e1", "type": "play", "time": "2026-11-26T14:00:00Z",
+                   "received_at": "2026-11-26T14:05:30.000000Z", "payload": {"x": 1}}
+
+
+def test_classify_accepts_events_and_names_poison() -> None:
+    ok = core.classify(pulled({"id": "e1", "type": "play", "payload": {}}), "play", 1000)
+    assert isinstance(ok, core.Accepted) and ok.event_id == "e1" and ok.received_at == T0
+    assert "not JSON" in core.classify(pulled(b"\xff garbage"), "play", 1000).reason  # type: ignore[union-attr]
+    assert "not an event line" in core.classify(pulled({"x": 1}), "play", 1000).reason  # type: ignore[union-attr]
+    assert "oversized" in core.classify(pulled({"id": "e", "payload": "x" * 5000}), "play", 1000).reason  # type: ignore[union-attr]
+    assert "wrong type" in core.classify(pulled({"id": "e", "type": "other", "payload": 1}), "play", 1000).reason  # type: ignore[union-attr]
+
+
+def test_classify_falls_back_to_publish_time() -> None:
+    m = core.Pulled("a", "m", b'{"id":"e","payload":1}', {}, T0)
+    c = core.classify(m, "play", 1000)
+    assert isinstance(c, core.Accepted) and c.received_at == T0
+
+
+def test_group_by_receive_time_partition() -> None:
+    events = [core.Accepted(pulled({}, T0 + timedelta(seconds=s), mid=str(s)), str(s), T0 + timedelta(seconds=s))
+              for s in (0, 20, 40, 70)]
+    groups = core.group_by_partition(events, MIN)
+    assert sorted(groups) == [datetime(2026, 11, 26, 14, 5, tzinfo=UTC), datetime(2026, 11, 26, 14, 6, tzinfo=UTC)]
+    assert [len(g) for _, g in sorted(groups.items())] == [2, 2]
+
+
+def test_staging_name_is_deterministic_in_message_ids() -> None:
+    start = MIN.floor(T0)
+    a = core.staging_name("play", start, ["3", "1", "2"])
+    assert a == core.staging_name("play", start, ["1", "2", "3"])
+    assert a != core.staging_name("play", start, ["1", "2"])
+    assert a.startswith("staging/play/20261126T1405/") and a.endswith(".jsonl.gz")
+    assert core.parse_partition_key("20261126T1405") == start
+
+
+def test_final_layout() -> None:
+    assert core.final_prefix("play", MIN.floor(T0), MIN) == "events/play/dt=2026-11-26/hour=14/minute=05/"
+    assert core.final_prefix("play", HOUR.floor(T0), HOUR) == "events/play/dt=2026-11-26/hour=14/"
+    day = periods.partitioning("daily")
+    assert core.final_prefix("play", day.floor(T0), day) == "events/play/dt=2026-11-26/"
+    assert core.part_name("p/", 3) == "p/part-00003.jsonl.gz"
+
+
+def test_batch_limits() -> None:
+    lim = core.BatchLimits(max_messages=10, max_bytes=100, max_age_s=5)
+    assert not lim.full(9, 99, 4.9)
+    assert lim.full(10, 0, 0) and lim.full(0, 100, 0) and lim.full(0, 0, 5)
+
+
+def test_watermark_is_latest_drain_lowered_by_live_holders() -> None:
+    d1, d2 = T0, T0 + timedelta(minutes=2)
+    assert core.watermark([], []) is None
+    assert core.watermark([d1, d2], []) == d2
+    held = T0 + timedelta(seconds=30)
+    # a live lease (outlives the drain) holds the watermark at its oldest event
+    assert core.watermark([d2], [(d2 + timedelta(seconds=10), held)]) == held
+    # an expired lease (crashed worker) was redelivered before the drain: the drain covers it
+    assert core.watermark([d2], [(d2 - timedelta(seconds=1), held)]) == d2
+    assert core.watermark([d2], [(d2 + timedelta(seconds=10), None)]) == d2
+
+
+def test_closable_needs_grace_and_watermark() -> None:
+    start = MIN.floor(T0)
+    end = start + timedelta(minutes=1)
+    grace = timedelta(seconds=30)
+    assert core.closable(start, MIN, grace, end + timedelta(seconds=29), end) is None
+    assert core.closable(start, MIN, grace, end + grace, None) is None
+    assert core.closable(start, MIN, grace, end + grace, end - timedelta(seconds=1)) is None
+    assert core.closable(start, MIN, grace, end + grace, end) is not None
+
+
+def test_next_open_skips_closed_periods() -> None:
+    s = MIN.floor(T0)
+    closed = {s, s + timedelta(minutes=1), s + timedelta(minutes=2)}
+    assert core.next_open(s, MIN, closed) == s + timedelta(minutes=3)
+
+
+def line(i: str, received: str, extra: int = 0) -> bytes:
+    return json.dumps({"id": i, "received_at": received, "payload": {"n": extra}}, separators=(",", ":")).encode()
+
+
+def test_merge_drops_duplicates_deterministically_and_counts_late() -> None:
+    a = ("staging/p/k/a.jsonl.gz", [line("1", "2026-11-26T14:05:01Z"), line("2", "2026-11-26T14:05:02Z")])
+    b = ("staging/p/k/b.jsonl.gz", [line("2", "2026-11-26T14:05:02Z"), line("3", "2026-11-26T14:05:03Z")])
+    late = ("staging/p/k/late-c.jsonl.gz", [line("4", "2026-11-26T14:04:59Z"), line("1", "2026-11-26T14:05:09Z", 1)])
+    m1 = core.merge([a, b, late], {late[0]})
+    m2 = core.merge([late, b, a], {late[0]})
+    assert m1.lines == m2.lines
+    assert [json.loads(x)["id"] for x in m1.lines] == ["4", "1", "2", "3"]
+    assert (m1.events, m1.duplicates, m1.late) == (4, 2, 1)
+    assert m1.bytes == sum(len(x) + 1 for x in m1.lines)
+    # of two lines with one id, the first received wins
+    assert json.loads(m1.lines[1])["payload"] == {"n": 0}
+
+
+def test_split_parts_bounds_part_size() -> None:
+    lines = [b"x" * 99] * 10
+    parts = core.split_parts(lines, max_part_bytes=300)
+    assert [len(p) for p in parts] == [3, 3, 3, 1]
+    assert core.split_parts([], 10) == [[]]
+
+
+def test_gzip_round_trip() -> None:
+    assert core.gunzip_lines(core.gzip_lines([b"a", b"b"])) == [b"a", b"b"]
+
+
+@pytest.mark.parametrize(("inputs", "workers"), [
+    (dict(current=2, drained=True), 1),
+    (dict(current=1, saturated=True), 2),
+    (dict(current=3, saturated=True), 6),
+    (dict(current=4, saturated=True), 8),
+    (dict(current=8, saturated=True), 8),
+    (dict(current=2, undelivered=100_000, rate_per_worker=500.0, budget_s=50), 4),
+    (dict(current=2, undelivered=10_000_000, rate_per_worker=500.0, budget_s=50), 8),
+    (dict(current=2, oldest_age_s=600.0), 4),
+    (dict(current=3, oldest_age_s=1.0), 2),
+    (dict(current=3, oldest_age_s=60.0), 3),
+    (dict(current=0), 1),
+    (dict(current=5, undelivered=0), 1),
+])
+def test_decide_workers(inputs: dict, workers: int) -> None:
+    d = core.decide_workers(core.ScaleInputs(min_workers=1, max_workers=8, **inputs))
+    assert d.workers == workers, d.reason
+    assert 1 <= d.workers <= 8
+
+
+def test_names() -> None:
+    n = core.Names("play")
+    assert (n.topic, n.subscription, n.dead_letter, n.quarantine, n.shadow, n.endpoint) == (
+        "gabo-play", "gabo-play-delivery", "gabo-play-dead-letter", "gabo-play-quarantine", "gabo-play-shadow",
+        "events.play")
+    assert n.hold(n.dead_letter) == "gabo-play-dead-letter-hold"
