@@ -18,3 +18,40 @@ log.configure()
 def api(request):  # type: ignore[no-untyped-def]
     """The REST API under /v1 (SPEC §7)."""
     return handle(request)
+
+
+# --- Gabo (SPEC §6) -------------------------------------------------------------------------------
+@functions_framework.http
+def ingest(request):  # type: ignore[no-untyped-def]
+    """POST /v1/events: validate and publish event envelopes (its own function: it scales apart)."""
+    from ferry.gabo.api import serve
+
+    return serve(request, "/v1/events")
+
+
+@functions_framework.cloud_event
+def deliver(cloud_event):  # type: ignore[no-untyped-def]
+    """One delivery work order from gabo-work-orders; an exception means nack (Pub/Sub redelivers)."""
+    import base64
+
+    from ferry.gabo.service import decode_work_order, gabo
+    from ferry.wiring import services
+
+    data = base64.b64decode(cloud_event.data["message"]["data"])
+    gabo(services()).deliver(decode_work_order(data))
+
+
+@functions_framework.http
+def close(request):  # type: ignore[no-untyped-def]
+    """Scheduled: close every partition that may close now."""
+    from ferry.gabo.api import serve
+
+    return serve(request, "/v1/close")
+
+
+@functions_framework.http
+def scale(request):  # type: ignore[no-untyped-def]
+    """Scheduled: decide and publish delivery work orders per event type."""
+    from ferry.gabo.api import serve
+
+    return serve(request, "/v1/scale")

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from ferry.api import core
+from ferry.gabo import api as gabo_api
 from ferry.api.router import Call, Router
 
 router = Router()
 # Subsystems add their routers to this list (import order = registration order).
-for _module in (core,):
+for _module in (core, gabo_api):
     router.routes.extend(_module.router.routes)
 
 

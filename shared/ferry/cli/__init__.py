@@ -6,6 +6,7 @@ import click
 
 from ferry import __version__
 from ferry.cli import core, deploy, dev
+from ferry.gabo import cli as gabo_cli
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,5 +16,5 @@ def main() -> None:
 
 
 # Each module adds its commands; subsystems append theirs here.
-for _module in (core, dev, deploy):
+for _module in (core, dev, deploy, gabo_cli):
     _module.register(main)
