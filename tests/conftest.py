@@ -17,6 +17,9 @@ import pytest
 
 from ferry.dev import emulators as emu
 
+# Fails the session when a query the tests made needs a Firestore index infra/ does not declare.
+pytest_plugins = ["conftest_indexes"]
+
 _MISSING = emu.missing()
 
 
