@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from fakes.firestore_admin import FakeFirestoreAdmin
 from fakes.gcloud import FakeGcloud
-
 from ferry.deploy import Applier, plan
 from ferry.deploy.apply import function_urls, project_number
 from ferry.errors import InfraError
