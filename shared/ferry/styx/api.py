@@ -1,0 +1,133 @@
+"""Styx routes (SPEC §7): instances, execution control, timeline, logs, tick, backfills, resource usage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ferry.api.router import Call, Router
+from ferry.styx import backfills, resources
+from ferry.styx.service import StyxService, instance_view
+
+router = Router()
+TAG = "styx"
+INSTANCE = "/v1/workflows/<workflow>/instances/<parameter>"
+
+
+class TriggerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    env: dict[str, str] = Field(default_factory=dict, description="extra env vars for this trigger")
+
+
+class HaltRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = None
+
+
+class TickRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    budget_seconds: float = Field(default=45.0, gt=0, le=3000)
+
+
+class BackfillRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    workflow: str
+    start: str = Field(description="first partition (inclusive), aligned to the schedule")
+    end: str = Field(description="partition after the last (exclusive), aligned to the schedule")
+    concurrency: int = Field(default=1, ge=1, le=1000)
+    reverse: bool = False
+    description: str = ""
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class BackfillHaltRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    graceful: bool = False
+
+
+def _styx(call: Call) -> StyxService:
+    return StyxService(call.services)
+
+
+def _optional(call: Call, model: type[BaseModel]) -> Any:
+    return call.body(model) if call.raw_body and call.raw_body.strip() else model()
+
+
+@router.route("/v1/workflows/<workflow>/instances", summary="Instances of a workflow", tag=TAG)
+def list_instances(call: Call, workflow: str) -> dict[str, Any]:
+    items = _styx(call).instances(workflow, call.int_arg("limit", 100, 1, 1000), call.arg("after"))
+    return {"items": items}
+
+
+@router.route(INSTANCE, summary="One instance", tag=TAG)
+def get_instance(call: Call, workflow: str, parameter: str) -> dict[str, Any]:
+    return instance_view(_styx(call).instance(workflow, parameter))
+
+
+@router.route(f"{INSTANCE}/trigger", ("POST",), body=TriggerRequest, tag=TAG,
+              summary="Trigger an instance now (409 if it is active)")
+def trigger(call: Call, workflow: str, parameter: str) -> tuple[int, dict[str, Any]]:
+    req: TriggerRequest = _optional(call, TriggerRequest)
+    run = _styx(call).trigger(workflow, parameter, call.now(), req.env, call.actor)
+    return 201, instance_view(run)
+
+
+@router.route(f"{INSTANCE}/retry", ("POST",), tag=TAG, summary="Re-queue an instance now")
+def retry(call: Call, workflow: str, parameter: str) -> dict[str, Any]:
+    return instance_view(_styx(call).retry(workflow, parameter, call.now(), call.actor))
+
+
+@router.route(f"{INSTANCE}/halt", ("POST",), body=HaltRequest, tag=TAG,
+              summary="Halt an active instance, cancelling its execution")
+def halt(call: Call, workflow: str, parameter: str) -> dict[str, Any]:
+    req: HaltRequest = _optional(call, HaltRequest)
+    return instance_view(_styx(call).halt(workflow, parameter, call.now(), call.actor, req.reason))
+
+
+@router.route(f"{INSTANCE}/timeline", summary="Triggers, executions and their statuses", tag=TAG)
+def timeline(call: Call, workflow: str, parameter: str) -> dict[str, Any]:
+    return _styx(call).timeline(workflow, parameter)
+
+
+@router.route(f"{INSTANCE}/logs", summary="The logs of the instance's (latest) execution", tag=TAG)
+def logs(call: Call, workflow: str, parameter: str) -> dict[str, Any]:
+    return _styx(call).logs(workflow, parameter, call.int_arg("limit", 200, 1, 10_000), call.arg("execution"))
+
+
+@router.route("/v1/tick", ("POST",), body=TickRequest, tag=TAG, summary="Run one Styx tick now")
+def run_tick(call: Call) -> dict[str, Any]:
+    from ferry.styx.tick import Tick
+
+    req: TickRequest = _optional(call, TickRequest)
+    return Tick(call.services).run(call.now(), req.budget_seconds).to_dict()
+
+
+@router.route("/v1/backfills", ("POST",), body=BackfillRequest, tag=TAG, summary="Create a backfill")
+def create_backfill(call: Call) -> tuple[int, dict[str, Any]]:
+    req: BackfillRequest = call.body(BackfillRequest)
+    out = backfills.create(_styx(call), req.workflow, req.start, req.end, call.now(), req.concurrency,
+                           req.reverse, req.description, req.env, call.actor)
+    return 201, out
+
+
+@router.route("/v1/backfills", summary="Backfills (optionally of one workflow)", tag=TAG)
+def list_backfills(call: Call) -> dict[str, Any]:
+    return {"items": backfills.listing(_styx(call), call.arg("workflow"))}
+
+
+@router.route("/v1/backfills/<backfill_id>", summary="A backfill with per-partition states", tag=TAG)
+def show_backfill(call: Call, backfill_id: str) -> dict[str, Any]:
+    return backfills.show(_styx(call), backfill_id)
+
+
+@router.route("/v1/backfills/<backfill_id>/halt", ("POST",), body=BackfillHaltRequest, tag=TAG,
+              summary="Halt a backfill (graceful: let executing instances finish)")
+def halt_backfill(call: Call, backfill_id: str) -> dict[str, Any]:
+    req: BackfillHaltRequest = _optional(call, BackfillHaltRequest)
+    return backfills.halt(_styx(call), backfill_id, call.now(), req.graceful, call.actor)
+
+
+@router.route("/v1/styx/resources", summary="Resource pools with their usage", tag=TAG)
+def resource_usage(call: Call) -> dict[str, Any]:
+    return {"items": resources.usage(call.services)}

@@ -1,0 +1,162 @@
+"""Backfills: run a workflow over a past range of partitions, at most ``concurrency`` at once.
+
+A backfill's concurrency is a pool of slots (``backfill.<id>#n``) that each of its instances claims in
+the commit that triggers it and releases in the commit that ends it (DONE/ERROR): never more than
+``concurrency`` instances of a backfill are active, even with overlapping ticks.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Any
+
+from ferry.errors import BadRequest, Conflict, NotFound
+from ferry.store.base import Op
+from ferry.styx import machine as m
+from ferry.styx.repository import BACKFILLS
+from ferry.styx.scheduling import backfill_partitions, slot_id
+from ferry.styx.service import StyxService, slug
+
+
+def pool_of(backfill_id: str) -> str:
+    return f"backfill.{backfill_id}"
+
+
+def create(styx: StyxService, workflow: str, start: str, end: str, now: datetime, concurrency: int = 1,
+           reverse: bool = False, description: str = "", env: dict[str, str] | None = None,
+           actor: str | None = None) -> dict[str, Any]:
+    """Create a backfill of [start, end).
+
+    Raises:
+        NotFound: unknown workflow.
+        BadRequest: bounds not aligned to the schedule, end not after start, concurrency < 1.
+        Conflict: a partition in range has an active instance or is in another active backfill.
+    """
+    wf, owner = styx.workflow(workflow)
+    styx.services.authorizer.check(actor, [owner], "backfill")
+    if concurrency < 1:
+        raise BadRequest("concurrency must be at least 1")
+    try:
+        partitions = backfill_partitions(wf.spec.cadence(), start, end, reverse)
+    except ValueError as exc:
+        raise BadRequest(f"backfill of {workflow}: {exc}") from None
+    if len(partitions) > 10_000:
+        raise BadRequest(f"a backfill covers at most 10000 partitions, this one {len(partitions)}")
+    runs = styx.repo.get_many([m.instance_id(workflow, p) for p in partitions])
+    active = sorted(r.parameter for r in runs.values() if r.active)
+    if active:
+        raise Conflict(f"{len(active)} partition(s) of {workflow} in range are active: "
+                       + ", ".join(active[:10]) + (" ..." if len(active) > 10 else ""), {"active": active})
+    wanted = set(partitions)
+    for other in styx.repo.backfills(workflow):
+        if other["state"] == "active":
+            overlap = sorted(wanted & set(other["partitions"][other["next_index"]:]))
+            if overlap:
+                raise Conflict(f"backfill {other['id']} is still to run {len(overlap)} of these partitions: "
+                               + ", ".join(overlap[:10]), {"backfill": other["id"], "active": overlap})
+    bf_id = f"bf-{slug(workflow)[:40]}-{now.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"
+    doc = {"id": bf_id, "workflow": workflow, "start": start, "end": end, "partitions": partitions,
+           "concurrency": concurrency, "reverse": reverse, "description": description, "env": dict(env or {}),
+           "next_index": 0, "state": "active", "graceful": False, "skipped": [], "created_at": now,
+           "created_by": actor, "updated_at": now}
+    styx.services.store.write([Op.create(BACKFILLS, bf_id, doc)])
+    progress(styx, doc, now)
+    return show(styx, bf_id)
+
+
+def progress(styx: StyxService, bf: dict[str, Any], now: datetime) -> int:
+    """Trigger the backfill's next partitions while it has free slots. Returns how many."""
+    pool = pool_of(bf["id"])
+    used = set(styx.repo.used_slots(pool))
+    index = bf["next_index"]
+    partitions: list[str] = bf["partitions"]
+    if index >= len(partitions):
+        if not used:
+            styx.services.store.write([Op.set(BACKFILLS, bf["id"], {"state": "done", "updated_at": now},
+                                              merge=True)])
+        return 0
+    free = [n for n in range(bf["concurrency"]) if n not in used]
+    triggered = 0
+    skipped = list(bf.get("skipped") or [])
+    while free and index < len(partitions):
+        parameter = partitions[index]
+        before = styx.repo.get(bf["workflow"], parameter)
+        bump = {"next_index": index + 1, "updated_at": now}
+        if before is not None and before.active:  # triggered by someone else since the backfill began
+            skipped.append(parameter)
+            styx.services.store.write([Op.set(BACKFILLS, bf["id"], {**bump, "skipped": skipped}, merge=True)])
+            index += 1
+            continue
+        slot = slot_id(pool, free[0])
+        event = m.Event(m.On.TRIGGER_EXECUTION, f"backfill {bf['id']}",
+                        trigger=m.Trigger("backfill", bf["id"], dict(bf.get("env") or {})), slots=(slot,))
+        try:
+            styx.commit(before or m.Run(bf["workflow"], parameter), event, now, m.Policy(),
+                        [Op.set(BACKFILLS, bf["id"], bump, merge=True)], new=before is None)
+        except Conflict:
+            return triggered  # another tick is progressing this backfill
+        free.pop(0)
+        index += 1
+        triggered += 1
+    return triggered
+
+
+def show(styx: StyxService, bf_id: str) -> dict[str, Any]:
+    bf = styx.repo.backfill(bf_id)
+    if bf is None:
+        raise NotFound(f"backfill {bf_id!r} not found")
+    runs = styx.repo.get_many([m.instance_id(bf["workflow"], p) for p in bf["partitions"]])
+    skipped = set(bf.get("skipped") or [])
+    rows = []
+    counts: dict[str, int] = {}
+    for i, p in enumerate(bf["partitions"]):
+        run = runs.get(m.instance_id(bf["workflow"], p))
+        if i >= bf["next_index"]:
+            state = "PENDING" if bf["state"] == "active" else "NOT_RUN"
+        elif p in skipped:
+            state = "SKIPPED"
+        elif run is None or run.backfill != bf_id:
+            state = "RETRIGGERED" if run else "UNKNOWN"
+        else:
+            state = str(run.state)
+        counts[state] = counts.get(state, 0) + 1
+        rows.append({"parameter": p, "state": state, "tries": run.tries if run else 0,
+                     "exit_code": run.exit_code if run else None, "message": run.message if run else ""})
+    out = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in bf.items() if k != "partitions"}
+    done = counts.get("DONE", 0) + counts.get("ERROR", 0) + counts.get("SKIPPED", 0)
+    out.update({"partitions": rows, "counts": counts, "total": len(rows), "finished": done})
+    return out
+
+
+def halt(styx: StyxService, bf_id: str, now: datetime, graceful: bool = False, actor: str | None = None) -> dict[str, Any]:
+    """Stop a backfill: no new partitions; halt its active instances (graceful: only those not yet
+    executing, letting running ones finish)."""
+    bf = styx.repo.backfill(bf_id)
+    if bf is None:
+        raise NotFound(f"backfill {bf_id!r} not found")
+    _, owner = styx.workflow(bf["workflow"])
+    styx.services.authorizer.check(actor, [owner], "halt")
+    if bf["state"] != "active":
+        raise Conflict(f"backfill {bf_id} is {bf['state']}, not active")
+    styx.services.store.write([Op.set(BACKFILLS, bf_id, {"state": "halted", "graceful": graceful,
+                                                         "halted_at": now, "updated_at": now}, merge=True)])
+    runs = styx.repo.get_many([m.instance_id(bf["workflow"], p) for p in bf["partitions"][:bf["next_index"]]])
+    for run in runs.values():
+        if run.backfill == bf_id and run.active and (not graceful or run.state == m.State.QUEUED):
+            try:
+                styx.halt(run.workflow, run.parameter, now, reason=f"backfill {bf_id} halted", check=False)
+            except Conflict:
+                pass
+    return show(styx, bf_id)
+
+
+def listing(styx: StyxService, workflow: str | None = None) -> list[dict[str, Any]]:
+    out = []
+    for bf in styx.repo.backfills(workflow):
+        out.append({"id": bf["id"], "workflow": bf["workflow"], "start": bf["start"], "end": bf["end"],
+                    "concurrency": bf["concurrency"], "state": bf["state"], "next_index": bf["next_index"],
+                    "total": len(bf["partitions"]), "description": bf.get("description", ""),
+                    "created_at": bf["created_at"].isoformat() if isinstance(bf["created_at"], datetime)
+                    else bf["created_at"]})
+    return sorted(out, key=lambda b: b["created_at"], reverse=True)

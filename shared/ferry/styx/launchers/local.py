@@ -1,0 +1,123 @@
+"""The local launcher: runs ``command + args`` as a detached subprocess (the local stack's Cloud Run).
+
+Each execution gets a directory ``<log_dir>/styx/<execution_id>/`` with ``log`` (stdout+stderr),
+``pid`` and, once the job ends, ``exit`` (its exit code). A tiny ``sh`` wrapper writes ``exit``, so the
+execution outlives the process that launched it (an HTTP function request) and any later tick, in any
+process, can poll it from the files alone. The wrapper leads its own session: cancel kills the group.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ferry.errors import InfraError, NotFound
+from ferry.styx.launchers import Launched, LaunchSpec, Status
+
+# $1 log file, $2 exit file, then the command. The exit code lands atomically (write then rename).
+_WRAPPER = 'log=$1; ex=$2; shift 2; "$@" >>"$log" 2>&1; c=$?; echo $c >"$ex.tmp"; mv "$ex.tmp" "$ex"'
+
+
+def _resolve(argv: list[str]) -> list[str]:
+    # `python` in a manifest means "a Python": locally, the interpreter Ferry itself runs under.
+    if argv and argv[0] in ("python", "python3"):
+        return [sys.executable, *argv[1:]]
+    return argv
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (ended, not yet reaped by its parent) has ended
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class LocalLauncher:
+    def __init__(self, log_dir: str | os.PathLike[str], workdir: str | None = None) -> None:
+        self.base = Path(log_dir).resolve() / "styx"
+        self.workdir = workdir or os.environ.get("FERRY_STYX_WORKDIR") or os.getcwd()
+
+    def launch(self, spec: LaunchSpec) -> Launched:
+        argv = _resolve([*spec.command, *spec.args])
+        if not argv:
+            raise InfraError(f"workflow {spec.workflow} has neither command nor args to run locally")
+        d = self.base / spec.execution_id
+        d.mkdir(parents=True, exist_ok=True)
+        log = d / "log"
+        log.write_text("")  # an execution id is used once; a relaunch after a crash starts clean
+        for stale in ("exit", "cancelled"):
+            (d / stale).unlink(missing_ok=True)
+        env = {**os.environ, **spec.env}
+        shell = shutil.which("sh") or "/bin/sh"
+        try:
+            proc = subprocess.Popen([shell, "-c", _WRAPPER, "sh", str(log), str(d / "exit"), *argv],
+                                    env=env, cwd=self.workdir, start_new_session=True,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError as exc:
+            raise InfraError(f"could not start {argv[0]!r}: {exc}") from exc
+        (d / "pid").write_text(str(proc.pid))
+        # Reap it when it ends so a long-lived launching process keeps no zombies.
+        threading.Thread(target=proc.wait, daemon=True).start()
+        return Launched(handle=str(d), log_uri=f"file://{log}")
+
+    def poll(self, handle: str) -> Status:
+        d = Path(handle)
+        exit_file = d / "exit"
+        if exit_file.exists():
+            try:
+                return Status("ended", int(exit_file.read_text().strip()))
+            except ValueError:
+                pass
+        if (d / "cancelled").exists():
+            return Status("ended", None, "cancelled")
+        try:
+            pid = int((d / "pid").read_text())
+        except (OSError, ValueError):
+            return Status("ended", None, f"no such local execution: {handle}")
+        if _alive(pid):
+            return Status("running")
+        if exit_file.exists():  # it ended between the two looks
+            return self.poll(handle)
+        return Status("ended", None, "the process ended without an exit code (killed?)")
+
+    def cancel(self, handle: str) -> None:
+        d = Path(handle)
+        try:
+            pid = int((d / "pid").read_text())
+        except (OSError, ValueError):
+            return
+        (d / "cancelled").write_text(str(time.time()))
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            return
+
+        def finish() -> None:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.1)
+            if _alive(pid):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        threading.Thread(target=finish, daemon=True).start()
+
+    def logs(self, handle: str, limit: int = 200) -> list[str]:
+        log = Path(handle) / "log"
+        if not log.exists():
+            raise NotFound(f"no log file for execution {handle}")
+        return log.read_text(errors="replace").splitlines()[-limit:]

@@ -1,0 +1,349 @@
+"""Execution control (SPEC §5, §7): trigger, retry, halt, instances, timeline, logs — and the one
+place that commits a state change and carries out its decisions.
+
+Idempotent by construction: every change is computed by the pure state machine from the instance as
+read, then committed with a create-precondition on the next event id (see ``repository``); when a
+concurrent writer got there first the commit fails with Conflict and the change is recomputed from
+a fresh read (or, in the tick, left to the writer that won).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from ferry import log
+from ferry.domain import periods
+from ferry.domain.manifests import Workflow
+from ferry.errors import BadRequest, Conflict, FerryError, InfraError, NotFound
+from ferry.store.base import Op
+from ferry.styx import machine as m
+from ferry.styx.launchers import Launcher, LaunchSpec, for_services
+from ferry.styx.repository import StyxRepository
+from ferry.styx.scheduling import policy_of, upstream_partitions
+from ferry.wiring import Services
+
+logger = log.get("styx")
+
+LandedFn = Callable[[Services, str, Sequence[str]], set[str]]
+LandFn = Callable[..., Any]
+
+
+def _default_landed(services: Services, endpoint: str, partitions: Sequence[str]) -> set[str]:
+    from ferry.datamon.service import landed
+
+    return landed(services, endpoint, partitions)
+
+
+def _default_land(services: Services, endpoint: str, partition: str, *, now: datetime, source: str) -> Any:
+    from ferry.datamon.service import land
+
+    return land(services, endpoint, partition, now=now, source=source)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+@dataclass
+class Applied:
+    run: m.Run
+    decisions: tuple[m.Decision, ...]
+
+
+class StyxService:
+    def __init__(self, services: Services, launcher: Launcher | None = None, landed: LandedFn | None = None,
+                 land: LandFn | None = None) -> None:
+        self.services = services
+        self.repo = StyxRepository(services.store)
+        self._launcher = launcher
+        self.landed = landed or _default_landed
+        self.land = land or _default_land
+
+    @property
+    def launcher(self) -> Launcher:
+        if self._launcher is None:
+            self._launcher = for_services(self.services)
+        return self._launcher
+
+    # -- workflows ---------------------------------------------------------------------------------
+    def workflow(self, name: str) -> tuple[Workflow, str | None]:
+        rec = self.services.manifests.get("Workflow", name)
+        if rec is None:
+            raise NotFound(f"workflow {name!r} not found")
+        return rec.model(), rec.owner  # type: ignore[return-value]
+
+    @staticmethod
+    def check_parameter(wf: Workflow, parameter: str) -> None:
+        try:
+            wf.spec.cadence().parse(parameter)
+        except ValueError as exc:
+            raise BadRequest(f"{parameter!r} is not a parameter of workflow {wf.name} "
+                             f"(schedule {wf.spec.schedule}): {exc}") from None
+
+    # -- the one commit path -----------------------------------------------------------------------
+    def commit(self, before: m.Run, event: m.Event, now: datetime, policy: m.Policy,
+               extra: Sequence[Op] = (), new: bool = False) -> Applied:
+        """Advance ``before`` by ``event`` and commit atomically, claims and releases included.
+
+        ``new``: the instance document does not exist yet (it is created, or Conflict).
+
+        Raises:
+            IllegalTransition: the event does not apply to the state.
+            Conflict: another writer changed the instance (or took a slot) first; nothing written.
+        """
+        adv = m.advance(before, event, now, policy)
+        ops = list(extra)
+        for ev, _ in adv.log:
+            if ev.slots:  # dequeue claims resource/global slots; a backfill trigger claims its slot
+                ops += self.repo.claim_ops(ev.slots, before.id, now)
+        for d in adv.decisions:
+            if isinstance(d, m.Release):
+                ops += self.repo.release_ops(d.slots)
+        self.repo.commit(None if new else before, adv.log, now, ops)
+        for ev, after in adv.log:
+            log.event(logger, 40 if after.state == m.State.ERROR else 20,
+                      f"{after.workflow} {after.parameter}: {ev.on} -> {after.state}"
+                      + (f" ({ev.message})" if ev.message else ""),
+                      labels={"workflow": after.workflow, "parameter": after.parameter,
+                              "execution": after.execution_id or ""},
+                      event=str(ev.on), state=str(after.state), exit_code=after.exit_code)
+        return Applied(adv.run, adv.decisions)
+
+    def carry_out(self, applied: Applied, wf: Workflow | None, now: datetime) -> None:
+        """Side effects after a commit: cancel executions, land produced partitions."""
+        for d in applied.decisions:
+            if isinstance(d, m.Cancel) and d.handle:
+                try:
+                    self.launcher.cancel(d.handle)
+                except FerryError as exc:
+                    logger.warning("cancel of %s failed: %s", d.execution_id, exc.message)
+            elif isinstance(d, m.Land) and wf is not None and wf.spec.produces:
+                self.land_produced(wf, applied.run.parameter, now)
+
+    def land_produced(self, wf: Workflow, parameter: str, now: datetime) -> None:
+        endpoint = wf.spec.produces
+        assert endpoint
+        partition = parameter
+        rec = self.services.manifests.get("Endpoint", endpoint)
+        if rec is not None:
+            start = wf.spec.cadence().parse(parameter)
+            partition = rec.model().spec.cadence().format(start)  # type: ignore[union-attr]
+        try:
+            self.land(self.services, endpoint, partition, now=now, source="styx")
+        except FerryError as exc:
+            log.event(logger, 40, f"could not land {endpoint} {partition}: {exc.message}",
+                      labels={"workflow": wf.name, "parameter": parameter, "endpoint": endpoint})
+
+    def change(self, workflow: str, parameter: str, make: Callable[[m.Run | None], m.Event], now: datetime,
+               wf: Workflow | None = None, attempts: int = 5) -> m.Run:
+        """Read, advance, commit; on a concurrent change read again (a person's command)."""
+        if wf is None:
+            wf, _ = self.workflow(workflow)
+        policy = policy_of(wf.spec)
+        for _ in range(attempts):
+            before = self.repo.get(workflow, parameter)
+            event = make(before)
+            try:
+                applied = self.commit(before or m.Run(workflow, parameter), event, now, policy, new=before is None)
+            except m.IllegalTransition:
+                raise
+            except Conflict:
+                continue
+            self.carry_out(applied, wf, now)
+            return applied.run
+        raise InfraError(f"instance {workflow} {parameter} kept changing; try again")
+
+    # -- commands ------------------------------------------------------------------------------------
+    def trigger(self, workflow: str, parameter: str, now: datetime, env: dict[str, str] | None = None,
+                actor: str | None = None, trigger_type: str = "adhoc", trigger_id: str | None = None) -> m.Run:
+        """Trigger an instance now (ad hoc). Raises Conflict (409) if it is active."""
+        wf, owner = self.workflow(workflow)
+        self.services.authorizer.check(actor, [owner], "trigger")
+        self.check_parameter(wf, parameter)
+        trig = m.Trigger(trigger_type, trigger_id or f"{trigger_type}-{now.strftime('%Y%m%dT%H%M%S')}",
+                         dict(env or {}))
+
+        def make(before: m.Run | None) -> m.Event:
+            if before is not None and before.active:
+                raise Conflict(f"instance {workflow} {parameter} is already active ({before.state}); "
+                               f"halt it first or wait", {"state": str(before.state)})
+            return m.Event(m.On.TRIGGER_EXECUTION, f"triggered {trigger_type} by {actor or 'ferry'}", trigger=trig)
+        return self.change(workflow, parameter, make, now, wf)
+
+    def retry(self, workflow: str, parameter: str, now: datetime, actor: str | None = None) -> m.Run:
+        """Re-queue an instance now: from QUEUED (skip the wait) or from DONE/ERROR (run again)."""
+        wf, owner = self.workflow(workflow)
+        self.services.authorizer.check(actor, [owner], "retry")
+
+        def make(before: m.Run | None) -> m.Event:
+            if before is None:
+                raise NotFound(f"no instance {workflow} {parameter} (trigger it first)")
+            if before.state not in (m.State.QUEUED, *m.ENDED):
+                raise m.IllegalTransition(f"instance {workflow} {parameter} is {before.state}; retry applies to "
+                                          f"a QUEUED, DONE or ERROR instance", {"state": str(before.state)})
+            return m.Event(m.On.RETRY_AFTER, f"retry requested by {actor or 'ferry'}", delay=timedelta(0),
+                           reset_tries=True)
+        return self.change(workflow, parameter, make, now, wf)
+
+    def halt(self, workflow: str, parameter: str, now: datetime, actor: str | None = None,
+             reason: str | None = None, check: bool = True) -> m.Run:
+        """Stop an active instance (cancelling its execution). Raises IllegalTransition if it ended."""
+        rec = self.services.manifests.get("Workflow", workflow)
+        wf = rec.model() if rec else None
+        if check:
+            if rec is None:
+                raise NotFound(f"workflow {workflow!r} not found")
+            self.services.authorizer.check(actor, [rec.owner], "halt")
+
+        def make(before: m.Run | None) -> m.Event:
+            if before is None:
+                raise NotFound(f"no instance {workflow} {parameter}")
+            if not before.active:
+                raise m.IllegalTransition(f"instance {workflow} {parameter} has ended ({before.state}); "
+                                          f"nothing to halt", {"state": str(before.state)})
+            return m.Event(m.On.HALT, reason or f"halted by {actor or 'ferry'}")
+        if wf is None:  # deleted workflow: halt with a default policy
+            for _ in range(5):
+                before = self.repo.get(workflow, parameter)
+                try:
+                    applied = self.commit(before or m.Run(workflow, parameter), make(before), now, m.Policy())
+                except Conflict as exc:
+                    if isinstance(exc, m.IllegalTransition):
+                        raise
+                    continue
+                self.carry_out(applied, None, now)
+                return applied.run
+            raise InfraError(f"instance {workflow} {parameter} kept changing; try again")
+        return self.change(workflow, parameter, make, now, wf)  # type: ignore[arg-type]
+
+    def halt_active(self, workflow: str, now: datetime, reason: str, natural_only: bool = False) -> int:
+        """Halt the active instances of a workflow (disabled or deleted). Returns how many."""
+        n = 0
+        after = None
+        while True:
+            page = self.repo.list(workflow, limit=500, after=after)
+            for run in page:
+                if run.active and (not natural_only or (run.trigger and run.trigger.type == "natural")):
+                    try:
+                        self.halt(workflow, run.parameter, now, reason=reason, check=False)
+                        n += 1
+                    except (m.IllegalTransition, NotFound):
+                        pass
+            if len(page) < 500:
+                return n
+            after = page[-1].parameter
+
+    # -- reads -----------------------------------------------------------------------------------------
+    def instances(self, workflow: str, limit: int = 100, after: str | None = None) -> list[dict[str, Any]]:
+        self.workflow(workflow)
+        return [instance_view(r) for r in self.repo.list(workflow, limit, after)]
+
+    def instance(self, workflow: str, parameter: str) -> m.Run:
+        run = self.repo.get(workflow, parameter)
+        if run is None:
+            self.workflow(workflow)
+            raise NotFound(f"no instance {workflow} {parameter}")
+        return run
+
+    def timeline(self, workflow: str, parameter: str) -> dict[str, Any]:
+        run = self.instance(workflow, parameter)
+        return {"instance": instance_view(run), "triggers": build_timeline(self.repo.events(workflow, parameter))}
+
+    def logs(self, workflow: str, parameter: str, limit: int = 200, execution: str | None = None) -> dict[str, Any]:
+        run = self.instance(workflow, parameter)
+        handle, execution_id, log_uri = run.handle, run.execution_id, run.log_uri
+        if execution and execution != run.execution_id:
+            found = next((e for e in self.repo.events(workflow, parameter)
+                          if e["event"] == "submitted" and e.get("execution_id") == execution), None)
+            if found is None:
+                raise NotFound(f"no execution {execution} of {workflow} {parameter}")
+            handle, execution_id, log_uri = found.get("handle"), execution, found.get("log_uri")
+        if not handle:
+            raise NotFound(f"instance {workflow} {parameter} has no execution yet ({run.state})")
+        return {"workflow": workflow, "parameter": parameter, "execution_id": execution_id, "log_uri": log_uri,
+                "lines": self.launcher.logs(handle, limit)}
+
+    # -- launching (used by the tick) --------------------------------------------------------------------
+    def launch_spec(self, wf: Workflow, run: m.Run, execution_id: str) -> LaunchSpec:
+        env = {**wf.spec.env, **(run.trigger.env if run.trigger else {}),
+               "FERRY_WORKFLOW": wf.name, "FERRY_PARAMETER": run.parameter, "FERRY_EXECUTION_ID": execution_id,
+               "FERRY_TRIGGER_TYPE": run.trigger.type if run.trigger else "",
+               "FERRY_TRIGGER_ID": run.trigger.id if run.trigger else "", "FERRY_TRIES": str(run.tries)}
+        return LaunchSpec(workflow=wf.name, parameter=run.parameter, execution_id=execution_id,
+                          image=wf.spec.image, command=list(wf.spec.command),
+                          args=[run.parameter if a == "{}" else a for a in wf.spec.args], env=env,
+                          timeout=periods.parse_duration(wf.spec.timeout), cpu=wf.spec.cpu,
+                          memory=wf.spec.memory, service_account=wf.spec.service_account,
+                          labels={"ferry-workflow": slug(wf.name)[:63]})
+
+    def gate(self, wf: Workflow, parameter: str) -> list[str]:
+        """The upstream partitions (``endpoint partition``) not landed yet; empty = may launch."""
+        missing: list[str] = []
+        cadence = wf.spec.cadence()
+        for endpoint in wf.spec.depends_on:
+            upstream = self.upstream_cadence(endpoint) or cadence
+            wanted = upstream_partitions(cadence, parameter, upstream)
+            have = self.landed(self.services, endpoint, wanted)
+            missing += [f"{endpoint} {p}" for p in wanted if p not in have]
+        return missing
+
+    def upstream_cadence(self, endpoint: str) -> periods.Cadence | None:
+        rec = self.services.manifests.get("Endpoint", endpoint)
+        if rec is not None:
+            return rec.model().spec.cadence()  # type: ignore[union-attr]
+        if endpoint.startswith("events."):
+            et = self.services.manifests.get("EventType", endpoint[len("events."):])
+            if et is not None:
+                return periods.partitioning(et.model().spec.partitioning, "UTC")  # type: ignore[union-attr]
+        return None
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+def instance_view(run: m.Run) -> dict[str, Any]:
+    return {"workflow": run.workflow, "parameter": run.parameter, "state": str(run.state), "active": run.active,
+            "trigger": run.trigger.to_doc() if run.trigger else None, "backfill": run.backfill,
+            "tries": run.tries, "spent": run.spent, "execution_id": run.execution_id, "exit_code": run.exit_code,
+            "message": run.message, "log_uri": run.log_uri, "due_at": _iso(run.due_at),
+            "deadline": _iso(run.deadline), "slots": list(run.slots), "updated_at": _iso(run.updated_at),
+            "counter": run.counter}
+
+
+def build_timeline(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Triggers -> executions -> statuses, from the event log (oldest first)."""
+    triggers: list[dict[str, Any]] = []
+    execution: dict[str, Any] | None = None
+    for e in events:
+        at = e["at"].isoformat() if isinstance(e.get("at"), datetime) else e.get("at")
+        status = {"counter": e["counter"], "event": e["event"], "state": e["state"], "at": at,
+                  "message": e.get("message", "")}
+        if "delay_seconds" in e:
+            status["delay_seconds"] = e["delay_seconds"]
+        if e["event"] == "triggerExecution" or not triggers:
+            trig = e.get("trigger") or {}
+            triggers.append({"trigger_type": trig.get("type"), "trigger_id": trig.get("id"),
+                             "env": trig.get("env") or {}, "at": at, "events": [], "executions": []})
+            execution = None
+        current = triggers[-1]
+        if e["event"] == "submit":
+            execution = {"execution_id": e.get("execution_id"), "image": e.get("image"), "log_uri": None,
+                         "exit_code": None, "statuses": []}
+            current["executions"].append(execution)
+        if execution is not None and e["event"] in ("submit", "submitted", "started", "terminate", "runError",
+                                                    "timeout", "halt", "success", "retryAfter", "stop"):
+            execution["statuses"].append(status)
+            if e.get("log_uri"):
+                execution["log_uri"] = e["log_uri"]
+            if e["event"] == "terminate":
+                execution["exit_code"] = e.get("exit_code")
+            if e["event"] in ("retryAfter", "stop", "success", "halt"):
+                execution = None  # the execution is over; later events belong to the trigger
+        else:
+            current["events"].append(status)
+    return triggers

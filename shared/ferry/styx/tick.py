@@ -1,0 +1,344 @@
+"""The tick (Cloud Scheduler, every minute; ``ferry tick``; ``POST /v1/tick``).
+
+One tick: poll executions in flight (ends, starts, timeouts) -> natural triggers due -> backfill
+progress -> dequeue and submit QUEUED instances whose delay passed (dependencies, resource pools,
+global concurrency, submission rate). It stops at a time budget; the next tick continues.
+
+Reads grow with the work due: due workflows come from one range query on their stored next trigger
+time, queued instances from one on ``due_at``, executions in flight from one on ``poll_at``.
+
+Safe when two ticks overlap: each change is a commit guarded by the next event id (see
+``repository``); the loser of a race gets Conflict, writes nothing and moves on. Slots are claimed in
+the same commit as the dequeue and released in the same commit as the end, so none can leak.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ferry import log
+from ferry.domain import periods
+from ferry.domain.manifests import Workflow
+from ferry.errors import Conflict, FerryError
+from ferry.store.base import Op
+from ferry.styx import machine as m
+from ferry.styx.launchers import Launcher
+from ferry.styx.repository import WORKFLOWS, StyxRepository
+from ferry.styx.scheduling import Pool, due_periods, fire_time, policy_of, slot_id
+from ferry.styx.service import LandedFn, LandFn, StyxService, slug
+from ferry.wiring import Services
+
+logger = log.get("styx.tick")
+
+GLOBAL_POOL = "global"
+SUBMISSION_LOST_AFTER = timedelta(minutes=2)
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, "") or default)
+
+
+@dataclass(frozen=True)
+class TickLimits:
+    max_active: int = field(default_factory=lambda: _env_int("FERRY_STYX_MAX_ACTIVE", 1000))
+    submissions_per_tick: int = field(default_factory=lambda: _env_int("FERRY_STYX_SUBMIT_RATE", 600))
+    gate_recheck: timedelta = field(default_factory=lambda: timedelta(seconds=_env_int("FERRY_STYX_GATE_RECHECK_S", 60)))
+    catch_up: int = 100            # natural triggers per workflow per tick, when far behind
+    due_workflows: int = 1000
+    queued: int = 1000
+    holding: int = 5000
+    threads: int = field(default_factory=lambda: _env_int("FERRY_STYX_THREADS", 8))
+
+
+@dataclass
+class TickReport:
+    triggered: int = 0
+    dequeued: int = 0
+    submitted: int = 0
+    launch_failed: int = 0
+    started: int = 0
+    ended: int = 0
+    timed_out: int = 0
+    gated: int = 0
+    waiting_for_slots: int = 0
+    backfill_triggered: int = 0
+    conflicts: int = 0
+    budget_exhausted: bool = False
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Tick:
+    def __init__(self, services: Services, launcher: Launcher | None = None, landed: LandedFn | None = None,
+                 land: LandFn | None = None, limits: TickLimits | None = None) -> None:
+        self.services = services
+        self.styx = StyxService(services, launcher, landed, land)
+        self.repo: StyxRepository = self.styx.repo
+        self.limits = limits or TickLimits()
+        self._workflows: dict[str, Workflow | None] = {}
+
+    def run(self, now: datetime, budget: float = 45.0) -> TickReport:
+        """One tick at ``now``, for at most ``budget`` seconds of wall time."""
+        started = time.monotonic()
+        self.deadline = started + budget
+        report = TickReport()
+        with ThreadPoolExecutor(self.limits.threads) as pool:
+            self.pool = pool
+            for stage in (self.poll, self.trigger_natural, self.progress_backfills, self.dequeue):
+                if time.monotonic() >= self.deadline:
+                    report.budget_exhausted = True
+                    break
+                stage(now, report)
+        report.seconds = round(time.monotonic() - started, 3)
+        log.event(logger, 20, "tick", **report.to_dict())
+        return report
+
+    def _in_budget(self, report: TickReport) -> bool:
+        if time.monotonic() >= self.deadline:
+            report.budget_exhausted = True
+            return False
+        return True
+
+    def workflows(self, names: set[str]) -> dict[str, Workflow | None]:
+        missing = sorted(n for n in names if n not in self._workflows)
+        if missing:
+            found = self.services.manifests.get_many("Workflow", missing)
+            for n in missing:
+                self._workflows[n] = found[n].model() if n in found else None  # type: ignore[assignment]
+        return {n: self._workflows[n] for n in names}
+
+    # -- 1. executions in flight ------------------------------------------------------------------
+    def poll(self, now: datetime, report: TickReport) -> None:
+        runs = self.repo.holding(self.limits.holding)
+        if not runs:
+            return
+        wfs = self.workflows({r.workflow for r in runs})
+        list(self.pool.map(lambda r: self._poll_one(r, wfs.get(r.workflow), now, report), runs))
+
+    def _poll_one(self, run: m.Run, wf: Workflow | None, now: datetime, report: TickReport) -> None:
+        policy = policy_of(wf.spec) if wf else m.Policy()
+        try:
+            if run.state in (m.State.PREPARE, m.State.SUBMITTING):
+                if run.updated_at and now - run.updated_at > SUBMISSION_LOST_AFTER:
+                    self._apply(run, m.Event(m.On.RUN_ERROR, "submission lost (the submitting tick stopped)"),
+                                now, policy, wf)
+                return
+            if run.state not in (m.State.SUBMITTED, m.State.RUNNING) or not run.handle:
+                return
+            try:
+                status = self.styx.launcher.poll(run.handle)
+            except FerryError as exc:
+                logger.warning("poll of %s failed: %s", run.execution_id, exc.message)
+                return
+            if status.phase == "ended":
+                if status.exit_code is not None:
+                    self._apply(run, m.Event(m.On.TERMINATE, f"exited {status.exit_code}",
+                                             exit_code=status.exit_code), now, policy, wf)
+                else:
+                    self._apply(run, m.Event(m.On.RUN_ERROR, status.message or "ended without an exit code"),
+                                now, policy, wf)
+                report.ended += 1
+            elif run.deadline is not None and now >= run.deadline:
+                self._apply(run, m.Event(m.On.TIMEOUT, f"ran longer than {wf.spec.timeout if wf else 'its timeout'}"
+                                         "; execution cancelled"), now, policy, wf)
+                report.timed_out += 1
+            elif status.phase == "running" and run.state == m.State.SUBMITTED:
+                self._apply(run, m.Event(m.On.STARTED, "execution started"), now, policy, wf)
+                report.started += 1
+        except Conflict:
+            report.conflicts += 1
+
+    def _apply(self, run: m.Run, event: m.Event, now: datetime, policy: m.Policy, wf: Workflow | None,
+               extra: list[Op] | None = None, new: bool = False) -> m.Run:
+        applied = self.styx.commit(run, event, now, policy, extra or [], new=new)
+        self.styx.carry_out(applied, wf, now)
+        return applied.run
+
+    # -- 2. natural triggers ------------------------------------------------------------------------
+    def trigger_natural(self, now: datetime, report: TickReport) -> None:
+        due = self.repo.due_workflows(now, self.limits.due_workflows)
+        if not due:
+            return
+        plans: list[tuple[str, dict[str, Any], list[datetime], datetime]] = []
+        for name, state in due:
+            cadence = periods.schedule(state["schedule"], state["timezone"])
+            offset = periods.parse_duration(state["offset"])
+            start = cadence.parse(state["next_period"])
+            todo, nxt = due_periods(cadence, offset, start, now, self.limits.catch_up)
+            plans.append((name, state, todo, nxt))
+        ids = [m.instance_id(name, periods.schedule(s["schedule"], s["timezone"]).format(p))
+               for name, s, todo, _ in plans for p in todo]
+        existing = self.repo.get_many(ids)
+        batches: list[list[Op]] = []
+        for name, state, todo, nxt in plans:
+            cadence = periods.schedule(state["schedule"], state["timezone"])
+            offset = periods.parse_duration(state["offset"])
+            ops: list[Op] = []
+            for p in todo:
+                parameter = cadence.format(p)
+                before = existing.get(m.instance_id(name, parameter))
+                if before is not None and before.active:
+                    log.event(logger, 30, f"{name} {parameter}: natural trigger skipped, instance is {before.state}",
+                              labels={"workflow": name, "parameter": parameter})
+                    continue
+                trig = m.Trigger("natural", f"natural-{parameter}")
+                adv = m.advance(before or m.Run(name, parameter),
+                                m.Event(m.On.TRIGGER_EXECUTION, "natural trigger", trigger=trig), now, m.Policy())
+                ops += self.repo.commit_ops(before, adv.log, now)
+                report.triggered += 1
+            ops.append(Op.set(WORKFLOWS, name, {"next_period": cadence.format(nxt),
+                                                "next_due": fire_time(cadence, offset, nxt), "updated_at": now},
+                              merge=True))
+            batches.append(ops)
+        # One commit for all when nobody races us; per workflow when someone does (their trigger wins).
+        flat = [op for b in batches for op in b]
+        if len(flat) <= 450:
+            try:
+                self.services.store.write(flat)
+                return
+            except Conflict:
+                report.conflicts += 1
+        for b in batches:
+            try:
+                self.services.store.write(b)
+            except Conflict:
+                report.conflicts += 1
+
+    # -- 3. backfills ----------------------------------------------------------------------------------
+    def progress_backfills(self, now: datetime, report: TickReport) -> None:
+        from ferry.styx.backfills import progress
+
+        for bf in self.repo.active_backfills():
+            if not self._in_budget(report):
+                return
+            report.backfill_triggered += progress(self.styx, bf, now)
+
+    # -- 4. dequeue and submit --------------------------------------------------------------------------
+    def dequeue(self, now: datetime, report: TickReport) -> None:
+        queued = self.repo.queued_due(now, self.limits.queued)
+        if not queued:
+            return
+        wfs = self.workflows({r.workflow for r in queued})
+        resource_names = sorted({res for wf in wfs.values() if wf for res in wf.spec.resources})
+        resources = self.services.manifests.get_many("Resource", resource_names) if resource_names else {}
+        pools: dict[str, Pool] = {}
+
+        def pool(name: str, size: int, refresh: bool = False) -> Pool:
+            if refresh or name not in pools:
+                pools[name] = Pool(name, size, frozenset(self.repo.used_slots(name)))
+            return pools[name]
+
+        taken: dict[str, set[int]] = defaultdict(set)
+        launches = []
+        for run in queued:
+            if not self._in_budget(report) or report.dequeued >= self.limits.submissions_per_tick:
+                break
+            if run.state != m.State.QUEUED:
+                continue
+            wf = wfs.get(run.workflow)
+            try:
+                if wf is None:
+                    self._apply(run, m.Event(m.On.HALT, "workflow deleted"), now, m.Policy(), None)
+                    continue
+                policy = policy_of(wf.spec)
+                if not wf.spec.enabled and run.trigger and run.trigger.type == "natural":
+                    self._apply(run, m.Event(m.On.HALT, "workflow disabled"), now, policy, wf)
+                    continue
+                if wf.spec.depends_on:
+                    missing = self.styx.gate(wf, run.parameter)
+                    if missing:
+                        report.gated += 1
+                        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+                        self._apply(run, m.Event(m.On.RETRY_AFTER, f"waiting for upstream partitions: {shown}",
+                                                 delay=self.limits.gate_recheck), now, policy, wf)
+                        continue
+                sizes = {GLOBAL_POOL: self.limits.max_active}
+                for res in wf.spec.resources:
+                    rec = resources.get(res)
+                    sizes[f"resource.{res}"] = rec.manifest["spec"]["concurrency"] if rec else 0
+                for attempt in range(3):
+                    wanted = [pool(name, size, refresh=attempt > 0) for name, size in sizes.items()]
+                    slots = _choose(wanted, taken)
+                    if slots is None:
+                        report.waiting_for_slots += 1
+                        break
+                    execution_id = f"{slug(run.workflow)}-{slug(run.parameter)}-{run.counter + 2}"
+                    adv_events = [m.Event(m.On.DEQUEUE, "dequeued", slots=tuple(slots)),
+                                  m.Event(m.On.SUBMIT, f"submitting {execution_id}", execution_id=execution_id,
+                                          image=wf.spec.image)]
+                    try:
+                        after = self._dequeue_submit(run, adv_events, now, policy)
+                    except Conflict:
+                        report.conflicts += 1
+                        fresh = self.repo.get(run.workflow, run.parameter)
+                        if fresh is None or fresh.state != m.State.QUEUED or fresh.counter != run.counter:
+                            break  # another tick took it
+                        continue  # a slot was taken under us: look at the pools again
+                    for s in slots:
+                        p, n = s.rsplit("#", 1)
+                        taken[p].add(int(n))
+                    report.dequeued += 1
+                    launches.append(self.pool.submit(self._launch, after, wf, now, report))
+                    break
+            except Conflict:
+                report.conflicts += 1
+        for f in launches:
+            f.result()
+
+    def _dequeue_submit(self, run: m.Run, events: list[m.Event], now: datetime, policy: m.Policy) -> m.Run:
+        # dequeue and submit in one commit: two events, one precondition on the first event id
+        log_entries: list[tuple[m.Event, m.Run]] = []
+        cur = run
+        for ev in events:
+            step = m.transition(cur, ev, now, policy)
+            cur = step.run
+            log_entries.append((ev, cur))
+        ops = self.repo.claim_ops(events[0].slots, run.id, now)
+        self.repo.commit(run, log_entries, now, ops)
+        return cur
+
+    def _launch(self, run: m.Run, wf: Workflow, now: datetime, report: TickReport) -> None:
+        policy = policy_of(wf.spec)
+        assert run.execution_id
+        spec = self.styx.launch_spec(wf, run, run.execution_id)
+        try:
+            launched = self.styx.launcher.launch(spec)
+        except FerryError as exc:
+            report.launch_failed += 1
+            try:
+                self._apply(run, m.Event(m.On.RUN_ERROR, f"launch failed: {exc.message}"), now, policy, wf)
+            except Conflict:
+                report.conflicts += 1
+            return
+        try:
+            self._apply(run, m.Event(m.On.SUBMITTED, f"submitted {run.execution_id}", handle=launched.handle,
+                                     log_uri=launched.log_uri), now, policy, wf)
+            report.submitted += 1
+        except Conflict:  # halted meanwhile: do not leave the execution running
+            report.conflicts += 1
+            self.styx.launcher.cancel(launched.handle)
+
+
+def _choose(pools: list[Pool], taken: dict[str, set[int]]) -> list[str] | None:
+    out = []
+    for p in pools:
+        free = [n for n in p.free() if n not in taken.get(p.name, set())]
+        if not free:
+            return None
+        # A random free slot: two ticks racing rarely pick the same one (a collision costs a retry).
+        out.append(slot_id(p.name, random.choice(free[:32])))
+    return out
+
+
+def tick(services: Services, now: datetime | None = None, budget: float = 45.0) -> TickReport:
+    """Run one tick with the process's launcher (what the scheduler's function and the API call)."""
+    return Tick(services).run(now or services.clock.now(), budget)

@@ -1,0 +1,252 @@
+"""The tick and execution control against the in-memory store and a fake launcher."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from ferry.errors import BadRequest, Conflict, NotFound, ValidationError
+from ferry.styx import machine as m
+from ferry.styx.repository import EVENTS, SLOTS, WORKFLOWS
+from ferry.styx.tick import Tick, TickLimits
+
+from .conftest import apply, resource, workflow
+
+P = "2026-11-26T12"
+
+
+def at(clock, hh: int, mm: int = 0, ss: int = 0) -> None:
+    clock.set(clock.now().replace(hour=hh, minute=mm, second=ss))
+
+
+def test_apply_stores_the_next_trigger_and_reapply_keeps_it(svc, clock) -> None:
+    apply(svc, workflow("agg"))
+    state = svc.store.get(WORKFLOWS, "agg")
+    assert state["next_period"] == P and state["next_due"] == clock.now().replace(hour=13, minute=0, second=0)
+    clock.advance(timedelta(hours=3))
+    apply(svc, workflow("agg", env={"X": "1"}))  # not a timing change
+    assert svc.store.get(WORKFLOWS, "agg")["next_period"] == P
+    apply(svc, workflow("agg", env={"X": "1"}, enabled=False))
+    assert "next_due" not in svc.store.get(WORKFLOWS, "agg")
+
+
+def test_natural_trigger_launches_with_env_and_parameter(svc, clock, tick, launcher) -> None:
+    apply(svc, workflow("agg", env={"MODE": "full", "FERRY_WORKFLOW": "user-value"}))
+    at(clock, 12, 59)
+    assert tick().triggered == 0 and not launcher.launched
+    at(clock, 13, 0, 5)
+    report = tick()
+    assert report.triggered == 1 and report.submitted == 1
+    spec = launcher.launched[0]
+    assert spec.args == ["--p", P] and spec.command == ["python", "job.py"]
+    assert spec.env["MODE"] == "full" and spec.env["FERRY_WORKFLOW"] == "agg"  # FERRY_* win
+    assert spec.env["FERRY_PARAMETER"] == P and spec.env["FERRY_TRIGGER_TYPE"] == "natural"
+    assert spec.env["FERRY_TRIES"] == "1" and spec.env["FERRY_EXECUTION_ID"] == spec.execution_id
+    assert tick().triggered == 0  # the period fired once
+    assert len(launcher.launched) == 1
+
+
+def test_catch_up_triggers_each_missed_period(svc, clock, tick, launcher) -> None:
+    apply(svc, workflow("agg"))
+    at(clock, 16, 0, 1)
+    assert tick().triggered == 4
+    assert sorted(s.parameter for s in launcher.launched) == [f"2026-11-26T{h}" for h in (12, 13, 14, 15)]
+
+
+def test_exit_20_then_0(svc, clock, tick, launcher, styx) -> None:
+    apply(svc, workflow("agg"))
+    at(clock, 13, 0, 5)
+    tick()
+    launcher.finish(launcher.launched[0], 20)
+    tick()
+    run = styx.instance("agg", P)
+    assert run.state == m.State.QUEUED and run.spent == 0 and run.tries == 1
+    assert run.due_at == clock.now() + timedelta(minutes=10)
+    clock.advance(timedelta(minutes=9))
+    tick()
+    assert len(launcher.launched) == 1
+    clock.advance(timedelta(minutes=1))
+    tick()
+    assert len(launcher.launched) == 2 and launcher.launched[1].env["FERRY_TRIES"] == "2"
+    launcher.finish(launcher.launched[1], 0)
+    tick()
+    assert styx.instance("agg", P).state == m.State.DONE
+    tl = styx.timeline("agg", P)["triggers"][0]
+    assert [e["exit_code"] for e in tl["executions"]] == [20, 0]
+    retry = tl["executions"][0]["statuses"][-1]
+    assert retry["event"] == "retryAfter" and retry["delay_seconds"] == 600 and "no try spent" in retry["message"]
+
+
+def test_exit_50_is_error_after_one_try(svc, clock, tick, launcher, styx) -> None:
+    apply(svc, workflow("agg"))
+    at(clock, 13, 0, 5)
+    tick()
+    launcher.finish(launcher.launched[0], 50)
+    tick()
+    run = styx.instance("agg", P)
+    assert run.state == m.State.ERROR and run.tries == 1 and run.exit_code == 50
+
+
+def test_exit_1_always_gives_up_after_max_tries_with_growing_delays(svc, clock, tick, launcher, styx) -> None:
+    apply(svc, workflow("agg"))
+    at(clock, 13, 0, 5)
+    tick()
+    for _ in range(10):
+        running = launcher.running()
+        if running:
+            launcher.finish(running[0], 1)
+        tick()
+        clock.advance(timedelta(minutes=5))
+    run = styx.instance("agg", P)
+    assert run.state == m.State.ERROR and run.tries == 3 and len(launcher.launched) == 3
+    statuses = [s for e in styx.timeline("agg", P)["triggers"][0]["executions"] for s in e["statuses"]]
+    delays = [s["delay_seconds"] for s in statuses if s["event"] == "retryAfter"]
+    assert len(delays) == 2 and delays[0] < delays[1]
+    assert statuses[-1]["event"] == "stop"
+
+
+def test_timeout_cancels_fails_and_retries(svc, clock, tick, launcher, styx) -> None:
+    apply(svc, workflow("agg", timeout="PT10M"))
+    at(clock, 13, 0, 5)
+    tick()
+    clock.advance(timedelta(minutes=5))
+    tick()
+    assert styx.instance("agg", P).state == m.State.RUNNING
+    clock.advance(timedelta(minutes=6))
+    report = tick()
+    assert report.timed_out == 1 and launcher.cancelled == ["exec-1"]
+    run = styx.instance("agg", P)
+    assert run.state == m.State.QUEUED and run.spent == 1
+    events = [e["event"] for e in styx.repo.events("agg", P)]
+    assert events[-2:] == ["timeout", "retryAfter"]
+
+
+def test_launch_failure_is_a_run_error(svc, clock, tick, launcher, styx) -> None:
+    apply(svc, workflow("agg"))
+    at(clock, 13, 0, 5)
+    launcher.fail_next = "image not found"
+    assert tick().launch_failed == 1
+    run = styx.instance("agg", P)
+    assert run.state == m.State.QUEUED and "image not found" in run.message
+
+
+def test_resource_pool_limits_and_releases(svc, clock, tick, launcher, styx) -> None:
+    apply(svc, resource("slots", 1), workflow("a", resources=["slots"]), workflow("b", resources=["slots"]))
+    at(clock, 13, 0, 5)
+    report = tick()
+    assert report.submitted == 1 and report.waiting_for_slots == 1
+    assert [u["used"] for u in __import__("ferry.styx.resources", fromlist=["x"]).usage(svc)] == [1]
+    launcher.finish(launcher.launched[0], 0)
+    tick()
+    assert len(launcher.launched) == 2
+    launcher.finish(launcher.launched[1], 0)
+    tick()
+    assert svc.store.query(SLOTS) == []
+
+
+def test_global_concurrency(svc, clock, tick, launcher) -> None:
+    apply(svc, *(workflow(f"w{i}") for i in range(5)))
+    at(clock, 13, 0, 5)
+    assert tick(TickLimits(max_active=2)).submitted == 2
+    assert len(launcher.running()) == 2
+
+
+def test_missing_resource_is_a_validation_error_at_apply(svc) -> None:
+    with pytest.raises(ValidationError) as err:
+        apply(svc, workflow("a", resources=["nope"]))
+    assert "nope" in str(err.value.details)
+    assert svc.store.get(WORKFLOWS, "a") is None
+
+
+def test_depends_on_waits_for_upstream_then_runs(svc, clock, tick, launcher, datamon, styx) -> None:
+    apply(svc, {"apiVersion": "ferry/v1", "kind": "Endpoint", "metadata": {"name": "up", "owner": "team-a"},
+                "spec": {"partitioning": "hourly"}},
+          workflow("down", depends_on=["up"], produces="down-out"))
+    at(clock, 13, 0, 5)
+    report = tick()
+    assert report.gated == 1 and not launcher.launched
+    assert "up 2026-11-26T12" in styx.instance("down", P).message
+    datamon.partitions.add(("up", P))
+    clock.advance(timedelta(minutes=1))
+    tick()
+    assert len(launcher.launched) == 1
+    launcher.finish(launcher.launched[0], 0)
+    tick()
+    assert datamon.landings == [("down-out", P)]
+
+
+def test_trigger_retry_halt_and_bad_inputs(svc, clock, tick, launcher, styx) -> None:
+    apply(svc, workflow("agg"))
+    now = clock.now()
+    run = styx.trigger("agg", "2026-11-20T05", now, {"K": "V"})
+    assert run.state == m.State.QUEUED and run.trigger.type == "adhoc"
+    with pytest.raises(Conflict):
+        styx.trigger("agg", "2026-11-20T05", now)
+    with pytest.raises(NotFound):
+        styx.trigger("nope", "2026-11-20T05", now)
+    with pytest.raises(BadRequest):
+        styx.trigger("agg", "2026-11-20", now)
+    tick()
+    assert launcher.launched[0].env["K"] == "V"
+    halted = styx.halt("agg", "2026-11-20T05", now)
+    assert halted.state == m.State.ERROR and launcher.cancelled == ["exec-1"]
+    with pytest.raises(m.IllegalTransition) as err:
+        styx.halt("agg", "2026-11-20T05", now)
+    assert err.value.http_status == 409
+    assert styx.retry("agg", "2026-11-20T05", now).state == m.State.QUEUED
+    tick()
+    assert len(launcher.launched) == 2
+
+
+def test_disable_halts_natural_instances_and_delete_halts_all(svc, clock, tick, launcher, styx) -> None:
+    apply(svc, workflow("agg"))
+    at(clock, 13, 0, 5)
+    tick()
+    styx.trigger("agg", "2026-11-20T05", clock.now())
+    apply(svc, workflow("agg", enabled=False))
+    assert styx.instance("agg", P).state == m.State.ERROR
+    assert styx.instance("agg", "2026-11-20T05").state == m.State.QUEUED
+    svc.apply.delete("Workflow", "agg", clock.now())
+    assert styx.instance("agg", "2026-11-20T05").state == m.State.ERROR
+    assert svc.store.get(WORKFLOWS, "agg") is None
+
+
+def test_event_log_is_contiguous(svc, clock, tick, launcher, styx) -> None:
+    apply(svc, workflow("agg"))
+    at(clock, 13, 0, 5)
+    tick()
+    launcher.finish(launcher.launched[0], 1)
+    tick()
+    events = styx.repo.events("agg", P)
+    assert [e["counter"] for e in events] == list(range(1, len(events) + 1))
+    assert styx.instance("agg", P).counter == len(events)
+    assert [e["event"] for e in events] == ["triggerExecution", "dequeue", "submit", "submitted", "terminate",
+                                            "retryAfter"]
+
+
+def test_reads_grow_with_due_work_not_with_workflows(svc, clock, launcher, datamon) -> None:
+    apply(svc, *(workflow(f"d{i:04d}", schedule="daily") for i in range(400)),
+          *(workflow(f"h{i:02d}") for i in range(10)))
+    at(clock, 13, 0, 5)
+    before = svc.store.stats.snapshot()
+    report = Tick(svc, launcher, datamon.landed, datamon.land, TickLimits()).run(clock.now())
+    used = svc.store.stats.since(before)
+    assert report.submitted == 10
+    assert used["reads"] <= 5 * 10 + 10, used
+
+
+def test_concurrent_ticks_launch_each_instance_once(svc, clock, launcher, datamon) -> None:
+    apply(svc, resource("pool", 3), *(workflow(f"w{i}", resources=["pool"]) for i in range(8)))
+    at(clock, 13, 0, 5)
+    ticks = [Tick(svc, launcher, datamon.landed, datamon.land, TickLimits()) for _ in range(4)]
+    threads = [threading.Thread(target=t.run, args=(clock.now(),)) for t in ticks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(launcher.launched) == 3
+    assert len({s.workflow for s in launcher.launched}) == 3
+    assert len(svc.store.query(SLOTS)) == 3 + 3  # 3 resource slots + 3 global slots
+    assert all(len(svc.store.query(EVENTS)) > 0 for _ in [0])
