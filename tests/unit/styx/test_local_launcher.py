@@ -1,0 +1,78 @@
+"""The local launcher, for real: subprocesses, exit codes, log files, cancel, detachment."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from ferry.styx.launchers import LaunchSpec
+from ferry.styx.launchers.local import LocalLauncher
+
+JOB = str(Path(__file__).resolve().parents[3] / "examples" / "styx" / "job.py")
+
+
+def spec(execution_id: str, *args: str, env: dict[str, str] | None = None) -> LaunchSpec:
+    return LaunchSpec(workflow="w", parameter="2026-11-26", execution_id=execution_id, image="img",
+                      command=["python", JOB], args=list(args), env=env or {}, timeout=timedelta(minutes=1))
+
+
+def wait_ended(launcher: LocalLauncher, handle: str, seconds: float = 10.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = launcher.poll(handle)
+        if status.phase == "ended":
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"{handle} did not end in {seconds}s")
+
+
+def test_exit_code_env_and_log(tmp_path) -> None:
+    launcher = LocalLauncher(tmp_path)
+    launched = launcher.launch(spec("e1", "--exit", "7", env={"FERRY_PARAMETER": "2026-11-26", "MODE": "x"}))
+    status = wait_ended(launcher, launched.handle)
+    assert status.exit_code == 7
+    lines = launcher.logs(launched.handle)
+    assert any("parameter=2026-11-26" in line for line in lines)
+    assert any("MODE=x" in line for line in lines)
+    assert launched.log_uri and launched.log_uri.startswith("file://")
+
+
+def test_running_then_cancel(tmp_path) -> None:
+    launcher = LocalLauncher(tmp_path)
+    launched = launcher.launch(spec("e2", "--sleep", "30"))
+    assert launcher.poll(launched.handle).phase == "running"
+    launcher.cancel(launched.handle)
+    status = wait_ended(launcher, launched.handle)
+    assert status.exit_code is None and status.message == "cancelled"
+    pid = int((Path(launched.handle) / "pid").read_text())
+    deadline = time.monotonic() + 5
+    from ferry.styx.launchers.local import _alive
+
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def test_poll_from_another_launcher_instance(tmp_path) -> None:
+    launched = LocalLauncher(tmp_path).launch(spec("e3", "--exit", "0"))
+    assert wait_ended(LocalLauncher(tmp_path), launched.handle).exit_code == 0
+
+
+def test_missing_command_is_an_infra_error(tmp_path) -> None:
+    import pytest
+
+    from ferry.errors import InfraError
+
+    s = LaunchSpec(workflow="w", parameter="p", execution_id="e4", image="i", command=[], args=[], env={},
+                   timeout=timedelta(minutes=1))
+    with pytest.raises(InfraError):
+        LocalLauncher(tmp_path).launch(s)
+
+
+def test_python_means_this_interpreter(tmp_path) -> None:
+    from ferry.styx.launchers.local import _resolve
+
+    assert _resolve(["python", "x.py"]) == [sys.executable, "x.py"]
+    assert _resolve(["bash", "-c", "true"]) == ["bash", "-c", "true"]
