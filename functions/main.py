@@ -55,3 +55,31 @@ def scale(request):  # type: ignore[no-untyped-def]
     from ferry.gabo.api import serve
 
     return serve(request, "/v1/scale")
+
+
+# --- Datamon (SPEC §4) ----------------------------------------------------------------------------
+@functions_framework.http
+def evaluate(request):  # type: ignore[no-untyped-def]
+    """Scheduled: one SLA evaluation (safe to overlap: notifications are claimed exactly once)."""
+    from ferry.datamon.api import serve
+
+    return serve(request, "/v1/evaluate")
+
+
+@functions_framework.http
+def dashboard(request):  # type: ignore[no-untyped-def]
+    """The unified view's web page at / and the read-only status it fetches (v1/status)."""
+    from ferry.datamon.api import serve
+
+    return serve(request)
+
+
+@functions_framework.cloud_event
+def land(cloud_event):  # type: ignore[no-untyped-def]
+    """One landing from ferry-partitions; redelivery is harmless (landing twice is a re-landing)."""
+    import base64
+
+    from ferry.datamon.api import handle_partition_message
+
+    message = cloud_event.data["message"]
+    handle_partition_message(base64.b64decode(message.get("data", "")), message.get("attributes") or {})

@@ -1,0 +1,128 @@
+"""Datamon's HTTP routes (served by the ``api`` function, and the ``evaluate``/``dashboard`` functions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ferry.api.router import Call, Router
+from ferry.datamon import service, web
+
+router = Router()
+TAG = "datamon"
+
+
+class LandRequest(BaseModel):
+    """A landed partition, as any producer reports it (also the partitions topic's message)."""
+
+    model_config = ConfigDict(extra="forbid")
+    partition: str = Field(min_length=1, max_length=64, description="the partition parameter, e.g. 2026-11-26T14")
+    records: int | None = Field(default=None, ge=0)
+    bytes: int | None = Field(default=None, ge=0)
+    location: str | None = Field(default=None, max_length=2048, description="where it is, e.g. gs://bucket/path")
+    source: str = Field(default="api", max_length=64, description="who reports it (api, cli, styx, gabo, ...)")
+
+
+class PartitionMessage(LandRequest):
+    """The message on the ``ferry-partitions`` topic: a landing plus the endpoint's name."""
+
+    endpoint: str = Field(min_length=1, max_length=200)
+    source: str = Field(default="pubsub", max_length=64)
+
+
+@router.route("/v1/endpoints/<name>/partitions", ("POST",), body=LandRequest, tag=TAG,
+              summary="Report a partition of an endpoint landed (idempotent)")
+def land(call: Call, name: str) -> dict[str, Any]:
+    req: LandRequest = call.body(LandRequest)
+    owner = service.policy_for(call.services, name).owner
+    call.services.authorizer.check(call.actor, [owner], "land partitions of")
+    return service.land(call.services, name, req.partition, now=call.now(), records=req.records,
+                        bytes=req.bytes, location=req.location, source=req.source, actor=call.actor)
+
+
+@router.route("/v1/evaluate", ("POST",), tag=TAG, summary="Run one SLA evaluation now (what the scheduler does)")
+def evaluate(call: Call) -> dict[str, Any]:
+    return service.evaluate(call.services, now=call.now())
+
+
+@router.route("/v1/alerts", tag=TAG, summary="Open alerts (all with ?all=1), optionally of one owner")
+def alerts(call: Call) -> dict[str, Any]:
+    include = (call.arg("all") or "").lower() in ("1", "true", "yes")
+    return {"items": service.alerts(call.services, owner=call.arg("owner"), include_closed=include)}
+
+
+@router.route("/v1/alerts/<alert>/ack", ("POST",), tag=TAG,
+              summary="Acknowledge an alert (owning team or admins): no more re-notifications")
+def ack(call: Call, alert: str) -> dict[str, Any]:
+    return service.ack(call.services, alert, actor=call.actor, now=call.now())
+
+
+@router.route("/v1/status", tag=TAG, summary="The unified view: every endpoint's state, worst first")
+def status(call: Call) -> dict[str, Any]:
+    return service.status(call.services, now=call.now(), owner=call.arg("owner") or None)
+
+
+def serve(request: Any, path: str | None = None) -> Any:
+    """Serve a flask request with Datamon's routes only (the ``evaluate`` and ``dashboard`` functions).
+
+    ``path`` pins the route (a scheduler job posts to the function's root URL). The dashboard's page
+    is served at ``/`` and fetches ``v1/status`` from the same function.
+    """
+    import json
+
+    from flask import Response
+
+    from ferry import log
+    from ferry.wiring import services
+
+    if path is None and request.method == "GET" and request.path in ("/", "/dashboard", "/index.html"):
+        return Response(web.PAGE, status=200, mimetype="text/html")
+    svc = services()
+    log.set_trace(request.headers.get("X-Cloud-Trace-Context"), svc.settings.project)
+    body = b"" if (request.content_length or 0) > svc.settings.max_body_bytes else request.get_data(cache=False)
+    status_code, result = router.dispatch(svc, "POST" if path else request.method, path or request.path,
+                                          dict(request.args.items()), dict(request.headers.items()), body,
+                                          request.content_length)
+    return Response(json.dumps(result, default=str), status=status_code, mimetype="application/json")
+
+
+def handle_partition_message(data: bytes, attributes: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """The ``land`` function's body: one message of ``ferry-partitions``.
+
+    Returns the landing, or None for a message that can never succeed (malformed, unknown endpoint,
+    invalid partition): it is logged at ERROR and acknowledged rather than redelivered forever.
+    Infrastructure errors propagate, so Pub/Sub redelivers. Idempotent: landing twice is a re-landing.
+    """
+    import json
+    from datetime import datetime
+
+    import pydantic
+
+    from ferry import log
+    from ferry.errors import BadRequest, FerryError, InfraError, ValidationError
+    from ferry.wiring import services
+
+    logger = log.get("datamon")
+    svc = services()
+    try:
+        msg = PartitionMessage.model_validate(json.loads(data))
+    except (ValueError, pydantic.ValidationError) as exc:
+        log.event(logger, 40, f"dropped malformed partition message: {exc}"[:500], labels={"component": "datamon-land"})
+        return None
+    now = svc.clock.now()
+    raw_now = (attributes or {}).get("ferry_now")
+    if raw_now and svc.settings.allow_clock_override:
+        try:
+            now = datetime.fromisoformat(raw_now.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    try:
+        return service.land(svc, msg.endpoint, msg.partition, now=now, records=msg.records, bytes=msg.bytes,
+                            location=msg.location, source=msg.source)
+    except InfraError:
+        raise
+    except (ValidationError, BadRequest, FerryError) as exc:
+        log.event(logger, 40, f"rejected landing {msg.endpoint} {msg.partition}: {exc.message}",
+                  labels={"endpoint": msg.endpoint, "component": "datamon-land"}, details=exc.details)
+        return None

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from ferry.api import router
+from ferry.datamon import api as datamon_api
+from ferry.datamon.web import COLOURS
+from ferry.wiring import Services, override
+
+from .conftest import T0, apply, endpoint
+
+
+def call(svc: Services, method: str, path: str, body: Any = None, user: str | None = None,
+         query: dict[str, str] | None = None) -> tuple[int, Any]:
+    headers = {"X-Ferry-User": user} if user else {}
+    raw = json.dumps(body).encode() if body is not None else b""
+    return router.dispatch(svc, method, path, query or {}, headers, raw)
+
+
+@pytest.fixture
+def team(svc: Services) -> Services:
+    apply(svc, {"kind": "Team", "metadata": {"name": "team-a"}, "spec": {"members": ["alice"]}},
+          endpoint("plays", partitioning="hourly", start="2026-11-26T00:00:00Z", sla={"error_after": "PT2H"}),
+          actor="alice")
+    return svc
+
+
+def test_land_route_and_errors(team: Services) -> None:
+    status, body = call(team, "POST", "/v1/endpoints/plays/partitions", {"partition": "2026-11-26T03"}, "alice")
+    assert status == 200 and body["partition"] == "2026-11-26T03"
+    assert call(team, "POST", "/v1/endpoints/nope/partitions", {"partition": "2026-11-26T03"}, "alice")[0] == 404
+    status, body = call(team, "POST", "/v1/endpoints/plays/partitions", {"partition": "2026-11-26"}, "alice")
+    assert status == 422 and "hourly" in body["error"]["message"]
+    status, body = call(team, "POST", "/v1/endpoints/plays/partitions", {"partition": "2026-11-25T23"}, "alice")
+    assert status == 422 and "before the endpoint's start" in body["error"]["message"]
+    assert call(team, "POST", "/v1/endpoints/plays/partitions", {"partition": "2026-11-26T04"}, "mallory")[0] == 403
+    assert call(team, "POST", "/v1/endpoints/plays/partitions", {"partition": "x", "rows": 1}, "alice")[0] == 422
+    assert team.store.get("datamon_partitions", "plays@2026-11-26T04") is None
+
+
+def test_evaluate_alerts_ack_status_routes(team: Services) -> None:
+    status, result = call(team, "POST", "/v1/evaluate")
+    assert status == 200 and result["notifications"]["trigger"] == 10  # 00..09 late at 12:00
+    status, alerts = call(team, "GET", "/v1/alerts")
+    assert status == 200 and len(alerts["items"]) == 10
+    first = alerts["items"][0]["id"]
+    assert call(team, "POST", f"/v1/alerts/{first}/ack", user="mallory")[0] == 403
+    assert call(team, "POST", f"/v1/alerts/{first}/ack")[0] == 401
+    status, acked = call(team, "POST", f"/v1/alerts/{first}/ack", user="alice")
+    assert status == 200 and acked["acked"] is True and acked["acked_by"] == "alice"
+    status, view = call(team, "GET", "/v1/status", query={"owner": "team-a"})
+    assert status == 200 and view["endpoints"][0]["state"] == "late" and view["endpoints"][0]["open_alerts"] == 10
+    assert call(team, "GET", "/v1/status", query={"owner": "team-z"})[1]["endpoints"] == []
+
+
+def test_partition_message_handler(team: Services) -> None:
+    override(team)
+    try:
+        ok = datamon_api.handle_partition_message(json.dumps(
+            {"endpoint": "plays", "partition": "2026-11-26T05", "records": 3, "source": "gabo"}).encode())
+        assert ok is not None and ok["records"] == 3
+        assert datamon_api.handle_partition_message(b"not json") is None
+        assert datamon_api.handle_partition_message(json.dumps({"endpoint": "nope", "partition": "x"}).encode()) is None
+        assert datamon_api.handle_partition_message(
+            json.dumps({"endpoint": "plays", "partition": "2026-11-26"}).encode()) is None
+    finally:
+        override(None)
+
+
+def test_dashboard_page_is_served_with_colours(team: Services) -> None:
+    from flask import Flask
+
+    app = Flask(__name__)
+    override(team)
+    try:
+        with app.test_request_context("/", method="GET"):
+            from flask import request
+
+            resp = datamon_api.serve(request)
+        assert resp.status_code == 200 and resp.mimetype == "text/html"
+        html = resp.get_data(as_text=True)
+        assert "v1/status" in html and COLOURS["late"] in html and "setInterval" in html
+        with app.test_request_context("/v1/status", method="GET"):
+            resp = datamon_api.serve(request)
+        assert resp.status_code == 200 and "endpoints" in json.loads(resp.get_data())
+    finally:
+        override(None)
+
+
+def test_openapi_lists_datamon_routes(svc: Services) -> None:
+    status, doc = call(svc, "GET", "/v1/openapi.json")
+    assert status == 200 and any("partitions" in p for p in doc["paths"])
+    assert T0  # the fixture clock is the services' clock
