@@ -1,0 +1,216 @@
+"""Gabo's services end to end on fakes: apply → provision, ingest → deliver → close → land, scale."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ferry.broker.base import Message
+from ferry.clock import FixedClock
+from ferry.config import Settings
+from ferry.domain.manifests import EventType
+from ferry.errors import BadRequest
+from ferry.gabo.broker import MemoryBroker
+from ferry.gabo.delivery import WorkOrder
+from ferry.gabo.service import Gabo
+from ferry.gabo.sink import LocalSink
+from ferry.store.memory import MemoryStore
+from ferry.wiring import Services
+
+T0 = datetime(2026, 11, 26, 14, 5, 10, tzinfo=UTC)
+SCHEMA = {"type": "object", "required": ["track_id"], "properties": {"track_id": {"type": "string"}}}
+
+
+class Lands:
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        self.calls.append((args, kwargs))
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> tuple[Services, Gabo, MemoryBroker, Lands, FixedClock]:
+    clock = FixedClock(T0)
+    broker = MemoryBroker(clock)
+    svc = Services(Settings(store="memory", broker="memory", sink=f"file://{tmp_path}/sink"), MemoryStore(), clock,
+                   _publisher=broker)
+    lands = Lands()
+    g = Gabo(svc, broker, LocalSink(tmp_path / "sink"), lands)
+    svc.extras["gabo"] = g
+    import ferry.gabo  # noqa: F401  (registers the apply hook)
+
+    et = EventType.model_validate({"metadata": {"name": "play", "owner": "team-a"},
+                                   "spec": {"schema": SCHEMA, "partitioning": "PT1M", "close_after": "PT10S",
+                                            "max_event_bytes": 200, "darkload": 0.5}})
+    svc.apply.apply([et], T0)
+    return svc, g, broker, lands, clock
+
+
+def body(events: list[dict[str, Any]]) -> bytes:
+    return b"\n".join(json.dumps(e).encode() for e in events)
+
+
+def ev(i: int, **payload: Any) -> dict[str, Any]:
+    return {"type": "play", "id": f"e{i}", "payload": {"track_id": f"t{i}", **payload}}
+
+
+def test_apply_provisions_topics_subscriptions_and_endpoint(env: Any) -> None:
+    svc, g, broker, _, _ = env
+    assert {"gabo-play", "gabo-play-dead-letter", "gabo-play-quarantine", "gabo-play-shadow"} <= set(broker.topics)
+    sub = broker.subs["gabo-play-delivery"].spec
+    assert (sub.topic, sub.dead_letter_topic, sub.max_delivery_attempts, sub.retention_s) == (
+        "gabo-play", "gabo-play-dead-letter", 5, 7 * 86400)
+    assert "gabo-play-quarantine-hold" in broker.subs and "gabo-play-dead-letter-hold" in broker.subs
+    ep = svc.manifests.get("Endpoint", "events.play")
+    assert ep is not None and ep.owner == "team-a"
+    assert ep.manifest["spec"]["partitioning"] == "PT1M"
+    # applying again changes nothing and re-converges a lost topic
+    del broker.topics["gabo-play-quarantine"]
+    svc.apply.apply([ep.model() and svc.manifests.get("EventType", "play").model()], T0)  # type: ignore[union-attr]
+    assert "gabo-play-quarantine" in broker.topics
+
+
+def test_delete_stops_delivery_but_keeps_topics_and_endpoint(env: Any) -> None:
+    svc, _, broker, _, _ = env
+    svc.apply.delete("EventType", "play", T0, "someone")
+    assert "gabo-play-delivery" not in broker.subs
+    assert "gabo-play" in broker.topics
+    assert svc.manifests.get("Endpoint", "events.play") is not None
+
+
+def test_ingest_validates_per_event_and_quarantines_with_reason(env: Any) -> None:
+    _, g, broker, _, _ = env
+    events = [ev(1), ev(2), {"type": "play", "id": "bad", "payload": {"track_id": 5}},
+              {"type": "nope", "id": "x", "payload": {}}, {"type": "play", "id": "big", "payload": {"track_id": "x" * 500}},
+              {"id": "no-type", "payload": {}}]
+    r = g.ingest(body(events), T0)
+    assert (r.received, r.accepted, len(r.rejected), r.quarantined) == (6, 2, 4, 2)
+    reasons = {x["id"]: x["reason"] for x in r.rejected}
+    assert "schema" in reasons["bad"] and "track_id" in reasons["bad"]
+    assert "unknown event type" in reasons["x"]
+    assert "max_event_bytes" in reasons["big"]
+    assert "type is required" in reasons["no-type"]
+    assert [m.attributes["event_id"] for m in broker.topics["gabo-play"]] == ["e1", "e2"]
+    assert broker.topics["gabo-play"][0].attributes["received_at"] == "2026-11-26T14:05:10.000000Z"
+    q = broker.topics["gabo-play-quarantine"]
+    assert {m.attributes["event_id"] for m in q} == {"bad", "big"}
+    assert all(m.attributes["reason"] for m in q)
+    assert 0 < len(broker.topics["gabo-play-shadow"]) <= 2 or r.shadowed == 0
+
+
+def test_ingest_malformed_body_is_400(env: Any) -> None:
+    with pytest.raises(BadRequest):
+        env[1].ingest(b"{not json", T0)
+
+
+def test_deliver_close_land_with_duplicates_poison_and_late(env: Any, tmp_path: Path) -> None:
+    svc, g, broker, lands, clock = env
+    g.ingest(body([ev(i) for i in range(50)] + [ev(3), ev(7)]), T0)  # two duplicated ids
+    broker.publish("gabo-play", [Message(b"\x00poison", {"event_type": "play"})])
+    rep = g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    assert (rep.written, rep.dead_lettered, rep.drained) == (52, 1, True)
+    assert broker.topics["gabo-play-dead-letter"][0].attributes["reason"].startswith("unparseable")
+    staging = g.sink.list("staging/play/")
+    assert staging and all(k.startswith("staging/play/20261126T1405/") for k in staging)
+
+    # too early: grace not passed
+    clock.set(T0 + timedelta(seconds=55))
+    assert g.close(clock.now())[0].closed == []
+    # grace passed, but the drain was not after the period's end: nothing may close yet
+    clock.set(T0 + timedelta(minutes=1))
+    assert g.close(clock.now())[0].closed == []
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    clock.set(T0 + timedelta(minutes=2))
+    rep = g.close(clock.now())[0]
+    closed = {c.partition: c for c in rep.closed}
+    assert closed["2026-11-26T14:05"].events == 50 and closed["2026-11-26T14:05"].duplicates == 2
+    prefix = tmp_path / "sink/events/play/dt=2026-11-26/hour=14/minute=05"
+    ids = [json.loads(x)["id"] for x in gzip.decompress((prefix / "part-00000.jsonl.gz").read_bytes()).splitlines()]
+    assert sorted(ids) == sorted(f"e{i}" for i in range(50))
+    marker = json.loads((prefix / "_SUCCESS").read_text())
+    assert (marker["events"], marker["duplicates_dropped"], marker["late_events"]) == (50, 2, 0)
+    assert g.sink.list("staging/play/") == []
+    landed = {a[1]: kw for a, kw in lands.calls}
+    assert landed["2026-11-26T14:05"]["records"] == 50 and landed["2026-11-26T14:05"]["source"] == "gabo"
+    assert lands.calls[0][0][0] == "events.play"
+
+    # closing twice is harmless
+    n = len(lands.calls)
+    assert g.close(clock.now())[0].closed == []
+    assert len(lands.calls) == n
+
+    # a late event of the closed 14:05 → counted late in the next open period
+    g.ingest(body([ev(999)]), T0)
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    clock.set(T0 + timedelta(minutes=3))
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    rep = g.close(clock.now())[0]
+    assert rep.late_moved == 1
+    late = [c for c in rep.closed if c.late]
+    assert len(late) == 1 and late[0].events == 1 and late[0].partition > "2026-11-26T14:05"
+
+
+def test_crash_after_marker_before_cleanup_is_finished_by_rerun(env: Any) -> None:
+    svc, g, broker, lands, clock = env
+    g.ingest(body([ev(i) for i in range(10)]), T0)
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    keys = g.sink.list("staging/play/")
+    backup = {k: g.sink.read(k) for k in keys}
+    clock.set(T0 + timedelta(minutes=2))
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    clock.set(T0 + timedelta(minutes=2, seconds=10))  # drains are trusted after a few seconds' settle
+    assert g.close(clock.now())[0].closed
+    for k, v in backup.items():  # as if the staging deletes never happened
+        g.sink.write(k, v)
+    rep = g.close(clock.now())[0]
+    assert rep.cleaned == len(keys) and rep.late_moved == 0 and rep.closed == []
+    assert g.sink.list("staging/play/") == []
+
+
+def test_redelivered_batch_after_crash_is_deduplicated(env: Any) -> None:
+    svc, g, broker, lands, clock = env
+    g.ingest(body([ev(i) for i in range(20)]), T0)
+    # a worker pulled 8, wrote nothing and died: its leases expire, everything comes back
+    broker.pull("gabo-play-delivery", 8)
+    broker.drop_leases("gabo-play-delivery")
+    # another wrote a batch but died before acking
+    got = broker.pull("gabo-play-delivery", 5)
+    from ferry.gabo import core
+
+    start = datetime(2026, 11, 26, 14, 5, tzinfo=UTC)
+    g.sink.write(core.staging_name("play", start, [m.message_id for m in got]), core.gzip_lines(m.data for m in got))
+    broker.drop_leases("gabo-play-delivery")
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5, max_messages=7))
+    clock.set(T0 + timedelta(minutes=2))
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    clock.set(T0 + timedelta(minutes=2, seconds=10))
+    rep = g.close(clock.now())[0]
+    c = next(c for c in rep.closed if c.partition == "2026-11-26T14:05")
+    assert (c.events, c.duplicates) == (20, 5)
+
+
+def test_scale_publishes_work_orders_and_records_decisions(env: Any) -> None:
+    svc, g, broker, _, clock = env
+    broker.ensure_topic("gabo-work-orders")
+    g.ingest(body([ev(i) for i in range(2000)]), T0)
+    d0 = g.scale(clock.now())[0]
+    assert d0["workers"] == 1
+    g.deliver(WorkOrder(event_type="play", budget_s=0.05, max_messages=10))
+    clock.set(T0 + timedelta(seconds=10))
+    # the worker's last pulls were full when its budget ended: backlog remains → more workers
+    up = g.scale(clock.now())[0]
+    assert up["workers"] == 2 and "backlog" in up["reason"]
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    clock.set(T0 + timedelta(seconds=20))
+    down = g.scale(clock.now())[0]
+    assert down["workers"] == 1 and "drained" in down["reason"]
+    orders = broker.topics["gabo-work-orders"]
+    assert len(orders) == 1 + 2 + 1
+    assert json.loads(orders[0].data)["event_type"] == "play"
