@@ -47,13 +47,14 @@ def due(jobs: Iterable[SchedulerJob], last_fired: Mapping[str, datetime], since:
     """The jobs to fire at ``now``.
 
     A job is due when its latest cron fire time at or before ``now`` (in the job's time zone) is later
-    than the fire time it last fired for — or, if it never fired, later than ``since`` (when the
-    scheduler started: fire times before that are not replayed).
+    than the fire time it last fired for and later than ``since`` (when the scheduler started: fire
+    times before that are not replayed, as Cloud Scheduler does not replay a paused job's).
     """
     firings = []
     for job in jobs:
         latest = CronCadence(job.schedule, job.time_zone).floor(now)
-        baseline = last_fired.get(job.name, since)
+        fired = last_fired.get(job.name)
+        baseline = max(since, fired) if fired else since
         if latest > baseline:
             firings.append(Firing(job, latest))
     return firings

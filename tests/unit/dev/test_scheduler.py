@@ -42,6 +42,12 @@ def test_missed_fire_times_collapse_into_the_latest() -> None:
     assert [f.schedule_time for f in firings] == [t("2026-11-26T12:05:00")]
 
 
+def test_fire_times_before_the_start_are_not_replayed() -> None:
+    # fired yesterday, restarted at 12:30: the 12:00 fire time lies before the start
+    assert due([job("hourly", "0 * * * *")], {"hourly": t("2026-11-25T12:00:00")}, since=t("2026-11-26T12:30:00"),
+               now=t("2026-11-26T12:45:00")) == []
+
+
 def test_only_due_jobs_fire() -> None:
     jobs = [job("minutely"), job("hourly", "0 * * * *")]
     firings = due(jobs, {}, since=t("2026-11-26T12:00:30"), now=t("2026-11-26T12:01:00"))
