@@ -106,7 +106,7 @@ class LocalSink:
         self._path(key).unlink(missing_ok=True)
 
     def uri(self, key: str) -> str:
-        return f"file://{self.root / key}"
+        return f"file://{self.root}/{key}"
 
 
 class GcsSink:
