@@ -131,3 +131,20 @@ def halt_backfill(call: Call, backfill_id: str) -> dict[str, Any]:
 @router.route("/v1/styx/resources", summary="Resource pools with their usage", tag=TAG)
 def resource_usage(call: Call) -> dict[str, Any]:
     return {"items": resources.usage(call.services)}
+
+
+def serve(request: Any, path: str) -> Any:
+    """Serve a flask request on one Styx route (the scheduler posts to the function's root URL)."""
+    import json
+
+    from flask import Response
+
+    from ferry import log
+    from ferry.wiring import services
+
+    svc = services()
+    log.set_trace(request.headers.get("X-Cloud-Trace-Context"), svc.settings.project)
+    body = b"" if (request.content_length or 0) > svc.settings.max_body_bytes else request.get_data(cache=False)
+    status, result = router.dispatch(svc, "POST", path, dict(request.args.items()), dict(request.headers.items()),
+                                     body, request.content_length)
+    return Response(json.dumps(result, default=str), status=status, mimetype="application/json")

@@ -1,0 +1,209 @@
+"""Styx commands (SPEC §7): instances, trigger, retry, halt, timeline, logs, tick, backfill, and
+``ferry get resources|backfills``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import quote
+
+import click
+
+from ferry.cli.common import Ctx, command, console, table
+from ferry.errors import BadRequest
+
+STATE_STYLE = {"DONE": "green", "ERROR": "red", "FAILED": "red", "RUNNING": "cyan", "SUBMITTED": "cyan",
+               "QUEUED": "yellow", "PENDING": "dim"}
+
+
+def _style(v: Any) -> str:
+    return STATE_STYLE.get(str(v), "")
+
+
+def _path(workflow: str, parameter: str, action: str = "") -> str:
+    return f"/v1/workflows/{quote(workflow, safe='')}/instances/{quote(parameter, safe='')}" + \
+        (f"/{action}" if action else "")
+
+
+def _env(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise BadRequest(f"-e takes K=V, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k] = v
+    return out
+
+
+def _instance_line(i: dict[str, Any]) -> None:
+    console.print(f"{i['workflow']} {i['parameter']}: [{_style(i['state'])}]{i['state']}[/] "
+                  f"(tries {i['tries']}) {i.get('message') or ''}")
+
+
+def _timeline(data: dict[str, Any]) -> None:
+    inst = data["instance"]
+    _instance_line(inst)
+    for t in data["triggers"]:
+        console.print(f"[bold]trigger[/] {t['trigger_type']} {t['trigger_id']} at {t['at']}"
+                      + (f" env {t['env']}" if t["env"] else ""))
+        for e in t["events"]:
+            console.print(f"  {e['at']}  {e['event']:<17} -> {e['state']:<10} {e['message']}")
+        for x in t["executions"]:
+            console.print(f"  [bold]execution[/] {x['execution_id']} image {x['image']} "
+                          f"exit {x['exit_code'] if x['exit_code'] is not None else '-'}  log {x['log_uri'] or '-'}")
+            for s in x["statuses"]:
+                delay = f" (retry in {s['delay_seconds']}s)" if "delay_seconds" in s else ""
+                console.print(f"    {s['at']}  {s['event']:<15} -> [{_style(s['state'])}]{s['state']:<10}[/] "
+                              f"{s['message']}{delay}")
+
+
+def _backfill(bf: dict[str, Any]) -> None:
+    console.print(f"[bold]{bf['id']}[/] {bf['workflow']} [{bf['start']}, {bf['end']}) concurrency "
+                  f"{bf['concurrency']} {'reverse ' if bf.get('reverse') else ''}state {bf['state']} "
+                  f"— {bf['finished']}/{bf['total']} finished {bf.get('description') or ''}")
+    table(bf["partitions"], ["parameter", "state", "tries", "exit_code", "message"], styles={"state": _style})
+
+
+def register(main: click.Group) -> None:
+    @command(main, "instances")
+    @click.argument("workflow")
+    @click.option("--limit", default=100, show_default=True)
+    def instances(ctx: Ctx, workflow: str, limit: int) -> None:
+        """Instances of a workflow with their states."""
+        data = ctx.client.get(f"/v1/workflows/{quote(workflow, safe='')}/instances", limit=limit)
+        for i in data["items"]:
+            i["trigger_type"] = (i.get("trigger") or {}).get("type")
+        ctx.emit(data, lambda d: table(d["items"], ["parameter", "state", "tries", "exit_code", "trigger_type",
+                                                     "message"], styles={"state": _style}))
+
+    @command(main, "trigger")
+    @click.argument("workflow")
+    @click.argument("parameter")
+    @click.option("-e", "--env", "env", multiple=True, help="K=V env var for this trigger (repeatable).")
+    def trigger(ctx: Ctx, workflow: str, parameter: str, env: tuple[str, ...]) -> None:
+        """Trigger an instance now (refused if it is active)."""
+        data = ctx.client.post(_path(workflow, parameter, "trigger"), {"env": _env(env)})
+        ctx.emit(data, _instance_line)
+
+    @command(main, "retry")
+    @click.argument("workflow")
+    @click.argument("parameter")
+    def retry(ctx: Ctx, workflow: str, parameter: str) -> None:
+        """Re-queue an instance now (from QUEUED, DONE or ERROR)."""
+        ctx.emit(ctx.client.post(_path(workflow, parameter, "retry")), _instance_line)
+
+    @command(main, "halt")
+    @click.argument("workflow")
+    @click.argument("parameter")
+    @click.option("--reason", default=None)
+    def halt(ctx: Ctx, workflow: str, parameter: str, reason: str | None) -> None:
+        """Halt an active instance, cancelling its execution."""
+        ctx.emit(ctx.client.post(_path(workflow, parameter, "halt"), {"reason": reason} if reason else {}),
+                 _instance_line)
+
+    @command(main, "timeline")
+    @click.argument("workflow")
+    @click.argument("parameter")
+    def timeline(ctx: Ctx, workflow: str, parameter: str) -> None:
+        """Triggers -> executions -> statuses with times, messages, exit codes and log links."""
+        ctx.emit(ctx.client.get(_path(workflow, parameter, "timeline")), _timeline)
+
+    @command(main, "logs")
+    @click.argument("workflow")
+    @click.argument("parameter")
+    @click.option("--limit", default=200, show_default=True)
+    @click.option("--execution", default=None, help="An earlier execution id (default: the latest).")
+    def logs(ctx: Ctx, workflow: str, parameter: str, limit: int, execution: str | None) -> None:
+        """The log lines of the instance's execution (local log file, or Cloud Logging)."""
+        data = ctx.client.get(_path(workflow, parameter, "logs"), limit=limit, execution=execution)
+
+        def human(d: dict[str, Any]) -> None:
+            console.print(f"[dim]# {d['execution_id']} {d.get('log_uri') or ''}[/]")
+            for line in d["lines"]:
+                click.echo(line)
+        ctx.emit(data, human)
+
+    @command(main, "tick")
+    @click.option("--budget", default=45.0, show_default=True, help="Seconds the tick may run.")
+    def tick(ctx: Ctx, budget: float) -> None:
+        """Run one Styx tick now (what the scheduler does every minute)."""
+        data = ctx.client.post("/v1/tick", {"budget_seconds": budget})
+        ctx.emit(data, lambda d: console.print(", ".join(f"{k} {v}" for k, v in d.items() if v)))
+
+    @main.group("backfill")
+    def backfill() -> None:
+        """Run a workflow over a range of past partitions."""
+
+    @command(backfill, "create")
+    @click.argument("workflow")
+    @click.argument("start")
+    @click.argument("end")
+    @click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 1000))
+    @click.option("--reverse", is_flag=True, help="Newest partition first.")
+    @click.option("-d", "--description", default="")
+    @click.option("-e", "--env", "env", multiple=True, help="K=V env var for every instance (repeatable).")
+    def create(ctx: Ctx, workflow: str, start: str, end: str, concurrency: int, reverse: bool, description: str,
+               env: tuple[str, ...]) -> None:
+        """Create a backfill of [START, END) (both aligned to the schedule)."""
+        data = ctx.client.post("/v1/backfills", {"workflow": workflow, "start": start, "end": end,
+                                                 "concurrency": concurrency, "reverse": reverse,
+                                                 "description": description, "env": _env(env)})
+        ctx.emit(data, _backfill)
+
+    @command(backfill, "show")
+    @click.argument("backfill_id")
+    @click.option("--watch", is_flag=True, help="Follow progress with a bar until it finishes.")
+    @click.option("--interval", default=2.0, show_default=True)
+    @click.option("--timeout", default=3600.0, show_default=True)
+    def show(ctx: Ctx, backfill_id: str, watch: bool, interval: float, timeout: float) -> None:
+        """A backfill with the state of every partition."""
+        data = ctx.client.get(f"/v1/backfills/{backfill_id}")
+        if watch and not ctx.json:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            deadline = time.monotonic() + timeout
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          console=console) as bar:
+                task = bar.add_task(backfill_id, total=data["total"])
+                while True:
+                    bar.update(task, completed=data["finished"],
+                               description=f"{backfill_id} {data['state']} {data['counts']}")
+                    if data["state"] != "active" or time.monotonic() > deadline:
+                        break
+                    time.sleep(interval)
+                    data = ctx.client.get(f"/v1/backfills/{backfill_id}")
+        ctx.emit(data, _backfill)
+
+    @command(backfill, "halt")
+    @click.argument("backfill_id")
+    @click.option("--graceful", is_flag=True, help="Let executing instances finish.")
+    def halt_backfill(ctx: Ctx, backfill_id: str, graceful: bool) -> None:
+        """Halt a backfill."""
+        ctx.emit(ctx.client.post(f"/v1/backfills/{backfill_id}/halt", {"graceful": graceful}), _backfill)
+
+    @command(backfill, "ls")
+    @click.option("--workflow", default=None)
+    def ls(ctx: Ctx, workflow: str | None) -> None:
+        """Backfills, newest first."""
+        _list_backfills(ctx, workflow)
+
+    from ferry.cli.core import GET_EXTENSIONS
+
+    GET_EXTENSIONS["resources"] = lambda ctx, name, owner: _resources(ctx, name)
+    GET_EXTENSIONS["resource"] = GET_EXTENSIONS["resources"]
+    GET_EXTENSIONS["backfills"] = lambda ctx, name, owner: (
+        ctx.emit(ctx.client.get(f"/v1/backfills/{name}"), _backfill) if name else _list_backfills(ctx, None))
+    GET_EXTENSIONS["backfill"] = GET_EXTENSIONS["backfills"]
+
+
+def _list_backfills(ctx: Ctx, workflow: str | None) -> None:
+    data = ctx.client.get("/v1/backfills", workflow=workflow)
+    ctx.emit(data, lambda d: table(d["items"], ["id", "workflow", "start", "end", "concurrency", "state",
+                                                "next_index", "total", "description"]))
+
+
+def _resources(ctx: Ctx, name: str | None) -> None:
+    data = ctx.client.get("/v1/styx/resources")
+    if name:
+        data = {"items": [r for r in data["items"] if r["name"] == name]}
+    ctx.emit(data, lambda d: table(d["items"], ["name", "concurrency", "used", "holders"]))
