@@ -83,3 +83,12 @@ def land(cloud_event):  # type: ignore[no-untyped-def]
 
     message = cloud_event.data["message"]
     handle_partition_message(base64.b64decode(message.get("data", "")), message.get("attributes") or {})
+
+
+# --- Styx (SPEC §5) -------------------------------------------------------------------------------
+@functions_framework.http
+def styx_tick(request):  # type: ignore[no-untyped-def]
+    """Scheduled every minute: one Styx tick (safe to overlap: every change is a guarded commit)."""
+    from ferry.styx.api import serve
+
+    return serve(request, "/v1/tick")

@@ -7,11 +7,12 @@ from typing import Any
 from ferry.api import core
 from ferry.gabo import api as gabo_api
 from ferry.datamon import api as datamon_api
+from ferry.styx import api as styx_api
 from ferry.api.router import Call, Router
 
 router = Router()
 # Subsystems add their routers to this list (import order = registration order).
-for _module in (core, gabo_api, datamon_api):
+for _module in (core, gabo_api, datamon_api, styx_api):
     router.routes.extend(_module.router.routes)
 
 

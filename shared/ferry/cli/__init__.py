@@ -8,6 +8,7 @@ from ferry import __version__
 from ferry.cli import core, deploy, dev
 from ferry.gabo import cli as gabo_cli
 from ferry.datamon import cli as datamon_cli
+from ferry.styx import cli as styx_cli
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,5 +18,5 @@ def main() -> None:
 
 
 # Each module adds its commands; subsystems append theirs here.
-for _module in (core, dev, deploy, gabo_cli, datamon_cli):
+for _module in (core, dev, deploy, gabo_cli, datamon_cli, styx_cli):
     _module.register(main)
