@@ -64,7 +64,8 @@ def _plain(msg: Any) -> dict[str, Any]:
 
 
 def _changed(desired: dict[str, Any], existing: dict[str, Any], fields: Sequence[str]) -> list[str]:
-    return [f for f in fields if desired.get(f) != existing.get(f)]
+    """The managed fields the plan sets that differ (fields it leaves unset keep the server's value)."""
+    return [f for f in fields if f in desired and desired[f] != existing.get(f)]
 
 
 @dataclass

@@ -41,6 +41,8 @@ APIS = (
     "run.googleapis.com",
     "storage.googleapis.com",
 )
+# Unacked messages of a push subscription are kept this long (Pub/Sub's maximum) while a function is down.
+PUSH_RETENTION = "P7D"
 # Shown in a dry run when the project number is not given; resolved with gcloud before applying.
 PROJECT_NUMBER_PLACEHOLDER = "PROJECT_NUMBER"
 
@@ -161,6 +163,7 @@ def _push_subscription(fn: Function, trig: PubSubTrigger, project: str, url: str
         "topic": f"projects/{project}/topics/{trig.topic}",
         # covers the function's timeout (the model refuses less): no redelivery mid-work
         "ack_deadline_seconds": trig.ack_deadline_seconds,
+        "message_retention_duration": _seconds(PUSH_RETENTION),
         "push_config": {
             "push_endpoint": url,
             "oidc_token": {"service_account_email": _sa(trig.service_account, project), "audience": url},

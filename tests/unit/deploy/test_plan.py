@@ -81,6 +81,7 @@ def test_push_subscription_carries_oidc_dead_letters_and_retry(infra: Infra, tmp
         "name": f"projects/{P}/subscriptions/events-deliver",
         "topic": f"projects/{P}/topics/events",
         "ack_deadline_seconds": 300,
+        "message_retention_duration": {"seconds": 7 * 86400},
         "push_config": {"push_endpoint": urls["deliver"],
                         "oidc_token": {"service_account_email": f"ferry-pubsub-push@{P}.iam.gserviceaccount.com",
                                        "audience": urls["deliver"]}},
