@@ -65,7 +65,7 @@ class LocalStack:
 
             for k in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):
                 os.environ[k] = self.state["env"][k]  # the Google clients read these when built
-            wanted = {"project": self.project, "store": "firestore", "broker": "pubsub",
+            wanted: dict[str, Any] = {"project": self.project, "store": "firestore", "broker": "pubsub",
                       "sink": self.env["FERRY_SINK"], "launcher": "local", "log_dir": self.env["FERRY_LOG_DIR"],
                       "allow_clock_override": True}
             known = {f.name for f in dataclasses.fields(Settings)}
