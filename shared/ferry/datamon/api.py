@@ -11,6 +11,7 @@ from ferry.datamon import service, web
 
 router = Router()
 TAG = "datamon"
+service.register()  # the apply hook, in every process that serves the API
 
 
 class LandRequest(BaseModel):

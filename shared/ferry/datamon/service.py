@@ -370,6 +370,7 @@ def _evaluate_batch(services: Services, due: dict[str, dict[str, Any]],
                           {"id": alert_id(name, decision.notification.partition), **decision.alert}, merge=True))
     for name in order:
         new = outcomes[name].summary.to_doc()
+        new["upstream_all"] = list(policies[name].upstream)  # declared and derived: for downstream queries
         latest = _latest(policies[name], outcomes[name], due[name].get("latest"))
         if latest is not None:
             new["latest"] = latest
@@ -516,3 +517,59 @@ def status(services: Services, *, now: datetime, owner: str | None = None) -> di
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     return {"now": now.isoformat(), "owner": owner, "counts": counts, "endpoints": rows}
+
+
+# -- apply hook: register endpoints and lineage as they are applied ---------------------------------
+
+class DatamonApplyHook:
+    """Writes each applied endpoint's policy into its summary (due at once), and workflows' lineage
+    (``depends_on`` → ``produces``) into the produced endpoint's summary, in the apply's own batches.
+
+    The evaluator's manifest sync catches endpoints written any other way. Merges only: the
+    evaluator's fields (open partitions, alerts, watermark of an unchanged endpoint) are kept.
+    """
+
+    def check(self, manifests: Sequence[Any], repo: Any) -> list[Any]:
+        return []
+
+    def ops(self, changes: Sequence[Any], now: datetime) -> list[Op]:
+        ops: list[Op] = []
+        for c in changes:
+            if c.manifest.kind == "Endpoint":
+                if c.action == "deleted":
+                    ops.append(Op.delete(ENDPOINTS, c.manifest.name))
+                    continue
+                rec = c.record
+                policy = domain.Policy.from_spec(rec.name, rec.owner or "", c.manifest.spec, rec.generation)
+                doc = policy.to_doc()
+                doc.update({"registered_at": rec.created_at, "landed_beyond": [], "next_check": domain.EPOCH,
+                            "watermark": domain.first_expected(policy, domain._utc(rec.created_at) or now)})
+                ops.append(Op.set(ENDPOINTS, rec.name, doc, merge=True))
+            elif c.manifest.kind == "Workflow":
+                old = c.previous.manifest.get("spec", {}).get("produces") if c.previous else None
+                new = None if c.action == "deleted" else c.manifest.spec.produces
+                if old and old != new:
+                    ops.append(Op.set(ENDPOINTS, old, {"derived_upstream": {c.manifest.name: []},
+                                                       "next_check": domain.EPOCH}, merge=True))
+                if new:
+                    ops.append(Op.set(ENDPOINTS, new, {"derived_upstream": {c.manifest.name:
+                                                                            list(c.manifest.spec.depends_on)},
+                                                       "next_check": domain.EPOCH}, merge=True))
+                    ops.append(Op.set(LINEAGE, c.manifest.name, {"produces": new,
+                                                                 "depends_on": list(c.manifest.spec.depends_on)}))
+        return ops
+
+    def after(self, changes: Sequence[Any], now: datetime) -> None:
+        return None
+
+
+def register() -> None:
+    """Install Datamon's apply hook (idempotent)."""
+    from ferry import wiring
+
+    if _hook_factory not in wiring.APPLY_HOOK_FACTORIES:
+        wiring.APPLY_HOOK_FACTORIES.append(_hook_factory)
+
+
+def _hook_factory(services: Services) -> DatamonApplyHook:
+    return DatamonApplyHook()

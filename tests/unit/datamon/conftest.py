@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+import ferry.api  # noqa: F401  (registers every router, and Datamon's apply hook)
 from ferry.clock import FixedClock
 from ferry.domain.manifests import KINDS
 from ferry.wiring import Services
