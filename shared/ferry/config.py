@@ -26,6 +26,9 @@ class Settings:
     # "header": trust X-Ferry-User (local stack); "iap"/"oidc": the verified ID token's email (cloud)
     identity: str = field(default_factory=lambda: _env("FERRY_IDENTITY", "header"))
 
+    # Local stack only: honour X-Ferry-Now on API calls (never set in the cloud).
+    allow_clock_override: bool = field(default_factory=lambda: _env("FERRY_ALLOW_CLOCK_OVERRIDE", "0") == "1")
+
     @property
     def local(self) -> bool:
         return bool(os.environ.get("FIRESTORE_EMULATOR_HOST") or os.environ.get("PUBSUB_EMULATOR_HOST"))

@@ -31,7 +31,7 @@ def health(call: Call) -> dict[str, Any]:
 def apply(call: Call) -> dict[str, Any]:
     req: ApplyRequest = call.body(ApplyRequest)
     manifests = parse_documents(req.manifests, req.sources)
-    return call.services.apply.apply(manifests, call.services.clock.now(), call.actor, req.dry_run).to_dict()
+    return call.services.apply.apply(manifests, call.now(), call.actor, req.dry_run).to_dict()
 
 
 @router.route(f"/v1/{KIND_PATH}", summary="List objects of a kind (paginated)")
@@ -52,7 +52,7 @@ def get_one(call: Call, plural: str, name: str) -> dict[str, Any]:
 
 @router.route(f"/v1/{KIND_PATH}/<name>", ("DELETE",), summary="Delete an object (owners only)")
 def delete_one(call: Call, plural: str, name: str) -> dict[str, Any]:
-    rec = call.services.apply.delete(KIND_BY_PLURAL[plural], name, call.services.clock.now(), call.actor)
+    rec = call.services.apply.delete(KIND_BY_PLURAL[plural], name, call.now(), call.actor)
     return {"deleted": {"kind": rec.kind, "name": rec.name}}
 
 

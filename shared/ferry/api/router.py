@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import pydantic
@@ -55,6 +56,21 @@ class Call:
                         "reason": "unknown field" if e["type"] == "extra_forbidden" else e["msg"]}
                        for e in exc.errors(include_url=False)]
             raise ValidationError("invalid request body", details) from None
+
+    def now(self) -> datetime:
+        """The service clock; in a local stack started with FERRY_ALLOW_CLOCK_OVERRIDE=1 a request may
+        say ``X-Ferry-Now: <ISO instant>`` (tests and demos that travel in time)."""
+        if self.services.settings.allow_clock_override:
+            raw = {k.lower(): v for k, v in self.headers.items()}.get("x-ferry-now")
+            if raw:
+                try:
+                    at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+                except ValueError:
+                    raise BadRequest(f"X-Ferry-Now is not an ISO instant: {raw!r}") from None
+                if at.tzinfo is None:
+                    raise BadRequest("X-Ferry-Now needs a time zone")
+                return at
+        return self.services.clock.now()
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         return self.query.get(name, default)

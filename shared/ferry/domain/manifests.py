@@ -62,6 +62,10 @@ class Metadata(_Strict):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class OwnedMetadata(Metadata):
+    owner: str = Field(min_length=1, description="the owning team (required)")  # type: ignore[assignment]
+
+
 class Sla(_Strict):
     warn_after: Duration | None = None
     error_after: Duration = "PT4H"
@@ -182,34 +186,19 @@ class _Manifest(_Strict):
 class Endpoint(_Manifest):
     kind: Literal["Endpoint"] = "Endpoint"
     spec: EndpointSpec
-
-    @model_validator(mode="after")
-    def _owned(self) -> Endpoint:
-        if not self.metadata.owner:
-            raise ValueError("metadata.owner is required: every endpoint has an owning team")
-        return self
+    metadata: OwnedMetadata
 
 
 class Workflow(_Manifest):
     kind: Literal["Workflow"] = "Workflow"
     spec: WorkflowSpec
-
-    @model_validator(mode="after")
-    def _owned(self) -> Workflow:
-        if not self.metadata.owner:
-            raise ValueError("metadata.owner is required: every workflow has an owning team")
-        return self
+    metadata: OwnedMetadata
 
 
 class EventType(_Manifest):
     kind: Literal["EventType"] = "EventType"
     spec: EventTypeSpec
-
-    @model_validator(mode="after")
-    def _owned(self) -> EventType:
-        if not self.metadata.owner:
-            raise ValueError("metadata.owner is required: every event type has an owning team")
-        return self
+    metadata: OwnedMetadata
 
     @property
     def endpoint_name(self) -> str:
