@@ -51,7 +51,7 @@ class LocalStack:
         if user is not None:
             env["FERRY_USER"] = user
         result = subprocess.run([ferry_executable(), *args], input=input, env=env, capture_output=True,
-                                text=True, timeout=timeout, cwd=self.home)
+                                text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"ferry {' '.join(args)} exited {result.returncode}\n"
                                  f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
