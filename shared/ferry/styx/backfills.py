@@ -83,6 +83,9 @@ def progress(styx: StyxService, bf: dict[str, Any], now: datetime) -> int:
         parameter = partitions[index]
         before = styx.repo.get(bf["workflow"], parameter)
         bump = {"next_index": index + 1, "updated_at": now}
+        if before is not None and before.active and before.backfill == bf["id"]:
+            index += 1  # another tick triggered it for this backfill a moment ago (our read was older)
+            continue
         if before is not None and before.active:  # triggered by someone else since the backfill began
             skipped.append(parameter)
             styx.services.store.write([Op.set(BACKFILLS, bf["id"], {**bump, "skipped": skipped}, merge=True)])

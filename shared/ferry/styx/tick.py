@@ -178,11 +178,12 @@ class Tick:
         ids = [m.instance_id(name, periods.schedule(s["schedule"], s["timezone"]).format(p))
                for name, s, todo, _ in plans for p in todo]
         existing = self.repo.get_many(ids)
-        batches: list[list[Op]] = []
+        batches: list[tuple[list[Op], int]] = []
         for name, state, todo, nxt in plans:
             cadence = periods.schedule(state["schedule"], state["timezone"])
             offset = periods.parse_duration(state["offset"])
             ops: list[Op] = []
+            count = 0
             for p in todo:
                 parameter = cadence.format(p)
                 before = existing.get(m.instance_id(name, parameter))
@@ -194,22 +195,24 @@ class Tick:
                 adv = m.advance(before or m.Run(name, parameter),
                                 m.Event(m.On.TRIGGER_EXECUTION, "natural trigger", trigger=trig), now, m.Policy())
                 ops += self.repo.commit_ops(before, adv.log, now)
-                report.triggered += 1
+                count += 1
             ops.append(Op.set(WORKFLOWS, name, {"next_period": cadence.format(nxt),
                                                 "next_due": fire_time(cadence, offset, nxt), "updated_at": now},
                               merge=True))
-            batches.append(ops)
+            batches.append((ops, count))
         # One commit for all when nobody races us; per workflow when someone does (their trigger wins).
-        flat = [op for b in batches for op in b]
+        flat = [op for b, _ in batches for op in b]
         if len(flat) <= 450:
             try:
                 self.services.store.write(flat)
+                report.triggered += sum(n for _, n in batches)
                 return
             except Conflict:
                 report.conflicts += 1
-        for b in batches:
+        for b, n in batches:
             try:
                 self.services.store.write(b)
+                report.triggered += n
             except Conflict:
                 report.conflicts += 1
 

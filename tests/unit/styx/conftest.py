@@ -1,75 +1,18 @@
 from __future__ import annotations
 
-import itertools
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 import ferry.styx  # noqa: F401  (registers the apply hook)
+from fakes.styx_launcher import FakeDatamon, FakeLauncher
 from ferry.clock import FixedClock
 from ferry.domain.manifests import KINDS
-from ferry.styx.launchers import Launched, LaunchSpec, Status
 from ferry.styx.tick import Tick, TickLimits
 from ferry.wiring import Services
 
 T0 = datetime(2026, 11, 26, 12, 0, 30, tzinfo=UTC)
-
-
-class FakeLauncher:
-    """A hand-written launcher fake: executions run until a test ends them."""
-
-    def __init__(self) -> None:
-        self.launched: list[LaunchSpec] = []
-        self.status: dict[str, Status] = {}
-        self.cancelled: list[str] = []
-        self.fail_next: str | None = None
-        self._ids = itertools.count(1)
-        self._lock = threading.Lock()
-
-    def launch(self, spec: LaunchSpec) -> Launched:
-        from ferry.errors import InfraError
-
-        with self._lock:
-            if self.fail_next:
-                msg, self.fail_next = self.fail_next, None
-                raise InfraError(msg)
-            self.launched.append(spec)
-            handle = f"exec-{next(self._ids)}"
-            self.status[handle] = Status("running")
-            return Launched(handle, f"fake://{handle}")
-
-    def poll(self, handle: str) -> Status:
-        return self.status[handle]
-
-    def cancel(self, handle: str) -> None:
-        self.cancelled.append(handle)
-        self.status[handle] = Status("ended", None, "cancelled")
-
-    def logs(self, handle: str, limit: int = 200) -> list[str]:
-        return [f"log of {handle}"]
-
-    def finish(self, spec: LaunchSpec, code: int) -> None:
-        handle = f"exec-{self.launched.index(spec) + 1}"
-        self.status[handle] = Status("ended", code)
-
-    def running(self) -> list[LaunchSpec]:
-        return [s for i, s in enumerate(self.launched) if self.status[f"exec-{i + 1}"].phase == "running"]
-
-
-class FakeDatamon:
-    def __init__(self) -> None:
-        self.partitions: set[tuple[str, str]] = set()
-        self.landings: list[tuple[str, str]] = []
-
-    def landed(self, services: Services, endpoint: str, partitions: Any) -> set[str]:
-        return {p for p in partitions if (endpoint, p) in self.partitions}
-
-    def land(self, services: Services, endpoint: str, partition: str, *, now: datetime, source: str) -> None:
-        assert source == "styx"
-        self.partitions.add((endpoint, partition))
-        self.landings.append((endpoint, partition))
 
 
 @pytest.fixture
