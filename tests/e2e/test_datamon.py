@@ -1,0 +1,200 @@
+"""Datamon's Must-show against the local stack: the real CLI, the functions, the emulators, a real
+subscriber on ``ferry-alerts`` and headless Chromium on the dashboard."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from google.api_core.exceptions import DeadlineExceeded
+
+from ferry.datamon.web import COLOURS
+from ferry.dev.harness import LocalStack
+
+pytestmark = pytest.mark.emulator
+
+
+class AlertsSubscriber:
+    """A pull subscription of the test's own on ``ferry-alerts`` (google-cloud-pubsub on the emulator)."""
+
+    def __init__(self, project: str) -> None:
+        from google.cloud import pubsub_v1
+
+        self.sub = pubsub_v1.SubscriberClient()
+        self.path = self.sub.subscription_path(project, f"test-alerts-{uuid.uuid4().hex[:8]}")
+        self.sub.create_subscription(request={"name": self.path, "topic": f"projects/{project}/topics/ferry-alerts"})
+        self.seen: list[dict[str, Any]] = []
+
+    def drain(self, endpoint: str, settle: float = 3.0, deadline: float = 20.0) -> list[dict[str, Any]]:
+        """Messages of ``endpoint`` until none arrived for ``settle`` seconds (or ``deadline``)."""
+        out: list[dict[str, Any]] = []
+        end = time.monotonic() + deadline
+        quiet_since = time.monotonic()
+        while time.monotonic() < end and time.monotonic() - quiet_since < settle:
+            try:
+                resp = self.sub.pull(request={"subscription": self.path, "max_messages": 100}, timeout=1.0)
+            except DeadlineExceeded:
+                continue
+            if resp.received_messages:
+                self.sub.acknowledge(request={"subscription": self.path,
+                                              "ack_ids": [m.ack_id for m in resp.received_messages]})
+                quiet_since = time.monotonic()
+                for m in resp.received_messages:
+                    if m.message.attributes.get("endpoint") == endpoint:
+                        out.append(json.loads(m.message.data))
+        return out
+
+    def close(self) -> None:
+        self.sub.delete_subscription(request={"subscription": self.path})
+        self.sub.close()
+
+
+def _write(tmp: Path, name: str, team: str, start: date) -> Path:
+    path = tmp / "datamon.yaml"
+    path.write_text(f"""apiVersion: ferry/v1
+kind: Team
+metadata: {{name: {team}}}
+spec: {{members: [alice]}}
+---
+apiVersion: ferry/v1
+kind: Endpoint
+metadata: {{name: {name}, owner: {team}}}
+spec:
+  partitioning: daily
+  start: {start.isoformat()}T00:00:00Z
+  sla: {{error_after: PT1M, severity: page}}
+""")
+    return path
+
+
+def _mine(stack: LocalStack, name: str, *args: str) -> list[dict[str, Any]]:
+    out = stack.cli("alerts", "--json", *args, check=True)
+    return [a for a in json.loads(out.stdout)["items"] if a["endpoint"] == name]
+
+
+def test_must_show_late_alert_land_resolve(stack: LocalStack, tmp_path: Path) -> None:
+    if datetime.now(UTC).time() < datetime.min.replace(minute=3).time():
+        pytest.skip("within three minutes after midnight UTC yesterday's deadline may not have passed")
+    name, team = f"dm-{uuid.uuid4().hex[:8]}", f"team-{uuid.uuid4().hex[:6]}"
+    today = datetime.now(UTC).date()
+    days = [(today - timedelta(days=n)).isoformat() for n in (3, 2, 1)]
+    stack.cli("apply", "-f", str(_write(tmp_path, name, team, today - timedelta(days=3))), user="alice", check=True)
+    subscriber = AlertsSubscriber(stack.project)
+    try:
+        stack.cli("evaluate", "--json", check=True)
+        alerts = _mine(stack, name)
+        assert sorted(a["partition"] for a in alerts) == days
+        assert {a["severity"] for a in alerts} == {"critical"} and all(a["level"] == "late" for a in alerts)
+        triggers = subscriber.drain(name)
+        assert sorted(e["dedup_key"] for e in triggers) == [f"{name}/{d}" for d in days]
+        assert all(e["event_action"] == "trigger" and e["owner"] == team for e in triggers)
+        assert all(e["custom_details"]["overdue_seconds"] > 0 for e in triggers)
+
+        # Bad input: clear errors, nothing changed.
+        bad = stack.cli("land", "no-such-endpoint", days[0], user="alice")
+        assert bad.returncode == 3 and "not found" in bad.stderr
+        bad = stack.cli("land", name, "2026-13-45", user="alice")
+        assert bad.returncode == 3 and "daily parameter" in bad.stderr
+        bad = stack.cli("land", name, (today - timedelta(days=9)).isoformat(), user="alice")
+        assert bad.returncode == 3 and "before the endpoint's start" in bad.stderr
+        bad = stack.cli("ack", alerts[0]["id"], user="mallory")
+        assert bad.returncode == 5 and "not a member" in bad.stderr
+        assert not any(a.get("acked") for a in _mine(stack, name))
+
+        landed = stack.cli("land", name, days[1], "--records", "42", "--json", user="alice", check=True)
+        assert json.loads(landed.stdout)["relanded"] is False
+        stack.cli("evaluate", check=True)
+        resolves = subscriber.drain(name)
+        assert [(e["event_action"], e["dedup_key"]) for e in resolves] == [("resolve", f"{name}/{days[1]}")]
+        assert sorted(a["partition"] for a in _mine(stack, name)) == [days[0], days[2]]
+        assert {a["partition"]: a["open"] for a in _mine(stack, name, "--all")}[days[1]] is False
+
+        stack.cli("evaluate", check=True)
+        assert subscriber.drain(name, settle=2.0) == []
+
+        acked = stack.cli("ack", f"{name}/{days[0]}", "--json", user="alice", check=True)
+        assert json.loads(acked.stdout)["acked"] is True
+        view = json.loads(stack.cli("status", "--owner", team, "--json", check=True).stdout)
+        assert [r["endpoint"] for r in view["endpoints"]] == [name]
+        row = view["endpoints"][0]
+        assert row["state"] == "late" and row["open_alerts"] == 2 and row["last_landed"] == days[1]
+        table = stack.cli("status", "--owner", team, check=True).stdout
+        assert name in table and "late" in table
+    finally:
+        subscriber.close()
+
+
+def test_landing_through_the_partitions_topic(stack: LocalStack, tmp_path: Path) -> None:
+    from google.cloud import pubsub_v1
+
+    from ferry.datamon import service
+
+    name, team = f"dm-{uuid.uuid4().hex[:8]}", f"team-{uuid.uuid4().hex[:6]}"
+    today = datetime.now(UTC).date()
+    stack.cli("apply", "-f", str(_write(tmp_path, name, team, today - timedelta(days=2))), user="alice", check=True)
+    partition = (today - timedelta(days=1)).isoformat()
+    pub = pubsub_v1.PublisherClient()
+    topic = pub.topic_path(stack.project, "ferry-partitions")
+    body = {"endpoint": name, "partition": partition, "records": 7, "location": "gs://b/x", "source": "test"}
+    pub.publish(topic, json.dumps(body).encode()).result(timeout=30)
+    pub.publish(topic, json.dumps(body).encode()).result(timeout=30)  # a producer retrying: a re-landing
+    svc = stack.services()
+    deadline = time.monotonic() + 30
+    doc = None
+    while time.monotonic() < deadline:
+        doc = svc.store.get("datamon_partitions", f"{name}@{partition}")
+        if doc and doc.get("landings") == 2:
+            break
+        time.sleep(0.3)
+    assert doc is not None and doc["records"] == 7 and doc["landings"] == 2, doc
+    assert service.landed(svc, name, [partition]) == {partition}
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_dashboard_in_headless_chromium(stack: LocalStack, tmp_path: Path) -> None:
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("CHROMIUM IS NOT INSTALLED: the dashboard browser test did not run "
+                    "(apt-get install -y chromium; .ci/run installs it)")
+    name, team = f"dm-{uuid.uuid4().hex[:8]}", f"team-{uuid.uuid4().hex[:6]}"
+    today = datetime.now(UTC).date()
+    stack.cli("apply", "-f", str(_write(tmp_path, name, team, today - timedelta(days=3))), user="alice", check=True)
+    stack.cli("land", name, (today - timedelta(days=3)).isoformat(), user="alice", check=True)
+    stack.cli("evaluate", check=True)
+    url = stack.function_urls["dashboard"].rstrip("/") + f"/?owner={team}&refresh=600"
+    assert httpx.get(url, timeout=10).headers["content-type"].startswith("text/html")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=8000"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=90)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    assert 'data-loaded="1"' in html, html[-3000:]
+    rows = re.findall(r'<tr data-endpoint="([^"]+)" data-state="([^"]+)" data-owner="([^"]+)">(.*?)</tr>', html, re.S)
+    assert [(r[0], r[1], r[2]) for r in rows] == [(name, "late", team)]
+    row_html = rows[0][3]
+    assert re.search(re.escape(f'class="state" style="background: {_rgb(COLOURS["late"])}'), row_html), row_html
+    cells = re.findall(r'data-state="([^"]+)" style="background: ([^;"]+)', row_html)
+    assert [c[0] for c in cells] == ["landed_late", "late", "late"]
+    assert cells[0][1] == _rgb(COLOURS["landed_late"]) and cells[1][1] == _rgb(COLOURS["late"])
+    shot = tmp_path / "dash.png"
+    subprocess.run([browser, *flags, "--window-size=1280,600", f"--screenshot={shot}", url],
+                   capture_output=True, text=True, timeout=90, check=True)
+    assert shot.exists() and shot.stat().st_size > 5000
+
+
+def _rgb(hex_colour: str) -> str:
+    h = hex_colour.lstrip("#")
+    return "rgb({}, {}, {})".format(*(int(h[i:i + 2], 16) for i in (0, 2, 4)))
