@@ -82,14 +82,14 @@ class Applier:
     # -- clients -------------------------------------------------------------------------------
     def _publisher(self) -> Any:
         if self.publisher is None:
-            from google.cloud import pubsub_v1
+            import google.cloud.pubsub_v1 as pubsub_v1
 
             self.publisher = pubsub_v1.PublisherClient()
         return self.publisher
 
     def _subscriber(self) -> Any:
         if self.subscriber is None:
-            from google.cloud import pubsub_v1
+            import google.cloud.pubsub_v1 as pubsub_v1
 
             self.subscriber = pubsub_v1.SubscriberClient()
         return self.subscriber
@@ -187,7 +187,7 @@ class Applier:
         return Outcome(step, "created", "building")
 
     def _topic(self, step: Step) -> Outcome:
-        from google.cloud import pubsub_v1
+        import google.cloud.pubsub_v1 as pubsub_v1
 
         client = self._publisher()
         desired = pubsub_v1.types.Topic(step.request)
@@ -203,7 +203,7 @@ class Applier:
         return Outcome(step, "updated", ", ".join(paths))
 
     def _subscription(self, step: Step) -> Outcome:
-        from google.cloud import pubsub_v1
+        import google.cloud.pubsub_v1 as pubsub_v1
 
         client = self._subscriber()
         desired = pubsub_v1.types.Subscription(step.request)
