@@ -112,6 +112,62 @@ def fire_scheduler_job(demo: Demo) -> None:
     demo.ferry("dev", "status")
 
 
+
+@step("Datamon: an endpoint goes late, the alert on ferry-alerts, it lands, the alert resolves")
+def datamon_late_alert_resolves(demo: Demo) -> None:
+    import re
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    start = (datetime.now(UTC) - timedelta(minutes=4)).replace(second=0, microsecond=0)
+    manifest = (EXAMPLES / "datamon" / "late-endpoint.yaml").read_text()
+    manifest = re.sub(r"start: .*", f"start: {start.strftime('%Y-%m-%dT%H:%M:%SZ')}", manifest)
+    path = demo.home / "late-endpoint.yaml"
+    path.write_text(manifest)
+    demo.ferry("apply", "-f", str(path))
+    env = demo.state.get("env", {})
+    os.environ["PUBSUB_EMULATOR_HOST"] = env.get("PUBSUB_EMULATOR_HOST", os.environ.get("PUBSUB_EMULATOR_HOST", ""))
+    from google.cloud import pubsub_v1
+
+    project = demo.state["project"]
+    sub = pubsub_v1.SubscriberClient()
+    sub_path = sub.subscription_path(project, f"demo-alerts-{uuid.uuid4().hex[:6]}")
+    sub.create_subscription(request={"name": sub_path, "topic": f"projects/{project}/topics/ferry-alerts"})
+
+    def show_alerts_topic() -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                resp = sub.pull(request={"subscription": sub_path, "max_messages": 50}, timeout=2)
+            except Exception:  # DeadlineExceeded: nothing (more) there
+                break
+            if not resp.received_messages:
+                break
+            sub.acknowledge(request={"subscription": sub_path, "ack_ids": [m.ack_id for m in resp.received_messages]})
+            for m in resp.received_messages:
+                event = json.loads(m.message.data)
+                if event["dedup_key"].startswith("demo-late-minutes/"):
+                    seen.append(event)
+                    print(f"  ferry-alerts: {event['event_action']:8} {event['severity']:8} {event['summary']}")
+        return seen
+
+    try:
+        demo.ferry("evaluate")
+        triggers = show_alerts_topic()
+        demo.ferry("alerts", "--owner", "team-demo")
+        first = sorted(e["dedup_key"] for e in triggers)[0].split("/", 1)[1] if triggers else start.strftime("%Y-%m-%dT%H:%M")
+        demo.ferry("land", "demo-late-minutes", first, "--records", "1000")
+        demo.ferry("evaluate")
+        show_alerts_topic()
+        demo.ferry("status", "--owner", "team-demo")
+    finally:
+        sub.delete_subscription(request={"subscription": sub_path})
+    from ferry.dev import stack as stack_mod
+
+    url = stack_mod.function_urls(demo.state).get("dashboard")
+    print(f"dashboard: {url}/?owner=team-demo  (open it while the stack runs: `ferry dev up`)")
+
 # ---------------------------------------------------------------------------------------------- main
 
 
