@@ -20,6 +20,12 @@ def _style(v: Any) -> str:
     return STATE_STYLE.get(str(v), "")
 
 
+def _state(v: Any, width: int = 0) -> str:
+    text = f"{v!s:<{width}}"
+    style = _style(v)
+    return f"[{style}]{text}[/]" if style else text
+
+
 def _path(workflow: str, parameter: str, action: str = "") -> str:
     return f"/v1/workflows/{quote(workflow, safe='')}/instances/{quote(parameter, safe='')}" + \
         (f"/{action}" if action else "")
@@ -36,7 +42,7 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def _instance_line(i: dict[str, Any]) -> None:
-    console.print(f"{i['workflow']} {i['parameter']}: [{_style(i['state'])}]{i['state']}[/] "
+    console.print(f"{i['workflow']} {i['parameter']}: {_state(i['state'])} "
                   f"(tries {i['tries']}) {i.get('message') or ''}")
 
 
@@ -53,7 +59,7 @@ def _timeline(data: dict[str, Any]) -> None:
                           f"exit {x['exit_code'] if x['exit_code'] is not None else '-'}  log {x['log_uri'] or '-'}")
             for s in x["statuses"]:
                 delay = f" (retry in {s['delay_seconds']}s)" if "delay_seconds" in s else ""
-                console.print(f"    {s['at']}  {s['event']:<15} -> [{_style(s['state'])}]{s['state']:<10}[/] "
+                console.print(f"    {s['at']}  {s['event']:<15} -> {_state(s['state'], 10)} "
                               f"{s['message']}{delay}")
 
 
