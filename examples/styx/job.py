@@ -28,6 +28,7 @@ def main(argv: list[str]) -> int:
     if a.exit_sequence:
         seq = [int(c) for c in a.exit_sequence.split(",")]
         code = seq[min(tries, len(seq)) - 1]
+    print(f"job: started_at={time.time():.6f}", flush=True)
     print(f"job: parameter={a.parameter} try={tries} workflow={os.environ.get('FERRY_WORKFLOW')} "
           f"execution={os.environ.get('FERRY_EXECUTION_ID')} trigger={os.environ.get('FERRY_TRIGGER_TYPE')}",
           flush=True)
