@@ -168,6 +168,43 @@ def datamon_late_alert_resolves(demo: Demo) -> None:
     url = stack_mod.function_urls(demo.state).get("dashboard")
     print(f"dashboard: {url}/?owner=team-demo  (open it while the stack runs: `ferry dev up`)")
 
+@step("Styx: a minutely workflow runs naturally, a backfill, one failure retried, the timeline")
+def styx_workflows(demo: Demo) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    job = ROOT / "examples" / "styx" / "job.py"
+    manifest = (ROOT / "examples" / "styx" / "workflows.yaml").read_text().replace(
+        "examples/styx/job.py", str(job))
+    path = demo.home / "styx-workflows.yaml"
+    path.write_text(manifest)
+    demo.ferry("apply", "-f", str(path))
+
+    def tick_until(done: Callable[[], bool], now: datetime | None = None, seconds: float = 40) -> None:
+        if now is not None:
+            demo.env["FERRY_NOW"] = now.isoformat()  # local time travel (the stack allows it)
+        try:
+            deadline = time.monotonic() + seconds
+            while not done() and time.monotonic() < deadline:
+                demo.ferry("tick", show=False)
+                time.sleep(0.5)
+        finally:
+            demo.env.pop("FERRY_NOW", None)
+
+    def states(wf: str) -> list[str]:
+        return [i["state"] for i in demo.json("instances", wf)["items"]]
+
+    # the scheduler ticks every minute; here two minutes pass at once
+    tick_until(lambda: "DONE" in states("demo-styx-minutely"), datetime.now(UTC) + timedelta(minutes=2))
+    demo.ferry("instances", "demo-styx-minutely")
+    bf = demo.json("backfill", "create", "demo-styx-flaky", "2026-11-01", "2026-11-04", "--concurrency", "2",
+                   "-d", "demo backfill")
+    tick_until(lambda: demo.json("backfill", "show", bf["id"])["state"] == "done")
+    demo.ferry("backfill", "show", bf["id"])
+    demo.ferry("timeline", "demo-styx-flaky", "2026-11-01")
+    demo.ferry("logs", "demo-styx-flaky", "2026-11-01")
+    demo.ferry("get", "resources")
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
