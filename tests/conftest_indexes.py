@@ -27,6 +27,7 @@ EXEMPT_FILES = ("tests/contract/test_document_store.py", "tests/unit/deploy/test
 _checked: set[QueryShape] = set()
 _shapes_file: Path | None = None
 _report: list[str] = []
+_summary: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -71,7 +72,7 @@ def _subprocess_shapes() -> set[QueryShape]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    from ferry.deploy.indexes import as_yaml, describe, missing
+    from ferry.deploy.indexes import as_yaml, describe, missing, required
     from ferry.infra.model import load
 
     shapes = _checked | _subprocess_shapes()
@@ -81,6 +82,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     infra_dir = os.environ.get("FERRY_INFRA_DIR")
     gaps = missing(shapes, load(infra_dir))
+    composite = sum(1 for s in shapes if required(s) is not None)
+    _summary.append(f"index check: {len(shapes)} query shapes checked against infra/, {composite} need a "
+                    f"composite index, {len(gaps)} undeclared")
     if not gaps:
         return
     _report.append(f"{len(gaps)} Firestore quer{'y needs' if len(gaps) == 1 else 'ies need'} a composite index "
@@ -95,6 +99,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _summary:
+        terminalreporter.write_line(line)
     if _report:
         terminalreporter.section("missing Firestore indexes", sep="=", red=True, bold=True)
         for line in _report:
