@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -13,6 +14,9 @@ from ferry.errors import Conflict, InfraError
 from ferry.store.base import MAX_BATCH, Doc, IoStats, Op, Where, record_query
 
 T = TypeVar("T")
+# get_all round trips: documents per request, requests in flight for one big get_many.
+_READ_CHUNK = 500
+_READERS = 4
 
 
 @contextmanager
@@ -78,13 +82,22 @@ class FirestoreStore:
 
     def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, Doc]:
         ids = list(dict.fromkeys(ids))
-        out: dict[str, Doc] = {}
-        for i in range(0, len(ids), 300):
-            refs = [self._ref(collection, x) for x in ids[i:i + 300]]
+
+        def chunk(part: list[str]) -> dict[str, Doc]:
+            refs = [self._ref(collection, x) for x in part]
             with _translated():
-                for snap in self.client.get_all(refs):
-                    if snap.exists:
-                        out[snap.id] = snap.to_dict()
+                return {s.id: s.to_dict() for s in self.client.get_all(refs) if s.exists}
+
+        chunks = [ids[i:i + _READ_CHUNK] for i in range(0, len(ids), _READ_CHUNK)]
+        out: dict[str, Doc] = {}
+        if len(chunks) <= 1:
+            for part in chunks:
+                out.update(chunk(part))
+        else:
+            # Big reads (apply of thousands of manifests) are round-trip bound: a few chunks in flight.
+            with ThreadPoolExecutor(max_workers=min(_READERS, len(chunks))) as pool:
+                for found in pool.map(chunk, chunks):
+                    out.update(found)
         self.stats.read(len(ids))
         return out
 
@@ -97,21 +110,41 @@ class FirestoreStore:
         self.stats.read(max(1, len(rows)))
         return rows
 
+    def _batch(self, ops: Sequence[Op]) -> Any:
+        batch = self.client.batch()
+        for op in ops:
+            ref = self._ref(op.collection, op.id)
+            if op.kind == "delete":
+                batch.delete(ref)
+            elif op.kind == "create":
+                batch.create(ref, op.data)
+            else:
+                batch.set(ref, op.data, merge=op.merge)
+        return batch
+
+    def _commit(self, batch: Any, n: int) -> None:
+        with _translated():
+            batch.commit()
+        self.stats.wrote(n)
+
     def write(self, ops: Iterable[Op]) -> int:
         ops = list(ops)
-        for i in range(0, len(ops), MAX_BATCH):
-            batch = self.client.batch()
-            for op in ops[i:i + MAX_BATCH]:
-                ref = self._ref(op.collection, op.id)
-                if op.kind == "delete":
-                    batch.delete(ref)
-                elif op.kind == "create":
-                    batch.create(ref, op.data)
-                else:
-                    batch.set(ref, op.data, merge=op.merge)
-            with _translated():
-                batch.commit()
-            self.stats.wrote(len(ops[i:i + MAX_BATCH]))
+        chunks = [ops[i:i + MAX_BATCH] for i in range(0, len(ops), MAX_BATCH)]
+        if len(chunks) <= 1:
+            for part in chunks:
+                self._commit(self._batch(part), len(part))
+            return len(ops)
+        # Encoding a batch (CPU, client side) overlaps the commit of the previous one (network); the
+        # commits stay strictly in order and a failed batch stops all later ones, as sequential writes do.
+        with ThreadPoolExecutor(max_workers=1) as committer:
+            pending: Future[None] | None = None
+            for part in chunks:
+                batch = self._batch(part)
+                if pending is not None:
+                    pending.result()
+                pending = committer.submit(self._commit, batch, len(part))
+            assert pending is not None
+            pending.result()
         return len(ops)
 
     def transaction(self, fn: Callable[[Any], T]) -> T:
