@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from ferry.api import core
-from ferry.gabo import api as gabo_api
-from ferry.datamon import api as datamon_api
-from ferry.styx import api as styx_api
 from ferry.api.router import Call, Router
+from ferry.datamon import api as datamon_api
+from ferry.gabo import api as gabo_api
+from ferry.styx import api as styx_api
 
 router = Router()
 # Subsystems add their routers to this list (import order = registration order).

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from ferry.domain import periods
 
-API_VERSION = "ferry/v1"
+API_VERSION: Literal["ferry/v1"] = "ferry/v1"
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
 
 

@@ -33,15 +33,15 @@ class Authorizer:
 
     def check(self, actor: str | None, owners: Iterable[str | None], action: str = "change") -> None:
         """Raise Forbidden unless ``actor`` may mutate objects owned by every team in ``owners``."""
-        owners = {o for o in owners if o}
-        if not owners:
+        named = {o for o in owners if o}
+        if not named:
             return
-        teams = self._load(owners)
-        if actor is None and not any(o in teams for o in owners):
+        teams = self._load(named)
+        if actor is None and not any(o in teams for o in named):
             return
         if self.is_admin(actor, teams):
             return
-        for owner in sorted(owners):
+        for owner in sorted(named):
             team = teams.get(owner)
             if team is None:
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,8 +62,9 @@ class ManifestRepository:
         page = [ManifestRecord.from_doc(d) for _, d in rows[:limit]]
         return page, (page[-1].name if len(rows) > limit else None)
 
-    def all(self, kind: str, owner: str | None = None) -> list[ManifestRecord]:
-        out: list[ManifestRecord] = []
+    # (``builtins.list``: inside this class ``list`` names the method above)
+    def all(self, kind: str, owner: str | None = None) -> builtins.list[ManifestRecord]:
+        out: builtins.list[ManifestRecord] = []
         after = None
         while True:
             page, after = self.list(kind, owner, limit=1000, after=after)
