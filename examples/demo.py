@@ -205,6 +205,33 @@ def styx_workflows(demo: Demo) -> None:
     demo.ferry("get", "resources")
 
 
+@step("Gabo: events through ingest (some invalid), delivered, a PT1M partition closed and landed")
+def gabo_events_to_closed_partition(demo: Demo) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    demo.ferry("apply", "-f", str(EXAMPLES / "gabo" / "eventtype.yaml"))
+    sent = datetime.now(UTC)
+    demo.ferry("send", "demo-click", str(EXAMPLES / "gabo" / "events.ndjson"))
+    # The minute of these events ends within 60 s; here it passes at once (local time travel).
+    later = sent + timedelta(seconds=75)
+    demo.env["FERRY_NOW"] = later.isoformat()
+    try:
+        demo.ferry("deliver", "demo-click")
+        demo.env["FERRY_NOW"] = (later + timedelta(seconds=20)).isoformat()
+        closed = demo.json("close", "demo-click")
+        demo.ferry("close", "demo-click", show=False)
+    finally:
+        demo.env.pop("FERRY_NOW", None)
+    mine = [c for c in closed["reports"][0]["closed"] if c["events"]]
+    for c in mine:
+        marker = Path(c["location"].removeprefix("file://")) / "_SUCCESS"
+        print(f"{marker}:")
+        print(marker.read_text())
+    print("quarantined (rejected by ingest, kept on gabo-demo-click-quarantine with their reason): see above")
+    demo.ferry("get", "endpoints", "events.demo-click")
+    demo.ferry("status", check=False)
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 

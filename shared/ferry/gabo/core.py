@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -216,8 +217,13 @@ def staging_name(event_type: str, start: datetime, message_ids: Sequence[str]) -
 
 
 def gzip_lines(lines: Iterable[bytes], level: int = 1) -> bytes:
-    body = b"".join(ln + b"\n" for ln in lines)
-    return gzip.compress(body, compresslevel=level, mtime=0)
+    """Compress line by line: memory holds the compressed output, never a second copy of the batch."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=level, mtime=0) as gz:
+        for ln in lines:
+            gz.write(ln)
+            gz.write(b"\n")
+    return buf.getvalue()
 
 
 def gunzip_lines(blob: bytes) -> list[bytes]:

@@ -62,6 +62,7 @@ class DeliveryReport:
     drained: bool = False
     saturated: bool = False
     seconds: float = 0.0
+    active_seconds: float = 0.0  # start → last write acked (without the closing empty pull's wait)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -124,6 +125,7 @@ class DeliveryWorker:
             if batch:
                 self._extend(names.subscription, batch)  # the write below gets a whole deadline
                 self._flush(batch, event_type, names, cadence, report)
+                report.active_seconds = round(time.monotonic() - started, 3)
                 batch, size = [], 0
             save(holding_oldest=None)
 
@@ -136,7 +138,12 @@ class DeliveryWorker:
                     break
                 want = min(PULL_MAX, limits.max_messages - len(batch))
                 pull_at = self.clock.now()
-                got = self.broker.pull(names.subscription, want, timeout_s=min(max(remaining, 0.5), 5.0))
+                # While holding a batch, wait no longer than its age bound allows: an empty subscription
+                # must not keep written-but-unflushed events from their staging object.
+                wait = min(max(remaining, 0.5), 5.0)
+                if batch:
+                    wait = min(wait, max(0.1, limits.max_age_s - (time.monotonic() - batch_started)))
+                got = self.broker.pull(names.subscription, want, timeout_s=wait)
                 report.pulls += 1
                 if not got:
                     flush()
