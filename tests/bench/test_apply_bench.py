@@ -71,10 +71,8 @@ def raw_write(project: str, records: list[tuple[str, str, dict]]) -> float:
     return time.perf_counter() - started
 
 
-def test_apply_10k_against_raw_client(emulators):
-    docs = manifest_docs(N)
-
-    # Ferry: validate every document, plan against the store (one batched read), write in batches.
+def _ferry_apply(docs: list[dict]) -> tuple[float, float, FirestoreStore, ApplyService, object]:
+    """Ferry: validate every document, plan against the store (one batched read), write in batches."""
     store = FirestoreStore(f"bench-ferry-{uuid.uuid4().hex[:8]}")
     repo = ManifestRepository(store)
     service = ApplyService(repo, Authorizer(repo))
@@ -82,14 +80,26 @@ def test_apply_10k_against_raw_client(emulators):
     manifests = parse_documents(docs)
     validation_s = time.perf_counter() - started
     result = service.apply(manifests, NOW)
-    ferry_s = time.perf_counter() - started
-    assert result.counts()["created"] == N
-    writes = store.stats.writes
-    reads = store.stats.reads
+    return time.perf_counter() - started, validation_s, store, service, result
 
-    # Raw: the very documents Ferry stored, written with the client alone.
-    records = [(collection(c.record.kind), c.record.name, dict(c.record.__dict__)) for c in result.changes]
-    raw_s = raw_write(f"bench-raw-{uuid.uuid4().hex[:8]}", records)
+
+def test_apply_10k_against_raw_client(emulators):
+    docs = manifest_docs(N)
+    # Warm the emulator's JVM first, so that neither side pays for it; then best of two runs each,
+    # alternating, on fresh projects (the machine is shared: single runs are noisy).
+    raw_write(f"bench-warm-{uuid.uuid4().hex[:8]}",
+              [("warmup", f"w{i}", {"i": i, "m": {"x": "y" * 50}}) for i in range(3000)])
+    ferry_runs, raw_runs = [], []
+    for _ in range(2):
+        ferry_s, validation_s, store, service, result = _ferry_apply(docs)
+        assert result.counts()["created"] == N
+        ferry_runs.append((ferry_s, validation_s, store, service))
+        # Raw: the very documents Ferry stored, written with the client alone.
+        records = [(collection(c.record.kind), c.record.name, dict(c.record.__dict__)) for c in result.changes]
+        raw_runs.append(raw_write(f"bench-raw-{uuid.uuid4().hex[:8]}", records))
+    ferry_s, validation_s, store, service = min(ferry_runs, key=lambda r: r[0])
+    raw_s = min(raw_runs)
+    writes, reads = store.stats.writes, store.stats.reads
 
     # Again, unchanged: reads only.
     before = store.stats.snapshot()
@@ -99,12 +109,13 @@ def test_apply_10k_against_raw_client(emulators):
     second = store.stats.since(before)
     assert again.counts()["unchanged"] == N and second["writes"] == 0
 
-    ratio = (N / ferry_s) / (N / raw_s)
-    print(f"\n[bench] apply {N} manifests (ApplyService + FirestoreStore, emulator)")
+    ratio = raw_s / ferry_s  # = ferry throughput / raw throughput
+    print(f"\n[bench] apply {N} manifests (ApplyService + FirestoreStore, emulator; best of 2)")
     print(f"[bench]   ferry apply     : {ferry_s:7.2f} s  ({N / ferry_s:7.0f} manifests/s)  "
           f"writes {writes}  reads {reads}  (validation {validation_s:.2f} s, "
-          f"plan + write {ferry_s - validation_s:.2f} s)")
-    print(f"[bench]   raw batched set : {raw_s:7.2f} s  ({N / raw_s:7.0f} docs/s)       writes {len(records)}")
+          f"plan + write {ferry_s - validation_s:.2f} s)  runs {[round(r[0], 2) for r in ferry_runs]}")
+    print(f"[bench]   raw batched set : {raw_s:7.2f} s  ({N / raw_s:7.0f} docs/s)       writes {N}  "
+          f"runs {[round(r, 2) for r in raw_runs]}")
     print(f"[bench]   ratio ferry/raw throughput: {ratio:.2f} (aim >= 0.8)")
     print(f"[bench]   second apply (unchanged): {again_s:7.2f} s  writes {second['writes']}  reads {second['reads']}")
     assert writes == N

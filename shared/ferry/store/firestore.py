@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
@@ -116,6 +117,8 @@ class FirestoreStore:
             ref = self._ref(op.collection, op.id)
             if op.kind == "delete":
                 batch.delete(ref)
+            elif op.kind in ("create", "set") and not op.merge and _fast_write(batch, ref, op):
+                continue
             elif op.kind == "create":
                 batch.create(ref, op.data)
             else:
@@ -201,3 +204,71 @@ class _FirestoreTransaction:
     def delete(self, collection: str, id: str) -> None:
         self._txn.delete(self._store._ref(collection, id))
         self.writes += 1
+
+
+# -- encoding ----------------------------------------------------------------------------------------
+# The client library encodes documents through proto-plus wrappers, which costs more client CPU than
+# the emulator spends committing (measured: 2.7 s of a 3.2 s write of 10,000 manifests). Plain
+# documents (None, bool, int, float, str, bytes, datetime, lists, maps) are encoded here straight into
+# the raw protobuf the library sends; anything else (sentinels, GeoPoints, references...) takes the
+# library's path. The contract suite proves both write the same documents.
+
+class _Unsupported(Exception):
+    pass
+
+
+def _fill(v: Any, value: Any) -> None:
+    if value is None:
+        v.null_value = 0
+    elif value is True or value is False:
+        v.boolean_value = value
+    elif type(value) is int:
+        v.integer_value = value
+    elif type(value) is float:
+        v.double_value = value
+    elif type(value) is str:
+        v.string_value = value
+    elif isinstance(value, dict):
+        fields = v.map_value.fields
+        v.map_value.SetInParent()
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _Unsupported
+            _fill(fields[key], item)
+    elif isinstance(value, list | tuple):
+        values = v.array_value.values
+        v.array_value.SetInParent()
+        for item in value:
+            _fill(values.add(), item)
+    elif isinstance(value, datetime):
+        from google.api_core.datetime_helpers import DatetimeWithNanoseconds
+        from google.cloud.firestore_v1._helpers import _datetime_to_pb_timestamp
+
+        if isinstance(value, DatetimeWithNanoseconds):
+            v.timestamp_value.CopyFrom(value.timestamp_pb())
+        else:
+            v.timestamp_value.CopyFrom(_datetime_to_pb_timestamp(value))
+    elif type(value) is bytes:
+        v.bytes_value = value
+    else:
+        raise _Unsupported
+
+
+def _fast_write(batch: Any, ref: Any, op: Op) -> bool:
+    """Add ``op`` (set without merge, or create) to ``batch`` as a raw Write; False to use the library."""
+    from google.cloud.firestore_v1.types import write
+
+    pb = write.Write.pb()()
+    try:
+        pb.update.name = ref._document_path
+        fields = pb.update.fields
+        for key, item in (op.data or {}).items():
+            if type(key) is not str or not key:
+                return False
+            _fill(fields[key], item)
+        if op.kind == "create":
+            pb.current_document.exists = False
+        batch._add_write_pbs([write.Write.wrap(pb)])
+    except (_Unsupported, AttributeError, TypeError, ValueError):
+        return False
+    return True
