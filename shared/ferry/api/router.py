@@ -55,7 +55,12 @@ class Call:
             details = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)",
                         "reason": "unknown field" if e["type"] == "extra_forbidden" else e["msg"]}
                        for e in exc.errors(include_url=False)]
-            raise ValidationError("invalid request body", details) from None
+            unknown = [d["field"] for d in details if d["reason"] == "unknown field"]
+            message = "invalid request body"
+            if unknown:
+                allowed = ", ".join(f.alias or name for name, f in model.model_fields.items())
+                message += f": unknown field(s) {', '.join(unknown)} (this body takes: {allowed})"
+            raise ValidationError(message, details) from None
 
     def now(self) -> datetime:
         """The service clock; in a local stack started with FERRY_ALLOW_CLOCK_OVERRIDE=1 a request may

@@ -129,6 +129,8 @@ def test_422_lists_every_problem_and_writes_nothing(client, svc):
 def test_unknown_body_fields_are_rejected_clearly(client):
     err = assert_error(client.post("/v1/apply", json={"manifests": [], "dryrun": True}), 422, "invalid")
     assert err["details"] == [{"field": "dryrun", "reason": "unknown field"}]
+    assert err["message"] == ("invalid request body: unknown field(s) dryrun "
+                              "(this body takes: manifests, dry_run, sources)")
 
 
 def test_400_bad_json_and_bad_query(client):
