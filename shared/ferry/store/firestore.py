@@ -20,6 +20,13 @@ _READ_CHUNK = 500
 _READERS = 4
 
 
+def _data(snap: Any) -> Doc:
+    """A snapshot's fields. ``to_dict()`` deep-copies them (40% of a big read's client CPU); the
+    snapshot is ours alone and dropped right after, so its decoded dict is handed over as it is."""
+    data = getattr(snap, "_data", None)
+    return data if isinstance(data, dict) else snap.to_dict()
+
+
 @contextmanager
 def _translated() -> Iterator[None]:
     try:
@@ -79,7 +86,7 @@ class FirestoreStore:
         with _translated():
             snap = self._ref(collection, id).get()
         self.stats.read(1)
-        return snap.to_dict() if snap.exists else None
+        return _data(snap) if snap.exists else None
 
     def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, Doc]:
         ids = list(dict.fromkeys(ids))
@@ -87,7 +94,7 @@ class FirestoreStore:
         def chunk(part: list[str]) -> dict[str, Doc]:
             refs = [self._ref(collection, x) for x in part]
             with _translated():
-                return {s.id: s.to_dict() for s in self.client.get_all(refs) if s.exists}
+                return {s.id: _data(s) for s in self.client.get_all(refs) if s.exists}
 
         chunks = [ids[i:i + _READ_CHUNK] for i in range(0, len(ids), _READ_CHUNK)]
         out: dict[str, Doc] = {}
@@ -107,7 +114,7 @@ class FirestoreStore:
               start_after: str | None = None) -> list[tuple[str, Doc]]:
         q = self._query(collection, where, order_by, descending, limit, start_after)
         with _translated():
-            rows = [(s.id, s.to_dict()) for s in q.stream()]
+            rows = [(s.id, _data(s)) for s in q.stream()]
         self.stats.read(max(1, len(rows)))
         return rows
 
@@ -178,18 +185,18 @@ class _FirestoreTransaction:
     def get(self, collection: str, id: str) -> Doc | None:
         snap = self._store._ref(collection, id).get(transaction=self._txn)
         self._store.stats.read(1)
-        return snap.to_dict() if snap.exists else None
+        return _data(snap) if snap.exists else None
 
     def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, Doc]:
         ids = list(dict.fromkeys(ids))
         refs = [self._store._ref(collection, x) for x in ids]
         self._store.stats.read(len(ids))
-        return {s.id: s.to_dict() for s in self._store.client.get_all(refs, transaction=self._txn) if s.exists}
+        return {s.id: _data(s) for s in self._store.client.get_all(refs, transaction=self._txn) if s.exists}
 
     def query(self, collection: str, where: Sequence[Where] = (), order_by: str | None = None,
               limit: int | None = None) -> list[tuple[str, Doc]]:
         q = self._store._query(collection, where, order_by, False, limit, None)
-        rows = [(s.id, s.to_dict()) for s in q.stream(transaction=self._txn)]
+        rows = [(s.id, _data(s)) for s in q.stream(transaction=self._txn)]
         self._store.stats.read(max(1, len(rows)))
         return rows
 
