@@ -6,8 +6,8 @@ import click
 
 from ferry import __version__
 from ferry.cli import core, deploy, dev
-from ferry.gabo import cli as gabo_cli
 from ferry.datamon import cli as datamon_cli
+from ferry.gabo import cli as gabo_cli
 from ferry.styx import cli as styx_cli
 
 
