@@ -31,8 +31,9 @@ class Services:
     @property
     def publisher(self) -> Publisher:
         if self._publisher is None:
-            assert self._publisher_factory is not None
-            self._publisher = self._publisher_factory()
+            # Built directly (tests) without one: the publisher the settings name.
+            factory = self._publisher_factory or (lambda: publisher_for(self.settings))
+            self._publisher = factory()
         return self._publisher
 
     @property
@@ -73,16 +74,18 @@ class Services:
 
             store = FirestoreStore(settings.project)
 
-        def publisher() -> Publisher:
-            if settings.broker == "memory":
-                from ferry.broker.memory import MemoryPublisher
+        return cls(settings, store, clock or SystemClock(), _publisher_factory=lambda: publisher_for(settings))
 
-                return MemoryPublisher()
-            from ferry.broker.pubsub import PubSubPublisher
 
-            return PubSubPublisher(settings.project)
+def publisher_for(settings: Settings) -> Publisher:
+    """The Publisher adapter ``settings.broker`` names (``memory`` or Pub/Sub; built on first use)."""
+    if settings.broker == "memory":
+        from ferry.broker.memory import MemoryPublisher
 
-        return cls(settings, store, clock or SystemClock(), _publisher_factory=publisher)
+        return MemoryPublisher()
+    from ferry.broker.pubsub import PubSubPublisher
+
+    return PubSubPublisher(settings.project)
 
 
 _services: Services | None = None
