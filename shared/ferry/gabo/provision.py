@@ -87,10 +87,11 @@ class GaboApplyHook:
     def after(self, changes: Sequence[Change], now: datetime) -> None:
         from ferry.gabo.service import gabo
 
+        types = [c for c in changes if isinstance(c.manifest, EventType)]
+        if not types:
+            return  # no broker is built (nor connected) for applies without event types
         broker = gabo(self.services).broker
-        for c in changes:
-            if not isinstance(c.manifest, EventType):
-                continue
+        for c in types:
             if c.action == "deleted":
                 broker.delete_subscription(Names(c.manifest.name).subscription)
                 log.event(logger, 20, f"event type {c.manifest.name} deleted: delivery stopped, data kept",
