@@ -266,6 +266,7 @@ def evaluate(services: Services, *, now: datetime) -> dict[str, Any]:
     store = services.store
     before = store.stats.snapshot()
     synced = _sync(services, now)
+    redelivered = _redeliver(services, now)
     due = dict(store.query(ENDPOINTS, [Where("next_check", "<=", now)], order_by="next_check"))
     rounds = 0
     totals = {"endpoints": 0, "partitions": 0, "trigger": 0, "escalate": 0, "resolve": 0, "renotify": 0,
@@ -288,7 +289,7 @@ def evaluate(services: Services, *, now: datetime) -> dict[str, Any]:
     result = {"now": now.isoformat(), "synced": len(synced), "endpoints": totals["endpoints"],
               "partitions": totals["partitions"], "states": states,
               "notifications": {k: totals[k] for k in ("trigger", "escalate", "resolve", "renotify")},
-              "duplicates_skipped": totals["duplicates_skipped"], "reads": io["reads"], "writes": io["writes"],
+              "duplicates_skipped": totals["duplicates_skipped"], "redelivered": redelivered, "reads": io["reads"], "writes": io["writes"],
               "duration_ms": int((time.monotonic() - started) * 1000)}
     log.event(logger, 20, f"evaluated {result['endpoints']} endpoints: {io['reads']} reads, {io['writes']} writes",
               labels={"component": "datamon-evaluator"}, evaluation=result)
@@ -395,8 +396,24 @@ def _latest(policy: domain.Policy, outcome: domain.Outcome, latest: dict[str, An
             "landed_at": latest.get("landed_at") if latest else None}
 
 
+def _claim_id(name: str, d: domain.Decision) -> str:
+    return f"{alert_id(name, d.notification.partition)}#{d.seq}"
+
+
+def _message(name: str, d: domain.Decision) -> Message:
+    n = d.notification
+    event = n.to_event()
+    return Message(json.dumps(event, default=str).encode(),
+                   {"dedup_key": n.dedup_key, "event_action": event["event_action"],
+                    "endpoint": name, "owner": n.owner, "severity": n.severity})
+
+
 def _claim(store: Any, decisions: Sequence[tuple[str, domain.Decision]], now: datetime) -> set[int]:
     """Claim each notification exactly once across evaluators (``Op.create`` on ``{alert}#{seq}``).
+
+    The claim is also an outbox entry: it holds the message and ``sent: False`` until the publish is
+    confirmed, so a crash between claim and publish is repaired by the next evaluation
+    (``_redeliver``) instead of losing the notification.
 
     One batch normally; when a batch hits a Conflict (another evaluator won some), claims are retried
     one by one to learn which. Returns the ids of the decisions this evaluator won.
@@ -404,9 +421,11 @@ def _claim(store: Any, decisions: Sequence[tuple[str, domain.Decision]], now: da
     won: set[int] = set()
 
     def op(n: str, d: domain.Decision) -> Op:
-        return Op.create(NOTIFICATIONS, f"{alert_id(n, d.notification.partition)}#{d.seq}",
+        msg = _message(n, d)
+        return Op.create(NOTIFICATIONS, _claim_id(n, d),
                          {"alert": alert_id(n, d.notification.partition), "seq": d.seq,
-                          "action": d.notification.action.value, "at": now})
+                          "action": d.notification.action.value, "at": now, "sent": False,
+                          "data": msg.data.decode(), "attributes": msg.attributes})
 
     for i in range(0, len(decisions), MAX_BATCH):
         chunk = decisions[i:i + MAX_BATCH]
@@ -430,18 +449,36 @@ def _notify(services: Services, decisions: Sequence[tuple[str, domain.Decision]]
     messages = []
     for name, d in decisions:
         n = d.notification
-        event = n.to_event()
-        messages.append(Message(json.dumps(event, default=str).encode(),
-                                {"dedup_key": n.dedup_key, "event_action": event["event_action"],
-                                 "endpoint": name, "owner": n.owner, "severity": n.severity}))
+        messages.append(_message(name, d))
         totals[n.action.value] += 1
         level = 40 if d.alert.get("level") == domain.Level.LATE.value and n.action is not domain.Action.RESOLVE else 30
         log.event(logger, level, n.summary, labels={"endpoint": name, "owner": n.owner, "partition": n.partition},
                   alert={"dedup_key": n.dedup_key, "action": n.action.value, "severity": n.severity,
                          "overdue_seconds": n.overdue_seconds, "tier": policies[name].severity})
-    # Claimed before publishing: a crash in between loses that one notification rather than
-    # ever sending it twice (the alert's state is still recorded by the next evaluation).
     services.publisher.publish(ALERTS_TOPIC, messages)
+    # Confirmed: close the outbox entries (a crash before this line makes the next evaluation
+    # publish them again — at least once, and PagerDuty's dedup_key makes a repeat harmless).
+    services.store.write([Op.set(NOTIFICATIONS, _claim_id(name, d), {"sent": True}, merge=True)
+                          for name, d in decisions])
+
+
+# A claim still unsent after this long belongs to an evaluator that died before publishing.
+OUTBOX_GRACE = timedelta(minutes=2)
+
+
+def _redeliver(services: Services, now: datetime) -> int:
+    """Publish notifications whose evaluator crashed between claim and publish (one query, ~0 docs)."""
+    store = services.store
+    stale = [(i, d) for i, d in store.query(NOTIFICATIONS, [Where("sent", "==", False)], limit=500)
+             if domain._utc(d["at"]) <= now - OUTBOX_GRACE]  # type: ignore[operator]
+    if not stale:
+        return 0
+    services.publisher.publish(ALERTS_TOPIC, [Message(d["data"].encode(), dict(d.get("attributes") or {}))
+                                              for _, d in stale])
+    store.write([Op.set(NOTIFICATIONS, i, {"sent": True}, merge=True) for i, _ in stale])
+    log.event(logger, 30, f"re-published {len(stale)} notification(s) left unsent by a crashed evaluator",
+              labels={"component": "datamon-evaluator"})
+    return len(stale)
 
 
 # -- alerts and the unified view -------------------------------------------------------------------
