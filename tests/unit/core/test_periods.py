@@ -56,6 +56,7 @@ cron_cadences = st.builds(schedule, st.sampled_from(CRONS),
 # -- properties of every partitioning ----------------------------------------------------------------
 
 @given(cadences, instants)
+@settings(deadline=None)  # a shared 2-core machine: no per-example deadline
 def test_floor_contains_the_instant(c, t):
     start = c.floor(t)
     assert start <= t < c.next(start)
@@ -63,6 +64,7 @@ def test_floor_contains_the_instant(c, t):
 
 
 @given(cadences, instants)
+@settings(deadline=None)  # a shared 2-core machine: no per-example deadline
 def test_parameter_round_trips(c, t):
     start = c.floor(t)
     parameter = c.format(start)
@@ -71,6 +73,7 @@ def test_parameter_round_trips(c, t):
 
 
 @given(cadences, instants, st.integers(min_value=1, max_value=6))
+@settings(deadline=None)  # a shared 2-core machine: no per-example deadline
 def test_consecutive_periods_are_contiguous_and_ordered(c, t, n):
     start = c.floor(t)
     seq = [start]
@@ -84,6 +87,7 @@ def test_consecutive_periods_are_contiguous_and_ordered(c, t, n):
 
 
 @given(cadences, instants)
+@settings(deadline=None)  # a shared 2-core machine: no per-example deadline
 def test_next_and_prev_are_inverse(c, t):
     start = c.floor(t)
     assert c.prev(c.next(start)) == start
@@ -91,7 +95,7 @@ def test_next_and_prev_are_inverse(c, t):
 
 
 @given(cron_cadences, instants)
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 def test_cron_floor_next_prev(c, t):
     start = c.floor(t)
     assert start <= t < c.next(start)
@@ -100,6 +104,7 @@ def test_cron_floor_next_prev(c, t):
 
 
 @given(cadences, instants, st.integers(min_value=0, max_value=20))
+@settings(deadline=None)  # a shared 2-core machine: no per-example deadline
 def test_periods_lists_consecutive_starts(c, t, n):
     start = c.floor(t)
     end = start
@@ -232,6 +237,7 @@ def test_six_field_cron_names_the_problem():
 
 @given(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=400)).map(
     lambda d: timedelta(seconds=int(d.total_seconds()))))
+@settings(deadline=None)  # a shared 2-core machine: no per-example deadline
 def test_duration_round_trip(d):
     assert parse_duration(format_duration(d)) == d
 
