@@ -53,6 +53,12 @@ class NotFound(FerryError):
     code = "not_found"
 
 
+class MethodNotAllowed(FerryError):
+    http_status = 405
+    exit_code = 3
+    code = "method_not_allowed"
+
+
 class Conflict(FerryError):
     http_status = 409
     exit_code = 3
@@ -74,6 +80,7 @@ class InfraError(FerryError):
 
 
 _BY_CODE = {cls.code: cls for cls in (BadRequest, ValidationError, Forbidden, Unauthenticated, NotFound,
+                                       MethodNotAllowed,
                                        Conflict, PayloadTooLarge, InfraError, FerryError)}
 
 

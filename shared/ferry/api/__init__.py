@@ -34,11 +34,24 @@ def handle(request: Any) -> Any:
 
     svc = services()
     log.set_trace(request.headers.get("X-Cloud-Trace-Context"), svc.settings.project)
-    limit = svc.settings.max_body_bytes
-    if (request.content_length or 0) > limit:
-        body = b""
+    limit = max([svc.settings.max_body_bytes, *(r.max_body_bytes or 0 for r in router.routes)])
+    if request.content_length is not None:
+        # Over the limit: nothing is read; dispatch answers 413 from the declared length.
+        body = b"" if request.content_length > limit else request.get_data(cache=False)
     else:
-        body = request.get_data(cache=False)  # read at most what content_length says
+        body = _read_at_most(request.stream, limit + 1)  # chunked: never buffer past the limit
     status, result = router.dispatch(svc, request.method, request.path, dict(request.args.items()),
                                      dict(request.headers.items()), body, request.content_length)
     return Response(json.dumps(result, default=str), status=status, mimetype="application/json")
+
+
+def _read_at_most(stream: Any, n: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < n:
+        chunk = stream.read(min(65536, n - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

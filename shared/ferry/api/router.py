@@ -14,12 +14,12 @@ from datetime import datetime
 from typing import Any
 
 import pydantic
-from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
 from werkzeug.routing import Map, Rule
 
 from ferry import log
-from ferry.errors import BadRequest, FerryError, NotFound, PayloadTooLarge, ValidationError
+from ferry.errors import BadRequest, FerryError, MethodNotAllowed, NotFound, PayloadTooLarge, ValidationError
 from ferry.wiring import Services
 
 logger = log.get("api")
@@ -137,8 +137,8 @@ class Router:
                 index, params = adapter.match(path, method=method)
             except RouteNotFound:
                 raise NotFound(f"no route {method} {path}") from None
-            except MethodNotAllowed:
-                raise BadRequest(f"method {method} not allowed on {path}") from None
+            except RouteMethodNotAllowed:
+                raise MethodNotAllowed(f"method {method} not allowed on {path}") from None
             route = self.routes[index]
             limit = route.max_body_bytes or services.settings.max_body_bytes
             if (content_length or len(body)) > limit:

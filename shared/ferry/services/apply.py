@@ -146,7 +146,9 @@ class ApplyService:
         changes = self.plan(manifests, now)
         moving = [c for c in changes if c.action != "unchanged"]
         self.authorizer.check_team_change(actor, [c.manifest.name for c in moving if c.manifest.kind == "Team"])
-        owners = {c.manifest.metadata.owner for c in moving} | {c.previous.owner for c in moving if c.previous}
+        owner_of = self.authorizer.owner_of
+        owners = ({owner_of(c.manifest.kind, c.manifest.metadata.owner) for c in moving}
+                  | {owner_of(c.previous.kind, c.previous.owner) for c in moving if c.previous})
         self.authorizer.check(actor, owners, "change")
         result = ApplyResult(dry_run=dry_run, changes=changes)
         if dry_run:
@@ -167,7 +169,7 @@ class ApplyService:
             raise NotFound(f"{kind} {name!r} not found")
         if kind == "Team":
             self.authorizer.check_team_change(actor, [name])
-        self.authorizer.check(actor, [rec.owner], "delete")
+        self.authorizer.check(actor, [self.authorizer.owner_of(kind, rec.owner)], "delete")
         change = Change(rec.model(), "deleted", rec, rec)
         ops = [Op.delete(collection(kind), name)]
         for h in self.hooks:

@@ -31,6 +31,10 @@ class Authorizer:
         admins = teams.get(self.admin_team)
         return actor is not None and admins is not None and actor in (*admins.spec.members, *admins.spec.admins)
 
+    def owner_of(self, kind: str, owner: str | None) -> str | None:
+        """Who owns an object: its ``metadata.owner``; shared pools (Resources) belong to the admins."""
+        return owner or (self.admin_team if kind == "Resource" else None)
+
     def check(self, actor: str | None, owners: Iterable[str | None], action: str = "change") -> None:
         """Raise Forbidden unless ``actor`` may mutate objects owned by every team in ``owners``."""
         named = {o for o in owners if o}

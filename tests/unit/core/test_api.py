@@ -251,3 +251,29 @@ def test_exceptions_carry_the_stack(log_lines):
         log.get("test").exception("failed")
     entry = json.loads(log_lines.getvalue().splitlines()[0])
     assert entry["severity"] == "ERROR" and "RuntimeError: kaput" in entry["stack_trace"]
+
+
+def test_413_chunked_body_without_length_is_not_buffered_past_the_limit(client, svc):
+    import io
+
+    big = json.dumps({"manifests": [endpoint_doc(f"e{i:05d}") for i in range(2000)]}).encode()
+    resp = client.post("/v1/apply", input_stream=io.BytesIO(big), content_type="application/json",
+                       headers={"Transfer-Encoding": "chunked"},
+                       environ_overrides={"wsgi.input_terminated": True})  # as gunicorn sets it
+    assert_error(resp, 413, "too_large")
+    assert svc.store.stats.writes == 0
+
+
+def test_405_wrong_method(client):
+    assert_error(client.put("/v1/apply", json={}), 405, "method_not_allowed")
+
+
+def test_chunked_body_read_stops_at_the_limit():
+    import io
+
+    from ferry.api import _read_at_most
+
+    stream = io.BytesIO(b"x" * 1_000_000)
+    assert len(_read_at_most(stream, 100_001)) == 100_001
+    assert stream.tell() == 100_001  # the rest of the body is never read into memory
+    assert _read_at_most(io.BytesIO(b"abc"), 10) == b"abc"

@@ -211,3 +211,17 @@ def test_list_pages_by_owner(svc):
             break
     assert seen == [f"e{i:03d}" for i in range(50) if i % 3]
     assert len(svc.manifests.all("Endpoint", owner="b")) == 17
+
+
+def test_resources_are_shared_pools_changed_only_by_admins(svc):
+    pool = Resource.model_validate({"kind": "Resource", "metadata": {"name": "slots"}, "spec": {"concurrency": 2}})
+    svc.apply.apply([pool], NOW, EVE)  # no admins team declared yet: open
+    svc.apply.apply([team("admins", [ADA], [ADA])], NOW, ADA)
+    bigger = Resource.model_validate({"kind": "Resource", "metadata": {"name": "slots"}, "spec": {"concurrency": 9}})
+    with pytest.raises(Forbidden):
+        svc.apply.apply([bigger], NOW, EVE)
+    with pytest.raises(Unauthenticated):
+        svc.apply.apply([bigger], NOW, None)
+    with pytest.raises(Forbidden):
+        svc.apply.delete("Resource", "slots", NOW, EVE)
+    assert svc.apply.apply([bigger], NOW, ADA).counts()["changed"] == 1
