@@ -446,8 +446,8 @@ def evaluate_endpoint(policy: Policy, s: Summary, landed: dict[str, datetime], a
             late_by = (landed_at - c.late_at) if landed_at is not None else None
             severity = pagerduty_severity(policy, note.level)
             text = summary_text(policy, name, note.action, note.level, overdue, late_by)
-            details = {"state": st.value, "period_end": c.end.isoformat(), "deadline": c.late_at.isoformat(),
-                       "severity_tier": policy.severity}
+            details: dict[str, Any] = {"state": st.value, "period_end": c.end.isoformat(),
+                                       "deadline": c.late_at.isoformat(), "severity_tier": policy.severity}
             if late_by is not None:
                 details["landed_late_seconds"] = max(0, int(late_by.total_seconds()))
             notification = Notification(policy.name, name, policy.owner, note.action, severity, text,

@@ -15,7 +15,7 @@ Collections:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ferry.store.base import Doc, DocumentStore, Op, Where
@@ -52,7 +52,7 @@ class DatamonRepository:
         found = self.store.get_many(PARTITIONS, ids)
         return {d["partition"]: d for d in found.values()}
 
-    def partitions_multi(self, wanted: dict[str, Sequence[str]]) -> dict[str, dict[str, Doc]]:
+    def partitions_multi(self, wanted: Mapping[str, Sequence[str]]) -> dict[str, dict[str, Doc]]:
         """Landed partitions of many endpoints in one batched read: {endpoint: {partition: doc}}."""
         ids = [partition_id(e, p) for e, ps in wanted.items() for p in ps]
         out: dict[str, dict[str, Doc]] = {e: {} for e in wanted}

@@ -82,8 +82,9 @@ def land(services: Services, endpoint: str, partition: str, *, now: datetime, re
     end = policy.cadence.next(start)
     stats = {"records": records, "bytes": bytes, "location": location, "source": source, "actor": actor}
     pid = partition_id(endpoint, partition)
-    doc = {"endpoint": endpoint, "partition": partition, "start": start, "end": end, "owner": policy.owner,
-           "landed_at": now, "last_landed_at": now, "landings": 1, "relandings": [], **stats}
+    doc: dict[str, Any] = {"endpoint": endpoint, "partition": partition, "start": start, "end": end,
+                           "owner": policy.owner, "landed_at": now, "last_landed_at": now, "landings": 1,
+                           "relandings": [], **stats}
     store = services.store
     try:
         store.write([Op.create(PARTITIONS, pid, doc)])
@@ -115,7 +116,8 @@ def _note_latest(services: Services, endpoint: str, partition: str, start: datet
     # evaluator's fields. Two landings racing may leave the older one, which the evaluator corrects.
     current = services.store.get(ENDPOINTS, endpoint) or {}
     latest = current.get("latest") or {}
-    if latest.get("start") is None or domain._utc(latest["start"]) < start:
+    latest_start = domain._utc(latest.get("start"))
+    if latest_start is None or latest_start < start:
         services.store.write([Op.set(ENDPOINTS, endpoint, {"latest": {
             "partition": partition, "start": start, "end": end, "landed_at": landed_at}}, merge=True)])
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ferry import log
 from ferry.domain.loading import Problem
@@ -97,7 +97,7 @@ class GaboApplyHook:
                 log.event(logger, 20, f"event type {c.manifest.name} deleted: delivery stopped, data kept",
                           labels={"event_type": c.manifest.name})
                 continue
-            created = provision(broker, c.manifest)
+            created = provision(broker, cast(EventType, c.manifest))  # `types` holds EventTypes only
             if any(created.values()):
                 log.event(logger, 20, f"provisioned event type {c.manifest.name}",
                           labels={"event_type": c.manifest.name}, created=[k for k, v in created.items() if v])

@@ -126,7 +126,7 @@ class GcsSink:
     def bucket(self) -> Any:
         if self._bucket is None:
             if self._client is None:
-                from google.cloud import storage
+                import google.cloud.storage as storage
 
                 self._client = storage.Client(project=self._project)
             self._bucket = self._client.bucket(self.bucket_name)

@@ -21,6 +21,7 @@ Firestore (and its emulator, whose pessimistic locks stall for seconds) keeps co
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
@@ -103,26 +104,27 @@ class StyxRepository:
         """Write one state change atomically. Raises Conflict if another writer advanced first."""
         self.store.write([*self.commit_ops(before, log, at), *extra])
 
+    # (``builtins.list`` in the annotations below: inside this class ``list`` names this method)
     def list(self, workflow: str, limit: int = 100, after: str | None = None) -> list[Run]:
         rows = self.store.query(INSTANCES, [Where("workflow", "==", workflow)], limit=limit,
                                 start_after=instance_id(workflow, after) if after else None)
         return [run_from_doc(d) for _, d in rows]
 
-    def queued_due(self, now: datetime, limit: int) -> list[Run]:
+    def queued_due(self, now: datetime, limit: int) -> builtins.list[Run]:
         rows = self.store.query(INSTANCES, [Where("due_at", "<=", now)], order_by="due_at", limit=limit)
         return [run_from_doc(d) for _, d in rows]
 
-    def holding(self, limit: int) -> list[Run]:
+    def holding(self, limit: int) -> builtins.list[Run]:
         """Instances that hold an execution or are on their way to one (polled every tick)."""
         rows = self.store.query(INSTANCES, [Where("poll_at", "<=", FAR_FUTURE)], order_by="poll_at", limit=limit)
         return [run_from_doc(d) for _, d in rows]
 
-    def events(self, workflow: str, parameter: str) -> list[Doc]:
+    def events(self, workflow: str, parameter: str) -> builtins.list[Doc]:
         rows = self.store.query(EVENTS, [Where("instance", "==", instance_id(workflow, parameter))])
         return sorted((d for _, d in rows), key=lambda d: d["counter"])
 
     # -- workflows' trigger state -----------------------------------------------------------------
-    def due_workflows(self, now: datetime, limit: int) -> list[tuple[str, Doc]]:
+    def due_workflows(self, now: datetime, limit: int) -> builtins.list[tuple[str, Doc]]:
         return self.store.query(WORKFLOWS, [Where("next_due", "<=", now)], order_by="next_due", limit=limit)
 
     def workflow_state(self, name: str) -> Doc | None:
@@ -134,7 +136,7 @@ class StyxRepository:
         return {d["number"]: d for _, d in rows}
 
     @staticmethod
-    def claim_ops(slots: Sequence[str], instance: str, at: datetime) -> list[Op]:
+    def claim_ops(slots: Sequence[str], instance: str, at: datetime) -> builtins.list[Op]:
         out = []
         for s in slots:
             pool, number = s.rsplit("#", 1)
@@ -143,17 +145,17 @@ class StyxRepository:
         return out
 
     @staticmethod
-    def release_ops(slots: Sequence[str]) -> list[Op]:
+    def release_ops(slots: Sequence[str]) -> builtins.list[Op]:
         return [Op.delete(SLOTS, s) for s in slots]
 
     # -- backfills ----------------------------------------------------------------------------------
     def backfill(self, id: str) -> Doc | None:
         return self.store.get(BACKFILLS, id)
 
-    def active_backfills(self, limit: int = 100) -> list[Doc]:
+    def active_backfills(self, limit: int = 100) -> builtins.list[Doc]:
         return [d for _, d in self.store.query(BACKFILLS, [Where("state", "==", "active")], limit=limit)]
 
-    def backfills(self, workflow: str | None = None, limit: int = 200) -> list[Doc]:
+    def backfills(self, workflow: str | None = None, limit: int = 200) -> builtins.list[Doc]:
         where = [Where("workflow", "==", workflow)] if workflow else []
         return [d for _, d in self.store.query(BACKFILLS, where, limit=limit)]
 

@@ -40,7 +40,7 @@ def due_periods(cadence: periods.Cadence, offset: timedelta, next_period: dateti
                 limit: int = 100) -> tuple[list[datetime], datetime]:
     """Periods from ``next_period`` whose trigger time has come (at most ``limit``), and the period
     to trigger after them."""
-    out = []
+    out: list[datetime] = []
     p = next_period
     while fire_time(cadence, offset, p) <= now and len(out) < limit:
         out.append(p)
