@@ -38,10 +38,10 @@ def register(main: click.Group) -> None:
                   "show a placeholder without it).")
     def deploy(ctx: Ctx, project: str, region: str, dry_run: bool, infra_dir: str | None, bundle_dir: str,
                project_number: str | None) -> None:
-        """Deploy infra/ to Google Cloud: APIs, service accounts and IAM, indexes, topics,
+        """Deploy infra/ to Google Cloud: APIs, service accounts and IAM, buckets, indexes, topics,
         subscriptions, functions, push subscriptions and scheduler jobs (idempotent)."""
         from ferry.deploy import apply, bundle
-        from ferry.deploy.planning import plan
+        from ferry.deploy.planning import cloud_env, plan
         from ferry.errors import ValidationError
 
         try:
@@ -51,13 +51,17 @@ def register(main: click.Group) -> None:
         source = bundle.build(Path(bundle_dir))
         if dry_run:
             steps = plan(infra, project, region, source.resolve(), project_number=project_number)
+            env = cloud_env(infra, project, region)
             if ctx.json:
-                click.echo(json.dumps({"dry_run": True, "steps": [s.to_dict() for s in steps]}, indent=2,
-                                      default=_json_default))
+                click.echo(json.dumps({"dry_run": True, "cloud_env": env, "steps": [s.to_dict() for s in steps]},
+                                      indent=2, default=_json_default))
                 return
             rows = [{"#": i, "kind": s.kind, "name": s.name, "description": s.description}
                     for i, s in enumerate(steps, 1)]
             table(rows, ["#", "kind", "name", "description"], title=f"deploy plan for {project} ({region})")
+            console.print("every function's environment starts with: "
+                          + (", ".join(f"{k}={v}" for k, v in env.items()) or "(no cloud_env)")
+                          + f", GOOGLE_CLOUD_PROJECT={project}, FERRY_REGION={region}", highlight=False)
             console.print(f"{len(steps)} steps (dry run: nothing changed; --json shows every request)")
             return
 

@@ -1,7 +1,7 @@
 """Carry out a deployment plan idempotently: read the current state, then create, update or leave it.
 
-Client-library steps go through injected clients (Pub/Sub admin, Cloud Scheduler, Firestore admin);
-gcloud steps through an injected runner. Every step reads before it writes, so running the same
+Client-library steps go through injected clients (Pub/Sub admin, Cloud Scheduler, Firestore admin,
+Cloud Storage); gcloud steps through an injected runner. Every step reads before it writes, so running the same
 plan twice reports ``unchanged`` everywhere the second time.
 """
 
@@ -77,6 +77,7 @@ class Applier:
     subscriber: Any = None
     scheduler: Any = None
     firestore_admin: Any = None
+    storage: Any = None
     _probes: dict[tuple[str, ...], RunResult] = field(default_factory=dict)
 
     # -- clients -------------------------------------------------------------------------------
@@ -107,6 +108,13 @@ class Applier:
 
             self.firestore_admin = firestore_admin_v1.FirestoreAdminClient()
         return self.firestore_admin
+
+    def _storage(self) -> Any:
+        if self.storage is None:
+            from google.cloud import storage
+
+            self.storage = storage.Client()
+        return self.storage
 
     # -- gcloud --------------------------------------------------------------------------------
     def run(self, argv: Sequence[str]) -> str:
@@ -223,6 +231,49 @@ class Applier:
 
     _push_subscription = _subscription
 
+    def _bucket(self, step: Step) -> Outcome:
+        """get → create, or patch the settings that differ; a bucket's location cannot change."""
+        client = self._storage()
+        want = step.request["bucket"]
+        try:
+            bucket = client.get_bucket(want["name"])
+        except gexc.NotFound:
+            bucket = client.bucket(want["name"])
+            _set_bucket(bucket, want, _bucket_diff(want, {}))
+            bucket = client.create_bucket(bucket, project=step.request["project"], location=want["location"])
+            # The create response is the stored bucket: whatever it did not take is patched at once.
+            fields = _bucket_diff(want, bucket._properties)
+            if fields:
+                _set_bucket(bucket, want, fields)
+                bucket.patch()
+            return Outcome(step, "created")
+        have = bucket._properties
+        if str(have.get("location", "")).upper() != want["location"]:
+            raise InfraError(f"bucket {want['name']} exists in {have.get('location')}, not {want['location']}; "
+                             "a bucket's location cannot change — choose another name or region")
+        fields = _bucket_diff(want, have)
+        if not fields:
+            return Outcome(step, "unchanged")
+        _set_bucket(bucket, want, fields)
+        bucket.patch()
+        return Outcome(step, "updated", ", ".join(fields))
+
+    def _bucket_iam(self, step: Step) -> Outcome:
+        """Add one unconditional binding to the bucket's policy (read first; the etag guards the write)."""
+        bucket = self._storage().bucket(step.request["bucket"])
+        member, role = step.request["member"], step.request["role"]
+        policy = bucket.get_iam_policy(requested_policy_version=3)
+        for b in policy.bindings:
+            if b.get("role") == role and not b.get("condition"):
+                if member in b.get("members", ()):
+                    return Outcome(step, "unchanged")
+                b["members"] = {*b.get("members", ()), member}
+                break
+        else:
+            policy.bindings.append({"role": role, "members": {member}})
+        bucket.set_iam_policy(policy)
+        return Outcome(step, "created")
+
     def _scheduler_job(self, step: Step) -> Outcome:
         from google.cloud import scheduler_v1
 
@@ -242,6 +293,52 @@ class Applier:
             return Outcome(step, "unchanged")
         client.update_job(request={"job": desired, "update_mask": {"paths": paths}})
         return Outcome(step, "updated", ", ".join(paths))
+
+
+BUCKET_FIELDS = ("storageClass", "uniformBucketLevelAccess", "publicAccessPrevention", "lifecycle", "labels",
+                 "retentionPolicy")
+
+
+def _bucket_diff(want: Mapping[str, Any], have: Mapping[str, Any]) -> list[str]:
+    """The managed settings of a bucket that differ (labels: only ours; retention: only when declared)."""
+    iam = have.get("iamConfiguration") or {}
+    got: dict[str, Any] = {
+        "storageClass": have.get("storageClass"),
+        "uniformBucketLevelAccess": bool((iam.get("uniformBucketLevelAccess") or {}).get("enabled")),
+        # "unspecified" is what older buckets report for "inherited"
+        "publicAccessPrevention": {"unspecified": "inherited", None: "inherited"}.get(
+            iam.get("publicAccessPrevention"), iam.get("publicAccessPrevention")),
+        "lifecycle": (have.get("lifecycle") or {}).get("rule", []),
+        "labels": {k: v for k, v in (have.get("labels") or {}).items() if k in want["labels"]},
+        "retentionPolicy": str((have.get("retentionPolicy") or {}).get("retentionPeriod")),
+    }
+    wanted: dict[str, Any] = {
+        "storageClass": want["storageClass"],
+        "uniformBucketLevelAccess": want["iamConfiguration"]["uniformBucketLevelAccess"]["enabled"],
+        "publicAccessPrevention": want["iamConfiguration"]["publicAccessPrevention"],
+        "lifecycle": want["lifecycle"]["rule"],
+        "labels": want["labels"],
+    }
+    if "retentionPolicy" in want:
+        wanted["retentionPolicy"] = want["retentionPolicy"]["retentionPeriod"]
+    return [f for f in BUCKET_FIELDS if f in wanted and wanted[f] != got[f]]
+
+
+def _set_bucket(bucket: Any, want: Mapping[str, Any], fields: Sequence[str]) -> None:
+    """Set ``fields`` of ``want`` on a google-cloud-storage Bucket (which then sends only those)."""
+    if "storageClass" in fields:
+        bucket.storage_class = want["storageClass"]
+    if "uniformBucketLevelAccess" in fields:
+        bucket.iam_configuration.uniform_bucket_level_access_enabled = \
+            want["iamConfiguration"]["uniformBucketLevelAccess"]["enabled"]
+    if "publicAccessPrevention" in fields:
+        bucket.iam_configuration.public_access_prevention = want["iamConfiguration"]["publicAccessPrevention"]
+    if "lifecycle" in fields:
+        bucket.lifecycle_rules = [dict(r) for r in want["lifecycle"]["rule"]]
+    if "labels" in fields:
+        bucket.labels = {**(bucket.labels or {}), **want["labels"]}
+    if "retentionPolicy" in fields:
+        bucket.retention_period = int(want["retentionPolicy"]["retentionPeriod"])
 
 
 def _index_key(ix: Any) -> tuple[Any, ...]:

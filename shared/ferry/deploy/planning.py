@@ -5,27 +5,33 @@ the exact request it will make — a client-library request as a dict (Pub/Sub a
 Firestore admin) or a ``gcloud`` argv (services, service accounts, IAM, functions). ``--dry-run``
 prints exactly this; :mod:`ferry.deploy.apply` carries it out.
 
-Order matters: APIs → service accounts → their project roles → Firestore indexes → topics →
-pull subscriptions → functions → invoker bindings → push subscriptions → scheduler jobs. Anything
-that calls a function (push subscriptions, scheduler jobs) comes after the function and its
-invoker binding exist, so the first delivery is already authorized.
+Order matters: APIs → service accounts → their project roles → buckets and their bucket-scoped
+grants → Firestore indexes → topics → pull subscriptions → functions → invoker bindings → push
+subscriptions → scheduler jobs. Anything that calls a function (push subscriptions, scheduler jobs)
+comes after the function and its invoker binding exist, so the first delivery is already
+authorized; a bucket exists before any function that writes to it.
+
+Every function's environment is the infra's ``cloud_env`` (``${project}``/``${region}``
+substituted), then ``GOOGLE_CLOUD_PROJECT``/``FERRY_REGION``, then the function's own ``env``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ferry.domain.periods import parse_duration
-from ferry.infra.model import Function, Infra, PubSubTrigger
+from ferry.errors import ValidationError
+from ferry.infra.model import Bucket, Function, Infra, PubSubTrigger, substitute
 
-Via = Literal["gcloud", "pubsub", "scheduler", "firestore_admin"]
-Kind = Literal["apis", "service_account", "iam", "index", "topic", "subscription", "function",
-               "push_subscription", "scheduler_job"]
+Via = Literal["gcloud", "pubsub", "scheduler", "firestore_admin", "storage"]
+Kind = Literal["apis", "service_account", "iam", "bucket", "bucket_iam", "index", "topic", "subscription",
+               "function", "push_subscription", "scheduler_job"]
 
 RUNTIME = "python312"
 DATABASE = "(default)"
@@ -112,8 +118,56 @@ def source_digest(source_dir: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _function_step(fn: Function, project: str, region: str, source_dir: str, digest: str) -> Step:
-    env = {"GOOGLE_CLOUD_PROJECT": project, "FERRY_REGION": region, **fn.env}
+def cloud_env(infra: Infra, project: str, region: str) -> dict[str, str]:
+    """The environment every deployed function starts from: ``cloud_env`` with placeholders filled in."""
+    return {k: substitute(v, project, region) for k, v in sorted(infra.cloud_env.items())}
+
+
+def function_env(infra: Infra, fn: Function, project: str, region: str) -> dict[str, str]:
+    """A deployed function's environment: cloud_env, then the project and region, then its own env."""
+    return {**cloud_env(infra, project, region), "GOOGLE_CLOUD_PROJECT": project, "FERRY_REGION": region,
+            **fn.env}
+
+
+# Cloud Storage bucket names: 3-63 characters, lowercase letters, digits, '-', '_' and '.', starting
+# and ending with a letter or digit (longer dotted names need domain verification; not supported).
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$")
+
+
+def _bucket_steps(b: Bucket, project: str, region: str) -> list[Step]:
+    name = substitute(b.name, project, region)
+    if not _BUCKET_NAME.match(name) or name.startswith("goog") or "google" in name:
+        raise ValidationError(f"bucket {b.name}: {name!r} is not a valid Cloud Storage bucket name")
+    location = substitute(b.location, project, region).upper()
+    resource: dict[str, Any] = {
+        "name": name,
+        "location": location,
+        "storageClass": b.storage_class,
+        "iamConfiguration": {"uniformBucketLevelAccess": {"enabled": b.uniform_access},
+                             "publicAccessPrevention": b.public_access_prevention},
+        "lifecycle": {"rule": [r.to_gcs() for r in b.lifecycle]},
+        "labels": {**b.labels, "managed-by": "ferry"},
+    }
+    if b.retention:
+        resource["retentionPolicy"] = {"retentionPeriod": str(int(parse_duration(b.retention).total_seconds()))}
+    rules = "; ".join(f"{'delete' if r.action == 'Delete' else f'move to {r.storage_class}'} "
+                      f"{' '.join(r.prefixes) or 'every object'} after {r.age_days} days" for r in b.lifecycle)
+    desc = (f"bucket gs://{name} in {location} ({b.storage_class}"
+            f"{', uniform access' if b.uniform_access else ''}"
+            f"{', public access prevented' if b.public_access_prevention == 'enforced' else ''}"
+            f"{'; ' + rules if rules else ''}{'; retention ' + b.retention if b.retention else ''})")
+    steps = [Step("bucket", name, desc, "storage", {"project": project, "bucket": resource})]
+    for m in b.members:
+        member = f"serviceAccount:{_sa(m.service_account, project)}"
+        steps.append(Step("bucket_iam", f"{name}:{m.service_account}:{m.role.removeprefix('roles/')}",
+                          f"grant {m.role} to {m.service_account} on bucket gs://{name} only", "storage",
+                          {"bucket": name, "member": member, "role": m.role},
+                          expect={"member": member, "role": m.role}))
+    return steps
+
+
+def _function_step(fn: Function, env: Mapping[str, str], project: str, region: str, source_dir: str,
+                   digest: str) -> Step:
     argv = [
         "gcloud", "functions", "deploy", fn.name, "--gen2",
         f"--project={project}", f"--region={region}",
@@ -215,6 +269,10 @@ def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
                                    ["gcloud", "projects", "get-iam-policy", project],
                                    f"serviceAccount:{_sa(sa.name, project)}", role))
 
+    # Buckets before anything that writes to them; their grants are scoped to the bucket.
+    for b in infra.buckets:
+        steps += _bucket_steps(b, project, region)
+
     for ix in infra.indexes:
         fields = [{"field_path": f.field, **({"array_config": f.array_config} if f.array_config
                                              else {"order": f.order or "ASCENDING"})} for f in ix.fields]
@@ -250,7 +308,8 @@ def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
     steps += dead_letter_grants
 
     for fn in infra.functions:
-        steps.append(_function_step(fn, project, region, source_dir, digest))
+        steps.append(_function_step(fn, function_env(infra, fn, project, region), project, region, source_dir,
+                                    digest))
 
     # Who may call which function: scheduler jobs' and push subscriptions' identities, each only
     # on the functions it calls (roles/run.invoker on the function's Cloud Run service).

@@ -2,11 +2,17 @@
 
 The same description drives ``ferry deploy`` (Google Cloud) and ``ferry dev up`` (the local stack):
 functions and their triggers, topics, subscriptions, scheduler jobs, service accounts and the
-Firestore composite indexes that the code's queries need.
+Firestore composite indexes that the code's queries need. Two sections are cloud-only and the local
+stack ignores them: ``cloud_env`` (environment every deployed function gets) and ``buckets``
+(Cloud Storage buckets; locally the sink is a directory).
+
+Values of ``cloud_env`` and of ``buckets`` may hold ``${project}`` and ``${region}``; the deploy plan
+substitutes them (:func:`substitute`).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +22,27 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ferry.domain.periods import parse_duration, validate_cron
 
 DEFAULT_DIR = Path(__file__).resolve().parents[3] / "infra"
+
+PLACEHOLDERS = ("project", "region")
+_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+# Set by the deploy plan itself on every function; cloud_env may not redefine them.
+PLAN_ENV = ("GOOGLE_CLOUD_PROJECT", "FERRY_REGION")
+
+
+def placeholders(value: str) -> list[str]:
+    """The ``${name}`` placeholders a value uses."""
+    return _PLACEHOLDER.findall(value)
+
+
+def substitute(value: str, project: str, region: str) -> str:
+    """``value`` with ``${project}`` and ``${region}`` replaced (the model refuses any other placeholder)."""
+    names = {"project": project, "region": region}
+    return _PLACEHOLDER.sub(lambda m: names[m.group(1)], value)
+
+
+def _check_placeholders(where: str, value: str) -> list[str]:
+    return [f"{where}: unknown placeholder ${{{n}}} (use ${{project}} or ${{region}})"
+            for n in placeholders(value) if n not in PLACEHOLDERS]
 
 
 class _Strict(BaseModel):
@@ -126,6 +153,67 @@ class Index(_Strict):
         return self.collection, tuple((f.field, f.order or f.array_config) for f in self.fields)
 
 
+class BucketMember(_Strict):
+    """A bucket-scoped IAM grant (instead of a project-wide storage role)."""
+
+    service_account: str
+    role: str = Field(pattern=r"^roles/storage\.[A-Za-z.]+$")
+
+
+class LifecycleRule(_Strict):
+    """One Object Lifecycle Management rule: ``action`` objects older than ``age_days``.
+
+    ``prefixes`` restrict it to object names starting with one of them (e.g. ``staging/``).
+    """
+
+    action: Literal["Delete", "SetStorageClass"] = "Delete"
+    age_days: int = Field(ge=0)
+    prefixes: list[str] = Field(default_factory=list)
+    storage_class: Literal["NEARLINE", "COLDLINE", "ARCHIVE"] | None = None
+
+    @model_validator(mode="after")
+    def _class(self) -> LifecycleRule:
+        if (self.action == "SetStorageClass") != (self.storage_class is not None):
+            raise ValueError("a SetStorageClass rule needs a storage_class, and only such a rule may have one")
+        return self
+
+    def to_gcs(self) -> dict[str, Any]:
+        """The rule as the Cloud Storage JSON API spells it."""
+        action: dict[str, Any] = {"type": self.action}
+        if self.storage_class:
+            action["storageClass"] = self.storage_class
+        condition: dict[str, Any] = {"age": self.age_days}
+        if self.prefixes:
+            condition["matchesPrefix"] = list(self.prefixes)
+        return {"action": action, "condition": condition}
+
+
+class Bucket(_Strict):
+    """A Cloud Storage bucket (cloud only). ``name`` and ``location`` may use ``${project}``/``${region}``.
+
+    Uniform bucket-level access is on by default (IAM only, no object ACLs) and public access is
+    prevented. A ``retention`` (ISO duration) forbids deleting or replacing any object younger than it,
+    so it does not suit a bucket whose objects are rewritten or removed (Gabo's staging objects).
+    """
+
+    name: str = Field(min_length=3)
+    location: str = "${region}"
+    storage_class: Literal["STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"] = "STANDARD"
+    uniform_access: bool = True
+    public_access_prevention: Literal["enforced", "inherited"] = "enforced"
+    lifecycle: list[LifecycleRule] = Field(default_factory=list)
+    retention: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    members: list[BucketMember] = Field(default_factory=list)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _retention(self) -> Bucket:
+        if self.retention is not None:
+            parse_duration(self.retention)
+        return self
+
+
 class Infra(_Strict):
     service_accounts: list[ServiceAccount] = Field(default_factory=list)
     functions: list[Function] = Field(default_factory=list)
@@ -133,6 +221,9 @@ class Infra(_Strict):
     subscriptions: list[Subscription] = Field(default_factory=list)
     scheduler_jobs: list[SchedulerJob] = Field(default_factory=list)
     indexes: list[Index] = Field(default_factory=list)
+    # Environment of every deployed function (under its own ``env``); the local stack has its own defaults.
+    cloud_env: dict[str, str] = Field(default_factory=dict)
+    buckets: list[Bucket] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self) -> Infra:
@@ -142,7 +233,7 @@ class Infra(_Strict):
         functions = {f.name for f in self.functions}
         for kind, items in (("function", self.functions), ("topic", self.topics),
                             ("subscription", self.subscriptions), ("scheduler job", self.scheduler_jobs),
-                            ("service account", self.service_accounts)):
+                            ("service account", self.service_accounts), ("bucket", self.buckets)):
             names = [i.name for i in items]
             problems += [f"{kind} {n!r} is declared twice" for n in set(names) if names.count(n) > 1]
         for f in self.functions:
@@ -165,9 +256,31 @@ class Infra(_Strict):
                 problems.append(f"scheduler job {j.name}: unknown service account {j.service_account!r}")
         for t in self.topics:
             parse_duration(t.retention)
+        problems += self._cloud_problems(accounts)
         if problems:
             raise ValueError("; ".join(sorted(problems)))
         return self
+
+    def _cloud_problems(self, accounts: set[str]) -> list[str]:
+        problems = []
+        for key, value in self.cloud_env.items():
+            if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key):
+                problems.append(f"cloud_env: {key!r} is not an environment variable name")
+            if key in PLAN_ENV:
+                problems.append(f"cloud_env: {key} is set by ferry deploy itself")
+            problems += _check_placeholders(f"cloud_env {key}", value)
+        for b in self.buckets:
+            problems += _check_placeholders(f"bucket {b.name}", b.name)
+            problems += _check_placeholders(f"bucket {b.name} location", b.location)
+            problems += [f"bucket {b.name}: unknown service account {m.service_account!r}"
+                         for m in b.members if m.service_account not in accounts]
+        sink = self.cloud_env.get("FERRY_SINK", "")
+        if sink.startswith("gs://"):
+            # Compared before substitution: both spell the bucket with the same placeholders.
+            bucket = sink[5:].partition("/")[0]
+            if bucket not in {b.name for b in self.buckets}:
+                problems.append(f"cloud_env FERRY_SINK: bucket {bucket!r} is not declared under buckets")
+        return problems
 
     def function(self, name: str) -> Function:
         for f in self.functions:
@@ -179,15 +292,37 @@ class Infra(_Strict):
         return [(f, f.pubsub) for f in self.functions if f.pubsub is not None]
 
 
+# Sections that are mappings (merged key by key); every other section is a list (concatenated).
+MAPPING_SECTIONS = ("cloud_env",)
+
+
 def load(directory: str | Path | None = None) -> Infra:
-    """Merge every ``*.yaml`` of the infra directory (lists concatenate) into one description."""
+    """Merge every ``*.yaml`` of the infra directory into one description.
+
+    List sections concatenate; mapping sections (``cloud_env``) merge key by key, and a key that two
+    files set to different values is an error naming both files.
+    """
     directory = Path(directory) if directory else DEFAULT_DIR
-    merged: dict[str, list[Any]] = {}
+    merged: dict[str, Any] = {}
+    origin: dict[tuple[str, str], Path] = {}
     for f in sorted(directory.glob("*.yaml")):
         doc = yaml.safe_load(f.read_text()) or {}
         if not isinstance(doc, dict):
             raise ValueError(f"{f}: expected a mapping of sections")
         for key, items in doc.items():
+            if key in MAPPING_SECTIONS:
+                if items is None:
+                    continue
+                if not isinstance(items, dict):
+                    raise ValueError(f"{f}: section {key!r} must be a mapping")
+                section = merged.setdefault(key, {})
+                for k, v in items.items():
+                    if k in section and section[k] != v:
+                        raise ValueError(f"{f}: {key}.{k} = {v!r} conflicts with {section[k]!r} "
+                                         f"from {origin[(key, k)]}")
+                    section[k] = v
+                    origin.setdefault((key, k), f)
+                continue
             if not isinstance(items, list):
                 raise ValueError(f"{f}: section {key!r} must be a list")
             merged.setdefault(key, []).extend(items)
