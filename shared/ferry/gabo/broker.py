@@ -21,6 +21,14 @@ from ferry.gabo.core import Pulled
 RETENTION_S = 7 * 24 * 3600
 
 
+class Unanswered(list[Pulled]):
+    """An empty pull the service did not answer within its wait (a client-side deadline).
+
+    Falsy like any empty pull, but no evidence that the subscription was empty: a slow service may
+    have held messages. Only an answered empty pull may advance the closer's watermark.
+    """
+
+
 @dataclass(frozen=True)
 class SubscriptionSpec:
     name: str
@@ -45,7 +53,11 @@ class DeliveryBroker(Protocol):
         ...
 
     def pull(self, subscription: str, max_messages: int, timeout_s: float = 5.0) -> list[Pulled]:
-        """Up to ``max_messages`` available messages, leased for the subscription's ack deadline."""
+        """Up to ``max_messages`` available messages, leased for the subscription's ack deadline.
+
+        Empty when none was available within ``timeout_s``; :class:`Unanswered` (also empty) when the
+        service gave no answer by then.
+        """
         ...
 
     def ack(self, subscription: str, ack_ids: Sequence[str]) -> None:
@@ -144,7 +156,7 @@ class PubSubBroker:
             resp = self.subscriber.pull(request={"subscription": self.sub_path(subscription),
                                                  "max_messages": max_messages}, timeout=timeout_s)
         except gexc.DeadlineExceeded:
-            return []
+            return Unanswered()
         except gexc.NotFound as exc:
             raise NotFound(f"subscription {subscription} does not exist (is its event type applied?)") from exc
         except gexc.GoogleAPICallError as exc:

@@ -144,6 +144,16 @@ class BatchLimits:
         return count >= self.max_messages or size >= self.max_bytes or age_s >= self.max_age_s
 
 
+# Pub/Sub answers a synchronous pull with at most 1000 messages, the emulator with at most 100: a pull
+# that returns this many (or all it asked for) found more waiting than one answer carries.
+FULL_PULL = 100
+
+
+def pull_full(got: int, want: int) -> bool:
+    """Did a pull of ``want`` messages that returned ``got`` leave a backlog behind (as far as it can tell)?"""
+    return got >= min(want, FULL_PULL)
+
+
 @dataclass(frozen=True)
 class Pulled:
     """One message as pulled: what the worker needs of it."""

@@ -21,7 +21,7 @@ from ferry.clock import Clock
 from ferry.domain import periods
 from ferry.domain.manifests import EventType
 from ferry.gabo import core
-from ferry.gabo.broker import DeliveryBroker
+from ferry.gabo.broker import DeliveryBroker, Unanswered
 from ferry.gabo.sink import Sink
 from ferry.gabo.state import GaboState
 
@@ -31,6 +31,13 @@ logger = log.get("gabo.delivery")
 # work, and a crashed worker's messages come back after this long (see docs/gabo.md).
 ACK_DEADLINE_S = 15
 PULL_MAX = 1000
+# How long one pull may wait for messages. The emulator answers an empty pull about a second before the
+# client's deadline (at once for 1 s or less); an order that stops when drained waits only that long.
+PULL_WAIT_S = (1.0, 5.0)
+DRAIN_WAIT_S = 2.0
+# Every order gets an answered pull before its budget may end it (however slow its start), but gives up
+# after this many pulls without an answer.
+MAX_UNANSWERED = 3
 
 
 class WorkOrder(BaseModel):
@@ -108,6 +115,7 @@ class DeliveryWorker:
         batch_started = 0.0
         last_extend = started
         last_pull_full = False
+        answered = False
         doc: dict[str, Any] = {"event_type": event_type.name, "run_id": run_id, "worker": order.worker,
                                "started_at": self.clock.now(), "finished_at": None, "drained_at": None,
                                "holding_oldest": None, "lease_until": None}
@@ -134,29 +142,34 @@ class DeliveryWorker:
         try:
             while True:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 and (answered or report.pulls >= MAX_UNANSWERED):
                     break
                 want = min(PULL_MAX, limits.max_messages - len(batch))
                 pull_at = self.clock.now()
                 # While holding a batch, wait no longer than its age bound allows: an empty subscription
                 # must not keep written-but-unflushed events from their staging object.
-                wait = min(max(remaining, 0.5), 5.0)
+                wait = min(max(remaining, PULL_WAIT_S[0]), PULL_WAIT_S[1])
+                if order.until_drained:
+                    wait = min(wait, DRAIN_WAIT_S)
                 if batch:
                     wait = min(wait, max(0.1, limits.max_age_s - (time.monotonic() - batch_started)))
                 got = self.broker.pull(names.subscription, want, timeout_s=wait)
                 report.pulls += 1
+                answered = answered or not isinstance(got, Unanswered)
                 if not got:
                     flush()
+                    last_pull_full = False
+                    if isinstance(got, Unanswered):
+                        continue  # no answer in time (a loaded service): no evidence the subscription is empty
                     # Every message available before pull_at was returned to us (none) or is held by a
                     # worker; ours are written and acked now: the closer's watermark may advance to pull_at.
                     save(drained_at=pull_at)
-                    last_pull_full = False
                     if order.until_drained:
                         report.drained = True
                         break
                     continue
                 report.pulled += len(got)
-                last_pull_full = len(got) >= want
+                last_pull_full = core.pull_full(len(got), want)
                 if not batch:
                     batch_started = time.monotonic()
                     oldest = min(_received(m) for m in got)

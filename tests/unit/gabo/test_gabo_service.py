@@ -15,7 +15,7 @@ from ferry.clock import FixedClock
 from ferry.config import Settings
 from ferry.domain.manifests import EventType
 from ferry.errors import BadRequest
-from ferry.gabo.broker import MemoryBroker
+from ferry.gabo.broker import MemoryBroker, Unanswered
 from ferry.gabo.delivery import WorkOrder
 from ferry.gabo.service import Gabo
 from ferry.gabo.sink import LocalSink
@@ -214,3 +214,40 @@ def test_scale_publishes_work_orders_and_records_decisions(env: Any) -> None:
     orders = broker.topics["gabo-work-orders"]
     assert len(orders) == 1 + 2 + 1
     assert json.loads(orders[0].data)["event_type"] == "play"
+
+
+class SlowStart(MemoryBroker):
+    """A broker whose first ``unanswered`` pulls get no answer in time (a loaded service)."""
+
+    def __init__(self, clock: Any, unanswered: int) -> None:
+        super().__init__(clock)
+        self.unanswered = unanswered
+
+    def pull(self, subscription: str, max_messages: int, timeout_s: float = 5.0) -> list[Any]:
+        if self.unanswered:
+            self.unanswered -= 1
+            return Unanswered()
+        return super().pull(subscription, max_messages, timeout_s)
+
+
+def test_a_spent_budget_still_gets_an_answered_pull_and_unanswered_pulls_are_no_drain(env: Any) -> None:
+    svc, g, broker, _, clock = env
+    slow = SlowStart(clock, unanswered=2)
+    slow.topics, slow.subs = broker.topics, broker.subs
+    g2 = Gabo(svc, slow, g.sink, lambda *a, **k: None)
+    g.ingest(body([ev(i) for i in range(500)]), T0)
+    r = g2.deliver(WorkOrder(event_type="play", budget_s=1e-9, max_messages=10))
+    # the budget was spent before the first pull: two unanswered pulls, then one answered and full
+    assert (r.pulls, r.pulled, r.written, r.saturated, r.drained) == (3, 10, 10, True, False)
+    assert not any(d.get("drained_at") for d in g.state.recent_runs("play", T0 - timedelta(hours=1)))
+    slow.unanswered = 5
+    r = g2.deliver(WorkOrder(event_type="play", budget_s=1e-9, until_drained=True))
+    assert (r.pulls, r.pulled, r.drained) == (3, 0, False)  # never answered: gives up, claims nothing
+
+
+@pytest.mark.parametrize(("got", "want", "full"), [(50, 50, True), (49, 50, False), (100, 1000, True),
+                                                   (99, 1000, False), (1000, 1000, True)])
+def test_pull_full_allows_for_the_services_answer_cap(got: int, want: int, full: bool) -> None:
+    from ferry.gabo import core
+
+    assert core.pull_full(got, want) is full
