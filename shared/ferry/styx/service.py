@@ -52,6 +52,7 @@ def slug(text: str) -> str:
 class Applied:
     run: m.Run
     decisions: tuple[m.Decision, ...]
+    log: tuple[tuple[m.Event, m.Run], ...] = ()
 
 
 class StyxService:
@@ -85,7 +86,32 @@ class StyxService:
                              f"(schedule {wf.spec.schedule}): {exc}") from None
 
     # -- the one commit path -----------------------------------------------------------------------
-    def commit(self, before: m.Run, event: m.Event, now: datetime, policy: m.Policy,
+    def plan(self, before: m.Run, events: m.Event | Sequence[m.Event], now: datetime, policy: m.Policy,
+             extra: Sequence[Op] = (), new: bool = False) -> tuple[Applied, list[Op]]:
+        """Advance ``before`` by ``events`` (one, or several in order) without writing anything.
+
+        Returns what the change does and the writes of its one atomic commit: the instance, its new
+        event documents (each a create: the precondition that makes a concurrent writer lose), the
+        slot claims and releases it implies, and ``extra``. Raises IllegalTransition.
+        """
+        run = before
+        entries: list[tuple[m.Event, m.Run]] = []
+        decisions: list[m.Decision] = []
+        for event in [events] if isinstance(events, m.Event) else events:
+            adv = m.advance(run, event, now, policy)
+            run = adv.run
+            entries += adv.log
+            decisions += adv.decisions
+        ops = self.repo.commit_ops(None if new else before, entries, now) + list(extra)
+        for ev, _ in entries:
+            if ev.slots:  # dequeue claims resource/global slots; a backfill trigger claims its slot
+                ops += self.repo.claim_ops(ev.slots, before.id, now)
+        for d in decisions:
+            if isinstance(d, m.Release):
+                ops += self.repo.release_ops(d.slots)
+        return Applied(run, tuple(decisions), tuple(entries)), ops
+
+    def commit(self, before: m.Run, event: m.Event | Sequence[m.Event], now: datetime, policy: m.Policy,
                extra: Sequence[Op] = (), new: bool = False) -> Applied:
         """Advance ``before`` by ``event`` and commit atomically, claims and releases included.
 
@@ -95,23 +121,21 @@ class StyxService:
             IllegalTransition: the event does not apply to the state.
             Conflict: another writer changed the instance (or took a slot) first; nothing written.
         """
-        adv = m.advance(before, event, now, policy)
-        ops = list(extra)
-        for ev, _ in adv.log:
-            if ev.slots:  # dequeue claims resource/global slots; a backfill trigger claims its slot
-                ops += self.repo.claim_ops(ev.slots, before.id, now)
-        for d in adv.decisions:
-            if isinstance(d, m.Release):
-                ops += self.repo.release_ops(d.slots)
-        self.repo.commit(None if new else before, adv.log, now, ops)
-        for ev, after in adv.log:
+        applied, ops = self.plan(before, event, now, policy, extra, new)
+        self.repo.store.write(ops)
+        self.logged(applied)
+        return applied
+
+    @staticmethod
+    def logged(applied: Applied) -> None:
+        """Log the transitions of a committed change (one Cloud Logging entry each)."""
+        for ev, after in applied.log:
             log.event(logger, 40 if after.state == m.State.ERROR else 20,
                       f"{after.workflow} {after.parameter}: {ev.on} -> {after.state}"
                       + (f" ({ev.message})" if ev.message else ""),
                       labels={"workflow": after.workflow, "parameter": after.parameter,
                               "execution": after.execution_id or ""},
                       event=str(ev.on), state=str(after.state), exit_code=after.exit_code)
-        return Applied(adv.run, adv.decisions)
 
     def carry_out(self, applied: Applied, wf: Workflow | None, now: datetime) -> None:
         """Side effects after a commit: cancel executions, land produced partitions."""

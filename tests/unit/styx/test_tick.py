@@ -250,3 +250,52 @@ def test_concurrent_ticks_launch_each_instance_once(svc, clock, launcher, datamo
     assert len({s.workflow for s in launcher.launched}) == 3
     assert len(svc.store.query(SLOTS)) == 3 + 3  # 3 resource slots + 3 global slots
     assert all(len(svc.store.query(EVENTS)) > 0 for _ in [0])
+
+
+def test_dequeue_commits_in_batches_and_a_race_in_a_batch_costs_only_its_loser(svc, clock, tick, launcher,
+                                                                                 styx) -> None:
+    apply(svc, resource("pool", 30), *(workflow(f"w{i:02d}", resources=["pool"]) for i in range(30)))
+    at(clock, 13, 0, 5)
+    real = svc.store.write
+    dequeue_writes: list[int] = []
+
+    def write(ops):  # the first dequeue batch: another writer halts w03 just before it commits
+        ops = list(ops)
+        if any(op.collection == SLOTS and op.kind == "create" for op in ops):
+            dequeue_writes.append(len(ops))
+            if len(dequeue_writes) == 1:
+                styx.halt("w03", P, clock.now())
+        return real(ops)
+    svc.store.write = write  # type: ignore[method-assign]
+    report = tick()
+    assert report.dequeued == 29 and report.submitted == 29 and report.conflicts >= 1
+    assert sorted(s.workflow for s in launcher.launched) == [f"w{i:02d}" for i in range(30) if i != 3]
+    assert styx.instance("w03", P).state == m.State.ERROR
+    holders = {d["instance"] for _, d in svc.store.query(SLOTS, limit=1000)}
+    assert len(svc.store.query(SLOTS, limit=1000)) == 2 * 29 and not any(h.startswith("w03@") for h in holders)
+    # the loser's batch (5 instances) fell back to one commit each; the rest went in batches
+    assert len(dequeue_writes) < 15, dequeue_writes
+    for i in range(30):
+        events = styx.repo.events(f"w{i:02d}", P)
+        assert [e["counter"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_launch_results_are_recorded_in_batches_and_a_halt_meanwhile_cancels_the_execution(
+        svc, clock, tick, launcher, styx) -> None:
+    apply(svc, *(workflow(f"w{i:02d}") for i in range(10)))
+    at(clock, 13, 0, 5)
+    real = launcher.launch
+
+    def launch(spec):  # w05 is halted while its execution starts
+        out = real(spec)
+        if spec.workflow == "w05":
+            styx.halt("w05", P, clock.now())
+        return out
+    launcher.launch = launch  # type: ignore[method-assign]
+    report = tick()
+    assert len(launcher.launched) == 10 and report.submitted == 9
+    assert styx.instance("w05", P).state == m.State.ERROR
+    assert [s.workflow for s in launcher.launched].index("w05") + 1 == int(launcher.cancelled[-1].split("-")[1])
+    assert all(styx.instance(f"w{i:02d}", P).state == m.State.SUBMITTED for i in range(10) if i != 5)
+    assert svc.store.query(SLOTS, limit=100) and not any(
+        d["instance"].startswith("w05@") for _, d in svc.store.query(SLOTS, limit=100))
