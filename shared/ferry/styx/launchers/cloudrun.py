@@ -9,10 +9,12 @@ against a local fake of the Run v2 gRPC services); nothing connects until first 
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from typing import Any
 
 from ferry.errors import InfraError, NotFound
@@ -44,6 +46,7 @@ class CloudRunLauncher:
         self.region = region
         self._jobs, self._executions, self._tasks, self._logging = jobs, executions, tasks, logging_client
         self._ensured: dict[str, tuple[Any, ...]] = {}
+        self.logs_timeout = 15.0
         self._lock = threading.Lock()
 
     # clients, built on first use
@@ -163,23 +166,57 @@ class CloudRunLauncher:
         except NotFound:
             pass
 
-    def logs(self, handle: str, limit: int = 200) -> list[str]:
-        """The execution's entries from Cloud Logging (``run.googleapis.com/execution_name`` label)."""
+    @property
+    def logging(self) -> Any:
+        """The Cloud Logging v2 client (``LoggingServiceV2Client``; injected in tests)."""
         if self._logging is None:
-            from google.cloud import logging as cloud_logging
+            from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2Client
 
-            self._logging = cloud_logging.Client(project=self.project)
-        execution = handle.rsplit("/", 1)[-1]
-        flt = (f'resource.type="cloud_run_job" AND labels."run.googleapis.com/execution_name"="{execution}"')
+            self._logging = LoggingServiceV2Client()
+        return self._logging
+
+    @staticmethod
+    def log_filter(handle: str) -> str:
+        """The Cloud Logging filter of one execution's entries (its job's, by execution name)."""
+        parts = handle.split("/")
+        terms = ['resource.type="cloud_run_job"']
+        if len(parts) == 8 and parts[4] == "jobs" and parts[6] == "executions":
+            terms += [f'resource.labels.location="{parts[3]}"', f'resource.labels.job_name="{parts[5]}"']
+        terms.append(f'labels."run.googleapis.com/execution_name"="{parts[-1]}"')
+        return " AND ".join(terms)
+
+    def logs(self, handle: str, limit: int = 200) -> list[str]:
+        """The last ``limit`` entries of the execution in Cloud Logging, oldest first."""
         from google.api_core import exceptions as gexc
+        from google.api_core import retry as retries
+        from google.cloud.logging_v2.types import ListLogEntriesRequest
 
+        request = ListLogEntriesRequest(resource_names=[f"projects/{self.project}"], filter=self.log_filter(handle),
+                                        order_by="timestamp desc", page_size=min(limit, 1000))
+        # A person waits for this: transient errors are retried for logs_timeout seconds, not the default 60.
+        retry = retries.Retry(predicate=retries.if_transient_error, timeout=self.logs_timeout)
         try:
-            entries = list(self._logging.list_entries(filter_=flt, order_by="timestamp desc", max_results=limit))
-        except gexc.GoogleAPICallError as exc:
-            raise InfraError(f"Cloud Logging: {exc.message}") from exc
-        lines = []
-        for e in reversed(entries):
-            payload = e.payload
-            text = payload if isinstance(payload, str) else (payload or {}).get("message", str(payload))
-            lines.append(f"{e.timestamp.isoformat() if e.timestamp else ''} {text}".strip())
-        return lines
+            pages = self.logging.list_log_entries(request=request, retry=retry, timeout=self.logs_timeout)
+            entries = list(itertools.islice(pages, limit))
+        except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
+            raise InfraError(f"Cloud Logging: reading the entries of {handle} failed: {exc.message}") from exc
+        return [_entry_line(e) for e in reversed(entries)]
+
+
+def _entry_line(entry: Any) -> str:
+    """``<timestamp> <text>``: the text payload, a JSON payload's ``message`` (else all of it)."""
+    from google.protobuf import json_format
+
+    pb = type(entry).pb(entry)
+    kind = pb.WhichOneof("payload")
+    if kind == "text_payload":
+        text = pb.text_payload
+    elif kind == "json_payload":
+        payload = json_format.MessageToDict(pb.json_payload)
+        text = str(payload.get("message", payload))
+    elif kind == "proto_payload":
+        text = str(json_format.MessageToDict(pb.proto_payload))
+    else:
+        text = ""
+    at = pb.timestamp.ToDatetime(tzinfo=UTC).isoformat() if pb.HasField("timestamp") else ""
+    return f"{at} {text}".strip()
