@@ -15,7 +15,7 @@ from ferry.clock import FixedClock
 from ferry.config import Settings
 from ferry.domain.manifests import KINDS
 from ferry.errors import Conflict
-from ferry.styx import backfills
+from ferry.styx import backfills, resources
 from ferry.styx import machine as m
 from ferry.styx.repository import EVENTS, SLOTS, StyxRepository
 from ferry.styx.service import StyxService
@@ -71,6 +71,8 @@ def test_overlapping_ticks_launch_once_and_never_leak_slots(svc) -> None:
     holders = slot_holders(svc)
     active = {r.id for r in repo.holding(100)}
     assert {h for h in holders.values()} == active and len(holders) == 8  # 4 resource + 4 global
+    usage = resources.listing(svc)[0]["usage"]  # one range query on the slots' pool names
+    assert usage["in_use"] == 4 and set(usage["holders"]) == active
 
     for round_ in range(6):  # finish everything running, tick concurrently, until all are DONE
         for spec in launcher.running():

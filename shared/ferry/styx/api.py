@@ -128,9 +128,14 @@ def halt_backfill(call: Call, backfill_id: str) -> dict[str, Any]:
     return backfills.halt(_styx(call), backfill_id, call.now(), req.graceful, call.actor)
 
 
-@router.route("/v1/styx/resources", summary="Resource pools with their usage", tag=TAG)
+@router.route("/v1/styx/resources", summary="Resources with their usage (slots in use, holders)", tag=TAG)
 def resource_usage(call: Call) -> dict[str, Any]:
-    return {"items": resources.usage(call.services)}
+    return {"items": resources.listing(call.services, call.arg("owner"))}
+
+
+@router.route("/v1/styx/resources/<name>", summary="One resource with its usage", tag=TAG)
+def one_resource_usage(call: Call, name: str) -> dict[str, Any]:
+    return resources.one(call.services, name)
 
 
 def serve(request: Any, path: str) -> Any:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 from urllib.parse import quote
@@ -195,7 +196,7 @@ def register(main: click.Group) -> None:
 
     from ferry.cli.core import GET_EXTENSIONS
 
-    GET_EXTENSIONS["resources"] = lambda ctx, name, owner: _resources(ctx, name)
+    GET_EXTENSIONS["resources"] = lambda ctx, name, owner: _resources(ctx, name, owner)
     GET_EXTENSIONS["resource"] = GET_EXTENSIONS["resources"]
     GET_EXTENSIONS["backfills"] = lambda ctx, name, owner: (
         ctx.emit(ctx.client.get(f"/v1/backfills/{name}"), _backfill) if name else _list_backfills(ctx, None))
@@ -208,8 +209,20 @@ def _list_backfills(ctx: Ctx, workflow: str | None) -> None:
                                                 "next_index", "total", "description"]))
 
 
-def _resources(ctx: Ctx, name: str | None) -> None:
-    data = ctx.client.get("/v1/styx/resources")
+def _resource_row(item: dict[str, Any]) -> dict[str, Any]:
+    meta, usage = item.get("metadata", {}), item.get("usage", {})
+    holders = usage.get("holders", [])
+    return {"name": meta.get("name"), "owner": meta.get("owner"), **item.get("spec", {}),
+            "in_use": usage.get("in_use"),
+            "holders": ", ".join(holders[:3]) + (f" and {len(holders) - 3} more" if len(holders) > 3 else "")}
+
+
+def _resources(ctx: Ctx, name: str | None, owner: str | None) -> None:
+    """``ferry get resources [NAME]``: the manifests, as for any kind, plus their usage."""
     if name:
-        data = {"items": [r for r in data["items"] if r["name"] == name]}
-    ctx.emit(data, lambda d: table(d["items"], ["name", "concurrency", "used", "holders"]))
+        item = ctx.client.get(f"/v1/styx/resources/{quote(name, safe='')}")  # 404 -> exit 3
+        ctx.emit(item, lambda i: console.print_json(json.dumps(i, default=str)))
+        return
+    data = ctx.client.get("/v1/styx/resources", owner=owner)
+    ctx.emit(data, lambda d: table([_resource_row(i) for i in d["items"]],
+                                   ["name", "owner", "concurrency", "in_use", "holders"]))

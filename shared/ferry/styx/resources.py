@@ -1,18 +1,46 @@
-"""Resource pools with their usage: declared concurrency and the slots taken now."""
+"""Resource pools with their usage: the manifest (as ``ferry get`` shows any kind) plus ``usage``:
+declared concurrency, slots taken now and by which instances."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
-from ferry.styx.repository import StyxRepository
+from ferry.errors import NotFound
+from ferry.store.base import Where
+from ferry.store.manifests import ManifestRecord
+from ferry.styx.repository import SLOTS
 from ferry.wiring import Services
 
+PREFIX = "resource."
 
-def usage(services: Services) -> list[dict[str, Any]]:
-    repo = StyxRepository(services.store)
-    out = []
-    for rec in services.manifests.all("Resource"):
-        used = repo.used_slots(f"resource.{rec.name}")
-        out.append({"name": rec.name, "owner": rec.owner, "concurrency": rec.manifest["spec"]["concurrency"],
-                    "used": len(used), "holders": sorted(d["instance"] for d in used.values())})
+
+def _holders(services: Services, name: str | None = None) -> dict[str, list[str]]:
+    """Instances holding a slot, per resource: one query (reads grow with the slots taken)."""
+    if name is not None:
+        where = [Where("pool", "==", PREFIX + name)]
+    else:  # every pool named resource.*
+        where = [Where("pool", ">=", PREFIX), Where("pool", "<", PREFIX[:-1] + chr(ord(".") + 1))]
+    out: dict[str, list[str]] = defaultdict(list)
+    for _, d in services.store.query(SLOTS, where):
+        out[d["pool"][len(PREFIX):]].append(d["instance"])
     return out
+
+
+def view(rec: ManifestRecord, holders: list[str]) -> dict[str, Any]:
+    item = rec.to_api()
+    item["usage"] = {"in_use": len(holders), "concurrency": rec.manifest["spec"]["concurrency"],
+                     "holders": sorted(holders)}
+    return item
+
+
+def listing(services: Services, owner: str | None = None) -> list[dict[str, Any]]:
+    held = _holders(services)
+    return [view(rec, held.get(rec.name, [])) for rec in services.manifests.all("Resource", owner)]
+
+
+def one(services: Services, name: str) -> dict[str, Any]:
+    rec = services.manifests.get("Resource", name)
+    if rec is None:
+        raise NotFound(f"Resource {name!r} not found")
+    return view(rec, _holders(services, name).get(name, []))

@@ -137,10 +137,13 @@ def test_resource_pool_limits_and_releases(svc, clock, tick, launcher, styx) -> 
     at(clock, 13, 0, 5)
     report = tick()
     assert report.submitted == 1 and report.waiting_for_slots == 1
-    assert [u["used"] for u in __import__("ferry.styx.resources", fromlist=["x"]).usage(svc)] == [1]
+    from ferry.styx import resources
+
+    assert [u["usage"]["in_use"] for u in resources.listing(svc)] == [1]
     launcher.finish(launcher.launched[0], 0)
     tick()
     assert len(launcher.launched) == 2
+    assert resources.one(svc, "slots")["usage"]["holders"] == [f"{launcher.launched[1].workflow}@2026-11-26T12"]
     launcher.finish(launcher.launched[1], 0)
     tick()
     assert svc.store.query(SLOTS) == []
