@@ -250,6 +250,7 @@ def function_env(config: StackConfig, home: Path, firestore: str, pubsub: str, a
         env["FERRY_API"] = api_url
     env.update(config.extra_env)
     env.update(fn.env)
+    env["FERRY_LAUNCHER"] = "local"  # whatever a function's env says: locally, jobs are subprocesses
     return env
 
 

@@ -6,7 +6,6 @@ that picks one is ``for_services`` (``settings.launcher``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -67,11 +66,9 @@ class Launcher(Protocol):
 def for_services(services: Services) -> Launcher:
     """The process's launcher, by ``settings.launcher`` ("local" or "cloudrun")."""
     def build() -> Launcher:
+        # Explicit everywhere: the deploy plan sets FERRY_LAUNCHER=cloudrun on every function
+        # (cloud_env, infra/core.yaml) and the local stack always sets local.
         kind = services.settings.launcher
-        # Deployed functions run on Cloud Run (K_SERVICE is set there); the local stack always sets
-        # FERRY_LAUNCHER=local explicitly, so an unset FERRY_LAUNCHER in the cloud means Cloud Run jobs.
-        if "FERRY_LAUNCHER" not in os.environ and os.environ.get("K_SERVICE"):
-            kind = "cloudrun"
         if kind == "local":
             from ferry.styx.launchers.local import LocalLauncher
 

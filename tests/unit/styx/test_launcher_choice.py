@@ -1,0 +1,55 @@
+"""Which launcher runs executions: Cloud Run jobs in the deployed functions (the deploy plan says so
+explicitly), subprocesses in the local stack (always, whatever a function's env says)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ferry.clock import FixedClock
+from ferry.config import Settings
+from ferry.deploy import plan
+from ferry.dev import stack
+from ferry.infra.model import load
+from ferry.styx.launchers import for_services
+from ferry.styx.launchers.cloudrun import CloudRunLauncher
+from ferry.styx.launchers.local import LocalLauncher
+from ferry.wiring import Services
+
+from .conftest import T0
+
+
+def _env(step) -> dict[str, str]:
+    (flag,) = [a for a in step.request if a.startswith("--set-env-vars=")]
+    return dict(kv.split("=", 1) for kv in flag.removeprefix("--set-env-vars=").split(","))
+
+
+def test_the_deploy_plan_runs_the_tick_and_the_api_with_cloud_run_jobs(tmp_path: Path) -> None:
+    functions = {s.name: _env(s) for s in plan(load(), "demo", "europe-west1", tmp_path) if s.kind == "function"}
+    assert functions["styx-tick"]["FERRY_LAUNCHER"] == "cloudrun"
+    assert functions["api"]["FERRY_LAUNCHER"] == "cloudrun"  # halt cancels executions from the API
+
+
+def test_the_local_stack_always_uses_the_local_launcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FERRY_LAUNCHER", "cloudrun")  # e.g. left in the shell from a cloud session
+    tick = next(f for f in load().functions if f.name == "styx-tick")
+    config = stack.StackConfig(home=tmp_path, extra_env={"FERRY_LAUNCHER": "cloudrun"})
+    for fn in (tick, tick.model_copy(update={"env": {"FERRY_LAUNCHER": "cloudrun", "FERRY_STYX_THREADS": "4"}})):
+        env = stack.function_env(config, tmp_path, "127.0.0.1:1", "127.0.0.1:2", None, fn)
+        assert env["FERRY_LAUNCHER"] == "local", fn.env
+    assert env["FERRY_STYX_THREADS"] == "4"  # the function's other settings still apply
+
+
+@pytest.mark.parametrize(("kind", "cls"), [("local", LocalLauncher), ("cloudrun", CloudRunLauncher)])
+def test_the_launcher_is_the_one_settings_name(kind, cls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("K_SERVICE", "styx-tick")  # running on Cloud Run changes nothing by itself
+    svc = Services.in_memory(FixedClock(T0), Settings(store="memory", broker="memory", launcher=kind,
+                                                      log_dir=str(tmp_path)))
+    assert isinstance(for_services(svc), cls)
+
+
+def test_an_unknown_launcher_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    svc = Services.in_memory(FixedClock(T0), Settings(store="memory", broker="memory", launcher="k8s"))
+    with pytest.raises(ValueError, match="unknown launcher 'k8s'"):
+        for_services(svc)
