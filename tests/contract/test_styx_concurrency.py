@@ -129,3 +129,21 @@ def test_backfill_concurrency_holds_with_overlapping_ticks(svc) -> None:
             break
     assert backfills.show(styx, bf["id"])["counts"] == {"DONE": 6}
     assert peak == 2 and len(launcher.launched) == 6
+
+
+def test_overlapping_ticks_share_one_submission_rate_per_minute(svc) -> None:
+    from ferry.styx.repository import RATE
+
+    launcher, datamon = FakeLauncher(), FakeDatamon()
+    apply(svc, *(wf(f"r{i:02d}") for i in range(12)))
+    now = T0.replace(hour=13, second=5)
+    limits = TickLimits(submissions_per_minute=5)
+    reports = run_ticks(svc, launcher, datamon, 3, now, limits)
+    assert len(launcher.launched) == 5 and len({s.workflow for s in launcher.launched}) == 5
+    assert any(r.rate_limited for r in reports)
+    assert len(svc.store.query(RATE, limit=100)) == 5
+    run_ticks(svc, launcher, datamon, 3, now + timedelta(seconds=30), limits)  # same minute: nothing more
+    assert len(launcher.launched) == 5
+    run_ticks(svc, launcher, datamon, 3, now + timedelta(minutes=1), limits)
+    assert len(launcher.launched) == 10 and len({s.workflow for s in launcher.launched}) == 10
+    assert {d["minute"] for _, d in svc.store.query(RATE, limit=100)} == {"2026-11-26T13:01"}

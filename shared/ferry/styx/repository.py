@@ -9,6 +9,9 @@ Collections:
   ``styx_slots/{pool}#{n}``                  a claimed slot of a concurrency pool (resource, global,
       backfill); existence = taken.
   ``styx_backfills/{id}``                    backfills.
+  ``styx_rate/{minute}#{n}``                 submission tokens: the n-th submission of that UTC minute
+      (``2026-11-26T13:05``), created in the dequeue commit; ``n`` < the rate, so the rate holds across
+      overlapping ticks. Past minutes' tokens are deleted by later ticks.
 
 Every state change is one atomic commit of the instance document, its new event documents and the
 slot claims/releases it implies. The event documents are written with ``create`` (a "must not exist"
@@ -33,6 +36,7 @@ EVENTS = "styx_events"
 WORKFLOWS = "styx_workflows"
 SLOTS = "styx_slots"
 BACKFILLS = "styx_backfills"
+RATE = "styx_rate"
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
@@ -147,6 +151,22 @@ class StyxRepository:
     @staticmethod
     def release_ops(slots: Sequence[str]) -> builtins.list[Op]:
         return [Op.delete(SLOTS, s) for s in slots]
+
+    # -- submission rate tokens ---------------------------------------------------------------------
+    def used_rate(self, minute: str) -> set[int]:
+        return {d["number"] for _, d in self.store.query(RATE, [Where("minute", "==", minute)])}
+
+    @staticmethod
+    def rate_ops(minute: str, number: int, instance: str, at: datetime) -> builtins.list[Op]:
+        return [Op.create(RATE, f"{minute}#{number}", {"minute": minute, "number": number, "instance": instance,
+                                                      "claimed_at": at})]
+
+    def expire_rate(self, minute: str, limit: int = 500) -> int:
+        """Delete the tokens of minutes before ``minute`` (at most ``limit``); returns how many."""
+        old = self.store.query(RATE, [Where("minute", "<", minute)], limit=limit)
+        if old:
+            self.store.write([Op.delete(RATE, i) for i, _ in old])
+        return len(old)
 
     # -- backfills ----------------------------------------------------------------------------------
     def backfill(self, id: str) -> Doc | None:

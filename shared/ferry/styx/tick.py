@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ferry import log
@@ -39,6 +39,7 @@ from ferry.wiring import Services
 logger = log.get("styx.tick")
 
 GLOBAL_POOL = "global"
+RATE_PREFIX = "rate."  # the submission tokens of a minute, as a pool: rate.2026-11-26T13:05#n
 SUBMISSION_LOST_AFTER = timedelta(minutes=2)
 
 
@@ -49,7 +50,8 @@ def _env_int(name: str, default: int) -> int:
 @dataclass(frozen=True)
 class TickLimits:
     max_active: int = field(default_factory=lambda: _env_int("FERRY_STYX_MAX_ACTIVE", 1000))
-    submissions_per_tick: int = field(default_factory=lambda: _env_int("FERRY_STYX_SUBMIT_RATE", 600))
+    # submissions per UTC minute, whatever the number of ticks (tokens styx_rate/{minute}#{n})
+    submissions_per_minute: int = field(default_factory=lambda: _env_int("FERRY_STYX_SUBMIT_RATE", 600))
     gate_recheck: timedelta = field(default_factory=lambda: timedelta(seconds=_env_int("FERRY_STYX_GATE_RECHECK_S", 60)))
     catch_up: int = 100            # natural triggers per workflow per tick, when far behind
     due_workflows: int = 1000
@@ -72,6 +74,7 @@ class TickReport:
     backfill_triggered: int = 0
     conflicts: int = 0
     budget_exhausted: bool = False
+    rate_limited: bool = False  # this minute's submissions are used up (by this tick or others)
     seconds: float = 0.0
 
     def add(self, name: str, n: int = 1) -> None:
@@ -251,7 +254,9 @@ class Tick:
         wfs = self.workflows({r.workflow for r in queued})
         resource_names = sorted({res for wf in wfs.values() if wf for res in wf.spec.resources})
         resources = self.services.manifests.get_many("Resource", resource_names) if resource_names else {}
-        claims = _Claims(self.repo, self.limits.submissions_per_tick)
+        minute = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+        self.repo.expire_rate(minute)
+        claims = _Claims(self.repo, minute, self.limits.submissions_per_minute)
         admitted = self.pool.map(lambda run: self._admit(run, wfs.get(run.workflow), resources, now, report), queued)
         launches: list[Future[_Launch | None]] = []
         chunk: list[_Dequeue] = []
@@ -259,10 +264,13 @@ class Tick:
         for item in admitted:
             if item is None:
                 continue
-            if claims.exhausted or not self._in_budget(report):
+            if not self._in_budget(report):
                 break
             slots = claims.reserve(item.sizes)
             if slots is None:
+                if claims.exhausted:
+                    report.rate_limited = True
+                    break
                 report.add("waiting_for_slots")
                 continue
             item.plan(self.styx, slots, now)
@@ -343,7 +351,10 @@ class Tick:
         for attempt in range(3):
             slots = claims.reserve(d.sizes, refresh=attempt > 0)
             if slots is None:
-                report.add("waiting_for_slots")
+                if claims.exhausted:
+                    report.rate_limited = True
+                else:
+                    report.add("waiting_for_slots")
                 return False
             d.plan(self.styx, slots, now)
             try:
@@ -423,13 +434,17 @@ class _Dequeue:
     ops: list[Op] = field(default_factory=list)
 
     def plan(self, styx: StyxService, slots: list[str], now: datetime) -> None:
-        """Dequeue (claiming ``slots``) and submit, in one commit guarded by the next event id."""
+        """Dequeue (claiming ``slots``: pool slots, held until the end, and a submission token) and
+        submit, in one commit guarded by the next event id."""
         execution_id = f"{slug(self.run.workflow)}-{slug(self.run.parameter)}-{self.run.counter + 2}"
-        events = [m.Event(m.On.DEQUEUE, "dequeued", slots=tuple(slots)),
+        held = tuple(s for s in slots if not s.startswith(RATE_PREFIX))
+        tokens = [s[len(RATE_PREFIX):].rsplit("#", 1) for s in slots if s.startswith(RATE_PREFIX)]
+        events = [m.Event(m.On.DEQUEUE, "dequeued", slots=held),
                   m.Event(m.On.SUBMIT, f"submitting {execution_id}", execution_id=execution_id,
                           image=self.wf.spec.image)]
+        extra = [op for minute, n in tokens for op in StyxRepository.rate_ops(minute, int(n), self.run.id, now)]
         self.slots = slots
-        self.applied, self.ops = styx.plan(self.run, events, now, self.policy)
+        self.applied, self.ops = styx.plan(self.run, events, now, self.policy, extra)
 
 
 @dataclass(frozen=True)
@@ -445,45 +460,51 @@ class _Claims:
 
     Each pool's used slots are read once (and again after a conflict); ``held`` are the slots this
     tick's threads have claimed or are committing, so two threads never pick the same one. A commit
-    that fails gives its slots back. ``limit`` caps the dequeues of the stage (the submission rate).
+    that fails gives its slots back. Every dequeue also takes a token of the minute's submission rate
+    (pool ``rate.<minute>``, documents in ``styx_rate``): other ticks' tokens count, so the rate is
+    global; two ticks picking the same token make one commit fail, and it looks again.
     """
 
-    def __init__(self, repo: StyxRepository, limit: int) -> None:
+    def __init__(self, repo: StyxRepository, minute: str, rate: int) -> None:
         self.repo = repo
-        self.limit = limit
-        self.taken = 0
+        self.rate_pool = RATE_PREFIX + minute
+        self.minute = minute
+        self.rate = rate
         self.pools: dict[str, Pool] = {}
         self.held: dict[str, set[int]] = defaultdict(set)
         self.lock = threading.Lock()
 
     @property
     def exhausted(self) -> bool:
-        return self.taken >= self.limit
+        """No submission token of this minute is left (as far as this tick knows)."""
+        pool = self.pools.get(self.rate_pool)
+        return pool is not None and len(pool.used | self.held[self.rate_pool]) >= self.rate
+
+    def _load(self, name: str, size: int) -> Pool:
+        used = self.repo.used_rate(self.minute) if name == self.rate_pool else self.repo.used_slots(name)
+        return Pool(name, size, frozenset(used))
 
     def reserve(self, sizes: dict[str, int], refresh: bool = False) -> list[str] | None:
-        """One free slot in each pool (name -> size) and a submission, or None if a pool is full."""
+        """A submission token and one free slot in each pool (name -> size); None if one is full."""
         with self.lock:
-            if self.exhausted:
-                return None
-            for name, size in sizes.items():
+            wanted = {self.rate_pool: self.rate, **sizes}
+            for name, size in wanted.items():
                 if refresh or name not in self.pools:
-                    self.pools[name] = Pool(name, size, frozenset(self.repo.used_slots(name)))
-            slots = _choose([self.pools[name] for name in sizes], self.held)
+                    self.pools[name] = self._load(name, size)
+            slots = _choose([self.pools[name] for name in wanted], self.held)
             if slots is None:
                 return None
             for s in slots:
                 pool, n = s.rsplit("#", 1)
                 self.held[pool].add(int(n))
-            self.taken += 1
             return slots
 
     def release(self, slots: list[str]) -> None:
-        """The commit that claimed ``slots`` failed: they (and the submission) are free again."""
+        """The commit that claimed ``slots`` failed: they (and the token) are free again."""
         with self.lock:
             for s in slots:
                 pool, n = s.rsplit("#", 1)
                 self.held[pool].discard(int(n))
-            self.taken -= 1
 
 
 def _choose(pools: list[Pool], taken: dict[str, set[int]]) -> list[str] | None:

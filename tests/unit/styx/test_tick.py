@@ -302,3 +302,45 @@ def test_launch_results_are_recorded_in_batches_and_a_halt_meanwhile_cancels_the
     assert all(styx.instance(f"w{i:02d}", P).state == m.State.SUBMITTED for i in range(10) if i != 5)
     assert svc.store.query(SLOTS, limit=100) and not any(
         d["instance"].startswith("w05@") for _, d in svc.store.query(SLOTS, limit=100))
+
+
+def test_the_submission_rate_holds_per_minute_across_ticks(svc, clock, tick, launcher) -> None:
+    from ferry.styx.repository import RATE
+
+    apply(svc, *(workflow(f"w{i}") for i in range(7)))
+    limits = TickLimits(max_active=100, submissions_per_minute=3)
+    at(clock, 13, 0, 5)
+    first = tick(limits)
+    assert first.triggered == 7 and first.submitted == 3 and first.rate_limited
+    at(clock, 13, 0, 40)  # another tick in the same minute: the minute's tokens are spent
+    second = tick(limits)
+    assert second.submitted == 0 and second.rate_limited and len(launcher.launched) == 3
+    at(clock, 13, 1, 0)
+    assert tick(limits).submitted == 3
+    tokens = svc.store.query(RATE, limit=100)
+    assert sorted(d["minute"] for _, d in tokens) == ["2026-11-26T13:01"] * 3  # 13:00's were deleted
+    assert {d["instance"] for _, d in tokens} == {f"{s.workflow}@{P}" for s in launcher.launched[3:]}
+    at(clock, 13, 2, 0)
+    last = tick(limits)
+    assert last.submitted == 1 and not last.rate_limited and len(launcher.launched) == 7
+
+
+def test_overlapping_ticks_share_the_submission_rate(svc, clock, launcher, datamon) -> None:
+    from ferry.styx.repository import RATE
+
+    apply(svc, *(workflow(f"w{i}") for i in range(10)))
+    at(clock, 13, 0, 5)
+    ticks = [Tick(svc, launcher, datamon.landed, datamon.land, TickLimits(submissions_per_minute=4))
+             for _ in range(4)]
+    barrier = threading.Barrier(len(ticks))
+
+    def run(t: Tick) -> None:
+        barrier.wait()
+        t.run(clock.now())
+    threads = [threading.Thread(target=run, args=(t,)) for t in ticks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(launcher.launched) == 4 and len({s.workflow for s in launcher.launched}) == 4
+    assert len(svc.store.query(RATE, limit=100)) == 4
