@@ -300,9 +300,14 @@ def test_resources_show_usage(styx: Styx) -> None:
     assert styx.cli("trigger", wf, "2026-11-08").returncode == 0
     assert styx.cli("trigger", wf, "2026-11-09").returncode == 0
     styx.tick_until(wf, "2026-11-08", lambda i: i["state"] in ("SUBMITTED", "RUNNING"))
-    usage = json.loads(styx.cli("get", "resources", res, "--json").stdout)["items"]
-    assert usage[0]["used"] == 1 and usage[0]["concurrency"] == 1
+    item = json.loads(styx.cli("get", "resources", res, "--json").stdout)  # one object, as for any kind
+    assert item["metadata"]["name"] == res and item["spec"] == {"concurrency": 1}
+    assert item["usage"]["in_use"] == 1 and item["usage"]["concurrency"] == 1
+    assert item["usage"]["holders"] == [f"{wf}@2026-11-08"]
     assert styx.instance(wf, "2026-11-09")["state"] == "QUEUED"
     for p in ("2026-11-08", "2026-11-09"):
         styx.cli("halt", wf, p)
-    assert json.loads(styx.cli("get", "resources", res, "--json").stdout)["items"][0]["used"] == 0
+    items = json.loads(styx.cli("get", "resources", "--json").stdout)["items"]
+    assert [i["usage"]["in_use"] for i in items if i["metadata"]["name"] == res] == [0]
+    missing = styx.cli("get", "resources", styx.name("absent"))
+    assert missing.returncode == 3 and "not found" in missing.stderr
