@@ -2,11 +2,15 @@
 
 - delivery: events/s subscription → staging objects of one worker process (its own timing, without
   interpreter start-up), as a ratio to the raw google-cloud-pubsub pull+ack loop on a second
-  subscription of the same topic and messages (aim >= 0.8); and of 2 worker processes together;
+  subscription of the same topic and messages (aim >= 0.8): three rounds, raw and Ferry alternating
+  which goes first (the emulator warms up as it runs), best of three each — the machine is shared and a
+  single run swings by a third; and of 2 worker processes together;
 - ingest: events/s through the API's ingest route (parse, validate, publish, every future confirmed),
   in process, as a ratio to raw batched publishing of the same lines (aim >= 0.5); p50/p99 per
   500-event request;
-- worker peak RSS with 64 MB batches (aim < 300 MB), from wait4's rusage of the worker process;
+- worker peak RSS with 64 MB batches (aim < 300 MB), as the worker reports it (VmHWM). Not wait4's
+  ru_maxrss: Linux carries the high-water mark of the image a process was exec'd from into it, so a
+  worker spawned from this (large) pytest process would report pytest's peak;
 - end to end: event received → in a staging object (the object's mtime), p50/p99, with a worker
   running while requests arrive.
 """
@@ -95,13 +99,10 @@ def worker_process(env: dict[str, str], name: str, *extra: str) -> subprocess.Po
                              *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def wait_report(p: subprocess.Popen[bytes]) -> tuple[dict[str, Any], int]:
-    _, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    out = p.stdout.read().decode() if p.stdout else ""
-    err = p.stderr.read().decode() if p.stderr else ""
-    assert p.returncode == 0, err[-3000:]
-    return json.loads(out.strip().splitlines()[-1]), usage.ru_maxrss  # KiB on Linux
+def wait_report(p: subprocess.Popen[bytes]) -> dict[str, Any]:
+    out, err = p.communicate()
+    assert p.returncode == 0, err.decode()[-3000:]
+    return json.loads(out.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def test_gabo_benchmarks(emulators: Any, project_id: str, tmp_path: Path) -> None:
@@ -112,23 +113,33 @@ def test_gabo_benchmarks(emulators: Any, project_id: str, tmp_path: Path) -> Non
     g.broker.ensure_subscription(SubscriptionSpec("bench-raw", names.topic, ack_deadline_s=60))  # type: ignore[union-attr]
     figures: dict[str, Any] = {}
 
-    # delivery: raw loop vs one worker process, same messages --------------------------------------
-    publish_lines(project_id, names.topic, N)
-    raw = raw_pull_ack(project_id, "bench-raw", N)
-    rep, _ = wait_report(worker_process(env, "bench"))
-    assert rep["written"] == N
-    one = rep["written"] / rep["active_seconds"]
-    figures["delivery_raw_eps"], figures["delivery_1w_eps"] = round(raw), round(one)
-    figures["delivery_ratio_1w"] = round(one / raw, 2)
+    # delivery: raw loop vs one worker process, same messages, best of 3 alternated rounds -------------
+    raws, ones = [], []
+    for r in range(3):
+        publish_lines(project_id, names.topic, N, start=r * N)
+
+        def ferry() -> None:
+            rep = wait_report(worker_process(env, "bench"))
+            assert rep["written"] == N
+            ones.append(rep["written"] / rep["active_seconds"])
+
+        def raw() -> None:
+            raws.append(raw_pull_ack(project_id, "bench-raw", N))
+
+        for step in ((raw, ferry) if r % 2 == 0 else (ferry, raw)):
+            step()
+    figures["delivery_raw_eps"], figures["delivery_1w_eps"] = round(max(raws)), round(max(ones))
+    figures["delivery_ratio_1w"] = round(max(ones) / max(raws), 2)
+    figures["delivery_rounds"] = [f"raw {a:.0f} / ferry {b:.0f} = {b / a:.2f}" for a, b in zip(raws, ones, strict=True)]
 
     # two worker processes ------------------------------------------------------------------------
-    publish_lines(project_id, names.topic, N, start=N)
+    publish_lines(project_id, names.topic, N, start=3 * N)
     raw_pull_ack(project_id, "bench-raw", N)
     procs = [worker_process(env, "bench", "--max-age", "1") for _ in range(2)]
-    reps = [wait_report(p)[0] for p in procs]
+    reps = [wait_report(p) for p in procs]
     assert sum(r["written"] for r in reps) == N
     figures["delivery_2w_eps"] = round(N / max(r["active_seconds"] for r in reps))
-    figures["delivery_ratio_2w"] = round(figures["delivery_2w_eps"] / raw, 2)
+    figures["delivery_ratio_2w"] = round(figures["delivery_2w_eps"] / max(raws), 2)
 
     # ingest through the API route vs raw batched publishing -----------------------------------------
     from ferry.api import router
@@ -155,10 +166,10 @@ def test_gabo_benchmarks(emulators: Any, project_id: str, tmp_path: Path) -> Non
     big = int(os.environ.get("GABO_BENCH_RSS_EVENTS", "40000"))
     publish_lines(project_id, names.topic, big, pad=2000, start=20 * N)
     raw_pull_ack(project_id, "bench-raw", big)
-    rep, rss_kib = wait_report(worker_process(env, "bench", "--max-bytes", str(64 * 1024 * 1024),
-                                              "--max-messages", "1000000", "--max-age", "60"))
+    rep = wait_report(worker_process(env, "bench", "--max-bytes", str(64 * 1024 * 1024),
+                                     "--max-messages", "1000000", "--max-age", "60"))
     assert rep["written"] == big
-    figures["worker_peak_rss_mb"] = round(rss_kib / 1024)
+    figures["worker_peak_rss_mb"] = round(rep["peak_rss_mb"])
     figures["rss_batch_mb"] = round(big * 2100 / 1024 / 1024)
 
     # end to end: received → in a staging object ------------------------------------------------------

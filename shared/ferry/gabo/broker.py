@@ -161,31 +161,41 @@ class PubSubBroker:
             raise NotFound(f"subscription {subscription} does not exist (is its event type applied?)") from exc
         except gexc.GoogleAPICallError as exc:
             raise InfraError(f"pulling from {subscription} failed: {exc}") from exc
+        # Read the protobuf under the proto-plus wrapper: its per-field marshalling cost a third of a
+        # worker's time (measured with cProfile).
+        pb = type(resp).pb(resp)
         out = []
-        for r in resp.received_messages:
+        for r in pb.received_messages:
             m = r.message
             pt = m.publish_time
-            out.append(Pulled(r.ack_id, m.message_id, bytes(m.data), dict(m.attributes),
-                              datetime.fromtimestamp(pt.timestamp(), UTC) if pt else datetime.now(UTC),
+            out.append(Pulled(r.ack_id, m.message_id, m.data, dict(m.attributes),
+                              datetime.fromtimestamp(pt.seconds + pt.nanos / 1e9, UTC)
+                              if m.HasField("publish_time") else datetime.now(UTC),
                               r.delivery_attempt))
         return out
 
     def ack(self, subscription: str, ack_ids: Sequence[str]) -> None:
         from google.api_core import exceptions as gexc
+        from google.pubsub_v1.types import AcknowledgeRequest
 
+        # Requests built as raw protobufs: proto-plus would marshal every ack id one by one.
+        make = AcknowledgeRequest.pb()
         try:
             for chunk in _chunks(list(ack_ids), 1000):
-                self.subscriber.acknowledge(request={"subscription": self.sub_path(subscription), "ack_ids": chunk})
+                self.subscriber.acknowledge(request=AcknowledgeRequest(
+                    make(subscription=self.sub_path(subscription), ack_ids=chunk)))
         except gexc.GoogleAPICallError as exc:
             raise InfraError(f"acking on {subscription} failed: {exc}") from exc
 
     def extend(self, subscription: str, ack_ids: Sequence[str], seconds: int) -> None:
         from google.api_core import exceptions as gexc
+        from google.pubsub_v1.types import ModifyAckDeadlineRequest
 
+        make = ModifyAckDeadlineRequest.pb()
         try:
             for chunk in _chunks(list(ack_ids), 1000):
-                self.subscriber.modify_ack_deadline(request={
-                    "subscription": self.sub_path(subscription), "ack_ids": chunk, "ack_deadline_seconds": seconds})
+                self.subscriber.modify_ack_deadline(request=ModifyAckDeadlineRequest(
+                    make(subscription=self.sub_path(subscription), ack_ids=chunk, ack_deadline_seconds=seconds)))
         except gexc.GoogleAPICallError as exc:
             raise InfraError(f"extending leases on {subscription} failed: {exc}") from exc
 

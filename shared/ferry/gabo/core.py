@@ -5,6 +5,7 @@ Plain functions over data and ``now``; the services in this package carry out th
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -122,6 +123,7 @@ def iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+@functools.lru_cache(maxsize=4096)  # a worker parses the same received_at for a whole ingest request
 def parse_iso(text: str) -> datetime:
     t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if t.tzinfo is None:
@@ -226,14 +228,35 @@ def staging_name(event_type: str, start: datetime, message_ids: Sequence[str]) -
     return f"{staging_prefix(event_type, start)}{digest}.jsonl.gz"
 
 
+class GzipLines:
+    """A gzip NDJSON object built line by line: memory holds the compressed bytes only."""
+
+    def __init__(self, level: int = 1) -> None:
+        self._buf = io.BytesIO()
+        self._gz = gzip.GzipFile(fileobj=self._buf, mode="wb", compresslevel=level, mtime=0)
+
+    def add(self, line: bytes) -> None:
+        self._gz.write(line)
+        self._gz.write(b"\n")
+
+    def add_many(self, lines: list[bytes]) -> None:
+        """Several lines in one compressor call (a call per line costs more than the copy)."""
+        if lines:
+            self._gz.write(b"\n".join(lines) + b"\n")
+
+    def finish(self) -> bytes:
+        self._gz.close()
+        out = self._buf.getvalue()
+        self._buf = io.BytesIO()
+        return out
+
+
 def gzip_lines(lines: Iterable[bytes], level: int = 1) -> bytes:
-    """Compress line by line: memory holds the compressed output, never a second copy of the batch."""
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=level, mtime=0) as gz:
-        for ln in lines:
-            gz.write(ln)
-            gz.write(b"\n")
-    return buf.getvalue()
+    """Compress line by line: memory holds the compressed output, never a second copy of the lines."""
+    out = GzipLines(level)
+    for ln in lines:
+        out.add(ln)
+    return out.finish()
 
 
 def gunzip_lines(blob: bytes) -> list[bytes]:

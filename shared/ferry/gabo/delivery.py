@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ferry import log
-from ferry.broker.base import Message
+from ferry.broker.base import Message, Publisher
 from ferry.clock import Clock
 from ferry.domain import periods
 from ferry.domain.manifests import EventType
@@ -88,11 +89,68 @@ class OffsetClock:
         return self._base.now() + self._offset
 
 
+class _Batch:
+    """What a worker holds between two flushes: the ack ids, and the events already compressed per period.
+
+    A pulled message is classified and its line written into the gzip stream of its receive-time period as
+    soon as it arrives; the batch keeps only its ack id and message id (and poison messages whole, for
+    the dead-letter topic). Memory holds compressed bytes, never the raw batch next to its output.
+    """
+
+    def __init__(self, event_type: EventType, cadence: periods.Cadence) -> None:
+        self.event_type = event_type
+        self.cadence = cadence
+        self.ack_ids: list[str] = []
+        self.groups: dict[datetime, tuple[list[str], core.GzipLines]] = {}
+        self.poison: list[core.Poison] = []
+        self.size = 0
+        self.started = 0.0
+        self.oldest: datetime | None = None
+
+    def __len__(self) -> int:
+        return len(self.ack_ids)
+
+    def add(self, messages: list[core.Pulled]) -> bool:
+        """Take ``messages`` in. Returns True when they lowered the oldest receive time held."""
+        if not self.ack_ids:
+            self.started = time.monotonic()
+        name, max_bytes = self.event_type.name, self.event_type.spec.max_event_bytes
+        oldest = self.oldest
+        lines: dict[datetime, list[bytes]] = {}  # this pull's lines per period: one compressor call each
+        starts: dict[datetime, datetime] = {}  # ingest stamps a whole request with one received_at
+        for m in messages:
+            self.ack_ids.append(m.ack_id)
+            self.size += len(m.data)
+            c = core.classify(m, name, max_bytes)
+            if isinstance(c, core.Accepted):
+                received = c.received_at
+                start = starts.get(received)
+                if start is None:
+                    start = starts[received] = self.cadence.floor(received)
+                group = self.groups.get(start)
+                if group is None:
+                    group = self.groups[start] = ([], core.GzipLines())
+                group[0].append(m.message_id)
+                lines.setdefault(start, []).append(m.data)
+            else:
+                received = _received(m)
+                self.poison.append(c)
+            if oldest is None or received < oldest:
+                oldest = received
+        for start, group_lines in lines.items():
+            self.groups[start][1].add_many(group_lines)
+        lowered = oldest is not None and oldest != self.oldest
+        self.oldest = oldest
+        return lowered
+
+
 class DeliveryWorker:
-    def __init__(self, broker: DeliveryBroker, sink: Sink, publisher: Any, state: GaboState, clock: Clock) -> None:
+    def __init__(self, broker: DeliveryBroker, sink: Sink, publisher: Callable[[], Publisher], state: GaboState,
+                 clock: Clock) -> None:
+        """``publisher`` is called only when a poison message is to be dead-lettered (the client is costly)."""
         self.broker = broker
         self.sink = sink
-        self.publisher = publisher
+        self._publisher = publisher
         self.state = state
         self.clock = clock
 
@@ -110,9 +168,7 @@ class DeliveryWorker:
         report = DeliveryReport(event_type.name, run_id)
         started = time.monotonic()
         deadline = started + order.budget_s
-        batch: list[core.Pulled] = []
-        size = 0
-        batch_started = 0.0
+        batch = _Batch(event_type, cadence)
         last_extend = started
         last_pull_full = False
         answered = False
@@ -129,12 +185,15 @@ class DeliveryWorker:
             self.state.save_run(run_id, doc)
 
         def flush() -> None:
-            nonlocal batch, size
+            nonlocal batch, last_extend
             if batch:
-                self._extend(names.subscription, batch)  # the write below gets a whole deadline
-                self._flush(batch, event_type, names, cadence, report)
+                # The write below gets at least two thirds of a deadline: extend leases older than a third.
+                if time.monotonic() - max(batch.started, last_extend) > ACK_DEADLINE_S / 3:
+                    self._extend(names.subscription, batch)
+                    last_extend = time.monotonic()
+                self._flush(batch, names, report)
                 report.active_seconds = round(time.monotonic() - started, 3)
-                batch, size = [], 0
+                batch = _Batch(event_type, cadence)
             save(holding_oldest=None)
 
         save()
@@ -152,7 +211,7 @@ class DeliveryWorker:
                 if order.until_drained:
                     wait = min(wait, DRAIN_WAIT_S)
                 if batch:
-                    wait = min(wait, max(0.1, limits.max_age_s - (time.monotonic() - batch_started)))
+                    wait = min(wait, max(0.1, limits.max_age_s - (time.monotonic() - batch.started)))
                 got = self.broker.pull(names.subscription, want, timeout_s=wait)
                 report.pulls += 1
                 answered = answered or not isinstance(got, Unanswered)
@@ -170,13 +229,13 @@ class DeliveryWorker:
                     continue
                 report.pulled += len(got)
                 last_pull_full = core.pull_full(len(got), want)
-                if not batch:
-                    batch_started = time.monotonic()
-                    oldest = min(_received(m) for m in got)
-                    save(holding_oldest=oldest, lease_until=self.clock.now() + timedelta(seconds=ACK_DEADLINE_S))
-                batch.extend(got)
-                size += sum(len(m.data) for m in got)
-                if limits.full(len(batch), size, time.monotonic() - batch_started):
+                if batch.add(got):
+                    # The closer may not pass the oldest event a live worker holds (a redelivered old
+                    # event can arrive in any pull of a batch, not only its first).
+                    save(holding_oldest=batch.oldest,
+                         lease_until=self.clock.now() + timedelta(seconds=ACK_DEADLINE_S))
+                del got
+                if limits.full(len(batch), batch.size, time.monotonic() - batch.started):
                     flush()
                 elif time.monotonic() - last_extend > ACK_DEADLINE_S / 3:
                     self._extend(names.subscription, batch)
@@ -192,31 +251,27 @@ class DeliveryWorker:
                   labels={"event_type": event_type.name}, report=report.to_dict())
         return report
 
-    def _extend(self, subscription: str, batch: list[core.Pulled]) -> None:
+    def _extend(self, subscription: str, batch: _Batch) -> None:
         if batch:
-            self.broker.extend(subscription, [m.ack_id for m in batch], ACK_DEADLINE_S)
+            self.broker.extend(subscription, batch.ack_ids, ACK_DEADLINE_S)
 
-    def _flush(self, batch: list[core.Pulled], event_type: EventType, names: core.Names, cadence: Any,
-               report: DeliveryReport) -> None:
-        accepted: list[core.Accepted] = []
-        poison: list[core.Poison] = []
-        for m in batch:
-            c = core.classify(m, event_type.name, event_type.spec.max_event_bytes)
-            (accepted if isinstance(c, core.Accepted) else poison).append(c)  # type: ignore[arg-type]
-        if poison:
+    def _flush(self, batch: _Batch, names: core.Names, report: DeliveryReport) -> None:
+        if batch.poison:
             # Published (and confirmed) before the ack below: never dropped.
-            self.publisher.publish(names.dead_letter, [
-                Message(p.message.data, {**p.message.attributes, "event_type": event_type.name,
+            self._publisher().publish(names.dead_letter, [
+                Message(p.message.data, {**p.message.attributes, "event_type": names.event_type,
                                          "reason": p.reason, "source_message_id": p.message.message_id})
-                for p in poison])
-            report.dead_lettered += len(poison)
-        for start, group in sorted(core.group_by_partition(accepted, cadence).items()):
-            key = core.staging_name(event_type.name, start, [a.message.message_id for a in group])
-            self.sink.write(key, core.gzip_lines(a.message.data for a in group))
+                for p in batch.poison])
+            report.dead_lettered += len(batch.poison)
+        for start in sorted(batch.groups):
+            ids, lines = batch.groups.pop(start)
+            key = core.staging_name(names.event_type, start, ids)
+            self.sink.write(key, lines.finish())
             report.objects.append(key)
-            report.written += len(group)
+            report.written += len(ids)
+            del lines
         # Only now, with every object durable and every poison message confirmed on the dead-letter topic.
-        self.broker.ack(names.subscription, [m.ack_id for m in batch])
+        self.broker.ack(names.subscription, batch.ack_ids)
 
 
 def _received(m: core.Pulled) -> datetime:

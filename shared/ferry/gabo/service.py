@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferry import log
 from ferry.broker.base import Message
@@ -19,10 +19,12 @@ from ferry.gabo import core
 from ferry.gabo.broker import DeliveryBroker
 from ferry.gabo.closing import Closer, CloseReport
 from ferry.gabo.delivery import DeliveryReport, DeliveryWorker, OffsetClock, WorkOrder
-from ferry.gabo.ingest import IngestResult, IngestService
 from ferry.gabo.sink import Sink, open_sink
 from ferry.gabo.state import GaboState
 from ferry.wiring import Services
+
+if TYPE_CHECKING:
+    from ferry.gabo.ingest import IngestResult
 
 logger = log.get("gabo")
 
@@ -81,6 +83,8 @@ class Gabo:
     # ------------------------------------------------------------------------------------ operations
     def ingest(self, raw: bytes, now: datetime) -> IngestResult:
         """Parse a body (JSON array or NDJSON) and ingest it. Raises BadRequest on a malformed body."""
+        from ferry.gabo.ingest import IngestService  # jsonschema: not for delivery workers
+
         items = core.parse_body(raw)
         return IngestService(self.services.manifests, self.services.publisher).ingest(items, now)
 
@@ -88,7 +92,7 @@ class Gabo:
         """Run one delivery work order (``now`` shifts this run's clock: local time travel only)."""
         et, _ = self.event_type(order.event_type)
         clock = OffsetClock(now, self.services.clock) if now is not None else self.services.clock
-        worker = DeliveryWorker(self.broker, self.sink, self.services.publisher, self.state, clock)
+        worker = DeliveryWorker(self.broker, self.sink, lambda: self.services.publisher, self.state, clock)
         return worker.run(order, et)
 
     def close(self, now: datetime, name: str | None = None) -> list[CloseReport]:

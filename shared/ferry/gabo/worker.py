@@ -1,7 +1,7 @@
 """Run one delivery work order in this process: ``python -m ferry.gabo.worker TYPE [--budget S] [--now ISO]``.
 
 What the ``deliver`` function does for a work order, as a plain process (local stack, tests, benchmarks).
-Prints the delivery report as JSON.
+Prints the delivery report as JSON, with this process's peak resident memory (``peak_rss_mb``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,23 @@ def main(argv: list[str] | None = None) -> int:
                       max_messages=a.max_messages, max_bytes=a.max_bytes, max_age_s=a.max_age)
     now = datetime.fromisoformat(a.now.replace("Z", "+00:00")) if a.now else None
     report = gabo(services()).deliver(order, now)
-    print(json.dumps(report.to_dict()))
+    print(json.dumps({**report.to_dict(), "peak_rss_mb": peak_rss_mb()}))
     return 0
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. Not ``ru_maxrss``: on Linux that keeps the high-water mark of the image
+    it was exec'd from (the parent's, after a fork or vfork), so it can report the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 if __name__ == "__main__":

@@ -251,3 +251,29 @@ def test_pull_full_allows_for_the_services_answer_cap(got: int, want: int, full:
     from ferry.gabo import core
 
     assert core.pull_full(got, want) is full
+
+
+def test_a_batch_streams_lines_into_gzip_and_tracks_the_oldest_event_of_any_pull() -> None:
+    from ferry.domain import periods
+    from ferry.gabo import core
+    from ferry.gabo.delivery import _Batch
+
+    et = EventType.model_validate({"metadata": {"name": "play", "owner": "team-a"},
+                                   "spec": {"schema": SCHEMA, "partitioning": "PT1M", "max_event_bytes": 200}})
+
+    def pulled(i: int, at: datetime) -> core.Pulled:
+        line = core.event_line(core.Envelope("play", f"e{i}", {"track_id": "t"}), at)
+        return core.Pulled(f"a{i}", f"m{i}", line, {"received_at": core.iso(at)}, at)
+
+    batch = _Batch(et, periods.partitioning("PT1M"))
+    first = [pulled(i, T0 + timedelta(seconds=30)) for i in range(3)]
+    assert batch.add(first) and batch.oldest == T0 + timedelta(seconds=30)
+    assert not batch.add([pulled(3, T0 + timedelta(seconds=40))])
+    # a redelivered older event in a later pull lowers what the worker reports holding
+    assert batch.add([pulled(4, T0 - timedelta(minutes=5)), core.Pulled("a5", "m5", b"junk", {}, T0)])
+    assert batch.oldest == T0 - timedelta(minutes=5)
+    assert len(batch) == 6 and len(batch.poison) == 1
+    start = T0.replace(second=0)
+    ids, gz = batch.groups[start]
+    assert ids == ["m0", "m1", "m2", "m3"]
+    assert core.gunzip_lines(gz.finish()) == [m.data for m in first] + [pulled(3, T0 + timedelta(seconds=40)).data]
