@@ -205,11 +205,15 @@ def styx_workflows(demo: Demo) -> None:
     demo.ferry("get", "resources")
 
 
-@step("Gabo: events through ingest (some invalid), delivered, a PT1M partition closed and landed")
+@step("Gabo: events through ingest (some invalid), delivered, a PT1M partition closed and landed, "
+      "and the Styx workflow that waited for it runs")
 def gabo_events_to_closed_partition(demo: Demo) -> None:
     from datetime import UTC, datetime, timedelta
 
-    demo.ferry("apply", "-f", str(EXAMPLES / "gabo" / "eventtype.yaml"))
+    # team-playback is a declared team (examples/manifests/teams.yaml): its objects change as a member.
+    demo.ferry("apply", "-f", str(EXAMPLES / "gabo" / "eventtype.yaml"), "--as", "pia@example.com")
+    # A minutely workflow with depends_on: [events.demo-click] (the endpoint the type's apply registered).
+    demo.ferry("apply", "-f", str(EXAMPLES / "gabo" / "workflow.yaml"), "--as", "pia@example.com")
     sent = datetime.now(UTC)
     demo.ferry("send", "demo-click", str(EXAMPLES / "gabo" / "events.ndjson"))
     # The minute of these events ends within 60 s; here it passes at once (local time travel).
@@ -223,13 +227,39 @@ def gabo_events_to_closed_partition(demo: Demo) -> None:
     finally:
         demo.env.pop("FERRY_NOW", None)
     mine = [c for c in closed["reports"][0]["closed"] if c["events"]]
+    if not mine:
+        raise RuntimeError(f"no partition with events closed: {closed}")
     for c in mine:
         marker = Path(c["location"].removeprefix("file://")) / "_SUCCESS"
         print(f"{marker}:")
         print(marker.read_text())
     print("quarantined (rejected by ingest, kept on gabo-demo-click-quarantine with their reason): see above")
     demo.ferry("get", "endpoints", "events.demo-click")
-    demo.ferry("status", check=False)
+
+    # The landing starts the dependent workflow: its instance for the same minute (a minutely cron's
+    # parameter is the PT1M partition's name) passes its gate and runs on the next Styx ticks.
+    partition = mine[0]["partition"]
+    print(f"$ ferry tick   (until demo-click-counter {partition} is done; the clock runs on from the close)")
+    ticking, deadline = time.monotonic(), time.monotonic() + 90
+    state = None
+    while state != "DONE":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"demo-click-counter {partition} did not run: {state}")
+        virtual = later + timedelta(seconds=20 + time.monotonic() - ticking)
+        demo.env["FERRY_NOW"] = virtual.isoformat()
+        try:
+            demo.ferry("tick", show=False)
+        finally:
+            demo.env.pop("FERRY_NOW", None)
+        items = demo.json("instances", "demo-click-counter")["items"]
+        state = next((i["state"] for i in items if i["parameter"] == partition), None)
+        if state != "DONE":
+            time.sleep(0.5)
+    demo.ferry("instances", "demo-click-counter")
+    demo.ferry("timeline", "demo-click-counter", partition)
+    demo.ferry("logs", "demo-click-counter", partition)
+    demo.ferry("evaluate", show=False)  # Datamon's manifest sync picks up the endpoint the type registered
+    demo.ferry("status", "--owner", "team-playback", check=False)
 
 
 # ---------------------------------------------------------------------------------------------- main
