@@ -168,7 +168,7 @@ class PubSubBroker:
         for r in pb.received_messages:
             m = r.message
             pt = m.publish_time
-            out.append(Pulled(r.ack_id, m.message_id, m.data, dict(m.attributes),
+            out.append(Pulled(r.ack_id, m.message_id, m.data, m.attributes,
                               datetime.fromtimestamp(pt.seconds + pt.nanos / 1e9, UTC)
                               if m.HasField("publish_time") else datetime.now(UTC),
                               r.delivery_attempt))

@@ -118,27 +118,28 @@ class _Batch:
         oldest = self.oldest
         lines: dict[datetime, list[bytes]] = {}  # this pull's lines per period: one compressor call each
         starts: dict[datetime, datetime] = {}  # ingest stamps a whole request with one received_at
+        verdict, ack_ids, groups, size = core.verdict, self.ack_ids, self.groups, 0
         for m in messages:
-            self.ack_ids.append(m.ack_id)
-            self.size += len(m.data)
-            c = core.classify(m, name, max_bytes)
-            if isinstance(c, core.Accepted):
-                received = c.received_at
+            ack_ids.append(m.ack_id)
+            size += len(m.data)
+            received = verdict(m, name, max_bytes)
+            if isinstance(received, str):  # poison: why
+                self.poison.append(core.Poison(m, received))
+                received = _received(m)
+            else:
                 start = starts.get(received)
                 if start is None:
                     start = starts[received] = self.cadence.floor(received)
-                group = self.groups.get(start)
+                group = groups.get(start)
                 if group is None:
-                    group = self.groups[start] = ([], core.GzipLines())
+                    group = groups[start] = ([], core.GzipLines())
                 group[0].append(m.message_id)
                 lines.setdefault(start, []).append(m.data)
-            else:
-                received = _received(m)
-                self.poison.append(c)
             if oldest is None or received < oldest:
                 oldest = received
+        self.size += size
         for start, group_lines in lines.items():
-            self.groups[start][1].add_many(group_lines)
+            groups[start][1].add_many(group_lines)
         lowered = oldest is not None and oldest != self.oldest
         self.oldest = oldest
         return lowered
@@ -196,7 +197,8 @@ class DeliveryWorker:
                 batch = _Batch(event_type, cadence)
             save(holding_oldest=None)
 
-        save()
+        # No record before the first pull: a run is of interest to the closer once it holds events (saved
+        # as it does) and to the scaler once it has finished.
         with_labels = log.bind(event_type=event_type.name, run_id=run_id)
         try:
             while True:

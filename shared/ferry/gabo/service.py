@@ -88,6 +88,16 @@ class Gabo:
         items = core.parse_body(raw)
         return IngestService(self.services.manifests, self.services.publisher).ingest(items, now)
 
+    def warm(self) -> None:
+        """Build the clients a delivery run uses and open the store's connection: process start-up (paid
+        once per process or function instance), so that a run's timing is its work."""
+        from ferry.gabo.broker import PubSubBroker
+        from ferry.gabo.state import RUNS
+
+        if isinstance(self.broker, PubSubBroker):
+            _ = self.broker.subscriber
+        self.services.store.get(RUNS, "-warm-up-")
+
     def deliver(self, order: WorkOrder, now: datetime | None = None) -> DeliveryReport:
         """Run one delivery work order (``now`` shifts this run's clock: local time travel only)."""
         et, _ = self.event_type(order.event_type)

@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     order = WorkOrder(event_type=a.event_type, budget_s=a.budget, until_drained=a.until_drained,
                       max_messages=a.max_messages, max_bytes=a.max_bytes, max_age_s=a.max_age)
     now = datetime.fromisoformat(a.now.replace("Z", "+00:00")) if a.now else None
-    report = gabo(services()).deliver(order, now)
+    g = gabo(services())
+    g.warm()
+    report = g.deliver(order, now)
     print(json.dumps({**report.to_dict(), "peak_rss_mb": peak_rss_mb()}))
     return 0
 
