@@ -177,7 +177,7 @@ def styx_workflows(demo: Demo) -> None:
         "examples/styx/job.py", str(job))
     path = demo.home / "styx-workflows.yaml"
     path.write_text(manifest)
-    demo.ferry("apply", "-f", str(path))
+    demo.ferry("apply", "-f", str(path), "--as", "ada@example.com")  # a Resource is an admins' shared pool
 
     def tick_until(done: Callable[[], bool], now: datetime | None = None, seconds: float = 40) -> None:
         if now is not None:
