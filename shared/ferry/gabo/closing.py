@@ -13,22 +13,20 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ferry import log
 from ferry.domain import periods
 from ferry.domain.manifests import EventType
+from ferry.errors import InfraError
 from ferry.gabo import core
+from ferry.gabo.backlog import BacklogSource, PullStatsBacklog
 from ferry.gabo.sink import Sink
 from ferry.gabo.state import GaboState
 
 logger = log.get("gabo.closing")
 
-# Drains newer than this are not trusted yet: a worker that pulled just before a drain writes its
-# holding a few milliseconds after its pull returns.
-SETTLE = timedelta(seconds=5)
-RUN_HORIZON = timedelta(days=1)
 MAX_PERIODS_PER_RUN = 500
 
 Lander = Callable[..., Any]
@@ -64,17 +62,20 @@ class CloseReport:
 
 
 class Closer:
-    def __init__(self, sink: Sink, state: GaboState, land: Lander) -> None:
+    def __init__(self, sink: Sink, state: GaboState, land: Lander, backlog: BacklogSource | None = None) -> None:
         self.sink = sink
         self.state = state
         self.land = land
+        self.backlog = backlog or PullStatsBacklog(state)
 
     def watermark(self, event_type: str, now: datetime) -> datetime | None:
-        runs = self.state.recent_runs(event_type, now - RUN_HORIZON)
-        drains = [r["drained_at"] for r in runs if r.get("drained_at") and r["drained_at"] <= now - SETTLE]
-        holders = [(r.get("lease_until") or r["updated_at"], r.get("holding_oldest"))
-                   for r in runs if not r.get("finished_at")]
-        return core.watermark(drains, holders)
+        """Every event received before it is written (see the backlog source); None (wait) if unknown."""
+        try:
+            return self.backlog.watermark(event_type, now)
+        except InfraError as exc:  # no evidence → the period waits; the next run tries again
+            log.event(logger, 30, f"no watermark for {event_type}: {exc}", labels={"event_type": event_type},
+                      source=self.backlog.kind)
+            return None
 
     def close(self, et: EventType, now: datetime, created_at: datetime | None = None) -> CloseReport:
         """Close every period of ``et`` that may close at ``now``; move late staging objects on."""

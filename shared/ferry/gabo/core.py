@@ -319,6 +319,25 @@ def watermark(drains: Sequence[datetime], holders: Sequence[tuple[datetime, date
     return min([d, *held])
 
 
+# The longest an event can take from its ``received_at`` stamp to its publish (ingest stamps, then
+# publishes and waits for the confirmation, within its function's 60 s timeout). Pub/Sub ages a message
+# from its publish time, so the metric watermark steps back by this much.
+PUBLISH_SLACK = timedelta(seconds=60)
+
+
+def metric_watermark(oldest_age_s: float, sampled_at: datetime,
+                     publish_slack: timedelta = PUBLISH_SLACK) -> datetime:
+    """The watermark from Cloud Monitoring's ``oldest_unacked_message_age`` of the delivery subscription.
+
+    At ``sampled_at`` the oldest unacked (available or leased) message was published ``oldest_age_s``
+    before (0 when nothing is unacked), so everything published before ``sampled_at - age`` was acked,
+    i.e. written. An event is published at most ``publish_slack`` after its ``received_at``: every event
+    received before ``sampled_at - age - publish_slack`` is written. The sample time, not ``now``, counts:
+    a point is up to minutes old when it becomes readable.
+    """
+    return sampled_at - timedelta(seconds=max(0.0, oldest_age_s)) - publish_slack
+
+
 def closable(start: datetime, cadence: periods.Cadence, close_after: timedelta, now: datetime,
              mark: datetime | None) -> Closable | None:
     """A period may close once its end plus ``close_after`` has passed and every event received before
@@ -401,6 +420,8 @@ class ScaleInputs:
     rate_per_worker: float | None = None    # events/s one worker moved (from pull statistics)
     budget_s: float = 60.0                  # one work order's time budget
     target_age_s: float = 120.0             # the lag the scaler aims to stay under
+    source: str = "pull"                    # where the backlog was read: pull statistics or Cloud Monitoring
+    sampled_at: str | None = None           # when that reading was true
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

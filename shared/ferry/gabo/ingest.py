@@ -31,13 +31,14 @@ class _Compiled:
     validator: Any
 
 
-_CACHE: dict[tuple[str, int], _Compiled] = {}
+_CACHE: dict[tuple[str, int, str], _Compiled] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def compiled(name: str, generation: int, manifest: dict[str, Any]) -> _Compiled:
-    """The type's validator, compiled once per (type, generation) and process."""
-    key = (name, generation)
+def compiled(name: str, generation: int, manifest: dict[str, Any], fingerprint: str = "") -> _Compiled:
+    """The type's validator, compiled once per (type, generation, fingerprint) and process (the
+    fingerprint tells apart two stores — projects, tests — holding different types of one name)."""
+    key = (name, generation, fingerprint)
     with _CACHE_LOCK:
         hit = _CACHE.get(key)
     if hit is None:
@@ -86,7 +87,7 @@ class IngestService:
         envelopes = [core.envelope(i) for i in items]
         wanted = sorted({e.type for e in envelopes if isinstance(e, core.Envelope)})
         records = self.manifests.get_many("EventType", wanted) if wanted else {}
-        types = {n: compiled(n, r.generation, r.manifest) for n, r in records.items()}
+        types = {n: compiled(n, r.generation, r.manifest, r.fingerprint) for n, r in records.items()}
         out: dict[str, list[Message]] = {}
 
         def reject(index: int, item: Any, env: core.Envelope | None, reason: str) -> None:

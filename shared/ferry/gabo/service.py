@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from ferry import log
 from ferry.broker.base import Message
 from ferry.domain.manifests import EventType
-from ferry.errors import NotFound
+from ferry.errors import InfraError, NotFound
 from ferry.gabo import core
+from ferry.gabo.backlog import Backlog, BacklogSource, open_backlog
 from ferry.gabo.broker import DeliveryBroker
 from ferry.gabo.closing import Closer, CloseReport
 from ferry.gabo.delivery import DeliveryReport, DeliveryWorker, OffsetClock, WorkOrder
@@ -31,11 +32,12 @@ logger = log.get("gabo")
 
 class Gabo:
     def __init__(self, services: Services, broker: DeliveryBroker | None = None, sink: Sink | None = None,
-                 land: Callable[..., Any] | None = None) -> None:
+                 land: Callable[..., Any] | None = None, backlog_source: BacklogSource | None = None) -> None:
         self.services = services
         self._broker = broker
         self._sink = sink
         self._land = land
+        self._backlog = backlog_source
 
     @property
     def broker(self) -> DeliveryBroker:
@@ -61,6 +63,14 @@ class Gabo:
     @property
     def state(self) -> GaboState:
         return GaboState(self.services.store)
+
+    @property
+    def backlog_source(self) -> BacklogSource:
+        """Workers' pull statistics or Cloud Monitoring, from ``FERRY_BACKLOG`` (chosen here only)."""
+        if self._backlog is None:
+            s = self.services
+            self._backlog = open_backlog(s.settings.backlog, self.state, s.settings.project)
+        return self._backlog
 
     def land(self, *args: Any, **kwargs: Any) -> Any:
         if self._land is not None:
@@ -107,7 +117,7 @@ class Gabo:
 
     def close(self, now: datetime, name: str | None = None) -> list[CloseReport]:
         """Close what may close, for one type or all. Safe to run twice or concurrently with delivery."""
-        closer = Closer(self.sink, self.state, self.land)
+        closer = Closer(self.sink, self.state, self.land, self.backlog_source)
         return [closer.close(et, now, rec.created_at) for et, rec in self.event_types(name)]
 
     def scale(self, now: datetime, name: str | None = None, budget_s: float = 50.0,
@@ -130,22 +140,26 @@ class Gabo:
         return out
 
     def backlog(self, et: EventType, now: datetime, budget_s: float) -> core.ScaleInputs:
-        """Scaler inputs from the workers' own pull statistics (the emulator has no metrics).
-
-        In the cloud, Cloud Monitoring's ``num_undelivered_messages`` / ``oldest_unacked_message_age``
-        of the delivery subscription would fill ``undelivered`` and ``oldest_age_s`` instead.
-        """
+        """Scaler inputs: the backlog from the backlog source (Cloud Monitoring's ``num_undelivered_messages``
+        and ``oldest_unacked_message_age`` in the cloud; the workers' pull statistics locally), and the
+        per-worker rate from the workers' own reports in both cases."""
         last = self.state.last_decision(et.name, now)
         current = int(last["workers"]) if last else et.spec.min_workers
+        source = self.backlog_source
+        try:
+            b = source.backlog(et.name, now, current)
+        except InfraError as exc:  # no metric: the rate and lag rules still work on what runs report
+            log.event(logger, 30, f"backlog of {et.name} unknown: {exc}", labels={"event_type": et.name})
+            b = Backlog(f"{source.kind}-unavailable")
         runs = [r for r in self.state.recent_runs(et.name, now - timedelta(minutes=15)) if r.get("finished_at")]
         latest = sorted(runs, key=lambda r: r["finished_at"])[-max(1, current):] if runs else []
-        drained = bool(latest) and all(r.get("drained_at") for r in latest) and not any(r.get("saturated") for r in latest)
-        saturated = any(r.get("saturated") for r in latest)
         rates = [float(r.get("rate") or 0) for r in latest if r.get("rate")]
         return core.ScaleInputs(current=current, min_workers=et.spec.min_workers, max_workers=et.spec.max_workers,
-                                drained=drained, saturated=saturated,
+                                undelivered=b.messages, oldest_age_s=b.oldest_age_s,
+                                drained=b.drained, saturated=b.saturated,
                                 rate_per_worker=(sum(rates) / len(rates)) if rates else None,
-                                budget_s=budget_s, target_age_s=max(60.0, 2 * budget_s))
+                                budget_s=budget_s, target_age_s=max(60.0, 2 * budget_s),
+                                source=b.source, sampled_at=core.iso(b.sampled_at) if b.sampled_at else None)
 
 
 def gabo(services: Services) -> Gabo:
