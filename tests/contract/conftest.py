@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from ferry.store.memory import MemoryStore
@@ -14,3 +16,19 @@ def store(request: pytest.FixtureRequest, project_id: str):
     from ferry.store.firestore import FirestoreStore
 
     return FirestoreStore(project_id)
+
+
+@pytest.fixture(scope="module")
+def gcs_server() -> Iterator[str]:
+    """A GCS JSON API on loopback (gcp-storage-emulator, a dev dependency: missing is a failure)."""
+    from gcp_storage_emulator.server import create_server
+
+    from ferry.dev.emulators import free_port
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

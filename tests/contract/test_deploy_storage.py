@@ -9,7 +9,6 @@ Its buckets are always in ``US``, so the declared location here is ``US``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,6 @@ from ferry.infra.model import Infra
 
 R = "europe-west1"
 WORKER = "ferry-worker"
-
-
-@pytest.fixture(scope="module")
-def gcs_server() -> Iterator[str]:
-    emulator = pytest.importorskip("gcp_storage_emulator.server", reason="gcp-storage-emulator not installed")
-    from ferry.dev.emulators import free_port
-
-    port = free_port()
-    server = emulator.create_server("127.0.0.1", port, in_memory=True)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -7,27 +7,12 @@ from PyPI (skipped, loudly, where that package is not installed).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ferry.errors import BadRequest, NotFound
 from ferry.gabo.sink import GcsSink, LocalSink, Sink, open_sink
-
-
-@pytest.fixture(scope="module")
-def gcs_server() -> Iterator[str]:
-    emulator = pytest.importorskip("gcp_storage_emulator.server", reason="gcp-storage-emulator not installed")
-    from ferry.dev.emulators import free_port
-
-    port = free_port()
-    server = emulator.create_server("127.0.0.1", port, in_memory=True)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["local", "gcs"])
