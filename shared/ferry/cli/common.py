@@ -48,8 +48,6 @@ class Client:
         headers = {"User-Agent": "ferry-cli"}
         if user:
             headers["X-Ferry-User"] = user
-        if os.environ.get("FERRY_NOW"):  # time travel against a local stack (FERRY_ALLOW_CLOCK_OVERRIDE=1)
-            headers["X-Ferry-Now"] = os.environ["FERRY_NOW"]
         if os.environ.get("FERRY_NOW"):  # local time travel; honoured only by a stack that allows it
             headers["X-Ferry-Now"] = os.environ["FERRY_NOW"]
         token = _id_token(self.base)
