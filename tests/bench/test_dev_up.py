@@ -17,6 +17,7 @@ import httpx
 import pytest
 import yaml
 
+from ferry.dev import processes
 from ferry.dev import stack as stack_mod
 from ferry.dev.harness import ferry_executable
 from ferry.infra import model
@@ -56,10 +57,10 @@ def test_dev_up_time_to_ready_and_memory(deployment: str, tmp_path: Path) -> Non
         first_call = time.monotonic() - t1
         by_component = {}
         for c in state["components"]:
-            pids = stack_mod.group_members([c["pid"]])[c["pid"]] if c.get("pid") else []
-            by_component[c["name"]] = stack_mod.rss_bytes(pids)
-        total = stack_mod.rss_bytes(stack_mod.stack_pids(state))
-        pss = stack_mod.pss_bytes(stack_mod.stack_pids(state))
+            pids = processes.group_members([c["pid"]])[c["pid"]] if c.get("pid") else []
+            by_component[c["name"]] = processes.rss_bytes(pids)
+        total = processes.rss_bytes(stack_mod.stack_pids(state))
+        pss = processes.pss_bytes(stack_mod.stack_pids(state))
     finally:
         t2 = time.monotonic()
         down = subprocess.run([ferry_executable(), "dev", "down"], env=env, capture_output=True, text=True, timeout=120)

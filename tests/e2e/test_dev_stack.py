@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ferry.dev import processes
 from ferry.dev import stack as stack_mod
 from ferry.dev.harness import LocalStack, ferry_executable
 
@@ -199,8 +200,8 @@ def test_down_stops_everything_it_started(dev: CliStack) -> None:
     out = dev.run("dev", "down", "--json")
     assert out.returncode == 0, out.stderr
     assert {s["name"] for s in json.loads(out.stdout)["stopped"]} == {c["name"] for c in state["components"]}
-    assert stack_mod.group_members(groups) == {g: [] for g in groups}
-    assert not [p for p in java if (stack_mod._proc_stat(p) or ("Z",))[0] != "Z"], "a Java emulator survived"
+    assert processes.group_members(groups) == {g: [] for g in groups}
+    assert not [p for p in java if (processes.proc_stat(p) or ("Z",))[0] != "Z"], "a Java emulator survived"
     assert not (dev.home / "state.json").exists()
     status = json.loads(dev.run("dev", "status", "--json").stdout)
     assert status["running"] is False

@@ -6,6 +6,9 @@ URLs for Pub/Sub triggers) and starts the local scheduler. Every process runs in
 (killing the ``gcloud`` wrapper alone leaves its Java emulator running), and everything started is
 recorded in ``<home>/state.json`` — ``down`` stops exactly those groups and nothing else.
 
+Process groups themselves (start in a session, tell ours from a reused pid, stop whole, memory) are
+``ferry.dev.processes``; this module decides what to start and records it.
+
 Processes start in parallel and readiness is polled together, with deadlines: startup time is
 dominated by the slowest process, not by their sum.
 """
@@ -14,12 +17,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from ferry.dev import emulators as emu
+from ferry.dev import processes
 from ferry.dev.scheduler import FiringRecord
 from ferry.errors import Conflict, InfraError
 from ferry.infra import model
@@ -105,102 +106,6 @@ def load_infra(state: dict[str, Any]) -> Infra:
 
 def function_urls(state: dict[str, Any]) -> dict[str, str]:
     return {c["name"]: c["url"] for c in state.get("components", []) if c["kind"] == "function"}
-
-
-# ------------------------------------------------------------------------------------------ processes
-
-
-def _proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, process group, start time) of a process from /proc, None when it does not exist."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = raw[raw.rindex(")") + 2:].split()  # the command name may contain spaces and parentheses
-    return fields[0], int(fields[2]), int(fields[19])
-
-
-def start_time(pid: int) -> int | None:
-    stat = _proc_stat(pid)
-    return stat[2] if stat else None
-
-
-def group_members(pgids: Iterable[int]) -> dict[int, list[int]]:
-    """Live (non-zombie) processes of each process group, from /proc."""
-    wanted = set(pgids)
-    members: dict[int, list[int]] = {g: [] for g in wanted}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        stat = _proc_stat(int(entry.name))
-        if stat and stat[1] in wanted and stat[0] != "Z":
-            members[stat[1]].append(int(entry.name))
-    return members
-
-
-def _reap(pids: Iterable[int]) -> None:
-    for pid in pids:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-
-
-def stop_groups(pgids: Sequence[int], grace_s: float = 8.0) -> list[int]:
-    """TERM every group at once, wait for all together, KILL what is left; return pids still alive."""
-    pgids = [g for g in pgids if g]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for g in pgids:
-            try:
-                os.killpg(g, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        end = time.monotonic() + (grace_s if sig == signal.SIGTERM else 3.0)
-        while True:
-            _reap(pgids)
-            alive = {g: m for g, m in group_members(pgids).items() if m}
-            if not alive or time.monotonic() > end:
-                break
-            time.sleep(0.05)
-        if not alive:
-            return []
-        pgids = list(alive)
-    return [p for m in group_members(pgids).values() for p in m]
-
-
-def _ours(component: dict[str, Any]) -> bool:
-    """A recorded process group is ours while its leader is the process we started (same start time)
-    or, with the leader gone, while the group still has members (a group id is not reused meanwhile)."""
-    pid = component.get("pid")
-    if not pid:
-        return False
-    st = start_time(pid)
-    if st is not None:
-        return st == component.get("start_time")
-    return bool(group_members([pid])[pid])
-
-
-def alive(component: dict[str, Any]) -> bool:
-    pid = component.get("pid")
-    if not pid:
-        return False
-    stat = _proc_stat(pid)
-    return bool(stat and stat[0] != "Z" and stat[2] == component.get("start_time"))
-
-
-def _spawn(args: list[str], log_path: Path, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                cwd=cwd, start_new_session=True)
-
-
-def _functions_framework() -> list[str]:
-    exe = Path(sys.executable).parent / "functions-framework"
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("functions-framework")
-    return [found] if found else [sys.executable, "-m", "functions_framework"]
 
 
 # ------------------------------------------------------------------------------------------------ up
@@ -345,7 +250,7 @@ def provision(infra: Infra, project: str, urls: dict[str, str], pubsub_host: str
 
 def _component(kind: str, name: str, proc: subprocess.Popen[bytes] | None, log: Path, **extra: Any) -> dict[str, Any]:
     pid = proc.pid if proc else None
-    return {"kind": kind, "name": name, "pid": pid, "start_time": start_time(pid) if pid else None,
+    return {"kind": kind, "name": name, "pid": pid, "start_time": processes.start_time(pid) if pid else None,
             "log": str(log), **extra}
 
 
@@ -355,7 +260,7 @@ def status(home: Path) -> dict[str, Any] | None:
     if state is None:
         return None
     for c in state.get("components", []):
-        c["alive"] = alive(c) if c.get("pid") else None
+        c["alive"] = processes.alive(c) if c.get("pid") else None
     last = firing_record(home).last()
     state["last_fired"] = last
     return state
@@ -364,7 +269,7 @@ def status(home: Path) -> dict[str, Any] | None:
 def is_running(state: dict[str, Any]) -> tuple[bool, list[str]]:
     """(all of it alive, names of the dead components)."""
     comps = [c for c in state.get("components", []) if c.get("pid")]
-    dead = [c["name"] for c in comps if not alive(c)]
+    dead = [c["name"] for c in comps if not processes.alive(c)]
     return not dead and bool(comps), dead
 
 
@@ -383,7 +288,7 @@ def up(config: StackConfig) -> UpResult:
         running, dead = is_running(previous)
         if running:
             return UpResult(previous, already_running=True)
-        if any(_ours(c) for c in previous.get("components", [])):
+        if any(processes.ours(c) for c in previous.get("components", [])):
             raise Conflict(f"a previous local stack in {home} is partly running ({', '.join(dead)} stopped): "
                            "run `ferry dev down` first")
         state_path(home).unlink()  # stale: nothing of it runs any more
@@ -431,9 +336,9 @@ def up(config: StackConfig) -> UpResult:
         for fn in infra.functions:
             log = logs / f"{fn.name}.log"
             signature = "http" if fn.trigger == "http" else "cloudevent"
-            args = [*_functions_framework(), "--source", str(source), "--target", fn.entry_point,
+            args = [*processes.functions_framework(), "--source", str(source), "--target", fn.entry_point,
                     "--signature-type", signature, "--host", config.host, "--port", str(fn_ports[fn.name])]
-            proc = _spawn(args, log, function_env(config, home, firestore, pubsub, urls.get("api"), fn), source.parent)
+            proc = processes.spawn(args, log, function_env(config, home, firestore, pubsub, urls.get("api"), fn), source.parent)
             procs.append(proc)
             targets[fn.name] = (urls[fn.name], proc, log)
             comps.append(_component("function", fn.name, proc, log, port=fn_ports[fn.name], url=urls[fn.name],
@@ -452,7 +357,7 @@ def up(config: StackConfig) -> UpResult:
         if config.scheduler:
             log = log_dir(home) / "scheduler.log"
             args = [sys.executable, "-m", "ferry.dev.scheduler", "--state", str(state_path(home))]
-            proc = _spawn(args, log, {**os.environ, "PYTHONUNBUFFERED": "1"})
+            proc = processes.spawn(args, log, {**os.environ, "PYTHONUNBUFFERED": "1"})
             procs.append(proc)
             comps.append(_component("scheduler", "scheduler", proc, log,
                                      jobs=[j.name for j in infra.scheduler_jobs]))
@@ -460,8 +365,8 @@ def up(config: StackConfig) -> UpResult:
         state["ready_seconds"] = round(time.monotonic() - t0, 2)
         _write_state(home, state)
     except BaseException:
-        stop_groups([p.pid for p in procs])
-        _reap(p.pid for p in procs)
+        processes.stop_groups([p.pid for p in procs])
+        processes.reap(p.pid for p in procs)
         state_path(home).unlink(missing_ok=True)
         raise
     return UpResult(state, seconds=time.monotonic() - t0)
@@ -480,12 +385,12 @@ def down(home: Path) -> dict[str, Any]:
     if state is None:
         return {"stopped": [], "message": f"no local stack recorded in {home}"}
     comps = [c for c in state.get("components", []) if c.get("pid") and not c.get("external")]
-    ours = [c for c in comps if _ours(c)]
+    ours = [c for c in comps if processes.ours(c)]
     # The scheduler first (it would fire at dying functions), then the functions, then the emulators.
     order = {"scheduler": 0, "function": 1, "emulator": 2}
     ours.sort(key=lambda c: order.get(c["kind"], 3))
-    stop_groups([c["pid"] for c in ours if c["kind"] == "scheduler"])
-    left = stop_groups([c["pid"] for c in ours if c["kind"] != "scheduler"])
+    processes.stop_groups([c["pid"] for c in ours if c["kind"] == "scheduler"])
+    left = processes.stop_groups([c["pid"] for c in ours if c["kind"] != "scheduler"])
     if left:
         raise InfraError(f"process(es) {left} of the local stack survived SIGKILL; state kept in {state_path(home)}")
     state_path(home).unlink(missing_ok=True)
@@ -514,29 +419,4 @@ def fire_job(home: Path, job_name: str) -> dict[str, Any]:
 def stack_pids(state: dict[str, Any]) -> list[int]:
     """Every live process of the stack's process groups (for memory accounting and leak checks)."""
     groups = [c["pid"] for c in state.get("components", []) if c.get("pid")]
-    return [p for m in group_members(groups).values() for p in m]
-
-
-def rss_bytes(pids: Iterable[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
-
-
-def pss_bytes(pids: Iterable[int]) -> int:
-    """Proportional set size: shared pages (a forked gunicorn worker shares its master's) counted once."""
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
+    return [p for m in processes.group_members(groups).values() for p in m]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry.dev import stack
+from ferry.dev import processes, stack
 from ferry.errors import Conflict, InfraError
 from ferry.infra.model import Infra
 
@@ -22,13 +22,13 @@ def group() -> Iterator[subprocess.Popen[bytes]]:
     """A process group of a shell with a grandchild (like gcloud -> java)."""
     proc = subprocess.Popen(["sh", "-c", "sleep 300 & sleep 300"], start_new_session=True)
     yield proc
-    stack.stop_groups([proc.pid], grace_s=1)
+    processes.stop_groups([proc.pid], grace_s=1)
 
 
 def _component(name: str, proc: subprocess.Popen[bytes] | None, **kw) -> dict:  # type: ignore[no-untyped-def, type-arg]
     pid = proc.pid if proc else kw.pop("pid")
     return {"kind": kw.pop("kind", "function"), "name": name, "pid": pid,
-            "start_time": kw.pop("start_time", stack.start_time(pid)), **kw}
+            "start_time": kw.pop("start_time", processes.start_time(pid)), **kw}
 
 
 def _wait_members(pgid: int, n: int) -> list[int]:
@@ -36,7 +36,7 @@ def _wait_members(pgid: int, n: int) -> list[int]:
 
     end = time.monotonic() + 5
     while time.monotonic() < end:
-        members = stack.group_members([pgid])[pgid]
+        members = processes.group_members([pgid])[pgid]
         if len(members) >= n:
             return members
         time.sleep(0.02)
@@ -45,9 +45,9 @@ def _wait_members(pgid: int, n: int) -> list[int]:
 
 def test_stop_groups_stops_the_grandchildren_too(group: subprocess.Popen[bytes]) -> None:
     members = _wait_members(group.pid, 3)
-    assert stack.stop_groups([group.pid], grace_s=2) == []
-    assert stack.group_members([group.pid]) == {group.pid: []}
-    assert all((stack._proc_stat(p) or ("Z",))[0] == "Z" for p in members)
+    assert processes.stop_groups([group.pid], grace_s=2) == []
+    assert processes.group_members([group.pid]) == {group.pid: []}
+    assert all((processes.proc_stat(p) or ("Z",))[0] == "Z" for p in members)
 
 
 def test_down_stops_recorded_groups_and_nothing_else(group: subprocess.Popen[bytes], tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_down_stops_recorded_groups_and_nothing_else(group: subprocess.Popen[byt
     (tmp_path / "state.json").write_text(json.dumps(state))
     result = stack.down(tmp_path)
     assert [s["name"] for s in result["stopped"]] == ["api"] and result["already_gone"] == ["probe"]
-    assert stack.group_members([group.pid]) == {group.pid: []}
+    assert processes.group_members([group.pid]) == {group.pid: []}
     assert not (tmp_path / "state.json").exists()
 
 
@@ -78,8 +78,8 @@ def test_a_partly_running_stack_is_refused(group: subprocess.Popen[bytes], tmp_p
 def test_a_stale_state_is_not_ours(tmp_path: Path) -> None:
     dead = subprocess.Popen(["true"], start_new_session=True)
     dead.wait()
-    assert not stack._ours(_component("api", dead, start_time=12345))
-    assert not stack.alive(_component("api", dead, start_time=12345))
+    assert not processes.ours(_component("api", dead, start_time=12345))
+    assert not processes.alive(_component("api", dead, start_time=12345))
 
 
 def test_a_requested_port_in_use_is_named(tmp_path: Path) -> None:
