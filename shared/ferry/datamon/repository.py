@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ferry.datamon.domain import Action, Decision
 from ferry.store.base import Doc, DocumentStore, Op, Where
 
 PARTITIONS = "datamon_partitions"
@@ -39,6 +40,22 @@ def alert_id(endpoint: str, partition: str) -> str:
 
 def dedup_key(endpoint: str, partition: str) -> str:
     return f"{endpoint}/{partition}"
+
+
+def alert_document(d: Decision) -> Doc:
+    """The fields of the alert document that decision ``d`` leaves behind (merged into it)."""
+    n = d.notification
+    doc: Doc = {"id": alert_id(n.endpoint, n.partition), "endpoint": n.endpoint, "partition": n.partition,
+                "owner": n.owner, "dedup_key": n.dedup_key, "level": d.level.value, "severity": n.severity,
+                "summary": n.summary, "seq": d.seq, "notified_at": d.at, "state": d.state.value,
+                "start": d.start, "deadline": d.deadline, "overdue_seconds": n.overdue_seconds, "tier": d.tier}
+    if d.action is Action.TRIGGER:
+        doc.update({"open": True, "opened_at": d.at, "acked": False, "resolved_at": None})
+    elif d.action is Action.RESOLVE:
+        doc.update({"open": False, "resolved_at": d.at, "landed_at": d.landed_at})
+    elif d.action is Action.ESCALATE:
+        doc["escalated_at"] = d.at
+    return doc
 
 
 class DatamonRepository:

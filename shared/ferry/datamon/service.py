@@ -23,6 +23,7 @@ from ferry.datamon.repository import (
     NOTIFICATIONS,
     PARTITIONS,
     DatamonRepository,
+    alert_document,
     alert_id,
     partition_id,
 )
@@ -332,8 +333,7 @@ def _evaluate_batch(services: Services, due: dict[str, dict[str, Any]],
     wanted = {n: domain.wanted(policies[n], summaries[n], now, bad_for(n)) for n in order}
     landed_docs = DatamonRepository(store).partitions_multi(wanted) if any(wanted.values()) else {}
     renotify = [alert_id(n, e.partition) for n in order for e in summaries[n].open
-                if e.alert and not e.alert.get("acked")
-                and now - e.alert["notified_at"] >= policies[n].renotify_after]
+                if e.alert and not e.alert.acked and now - e.alert.notified_at >= policies[n].renotify_after]
     alert_docs = store.get_many(ALERTS, renotify) if renotify else {}
     acked_of: dict[str, set[str]] = {}
     for d in alert_docs.values():
@@ -369,8 +369,8 @@ def _evaluate_batch(services: Services, due: dict[str, dict[str, Any]],
 
     ops: list[Op] = []
     for name, decision in decisions:
-        ops.append(Op.set(ALERTS, alert_id(name, decision.notification.partition),
-                          {"id": alert_id(name, decision.notification.partition), **decision.alert}, merge=True))
+        ops.append(Op.set(ALERTS, alert_id(name, decision.notification.partition), alert_document(decision),
+                          merge=True))
     for name in order:
         new = outcomes[name].summary.to_doc()
         new["upstream_all"] = list(policies[name].upstream)  # declared and derived: for downstream queries
@@ -453,7 +453,7 @@ def _notify(services: Services, decisions: Sequence[tuple[str, domain.Decision]]
         n = d.notification
         messages.append(_message(name, d))
         totals[n.action.value] += 1
-        level = 40 if d.alert.get("level") == domain.Level.LATE.value and n.action is not domain.Action.RESOLVE else 30
+        level = 40 if d.pages_late else 30
         log.event(logger, level, n.summary, labels={"endpoint": name, "owner": n.owner, "partition": n.partition},
                   alert={"dedup_key": n.dedup_key, "action": n.action.value, "severity": n.severity,
                          "overdue_seconds": n.overdue_seconds, "tier": policies[name].severity})

@@ -15,8 +15,9 @@ from ferry.errors import BadRequest, Conflict, NotFound
 from ferry.store.base import Op
 from ferry.styx import machine as m
 from ferry.styx.repository import BACKFILLS
-from ferry.styx.scheduling import backfill_partitions, slot_id
+from ferry.styx.scheduling import backfill_partitions
 from ferry.styx.service import StyxService, slug
+from ferry.styx.slots import slot_id
 
 
 def pool_of(backfill_id: str) -> str:

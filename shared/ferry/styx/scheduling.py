@@ -1,5 +1,5 @@
 """Pure scheduling math: when natural triggers fire, which partitions a backfill covers, which
-upstream partitions gate an instance, and which queued instances may be dequeued now.
+upstream partitions gate an instance, and an instance's retry policy. Concurrency slots are in ``slots``.
 
 A natural trigger for the period starting at P fires at ``end(P) + offset`` and stands for P: at
 15:00 an hourly workflow gets parameter ``…T14`` (the hour that just ended), as in Styx.
@@ -7,8 +7,6 @@ A natural trigger for the period starting at P fires at ``end(P) + offset`` and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ferry.domain import periods
@@ -74,30 +72,3 @@ def upstream_partitions(cadence: periods.Cadence, parameter: str, upstream: peri
     end = cadence.next(start)
     first = upstream.floor(start)
     return [upstream.format(p) for p in periods.periods(upstream, first, end)]
-
-
-@dataclass(frozen=True)
-class Pool:
-    """A concurrency pool: a Resource, the global limit, or one backfill."""
-
-    name: str
-    size: int
-    used: frozenset[int]
-
-    def free(self) -> list[int]:
-        return [n for n in range(self.size) if n not in self.used]
-
-
-def slot_id(pool: str, number: int) -> str:
-    return f"{pool}#{number}"
-
-
-def choose_slots(pools: Sequence[Pool], taken: dict[str, set[int]]) -> list[str] | None:
-    """One free slot in every pool (skipping the ones this tick already took), or None if any is full."""
-    out = []
-    for pool in pools:
-        free = [n for n in pool.free() if n not in taken.get(pool.name, set())]
-        if not free:
-            return None
-        out.append(slot_id(pool.name, free[0]))
-    return out

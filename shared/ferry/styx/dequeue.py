@@ -1,0 +1,246 @@
+"""The tick's last stage: dequeue the QUEUED instances due and launch them.
+
+Gates are checked in the tick's thread pool. Slots are chosen in due order (``slots.Claims``); the
+dequeue+submit commits of up to ``CHUNK_OPS`` writes go out as one batched commit, and their launches
+start in the pool as soon as it lands; the ``submitted`` commits are batched the same way. A batch is
+atomic: when another writer got to one of its instances (or slots) first, nothing of it is written and
+each of its instances is committed on its own (the loser of a race moves on). So a Firestore commit is
+spent per ~40 instances, not two per instance.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, as_completed
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ferry.domain.manifests import Workflow
+from ferry.errors import Conflict, FerryError
+from ferry.store.base import Op
+from ferry.styx import machine as m
+from ferry.styx.launchers import Launched
+from ferry.styx.repository import StyxRepository
+from ferry.styx.scheduling import policy_of
+from ferry.styx.service import Applied, StyxService, slug
+from ferry.styx.slots import GLOBAL_POOL, Claims, held_and_tokens
+
+if TYPE_CHECKING:
+    from ferry.styx.tick import Tick, TickReport
+
+CHUNK_OPS = 200       # writes per batched dequeue commit (~40 instances; Firestore takes 500)
+FIRST_CHUNK_OPS = 25  # the first batches are smaller: (~5, 10, 20 instances) launches start sooner
+SUBMITTED_BATCH = 50  # launched executions recorded per batched commit
+
+
+@dataclass
+class _Dequeue:
+    """One instance on its way out of the queue: what it needs, then its planned commit."""
+
+    run: m.Run
+    wf: Workflow
+    policy: m.Policy
+    sizes: dict[str, int]
+    slots: list[str] = field(default_factory=list)
+    applied: Applied | None = None
+    ops: list[Op] = field(default_factory=list)
+
+    def plan(self, styx: StyxService, slots: list[str], now: datetime) -> None:
+        """Dequeue (claiming ``slots``: pool slots, held until the end, and a submission token) and
+        submit, in one commit guarded by the next event id."""
+        execution_id = f"{slug(self.run.workflow)}-{slug(self.run.parameter)}-{self.run.counter + 2}"
+        held, tokens = held_and_tokens(slots)
+        events = [m.Event(m.On.DEQUEUE, "dequeued", slots=held),
+                  m.Event(m.On.SUBMIT, f"submitting {execution_id}", execution_id=execution_id,
+                          image=self.wf.spec.image)]
+        extra = [op for minute, n in tokens for op in StyxRepository.rate_ops(minute, n, self.run.id, now)]
+        self.slots = slots
+        self.applied, self.ops = styx.plan(self.run, events, now, self.policy, extra)
+
+
+@dataclass(frozen=True)
+class _Launch:
+    run: m.Run
+    wf: Workflow
+    policy: m.Policy
+    launched: Launched
+
+
+class DequeueStage:
+    """One tick's dequeue stage (its thread pool, budget and workflow cache are the tick's)."""
+
+    def __init__(self, tick: Tick, report: TickReport) -> None:
+        self.tick = tick
+        self.styx = tick.styx
+        self.store = tick.services.store
+        self.report = report
+
+    def run(self, now: datetime) -> None:
+        tick, report = self.tick, self.report
+        queued = tick.repo.queued_due(now, tick.limits.queued)
+        if not queued:
+            return
+        wfs = tick.workflows({r.workflow for r in queued})
+        resource_names = sorted({res for wf in wfs.values() if wf for res in wf.spec.resources})
+        resources = tick.services.manifests.get_many("Resource", resource_names) if resource_names else {}
+        minute = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+        tick.repo.expire_rate(minute)
+        claims = Claims(tick.repo, minute, tick.limits.submissions_per_minute)
+        admitted = tick.executor.map(lambda run: self._admit(run, wfs.get(run.workflow), resources, now), queued)
+        launches: list[Future[_Launch | None]] = []
+        chunk: list[_Dequeue] = []
+        chunk_ops = FIRST_CHUNK_OPS  # a small first batch, so the first launches start early
+        for item in admitted:
+            if item is None:
+                continue
+            if not tick.in_budget(report):
+                break
+            slots = claims.reserve(item.sizes)
+            if slots is None:
+                if claims.exhausted:
+                    report.rate_limited = True
+                    break
+                report.add("waiting_for_slots")
+                continue
+            item.plan(self.styx, slots, now)
+            chunk.append(item)
+            if sum(len(d.ops) for d in chunk) >= chunk_ops:
+                launches += self._dequeue_chunk(chunk, claims, now)
+                chunk, chunk_ops = [], min(2 * chunk_ops, CHUNK_OPS)
+        if chunk:
+            launches += self._dequeue_chunk(chunk, claims, now)
+        done: list[_Launch] = []
+        for f in as_completed(launches):
+            result = f.result()
+            if result is not None:
+                done.append(result)
+            if len(done) >= SUBMITTED_BATCH:
+                self._submitted(done, now)
+                done = []
+        self._submitted(done, now)
+
+    def _admit(self, run: m.Run, wf: Workflow | None, resources: dict[str, Any], now: datetime) -> _Dequeue | None:
+        """Whether ``run`` may be dequeued now (halting it if its workflow is gone or disabled, sending
+        it back to wait if an upstream partition has not landed); the pools it needs if so."""
+        tick, report = self.tick, self.report
+        if run.state != m.State.QUEUED or not tick.in_budget(report):
+            return None
+        try:
+            if wf is None:
+                tick.apply(run, m.Event(m.On.HALT, "workflow deleted"), now, m.Policy(), None)
+                return None
+            policy = policy_of(wf.spec)
+            if not wf.spec.enabled and run.trigger and run.trigger.type == "natural":
+                tick.apply(run, m.Event(m.On.HALT, "workflow disabled"), now, policy, wf)
+                return None
+            if wf.spec.depends_on:
+                missing = self.styx.gate(wf, run.parameter)
+                if missing:
+                    report.add("gated")
+                    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+                    tick.apply(run, m.Event(m.On.RETRY_AFTER, f"waiting for upstream partitions: {shown}",
+                                            delay=tick.limits.gate_recheck), now, policy, wf)
+                    return None
+        except Conflict:
+            report.add("conflicts")
+            return None
+        sizes = {GLOBAL_POOL: tick.limits.max_active}
+        for res in wf.spec.resources:
+            rec = resources.get(res)
+            sizes[f"resource.{res}"] = rec.manifest["spec"]["concurrency"] if rec else 0
+        return _Dequeue(run, wf, policy, sizes)
+
+    def _dequeue_chunk(self, chunk: list[_Dequeue], claims: Claims, now: datetime) -> list[Future[_Launch | None]]:
+        """Commit a chunk of dequeues in one batch (each on its own after a conflict); launch the ones
+        committed. Returns the launches under way."""
+        try:
+            self.store.write([op for d in chunk for op in d.ops])
+        except Conflict:
+            self.report.add("conflicts")
+            for d in chunk:
+                claims.release(d.slots)
+            committed = [d for d in chunk if self._dequeue_alone(d, claims, now)]
+        except BaseException:
+            for d in chunk:
+                claims.release(d.slots)
+            raise
+        else:
+            committed = chunk
+        out = []
+        for d in committed:
+            assert d.applied is not None
+            self.styx.logged(d.applied)
+            self.report.add("dequeued")
+            out.append(self.tick.executor.submit(self._launch, d.applied.run, d.wf, now))
+        return out
+
+    def _dequeue_alone(self, d: _Dequeue, claims: Claims, now: datetime) -> bool:
+        """Commit one dequeue; after a conflict, look again. False if it is not ours to launch."""
+        report = self.report
+        for attempt in range(3):
+            slots = claims.reserve(d.sizes, refresh=attempt > 0)
+            if slots is None:
+                if claims.exhausted:
+                    report.rate_limited = True
+                else:
+                    report.add("waiting_for_slots")
+                return False
+            d.plan(self.styx, slots, now)
+            try:
+                self.store.write(d.ops)
+                return True
+            except Conflict:
+                claims.release(slots)
+                report.add("conflicts")
+                fresh = self.tick.repo.get(d.run.workflow, d.run.parameter)
+                if fresh is None or fresh.state != m.State.QUEUED or fresh.counter != d.run.counter:
+                    return False  # another tick took it
+                # a slot was taken under us: look at the pools again
+            except BaseException:
+                claims.release(slots)
+                raise
+        return False
+
+    def _launch(self, run: m.Run, wf: Workflow, now: datetime) -> _Launch | None:
+        """Start the execution; the ``submitted`` commit is left to the caller (batched)."""
+        policy = policy_of(wf.spec)
+        assert run.execution_id
+        spec = self.styx.launch_spec(wf, run, run.execution_id)
+        try:
+            launched = self.styx.launcher.launch(spec)
+        except FerryError as exc:
+            self.report.add("launch_failed")
+            try:
+                self.tick.apply(run, m.Event(m.On.RUN_ERROR, f"launch failed: {exc.message}"), now, policy, wf)
+            except Conflict:
+                self.report.add("conflicts")
+            return None
+        return _Launch(run, wf, policy, launched)
+
+    def _submitted(self, done: list[_Launch], now: datetime) -> None:
+        """Record launched executions as SUBMITTED: one batch, or one by one after a conflict."""
+        if not done:
+            return
+        report = self.report
+        planned = [(x, *self.styx.plan(x.run, _submitted_event(x), now, x.policy)) for x in done]
+        try:
+            self.store.write([op for _, _, ops in planned for op in ops])
+        except Conflict:
+            report.add("conflicts")
+            for x in done:
+                try:
+                    self.tick.apply(x.run, _submitted_event(x), now, x.policy, x.wf)
+                    report.add("submitted")
+                except Conflict:  # halted meanwhile: do not leave the execution running
+                    report.add("conflicts")
+                    self.styx.launcher.cancel(x.launched.handle)
+            return
+        for x, applied, _ in planned:
+            self.styx.logged(applied)
+            self.styx.carry_out(applied, x.wf, now)
+        report.add("submitted", len(done))
+
+
+def _submitted_event(x: _Launch) -> m.Event:
+    return m.Event(m.On.SUBMITTED, f"submitted {x.run.execution_id}", handle=x.launched.handle,
+                   log_uri=x.launched.log_uri)

@@ -1,0 +1,110 @@
+"""Slot claiming: the concurrency pools an instance draws from when it is dequeued.
+
+A pool is a Resource's concurrency (``resource.<name>``), the global limit (``global``), one backfill
+(``backfill.<id>``) or a minute's submission rate (``rate.<minute>``). A slot is a document
+``<pool>#<n>`` in ``styx_slots`` (rate tokens in ``styx_rate``), created in the same commit as the
+dequeue and deleted in the same commit as the end, so a slot is never held by an instance that no
+longer runs. ``Claims`` hands slots to the dequeue stage's threads without handing one out twice.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ferry.styx.repository import StyxRepository
+
+GLOBAL_POOL = "global"
+RATE_PREFIX = "rate."  # the submission tokens of a minute, as a pool: rate.2026-11-26T13:05#n
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A concurrency pool and the slot numbers taken in it."""
+
+    name: str
+    size: int
+    used: frozenset[int]
+
+    def free(self) -> list[int]:
+        return [n for n in range(self.size) if n not in self.used]
+
+
+def slot_id(pool: str, number: int) -> str:
+    return f"{pool}#{number}"
+
+
+def choose(pools: Sequence[Pool], taken: dict[str, set[int]]) -> list[str] | None:
+    """One free slot in every pool (skipping the ones this tick already took), or None if any is full.
+
+    A random one of the first free slots: two ticks racing rarely pick the same one (a collision
+    costs a retry)."""
+    out = []
+    for pool in pools:
+        free = [n for n in pool.free() if n not in taken.get(pool.name, set())]
+        if not free:
+            return None
+        out.append(slot_id(pool.name, random.choice(free[:32])))
+    return out
+
+
+def held_and_tokens(slots: Sequence[str]) -> tuple[tuple[str, ...], list[tuple[str, int]]]:
+    """Split claimed ``slots`` into the pool slots held until the end and the (minute, n) rate tokens."""
+    held = tuple(s for s in slots if not s.startswith(RATE_PREFIX))
+    tokens = [s[len(RATE_PREFIX):].rsplit("#", 1) for s in slots if s.startswith(RATE_PREFIX)]
+    return held, [(minute, int(n)) for minute, n in tokens]
+
+
+class Claims:
+    """The pools one dequeue stage draws slots from, shared by its threads.
+
+    Each pool's used slots are read once (and again after a conflict); ``held`` are the slots this
+    tick's threads have claimed or are committing, so two threads never pick the same one. A commit
+    that fails gives its slots back. Every dequeue also takes a token of the minute's submission rate
+    (pool ``rate.<minute>``, documents in ``styx_rate``): other ticks' tokens count, so the rate is
+    global; two ticks picking the same token make one commit fail, and it looks again.
+    """
+
+    def __init__(self, repo: StyxRepository, minute: str, rate: int) -> None:
+        self.repo = repo
+        self.rate_pool = RATE_PREFIX + minute
+        self.minute = minute
+        self.rate = rate
+        self.pools: dict[str, Pool] = {}
+        self.held: dict[str, set[int]] = defaultdict(set)
+        self.lock = threading.Lock()
+
+    @property
+    def exhausted(self) -> bool:
+        """No submission token of this minute is left (as far as this tick knows)."""
+        pool = self.pools.get(self.rate_pool)
+        return pool is not None and len(pool.used | self.held[self.rate_pool]) >= self.rate
+
+    def _load(self, name: str, size: int) -> Pool:
+        used = self.repo.used_rate(self.minute) if name == self.rate_pool else self.repo.used_slots(name)
+        return Pool(name, size, frozenset(used))
+
+    def reserve(self, sizes: dict[str, int], refresh: bool = False) -> list[str] | None:
+        """A submission token and one free slot in each pool (name -> size); None if one is full."""
+        with self.lock:
+            wanted = {self.rate_pool: self.rate, **sizes}
+            for name, size in wanted.items():
+                if refresh or name not in self.pools:
+                    self.pools[name] = self._load(name, size)
+            slots = choose([self.pools[name] for name in wanted], self.held)
+            if slots is None:
+                return None
+            for s in slots:
+                pool, n = s.rsplit("#", 1)
+                self.held[pool].add(int(n))
+            return slots
+
+    def release(self, slots: Sequence[str]) -> None:
+        """The commit that claimed ``slots`` failed: they (and the token) are free again."""
+        with self.lock:
+            for s in slots:
+                pool, n = s.rsplit("#", 1)
+                self.held[pool].discard(int(n))
