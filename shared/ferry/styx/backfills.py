@@ -93,7 +93,7 @@ def progress(styx: StyxService, bf: dict[str, Any], now: datetime) -> int:
             index += 1
             continue
         slot = slot_id(pool, free[0])
-        event = m.Event(m.On.TRIGGER_EXECUTION, f"backfill {bf['id']}",
+        event = m.TriggerExecution(f"backfill {bf['id']}",
                         trigger=m.Trigger("backfill", bf["id"], dict(bf.get("env") or {})), slots=(slot,))
         try:
             styx.commit(before or m.Run(bf["workflow"], parameter), event, now, m.Policy(),

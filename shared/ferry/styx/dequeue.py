@@ -50,8 +50,8 @@ class _Dequeue:
         submit, in one commit guarded by the next event id."""
         execution_id = f"{slug(self.run.workflow)}-{slug(self.run.parameter)}-{self.run.counter + 2}"
         held, tokens = held_and_tokens(slots)
-        events = [m.Event(m.On.DEQUEUE, "dequeued", slots=held),
-                  m.Event(m.On.SUBMIT, f"submitting {execution_id}", execution_id=execution_id,
+        events = [m.Dequeue("dequeued", slots=held),
+                  m.Submit(f"submitting {execution_id}", execution_id=execution_id,
                           image=self.wf.spec.image)]
         extra = [op for minute, n in tokens for op in StyxRepository.rate_ops(minute, n, self.run.id, now)]
         self.slots = slots
@@ -127,18 +127,18 @@ class DequeueStage:
             return None
         try:
             if wf is None:
-                tick.apply(run, m.Event(m.On.HALT, "workflow deleted"), now, m.Policy(), None)
+                tick.apply(run, m.Halt("workflow deleted"), now, m.Policy(), None)
                 return None
             policy = policy_of(wf.spec)
             if not wf.spec.enabled and run.trigger and run.trigger.type == "natural":
-                tick.apply(run, m.Event(m.On.HALT, "workflow disabled"), now, policy, wf)
+                tick.apply(run, m.Halt("workflow disabled"), now, policy, wf)
                 return None
             if wf.spec.depends_on:
                 missing = self.styx.gate(wf, run.parameter)
                 if missing:
                     report.add("gated")
                     shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-                    tick.apply(run, m.Event(m.On.RETRY_AFTER, f"waiting for upstream partitions: {shown}",
+                    tick.apply(run, m.RetryAfter(f"waiting for upstream partitions: {shown}",
                                             delay=tick.limits.gate_recheck), now, policy, wf)
                     return None
         except Conflict:
@@ -211,7 +211,7 @@ class DequeueStage:
         except FerryError as exc:
             self.report.add("launch_failed")
             try:
-                self.tick.apply(run, m.Event(m.On.RUN_ERROR, f"launch failed: {exc.message}"), now, policy, wf)
+                self.tick.apply(run, m.RunError(f"launch failed: {exc.message}"), now, policy, wf)
             except Conflict:
                 self.report.add("conflicts")
             return None
@@ -242,5 +242,5 @@ class DequeueStage:
 
 
 def _submitted_event(x: _Launch) -> m.Event:
-    return m.Event(m.On.SUBMITTED, f"submitted {x.run.execution_id}", handle=x.launched.handle,
+    return m.Submitted(f"submitted {x.run.execution_id}", handle=x.launched.handle,
                    log_uri=x.launched.log_uri)

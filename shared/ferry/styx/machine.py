@@ -1,10 +1,12 @@
-"""The Styx state machine (SPEC §5) as a pure function: (run, event, now, policy) -> run + decisions.
+"""The Styx state machine (docs/styx.md) as a pure function: (run, event, now, policy) -> run + decisions.
 
-No I/O here. ``transition`` applies one event; ``advance`` also applies the follow-up events that a
-state decides at once (an exit code becomes ``success``, ``retryAfter`` or ``stop``), and returns every
-(event, run-after) pair so that the service appends each one to the instance's event log in the same
-atomic commit as the state change. Decisions (``Launch``, ``Cancel``, ``Release``, ``Land``) are side
-effects that the service carries out after the commit.
+No I/O here. Each event is one small type (``TriggerExecution``, ``Dequeue``, … ``Halt``; ``name`` is
+how the event log spells it) and ``transition`` matches on it. ``transition`` applies one event;
+``advance`` also applies the follow-up events that a state decides at once (an exit code becomes
+``success``, ``retryAfter`` or ``stop``), and returns every (event, run-after) pair so that the service
+appends each one to the instance's event log in the same atomic commit as the state change.
+Decisions (``Launch``, ``Cancel``, ``Release``, ``Land``) are side effects that the service carries
+out after the commit.
 
 Exit codes: 0 done; 20 missing dependencies -> retry after 10 minutes without spending a try;
 50 -> stop at once; anything else (and run errors, timeouts) -> exponential backoff with jitter until
@@ -14,12 +16,12 @@ Exit codes: 0 done; 20 missing dependencies -> retry after 10 minutes without sp
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
-from ferry.errors import Conflict
+from ferry.errors import FerryError
 
 EXIT_SUCCESS = 0
 EXIT_MISSING_DEPENDENCIES = 20
@@ -40,23 +42,6 @@ class State(StrEnum):
     ERROR = "ERROR"
 
 
-class On(StrEnum):
-    """Event names, as SPEC §5 spells them."""
-
-    TRIGGER_EXECUTION = "triggerExecution"
-    DEQUEUE = "dequeue"
-    SUBMIT = "submit"
-    SUBMITTED = "submitted"
-    STARTED = "started"
-    TERMINATE = "terminate"
-    RUN_ERROR = "runError"
-    SUCCESS = "success"
-    RETRY_AFTER = "retryAfter"
-    STOP = "stop"
-    TIMEOUT = "timeout"
-    HALT = "halt"
-
-
 ENDED = frozenset({State.DONE, State.ERROR})
 ACTIVE = frozenset(set(State) - ENDED - {State.NEW})
 # States in which the instance holds its resource and global-concurrency slots (taken at dequeue).
@@ -66,8 +51,17 @@ HOLDING = frozenset({State.PREPARE, State.SUBMITTING, State.SUBMITTED, State.RUN
 EXECUTING = frozenset({State.SUBMITTING, State.SUBMITTED, State.RUNNING})
 
 
-class IllegalTransition(Conflict):
-    """The event does not apply to the instance's current state (HTTP 409)."""
+class IllegalTransition(FerryError):
+    """The event does not apply to the instance's current state.
+
+    HTTP 409 and exit 3, like ``Conflict`` (the request conflicts with the instance's state), but not
+    a ``Conflict``: retrying does not help, so callers that retry on a concurrent write (``Conflict``)
+    do not catch it by accident.
+    """
+
+    http_status = 409
+    exit_code = 3
+    code = "illegal_transition"
 
 
 @dataclass(frozen=True)
@@ -84,36 +78,109 @@ class Trigger:
         return cls(doc["type"], doc["id"], dict(doc.get("env") or {})) if doc else None
 
 
+# -- events: one small type each; ``name`` is how the event log spells it ---------------------------
 @dataclass(frozen=True)
 class Event:
-    on: On
+    """What happened to an instance. ``message`` is the human part, shown in its timeline."""
+
+    name: ClassVar[str]
     message: str = ""
-    trigger: Trigger | None = None          # triggerExecution
-    delay: timedelta | None = None          # triggerExecution, retryAfter
-    reset_tries: bool = False               # retryAfter asked by a person (`ferry retry`)
-    slots: tuple[str, ...] = ()             # dequeue: resource/global slots; triggerExecution: backfill slot
-    execution_id: str | None = None         # submit
-    image: str | None = None                # submit
-    log_uri: str | None = None              # submitted
-    handle: str | None = None               # submitted: the launcher's name for the execution
-    exit_code: int | None = None            # terminate
 
     def to_doc(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"event": str(self.on)}
-        if self.message:
-            out["message"] = self.message
-        if self.trigger:
-            out["trigger"] = self.trigger.to_doc()
-        if self.delay is not None:
-            out["delay_seconds"] = int(self.delay.total_seconds())
-        if self.reset_tries:
-            out["reset_tries"] = True
-        if self.slots:
-            out["slots"] = list(self.slots)
-        for k in ("execution_id", "image", "log_uri", "handle", "exit_code"):
-            if getattr(self, k) is not None:
-                out[k] = getattr(self, k)
+        """The event's fields as the event log stores them (empty and default fields left out)."""
+        out: dict[str, Any] = {"event": self.name}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or value == () or value is False or (f.name == "message" and not value):
+                continue
+            if isinstance(value, Trigger):
+                out[f.name] = value.to_doc()
+            elif isinstance(value, timedelta):
+                out[f"{f.name}_seconds"] = int(value.total_seconds())
+            else:
+                out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
+
+
+@dataclass(frozen=True)
+class TriggerExecution(Event):
+    name = "triggerExecution"
+    _: KW_ONLY
+    trigger: Trigger
+    delay: timedelta | None = None
+    slots: tuple[str, ...] = ()             # a backfill's concurrency slot, held until DONE/ERROR
+
+
+@dataclass(frozen=True)
+class Dequeue(Event):
+    name = "dequeue"
+    _: KW_ONLY
+    slots: tuple[str, ...] = ()             # resource and global slots, held until the run ends
+
+
+@dataclass(frozen=True)
+class Submit(Event):
+    name = "submit"
+    _: KW_ONLY
+    execution_id: str
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class Submitted(Event):
+    name = "submitted"
+    _: KW_ONLY
+    handle: str                             # the launcher's name for the execution
+    log_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class Started(Event):
+    name = "started"
+
+
+@dataclass(frozen=True)
+class Terminate(Event):
+    name = "terminate"
+    _: KW_ONLY
+    exit_code: int | None                   # None: ended without one (counts as -1)
+
+
+@dataclass(frozen=True)
+class RunError(Event):
+    name = "runError"
+
+
+@dataclass(frozen=True)
+class Success(Event):
+    name = "success"
+
+
+@dataclass(frozen=True)
+class RetryAfter(Event):
+    name = "retryAfter"
+    _: KW_ONLY
+    delay: timedelta | None = None
+    reset_tries: bool = False               # asked by a person (`ferry retry`)
+
+
+@dataclass(frozen=True)
+class Stop(Event):
+    name = "stop"
+
+
+@dataclass(frozen=True)
+class Timeout(Event):
+    name = "timeout"
+
+
+@dataclass(frozen=True)
+class Halt(Event):
+    name = "halt"
+
+
+EVENTS: tuple[type[Event], ...] = (TriggerExecution, Dequeue, Submit, Submitted, Started, Terminate, RunError,
+                                   Success, RetryAfter, Stop, Timeout, Halt)
 
 
 @dataclass(frozen=True)
@@ -196,19 +263,19 @@ class Step:
     follow_up: Event | None = None
 
 
-LEGAL: dict[On, frozenset[State]] = {
-    On.TRIGGER_EXECUTION: frozenset({State.NEW, State.DONE, State.ERROR}),
-    On.DEQUEUE: frozenset({State.QUEUED}),
-    On.SUBMIT: frozenset({State.PREPARE}),
-    On.SUBMITTED: frozenset({State.SUBMITTING}),
-    On.STARTED: frozenset({State.SUBMITTED}),
-    On.TERMINATE: frozenset({State.SUBMITTED, State.RUNNING}),
-    On.RUN_ERROR: frozenset({State.PREPARE, State.SUBMITTING, State.SUBMITTED, State.RUNNING}),
-    On.SUCCESS: frozenset({State.TERMINATED}),
-    On.RETRY_AFTER: frozenset({State.QUEUED, State.TERMINATED, State.FAILED, State.DONE, State.ERROR}),
-    On.STOP: frozenset({State.TERMINATED, State.FAILED}),
-    On.TIMEOUT: frozenset({State.SUBMITTED, State.RUNNING}),
-    On.HALT: ACTIVE,
+LEGAL: dict[type[Event], frozenset[State]] = {
+    TriggerExecution: frozenset({State.NEW, State.DONE, State.ERROR}),
+    Dequeue: frozenset({State.QUEUED}),
+    Submit: frozenset({State.PREPARE}),
+    Submitted: frozenset({State.SUBMITTING}),
+    Started: frozenset({State.SUBMITTED}),
+    Terminate: frozenset({State.SUBMITTED, State.RUNNING}),
+    RunError: frozenset({State.PREPARE, State.SUBMITTING, State.SUBMITTED, State.RUNNING}),
+    Success: frozenset({State.TERMINATED}),
+    RetryAfter: frozenset({State.QUEUED, State.TERMINATED, State.FAILED, State.DONE, State.ERROR}),
+    Stop: frozenset({State.TERMINATED, State.FAILED}),
+    Timeout: frozenset({State.SUBMITTED, State.RUNNING}),
+    Halt: ACTIVE,
 }
 
 
@@ -226,8 +293,8 @@ def backoff(run: Run, policy: Policy) -> timedelta:
 
 def _after_failure(run: Run, policy: Policy, reason: str) -> Event:
     if run.spent >= policy.max_tries:
-        return Event(On.STOP, f"{reason}; gave up after {run.spent} of {policy.max_tries} tries")
-    return Event(On.RETRY_AFTER, reason, delay=backoff(run, policy))
+        return Stop(f"{reason}; gave up after {run.spent} of {policy.max_tries} tries")
+    return RetryAfter(reason, delay=backoff(run, policy))
 
 
 def _release(run: Run, lifetime: bool) -> tuple[Decision, ...]:
@@ -243,70 +310,69 @@ def _cancel(run: Run) -> tuple[Decision, ...]:
 
 def transition(run: Run, event: Event, now: datetime, policy: Policy) -> Step:
     """Apply one event. Raises IllegalTransition when the event does not apply to the state."""
-    if run.state not in LEGAL[event.on]:
-        raise IllegalTransition(f"cannot {event.on} instance {run.workflow} {run.parameter}: it is {run.state}",
-                                {"state": str(run.state), "event": str(event.on)})
+    if run.state not in LEGAL[type(event)]:
+        raise IllegalTransition(f"cannot {event.name} instance {run.workflow} {run.parameter}: it is {run.state}",
+                                {"state": str(run.state), "event": event.name})
     r = replace(run, counter=run.counter + 1, updated_at=now, message=event.message or run.message)
-    match event.on:
-        case On.TRIGGER_EXECUTION:
-            assert event.trigger is not None, "triggerExecution needs a trigger"
+    match event:
+        case TriggerExecution(trigger=trigger):
             return Step(replace(
-                r, state=State.QUEUED, trigger=event.trigger, tries=0, spent=0, execution_id=None, handle=None,
+                r, state=State.QUEUED, trigger=trigger, tries=0, spent=0, execution_id=None, handle=None,
                 image=None, log_uri=None, exit_code=None, due_at=now + (event.delay or timedelta(0)),
                 deadline=None, slots=(), submitted_at=None, started_at=None, ended_at=None,
                 lifetime_slot=event.slots[0] if event.slots else None,
-                backfill=event.trigger.id if event.trigger.type == "backfill" else None,
-                message=event.message or f"triggered ({event.trigger.type} {event.trigger.id})"))
-        case On.DEQUEUE:
+                backfill=trigger.id if trigger.type == "backfill" else None,
+                message=event.message or f"triggered ({trigger.type} {trigger.id})"))
+        case Dequeue():
             return Step(replace(r, state=State.PREPARE, due_at=None, slots=event.slots))
-        case On.SUBMIT:
-            assert event.execution_id, "submit needs an execution id"
+        case Submit():
             return Step(replace(r, state=State.SUBMITTING, execution_id=event.execution_id, image=event.image,
                                 tries=run.tries + 1, spent=run.spent + 1, exit_code=None, handle=None,
                                 log_uri=None, submitted_at=None, started_at=None),
                         (Launch(event.execution_id),))
-        case On.SUBMITTED:
+        case Submitted():
             return Step(replace(r, state=State.SUBMITTED, handle=event.handle, log_uri=event.log_uri,
                                 submitted_at=now, deadline=now + policy.timeout))
-        case On.STARTED:
+        case Started():
             return Step(replace(r, state=State.RUNNING, started_at=now))
-        case On.TERMINATE:
+        case Terminate():
             code = event.exit_code if event.exit_code is not None else -1
             r = replace(r, state=State.TERMINATED, exit_code=code, deadline=None, ended_at=now)
             if code == EXIT_SUCCESS:
-                return Step(r, follow_up=Event(On.SUCCESS, "exited 0"))
+                return Step(r, follow_up=Success("exited 0"))
             if code == EXIT_MISSING_DEPENDENCIES:
                 r = replace(r, spent=max(0, r.spent - 1))  # missing dependencies do not spend a try
-                return Step(r, follow_up=Event(On.RETRY_AFTER, "exit 20: missing dependencies; no try spent",
-                                               delay=MISSING_DEPENDENCIES_DELAY))
+                return Step(r, follow_up=RetryAfter("exit 20: missing dependencies; no try spent",
+                                                    delay=MISSING_DEPENDENCIES_DELAY))
             if code == EXIT_STOP:
-                return Step(r, follow_up=Event(On.STOP, "exit 50: stop requested by the job"))
+                return Step(r, follow_up=Stop("exit 50: stop requested by the job"))
             return Step(r, follow_up=_after_failure(r, policy, f"exited {code}"))
-        case On.RUN_ERROR | On.TIMEOUT:
-            if event.on == On.TIMEOUT:
-                reason = f"timeout: {event.message or f'ran longer than {policy.timeout}; cancelled'}"
-            else:
-                reason = event.message or "run error"
+        case Timeout():
+            reason = f"timeout: {event.message or f'ran longer than {policy.timeout}; cancelled'}"
             r = replace(r, state=State.FAILED, deadline=None, ended_at=now, message=reason)
-            return Step(r, _cancel(run) if event.on == On.TIMEOUT else (), _after_failure(r, policy, reason))
-        case On.SUCCESS:
+            return Step(r, _cancel(run), _after_failure(r, policy, reason))
+        case RunError():
+            reason = event.message or "run error"
+            r = replace(r, state=State.FAILED, deadline=None, ended_at=now, message=reason)
+            return Step(r, (), _after_failure(r, policy, reason))
+        case Success():
             return Step(replace(r, state=State.DONE, slots=(), lifetime_slot=None),
                         (*_release(run, lifetime=True), Land()))
-        case On.RETRY_AFTER:
+        case RetryAfter():
             delay = event.delay or timedelta(0)
             ended = run.state in ENDED
             r = replace(r, state=State.QUEUED, due_at=now + delay, slots=(), deadline=None)
             if ended or event.reset_tries:
                 r = replace(r, spent=0, tries=0 if ended else r.tries)
             return Step(r, _release(run, lifetime=False))
-        case On.STOP:
+        case Stop():
             return Step(replace(r, state=State.ERROR, slots=(), lifetime_slot=None),
                         _release(run, lifetime=True))
-        case On.HALT:
+        case Halt():
             return Step(replace(r, state=State.ERROR, slots=(), lifetime_slot=None, due_at=None, deadline=None,
                                 ended_at=now, message=event.message or "halted"),
                         (*_cancel(run), *_release(run, lifetime=True)))
-    raise AssertionError(f"unhandled event {event.on}")  # pragma: no cover
+    raise AssertionError(f"unhandled event {event.name}")  # pragma: no cover
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Execution control (SPEC §5, §7): trigger, retry, halt, instances, timeline, logs — and the one
+"""Execution control (docs/styx.md): trigger, retry, halt, instances, timeline, logs — and the one
 place that commits a state change and carries out its decisions.
 
 Idempotent by construction: every change is computed by the pure state machine from the instance as
@@ -104,7 +104,8 @@ class StyxService:
             decisions += adv.decisions
         ops = self.repo.commit_ops(None if new else before, entries, now) + list(extra)
         for ev, _ in entries:
-            if ev.slots:  # dequeue claims resource/global slots; a backfill trigger claims its slot
+            # dequeue claims resource/global slots; a backfill trigger claims its slot
+            if isinstance(ev, m.Dequeue | m.TriggerExecution) and ev.slots:
                 ops += self.repo.claim_ops(ev.slots, before.id, now)
         for d in decisions:
             if isinstance(d, m.Release):
@@ -131,11 +132,11 @@ class StyxService:
         """Log the transitions of a committed change (one Cloud Logging entry each)."""
         for ev, after in applied.log:
             log.event(logger, 40 if after.state == m.State.ERROR else 20,
-                      f"{after.workflow} {after.parameter}: {ev.on} -> {after.state}"
+                      f"{after.workflow} {after.parameter}: {ev.name} -> {after.state}"
                       + (f" ({ev.message})" if ev.message else ""),
                       labels={"workflow": after.workflow, "parameter": after.parameter,
                               "execution": after.execution_id or ""},
-                      event=str(ev.on), state=str(after.state), exit_code=after.exit_code)
+                      event=ev.name, state=str(after.state), exit_code=after.exit_code)
 
     def carry_out(self, applied: Applied, wf: Workflow | None, now: datetime) -> None:
         """Side effects after a commit: cancel executions, land produced partitions."""
@@ -173,8 +174,6 @@ class StyxService:
             event = make(before)
             try:
                 applied = self.commit(before or m.Run(workflow, parameter), event, now, policy, new=before is None)
-            except m.IllegalTransition:
-                raise
             except Conflict:
                 continue
             self.carry_out(applied, wf, now)
@@ -195,7 +194,7 @@ class StyxService:
             if before is not None and before.active:
                 raise Conflict(f"instance {workflow} {parameter} is already active ({before.state}); "
                                f"halt it first or wait", {"state": str(before.state)})
-            return m.Event(m.On.TRIGGER_EXECUTION, f"triggered {trigger_type} by {actor or 'ferry'}", trigger=trig)
+            return m.TriggerExecution(f"triggered {trigger_type} by {actor or 'ferry'}", trigger=trig)
         return self.change(workflow, parameter, make, now, wf)
 
     def retry(self, workflow: str, parameter: str, now: datetime, actor: str | None = None) -> m.Run:
@@ -209,7 +208,7 @@ class StyxService:
             if before.state not in (m.State.QUEUED, *m.ENDED):
                 raise m.IllegalTransition(f"instance {workflow} {parameter} is {before.state}; retry applies to "
                                           f"a QUEUED, DONE or ERROR instance", {"state": str(before.state)})
-            return m.Event(m.On.RETRY_AFTER, f"retry requested by {actor or 'ferry'}", delay=timedelta(0),
+            return m.RetryAfter(f"retry requested by {actor or 'ferry'}", delay=timedelta(0),
                            reset_tries=True)
         return self.change(workflow, parameter, make, now, wf)
 
@@ -229,15 +228,13 @@ class StyxService:
             if not before.active:
                 raise m.IllegalTransition(f"instance {workflow} {parameter} has ended ({before.state}); "
                                           f"nothing to halt", {"state": str(before.state)})
-            return m.Event(m.On.HALT, reason or f"halted by {actor or 'ferry'}")
+            return m.Halt(reason or f"halted by {actor or 'ferry'}")
         if wf is None:  # deleted workflow: halt with a default policy
             for _ in range(5):
                 before = self.repo.get(workflow, parameter)
                 try:
                     applied = self.commit(before or m.Run(workflow, parameter), make(before), now, m.Policy())
-                except Conflict as exc:
-                    if isinstance(exc, m.IllegalTransition):
-                        raise
+                except Conflict:
                     continue
                 self.carry_out(applied, None, now)
                 return applied.run

@@ -139,7 +139,7 @@ class Tick:
         try:
             if run.state in (m.State.PREPARE, m.State.SUBMITTING):
                 if run.updated_at and now - run.updated_at > SUBMISSION_LOST_AFTER:
-                    self.apply(run, m.Event(m.On.RUN_ERROR, "submission lost (the submitting tick stopped)"),
+                    self.apply(run, m.RunError("submission lost (the submitting tick stopped)"),
                                 now, policy, wf)
                 return
             if run.state not in (m.State.SUBMITTED, m.State.RUNNING) or not run.handle:
@@ -151,18 +151,18 @@ class Tick:
                 return
             if status.phase == "ended":
                 if status.exit_code is not None:
-                    self.apply(run, m.Event(m.On.TERMINATE, f"exited {status.exit_code}",
+                    self.apply(run, m.Terminate(f"exited {status.exit_code}",
                                              exit_code=status.exit_code), now, policy, wf)
                 else:
-                    self.apply(run, m.Event(m.On.RUN_ERROR, status.message or "ended without an exit code"),
+                    self.apply(run, m.RunError(status.message or "ended without an exit code"),
                                 now, policy, wf)
                 report.add("ended")
             elif run.deadline is not None and now >= run.deadline:
-                self.apply(run, m.Event(m.On.TIMEOUT, f"ran longer than {wf.spec.timeout if wf else 'its timeout'}"
+                self.apply(run, m.Timeout(f"ran longer than {wf.spec.timeout if wf else 'its timeout'}"
                                          "; execution cancelled"), now, policy, wf)
                 report.add("timed_out")
             elif status.phase == "running" and run.state == m.State.SUBMITTED:
-                self.apply(run, m.Event(m.On.STARTED, "execution started"), now, policy, wf)
+                self.apply(run, m.Started("execution started"), now, policy, wf)
                 report.add("started")
         except Conflict:
             report.add("conflicts")
@@ -203,7 +203,7 @@ class Tick:
                     continue
                 trig = m.Trigger("natural", f"natural-{parameter}")
                 adv = m.advance(before or m.Run(name, parameter),
-                                m.Event(m.On.TRIGGER_EXECUTION, "natural trigger", trigger=trig), now, m.Policy())
+                                m.TriggerExecution("natural trigger", trigger=trig), now, m.Policy())
                 ops += self.repo.commit_ops(before, adv.log, now)
                 count += 1
             ops.append(Op.set(WORKFLOWS, name, {"next_period": cadence.format(nxt),

@@ -8,38 +8,54 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ferry.errors import Conflict
 from ferry.styx import machine as m
-from ferry.styx.machine import On, State
+from ferry.styx.machine import (
+    Dequeue,
+    Event,
+    Halt,
+    RetryAfter,
+    RunError,
+    Started,
+    State,
+    Stop,
+    Submit,
+    Submitted,
+    Success,
+    Terminate,
+    Timeout,
+    TriggerExecution,
+)
 
 NOW = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)
 POLICY = m.Policy(max_tries=3, initial_backoff=timedelta(minutes=1), max_backoff=timedelta(minutes=10),
                   timeout=timedelta(minutes=30))
 
-EXPECTED: dict[tuple[State, On], State] = {
-    (State.NEW, On.TRIGGER_EXECUTION): State.QUEUED,
-    (State.DONE, On.TRIGGER_EXECUTION): State.QUEUED,
-    (State.ERROR, On.TRIGGER_EXECUTION): State.QUEUED,
-    (State.QUEUED, On.DEQUEUE): State.PREPARE,
-    (State.PREPARE, On.SUBMIT): State.SUBMITTING,
-    (State.SUBMITTING, On.SUBMITTED): State.SUBMITTED,
-    (State.SUBMITTED, On.STARTED): State.RUNNING,
-    (State.SUBMITTED, On.TERMINATE): State.TERMINATED,
-    (State.RUNNING, On.TERMINATE): State.TERMINATED,
-    (State.PREPARE, On.RUN_ERROR): State.FAILED,
-    (State.SUBMITTING, On.RUN_ERROR): State.FAILED,
-    (State.SUBMITTED, On.RUN_ERROR): State.FAILED,
-    (State.RUNNING, On.RUN_ERROR): State.FAILED,
-    (State.TERMINATED, On.SUCCESS): State.DONE,
-    (State.QUEUED, On.RETRY_AFTER): State.QUEUED,
-    (State.TERMINATED, On.RETRY_AFTER): State.QUEUED,
-    (State.FAILED, On.RETRY_AFTER): State.QUEUED,
-    (State.DONE, On.RETRY_AFTER): State.QUEUED,
-    (State.ERROR, On.RETRY_AFTER): State.QUEUED,
-    (State.TERMINATED, On.STOP): State.ERROR,
-    (State.FAILED, On.STOP): State.ERROR,
-    (State.SUBMITTED, On.TIMEOUT): State.FAILED,
-    (State.RUNNING, On.TIMEOUT): State.FAILED,
-    **{(s, On.HALT): State.ERROR for s in m.ACTIVE},
+EXPECTED: dict[tuple[State, type[Event]], State] = {
+    (State.NEW, TriggerExecution): State.QUEUED,
+    (State.DONE, TriggerExecution): State.QUEUED,
+    (State.ERROR, TriggerExecution): State.QUEUED,
+    (State.QUEUED, Dequeue): State.PREPARE,
+    (State.PREPARE, Submit): State.SUBMITTING,
+    (State.SUBMITTING, Submitted): State.SUBMITTED,
+    (State.SUBMITTED, Started): State.RUNNING,
+    (State.SUBMITTED, Terminate): State.TERMINATED,
+    (State.RUNNING, Terminate): State.TERMINATED,
+    (State.PREPARE, RunError): State.FAILED,
+    (State.SUBMITTING, RunError): State.FAILED,
+    (State.SUBMITTED, RunError): State.FAILED,
+    (State.RUNNING, RunError): State.FAILED,
+    (State.TERMINATED, Success): State.DONE,
+    (State.QUEUED, RetryAfter): State.QUEUED,
+    (State.TERMINATED, RetryAfter): State.QUEUED,
+    (State.FAILED, RetryAfter): State.QUEUED,
+    (State.DONE, RetryAfter): State.QUEUED,
+    (State.ERROR, RetryAfter): State.QUEUED,
+    (State.TERMINATED, Stop): State.ERROR,
+    (State.FAILED, Stop): State.ERROR,
+    (State.SUBMITTED, Timeout): State.FAILED,
+    (State.RUNNING, Timeout): State.FAILED,
+    **{(s, Halt): State.ERROR for s in m.ACTIVE},
 }
 
 
@@ -53,30 +69,49 @@ def run_in(state: State, **kw) -> m.Run:
     return replace(base, **kw)
 
 
-def event_for(on: On) -> m.Event:
+def event_for(kind: type[Event]) -> Event:
     return {
-        On.TRIGGER_EXECUTION: m.Event(on, trigger=m.Trigger("adhoc", "a1", {"K": "V"})),
-        On.DEQUEUE: m.Event(on, slots=("global#3",)),
-        On.SUBMIT: m.Event(on, execution_id="wf-x-8", image="img"),
-        On.SUBMITTED: m.Event(on, handle="h-8", log_uri="file:///log"),
-        On.TERMINATE: m.Event(on, exit_code=0),
-        On.RETRY_AFTER: m.Event(on, delay=timedelta(minutes=2)),
-    }.get(on, m.Event(on))
+        TriggerExecution: TriggerExecution(trigger=m.Trigger("adhoc", "a1", {"K": "V"})),
+        Dequeue: Dequeue(slots=("global#3",)),
+        Submit: Submit(execution_id="wf-x-8", image="img"),
+        Submitted: Submitted(handle="h-8", log_uri="file:///log"),
+        Terminate: Terminate(exit_code=0),
+        RetryAfter: RetryAfter(delay=timedelta(minutes=2)),
+    }.get(kind) or kind()
 
 
-@pytest.mark.parametrize(("state", "on"), list(itertools.product(State, On)), ids=lambda v: str(v))
-def test_every_pair(state: State, on: On) -> None:
+@pytest.mark.parametrize(("state", "kind"), list(itertools.product(State, m.EVENTS)),
+                         ids=lambda v: v if isinstance(v, str) else v.name)
+def test_every_pair(state: State, kind: type[Event]) -> None:
     run = run_in(state)
-    expected = EXPECTED.get((state, on))
+    expected = EXPECTED.get((state, kind))
     if expected is None:
         with pytest.raises(m.IllegalTransition) as err:
-            m.transition(run, event_for(on), NOW, POLICY)
-        assert err.value.http_status == 409
+            m.transition(run, event_for(kind), NOW, POLICY)
+        assert err.value.http_status == 409 and err.value.exit_code == 3
+        assert not isinstance(err.value, Conflict)  # not retried as a concurrent write would be
         return
-    step = m.transition(run, event_for(on), NOW, POLICY)
+    step = m.transition(run, event_for(kind), NOW, POLICY)
     assert step.run.state == expected
     assert step.run.counter == run.counter + 1
     assert step.run.updated_at == NOW
+
+
+def test_every_event_type_has_its_rules_and_its_name() -> None:
+    assert set(m.LEGAL) == set(m.EVENTS)
+    assert len({k.name for k in m.EVENTS}) == len(m.EVENTS)
+
+
+def test_event_documents_keep_the_log_s_shape() -> None:
+    trig = m.Trigger("backfill", "bf-1", {"K": "V"})
+    assert TriggerExecution("go", trigger=trig, delay=timedelta(seconds=5), slots=("backfill.bf-1#0",)).to_doc() == {
+        "event": "triggerExecution", "message": "go", "trigger": {"type": "backfill", "id": "bf-1", "env": {"K": "V"}},
+        "delay_seconds": 5, "slots": ["backfill.bf-1#0"]}
+    assert RetryAfter(delay=timedelta(0), reset_tries=True).to_doc() == {
+        "event": "retryAfter", "delay_seconds": 0, "reset_tries": True}
+    assert Terminate(exit_code=0).to_doc() == {"event": "terminate", "exit_code": 0}
+    assert Submitted(handle="h", log_uri=None).to_doc() == {"event": "submitted", "handle": "h"}
+    assert Halt().to_doc() == {"event": "halt"}
 
 
 def test_every_pair_is_covered_by_the_table() -> None:
@@ -85,7 +120,7 @@ def test_every_pair_is_covered_by_the_table() -> None:
 
 
 def states(adv: m.Advance) -> list[tuple[str, str]]:
-    return [(str(e.on), str(r.state)) for e, r in adv.log]
+    return [(e.name, str(r.state)) for e, r in adv.log]
 
 
 def running(**kw) -> m.Run:
@@ -93,7 +128,7 @@ def running(**kw) -> m.Run:
 
 
 def test_exit_0_is_done_releases_and_lands() -> None:
-    adv = m.advance(running(lifetime_slot="backfill.b#0"), m.Event(On.TERMINATE, exit_code=0), NOW, POLICY)
+    adv = m.advance(running(lifetime_slot="backfill.b#0"), m.Terminate(exit_code=0), NOW, POLICY)
     assert states(adv) == [("terminate", "TERMINATED"), ("success", "DONE")]
     assert m.Release(("global#0", "resource.bq#1", "backfill.b#0")) in adv.decisions
     assert m.Land() in adv.decisions
@@ -102,7 +137,7 @@ def test_exit_0_is_done_releases_and_lands() -> None:
 
 def test_exit_20_retries_after_ten_minutes_without_spending_a_try() -> None:
     run = running(tries=3, spent=3)  # max_tries is 3: a spent try would give up
-    adv = m.advance(run, m.Event(On.TERMINATE, exit_code=20), NOW, POLICY)
+    adv = m.advance(run, m.Terminate(exit_code=20), NOW, POLICY)
     assert states(adv) == [("terminate", "TERMINATED"), ("retryAfter", "QUEUED")]
     assert adv.run.due_at == NOW + timedelta(minutes=10)
     assert adv.run.spent == 2 and adv.run.tries == 3
@@ -111,7 +146,7 @@ def test_exit_20_retries_after_ten_minutes_without_spending_a_try() -> None:
 
 
 def test_exit_50_stops_at_once() -> None:
-    adv = m.advance(running(spent=1), m.Event(On.TERMINATE, exit_code=50), NOW, POLICY)
+    adv = m.advance(running(spent=1), m.Terminate(exit_code=50), NOW, POLICY)
     assert states(adv) == [("terminate", "TERMINATED"), ("stop", "ERROR")]
     assert adv.run.exit_code == 50
 
@@ -119,9 +154,9 @@ def test_exit_50_stops_at_once() -> None:
 @pytest.mark.parametrize("code", [1, 2, 137, -1])
 def test_other_exit_codes_back_off_until_max_tries(code: int) -> None:
     run = running(spent=1, tries=1)
-    adv = m.advance(run, m.Event(On.TERMINATE, exit_code=code), NOW, POLICY)
+    adv = m.advance(run, m.Terminate(exit_code=code), NOW, POLICY)
     assert states(adv)[-1] == ("retryAfter", "QUEUED")
-    last = m.advance(running(spent=3, tries=3), m.Event(On.TERMINATE, exit_code=code), NOW, POLICY)
+    last = m.advance(running(spent=3, tries=3), m.Terminate(exit_code=code), NOW, POLICY)
     assert states(last) == [("terminate", "TERMINATED"), ("stop", "ERROR")]
     assert "gave up after 3 of 3 tries" in last.run.message
 
@@ -138,29 +173,29 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
 
 
 def test_run_error_and_timeout_fail_then_retry() -> None:
-    adv = m.advance(running(), m.Event(On.RUN_ERROR, "image not found"), NOW, POLICY)
+    adv = m.advance(running(), m.RunError("image not found"), NOW, POLICY)
     assert states(adv) == [("runError", "FAILED"), ("retryAfter", "QUEUED")]
-    adv = m.advance(running(), m.Event(On.TIMEOUT), NOW, POLICY)
+    adv = m.advance(running(), m.Timeout(), NOW, POLICY)
     assert states(adv) == [("timeout", "FAILED"), ("retryAfter", "QUEUED")]
     assert m.Cancel("wf-x-7", "h-7") in adv.decisions
     assert "timeout" in adv.log[0][1].message
 
 
 def test_submit_spends_a_try_and_asks_for_a_launch() -> None:
-    step = m.transition(run_in(State.PREPARE, tries=1, spent=1), event_for(On.SUBMIT), NOW, POLICY)
+    step = m.transition(run_in(State.PREPARE, tries=1, spent=1), event_for(Submit), NOW, POLICY)
     assert step.run.tries == 2 and step.run.spent == 2
     assert step.decisions == (m.Launch("wf-x-8"),)
 
 
 def test_submitted_sets_the_deadline() -> None:
-    step = m.transition(run_in(State.SUBMITTING), event_for(On.SUBMITTED), NOW, POLICY)
+    step = m.transition(run_in(State.SUBMITTING), event_for(Submitted), NOW, POLICY)
     assert step.run.deadline == NOW + timedelta(minutes=30)
     assert step.run.handle == "h-8" and step.run.log_uri == "file:///log"
 
 
 def test_trigger_resets_the_run_and_takes_a_backfill_slot() -> None:
     ended = run_in(State.ERROR, tries=3, spent=3, exit_code=1)
-    ev = m.Event(On.TRIGGER_EXECUTION, trigger=m.Trigger("backfill", "bf-1"), slots=("backfill.bf-1#0",),
+    ev = m.TriggerExecution(trigger=m.Trigger("backfill", "bf-1"), slots=("backfill.bf-1#0",),
                  delay=timedelta(seconds=5))
     step = m.transition(ended, ev, NOW, POLICY)
     assert step.run.state == State.QUEUED and step.run.tries == 0 and step.run.spent == 0
@@ -169,20 +204,20 @@ def test_trigger_resets_the_run_and_takes_a_backfill_slot() -> None:
 
 
 def test_halt_cancels_an_execution_and_releases_everything() -> None:
-    adv = m.advance(running(lifetime_slot="backfill.b#1"), m.Event(On.HALT, "by me"), NOW, POLICY)
+    adv = m.advance(running(lifetime_slot="backfill.b#1"), m.Halt("by me"), NOW, POLICY)
     assert adv.run.state == State.ERROR and adv.run.message == "by me"
     assert m.Cancel("wf-x-7", "h-7") in adv.decisions
     assert m.Release(("global#0", "resource.bq#1", "backfill.b#1")) in adv.decisions
-    queued = m.advance(run_in(State.QUEUED), m.Event(On.HALT), NOW, POLICY)
+    queued = m.advance(run_in(State.QUEUED), m.Halt(), NOW, POLICY)
     assert not any(isinstance(d, m.Cancel) for d in queued.decisions)
 
 
 def test_manual_retry_from_error_resets_tries() -> None:
-    adv = m.advance(run_in(State.ERROR, tries=3, spent=3), m.Event(On.RETRY_AFTER, delay=timedelta(0),
+    adv = m.advance(run_in(State.ERROR, tries=3, spent=3), m.RetryAfter(delay=timedelta(0),
                                                                    reset_tries=True), NOW, POLICY)
     assert adv.run.state == State.QUEUED and adv.run.spent == 0 and adv.run.due_at == NOW
 
 
 def test_counter_counts_every_logged_event() -> None:
-    adv = m.advance(running(counter=9), m.Event(On.TERMINATE, exit_code=1), NOW, POLICY)
+    adv = m.advance(running(counter=9), m.Terminate(exit_code=1), NOW, POLICY)
     assert [r.counter for _, r in adv.log] == [10, 11]
