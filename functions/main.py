@@ -34,11 +34,11 @@ def deliver(cloud_event):  # type: ignore[no-untyped-def]
     """One delivery work order from gabo-work-orders; an exception means nack (Pub/Sub redelivers)."""
     import base64
 
+    from ferry.bootstrap import process_services
     from ferry.gabo.service import decode_work_order, gabo
-    from ferry.wiring import services
 
     data = base64.b64decode(cloud_event.data["message"]["data"])
-    gabo(services()).deliver(decode_work_order(data))
+    gabo(process_services()).deliver(decode_work_order(data))
 
 
 @functions_framework.http

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Literal, cast
+
+StoreKind = Literal["firestore", "memory"]
+BrokerKind = Literal["pubsub", "memory"]
+LauncherKind = Literal["local", "cloudrun"]
+BacklogKind = Literal["pull", "monitoring"]
+IdentityKind = Literal["header", "iap", "oidc"]
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default) or default
+
+
+def _int(name: str, default: int) -> int:
+    return int(_env(name, str(default)))
 
 
 @dataclass(frozen=True)
@@ -15,19 +26,27 @@ class Settings:
     project: str = field(default_factory=lambda: _env("GOOGLE_CLOUD_PROJECT", "ferry-local"))
     region: str = field(default_factory=lambda: _env("FERRY_REGION", "europe-west1"))
     # "firestore" (the default; the emulator when FIRESTORE_EMULATOR_HOST is set) or "memory"
-    store: str = field(default_factory=lambda: _env("FERRY_STORE", "firestore"))
+    store: StoreKind = field(default_factory=lambda: cast(StoreKind, _env("FERRY_STORE", "firestore")))
     # "pubsub" (the emulator when PUBSUB_EMULATOR_HOST is set) or "memory"
-    broker: str = field(default_factory=lambda: _env("FERRY_BROKER", "pubsub"))
+    broker: BrokerKind = field(default_factory=lambda: cast(BrokerKind, _env("FERRY_BROKER", "pubsub")))
     sink: str = field(default_factory=lambda: _env("FERRY_SINK", "file://.ferry/sink"))
-    launcher: str = field(default_factory=lambda: _env("FERRY_LAUNCHER", "local"))
+    # Styx's job launcher: "local" (a subprocess; the local stack) or "cloudrun" (Cloud Run jobs; cloud_env)
+    launcher: LauncherKind = field(default_factory=lambda: cast(LauncherKind, _env("FERRY_LAUNCHER", "local")))
     # Gabo's backlog source: "pull" (the workers' own statistics; local — the emulator has no metrics)
     # or "monitoring" (Cloud Monitoring's Pub/Sub subscription metrics; cloud_env in infra/core.yaml)
-    backlog: str = field(default_factory=lambda: _env("FERRY_BACKLOG", "pull"))
+    backlog: BacklogKind = field(default_factory=lambda: cast(BacklogKind, _env("FERRY_BACKLOG", "pull")))
     log_dir: str = field(default_factory=lambda: _env("FERRY_LOG_DIR", ".ferry/logs"))
-    max_body_bytes: int = field(default_factory=lambda: int(_env("FERRY_MAX_BODY_BYTES", str(10 * 1024 * 1024))))
+    max_body_bytes: int = field(default_factory=lambda: _int("FERRY_MAX_BODY_BYTES", 10 * 1024 * 1024))
     admin_team: str = field(default_factory=lambda: _env("FERRY_ADMIN_TEAM", "admins"))
     # "header": trust X-Ferry-User (local stack); "iap"/"oidc": the verified ID token's email (cloud)
-    identity: str = field(default_factory=lambda: _env("FERRY_IDENTITY", "header"))
+    identity: IdentityKind = field(default_factory=lambda: cast(IdentityKind, _env("FERRY_IDENTITY", "header")))
+
+    # Styx's tick (docs/styx.md): instances active at once, submissions per UTC minute, how often a
+    # gated instance re-checks its upstream, and the threads one tick runs its commits on.
+    styx_max_active: int = field(default_factory=lambda: _int("FERRY_STYX_MAX_ACTIVE", 1000))
+    styx_submit_rate: int = field(default_factory=lambda: _int("FERRY_STYX_SUBMIT_RATE", 600))
+    styx_gate_recheck_s: int = field(default_factory=lambda: _int("FERRY_STYX_GATE_RECHECK_S", 60))
+    styx_threads: int = field(default_factory=lambda: _int("FERRY_STYX_THREADS", 8))
 
     # Local stack only: honour X-Ferry-Now on API calls (never set in the cloud).
     allow_clock_override: bool = field(default_factory=lambda: _env("FERRY_ALLOW_CLOCK_OVERRIDE", "0") == "1")

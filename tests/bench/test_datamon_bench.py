@@ -16,13 +16,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ferry.broker.memory import MemoryPublisher
+from ferry.bootstrap import Services, bootstrap
 from ferry.clock import FixedClock
 from ferry.config import Settings
 from ferry.datamon import domain, service
 from ferry.datamon.repository import ENDPOINTS, META, PARTITIONS, partition_id
 from ferry.store.base import Op
-from ferry.wiring import Services
 
 pytestmark = [pytest.mark.bench, pytest.mark.emulator]
 
@@ -66,8 +65,8 @@ def _seed(svc: Services) -> tuple[int, int]:
 def test_evaluate_10k_endpoints(emulators, project_id: str) -> None:  # type: ignore[no-untyped-def]
     from ferry.store.firestore import FirestoreStore
 
-    svc = Services(Settings(project=project_id, store="firestore", broker="memory"), FirestoreStore(project_id),
-                   FixedClock(NOW), _publisher=MemoryPublisher())
+    svc = bootstrap(Settings(project=project_id, store="firestore", broker="memory"),
+                    store=FirestoreStore(project_id), clock=FixedClock(NOW))
     t0 = time.monotonic()
     seeded, late = _seed(svc)
     seed_s = time.monotonic() - t0

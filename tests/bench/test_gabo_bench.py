@@ -32,6 +32,8 @@ from typing import Any
 
 import pytest
 
+from fakes.styx_launcher import FakeDatamon
+from ferry.bootstrap import Services, bootstrap
 from ferry.config import Settings
 from ferry.domain.manifests import EventType
 from ferry.gabo import core
@@ -39,7 +41,6 @@ from ferry.gabo.broker import SubscriptionSpec
 from ferry.gabo.delivery import WorkOrder
 from ferry.gabo.provision import provision
 from ferry.gabo.service import Gabo
-from ferry.wiring import Services
 
 pytestmark = [pytest.mark.bench, pytest.mark.emulator]
 
@@ -54,12 +55,12 @@ def pct(values: list[float], p: float) -> float:
 
 
 def setup(project: str, tmp: Path, name: str = "bench") -> tuple[Services, Gabo, EventType]:
-    svc = Services.from_settings(Settings(project=project, store="firestore", broker="pubsub",
-                                          sink=f"file://{tmp}/sink"))
-    g = Gabo(svc, land=lambda *a, **k: None)
+    svc = bootstrap(Settings(project=project, store="firestore", broker="pubsub", sink=f"file://{tmp}/sink"),
+                    datamon=FakeDatamon("gabo"))  # the bench measures delivery, not landing
+    g = Gabo(svc)
     et = EventType.model_validate({"metadata": {"name": name, "owner": "bench"},
                                    "spec": {"schema": SCHEMA, "partitioning": "PT1M", "max_event_bytes": 8192}})
-    svc.apply.apply([et], datetime.now(UTC))  # records the type (the hook is registered by importing gabo)
+    svc.apply.apply([et], datetime.now(UTC))  # records the type (and provisions it: Gabo's apply hook)
     provision(g.broker, et)
     return svc, g, et
 

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 
-import ferry.styx  # noqa: F401
+from ferry.bootstrap import bootstrap
 from ferry.clock import FixedClock
 from ferry.config import Settings
 from ferry.domain.manifests import Workflow
 from ferry.styx.launchers.local import LocalLauncher
 from ferry.styx.repository import StyxRepository
 from ferry.styx.tick import Tick, TickLimits
-from ferry.wiring import Services
 
 pytestmark = [pytest.mark.bench, pytest.mark.emulator]
 JOB = str(Path(__file__).resolve().parents[2] / "examples" / "styx" / "job.py")
@@ -35,8 +34,14 @@ def wf(name: str, schedule: str) -> Workflow:
                                              "args": ["{}"]}})
 
 
-def never_landed(*_a, **_k):
-    return set()
+class NeverLanded:
+    """Datamon's port where nothing lands (the bench measures scheduling only)."""
+
+    def landed(self, endpoint, partitions):
+        return set()
+
+    def land(self, endpoint, partition, **_k):
+        return {}
 
 
 def wait_started(launcher_dir: Path, n: int, deadline: float = 60) -> list[float]:
@@ -56,15 +61,15 @@ def wait_started(launcher_dir: Path, n: int, deadline: float = 60) -> list[float
 def test_tick_with_100_due_among_10000_workflows(emulators, project_id, tmp_path) -> None:
     from ferry.store.firestore import FirestoreStore
 
-    svc = Services(Settings(project=project_id, store="firestore", broker="memory"), FirestoreStore(project_id),
-                   FixedClock(T0))
+    launcher = LocalLauncher(tmp_path)
+    svc = bootstrap(Settings(project=project_id, store="firestore", broker="memory"),
+                    store=FirestoreStore(project_id), clock=FixedClock(T0), launcher=launcher, datamon=NeverLanded())
     manifests = [wf(f"daily-{i:05d}", "daily") for i in range(9_900)] + [wf(f"hourly-{i:03d}", "hourly")
                                                                       for i in range(100)]
     started = time.monotonic()
     for i in range(0, len(manifests), 2000):
         svc.apply.apply(manifests[i:i + 2000], T0)
     apply_s = time.monotonic() - started
-    launcher = LocalLauncher(tmp_path)
     popened: list[float] = []  # when each launch returned (the subprocess exists; its Python starts next)
     real_launch = launcher.launch
 
@@ -77,7 +82,7 @@ def test_tick_with_100_due_among_10000_workflows(emulators, project_id, tmp_path
     before = svc.store.stats.snapshot()
     wall = time.monotonic()
     tick_started = time.time()
-    report = Tick(svc, launcher, never_landed, never_landed, TickLimits()).run(now, budget=60)
+    report = Tick(svc, TickLimits()).run(now, budget=60)
     wall = time.monotonic() - wall
     io = svc.store.stats.since(before)
     starts = wait_started(tmp_path, 100)
@@ -97,7 +102,7 @@ def test_tick_with_100_due_among_10000_workflows(emulators, project_id, tmp_path
 
     # the next tick only polls what runs: its reads follow the work in flight, not the 10,000
     before = svc.store.stats.snapshot()
-    Tick(svc, launcher, never_landed, never_landed, TickLimits()).run(now + timedelta(seconds=30))
+    Tick(svc, TickLimits()).run(now + timedelta(seconds=30))
     io2 = svc.store.stats.since(before)
     print(f"[styx bench] following tick (100 in flight, none due): reads {io2['reads']}, writes {io2['writes']}")
     assert io2["reads"] <= 5 * 100 + 50

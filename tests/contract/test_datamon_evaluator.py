@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from ferry.broker.memory import MemoryPublisher
+from ferry.bootstrap import Services, bootstrap
 from ferry.clock import FixedClock
 from ferry.config import Settings
-from ferry.datamon import service
+from ferry.datamon import landing, service
 from ferry.domain.manifests import KINDS
 from ferry.errors import ValidationError
-from ferry.wiring import Services
+from ferry.gabo.broker import MemoryBroker
 
 pytestmark = pytest.mark.emulator
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -24,13 +24,13 @@ T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 def services(project_id: str) -> Services:
     from ferry.store.firestore import FirestoreStore
 
-    return Services(Settings(project=project_id, store="firestore", broker="memory"), FirestoreStore(project_id),
-                    FixedClock(T0), _publisher=MemoryPublisher())
+    return bootstrap(Settings(project=project_id, store="firestore", broker="memory"),
+                     store=FirestoreStore(project_id), clock=FixedClock(T0))
 
 
 def sent(svc: Services) -> list[dict[str, Any]]:
-    pub = svc.publisher
-    assert isinstance(pub, MemoryPublisher)
+    pub = svc.broker
+    assert isinstance(pub, MemoryBroker)
     return [json.loads(m.data) for m in pub.take("ferry-alerts")]
 
 
@@ -45,19 +45,19 @@ def svc(emulators, project_id: str) -> Services:  # type: ignore[no-untyped-def]
 
 
 def test_land_is_idempotent_on_firestore(svc: Services) -> None:
-    first = service.land(svc, "e0", "2026-11-26T06", now=T0, records=1)
-    again = service.land(svc, "e0", "2026-11-26T06", now=T0 + timedelta(minutes=5), records=2)
+    first = landing.land(svc, "e0", "2026-11-26T06", now=T0, records=1)
+    again = landing.land(svc, "e0", "2026-11-26T06", now=T0 + timedelta(minutes=5), records=2)
     assert again["relanded"] and again["landed_at"] == first["landed_at"] and again["landings"] == 2
     with pytest.raises(ValidationError):
-        service.land(svc, "e0", "2026-11-26T05", now=T0)
-    assert service.landed(svc, "e0", ["2026-11-26T05", "2026-11-26T06"]) == {"2026-11-26T06"}
+        landing.land(svc, "e0", "2026-11-26T05", now=T0)
+    assert landing.landed(svc, "e0", ["2026-11-26T05", "2026-11-26T06"]) == {"2026-11-26T06"}
 
 
 def test_lifecycle_and_quiet_second_evaluation(svc: Services) -> None:
     r = service.evaluate(svc, now=T0)
     assert r["notifications"]["trigger"] == 5 * 5  # 06..10 late at 12:00 (11 pending)
     assert len(service.alerts(svc)) == 25
-    service.land(svc, "e3", "2026-11-26T08", now=T0)
+    landing.land(svc, "e3", "2026-11-26T08", now=T0)
     service.evaluate(svc, now=T0 + timedelta(minutes=1))
     events = sent(svc)
     resolves = [e for e in events if e["event_action"] == "resolve"]

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from tests.fakes import monitoring
 
+from fakes.styx_launcher import FakeDatamon
+from ferry.bootstrap import bootstrap
 from ferry.clock import FixedClock
 from ferry.config import Settings
 from ferry.domain.manifests import EventType
@@ -25,7 +27,6 @@ from ferry.gabo.delivery import WorkOrder
 from ferry.gabo.service import Gabo
 from ferry.gabo.sink import LocalSink
 from ferry.store.memory import MemoryStore
-from ferry.wiring import Services
 
 T0 = datetime(2026, 11, 26, 14, 5, 10, tzinfo=UTC)
 SUB = "gabo-play-delivery"
@@ -35,14 +36,12 @@ SUB = "gabo-play-delivery"
 def env(tmp_path: Path) -> Iterator[tuple[Gabo, MemoryBroker, monitoring.FakeMetricService, FixedClock]]:
     clock = FixedClock(T0)
     broker = MemoryBroker(clock)
-    svc = Services(Settings(store="memory", broker="memory", sink=f"file://{tmp_path}/sink", project="ferry-test",
-                            backlog="monitoring"), MemoryStore(), clock, _publisher=broker)
-    import ferry.gabo  # noqa: F401  (registers the apply hook)
-
     with monitoring.serve() as (fake, client):
-        g = Gabo(svc, broker, LocalSink(tmp_path / "sink"), lambda *a, **k: None,
-                 CloudMonitoringBacklog("ferry-test", client))
-        svc.extras["gabo"] = g
+        svc = bootstrap(Settings(store="memory", broker="memory", sink=f"file://{tmp_path}/sink", project="ferry-test",
+                                 backlog="monitoring"), store=MemoryStore(), clock=clock, broker=broker,
+                        sink=LocalSink(tmp_path / "sink"), datamon=FakeDatamon("gabo"),
+                        backlog_source=CloudMonitoringBacklog("ferry-test", client))
+        g = Gabo(svc)
         et = EventType.model_validate({"metadata": {"name": "play", "owner": "team-a"},
                                        "spec": {"schema": {"type": "object"}, "partitioning": "PT1M",
                                                 "close_after": "PT10S", "min_workers": 1, "max_workers": 8}})

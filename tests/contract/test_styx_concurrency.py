@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-import ferry.styx  # noqa: F401  (apply hook)
 from fakes.styx_launcher import FakeDatamon, FakeLauncher
+from ferry.bootstrap import Services, bootstrap
 from ferry.clock import FixedClock
 from ferry.config import Settings
 from ferry.domain.manifests import KINDS
@@ -20,18 +20,27 @@ from ferry.styx import machine as m
 from ferry.styx.repository import EVENTS, SLOTS, StyxRepository
 from ferry.styx.service import StyxService
 from ferry.styx.tick import Tick, TickLimits
-from ferry.wiring import Services
 
 pytestmark = pytest.mark.emulator
 T0 = datetime(2026, 11, 26, 12, 0, 30, tzinfo=UTC)
 
 
 @pytest.fixture
-def svc(emulators, project_id):
+def launcher() -> FakeLauncher:
+    return FakeLauncher()
+
+
+@pytest.fixture
+def datamon() -> FakeDatamon:
+    return FakeDatamon()
+
+
+@pytest.fixture
+def svc(emulators, project_id, launcher, datamon):
     from ferry.store.firestore import FirestoreStore
 
-    return Services(Settings(project=project_id, store="firestore", broker="memory"), FirestoreStore(project_id),
-                    FixedClock(T0))
+    return bootstrap(Settings(project=project_id, store="firestore", broker="memory"),
+                     store=FirestoreStore(project_id), clock=FixedClock(T0), launcher=launcher, datamon=datamon)
 
 
 def apply(svc: Services, *docs) -> None:
@@ -43,11 +52,11 @@ def wf(name: str, **spec):
             "spec": {"schedule": "hourly", "image": "img", "command": ["true"], **spec}}
 
 
-def run_ticks(svc, launcher, datamon, n: int, now: datetime, limits: TickLimits | None = None):
+def run_ticks(svc, n: int, now: datetime, limits: TickLimits | None = None):
     barrier = threading.Barrier(n)
 
     def one(_: int):
-        t = Tick(svc, launcher, datamon.landed, datamon.land, limits or TickLimits(max_active=6))
+        t = Tick(svc, limits or TickLimits(max_active=6))
         barrier.wait()
         return t.run(now)
     with ThreadPoolExecutor(n) as pool:
@@ -58,12 +67,11 @@ def slot_holders(svc) -> dict[str, str]:
     return {i: d["instance"] for i, d in svc.store.query(SLOTS, limit=1000)}
 
 
-def test_overlapping_ticks_launch_once_and_never_leak_slots(svc) -> None:
-    launcher, datamon = FakeLauncher(), FakeDatamon()
+def test_overlapping_ticks_launch_once_and_never_leak_slots(svc, launcher) -> None:
     apply(svc, {"kind": "Resource", "metadata": {"name": "pool"}, "spec": {"concurrency": 4}},
           *(wf(f"w{i:02d}", resources=["pool"]) for i in range(12)))
     now = T0.replace(hour=13, second=5)
-    reports = run_ticks(svc, launcher, datamon, 3, now)
+    reports = run_ticks(svc, 3, now)
     assert sum(r.triggered for r in reports) == 12  # every natural trigger once, whoever won
     assert len(launcher.launched) == 4
     assert len({(s.workflow, s.parameter) for s in launcher.launched}) == 4
@@ -77,14 +85,14 @@ def test_overlapping_ticks_launch_once_and_never_leak_slots(svc) -> None:
     for round_ in range(6):  # finish everything running, tick concurrently, until all are DONE
         for spec in launcher.running():
             launcher.finish(spec, 0)
-        run_ticks(svc, launcher, datamon, 3, now + timedelta(seconds=10 * (round_ + 1)))
+        run_ticks(svc, 3, now + timedelta(seconds=10 * (round_ + 1)))
         holders = slot_holders(svc)
         assert len([s for s in holders if s.startswith("resource.pool#")]) <= 4
     assert len(launcher.launched) == 12
     assert len({(s.workflow, s.parameter) for s in launcher.launched}) == 12
     for spec in launcher.running():
         launcher.finish(spec, 0)
-    run_ticks(svc, launcher, datamon, 2, now + timedelta(minutes=5))
+    run_ticks(svc, 2, now + timedelta(minutes=5))
     assert slot_holders(svc) == {}
     for i in range(12):
         events = repo.events(f"w{i:02d}", "2026-11-26T12")
@@ -94,7 +102,7 @@ def test_overlapping_ticks_launch_once_and_never_leak_slots(svc) -> None:
 
 def test_concurrent_triggers_of_one_instance_have_one_winner(svc) -> None:
     apply(svc, wf("solo"))
-    styx = StyxService(svc, FakeLauncher(), FakeDatamon().landed, FakeDatamon().land)
+    styx = StyxService(svc)
     barrier = threading.Barrier(4)
     results: list[str] = []
 
@@ -112,15 +120,14 @@ def test_concurrent_triggers_of_one_instance_have_one_winner(svc) -> None:
     assert styx.instance("solo", "2026-11-01T00").state == m.State.QUEUED
 
 
-def test_backfill_concurrency_holds_with_overlapping_ticks(svc) -> None:
-    launcher, datamon = FakeLauncher(), FakeDatamon()
+def test_backfill_concurrency_holds_with_overlapping_ticks(svc, launcher) -> None:
     apply(svc, wf("daily", schedule="daily"))
-    styx = StyxService(svc, launcher, datamon.landed, datamon.land)
+    styx = StyxService(svc)
     bf = backfills.create(styx, "daily", "2026-11-01", "2026-11-07", T0, concurrency=2)
     now = T0
     peak = 0
     for _ in range(12):
-        run_ticks(svc, launcher, datamon, 2, now)
+        run_ticks(svc, 2, now)
         peak = max(peak, len([r for r in styx.repo.list("daily") if r.active]))
         for spec in launcher.running():
             launcher.finish(spec, 0)
@@ -131,19 +138,18 @@ def test_backfill_concurrency_holds_with_overlapping_ticks(svc) -> None:
     assert peak == 2 and len(launcher.launched) == 6
 
 
-def test_overlapping_ticks_share_one_submission_rate_per_minute(svc) -> None:
+def test_overlapping_ticks_share_one_submission_rate_per_minute(svc, launcher) -> None:
     from ferry.styx.repository import RATE
 
-    launcher, datamon = FakeLauncher(), FakeDatamon()
     apply(svc, *(wf(f"r{i:02d}") for i in range(12)))
     now = T0.replace(hour=13, second=5)
     limits = TickLimits(submissions_per_minute=5)
-    reports = run_ticks(svc, launcher, datamon, 3, now, limits)
+    reports = run_ticks(svc, 3, now, limits)
     assert len(launcher.launched) == 5 and len({s.workflow for s in launcher.launched}) == 5
     assert any(r.rate_limited for r in reports)
     assert len(svc.store.query(RATE, limit=100)) == 5
-    run_ticks(svc, launcher, datamon, 3, now + timedelta(seconds=30), limits)  # same minute: nothing more
+    run_ticks(svc, 3, now + timedelta(seconds=30), limits)  # same minute: nothing more
     assert len(launcher.launched) == 5
-    run_ticks(svc, launcher, datamon, 3, now + timedelta(minutes=1), limits)
+    run_ticks(svc, 3, now + timedelta(minutes=1), limits)
     assert len(launcher.launched) == 10 and len({s.workflow for s in launcher.launched}) == 10
     assert {d["minute"] for _, d in svc.store.query(RATE, limit=100)} == {"2026-11-26T13:01"}

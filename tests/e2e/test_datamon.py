@@ -147,7 +147,7 @@ def _must_show(stack: LocalStack, tmp_path: Path) -> None:
 def test_landing_through_the_partitions_topic(stack: LocalStack, tmp_path: Path) -> None:
     from google.cloud import pubsub_v1
 
-    from ferry.datamon import service
+    from ferry.datamon import landing
 
     name, team = f"dm-{uuid.uuid4().hex[:8]}", f"team-{uuid.uuid4().hex[:6]}"
     today = datetime.now(UTC).date()
@@ -167,7 +167,7 @@ def test_landing_through_the_partitions_topic(stack: LocalStack, tmp_path: Path)
             break
         time.sleep(0.3)
     assert doc is not None and doc["records"] == 7 and doc["landings"] == 2, doc
-    assert service.landed(svc, name, [partition]) == {partition}
+    assert landing.landed(svc, name, [partition]) == {partition}
 
 
 def _chromium() -> str | None:

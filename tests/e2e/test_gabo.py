@@ -144,7 +144,7 @@ def test_20k_events_with_duplicates_and_invalid_close_exactly_once(stack: Any) -
     assert {m.attributes["event_id"] for m in q} == invalid
     assert all("ms_played" in m.attributes["reason"] for m in q)
     # landed in Datamon
-    from ferry.datamon.service import landed
+    from ferry.datamon.landing import landed
 
     assert landed(stack.services(), f"events.{name}", [partition]) == {partition}
     # closing twice is harmless

@@ -205,7 +205,7 @@ def test_backfill_of_six_days_with_concurrency_two_lands_its_partitions(styx: St
         intervals.append((datetime.fromisoformat(start), datetime.fromisoformat(stop)))
     for a, _ in intervals:  # at every start, count the executions in flight
         assert sum(1 for s, e in intervals if s <= a < e) <= 2
-    from ferry.datamon.service import landed
+    from ferry.datamon.landing import landed
 
     days = [f"2026-10-0{d}" for d in range(1, 7)]
     assert landed(styx.stack.services(), ep, days) == set(days)

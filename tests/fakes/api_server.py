@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from ferry.wiring import Services
+from ferry.bootstrap import Services
 
 
 @contextmanager

@@ -1,5 +1,5 @@
 """Hand-written fakes for Styx tests: a launcher whose executions run until the test ends them, and
-Datamon's landed/land pair."""
+Datamon's port."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 from ferry.styx.launchers import Launched, LaunchSpec, Status
-from ferry.wiring import Services
 
 
 class FakeLauncher:
@@ -54,14 +53,19 @@ class FakeLauncher:
 
 
 class FakeDatamon:
-    def __init__(self) -> None:
+    """Datamon's port (``ferry.datamon.port.Datamon``): partitions land when a test (or ``source``) says so."""
+
+    def __init__(self, source: str = "styx") -> None:
+        self.source = source
         self.partitions: set[tuple[str, str]] = set()
         self.landings: list[tuple[str, str]] = []
 
-    def landed(self, services: Services, endpoint: str, partitions: Any) -> set[str]:
+    def landed(self, endpoint: str, partitions: Any) -> set[str]:
         return {p for p in partitions if (endpoint, p) in self.partitions}
 
-    def land(self, services: Services, endpoint: str, partition: str, *, now: datetime, source: str) -> None:
-        assert source == "styx"
+    def land(self, endpoint: str, partition: str, *, now: datetime, source: str = "api",
+             **stats: Any) -> dict[str, Any]:
+        assert source == self.source
         self.partitions.add((endpoint, partition))
         self.landings.append((endpoint, partition))
+        return {"endpoint": endpoint, "partition": partition}

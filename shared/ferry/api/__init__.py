@@ -30,9 +30,9 @@ def handle(request: Any) -> Any:
     from flask import Response
 
     from ferry import log
-    from ferry.wiring import services
+    from ferry.bootstrap import process_services
 
-    svc = services()
+    svc = process_services()
     log.set_trace(request.headers.get("X-Cloud-Trace-Context"), svc.settings.project)
     limit = max([svc.settings.max_body_bytes, *(r.max_body_bytes or 0 for r in router.routes)])
     if request.content_length is not None:

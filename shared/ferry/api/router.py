@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
@@ -20,7 +20,9 @@ from werkzeug.routing import Map, Rule
 
 from ferry import log
 from ferry.errors import BadRequest, FerryError, MethodNotAllowed, NotFound, PayloadTooLarge, ValidationError
-from ferry.wiring import Services
+
+if TYPE_CHECKING:
+    from ferry.bootstrap import Services
 
 logger = log.get("api")
 Handler = Callable[..., Any]

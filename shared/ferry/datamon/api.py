@@ -7,11 +7,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ferry.api.router import Call, Router
-from ferry.datamon import service, web
+from ferry.datamon import landing, service, web
 
 router = Router()
 TAG = "datamon"
-service.register()  # the apply hook, in every process that serves the API
 
 
 class LandRequest(BaseModel):
@@ -36,9 +35,9 @@ class PartitionMessage(LandRequest):
               summary="Report a partition of an endpoint landed (idempotent)")
 def land(call: Call, name: str) -> dict[str, Any]:
     req: LandRequest = call.body(LandRequest)
-    owner = service.policy_for(call.services, name).owner
+    owner = landing.policy_for(call.services, name).owner
     call.services.authorizer.check(call.actor, [owner], "land partitions of")
-    return service.land(call.services, name, req.partition, now=call.now(), records=req.records,
+    return landing.land(call.services, name, req.partition, now=call.now(), records=req.records,
                         bytes=req.bytes, location=req.location, source=req.source, actor=call.actor)
 
 
@@ -75,11 +74,11 @@ def serve(request: Any, path: str | None = None) -> Any:
     from flask import Response
 
     from ferry import log
-    from ferry.wiring import services
+    from ferry.bootstrap import process_services
 
     if path is None and request.method == "GET" and request.path in ("/", "/dashboard", "/index.html"):
         return Response(web.PAGE, status=200, mimetype="text/html")
-    svc = services()
+    svc = process_services()
     log.set_trace(request.headers.get("X-Cloud-Trace-Context"), svc.settings.project)
     body = b"" if (request.content_length or 0) > svc.settings.max_body_bytes else request.get_data(cache=False)
     status_code, result = router.dispatch(svc, "POST" if path else request.method, path or request.path,
@@ -101,11 +100,11 @@ def handle_partition_message(data: bytes, attributes: dict[str, str] | None = No
     import pydantic
 
     from ferry import log
+    from ferry.bootstrap import process_services
     from ferry.errors import BadRequest, FerryError, InfraError, ValidationError
-    from ferry.wiring import services
 
     logger = log.get("datamon")
-    svc = services()
+    svc = process_services()
     try:
         msg = PartitionMessage.model_validate(json.loads(data))
     except (ValueError, pydantic.ValidationError) as exc:
@@ -119,7 +118,7 @@ def handle_partition_message(data: bytes, attributes: dict[str, str] | None = No
         except ValueError:
             pass
     try:
-        return service.land(svc, msg.endpoint, msg.partition, now=now, records=msg.records, bytes=msg.bytes,
+        return landing.land(svc, msg.endpoint, msg.partition, now=now, records=msg.records, bytes=msg.bytes,
                             location=msg.location, source=msg.source)
     except InfraError:
         raise

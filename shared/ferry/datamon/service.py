@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferry import log
 from ferry.broker.base import Message
@@ -21,126 +21,19 @@ from ferry.datamon.repository import (
     LINEAGE,
     META,
     NOTIFICATIONS,
-    PARTITIONS,
     DatamonRepository,
     alert_document,
     alert_id,
-    partition_id,
 )
 from ferry.domain.manifests import Endpoint
-from ferry.errors import Conflict, NotFound, ValidationError
+from ferry.errors import Conflict, NotFound
 from ferry.store.base import MAX_BATCH, Op, Where
 from ferry.store.manifests import ManifestRecord
-from ferry.wiring import Services
+
+if TYPE_CHECKING:
+    from ferry.bootstrap import Services
 
 logger = log.get("datamon")
-# Re-landings kept on a partition document (the newest ones).
-MAX_RELANDINGS = 20
-
-
-def policy_for(services: Services, endpoint: str) -> domain.Policy:
-    """The endpoint's SLA policy from its manifest.
-
-    Raises:
-        NotFound: no such endpoint.
-    """
-    rec = services.manifests.get("Endpoint", endpoint)
-    if rec is None:
-        raise NotFound(f"endpoint {endpoint!r} not found", {"endpoint": endpoint})
-    model = rec.model()
-    assert isinstance(model, Endpoint)
-    return domain.Policy.from_spec(rec.name, rec.owner or "", model.spec, rec.generation)
-
-
-def _check_stat(name: str, value: int | None) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-        raise ValidationError(f"{name} must be a non-negative integer", [{"field": name, "reason": "negative"}])
-
-
-def land(services: Services, endpoint: str, partition: str, *, now: datetime, records: int | None = None,
-         bytes: int | None = None, location: str | None = None, source: str = "api",  # noqa: A002
-         actor: str | None = None) -> dict[str, Any]:
-    """Record that a partition of ``endpoint`` has landed.
-
-    Idempotent: landing again keeps the first ``landed_at``, updates the stats and appends the
-    re-landing to the document's ``relandings``. The first landing is claimed with ``Op.create``
-    (lock-free); only re-landings run a (small) transaction.
-
-    Returns:
-        the partition record (``relanded`` says whether it had landed before).
-    Raises:
-        NotFound: unknown endpoint.
-        ValidationError: ``partition`` is not a parameter of the endpoint's partitioning, or it is
-            before the endpoint's start, or a stat is negative.
-    """
-    policy = policy_for(services, endpoint)
-    try:
-        start = domain.parse_partition(policy, partition)
-    except ValueError as exc:
-        raise ValidationError(str(exc), [{"field": "partition", "reason": str(exc)}]) from None
-    _check_stat("records", records)
-    _check_stat("bytes", bytes)
-    end = policy.cadence.next(start)
-    stats = {"records": records, "bytes": bytes, "location": location, "source": source, "actor": actor}
-    pid = partition_id(endpoint, partition)
-    doc: dict[str, Any] = {"endpoint": endpoint, "partition": partition, "start": start, "end": end,
-                           "owner": policy.owner, "landed_at": now, "last_landed_at": now, "landings": 1,
-                           "relandings": [], **stats}
-    store = services.store
-    try:
-        store.write([Op.create(PARTITIONS, pid, doc)])
-        relanded = False
-    except Conflict:
-        def reland(txn: Any) -> dict[str, Any]:
-            current = txn.get(PARTITIONS, pid) or doc
-            updated = dict(current)
-            updated.update({k: v for k, v in stats.items() if v is not None})
-            updated["last_landed_at"] = now
-            updated["landings"] = int(current.get("landings", 1)) + 1
-            updated["relandings"] = [*(current.get("relandings") or []), {"at": now, **stats}][-MAX_RELANDINGS:]
-            txn.set(PARTITIONS, pid, updated)
-            return updated
-
-        doc = store.transaction(reland)
-        relanded = True
-    _note_latest(services, endpoint, partition, start, end, doc["landed_at"])
-    late_by = doc["landed_at"] - domain.clocks(policy, start).late_at
-    log.event(logger, 20, f"{endpoint} {partition} {'re-landed' if relanded else 'landed'}",
-              labels={"endpoint": endpoint, "owner": policy.owner, "partition": partition},
-              records=records, bytes=bytes, source=source)
-    return _record(doc, relanded, late_by.total_seconds())
-
-
-def _note_latest(services: Services, endpoint: str, partition: str, start: datetime, end: datetime,
-                 landed_at: datetime) -> None:
-    # The unified view shows the newest landed partition; a merge of one field never clobbers the
-    # evaluator's fields. Two landings racing may leave the older one, which the evaluator corrects.
-    current = services.store.get(ENDPOINTS, endpoint) or {}
-    latest = current.get("latest") or {}
-    latest_start = domain._utc(latest.get("start"))
-    if latest_start is None or latest_start < start:
-        services.store.write([Op.set(ENDPOINTS, endpoint, {"latest": {
-            "partition": partition, "start": start, "end": end, "landed_at": landed_at}}, merge=True)])
-
-
-def _record(doc: dict[str, Any], relanded: bool, late_seconds: float) -> dict[str, Any]:
-    def iso(v: Any) -> Any:
-        return v.isoformat() if isinstance(v, datetime) else v
-
-    return {"endpoint": doc["endpoint"], "partition": doc["partition"], "landed_at": iso(doc["landed_at"]),
-            "last_landed_at": iso(doc["last_landed_at"]), "landings": doc["landings"], "relanded": relanded,
-            "records": doc.get("records"), "bytes": doc.get("bytes"), "location": doc.get("location"),
-            "source": doc.get("source"), "late": late_seconds > 0,
-            "late_seconds": max(0, int(late_seconds))}
-
-
-def landed(services: Services, endpoint: str, partitions: Sequence[str]) -> set[str]:
-    """Which of ``partitions`` of ``endpoint`` have landed (one batched read; unknown names are
-    simply not landed)."""
-    if not partitions:
-        return set()
-    found = services.store.get_many(PARTITIONS, [partition_id(endpoint, p) for p in partitions])
-    return {d["partition"] for d in found.values()}
 
 
 # -- evaluation ------------------------------------------------------------------------------------
@@ -556,59 +449,3 @@ def status(services: Services, *, now: datetime, owner: str | None = None) -> di
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     return {"now": now.isoformat(), "owner": owner, "counts": counts, "endpoints": rows}
-
-
-# -- apply hook: register endpoints and lineage as they are applied ---------------------------------
-
-class DatamonApplyHook:
-    """Writes each applied endpoint's policy into its summary (due at once), and workflows' lineage
-    (``depends_on`` → ``produces``) into the produced endpoint's summary, in the apply's own batches.
-
-    The evaluator's manifest sync catches endpoints written any other way. Merges only: the
-    evaluator's fields (open partitions, alerts, watermark of an unchanged endpoint) are kept.
-    """
-
-    def check(self, manifests: Sequence[Any], repo: Any) -> list[Any]:
-        return []
-
-    def ops(self, changes: Sequence[Any], now: datetime) -> list[Op]:
-        ops: list[Op] = []
-        for c in changes:
-            if c.manifest.kind == "Endpoint":
-                if c.action == "deleted":
-                    ops.append(Op.delete(ENDPOINTS, c.manifest.name))
-                    continue
-                rec = c.record
-                policy = domain.Policy.from_spec(rec.name, rec.owner or "", c.manifest.spec, rec.generation)
-                doc = policy.to_doc()
-                doc.update({"registered_at": rec.created_at, "landed_beyond": [], "next_check": domain.EPOCH,
-                            "watermark": domain.first_expected(policy, domain._utc(rec.created_at) or now)})
-                ops.append(Op.set(ENDPOINTS, rec.name, doc, merge=True))
-            elif c.manifest.kind == "Workflow":
-                old = c.previous.manifest.get("spec", {}).get("produces") if c.previous else None
-                new = None if c.action == "deleted" else c.manifest.spec.produces
-                if old and old != new:
-                    ops.append(Op.set(ENDPOINTS, old, {"derived_upstream": {c.manifest.name: []},
-                                                       "next_check": domain.EPOCH}, merge=True))
-                if new:
-                    ops.append(Op.set(ENDPOINTS, new, {"derived_upstream": {c.manifest.name:
-                                                                            list(c.manifest.spec.depends_on)},
-                                                       "next_check": domain.EPOCH}, merge=True))
-                    ops.append(Op.set(LINEAGE, c.manifest.name, {"produces": new,
-                                                                 "depends_on": list(c.manifest.spec.depends_on)}))
-        return ops
-
-    def after(self, changes: Sequence[Any], now: datetime) -> None:
-        return None
-
-
-def register() -> None:
-    """Install Datamon's apply hook (idempotent)."""
-    from ferry import wiring
-
-    if _hook_factory not in wiring.APPLY_HOOK_FACTORIES:
-        wiring.APPLY_HOOK_FACTORIES.append(_hook_factory)
-
-
-def _hook_factory(services: Services) -> DatamonApplyHook:
-    return DatamonApplyHook()

@@ -58,10 +58,10 @@ class LocalStack:
         return result
 
     def services(self) -> Any:
-        """In-process ``ferry.wiring.Services`` on the same emulators and project (for assertions)."""
+        """In-process ``ferry.bootstrap.Services`` on the same emulators and project (for assertions)."""
         if self._services is None:
+            from ferry.bootstrap import bootstrap
             from ferry.config import Settings
-            from ferry.wiring import Services
 
             for k in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):
                 os.environ[k] = self.state["env"][k]  # the Google clients read these when built
@@ -69,7 +69,7 @@ class LocalStack:
                       "sink": self.env["FERRY_SINK"], "launcher": "local", "log_dir": self.env["FERRY_LOG_DIR"],
                       "allow_clock_override": True}
             known = {f.name for f in dataclasses.fields(Settings)}
-            self._services = Services.from_settings(Settings(**{k: v for k, v in wanted.items() if k in known}))
+            self._services = bootstrap(Settings(**{k: v for k, v in wanted.items() if k in known}))
         return self._services
 
     def log_text(self, function: str) -> str:

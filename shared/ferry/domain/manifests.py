@@ -195,6 +195,19 @@ class Workflow(_Manifest):
     metadata: OwnedMetadata
 
 
+EVENTS_PREFIX = "events."
+
+
+def events_endpoint(event_type: str) -> str:
+    """The endpoint Gabo registers for an event type's partitions: ``events.<type>``."""
+    return EVENTS_PREFIX + event_type
+
+
+def event_type_of(endpoint: str) -> str | None:
+    """The event type whose partitions ``endpoint`` holds (the inverse of ``events_endpoint``), or None."""
+    return endpoint[len(EVENTS_PREFIX):] if endpoint.startswith(EVENTS_PREFIX) else None
+
+
 class EventType(_Manifest):
     kind: Literal["EventType"] = "EventType"
     spec: EventTypeSpec
@@ -202,7 +215,7 @@ class EventType(_Manifest):
 
     @property
     def endpoint_name(self) -> str:
-        return f"events.{self.metadata.name}"
+        return events_endpoint(self.metadata.name)
 
 
 class Resource(_Manifest):

@@ -67,9 +67,9 @@ def serve(request: Any, path: str | None = None) -> Any:
     from flask import Response
 
     from ferry import log
-    from ferry.wiring import services
+    from ferry.bootstrap import process_services
 
-    svc = services()
+    svc = process_services()
     log.set_trace(request.headers.get("X-Cloud-Trace-Context"), svc.settings.project)
     length = request.content_length or 0
     body = b"" if length > MAX_INGEST_BODY else request.get_data(cache=False)

@@ -303,6 +303,12 @@ class MemoryBroker:
                     else:
                         s.leased[a] = (mid, m, pt, time.monotonic() + seconds, n)
 
+    def take(self, topic: str) -> list[Message]:
+        """Everything published to ``topic`` so far, forgetting it (assertions)."""
+        with self._lock:
+            taken, self.topics[topic] = self.topics.get(topic, []), []
+            return taken
+
     def drop_leases(self, subscription: str) -> None:
         """Simulate a crashed worker whose leases expired: everything leased is available again."""
         with self._lock:

@@ -11,25 +11,26 @@ does not list are late and move to the next open period — never dropped.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferry import log
 from ferry.domain import periods
-from ferry.domain.manifests import EventType
+from ferry.domain.manifests import EventType, events_endpoint
 from ferry.errors import InfraError
 from ferry.gabo import core
 from ferry.gabo.backlog import BacklogSource, PullStatsBacklog
 from ferry.gabo.sink import Sink
 from ferry.gabo.state import GaboState
 
+if TYPE_CHECKING:
+    from ferry.datamon.port import Datamon
+
 logger = log.get("gabo.closing")
 
 MAX_PERIODS_PER_RUN = 500
 
-Lander = Callable[..., Any]
 
 
 @dataclass
@@ -62,10 +63,10 @@ class CloseReport:
 
 
 class Closer:
-    def __init__(self, sink: Sink, state: GaboState, land: Lander, backlog: BacklogSource | None = None) -> None:
+    def __init__(self, sink: Sink, state: GaboState, datamon: Datamon, backlog: BacklogSource | None = None) -> None:
         self.sink = sink
         self.state = state
-        self.land = land
+        self.datamon = datamon  # where a closed partition lands
         self.backlog = backlog or PullStatsBacklog(state)
 
     def watermark(self, event_type: str, now: datetime) -> datetime | None:
@@ -156,11 +157,11 @@ class Closer:
         location = self.sink.uri(prefix)
         self.state.mark_closed(name, start, {**{k: v for k, v in marker.items() if k != "closed_at"},
                                              "closed_at": now, "location": location})
-        self.land(f"events.{name}", param, now=now, records=merged.events, bytes=merged.bytes,
+        self.datamon.land(events_endpoint(name), param, now=now, records=merged.events, bytes=merged.bytes,
                   location=location, source="gabo")
         for k in keys:
             self.sink.delete(k)
-        log.event(logger, 20, f"closed events.{name} {param}: {merged.events} events",
-                  labels={"event_type": name, "endpoint": f"events.{name}", "parameter": param}, marker=marker)
+        log.event(logger, 20, f"closed {events_endpoint(name)} {param}: {merged.events} events",
+                  labels={"event_type": name, "endpoint": events_endpoint(name), "parameter": param}, marker=marker)
         return ClosedPartition(param, merged.events, merged.duplicates, merged.late, merged.bytes, len(parts),
                                location)

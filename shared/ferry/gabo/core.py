@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ferry.domain import periods
+from ferry.domain.manifests import events_endpoint
 from ferry.errors import BadRequest
 
 # ---------------------------------------------------------------------------------------------- names
@@ -54,7 +55,7 @@ class Names:
 
     @property
     def endpoint(self) -> str:
-        return f"events.{self.event_type}"
+        return events_endpoint(self.event_type)
 
 
 WORK_ORDERS_TOPIC = "gabo-work-orders"

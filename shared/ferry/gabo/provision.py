@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, cast
 
 from ferry import log
 from ferry.domain.loading import Problem
-from ferry.domain.manifests import Endpoint, EventType, Manifest
+from ferry.domain.manifests import Endpoint, EventType, Manifest, event_type_of
 from ferry.gabo.broker import DeliveryBroker, SubscriptionSpec
 from ferry.gabo.core import Names
 from ferry.gabo.delivery import ACK_DEADLINE_S
@@ -23,7 +23,7 @@ from ferry.store.base import Op
 from ferry.store.manifests import ManifestRepository
 
 if TYPE_CHECKING:
-    from ferry.wiring import Services
+    from ferry.bootstrap import Services
 
 logger = log.get("gabo.provision")
 
@@ -31,7 +31,7 @@ logger = log.get("gabo.provision")
 def endpoint_for(et: EventType, start: datetime) -> Endpoint:
     spec = et.spec
     return Endpoint.model_validate({
-        "metadata": {"name": f"events.{et.name}", "owner": et.metadata.owner,
+        "metadata": {"name": et.endpoint_name, "owner": et.metadata.owner,
                      "description": f"events of type {et.name}, delivered by Gabo",
                      "labels": {"source": "gabo"}},
         "spec": {"partitioning": spec.partitioning, "timezone": "UTC", "start": start,
@@ -63,9 +63,10 @@ class GaboApplyHook:
         problems = []
         types = {m.name for m in manifests if isinstance(m, EventType)}
         for i, m in enumerate(manifests):
-            if m.kind == "Endpoint" and m.name.startswith("events.") and m.name[7:] in types:
+            owner_type = event_type_of(m.name) if m.kind == "Endpoint" else None
+            if owner_type in types:
                 problems.append(Problem("(input)", i, "metadata.name",
-                                        f"endpoint {m.name} is registered by event type {m.name[7:]}", m.kind, m.name))
+                                        f"endpoint {m.name} is registered by event type {owner_type}", m.kind, m.name))
         return problems
 
     def ops(self, changes: Sequence[Change], now: datetime) -> list[Op]:
@@ -74,7 +75,7 @@ class GaboApplyHook:
         for c in changes:
             if not isinstance(c.manifest, EventType):
                 continue
-            name = f"events.{c.manifest.name}"
+            name = c.manifest.endpoint_name
             if c.action == "deleted":
                 continue  # the endpoint stays: its partitions are still data that others depend on
             prev = repo.get("Endpoint", name)
@@ -85,12 +86,10 @@ class GaboApplyHook:
         return ops
 
     def after(self, changes: Sequence[Change], now: datetime) -> None:
-        from ferry.gabo.service import gabo
-
         types = [c for c in changes if isinstance(c.manifest, EventType)]
         if not types:
             return  # no broker is built (nor connected) for applies without event types
-        broker = gabo(self.services).broker
+        broker = self.services.broker
         for c in types:
             if c.action == "deleted":
                 broker.delete_subscription(Names(c.manifest.name).subscription)

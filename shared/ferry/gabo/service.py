@@ -1,13 +1,12 @@
-"""Gabo's services: the one place that wires its adapters, and the operations entry points call.
+"""Gabo's operations, the ones entry points call, on the adapters the composition root built.
 
-``gabo(services)`` is the per-process facade (broker, sink, state); ``ingest``, ``deliver``, ``close``
+``gabo(services)`` is the facade; ``ingest``, ``deliver``, ``close``
 and ``scale`` are what the API routes, the CLI (through the API) and the Cloud Functions call.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -16,49 +15,33 @@ from ferry.broker.base import Message
 from ferry.domain.manifests import EventType
 from ferry.errors import InfraError, NotFound
 from ferry.gabo import core
-from ferry.gabo.backlog import Backlog, BacklogSource, open_backlog
+from ferry.gabo.backlog import Backlog, BacklogSource
 from ferry.gabo.broker import DeliveryBroker
 from ferry.gabo.closing import Closer, CloseReport
 from ferry.gabo.delivery import DeliveryReport, DeliveryWorker, OffsetClock, WorkOrder
-from ferry.gabo.sink import Sink, open_sink
+from ferry.gabo.sink import Sink
 from ferry.gabo.state import GaboState
-from ferry.wiring import Services
 
 if TYPE_CHECKING:
+    from ferry.bootstrap import Services
     from ferry.gabo.ingest import IngestResult
 
 logger = log.get("gabo")
 
 
 class Gabo:
-    def __init__(self, services: Services, broker: DeliveryBroker | None = None, sink: Sink | None = None,
-                 land: Callable[..., Any] | None = None, backlog_source: BacklogSource | None = None) -> None:
+    """Gabo's operations on the adapters ``services`` holds (broker, sink, backlog source, Datamon's port)."""
+
+    def __init__(self, services: Services) -> None:
         self.services = services
-        self._broker = broker
-        self._sink = sink
-        self._land = land
-        self._backlog = backlog_source
 
     @property
     def broker(self) -> DeliveryBroker:
-        if self._broker is None:
-            s = self.services
-            if s.settings.broker == "memory":
-                from ferry.gabo.broker import MemoryBroker
-
-                pub = s.publisher
-                self._broker = pub if isinstance(pub, MemoryBroker) else MemoryBroker(s.clock)
-            else:
-                from ferry.gabo.broker import PubSubBroker
-
-                self._broker = PubSubBroker(s.settings.project)
-        return self._broker
+        return self.services.broker
 
     @property
     def sink(self) -> Sink:
-        if self._sink is None:
-            self._sink = open_sink(self.services.settings.sink)
-        return self._sink
+        return self.services.sink
 
     @property
     def state(self) -> GaboState:
@@ -66,18 +49,8 @@ class Gabo:
 
     @property
     def backlog_source(self) -> BacklogSource:
-        """Workers' pull statistics or Cloud Monitoring, from ``FERRY_BACKLOG`` (chosen here only)."""
-        if self._backlog is None:
-            s = self.services
-            self._backlog = open_backlog(s.settings.backlog, self.state, s.settings.project)
-        return self._backlog
-
-    def land(self, *args: Any, **kwargs: Any) -> Any:
-        if self._land is not None:
-            return self._land(*args, **kwargs)
-        from ferry.datamon.service import land
-
-        return land(self.services, *args, **kwargs)
+        """Workers' pull statistics or Cloud Monitoring (``settings.backlog``, chosen by the composition root)."""
+        return self.services.backlog_source
 
     def event_type(self, name: str) -> tuple[EventType, Any]:
         rec = self.services.manifests.get("EventType", name)
@@ -117,7 +90,7 @@ class Gabo:
 
     def close(self, now: datetime, name: str | None = None) -> list[CloseReport]:
         """Close what may close, for one type or all. Safe to run twice or concurrently with delivery."""
-        closer = Closer(self.sink, self.state, self.land, self.backlog_source)
+        closer = Closer(self.sink, self.state, self.services.datamon, self.backlog_source)
         return [closer.close(et, now, rec.created_at) for et, rec in self.event_types(name)]
 
     def scale(self, now: datetime, name: str | None = None, budget_s: float = 50.0,
@@ -163,8 +136,8 @@ class Gabo:
 
 
 def gabo(services: Services) -> Gabo:
-    """The process's Gabo facade for ``services`` (built once)."""
-    return services.extra("gabo", lambda: Gabo(services))  # type: ignore[no-any-return]
+    """Gabo's facade on ``services`` (cheap: the adapters are the services')."""
+    return Gabo(services)
 
 
 def decode_work_order(data: bytes) -> WorkOrder:

@@ -10,9 +10,9 @@ import argparse
 import json
 from datetime import datetime
 
+from ferry.bootstrap import process_services
 from ferry.gabo.delivery import WorkOrder
 from ferry.gabo.service import gabo
-from ferry.wiring import services
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     order = WorkOrder(event_type=a.event_type, budget_s=a.budget, until_drained=a.until_drained,
                       max_messages=a.max_messages, max_bytes=a.max_bytes, max_age_s=a.max_age)
     now = datetime.fromisoformat(a.now.replace("Z", "+00:00")) if a.now else None
-    g = gabo(services())
+    g = gabo(process_services())
     g.warm()
     report = g.deliver(order, now)
     print(json.dumps({**report.to_dict(), "peak_rss_mb": peak_rss_mb()}))

@@ -145,9 +145,9 @@ def serve(request: Any, path: str) -> Any:
     from flask import Response
 
     from ferry import log
-    from ferry.wiring import services
+    from ferry.bootstrap import process_services
 
-    svc = services()
+    svc = process_services()
     log.set_trace(request.headers.get("X-Cloud-Trace-Context"), svc.settings.project)
     body = b"" if (request.content_length or 0) > svc.settings.max_body_bytes else request.get_data(cache=False)
     status, result = router.dispatch(svc, "POST", path, dict(request.args.items()), dict(request.headers.items()),

@@ -17,8 +17,8 @@ from ferry.styx.repository import WORKFLOWS
 from ferry.styx.scheduling import fire_time, first_period
 
 if TYPE_CHECKING:
+    from ferry.bootstrap import Services
     from ferry.services.apply import Change
-    from ferry.wiring import Services
 
 _TIMING = ("schedule", "timezone", "offset")
 
@@ -81,7 +81,3 @@ class StyxApplyHook:
                     styx.halt_active(c.manifest.name, now, "workflow deleted")
                 else:
                     styx.halt_active(c.manifest.name, now, "workflow disabled", natural_only=True)
-
-
-def factory(services: Services) -> StyxApplyHook:
-    return StyxApplyHook(services)

@@ -4,13 +4,15 @@ declared concurrency, slots taken now and by which instances."""
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferry.errors import NotFound
 from ferry.store.base import Where
 from ferry.store.manifests import ManifestRecord
 from ferry.styx.repository import SLOTS
-from ferry.wiring import Services
+
+if TYPE_CHECKING:
+    from ferry.bootstrap import Services
 
 PREFIX = "resource."
 

@@ -13,35 +13,23 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferry import log
 from ferry.domain import periods
-from ferry.domain.manifests import Workflow
+from ferry.domain.manifests import Workflow, event_type_of
 from ferry.errors import BadRequest, Conflict, FerryError, InfraError, NotFound
 from ferry.store.base import Op
 from ferry.styx import machine as m
-from ferry.styx.launchers import Launcher, LaunchSpec, for_services
+from ferry.styx.launchers import Launcher, LaunchSpec
 from ferry.styx.repository import StyxRepository
 from ferry.styx.scheduling import policy_of, upstream_partitions
-from ferry.wiring import Services
+
+if TYPE_CHECKING:
+    from ferry.bootstrap import Services
+    from ferry.datamon.port import Datamon
 
 logger = log.get("styx")
-
-LandedFn = Callable[[Services, str, Sequence[str]], set[str]]
-LandFn = Callable[..., Any]
-
-
-def _default_landed(services: Services, endpoint: str, partitions: Sequence[str]) -> set[str]:
-    from ferry.datamon.service import landed
-
-    return landed(services, endpoint, partitions)
-
-
-def _default_land(services: Services, endpoint: str, partition: str, *, now: datetime, source: str) -> Any:
-    from ferry.datamon.service import land
-
-    return land(services, endpoint, partition, now=now, source=source)
 
 
 def slug(text: str) -> str:
@@ -56,19 +44,18 @@ class Applied:
 
 
 class StyxService:
-    def __init__(self, services: Services, launcher: Launcher | None = None, landed: LandedFn | None = None,
-                 land: LandFn | None = None) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
         self.repo = StyxRepository(services.store)
-        self._launcher = launcher
-        self.landed = landed or _default_landed
-        self.land = land or _default_land
 
     @property
     def launcher(self) -> Launcher:
-        if self._launcher is None:
-            self._launcher = for_services(self.services)
-        return self._launcher
+        return self.services.launcher
+
+    @property
+    def datamon(self) -> Datamon:
+        """Where a succeeded instance lands its partition and the upstream gate reads landings."""
+        return self.services.datamon
 
     # -- workflows ---------------------------------------------------------------------------------
     def workflow(self, name: str) -> tuple[Workflow, str | None]:
@@ -158,7 +145,7 @@ class StyxService:
             start = wf.spec.cadence().parse(parameter)
             partition = rec.model().spec.cadence().format(start)  # type: ignore[union-attr]
         try:
-            self.land(self.services, endpoint, partition, now=now, source="styx")
+            self.datamon.land(endpoint, partition, now=now, source="styx")
         except FerryError as exc:
             log.event(logger, 40, f"could not land {endpoint} {partition}: {exc.message}",
                       labels={"workflow": wf.name, "parameter": parameter, "endpoint": endpoint})
@@ -308,7 +295,7 @@ class StyxService:
         for endpoint in wf.spec.depends_on:
             upstream = self.upstream_cadence(endpoint) or cadence
             wanted = upstream_partitions(cadence, parameter, upstream)
-            have = self.landed(self.services, endpoint, wanted)
+            have = self.datamon.landed(endpoint, wanted)
             missing += [f"{endpoint} {p}" for p in wanted if p not in have]
         return missing
 
@@ -316,8 +303,9 @@ class StyxService:
         rec = self.services.manifests.get("Endpoint", endpoint)
         if rec is not None:
             return rec.model().spec.cadence()  # type: ignore[union-attr]
-        if endpoint.startswith("events."):
-            et = self.services.manifests.get("EventType", endpoint[len("events."):])
+        event_type = event_type_of(endpoint)
+        if event_type is not None:
+            et = self.services.manifests.get("EventType", event_type)
             if et is not None:
                 return periods.partitioning(et.model().spec.partitioning, "UTC")  # type: ignore[union-attr]
         return None

@@ -15,13 +15,12 @@ the same commit as the dequeue and released in the same commit as the end, so no
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferry import log
 from ferry.domain import periods
@@ -30,32 +29,36 @@ from ferry.errors import Conflict, FerryError
 from ferry.store.base import Op
 from ferry.styx import machine as m
 from ferry.styx.dequeue import DequeueStage
-from ferry.styx.launchers import Launcher
 from ferry.styx.repository import WORKFLOWS, StyxRepository
 from ferry.styx.scheduling import due_periods, fire_time, policy_of
-from ferry.styx.service import LandedFn, LandFn, StyxService
-from ferry.wiring import Services
+from ferry.styx.service import StyxService
+
+if TYPE_CHECKING:
+    from ferry.bootstrap import Services
+    from ferry.config import Settings
 
 logger = log.get("styx.tick")
 
 SUBMISSION_LOST_AFTER = timedelta(minutes=2)
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, "") or default)
-
-
 @dataclass(frozen=True)
 class TickLimits:
-    max_active: int = field(default_factory=lambda: _env_int("FERRY_STYX_MAX_ACTIVE", 1000))
+    max_active: int = 1000
     # submissions per UTC minute, whatever the number of ticks (tokens styx_rate/{minute}#{n})
-    submissions_per_minute: int = field(default_factory=lambda: _env_int("FERRY_STYX_SUBMIT_RATE", 600))
-    gate_recheck: timedelta = field(default_factory=lambda: timedelta(seconds=_env_int("FERRY_STYX_GATE_RECHECK_S", 60)))
+    submissions_per_minute: int = 600
+    gate_recheck: timedelta = timedelta(seconds=60)
     catch_up: int = 100            # natural triggers per workflow per tick, when far behind
     due_workflows: int = 1000
     queued: int = 1000
     holding: int = 5000
-    threads: int = field(default_factory=lambda: _env_int("FERRY_STYX_THREADS", 8))
+    threads: int = 8
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TickLimits:
+        """The limits the deployment sets (``FERRY_STYX_*``, read once by ``Settings``)."""
+        return cls(max_active=settings.styx_max_active, submissions_per_minute=settings.styx_submit_rate,
+                   gate_recheck=timedelta(seconds=settings.styx_gate_recheck_s), threads=settings.styx_threads)
 
 
 @dataclass
@@ -88,12 +91,11 @@ _REPORT_LOCK = threading.Lock()
 
 
 class Tick:
-    def __init__(self, services: Services, launcher: Launcher | None = None, landed: LandedFn | None = None,
-                 land: LandFn | None = None, limits: TickLimits | None = None) -> None:
+    def __init__(self, services: Services, limits: TickLimits | None = None) -> None:
         self.services = services
-        self.styx = StyxService(services, launcher, landed, land)
+        self.styx = StyxService(services)
         self.repo: StyxRepository = self.styx.repo
-        self.limits = limits or TickLimits()
+        self.limits = limits or TickLimits.from_settings(services.settings)
         self._workflows: dict[str, Workflow | None] = {}
 
     def run(self, now: datetime, budget: float = 45.0) -> TickReport:

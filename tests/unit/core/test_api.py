@@ -16,10 +16,10 @@ import yaml
 from ferry import log
 from ferry.api import router as api_router
 from ferry.api.router import Router
+from ferry.bootstrap import Services, in_memory, use_process_services
 from ferry.clock import FixedClock
 from ferry.config import Settings
 from ferry.errors import Conflict
-from ferry.wiring import Services, override
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples" / "manifests"
@@ -28,11 +28,11 @@ NOW = datetime(2026, 11, 26, 14, 5, tzinfo=UTC)
 
 @pytest.fixture
 def svc() -> Iterator[Services]:
-    s = Services.in_memory(FixedClock(NOW), Settings(store="memory", broker="memory", max_body_bytes=64 * 1024,
+    s = in_memory(FixedClock(NOW), Settings(store="memory", broker="memory", max_body_bytes=64 * 1024,
                                                     project="demo"))
-    override(s)
+    use_process_services(s)
     yield s
-    override(None)
+    use_process_services(None)
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from ferry.bootstrap import Services, in_memory
 from ferry.domain import loading
 from ferry.domain.manifests import Endpoint, Resource, Team, Workflow
 from ferry.errors import Forbidden, NotFound, Unauthenticated, ValidationError
 from ferry.services.apply import parse_documents
-from ferry.wiring import Services
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "manifests"
 NOW = datetime(2026, 11, 26, 14, 5, tzinfo=UTC)
@@ -20,7 +20,7 @@ ADA, PIA, PER, ROLF, EVE = "ada@example.com", "pia@example.com", "per@example.co
 
 @pytest.fixture
 def svc() -> Services:
-    return Services.in_memory()
+    return in_memory()
 
 
 def endpoint(name: str, owner: str = "team-playback", partitioning: str = "hourly") -> Endpoint:

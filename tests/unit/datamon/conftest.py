@@ -5,10 +5,9 @@ from typing import Any
 
 import pytest
 
-import ferry.api  # noqa: F401  (registers every router, and Datamon's apply hook)
+from ferry.bootstrap import Services, in_memory
 from ferry.clock import FixedClock
 from ferry.domain.manifests import KINDS
-from ferry.wiring import Services
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -25,7 +24,7 @@ def clock() -> FixedClock:
 
 @pytest.fixture
 def svc(clock: FixedClock) -> Services:
-    return Services.in_memory(clock)
+    return in_memory(clock)
 
 
 def apply(svc: Services, *docs: dict[str, Any], actor: str | None = None) -> None:

@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 
 from ferry.api import router
+from ferry.bootstrap import Services, use_process_services
 from ferry.datamon import api as datamon_api
 from ferry.datamon.web import COLOURS
-from ferry.wiring import Services, override
 
 from .conftest import T0, apply, endpoint
 
@@ -57,7 +57,7 @@ def test_evaluate_alerts_ack_status_routes(team: Services) -> None:
 
 
 def test_partition_message_handler(team: Services) -> None:
-    override(team)
+    use_process_services(team)
     try:
         ok = datamon_api.handle_partition_message(json.dumps(
             {"endpoint": "plays", "partition": "2026-11-26T05", "records": 3, "source": "gabo"}).encode())
@@ -67,14 +67,14 @@ def test_partition_message_handler(team: Services) -> None:
         assert datamon_api.handle_partition_message(
             json.dumps({"endpoint": "plays", "partition": "2026-11-26"}).encode()) is None
     finally:
-        override(None)
+        use_process_services(None)
 
 
 def test_dashboard_page_is_served_with_colours(team: Services) -> None:
     from flask import Flask
 
     app = Flask(__name__)
-    override(team)
+    use_process_services(team)
     try:
         with app.test_request_context("/", method="GET"):
             from flask import request
@@ -87,7 +87,7 @@ def test_dashboard_page_is_served_with_colours(team: Services) -> None:
             resp = datamon_api.serve(request)
         assert resp.status_code == 200 and "endpoints" in json.loads(resp.get_data())
     finally:
-        override(None)
+        use_process_services(None)
 
 
 def test_openapi_lists_datamon_routes(svc: Services) -> None:

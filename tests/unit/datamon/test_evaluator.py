@@ -6,18 +6,18 @@ from typing import Any
 
 import pytest
 
-from ferry.broker.memory import MemoryPublisher
+from ferry.bootstrap import Services
 from ferry.clock import FixedClock
-from ferry.datamon import service
+from ferry.datamon import landing, service
 from ferry.errors import Forbidden, NotFound
-from ferry.wiring import Services
+from ferry.gabo.broker import MemoryBroker
 
 from .conftest import T0, apply, endpoint
 
 
 def events(svc: Services) -> list[dict[str, Any]]:
-    pub = svc.publisher
-    assert isinstance(pub, MemoryPublisher)
+    pub = svc.broker
+    assert isinstance(pub, MemoryBroker)
     return [json.loads(m.data) for m in pub.take("ferry-alerts")]
 
 
@@ -42,7 +42,7 @@ def test_must_show_trigger_resolve_quiet(late: Services) -> None:
     assert by_key["plays/2026-11-26T05"]["owner"] == "team-a"
     assert len(service.alerts(late)) == 11
 
-    service.land(late, "plays", "2026-11-26T05", now=T0 + timedelta(minutes=1))
+    landing.land(late, "plays", "2026-11-26T05", now=T0 + timedelta(minutes=1))
     service.evaluate(late, now=T0 + timedelta(minutes=2))
     sent = events(late)
     assert [(e["event_action"], e["dedup_key"]) for e in sent] == [("resolve", "plays/2026-11-26T05")]
@@ -94,7 +94,7 @@ def test_dst_stockholm_daily(svc: Services) -> None:
     apply(svc, endpoint("daily-sthlm", partitioning="daily", timezone="Europe/Stockholm",
                         start="2026-03-28T00:00:00+01:00", sla={"error_after": "PT2H"}))
     # 2026-03-29 is 23 hours long in Stockholm: it ends 2026-03-29T22:00Z; deadline 2026-03-30T00:00Z.
-    service.land(svc, "daily-sthlm", "2026-03-28", now=datetime(2026, 3, 28, 23, 30, tzinfo=UTC))
+    landing.land(svc, "daily-sthlm", "2026-03-28", now=datetime(2026, 3, 28, 23, 30, tzinfo=UTC))
     service.evaluate(svc, now=datetime(2026, 3, 29, 23, 59, tzinfo=UTC))
     assert events(svc) == []
     service.evaluate(svc, now=datetime(2026, 3, 30, 0, 0, tzinfo=UTC))
@@ -106,7 +106,7 @@ def test_dst_stockholm_daily(svc: Services) -> None:
 def test_weekdays_calendar_no_weekend_alerts(svc: Services) -> None:
     apply(svc, endpoint("biz", partitioning="daily", start="2026-11-26T00:00:00Z",
                         sla={"error_after": "PT1H", "calendar": "weekdays"}))
-    service.land(svc, "biz", "2026-11-26", now=datetime(2026, 11, 27, 0, 30, tzinfo=UTC))  # Thursday
+    landing.land(svc, "biz", "2026-11-26", now=datetime(2026, 11, 27, 0, 30, tzinfo=UTC))  # Thursday
     for day, hour in ((28, 12), (29, 12), (29, 23)):  # Saturday, Sunday
         service.evaluate(svc, now=datetime(2026, 11, day, hour, tzinfo=UTC))
         assert events(svc) == [], f"alert on a weekend: {day} {hour}"
@@ -125,7 +125,7 @@ def test_at_risk_from_declared_and_workflow_lineage(svc: Services) -> None:
     apply(svc, endpoint("agg", partitioning="daily", start="2026-11-26T00:00:00Z",
                         sla={"error_after": "PT6H"}, upstream=["raw"]))
     for h in range(0, 10):
-        service.land(svc, "raw", f"2026-11-26T{h:02d}", now=T0)
+        landing.land(svc, "raw", f"2026-11-26T{h:02d}", now=T0)
     # raw 10 is late at 12:00; agg's 2026-11-26 day has not even ended: at risk, and so is report.
     service.evaluate(svc, now=T0)
     view = {r["endpoint"]: r for r in service.status(svc, now=T0)["endpoints"]}
@@ -135,7 +135,7 @@ def test_at_risk_from_declared_and_workflow_lineage(svc: Services) -> None:
     assert [r["endpoint"] for r in service.status(svc, now=T0)["endpoints"]][:3] == ["raw", "agg", "report"]
     # raw catches up: the risk clears.
     for h in range(10, 12):
-        service.land(svc, "raw", f"2026-11-26T{h:02d}", now=T0)
+        landing.land(svc, "raw", f"2026-11-26T{h:02d}", now=T0)
     service.evaluate(svc, now=T0 + timedelta(minutes=5))
     view = {r["endpoint"]: r for r in service.status(svc, now=T0 + timedelta(minutes=5))["endpoints"]}
     assert view["raw"]["state"] == "ok" and view["agg"]["state"] != "at_risk"
@@ -147,7 +147,7 @@ def test_reads_grow_with_due_not_history(svc: Services, clock: FixedClock) -> No
                             sla={"error_after": "PT2H", "warn_after": "PT1H"}))
     service.evaluate(svc, now=T0)  # registers them; 11 just ended: pending, looked at until it lands
     for i in range(40):
-        service.land(svc, f"e{i:02d}", "2026-11-26T11", now=T0 + timedelta(minutes=10))
+        landing.land(svc, f"e{i:02d}", "2026-11-26T11", now=T0 + timedelta(minutes=10))
     before = svc.store.stats.snapshot()
     r1 = service.evaluate(svc, now=T0 + timedelta(minutes=30))  # also moves the sync cursor past them
     assert r1["endpoints"] == 40 and svc.store.stats.since(before)["writes"] == 40 + 1
@@ -174,23 +174,21 @@ def test_ack_needs_ownership(late: Services) -> None:
         service.ack(late, "plays@1999-01-01T00", actor="alice", now=T0)
 
 
-class _DownPublisher(MemoryPublisher):
+def _down(topic: str, messages: Any) -> list[str]:
     """Publishing fails, as when the evaluator dies between claiming and publishing."""
-
-    def publish(self, topic: str, messages: Any) -> list[str]:
-        from ferry.errors import InfraError
-
-        raise InfraError("Pub/Sub unavailable")
-
-
-def test_crash_between_claim_and_publish_loses_no_notification(late: Services) -> None:
     from ferry.errors import InfraError
 
-    working = late.publisher
-    late._publisher = _DownPublisher()
+    raise InfraError("Pub/Sub unavailable")
+
+
+def test_crash_between_claim_and_publish_loses_no_notification(late: Services,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from ferry.errors import InfraError
+
+    monkeypatch.setattr(late.publisher, "publish", _down)
     with pytest.raises(InfraError):
         service.evaluate(late, now=T0)
-    late._publisher = working
+    monkeypatch.undo()
     # Within the grace period a claim may belong to an evaluator still publishing: not repeated.
     service.evaluate(late, now=T0 + timedelta(minutes=1))
     assert events(late) == []

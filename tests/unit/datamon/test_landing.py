@@ -4,9 +4,9 @@ from datetime import timedelta
 
 import pytest
 
-from ferry.datamon import service
+from ferry.bootstrap import Services
+from ferry.datamon import landing
 from ferry.errors import NotFound, ValidationError
-from ferry.wiring import Services
 
 from .conftest import T0, apply, endpoint
 
@@ -19,14 +19,14 @@ def hourly(svc: Services) -> Services:
 
 
 def test_land_then_landed(hourly: Services) -> None:
-    rec = service.land(hourly, "plays", "2026-11-26T10", now=T0, records=5, bytes=100, location="gs://b/x")
+    rec = landing.land(hourly, "plays", "2026-11-26T10", now=T0, records=5, bytes=100, location="gs://b/x")
     assert rec["relanded"] is False and rec["landings"] == 1 and rec["records"] == 5
-    assert service.landed(hourly, "plays", ["2026-11-26T10", "2026-11-26T11", "bogus"]) == {"2026-11-26T10"}
+    assert landing.landed(hourly, "plays", ["2026-11-26T10", "2026-11-26T11", "bogus"]) == {"2026-11-26T10"}
 
 
 def test_relanding_keeps_first_time_updates_stats(hourly: Services) -> None:
-    first = service.land(hourly, "plays", "2026-11-26T10", now=T0, records=5)
-    again = service.land(hourly, "plays", "2026-11-26T10", now=T0 + timedelta(hours=1), records=7, source="cli")
+    first = landing.land(hourly, "plays", "2026-11-26T10", now=T0, records=5)
+    again = landing.land(hourly, "plays", "2026-11-26T10", now=T0 + timedelta(hours=1), records=7, source="cli")
     assert again["relanded"] is True and again["landings"] == 2
     assert again["landed_at"] == first["landed_at"] and again["records"] == 7
     doc = hourly.store.get("datamon_partitions", "plays@2026-11-26T10")
@@ -34,29 +34,29 @@ def test_relanding_keeps_first_time_updates_stats(hourly: Services) -> None:
 
 
 def test_late_landing_is_reported(hourly: Services) -> None:
-    rec = service.land(hourly, "plays", "2026-11-26T08", now=T0)  # ended 09:00, deadline 11:00
+    rec = landing.land(hourly, "plays", "2026-11-26T08", now=T0)  # ended 09:00, deadline 11:00
     assert rec["late"] is True and rec["late_seconds"] == 3600
 
 
 @pytest.mark.parametrize("partition", ["2026-11-26", "2026-11-26T10:00", "garbage", "2026-11-25T23"])
 def test_invalid_partition_rejected_nothing_written(hourly: Services, partition: str) -> None:
     with pytest.raises(ValidationError):
-        service.land(hourly, "plays", partition, now=T0)
-    assert service.landed(hourly, "plays", [partition]) == set()
+        landing.land(hourly, "plays", partition, now=T0)
+    assert landing.landed(hourly, "plays", [partition]) == set()
 
 
 def test_unknown_endpoint(svc: Services) -> None:
     with pytest.raises(NotFound):
-        service.land(svc, "nope", "2026-11-26", now=T0)
+        landing.land(svc, "nope", "2026-11-26", now=T0)
 
 
 def test_negative_stats_rejected(hourly: Services) -> None:
     with pytest.raises(ValidationError):
-        service.land(hourly, "plays", "2026-11-26T10", now=T0, records=-1)
-    assert service.landed(hourly, "plays", ["2026-11-26T10"]) == set()
+        landing.land(hourly, "plays", "2026-11-26T10", now=T0, records=-1)
+    assert landing.landed(hourly, "plays", ["2026-11-26T10"]) == set()
 
 
 def test_landed_is_one_batched_read(hourly: Services) -> None:
     before = hourly.store.stats.snapshot()
-    service.landed(hourly, "plays", [f"2026-11-26T{h:02d}" for h in range(10)])
+    landing.landed(hourly, "plays", [f"2026-11-26T{h:02d}" for h in range(10)])
     assert hourly.store.stats.since(before)["reads"] == 10  # one get_many of 10 ids

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ferry.bootstrap import bootstrap
 from ferry.clock import FixedClock
 from ferry.config import Settings
 from ferry.errors import InfraError
@@ -14,7 +15,6 @@ from ferry.gabo.backlog import CloudMonitoringBacklog, PullStatsBacklog, metric_
 from ferry.gabo.service import Gabo
 from ferry.gabo.state import GaboState
 from ferry.store.memory import MemoryStore
-from ferry.wiring import Services
 
 T = datetime(2026, 11, 26, 14, 8, 30, tzinfo=UTC)
 
@@ -53,7 +53,7 @@ def test_the_source_is_chosen_from_settings_in_one_place() -> None:
     with pytest.raises(InfraError, match="FERRY_BACKLOG"):
         open_backlog("metrics", state, "p")
     for kind, cls in (("pull", PullStatsBacklog), ("monitoring", CloudMonitoringBacklog)):
-        svc = Services(Settings(store="memory", broker="memory", backlog=kind), MemoryStore(), FixedClock(T))
+        svc = bootstrap(Settings(store="memory", broker="memory", backlog=kind), clock=FixedClock(T))
         assert isinstance(Gabo(svc).backlog_source, cls)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from ferry.bootstrap import Services, bootstrap
 from ferry.broker.base import Message
 from ferry.clock import FixedClock
 from ferry.config import Settings
@@ -20,30 +21,33 @@ from ferry.gabo.delivery import WorkOrder
 from ferry.gabo.service import Gabo
 from ferry.gabo.sink import LocalSink
 from ferry.store.memory import MemoryStore
-from ferry.wiring import Services
 
 T0 = datetime(2026, 11, 26, 14, 5, 10, tzinfo=UTC)
 SCHEMA = {"type": "object", "required": ["track_id"], "properties": {"track_id": {"type": "string"}}}
 
 
 class Lands:
+    """Datamon's port, recording what Gabo lands."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 
-    def __call__(self, *args: Any, **kwargs: Any) -> None:
+    def land(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         self.calls.append((args, kwargs))
+        return {}
+
+    def landed(self, endpoint: str, partitions: Any) -> set[str]:
+        return set()
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> tuple[Services, Gabo, MemoryBroker, Lands, FixedClock]:
     clock = FixedClock(T0)
     broker = MemoryBroker(clock)
-    svc = Services(Settings(store="memory", broker="memory", sink=f"file://{tmp_path}/sink"), MemoryStore(), clock,
-                   _publisher=broker)
     lands = Lands()
-    g = Gabo(svc, broker, LocalSink(tmp_path / "sink"), lands)
-    svc.extras["gabo"] = g
-    import ferry.gabo  # noqa: F401  (registers the apply hook)
+    svc = bootstrap(Settings(store="memory", broker="memory", sink=f"file://{tmp_path}/sink"), store=MemoryStore(),
+                    clock=clock, broker=broker, sink=LocalSink(tmp_path / "sink"), datamon=lands)
+    g = Gabo(svc)
 
     et = EventType.model_validate({"metadata": {"name": "play", "owner": "team-a"},
                                    "spec": {"schema": SCHEMA, "partitioning": "PT1M", "close_after": "PT10S",
@@ -234,7 +238,8 @@ def test_a_spent_budget_still_gets_an_answered_pull_and_unanswered_pulls_are_no_
     svc, g, broker, _, clock = env
     slow = SlowStart(clock, unanswered=2)
     slow.topics, slow.subs = broker.topics, broker.subs
-    g2 = Gabo(svc, slow, g.sink, lambda *a, **k: None)
+    g2 = Gabo(bootstrap(svc.settings, store=svc.store, clock=clock, broker=slow, publisher=svc.publisher,
+                        sink=g.sink, datamon=Lands()))
     g.ingest(body([ev(i) for i in range(500)]), T0)
     r = g2.deliver(WorkOrder(event_type="play", budget_s=1e-9, max_messages=10))
     # the budget was spent before the first pull: two unanswered pulls, then one answered and full

@@ -5,12 +5,11 @@ from typing import Any
 
 import pytest
 
-import ferry.styx  # noqa: F401  (registers the apply hook)
 from fakes.styx_launcher import FakeDatamon, FakeLauncher
+from ferry.bootstrap import Services, in_memory
 from ferry.clock import FixedClock
 from ferry.domain.manifests import KINDS
 from ferry.styx.tick import Tick, TickLimits
-from ferry.wiring import Services
 
 T0 = datetime(2026, 11, 26, 12, 0, 30, tzinfo=UTC)
 
@@ -18,11 +17,6 @@ T0 = datetime(2026, 11, 26, 12, 0, 30, tzinfo=UTC)
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(T0)
-
-
-@pytest.fixture
-def svc(clock: FixedClock) -> Services:
-    return Services.in_memory(clock)
 
 
 @pytest.fixture
@@ -36,18 +30,23 @@ def datamon() -> FakeDatamon:
 
 
 @pytest.fixture
-def tick(svc: Services, launcher: FakeLauncher, datamon: FakeDatamon):
+def svc(clock: FixedClock, launcher: FakeLauncher, datamon: FakeDatamon) -> Services:
+    return in_memory(clock, launcher=launcher, datamon=datamon)
+
+
+@pytest.fixture
+def tick(svc: Services):
     def run(limits: TickLimits | None = None):
-        t = Tick(svc, launcher, datamon.landed, datamon.land, limits or TickLimits(max_active=100))
+        t = Tick(svc, limits or TickLimits(max_active=100))
         return t.run(svc.clock.now())
     return run
 
 
 @pytest.fixture
-def styx(svc: Services, launcher: FakeLauncher, datamon: FakeDatamon):
+def styx(svc: Services):
     from ferry.styx.service import StyxService
 
-    return StyxService(svc, launcher, datamon.landed, datamon.land)
+    return StyxService(svc)
 
 
 def workflow(name: str, owner: str = "team-a", **spec: Any) -> dict[str, Any]:

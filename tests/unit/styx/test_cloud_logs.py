@@ -90,15 +90,16 @@ def test_unreachable_cloud_logging_is_retried_briefly_then_an_infra_error(loggin
     assert time.monotonic() - started < 10
 
 
-def test_ferry_logs_prints_the_cloud_run_execution_entries(svc, datamon, cloud, run_fake, logging_fake) -> None:
+def test_ferry_logs_prints_the_cloud_run_execution_entries(clock, datamon, cloud, run_fake, logging_fake) -> None:
+    from ferry.bootstrap import in_memory
     from ferry.styx.service import StyxService
     from ferry.styx.tick import Tick, TickLimits
 
+    svc = in_memory(clock, launcher=cloud, datamon=datamon)  # what the API's StyxService launches with
     apply(svc, workflow("agg"))
-    svc.extra("styx.launcher", lambda: cloud)  # what the API's StyxService launches with
-    styx = StyxService(svc, cloud, datamon.landed, datamon.land)
+    styx = StyxService(svc)
     styx.trigger("agg", P, svc.clock.now())
-    Tick(svc, cloud, datamon.landed, datamon.land, TickLimits()).run(svc.clock.now())
+    Tick(svc, TickLimits()).run(svc.clock.now())
     run = styx.instance("agg", P)
     execution = run.handle.rsplit("/", 1)[-1]
     logging_fake.add(execution, "job: started", job="styx-agg")

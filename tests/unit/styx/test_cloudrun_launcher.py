@@ -91,25 +91,23 @@ def test_unknown_execution_is_not_found(launcher) -> None:
 def test_the_tick_runs_a_workflow_on_cloud_run(fake, launcher) -> None:
     from datetime import UTC, datetime
 
-    import ferry.styx  # noqa: F401
     from fakes.styx_launcher import FakeDatamon
+    from ferry.bootstrap import in_memory
     from ferry.clock import FixedClock
     from ferry.domain.manifests import Workflow
     from ferry.styx import machine as m
     from ferry.styx.service import StyxService
     from ferry.styx.tick import Tick, TickLimits
-    from ferry.wiring import Services
 
-    svc = Services.in_memory(FixedClock(datetime(2026, 11, 26, 12, tzinfo=UTC)))
+    svc = in_memory(FixedClock(datetime(2026, 11, 26, 12, tzinfo=UTC)), launcher=launcher, datamon=FakeDatamon())
     svc.apply.apply([Workflow.model_validate({"kind": "Workflow", "metadata": {"name": "agg", "owner": "t"},
                                               "spec": {"schedule": "hourly", "image": "img", "args": ["{}"]}})],
                     svc.clock.now())
-    dm = FakeDatamon()
-    styx = StyxService(svc, launcher, dm.landed, dm.land)
+    styx = StyxService(svc)
     styx.trigger("agg", "2026-11-01T00", svc.clock.now())
-    Tick(svc, launcher, dm.landed, dm.land, TickLimits()).run(svc.clock.now())
+    Tick(svc, TickLimits()).run(svc.clock.now())
     run = styx.instance("agg", "2026-11-01T00")
     assert run.state == m.State.SUBMITTED and run.log_uri.startswith("https://")
     fake.finish(run.handle, 0)
-    Tick(svc, launcher, dm.landed, dm.land, TickLimits()).run(svc.clock.now())
+    Tick(svc, TickLimits()).run(svc.clock.now())
     assert styx.instance("agg", "2026-11-01T00").state == m.State.DONE

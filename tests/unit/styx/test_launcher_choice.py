@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from ferry.bootstrap import bootstrap
 from ferry.clock import FixedClock
 from ferry.config import Settings
 from ferry.deploy import plan
 from ferry.dev import stack
 from ferry.infra.model import load
-from ferry.styx.launchers import for_services
 from ferry.styx.launchers.cloudrun import CloudRunLauncher
 from ferry.styx.launchers.local import LocalLauncher
-from ferry.wiring import Services
 
 from .conftest import T0
 
@@ -44,12 +43,13 @@ def test_the_local_stack_always_uses_the_local_launcher(tmp_path: Path, monkeypa
 @pytest.mark.parametrize(("kind", "cls"), [("local", LocalLauncher), ("cloudrun", CloudRunLauncher)])
 def test_the_launcher_is_the_one_settings_name(kind, cls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("K_SERVICE", "styx-tick")  # running on Cloud Run changes nothing by itself
-    svc = Services.in_memory(FixedClock(T0), Settings(store="memory", broker="memory", launcher=kind,
-                                                      log_dir=str(tmp_path)))
-    assert isinstance(for_services(svc), cls)
+    svc = bootstrap(Settings(store="memory", broker="memory", launcher=kind, log_dir=str(tmp_path)),
+                    clock=FixedClock(T0))
+    assert isinstance(svc.launcher, cls)
 
 
 def test_an_unknown_launcher_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    svc = Services.in_memory(FixedClock(T0), Settings(store="memory", broker="memory", launcher="k8s"))
+    svc = bootstrap(Settings(store="memory", broker="memory", launcher="k8s"),  # type: ignore[arg-type]
+                    clock=FixedClock(T0))
     with pytest.raises(ValueError, match="unknown launcher 'k8s'"):
-        for_services(svc)
+        _ = svc.launcher

@@ -234,7 +234,7 @@ def test_reads_grow_with_due_work_not_with_workflows(svc, clock, launcher, datam
           *(workflow(f"h{i:02d}") for i in range(10)))
     at(clock, 13, 0, 5)
     before = svc.store.stats.snapshot()
-    report = Tick(svc, launcher, datamon.landed, datamon.land, TickLimits()).run(clock.now())
+    report = Tick(svc, TickLimits()).run(clock.now())
     used = svc.store.stats.since(before)
     assert report.submitted == 10
     assert used["reads"] <= 5 * 10 + 10, used
@@ -243,7 +243,7 @@ def test_reads_grow_with_due_work_not_with_workflows(svc, clock, launcher, datam
 def test_concurrent_ticks_launch_each_instance_once(svc, clock, launcher, datamon) -> None:
     apply(svc, resource("pool", 3), *(workflow(f"w{i}", resources=["pool"]) for i in range(8)))
     at(clock, 13, 0, 5)
-    ticks = [Tick(svc, launcher, datamon.landed, datamon.land, TickLimits()) for _ in range(4)]
+    ticks = [Tick(svc, TickLimits()) for _ in range(4)]
     threads = [threading.Thread(target=t.run, args=(clock.now(),)) for t in ticks]
     for t in threads:
         t.start()
@@ -330,7 +330,7 @@ def test_overlapping_ticks_share_the_submission_rate(svc, clock, launcher, datam
 
     apply(svc, *(workflow(f"w{i}") for i in range(10)))
     at(clock, 13, 0, 5)
-    ticks = [Tick(svc, launcher, datamon.landed, datamon.land, TickLimits(submissions_per_minute=4))
+    ticks = [Tick(svc, TickLimits(submissions_per_minute=4))
              for _ in range(4)]
     barrier = threading.Barrier(len(ticks))
 

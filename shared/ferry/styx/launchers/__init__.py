@@ -1,17 +1,14 @@
 """The job launcher port: start an execution, poll it, cancel it, read its logs.
 
-Adapters: ``local`` (a subprocess, for the local stack) and ``cloudrun`` (Cloud Run jobs). The one place
-that picks one is ``for_services`` (``settings.launcher``).
+Adapters: ``local`` (a subprocess, for the local stack) and ``cloudrun`` (Cloud Run jobs). The composition
+root (``ferry.bootstrap``) builds the one ``settings.launcher`` names.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Literal, Protocol
-
-if TYPE_CHECKING:
-    from ferry.wiring import Services
+from typing import Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -62,21 +59,3 @@ class Launcher(Protocol):
         """The last ``limit`` lines the execution wrote."""
         ...
 
-
-def for_services(services: Services) -> Launcher:
-    """The process's launcher, by ``settings.launcher`` ("local" or "cloudrun")."""
-    def build() -> Launcher:
-        # Explicit everywhere: the deploy plan sets FERRY_LAUNCHER=cloudrun on every function
-        # (cloud_env, infra/core.yaml) and the local stack always sets local.
-        kind = services.settings.launcher
-        if kind == "local":
-            from ferry.styx.launchers.local import LocalLauncher
-
-            return LocalLauncher(services.settings.log_dir)
-        if kind == "cloudrun":
-            from ferry.styx.launchers.cloudrun import CloudRunLauncher
-
-            return CloudRunLauncher(services.settings.project, services.settings.region)
-        raise ValueError(f"unknown launcher {kind!r} (FERRY_LAUNCHER): use local or cloudrun")
-
-    return services.extra("styx.launcher", build)  # type: ignore[no-any-return]

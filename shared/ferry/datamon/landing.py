@@ -1,0 +1,143 @@
+"""Landing partitions: what every producer reports through (the API, the CLI, the partitions topic,
+and — through Datamon's port — Styx and Gabo), and which partitions have landed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ferry import log
+from ferry.datamon import domain
+from ferry.datamon.repository import ENDPOINTS, PARTITIONS, partition_id
+from ferry.domain.manifests import Endpoint
+from ferry.errors import Conflict, NotFound, ValidationError
+from ferry.store.base import Op
+
+if TYPE_CHECKING:
+    from ferry.bootstrap import Services
+
+logger = log.get("datamon")
+# Re-landings kept on a partition document (the newest ones).
+MAX_RELANDINGS = 20
+
+
+def policy_for(services: Services, endpoint: str) -> domain.Policy:
+    """The endpoint's SLA policy from its manifest.
+
+    Raises:
+        NotFound: no such endpoint.
+    """
+    rec = services.manifests.get("Endpoint", endpoint)
+    if rec is None:
+        raise NotFound(f"endpoint {endpoint!r} not found", {"endpoint": endpoint})
+    model = rec.model()
+    assert isinstance(model, Endpoint)
+    return domain.Policy.from_spec(rec.name, rec.owner or "", model.spec, rec.generation)
+
+
+def _check_stat(name: str, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ValidationError(f"{name} must be a non-negative integer", [{"field": name, "reason": "negative"}])
+
+
+def land(services: Services, endpoint: str, partition: str, *, now: datetime, records: int | None = None,
+         bytes: int | None = None, location: str | None = None, source: str = "api",  # noqa: A002
+         actor: str | None = None) -> dict[str, Any]:
+    """Record that a partition of ``endpoint`` has landed.
+
+    Idempotent: landing again keeps the first ``landed_at``, updates the stats and appends the
+    re-landing to the document's ``relandings``. The first landing is claimed with ``Op.create``
+    (lock-free); only re-landings run a (small) transaction.
+
+    Returns:
+        the partition record (``relanded`` says whether it had landed before).
+    Raises:
+        NotFound: unknown endpoint.
+        ValidationError: ``partition`` is not a parameter of the endpoint's partitioning, or it is
+            before the endpoint's start, or a stat is negative.
+    """
+    policy = policy_for(services, endpoint)
+    try:
+        start = domain.parse_partition(policy, partition)
+    except ValueError as exc:
+        raise ValidationError(str(exc), [{"field": "partition", "reason": str(exc)}]) from None
+    _check_stat("records", records)
+    _check_stat("bytes", bytes)
+    end = policy.cadence.next(start)
+    stats = {"records": records, "bytes": bytes, "location": location, "source": source, "actor": actor}
+    pid = partition_id(endpoint, partition)
+    doc: dict[str, Any] = {"endpoint": endpoint, "partition": partition, "start": start, "end": end,
+                           "owner": policy.owner, "landed_at": now, "last_landed_at": now, "landings": 1,
+                           "relandings": [], **stats}
+    store = services.store
+    try:
+        store.write([Op.create(PARTITIONS, pid, doc)])
+        relanded = False
+    except Conflict:
+        def reland(txn: Any) -> dict[str, Any]:
+            current = txn.get(PARTITIONS, pid) or doc
+            updated = dict(current)
+            updated.update({k: v for k, v in stats.items() if v is not None})
+            updated["last_landed_at"] = now
+            updated["landings"] = int(current.get("landings", 1)) + 1
+            updated["relandings"] = [*(current.get("relandings") or []), {"at": now, **stats}][-MAX_RELANDINGS:]
+            txn.set(PARTITIONS, pid, updated)
+            return updated
+
+        doc = store.transaction(reland)
+        relanded = True
+    _note_latest(services, endpoint, partition, start, end, doc["landed_at"])
+    late_by = doc["landed_at"] - domain.clocks(policy, start).late_at
+    log.event(logger, 20, f"{endpoint} {partition} {'re-landed' if relanded else 'landed'}",
+              labels={"endpoint": endpoint, "owner": policy.owner, "partition": partition},
+              records=records, bytes=bytes, source=source)
+    return _record(doc, relanded, late_by.total_seconds())
+
+
+def _note_latest(services: Services, endpoint: str, partition: str, start: datetime, end: datetime,
+                 landed_at: datetime) -> None:
+    # The unified view shows the newest landed partition; a merge of one field never clobbers the
+    # evaluator's fields. Two landings racing may leave the older one, which the evaluator corrects.
+    current = services.store.get(ENDPOINTS, endpoint) or {}
+    latest = current.get("latest") or {}
+    latest_start = domain._utc(latest.get("start"))
+    if latest_start is None or latest_start < start:
+        services.store.write([Op.set(ENDPOINTS, endpoint, {"latest": {
+            "partition": partition, "start": start, "end": end, "landed_at": landed_at}}, merge=True)])
+
+
+def _record(doc: dict[str, Any], relanded: bool, late_seconds: float) -> dict[str, Any]:
+    def iso(v: Any) -> Any:
+        return v.isoformat() if isinstance(v, datetime) else v
+
+    return {"endpoint": doc["endpoint"], "partition": doc["partition"], "landed_at": iso(doc["landed_at"]),
+            "last_landed_at": iso(doc["last_landed_at"]), "landings": doc["landings"], "relanded": relanded,
+            "records": doc.get("records"), "bytes": doc.get("bytes"), "location": doc.get("location"),
+            "source": doc.get("source"), "late": late_seconds > 0,
+            "late_seconds": max(0, int(late_seconds))}
+
+
+def landed(services: Services, endpoint: str, partitions: Sequence[str]) -> set[str]:
+    """Which of ``partitions`` of ``endpoint`` have landed (one batched read; unknown names are
+    simply not landed)."""
+    if not partitions:
+        return set()
+    found = services.store.get_many(PARTITIONS, [partition_id(endpoint, p) for p in partitions])
+    return {d["partition"] for d in found.values()}
+
+
+class Landings:
+    """Datamon's port (``ferry.datamon.port.Datamon``) in this process, on ``services``' store."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def land(self, endpoint: str, partition: str, *, now: datetime, records: int | None = None,
+             bytes: int | None = None, location: str | None = None,  # noqa: A002
+             source: str = "api", actor: str | None = None) -> dict[str, Any]:
+        return land(self.services, endpoint, partition, now=now, records=records, bytes=bytes,
+                    location=location, source=source, actor=actor)
+
+    def landed(self, endpoint: str, partitions: Sequence[str]) -> set[str]:
+        return landed(self.services, endpoint, partitions)

@@ -1,0 +1,27 @@
+"""What Datamon offers the other subsystems: the one way Styx and Gabo report and read landings.
+
+Styx (a workflow's ``produces`` partition, its upstream gate) and Gabo (a closed hour of events) use
+this Protocol, handed out by the composition root as ``Services.datamon``; they never import
+Datamon's modules. The in-process implementation is ``ferry.datamon.landing.Landings``; tests give a fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+
+class Datamon(Protocol):
+    def land(self, endpoint: str, partition: str, *, now: datetime, records: int | None = None,
+             bytes: int | None = None, location: str | None = None,  # noqa: A002
+             source: str = "api", actor: str | None = None) -> dict[str, Any]:
+        """Record that ``partition`` of ``endpoint`` landed (idempotent: again is a re-landing).
+
+        Returns the partition record. Raises NotFound (unknown endpoint) or ValidationError.
+        """
+        ...
+
+    def landed(self, endpoint: str, partitions: Sequence[str]) -> set[str]:
+        """Which of ``partitions`` of ``endpoint`` have landed (one batched read)."""
+        ...
