@@ -34,6 +34,22 @@ def _now() -> timestamp_pb2.Timestamp:
     return ts
 
 
+def _with_overrides(template: run_v2.TaskTemplate, overrides: run_v2.RunJobRequest.Overrides) -> run_v2.TaskTemplate:
+    """The task template an execution records: its job's, with the run's overrides applied (args
+    replaced, env merged by name, timeout replaced), as Cloud Run does."""
+    out = run_v2.TaskTemplate(template)
+    for override in overrides.container_overrides:
+        container = out.containers[0]
+        if override.args or override.clear_args:
+            container.args = list(override.args)
+        env = {e.name: e for e in container.env}
+        env.update({e.name: e for e in override.env})
+        container.env = list(env.values())
+    if overrides.timeout.seconds:
+        out.timeout = overrides.timeout
+    return out
+
+
 class FakeRunV2:
     def __init__(self) -> None:
         self.jobs: dict[str, run_v2.Job] = {}
@@ -88,7 +104,8 @@ class FakeRunV2:
             job_short = req.name.rsplit("/", 1)[-1]
             name = f"{req.name.rsplit('/jobs/', 1)[0]}/jobs/{job_short}/executions/{job_short}-{n:05d}"
             ex = run_v2.Execution(name=name, job=job_short, task_count=1, running_count=1, create_time=_now(),
-                                  log_uri=f"https://console.cloud.google.com/logs/viewer?execution={n}")
+                                  log_uri=f"https://console.cloud.google.com/logs/viewer?execution={n}",
+                                  template=_with_overrides(self.jobs[req.name].template.template, req.overrides))
             self.executions[name] = ex
             self.tasks[name] = run_v2.Task(name=f"{name}/tasks/{job_short}-{n:05d}-task0", execution=name)
         return self._op(metadata=ex, done=False)  # the LRO runs as long as the execution
@@ -98,6 +115,22 @@ class FakeRunV2:
         if req.name not in self.executions:
             ctx.abort(grpc.StatusCode.NOT_FOUND, f"execution {req.name} not found")
         return self.executions[req.name]
+
+    def list_executions(self, req: run_v2.ListExecutionsRequest,
+                        ctx: grpc.ServicerContext) -> run_v2.ListExecutionsResponse:
+        """A job's executions, newest first, paged (``page_token`` is an offset, as opaque to clients as
+        the real one)."""
+        self.calls.append("ListExecutions")
+        if req.parent not in self.jobs:
+            ctx.abort(grpc.StatusCode.NOT_FOUND, f"job {req.parent} not found")
+        with self._lock:
+            mine = [ex for name, ex in self.executions.items() if name.startswith(req.parent + "/executions/")]
+        mine.reverse()  # insertion order is creation order
+        start = int(req.page_token or 0)
+        size = req.page_size or 100
+        page = mine[start:start + size]
+        token = str(start + size) if start + size < len(mine) else ""
+        return run_v2.ListExecutionsResponse(executions=page, next_page_token=token)
 
     def cancel_execution(self, req: run_v2.CancelExecutionRequest,
                          ctx: grpc.ServicerContext) -> operations_pb2.Operation:
@@ -145,6 +178,8 @@ class FakeRunV2:
             }),
             grpc.method_handlers_generic_handler("google.cloud.run.v2.Executions", {
                 "GetExecution": unary(self.get_execution, run_v2.GetExecutionRequest, run_v2.Execution.serialize),
+                "ListExecutions": unary(self.list_executions, run_v2.ListExecutionsRequest,
+                                        run_v2.ListExecutionsResponse.serialize),
                 "CancelExecution": unary(self.cancel_execution, run_v2.CancelExecutionRequest, op_ser),
             }),
             grpc.method_handlers_generic_handler("google.cloud.run.v2.Tasks", {

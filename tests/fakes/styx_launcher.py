@@ -34,6 +34,13 @@ class FakeLauncher:
             self.status[handle] = Status("running")
             return Launched(handle, f"fake://{handle}")
 
+    def find(self, workflow: str, execution_id: str) -> Launched | None:
+        with self._lock:
+            for i, s in enumerate(self.launched):
+                if s.workflow == workflow and s.execution_id == execution_id:
+                    return Launched(f"exec-{i + 1}", f"fake://exec-{i + 1}")
+        return None
+
     def poll(self, handle: str) -> Status:
         return self.status[handle]
 

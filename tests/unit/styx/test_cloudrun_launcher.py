@@ -51,7 +51,8 @@ def test_launch_creates_the_job_and_runs_it_with_overrides(fake, launcher) -> No
     run = fake.runs[0]
     override = run.overrides.container_overrides[0]
     assert list(override.args) == ["--hour", "2026-11-26T14"]
-    assert {e.name: e.value for e in override.env} == {"MODE": "full", "FERRY_PARAMETER": "2026-11-26T14"}
+    assert {e.name: e.value for e in override.env} == {"MODE": "full", "FERRY_PARAMETER": "2026-11-26T14",
+                                                       "FERRY_EXECUTION_ID": "agg-1"}
     assert run.overrides.timeout.seconds == 1800
     assert launched.handle.startswith(name + "/executions/") and launched.log_uri.startswith("https://")
 
@@ -67,20 +68,15 @@ def test_job_is_ensured_once_and_updated_on_change(fake, launcher) -> None:
         .template.template.containers[0].image == "img:2"
 
 
-@pytest.mark.parametrize("code", [0, 1, 20, 50])
-def test_poll_reports_running_then_the_exit_code(fake, launcher, code) -> None:
-    handle = launcher.launch(spec()).handle
-    assert launcher.poll(handle).phase == "running"
-    fake.finish(handle, code)
-    status = launcher.poll(handle)
-    assert status.phase == "ended" and status.exit_code == code
-
-
-def test_cancel(fake, launcher) -> None:
-    handle = launcher.launch(spec()).handle
-    launcher.cancel(handle)
-    assert launcher.poll(handle).message == "cancelled"
-    launcher.cancel("projects/proj/locations/europe-west1/jobs/x/executions/nope")  # idempotent
+def test_find_pages_through_the_job_s_executions_newest_first(fake, launcher) -> None:
+    first = launcher.launch(spec(execution_id="agg-first"))
+    for n in range(150):  # two pages of ListExecutions
+        launcher.launch(spec(execution_id=f"agg-{n}"))
+    found = launcher.find("Aggregate_Plays", "agg-first")
+    assert found is not None and found.handle == first.handle
+    assert fake.calls.count("ListExecutions") == 2
+    newest = launcher.find("Aggregate_Plays", "agg-149")
+    assert newest is not None and fake.calls.count("ListExecutions") == 3  # found on the first page
 
 
 def test_unknown_execution_is_not_found(launcher) -> None:

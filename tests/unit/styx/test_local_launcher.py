@@ -55,9 +55,21 @@ def test_running_then_cancel(tmp_path) -> None:
     assert not _alive(pid)
 
 
-def test_poll_from_another_launcher_instance(tmp_path) -> None:
-    launched = LocalLauncher(tmp_path).launch(spec("e3", "--exit", "0"))
-    assert wait_ended(LocalLauncher(tmp_path), launched.handle).exit_code == 0
+def test_the_wrapper_records_its_own_pid_so_find_does_not_depend_on_the_launcher(tmp_path) -> None:
+    """A launching process killed right after starting the wrapper never writes ``pid``: the wrapper does."""
+    import subprocess
+
+    from ferry.styx.launchers.local import _WRAPPER
+
+    d = tmp_path / "styx" / "e9"
+    d.mkdir(parents=True)
+    assert LocalLauncher(tmp_path).find("w", "e9") is None  # a directory alone is no execution
+    proc = subprocess.Popen(["sh", "-c", _WRAPPER, "sh", str(d / "log"), str(d / "exit"), str(d / "pid"), "true"])
+    assert proc.wait() == 0
+    assert int((d / "pid").read_text()) == proc.pid and (d / "exit").read_text().strip() == "0"
+    found = LocalLauncher(tmp_path).find("w", "e9")
+    assert found is not None and found.handle == str(d)
+    assert LocalLauncher(tmp_path).poll(found.handle).exit_code == 0
 
 
 def test_missing_command_is_an_infra_error(tmp_path) -> None:

@@ -43,8 +43,30 @@ class Status:
 
 
 class Launcher(Protocol):
+    """Where executions run. The contract every launcher keeps (tests/contract/test_launcher_contract.py
+    runs it on each one; a new launcher passes it):
+
+    - ``launch`` starts one execution of ``spec`` and returns its handle; the execution gets the spec's
+      args and env (``FERRY_EXECUTION_ID`` = ``spec.execution_id`` included) and exits with its own
+      code, which ``poll`` reports unchanged (Styx's exit-code rules read 0, 20 and 50).
+    - A handle is all a launcher needs: another launcher instance, in another process, polls, cancels
+      and reads the logs of an execution from its handle alone (the tick that launched it may be gone).
+    - ``poll`` says ``pending`` or ``running`` until the execution ends, then ``ended`` with its exit
+      code, or with ``exit_code=None`` and a message when it ended without one (killed, cancelled:
+      message ``cancelled``).
+    - ``cancel`` stops it (best effort) and is idempotent.
+    - ``find`` answers, from the platform alone, whether an execution with this execution id was
+      started, and returns its handle: a tick that died between launching and recording the launch
+      is repaired by adopting the execution instead of starting a second one.
+    """
+
     def launch(self, spec: LaunchSpec) -> Launched:
         """Start one execution. Raises InfraError if it could not be started."""
+        ...
+
+    def find(self, workflow: str, execution_id: str) -> Launched | None:
+        """The execution of ``workflow`` started with ``execution_id``, or None if there is none.
+        Raises InfraError if the launcher cannot tell."""
         ...
 
     def poll(self, handle: str) -> Status:

@@ -2,7 +2,8 @@
 
 ``launch`` ensures the job (created from the workflow's image, command, cpu, memory and service
 account; updated when those change), then runs it with per-execution overrides of args, env and
-timeout. ``poll`` reads the execution and its task's exit code; ``cancel`` cancels the execution;
+timeout (``FERRY_EXECUTION_ID`` in its env names the execution: ``find`` looks for it among the job's
+executions). ``poll`` reads the execution and its task's exit code; ``cancel`` cancels the execution;
 ``logs`` reads the execution's entries from Cloud Logging. The clients are injectable (tests run
 against a local fake of the Run v2 gRPC services); nothing connects until first use.
 """
@@ -31,6 +32,24 @@ def _translated(what: str) -> Iterator[None]:
         raise NotFound(f"{what}: {exc.message}") from exc
     except gexc.GoogleAPICallError as exc:
         raise InfraError(f"Cloud Run {what} failed: {exc.message}") from exc
+
+
+# Executions of a job that ``find`` looks through, newest first: a submission record is found lost
+# minutes after the launch, and a job gets at most a few executions a minute.
+FIND_SCAN = 500
+EXECUTION_ENV = "FERRY_EXECUTION_ID"
+
+
+def _env(spec: LaunchSpec) -> dict[str, str]:
+    return {**spec.env, EXECUTION_ENV: spec.execution_id}
+
+
+def _execution_id(execution: Any) -> str | None:
+    for container in execution.template.containers:
+        for var in container.env:
+            if var.name == EXECUTION_ENV:
+                return str(var.value)
+    return None
 
 
 def job_id(workflow: str) -> str:
@@ -130,7 +149,7 @@ class CloudRunLauncher:
         name = self.ensure_job(spec)
         overrides = run_v2.RunJobRequest.Overrides(
             container_overrides=[run_v2.RunJobRequest.Overrides.ContainerOverride(
-                args=list(spec.args), env=[run_v2.EnvVar(name=k, value=v) for k, v in spec.env.items()],
+                args=list(spec.args), env=[run_v2.EnvVar(name=k, value=v) for k, v in _env(spec).items()],
                 clear_args=not spec.args)],
             task_count=1, timeout=duration_pb2.Duration(seconds=int(spec.timeout.total_seconds())))
         with _translated(f"run job {name}"):
@@ -139,6 +158,23 @@ class CloudRunLauncher:
         if execution is None or not execution.name:
             raise InfraError(f"Cloud Run did not name the execution of {name}")
         return Launched(handle=execution.name, log_uri=execution.log_uri or None)
+
+    def find(self, workflow: str, execution_id: str) -> Launched | None:
+        """The job's execution whose env has ``FERRY_EXECUTION_ID=execution_id`` (an execution records
+        its run's overrides in its template), among the newest ``FIND_SCAN``; None if there is none."""
+        from google.cloud import run_v2
+
+        name = self.job_name(workflow)
+        try:
+            with _translated(f"list executions of {name}"):
+                pages = self.executions.list_executions(
+                    request=run_v2.ListExecutionsRequest(parent=name, page_size=100))
+                for ex in itertools.islice(pages, FIND_SCAN):
+                    if _execution_id(ex) == execution_id:
+                        return Launched(handle=ex.name, log_uri=ex.log_uri or None)
+        except NotFound:
+            return None  # no job yet: nothing of it was launched
+        return None
 
     def poll(self, handle: str) -> Status:
         with _translated(f"get execution {handle}"):

@@ -1,7 +1,8 @@
 """The local launcher: runs ``command + args`` as a detached subprocess (the local stack's Cloud Run).
 
 Each execution gets a directory ``<log_dir>/styx/<execution_id>/`` with ``log`` (stdout+stderr),
-``pid`` and, once the job ends, ``exit`` (its exit code). A tiny ``sh`` wrapper writes ``exit``, so the
+``pid`` (written by the wrapper itself: an execution started iff its ``pid`` exists, which is what
+``find`` looks at) and, once the job ends, ``exit`` (its exit code). A tiny ``sh`` wrapper writes ``exit``, so the
 execution outlives the process that launched it (an HTTP function request) and any later tick, in any
 process, can poll it from the files alone. The wrapper leads its own session: cancel kills the group.
 """
@@ -20,8 +21,11 @@ from pathlib import Path
 from ferry.errors import InfraError, NotFound
 from ferry.styx.launchers import Launched, LaunchSpec, Status
 
-# $1 log file, $2 exit file, then the command. The exit code lands atomically (write then rename).
-_WRAPPER = 'log=$1; ex=$2; shift 2; "$@" >>"$log" 2>&1; c=$?; echo $c >"$ex.tmp"; mv "$ex.tmp" "$ex"'
+# $1 log file, $2 exit file, $3 pid file, then the command. The wrapper records its own pid first, so an
+# execution that started has a pid file even if the process that launched it died a moment later
+# (``find``); pid and exit code land atomically (write then rename).
+_WRAPPER = ('log=$1; ex=$2; pf=$3; shift 3; echo $$ >"$pf.w"; mv "$pf.w" "$pf"; '
+            '"$@" >>"$log" 2>&1; c=$?; echo $c >"$ex.tmp"; mv "$ex.tmp" "$ex"')
 
 
 def _resolve(argv: list[str]) -> list[str]:
@@ -57,21 +61,29 @@ class LocalLauncher:
         d = self.base / spec.execution_id
         d.mkdir(parents=True, exist_ok=True)
         log = d / "log"
-        log.write_text("")  # an execution id is used once; a relaunch after a crash starts clean
+        log.write_text("")  # an execution id is used once; a launch that never started starts clean
         for stale in ("exit", "cancelled"):
             (d / stale).unlink(missing_ok=True)
-        env = {**os.environ, **spec.env}
+        env = {**os.environ, **spec.env, "FERRY_EXECUTION_ID": spec.execution_id}
         shell = shutil.which("sh") or "/bin/sh"
         try:
-            proc = subprocess.Popen([shell, "-c", _WRAPPER, "sh", str(log), str(d / "exit"), *argv],
+            proc = subprocess.Popen([shell, "-c", _WRAPPER, "sh", str(log), str(d / "exit"), str(d / "pid"), *argv],
                                     env=env, cwd=self.workdir, start_new_session=True,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         except OSError as exc:
             raise InfraError(f"could not start {argv[0]!r}: {exc}") from exc
-        (d / "pid").write_text(str(proc.pid))
+        pid = d / "pid.l"  # the same pid the wrapper records: whichever lands first, polls see it
+        pid.write_text(str(proc.pid))
+        pid.replace(d / "pid")
         # Reap it when it ends so a long-lived launching process keeps no zombies.
         threading.Thread(target=proc.wait, daemon=True).start()
         return Launched(handle=str(d), log_uri=f"file://{log}")
+
+    def find(self, workflow: str, execution_id: str) -> Launched | None:
+        d = self.base / execution_id
+        if not (d / "pid").exists():
+            return None
+        return Launched(handle=str(d), log_uri=f"file://{d / 'log'}")
 
     def poll(self, handle: str) -> Status:
         d = Path(handle)
