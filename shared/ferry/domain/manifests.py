@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,7 @@ from ferry.domain import periods
 
 API_VERSION: Literal["ferry/v1"] = "ferry/v1"
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # POSIX: what a process environment can carry
 
 
 def _duration(value: str) -> str:
@@ -39,6 +41,14 @@ def _schedule(value: str) -> str:
     return value
 
 
+def _env_names(value: dict[str, str]) -> dict[str, str]:
+    bad = [k for k in value if not ENV_NAME.fullmatch(k)]
+    if bad:
+        raise ValueError(f"not an environment variable name: {', '.join(repr(k) for k in bad)} "
+                         "(letters, digits and '_', not starting with a digit)")
+    return value
+
+
 Duration = Annotated[str, AfterValidator(_duration), Field(description="ISO 8601 duration, e.g. PT5M, PT2H, P1D")]
 TimeZone = Annotated[str, AfterValidator(_timezone), Field(description="IANA time zone, e.g. Europe/Stockholm")]
 Partitioning = Annotated[
@@ -49,6 +59,8 @@ Schedule = Annotated[
     str, AfterValidator(_schedule), Field(description="hourly|daily|weekly|monthly|yearly or a 5-field cron"),
 ]
 Name = Annotated[str, Field(pattern=NAME_PATTERN, description="lowercase letters, digits, '.', '_' and '-'")]
+Env = Annotated[dict[str, str], AfterValidator(_env_names),
+                Field(description="environment variables: names of letters, digits and '_', not starting with a digit")]
 
 
 class _Strict(BaseModel):
@@ -111,7 +123,7 @@ class WorkflowSpec(_Strict):
     image: str = Field(min_length=1, description="container image the Cloud Run job runs")
     command: list[str] = Field(default_factory=list)
     args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: Env = Field(default_factory=dict)
     timeout: Duration = "PT1H"
     retry: Retry = Field(default_factory=Retry)
     resources: list[Name] = Field(default_factory=list)

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ferry.api.router import Call, Router
+from ferry.domain.manifests import Env
 from ferry.styx import backfills, resources
 from ferry.styx.service import StyxService, instance_view
 
@@ -17,7 +18,7 @@ INSTANCE = "/v1/workflows/<workflow>/instances/<parameter>"
 
 class TriggerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    env: dict[str, str] = Field(default_factory=dict, description="extra env vars for this trigger")
+    env: Env = Field(default_factory=dict, description="extra env vars for this trigger")
 
 
 class HaltRequest(BaseModel):
@@ -38,7 +39,7 @@ class BackfillRequest(BaseModel):
     concurrency: int = Field(default=1, ge=1, le=1000)
     reverse: bool = False
     description: str = ""
-    env: dict[str, str] = Field(default_factory=dict)
+    env: Env = Field(default_factory=dict)
 
 
 class BackfillHaltRequest(BaseModel):

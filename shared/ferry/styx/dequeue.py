@@ -10,11 +10,13 @@ spent per ~40 instances, not two per instance.
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ferry import log
 from ferry.domain.manifests import Workflow
 from ferry.errors import Conflict, FerryError
 from ferry.store.base import Op
@@ -27,6 +29,8 @@ from ferry.styx.slots import GLOBAL_POOL, Claims, held_and_tokens
 
 if TYPE_CHECKING:
     from ferry.styx.tick import Tick, TickReport
+
+logger = log.get("styx.tick")
 
 CHUNK_OPS = 200       # writes per batched dequeue commit (~40 instances; Firestore takes 500)
 FIRST_CHUNK_OPS = 25  # the first batches are smaller: (~5, 10, 20 instances) launches start sooner
@@ -48,11 +52,10 @@ class _Dequeue:
     def plan(self, styx: StyxService, slots: list[str], now: datetime) -> None:
         """Dequeue (claiming ``slots``: pool slots, held until the end, and a submission token) and
         submit, in one commit guarded by the next event id."""
-        execution_id = f"{slug(self.run.workflow)}-{slug(self.run.parameter)}-{self.run.counter + 2}"
+        execution_id = execution_id_of(self.run, self.run.counter + 2)
         held, tokens = held_and_tokens(slots)
         events = [m.Dequeue("dequeued", slots=held),
-                  m.Submit(f"submitting {execution_id}", execution_id=execution_id,
-                          image=self.wf.spec.image)]
+                  m.Submit(f"submitting {execution_id}", execution_id=execution_id, image=self.wf.spec.image)]
         extra = [op for minute, n in tokens for op in StyxRepository.rate_ops(minute, n, self.run.id, now)]
         self.slots = slots
         self.applied, self.ops = styx.plan(self.run, events, now, self.policy, extra)
@@ -64,6 +67,13 @@ class _Launch:
     wf: Workflow
     policy: m.Policy
     launched: Launched
+
+
+def execution_id_of(run: m.Run, submit_counter: int) -> str:
+    """The id of the execution a ``submit`` event starts: the instance and that event's number in its
+    log, so one per (instance, try) across all its triggers, and fixed in the dequeue commit before the
+    launch — a tick that finds the submission record lost asks the launcher for exactly this id."""
+    return f"{slug(run.workflow)}-{slug(run.parameter)}-{submit_counter}"
 
 
 class DequeueStage:
@@ -115,9 +125,9 @@ class DequeueStage:
             if result is not None:
                 done.append(result)
             if len(done) >= SUBMITTED_BATCH:
-                self._submitted(done, now)
+                self.record_submitted(done, now)
                 done = []
-        self._submitted(done, now)
+        self.record_submitted(done, now)
 
     def _admit(self, run: m.Run, wf: Workflow | None, resources: dict[str, Any], now: datetime) -> _Dequeue | None:
         """Whether ``run`` may be dequeued now (halting it if its workflow is gone or disabled, sending
@@ -143,6 +153,15 @@ class DequeueStage:
                     return None
         except Conflict:
             report.add("conflicts")
+            return None
+        except Exception as exc:  # this instance's (its gate could not be read, a bug): it waits, the rest go on
+            report.add("errors")
+            log_failure(logger, f"dequeue of {run.id} failed", exc)
+            try:
+                tick.apply(run, m.RetryAfter(f"not dequeued: {describe(exc)}", delay=tick.limits.gate_recheck),
+                           now, policy_of(wf.spec) if wf else m.Policy(), wf)
+            except Exception as again:
+                log_failure(logger, f"recording the failed dequeue of {run.id} failed", again)
             return None
         sizes = {GLOBAL_POOL: tick.limits.max_active}
         for res in wf.spec.resources:
@@ -171,7 +190,7 @@ class DequeueStage:
             assert d.applied is not None
             self.styx.logged(d.applied)
             self.report.add("dequeued")
-            out.append(self.tick.executor.submit(self._launch, d.applied.run, d.wf, now))
+            out.append(self.tick.executor.submit(self.launch, d.applied.run, d.wf, now))
         return out
 
     def _dequeue_alone(self, d: _Dequeue, claims: Claims, now: datetime) -> bool:
@@ -201,23 +220,28 @@ class DequeueStage:
                 raise
         return False
 
-    def _launch(self, run: m.Run, wf: Workflow, now: datetime) -> _Launch | None:
-        """Start the execution; the ``submitted`` commit is left to the caller (batched)."""
+    def launch(self, run: m.Run, wf: Workflow, now: datetime) -> _Launch | None:
+        """Start the execution; the ``submitted`` commit is left to the caller (batched).
+
+        Any error of this one launch (the platform refusing it, an env name the OS rejects, a bug) is
+        this instance's: recorded as its ``runError`` (shown in its timeline), the others go on."""
         policy = policy_of(wf.spec)
         assert run.execution_id
-        spec = self.styx.launch_spec(wf, run, run.execution_id)
         try:
-            launched = self.styx.launcher.launch(spec)
-        except FerryError as exc:
+            launched = self.styx.launcher.launch(self.styx.launch_spec(wf, run, run.execution_id))
+        except Exception as exc:
             self.report.add("launch_failed")
+            log_failure(logger, f"launch of {run.execution_id} failed", exc)
             try:
-                self.tick.apply(run, m.RunError(f"launch failed: {exc.message}"), now, policy, wf)
+                self.tick.apply(run, m.RunError(f"launch failed: {describe(exc)}"), now, policy, wf)
             except Conflict:
                 self.report.add("conflicts")
+            except Exception as again:
+                log_failure(logger, f"recording the failed launch of {run.execution_id} failed", again)
             return None
         return _Launch(run, wf, policy, launched)
 
-    def _submitted(self, done: list[_Launch], now: datetime) -> None:
+    def record_submitted(self, done: list[_Launch], now: datetime) -> None:
         """Record launched executions as SUBMITTED: one batch, or one by one after a conflict."""
         if not done:
             return
@@ -233,14 +257,35 @@ class DequeueStage:
                     report.add("submitted")
                 except Conflict:  # halted meanwhile: do not leave the execution running
                     report.add("conflicts")
-                    self.styx.launcher.cancel(x.launched.handle)
+                    self._cancel(x)
+                except Exception as exc:
+                    report.add("errors")
+                    log_failure(logger, f"recording the launch of {x.run.execution_id} failed", exc)
             return
         for x, applied, _ in planned:
             self.styx.logged(applied)
             self.styx.carry_out(applied, x.wf, now)
         report.add("submitted", len(done))
 
+    def _cancel(self, x: _Launch) -> None:
+        try:
+            self.styx.launcher.cancel(x.launched.handle)
+        except Exception as exc:
+            log_failure(logger, f"cancel of {x.run.execution_id} failed", exc)
+
 
 def _submitted_event(x: _Launch) -> m.Event:
-    return m.Submitted(f"submitted {x.run.execution_id}", handle=x.launched.handle,
-                   log_uri=x.launched.log_uri)
+    return m.Submitted(f"submitted {x.run.execution_id}", handle=x.launched.handle, log_uri=x.launched.log_uri)
+
+
+def describe(exc: BaseException) -> str:
+    """An error as an instance's timeline shows it: Ferry's own message, else the exception's type too."""
+    return exc.message if isinstance(exc, FerryError) else f"{type(exc).__name__}: {exc}"
+
+
+def log_failure(lg: logging.Logger, what: str, exc: Exception) -> None:
+    """Log one instance's failure: a Ferry error as a warning, anything else with its stack trace."""
+    if isinstance(exc, FerryError):
+        lg.warning("%s: %s", what, exc.message)
+    else:
+        lg.error("%s: %s", what, describe(exc), exc_info=exc)

@@ -127,6 +127,16 @@ class Submit(Event):
 
 
 @dataclass(frozen=True)
+class Resubmit(Event):
+    """The submission record was lost and the launcher has no execution of this id: launch it again,
+    under the same execution id and without spending a try."""
+
+    name = "resubmit"
+    _: KW_ONLY
+    execution_id: str
+
+
+@dataclass(frozen=True)
 class Submitted(Event):
     name = "submitted"
     _: KW_ONLY
@@ -179,8 +189,8 @@ class Halt(Event):
     name = "halt"
 
 
-EVENTS: tuple[type[Event], ...] = (TriggerExecution, Dequeue, Submit, Submitted, Started, Terminate, RunError,
-                                   Success, RetryAfter, Stop, Timeout, Halt)
+EVENTS: tuple[type[Event], ...] = (TriggerExecution, Dequeue, Submit, Resubmit, Submitted, Started, Terminate,
+                                   RunError, Success, RetryAfter, Stop, Timeout, Halt)
 
 
 @dataclass(frozen=True)
@@ -267,6 +277,7 @@ LEGAL: dict[type[Event], frozenset[State]] = {
     TriggerExecution: frozenset({State.NEW, State.DONE, State.ERROR}),
     Dequeue: frozenset({State.QUEUED}),
     Submit: frozenset({State.PREPARE}),
+    Resubmit: frozenset({State.SUBMITTING}),
     Submitted: frozenset({State.SUBMITTING}),
     Started: frozenset({State.SUBMITTED}),
     Terminate: frozenset({State.SUBMITTED, State.RUNNING}),
@@ -330,6 +341,12 @@ def transition(run: Run, event: Event, now: datetime, policy: Policy) -> Step:
                                 tries=run.tries + 1, spent=run.spent + 1, exit_code=None, handle=None,
                                 log_uri=None, submitted_at=None, started_at=None),
                         (Launch(event.execution_id),))
+        case Resubmit():
+            if event.execution_id != run.execution_id:
+                raise IllegalTransition(f"cannot resubmit {event.execution_id}: instance {run.workflow} "
+                                        f"{run.parameter} is submitting {run.execution_id}",
+                                        {"state": str(run.state), "event": event.name})
+            return Step(r, (Launch(event.execution_id),))
         case Submitted():
             return Step(replace(r, state=State.SUBMITTED, handle=event.handle, log_uri=event.log_uri,
                                 submitted_at=now, deadline=now + policy.timeout))

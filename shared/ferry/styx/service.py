@@ -344,8 +344,8 @@ def build_timeline(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             execution = {"execution_id": e.get("execution_id"), "image": e.get("image"), "log_uri": None,
                          "exit_code": None, "statuses": []}
             current["executions"].append(execution)
-        if execution is not None and e["event"] in ("submit", "submitted", "started", "terminate", "runError",
-                                                    "timeout", "halt", "success", "retryAfter", "stop"):
+        if execution is not None and e["event"] in ("submit", "resubmit", "submitted", "started", "terminate",
+                                                    "runError", "timeout", "halt", "success", "retryAfter", "stop"):
             execution["statuses"].append(status)
             if e.get("log_uri"):
                 execution["log_uri"] = e["log_uri"]

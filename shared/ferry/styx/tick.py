@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 from ferry import log
 from ferry.domain import periods
 from ferry.domain.manifests import Workflow
-from ferry.errors import Conflict, FerryError
+from ferry.errors import Conflict
 from ferry.store.base import Op
 from ferry.styx import machine as m
-from ferry.styx.dequeue import DequeueStage
+from ferry.styx.dequeue import DequeueStage, log_failure
 from ferry.styx.repository import WORKFLOWS, StyxRepository
 from ferry.styx.scheduling import due_periods, fire_time, policy_of
 from ferry.styx.service import StyxService
@@ -74,6 +74,9 @@ class TickReport:
     waiting_for_slots: int = 0
     backfill_triggered: int = 0
     conflicts: int = 0
+    adopted: int = 0      # lost submissions whose execution had started: recorded, not launched again
+    resubmitted: int = 0  # lost submissions whose execution had not started: launched under the same id
+    errors: int = 0       # instances whose poll or dequeue failed unexpectedly (logged; the rest went on)
     budget_exhausted: bool = False
     rate_limited: bool = False  # this minute's submissions are used up (by this tick or others)
     seconds: float = 0.0
@@ -141,33 +144,52 @@ class Tick:
         try:
             if run.state in (m.State.PREPARE, m.State.SUBMITTING):
                 if run.updated_at and now - run.updated_at > SUBMISSION_LOST_AFTER:
-                    self.apply(run, m.RunError("submission lost (the submitting tick stopped)"),
-                                now, policy, wf)
+                    self.recover(run, wf, policy, now, report)
                 return
             if run.state not in (m.State.SUBMITTED, m.State.RUNNING) or not run.handle:
                 return
-            try:
-                status = self.styx.launcher.poll(run.handle)
-            except FerryError as exc:
-                logger.warning("poll of %s failed: %s", run.execution_id, exc.message)
-                return
+            status = self.styx.launcher.poll(run.handle)
             if status.phase == "ended":
                 if status.exit_code is not None:
-                    self.apply(run, m.Terminate(f"exited {status.exit_code}",
-                                             exit_code=status.exit_code), now, policy, wf)
+                    self.apply(run, m.Terminate(f"exited {status.exit_code}", exit_code=status.exit_code),
+                               now, policy, wf)
                 else:
-                    self.apply(run, m.RunError(status.message or "ended without an exit code"),
-                                now, policy, wf)
+                    self.apply(run, m.RunError(status.message or "ended without an exit code"), now, policy, wf)
                 report.add("ended")
             elif run.deadline is not None and now >= run.deadline:
                 self.apply(run, m.Timeout(f"ran longer than {wf.spec.timeout if wf else 'its timeout'}"
-                                         "; execution cancelled"), now, policy, wf)
+                                          "; execution cancelled"), now, policy, wf)
                 report.add("timed_out")
             elif status.phase == "running" and run.state == m.State.SUBMITTED:
                 self.apply(run, m.Started("execution started"), now, policy, wf)
                 report.add("started")
         except Conflict:
             report.add("conflicts")
+        except Exception as exc:  # one instance's failure (a launcher that cannot tell, a bug) is its own
+            report.add("errors")
+            log_failure(logger, f"poll of {run.id} ({run.execution_id}) failed", exc)
+
+    def recover(self, run: m.Run, wf: Workflow | None, policy: m.Policy, now: datetime, report: TickReport) -> None:
+        """An instance whose submission record was lost (the submitting tick died between its dequeue
+        commit and its ``submitted`` commit). Its execution id was fixed in that dequeue commit, so the
+        launcher can tell whether the execution started: if so it is adopted, else it is launched again
+        under the same id — no second execution, no try spent."""
+        if wf is None or run.state != m.State.SUBMITTING or not run.execution_id:
+            self.apply(run, m.RunError("submission lost (the submitting tick stopped)"), now, policy, wf)
+            return
+        found = self.styx.launcher.find(wf.name, run.execution_id)
+        if found is not None:
+            self.apply(run, m.Submitted(f"adopted {run.execution_id}: it was launched, its submission record "
+                                        "was lost", handle=found.handle, log_uri=found.log_uri), now, policy, wf)
+            report.add("adopted")
+            return
+        again = self.apply(run, m.Resubmit(f"submission lost before its launch: launching {run.execution_id} "
+                                           "again (no try spent)", execution_id=run.execution_id), now, policy, wf)
+        report.add("resubmitted")
+        stage = DequeueStage(self, report)
+        launched = stage.launch(again, wf, now)
+        if launched is not None:
+            stage.record_submitted([launched], now)
 
     def apply(self, run: m.Run, event: m.Event, now: datetime, policy: m.Policy, wf: Workflow | None,
                extra: list[Op] | None = None, new: bool = False) -> m.Run:

@@ -14,6 +14,7 @@ from ferry.styx.machine import (
     Dequeue,
     Event,
     Halt,
+    Resubmit,
     RetryAfter,
     RunError,
     Started,
@@ -37,6 +38,7 @@ EXPECTED: dict[tuple[State, type[Event]], State] = {
     (State.ERROR, TriggerExecution): State.QUEUED,
     (State.QUEUED, Dequeue): State.PREPARE,
     (State.PREPARE, Submit): State.SUBMITTING,
+    (State.SUBMITTING, Resubmit): State.SUBMITTING,
     (State.SUBMITTING, Submitted): State.SUBMITTED,
     (State.SUBMITTED, Started): State.RUNNING,
     (State.SUBMITTED, Terminate): State.TERMINATED,
@@ -74,6 +76,7 @@ def event_for(kind: type[Event]) -> Event:
         TriggerExecution: TriggerExecution(trigger=m.Trigger("adhoc", "a1", {"K": "V"})),
         Dequeue: Dequeue(slots=("global#3",)),
         Submit: Submit(execution_id="wf-x-8", image="img"),
+        Resubmit: Resubmit(execution_id="wf-x-7"),
         Submitted: Submitted(handle="h-8", log_uri="file:///log"),
         Terminate: Terminate(exit_code=0),
         RetryAfter: RetryAfter(delay=timedelta(minutes=2)),
@@ -185,6 +188,16 @@ def test_submit_spends_a_try_and_asks_for_a_launch() -> None:
     step = m.transition(run_in(State.PREPARE, tries=1, spent=1), event_for(Submit), NOW, POLICY)
     assert step.run.tries == 2 and step.run.spent == 2
     assert step.decisions == (m.Launch("wf-x-8"),)
+
+
+def test_resubmit_launches_the_same_execution_id_without_spending_a_try() -> None:
+    lost = run_in(State.SUBMITTING, tries=2, spent=2, handle=None)
+    step = m.transition(lost, Resubmit("lost", execution_id="wf-x-7"), NOW, POLICY)
+    assert step.run.state == State.SUBMITTING and step.run.tries == 2 and step.run.spent == 2
+    assert step.run.execution_id == "wf-x-7" and step.decisions == (m.Launch("wf-x-7"),)
+    assert step.run.slots == lost.slots and step.run.updated_at == NOW
+    with pytest.raises(m.IllegalTransition):
+        m.transition(lost, Resubmit(execution_id="wf-x-9"), NOW, POLICY)
 
 
 def test_submitted_sets_the_deadline() -> None:

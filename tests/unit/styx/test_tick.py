@@ -344,3 +344,100 @@ def test_overlapping_ticks_share_the_submission_rate(svc, clock, launcher, datam
         t.join()
     assert len(launcher.launched) == 4 and len({s.workflow for s in launcher.launched}) == 4
     assert len(svc.store.query(RATE, limit=100)) == 4
+
+
+# -- lost submissions and one instance's errors -------------------------------------------------------
+def _lose_the_record(monkeypatch, launched: bool) -> None:
+    """The next tick dies after its dequeue commit: after launching (``launched``) or before it."""
+    from ferry.styx.dequeue import DequeueStage
+
+    monkeypatch.setattr(DequeueStage, "record_submitted", lambda self, done, now: None)
+    if not launched:
+        monkeypatch.setattr(DequeueStage, "launch", lambda self, run, wf, now: None)
+
+
+def test_a_launched_execution_whose_record_was_lost_is_adopted_not_run_again(svc, clock, tick, launcher, styx,
+                                                                              monkeypatch) -> None:
+    apply(svc, workflow("agg"))
+    styx.trigger("agg", P, clock.now())
+    with monkeypatch.context() as mp:
+        _lose_the_record(mp, launched=True)
+        tick()
+    run = styx.instance("agg", P)
+    assert run.state == m.State.SUBMITTING and len(launcher.launched) == 1
+    clock.advance(timedelta(minutes=1))
+    assert tick().adopted == 0  # not lost yet: its tick may still be recording it
+    clock.advance(timedelta(minutes=2))
+    report = tick()
+    assert report.adopted == 1 and report.resubmitted == 0
+    run = styx.instance("agg", P)
+    assert run.state in (m.State.SUBMITTED, m.State.RUNNING) and run.handle == "exec-1"
+    assert run.tries == 1 and run.spent == 1 and len(launcher.launched) == 1
+    launcher.finish(launcher.launched[0], 0)
+    tick()
+    assert styx.instance("agg", P).state == m.State.DONE
+    events = [e["event"] for e in styx.repo.events("agg", P)]
+    assert events.count("submit") == 1 and "runError" not in events
+    assert not svc.store.query(SLOTS, [])
+
+
+def test_an_execution_never_launched_is_launched_under_the_same_id_without_a_try(svc, clock, tick, launcher, styx,
+                                                                                 monkeypatch) -> None:
+    apply(svc, workflow("agg"))
+    styx.trigger("agg", P, clock.now())
+    with monkeypatch.context() as mp:
+        _lose_the_record(mp, launched=False)
+        tick()
+    lost = styx.instance("agg", P)
+    assert lost.state == m.State.SUBMITTING and not launcher.launched
+    clock.advance(timedelta(minutes=3))
+    report = tick()
+    assert report.resubmitted == 1 and report.adopted == 0
+    run = styx.instance("agg", P)
+    assert run.state in (m.State.SUBMITTED, m.State.RUNNING)
+    assert [s.execution_id for s in launcher.launched] == [lost.execution_id]
+    assert run.tries == 1 and run.spent == 1
+    timeline = styx.timeline("agg", P)["triggers"][0]["executions"]
+    assert len(timeline) == 1 and [s["event"] for s in timeline[0]["statuses"]] == ["submit", "resubmit", "submitted"]
+    clock.advance(timedelta(minutes=3))
+    assert tick().resubmitted == 0 and len(launcher.launched) == 1  # recorded now: nothing lost any more
+
+
+class _PickyLauncher:
+    """The fake launcher, refusing env names as the OS does (``ValueError``, not a Ferry error)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def launch(self, spec):
+        if any("=" in k for k in spec.env):
+            raise ValueError("illegal environment variable name")
+        return self.inner.launch(spec)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_one_instance_s_error_of_any_type_is_its_own_and_the_batch_goes_on(clock, launcher, datamon) -> None:
+    """Regression: an env name ``A=B`` made ``launch`` raise ValueError, the tick 500ed every minute and an
+    innocent instance of the same batch ran twice."""
+    from ferry.bootstrap import in_memory
+    from ferry.styx.service import StyxService
+
+    svc = in_memory(clock, launcher=_PickyLauncher(launcher), datamon=datamon)
+    styx = StyxService(svc)
+    apply(svc, workflow("agg"))
+    styx.trigger("agg", "2026-11-26T10", clock.now(), env={"A=B": "x"})  # past any validation (stored before it)
+    styx.trigger("agg", "2026-11-26T11", clock.now())
+    report = Tick(svc, TickLimits(max_active=100)).run(clock.now())
+    assert report.launch_failed == 1 and report.submitted == 1
+    bad, good = styx.instance("agg", "2026-11-26T10"), styx.instance("agg", "2026-11-26T11")
+    assert bad.state == m.State.QUEUED and bad.tries == 1  # failed, retried later like any failure
+    assert "launch failed: ValueError: illegal environment variable name" in bad.message
+    statuses = styx.timeline("agg", "2026-11-26T10")["triggers"][0]["executions"][0]["statuses"]
+    assert any("ValueError" in s["message"] for s in statuses if s["event"] == "runError")
+    assert good.state == m.State.SUBMITTED and good.tries == 1
+    clock.advance(timedelta(minutes=5))
+    Tick(svc, TickLimits(max_active=100)).run(clock.now())
+    assert [s.parameter for s in launcher.launched] == ["2026-11-26T11"]  # launched once, never again
+    assert styx.instance("agg", "2026-11-26T11").tries == 1
