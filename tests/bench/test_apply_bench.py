@@ -43,16 +43,17 @@ def manifest_docs(n: int, tag: str = "") -> list[dict]:
         owner = f"team-{i % 17:02d}"
         if i % 2:
             docs.append({"apiVersion": "ferry/v1", "kind": "Endpoint",
-                         "metadata": {"name": f"ep-{i:05d}", "owner": owner, "labels": {"tier": str(i % 3)}},
+                         "metadata": {"name": f"ep-{i:05d}", "owner": owner, "labels": {"tier": str(i % 3)},
+                                      "description": tag},
                          "spec": {"partitioning": ["hourly", "daily", "PT5M"][i % 3],
                                   "timezone": ["UTC", "Europe/Stockholm"][i % 2],
-                                  "sla": {"warn_after": "PT2H", "error_after": "PT4H"}, "upstream": [tag or "x"]}})
+                                  "sla": {"warn_after": "PT2H", "error_after": "PT4H"},
+                                  "upstream": [f"ep-{i - 2:05d}"] if i > 2 else []}})
         else:
             docs.append({"apiVersion": "ferry/v1", "kind": "Workflow",
                          "metadata": {"name": f"wf-{i:05d}", "owner": owner},
                          "spec": {"schedule": ["hourly", "daily", "*/5 * * * *"][i % 3], "image": f"img:{tag or 1}",
-                                  "args": ["--p", "{}"], "depends_on": [f"ep-{i + 1:05d}"],
-                                  "produces": f"out-{i:05d}"}})
+                                  "args": ["--p", "{}"], "depends_on": [f"ep-{i + 1:05d}"] if i + 1 < n else []}})
     return docs
 
 

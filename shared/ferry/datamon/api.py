@@ -22,6 +22,7 @@ class LandRequest(BaseModel):
     bytes: int | None = Field(default=None, ge=0)
     location: str | None = Field(default=None, max_length=2048, description="where it is, e.g. gs://bucket/path")
     source: str = Field(default="api", max_length=64, description="who reports it (api, cli, styx, gabo, ...)")
+    allow_future: bool = Field(default=False, description="land a partition whose period has not ended yet")
 
 
 class PartitionMessage(LandRequest):
@@ -38,7 +39,8 @@ def land(call: Call, name: str) -> dict[str, Any]:
     owner = landing.policy_for(call.services, name).owner
     call.services.authorizer.check(call.actor, [owner], "land partitions of")
     return landing.land(call.services, name, req.partition, now=call.now(), records=req.records,
-                        bytes=req.bytes, location=req.location, source=req.source, actor=call.actor)
+                        bytes=req.bytes, location=req.location, source=req.source, actor=call.actor,
+                        allow_future=req.allow_future)
 
 
 @router.route("/v1/evaluate", ("POST",), tag=TAG, summary="Run one SLA evaluation now (what the scheduler does)")
@@ -119,7 +121,7 @@ def handle_partition_message(data: bytes, attributes: dict[str, str] | None = No
             pass
     try:
         return landing.land(svc, msg.endpoint, msg.partition, now=now, records=msg.records, bytes=msg.bytes,
-                            location=msg.location, source=msg.source)
+                            location=msg.location, source=msg.source, allow_future=msg.allow_future)
     except InfraError:
         raise
     except (ValidationError, BadRequest, FerryError) as exc:

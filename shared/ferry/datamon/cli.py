@@ -38,10 +38,12 @@ def register(main: click.Group) -> None:
     @click.option("--records", type=click.IntRange(min=0), default=None, help="Number of records.")
     @click.option("--bytes", "size", type=click.IntRange(min=0), default=None, help="Size in bytes.")
     @click.option("--location", default=None, help="Where the partition is (URI).")
+    @click.option("--allow-future", is_flag=True, help="Land a partition whose period has not ended yet.")
     def land(ctx: Ctx, endpoint: str, partition: str, records: int | None, size: int | None,
-             location: str | None) -> None:
+             location: str | None, allow_future: bool) -> None:
         """Report a partition of ENDPOINT landed (idempotent: landing again records a re-landing)."""
-        body = {"partition": partition, "records": records, "bytes": size, "location": location, "source": "cli"}
+        body = {"partition": partition, "records": records, "bytes": size, "location": location, "source": "cli",
+                "allow_future": allow_future or None}
         result = ctx.client.post(f"/v1/endpoints/{quote(endpoint, safe='')}/partitions",
                                  {k: v for k, v in body.items() if v is not None})
 

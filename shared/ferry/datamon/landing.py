@@ -43,7 +43,7 @@ def _check_stat(name: str, value: int | None) -> None:
 
 def land(services: Services, endpoint: str, partition: str, *, now: datetime, records: int | None = None,
          bytes: int | None = None, location: str | None = None, source: str = "api",  # noqa: A002
-         actor: str | None = None) -> dict[str, Any]:
+         actor: str | None = None, allow_future: bool = False) -> dict[str, Any]:
     """Record that a partition of ``endpoint`` has landed.
 
     Idempotent: landing again keeps the first ``landed_at``, updates the stats and appends the
@@ -55,7 +55,8 @@ def land(services: Services, endpoint: str, partition: str, *, now: datetime, re
     Raises:
         NotFound: unknown endpoint.
         ValidationError: ``partition`` is not a parameter of the endpoint's partitioning, or it is
-            before the endpoint's start, or a stat is negative.
+            before the endpoint's start, or its period has not ended at ``now`` (unless
+            ``allow_future``), or a stat is negative.
     """
     policy = policy_for(services, endpoint)
     try:
@@ -65,6 +66,10 @@ def land(services: Services, endpoint: str, partition: str, *, now: datetime, re
     _check_stat("records", records)
     _check_stat("bytes", bytes)
     end = policy.cadence.next(start)
+    if end > now and not allow_future:
+        raise ValidationError(f"partition {partition} of {endpoint} has not ended yet (its period ends at "
+                              f"{end.isoformat()}); pass allow_future (ferry land --allow-future) to land it anyway",
+                              [{"field": "partition", "reason": "period not ended"}])
     stats = {"records": records, "bytes": bytes, "location": location, "source": source, "actor": actor}
     pid = partition_id(endpoint, partition)
     doc: dict[str, Any] = {"endpoint": endpoint, "partition": partition, "start": start, "end": end,
@@ -135,9 +140,9 @@ class Landings:
 
     def land(self, endpoint: str, partition: str, *, now: datetime, records: int | None = None,
              bytes: int | None = None, location: str | None = None,  # noqa: A002
-             source: str = "api", actor: str | None = None) -> dict[str, Any]:
+             source: str = "api", actor: str | None = None, allow_future: bool = False) -> dict[str, Any]:
         return land(self.services, endpoint, partition, now=now, records=records, bytes=bytes,
-                    location=location, source=source, actor=actor)
+                    location=location, source=source, actor=actor, allow_future=allow_future)
 
     def landed(self, endpoint: str, partitions: Sequence[str]) -> set[str]:
         return landed(self.services, endpoint, partitions)

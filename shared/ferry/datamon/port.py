@@ -15,8 +15,9 @@ from typing import Any, Protocol
 class Datamon(Protocol):
     def land(self, endpoint: str, partition: str, *, now: datetime, records: int | None = None,
              bytes: int | None = None, location: str | None = None,  # noqa: A002
-             source: str = "api", actor: str | None = None) -> dict[str, Any]:
-        """Record that ``partition`` of ``endpoint`` landed (idempotent: again is a re-landing).
+             source: str = "api", actor: str | None = None, allow_future: bool = False) -> dict[str, Any]:
+        """Record that ``partition`` of ``endpoint`` landed (idempotent: again is a re-landing);
+        a partition whose period has not ended at ``now`` only with ``allow_future``.
 
         Returns the partition record. Raises NotFound (unknown endpoint) or ValidationError.
         """

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from ferry.domain.loading import Problem, duplicates, parse_document
-from ferry.domain.manifests import Manifest, Workflow
+from ferry.domain.manifests import Endpoint, Manifest, Workflow
 from ferry.errors import NotFound, ValidationError
 from ferry.services.authz import Authorizer
 from ferry.store.base import Op
@@ -90,6 +90,37 @@ class ResourceReferences:
         return None
 
 
+class EndpointReferences:
+    """``depends_on``, ``produces`` and ``upstream`` name endpoints that exist: declared in this apply
+    (an EventType declares ``events.<name>``) or already stored. A typo would otherwise wait forever."""
+
+    def check(self, manifests: Sequence[Manifest], repo: ManifestRepository) -> list[Problem]:
+        declared = {m.name for m in manifests if m.kind == "Endpoint"}
+        declared |= {f"events.{m.name}" for m in manifests if m.kind == "EventType"}
+        refs = [(i, m, field, name) for i, m in enumerate(manifests) for field, name in _endpoint_refs(m)]
+        wanted = sorted({name for *_, name in refs} - declared)
+        stored = set(repo.get_many("Endpoint", wanted)) if wanted else set()
+        return [Problem("(input)", i, field, f"endpoint {name!r} does not exist (apply an Endpoint named {name}"
+                        + (f", or an EventType named {name[7:]}" if name.startswith("events.") else "") + ")",
+                        m.kind, m.name)
+                for i, m, field, name in refs if name not in declared and name not in stored]
+
+    def ops(self, changes: Sequence[Change], now: datetime) -> list[Op]:
+        return []
+
+    def after(self, changes: Sequence[Change], now: datetime) -> None:
+        return None
+
+
+def _endpoint_refs(m: Manifest) -> list[tuple[str, str]]:
+    if isinstance(m, Workflow):
+        refs = [(f"spec.depends_on[{j}]", e) for j, e in enumerate(m.spec.depends_on)]
+        return refs + ([("spec.produces", m.spec.produces)] if m.spec.produces else [])
+    if isinstance(m, Endpoint):
+        return [(f"spec.upstream[{j}]", e) for j, e in enumerate(m.spec.upstream)]
+    return []
+
+
 def parse_documents(docs: Sequence[Any], sources: Sequence[str] | None = None) -> list[Manifest]:
     """Validate raw documents (from an API body); every problem at once, or the manifests."""
     manifests: list[Manifest] = []
@@ -111,7 +142,7 @@ class ApplyService:
     def __init__(self, repo: ManifestRepository, authorizer: Authorizer, hooks: Sequence[ApplyHook] = ()) -> None:
         self.repo = repo
         self.authorizer = authorizer
-        self.hooks: list[ApplyHook] = [ResourceReferences(), *hooks]
+        self.hooks: list[ApplyHook] = [ResourceReferences(), EndpointReferences(), *hooks]
 
     def plan(self, manifests: Sequence[Manifest], now: datetime) -> list[Change]:
         by_kind: dict[str, list[Manifest]] = defaultdict(list)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ferry.api.router import Call, Router
 from ferry.domain.manifests import Env
+from ferry.errors import BadRequest
 from ferry.styx import backfills, resources
 from ferry.styx.service import StyxService, instance_view
 
@@ -58,6 +60,21 @@ def _optional(call: Call, model: type[BaseModel]) -> Any:
 @router.route("/v1/workflows/<workflow>/instances", summary="Instances of a workflow", tag=TAG)
 def list_instances(call: Call, workflow: str) -> dict[str, Any]:
     items = _styx(call).instances(workflow, call.int_arg("limit", 100, 1, 1000), call.arg("after"))
+    return {"items": items}
+
+
+@router.route("/v1/instances", tag=TAG,
+              summary="Instances in one state across workflows (?state=ERROR&owner=&since=ISO), newest first")
+def instances_in_state(call: Call) -> dict[str, Any]:
+    since = call.arg("since")
+    try:
+        when = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
+    except ValueError:
+        raise BadRequest(f"since {since!r} is not an ISO timestamp") from None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    items = _styx(call).instances_in_state(call.arg("state") or "ERROR", call.arg("owner") or None, when,
+                                           call.int_arg("limit", 100, 1, 1000))
     return {"items": items}
 
 

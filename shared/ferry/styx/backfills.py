@@ -11,6 +11,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
+from ferry.domain.manifests import Endpoint
 from ferry.errors import BadRequest, Conflict, NotFound
 from ferry.store.base import Op
 from ferry.styx import machine as m
@@ -42,6 +43,7 @@ def create(styx: StyxService, workflow: str, start: str, end: str, now: datetime
         partitions = backfill_partitions(wf.spec.cadence(), start, end, reverse)
     except ValueError as exc:
         raise BadRequest(f"backfill of {workflow}: {exc}") from None
+    _check_within_start(styx, wf, partitions, reverse)
     if len(partitions) > 10_000:
         raise BadRequest(f"a backfill covers at most 10000 partitions, this one {len(partitions)}")
     runs = styx.repo.get_many([m.instance_id(workflow, p) for p in partitions])
@@ -64,6 +66,31 @@ def create(styx: StyxService, workflow: str, start: str, end: str, now: datetime
     styx.services.store.write([Op.create(BACKFILLS, bf_id, doc)])
     progress(styx, doc, now)
     return show(styx, bf_id)
+
+
+def _check_within_start(styx: StyxService, wf: Any, partitions: list[str], reverse: bool) -> None:
+    """Refuse a range that begins before the ``start`` of an endpoint the workflow produces or depends
+    on: those partitions can never land, so the backfill could never finish."""
+    cadence = wf.spec.cadence()
+    first = cadence.parse(partitions[-1] if reverse else partitions[0])
+    names = [*wf.spec.depends_on, *([wf.spec.produces] if wf.spec.produces else [])]
+    earliest, why = None, ""
+    for name, rec in styx.services.manifests.get_many("Endpoint", names).items():
+        model = rec.model()
+        assert isinstance(model, Endpoint)
+        spec = model.spec
+        if spec.start is not None:
+            floor = spec.cadence().floor(spec.start)
+            if earliest is None or floor > earliest:
+                earliest, why = floor, name
+    if earliest is None or first >= earliest:
+        return
+    valid = cadence.floor(earliest)
+    if valid < earliest:
+        valid = cadence.next(valid)
+    raise BadRequest(f"backfill of {wf.name} starts at {cadence.format(first)}, before the start of endpoint "
+                     f"{why} ({earliest.isoformat()}): the valid range begins at {cadence.format(valid)}",
+                     {"valid_start": cadence.format(valid), "endpoint": why})
 
 
 def progress(styx: StyxService, bf: dict[str, Any], now: datetime) -> int:

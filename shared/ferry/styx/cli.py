@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import click
 
 from ferry.cli.common import Ctx, command, console, table
-from ferry.errors import BadRequest
+from ferry.errors import BadRequest, NotFound
 
 STATE_STYLE = {"DONE": "green", "ERROR": "red", "FAILED": "red", "RUNNING": "cyan", "SUBMITTED": "cyan",
                "QUEUED": "yellow", "PENDING": "dim"}
@@ -73,15 +74,28 @@ def _backfill(bf: dict[str, Any]) -> None:
 
 def register(main: click.Group) -> None:
     @command(main, "instances")
-    @click.argument("workflow")
+    @click.argument("workflow", required=False)
+    @click.option("--state", default=None, help="Only instances in this state, across workflows (e.g. ERROR).")
+    @click.option("--owner", default=None, help="With --state: only workflows of this team.")
+    @click.option("--today", is_flag=True, help="With --state: only instances changed since midnight UTC.")
     @click.option("--limit", default=100, show_default=True)
-    def instances(ctx: Ctx, workflow: str, limit: int) -> None:
-        """Instances of a workflow with their states."""
-        data = ctx.client.get(f"/v1/workflows/{quote(workflow, safe='')}/instances", limit=limit)
+    def instances(ctx: Ctx, workflow: str | None, state: str | None, owner: str | None, today: bool,
+                  limit: int) -> None:
+        """Instances of a workflow with their states; or, with --state, across workflows
+        (``ferry instances --state ERROR --today --owner TEAM``: what failed today)."""
+        columns = ["parameter", "state", "tries", "exit_code", "trigger_type", "message"]
+        if workflow is None or state is not None:
+            since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) if today else None
+            data = ctx.client.get("/v1/instances", state=state or "ERROR", owner=owner, limit=limit,
+                                  since=since.isoformat() if since else None)
+            if workflow is not None:
+                data["items"] = [i for i in data["items"] if i["workflow"] == workflow]
+            columns = ["workflow", *columns[:-2], "updated_at", "message"]
+        else:
+            data = ctx.client.get(f"/v1/workflows/{quote(workflow, safe='')}/instances", limit=limit)
         for i in data["items"]:
             i["trigger_type"] = (i.get("trigger") or {}).get("type")
-        ctx.emit(data, lambda d: table(d["items"], ["parameter", "state", "tries", "exit_code", "trigger_type",
-                                                     "message"], styles={"state": _style}))
+        ctx.emit(data, lambda d: table(d["items"], columns, styles={"state": _style}))
 
     @command(main, "trigger")
     @click.argument("workflow")
@@ -120,8 +134,14 @@ def register(main: click.Group) -> None:
     @click.argument("parameter")
     @click.option("--limit", default=200, show_default=True)
     @click.option("--execution", default=None, help="An earlier execution id (default: the latest).")
-    def logs(ctx: Ctx, workflow: str, parameter: str, limit: int, execution: str | None) -> None:
+    @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the instance ends.")
+    @click.option("--interval", default=2.0, show_default=True, help="Seconds between polls with --follow.")
+    def logs(ctx: Ctx, workflow: str, parameter: str, limit: int, execution: str | None, follow: bool,
+             interval: float) -> None:
         """The log lines of the instance's execution (local log file, or Cloud Logging)."""
+        if follow:
+            _follow(ctx, workflow, parameter, execution, interval)
+            return
         data = ctx.client.get(_path(workflow, parameter, "logs"), limit=limit, execution=execution)
 
         def human(d: dict[str, Any]) -> None:
@@ -201,6 +221,35 @@ def register(main: click.Group) -> None:
     GET_EXTENSIONS["backfills"] = lambda ctx, name, owner: (
         ctx.emit(ctx.client.get(f"/v1/backfills/{name}"), _backfill) if name else _list_backfills(ctx, None))
     GET_EXTENSIONS["backfill"] = GET_EXTENSIONS["backfills"]
+
+
+FOLLOW_LINES = 10_000  # lines asked per poll with --follow (the launcher returns the newest ones)
+
+
+def _follow(ctx: Ctx, workflow: str, parameter: str, execution: str | None, interval: float) -> None:
+    """Print the execution's lines as they come, across retries (a new execution starts a new
+    header), until the instance has ended and its last lines are out. JSON: one object per line."""
+    printed: dict[str, int] = {}
+    current = None
+    while True:
+        instance = ctx.client.get(_path(workflow, parameter))
+        try:
+            data = ctx.client.get(_path(workflow, parameter, "logs"), limit=FOLLOW_LINES, execution=execution)
+        except NotFound:
+            data = None  # no execution yet: wait for one
+        if data is not None:
+            eid = data["execution_id"]
+            if eid != current:
+                current = eid
+                if not ctx.json:
+                    console.print(f"[dim]# {eid} {data.get('log_uri') or ''}[/]")
+            for line in data["lines"][printed.get(eid, 0):]:
+                click.echo(json.dumps({"execution_id": eid, "line": line}) if ctx.json else line)
+            printed[eid] = len(data["lines"])
+        # The instance was read before its logs: once it has ended, the lines just read are the last.
+        if not instance["active"] or (execution and execution != instance.get("execution_id")):
+            return
+        time.sleep(interval)
 
 
 def _list_backfills(ctx: Ctx, workflow: str | None) -> None:

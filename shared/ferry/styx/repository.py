@@ -114,6 +114,20 @@ class StyxRepository:
                                 start_after=instance_id(workflow, after) if after else None)
         return [run_from_doc(d) for _, d in rows]
 
+    def by_state(self, state: str, workflows: Sequence[str] | None = None, since: datetime | None = None,
+                 limit: int = 100) -> builtins.list[Run]:
+        """Instances in ``state`` across workflows (or among ``workflows``), newest change first;
+        reads at most ``limit`` documents per 30 workflows."""
+        base = [Where("state", "==", state)] + ([Where("updated_at", ">=", since)] if since else [])
+        groups: builtins.list[builtins.list[Where]] = [base]
+        if workflows is not None:
+            names = sorted(set(workflows))
+            groups = [[*base, Where("workflow", "in", names[i:i + 30])] for i in range(0, len(names), 30)]
+        runs = [run_from_doc(d) for where in groups
+                for _, d in self.store.query(INSTANCES, where, order_by="updated_at", descending=True, limit=limit)]
+        runs.sort(key=lambda r: r.updated_at or FAR_FUTURE.replace(year=1), reverse=True)
+        return runs[:limit]
+
     def queued_due(self, now: datetime, limit: int) -> builtins.list[Run]:
         rows = self.store.query(INSTANCES, [Where("due_at", "<=", now)], order_by="due_at", limit=limit)
         return [run_from_doc(d) for _, d in rows]

@@ -145,7 +145,8 @@ class StyxService:
             start = wf.spec.cadence().parse(parameter)
             partition = rec.model().spec.cadence().format(start)  # type: ignore[union-attr]
         try:
-            self.datamon.land(endpoint, partition, now=now, source="styx")
+            # An instance may be triggered ad hoc for a period still running: what it produced has landed.
+            self.datamon.land(endpoint, partition, now=now, source="styx", allow_future=True)
         except FerryError as exc:
             log.event(logger, 40, f"could not land {endpoint} {partition}: {exc.message}",
                       labels={"workflow": wf.name, "parameter": parameter, "endpoint": endpoint})
@@ -250,6 +251,21 @@ class StyxService:
         self.workflow(workflow)
         return [instance_view(r) for r in self.repo.list(workflow, limit, after)]
 
+    def instances_in_state(self, state: str, owner: str | None = None, since: datetime | None = None,
+                           limit: int = 100) -> list[dict[str, Any]]:
+        """Instances in ``state`` across workflows (of ``owner``'s workflows), newest change first:
+        "what failed today" is ``state=ERROR`` with ``since`` = midnight."""
+        try:
+            wanted = str(m.State(state.upper()))
+        except ValueError:
+            raise BadRequest(f"unknown state {state!r}: one of {', '.join(s.value for s in m.State)}") from None
+        names = None
+        if owner:
+            names = [r.name for r in self.services.manifests.all("Workflow", owner=owner)]
+            if not names:
+                return []
+        return [instance_view(r) for r in self.repo.by_state(wanted, names, since, limit)]
+
     def instance(self, workflow: str, parameter: str) -> m.Run:
         run = self.repo.get(workflow, parameter)
         if run is None:
@@ -265,8 +281,7 @@ class StyxService:
         run = self.instance(workflow, parameter)
         handle, execution_id, log_uri = run.handle, run.execution_id, run.log_uri
         if execution and execution != run.execution_id:
-            found = next((e for e in self.repo.events(workflow, parameter)
-                          if e["event"] == "submitted" and e.get("execution_id") == execution), None)
+            found = execution_of(self.repo.events(workflow, parameter), execution)
             if found is None:
                 raise NotFound(f"no execution {execution} of {workflow} {parameter}")
             handle, execution_id, log_uri = found.get("handle"), execution, found.get("log_uri")
@@ -313,6 +328,21 @@ class StyxService:
 
 def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t else None
+
+
+def execution_of(events: Sequence[dict[str, Any]], execution: str) -> dict[str, Any] | None:
+    """The launcher's handle and log link of one execution, from the event log: ``submit`` names
+    the execution id, the ``submitted`` after it carries the handle. None if it never ran."""
+    submitted: dict[str, Any] | None = None
+    current = None
+    for e in events:
+        if e["event"] == "submit":
+            current = e.get("execution_id")
+            if current == execution:
+                submitted = {"handle": None, "log_uri": None}
+        elif e["event"] == "submitted" and current == execution and submitted is not None:
+            submitted = {"handle": e.get("handle"), "log_uri": e.get("log_uri")}
+    return submitted
 
 
 def instance_view(run: m.Run) -> dict[str, Any]:

@@ -166,6 +166,8 @@ def test_missing_resource_is_a_validation_error_at_apply(svc) -> None:
 def test_depends_on_waits_for_upstream_then_runs(svc, clock, tick, launcher, datamon, styx) -> None:
     apply(svc, {"apiVersion": "ferry/v1", "kind": "Endpoint", "metadata": {"name": "up", "owner": "team-a"},
                 "spec": {"partitioning": "hourly"}},
+          {"apiVersion": "ferry/v1", "kind": "Endpoint", "metadata": {"name": "down-out", "owner": "team-a"},
+           "spec": {"partitioning": "hourly"}},
           workflow("down", depends_on=["up"], produces="down-out"))
     at(clock, 13, 0, 5)
     report = tick()
