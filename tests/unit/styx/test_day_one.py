@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from fakes.api_server import served
 from fakes.styx_launcher import FakeLauncher
-from ferry.cli import main
 from ferry.bootstrap import in_memory
+from ferry.cli import main
 from ferry.datamon import landing
 from ferry.errors import BadRequest, ValidationError
 from ferry.styx import backfills
