@@ -19,7 +19,7 @@ import pytest
 from ferry.bootstrap import Services, bootstrap
 from ferry.clock import FixedClock
 from ferry.config import Settings
-from ferry.datamon import domain, service
+from ferry.datamon import domain, evaluation
 from ferry.datamon.repository import ENDPOINTS, META, PARTITIONS, partition_id
 from ferry.store.base import Op
 
@@ -72,10 +72,10 @@ def test_evaluate_10k_endpoints(emulators, project_id: str) -> None:  # type: ig
     seed_s = time.monotonic() - t0
 
     t0 = time.monotonic()
-    first = service.evaluate(svc, now=NOW)
+    first = evaluation.evaluate(svc, now=NOW)
     first_s = time.monotonic() - t0
     t0 = time.monotonic()
-    second = service.evaluate(svc, now=NOW + timedelta(minutes=1))
+    second = evaluation.evaluate(svc, now=NOW + timedelta(minutes=1))
     second_s = time.monotonic() - t0
 
     due_partitions = first["partitions"]

@@ -12,7 +12,7 @@ import pytest
 from ferry.bootstrap import Services, bootstrap
 from ferry.clock import FixedClock
 from ferry.config import Settings
-from ferry.datamon import landing, service
+from ferry.datamon import evaluation, landing, views
 from ferry.domain.manifests import KINDS
 from ferry.errors import ValidationError
 from ferry.gabo.broker import MemoryBroker
@@ -54,23 +54,23 @@ def test_land_is_idempotent_on_firestore(svc: Services) -> None:
 
 
 def test_lifecycle_and_quiet_second_evaluation(svc: Services) -> None:
-    r = service.evaluate(svc, now=T0)
+    r = evaluation.evaluate(svc, now=T0)
     assert r["notifications"]["trigger"] == 5 * 5  # 06..10 late at 12:00 (11 pending)
-    assert len(service.alerts(svc)) == 25
+    assert len(views.alerts(svc)) == 25
     landing.land(svc, "e3", "2026-11-26T08", now=T0)
-    service.evaluate(svc, now=T0 + timedelta(minutes=1))
+    evaluation.evaluate(svc, now=T0 + timedelta(minutes=1))
     events = sent(svc)
     resolves = [e for e in events if e["event_action"] == "resolve"]
     assert [e["dedup_key"] for e in resolves] == ["e3/2026-11-26T08"]
     before = svc.store.stats.snapshot()
-    r = service.evaluate(svc, now=T0 + timedelta(minutes=2))
+    r = evaluation.evaluate(svc, now=T0 + timedelta(minutes=2))
     assert sent(svc) == [] and svc.store.stats.since(before)["writes"] == 0 and r["writes"] == 0
-    view = service.status(svc, now=T0 + timedelta(minutes=2))
+    view = views.status(svc, now=T0 + timedelta(minutes=2))
     assert [row["state"] for row in view["endpoints"]] == ["late"] * 5
 
 
 def test_two_evaluators_at_once_notify_once(svc: Services, project_id: str) -> None:
-    service.evaluate(svc, now=T0 - timedelta(hours=5))  # registers the endpoints, nothing due yet
+    evaluation.evaluate(svc, now=T0 - timedelta(hours=5))  # registers the endpoints, nothing due yet
     sent(svc)
     others = [services(project_id) for _ in range(2)]
     barrier = threading.Barrier(2)
@@ -80,7 +80,7 @@ def test_two_evaluators_at_once_notify_once(svc: Services, project_id: str) -> N
     def run(s: Services) -> None:
         try:
             barrier.wait()
-            results.append(service.evaluate(s, now=T0))
+            results.append(evaluation.evaluate(s, now=T0))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -93,4 +93,4 @@ def test_two_evaluators_at_once_notify_once(svc: Services, project_id: str) -> N
     keys = [e["dedup_key"] for s in others for e in sent(s) if e["event_action"] == "trigger"]
     assert len(keys) == 25 and len(set(keys)) == 25, f"duplicates: {len(keys) - len(set(keys))}"
     # A third evaluation afterwards sends nothing either.
-    assert service.evaluate(svc, now=T0 + timedelta(minutes=1))["notifications"]["trigger"] == 0
+    assert evaluation.evaluate(svc, now=T0 + timedelta(minutes=1))["notifications"]["trigger"] == 0

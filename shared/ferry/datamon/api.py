@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ferry.api.router import Call, Router
-from ferry.datamon import landing, service, web
+from ferry.datamon import evaluation, landing, views, web
 
 router = Router()
 TAG = "datamon"
@@ -45,24 +45,24 @@ def land(call: Call, name: str) -> dict[str, Any]:
 
 @router.route("/v1/evaluate", ("POST",), tag=TAG, summary="Run one SLA evaluation now (what the scheduler does)")
 def evaluate(call: Call) -> dict[str, Any]:
-    return service.evaluate(call.services, now=call.now())
+    return evaluation.evaluate(call.services, now=call.now())
 
 
 @router.route("/v1/alerts", tag=TAG, summary="Open alerts (all with ?all=1), optionally of one owner")
 def alerts(call: Call) -> dict[str, Any]:
     include = (call.arg("all") or "").lower() in ("1", "true", "yes")
-    return {"items": service.alerts(call.services, owner=call.arg("owner"), include_closed=include)}
+    return {"items": views.alerts(call.services, owner=call.arg("owner"), include_closed=include)}
 
 
 @router.route("/v1/alerts/<alert>/ack", ("POST",), tag=TAG,
               summary="Acknowledge an alert (owning team or admins): no more re-notifications")
 def ack(call: Call, alert: str) -> dict[str, Any]:
-    return service.ack(call.services, alert, actor=call.actor, now=call.now())
+    return views.ack(call.services, alert, actor=call.actor, now=call.now())
 
 
 @router.route("/v1/status", tag=TAG, summary="The unified view: every endpoint's state, worst first")
 def status(call: Call) -> dict[str, Any]:
-    return service.status(call.services, now=call.now(), owner=call.arg("owner") or None)
+    return views.status(call.services, now=call.now(), owner=call.arg("owner") or None)
 
 
 def serve(request: Any, path: str | None = None) -> Any:

@@ -9,10 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from ferry import log
 from ferry.datamon import domain
-from ferry.datamon.repository import ENDPOINTS, PARTITIONS, partition_id
+from ferry.datamon.repository import DatamonRepository
 from ferry.domain.manifests import Endpoint
 from ferry.errors import Conflict, NotFound, ValidationError
-from ferry.store.base import Op
 
 if TYPE_CHECKING:
     from ferry.bootstrap import Services
@@ -31,9 +30,7 @@ def policy_for(services: Services, endpoint: str) -> domain.Policy:
     rec = services.manifests.get("Endpoint", endpoint)
     if rec is None:
         raise NotFound(f"endpoint {endpoint!r} not found", {"endpoint": endpoint})
-    model = rec.model()
-    assert isinstance(model, Endpoint)
-    return domain.Policy.from_spec(rec.name, rec.owner or "", model.spec, rec.generation)
+    return domain.Policy.from_spec(rec.name, rec.owner or "", rec.model_as(Endpoint).spec, rec.generation)
 
 
 def _check_stat(name: str, value: int | None) -> None:
@@ -71,28 +68,26 @@ def land(services: Services, endpoint: str, partition: str, *, now: datetime, re
                               f"{end.isoformat()}); pass allow_future (ferry land --allow-future) to land it anyway",
                               [{"field": "partition", "reason": "period not ended"}])
     stats = {"records": records, "bytes": bytes, "location": location, "source": source, "actor": actor}
-    pid = partition_id(endpoint, partition)
     doc: dict[str, Any] = {"endpoint": endpoint, "partition": partition, "start": start, "end": end,
                            "owner": policy.owner, "landed_at": now, "last_landed_at": now, "landings": 1,
                            "relandings": [], **stats}
-    store = services.store
+    repo = DatamonRepository(services.store)
     try:
-        store.write([Op.create(PARTITIONS, pid, doc)])
+        repo.create_partition(doc)
         relanded = False
     except Conflict:
-        def reland(txn: Any) -> dict[str, Any]:
-            current = txn.get(PARTITIONS, pid) or doc
+        def reland(stored: dict[str, Any] | None) -> dict[str, Any]:
+            current = stored or doc
             updated = dict(current)
             updated.update({k: v for k, v in stats.items() if v is not None})
             updated["last_landed_at"] = now
             updated["landings"] = int(current.get("landings", 1)) + 1
             updated["relandings"] = [*(current.get("relandings") or []), {"at": now, **stats}][-MAX_RELANDINGS:]
-            txn.set(PARTITIONS, pid, updated)
             return updated
 
-        doc = store.transaction(reland)
+        doc = repo.update_partition(endpoint, partition, reland)
         relanded = True
-    _note_latest(services, endpoint, partition, start, end, doc["landed_at"])
+    _note_latest(repo, endpoint, partition, start, end, doc["landed_at"])
     late_by = doc["landed_at"] - domain.clocks(policy, start).late_at
     log.event(logger, 20, f"{endpoint} {partition} {'re-landed' if relanded else 'landed'}",
               labels={"endpoint": endpoint, "owner": policy.owner, "partition": partition},
@@ -100,16 +95,16 @@ def land(services: Services, endpoint: str, partition: str, *, now: datetime, re
     return _record(doc, relanded, late_by.total_seconds())
 
 
-def _note_latest(services: Services, endpoint: str, partition: str, start: datetime, end: datetime,
+def _note_latest(repo: DatamonRepository, endpoint: str, partition: str, start: datetime, end: datetime,
                  landed_at: datetime) -> None:
     # The unified view shows the newest landed partition; a merge of one field never clobbers the
     # evaluator's fields. Two landings racing may leave the older one, which the evaluator corrects.
-    current = services.store.get(ENDPOINTS, endpoint) or {}
+    current = repo.summary(endpoint) or {}
     latest = current.get("latest") or {}
     latest_start = domain._utc(latest.get("start"))
     if latest_start is None or latest_start < start:
-        services.store.write([Op.set(ENDPOINTS, endpoint, {"latest": {
-            "partition": partition, "start": start, "end": end, "landed_at": landed_at}}, merge=True)])
+        repo.write([repo.summary_op(endpoint, {"latest": {
+            "partition": partition, "start": start, "end": end, "landed_at": landed_at}})])
 
 
 def _record(doc: dict[str, Any], relanded: bool, late_seconds: float) -> dict[str, Any]:
@@ -128,8 +123,7 @@ def landed(services: Services, endpoint: str, partitions: Sequence[str]) -> set[
     simply not landed)."""
     if not partitions:
         return set()
-    found = services.store.get_many(PARTITIONS, [partition_id(endpoint, p) for p in partitions])
-    return {d["partition"] for d in found.values()}
+    return set(DatamonRepository(services.store).partitions(endpoint, partitions))
 
 
 class Landings:

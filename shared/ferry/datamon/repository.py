@@ -15,7 +15,8 @@ Collections:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from ferry.datamon.domain import Action, Decision
@@ -59,8 +60,13 @@ def alert_document(d: Decision) -> Doc:
 
 
 class DatamonRepository:
+    """Every read and write of Datamon's collections (the services never name a collection)."""
+
     def __init__(self, store: DocumentStore) -> None:
         self.store = store
+
+    def write(self, ops: Sequence[Op]) -> int:
+        return self.store.write(ops) if ops else 0
 
     # -- partitions ------------------------------------------------------------------------------
     def partitions(self, endpoint: str, partitions: Sequence[str]) -> dict[str, Doc]:
@@ -77,18 +83,35 @@ class DatamonRepository:
             out.setdefault(doc["endpoint"], {})[doc["partition"]] = doc
         return out
 
-    def recent_partitions(self, endpoint: str, limit: int) -> list[Doc]:
-        rows = self.store.query(PARTITIONS, [Where("endpoint", "==", endpoint)], order_by="start",
-                                descending=True, limit=limit)
-        return [d for _, d in rows]
+    def create_partition(self, doc: Doc) -> None:
+        """The first landing (``Op.create``: Conflict when the partition has landed before)."""
+        self.store.write([Op.create(PARTITIONS, partition_id(doc["endpoint"], doc["partition"]), doc)])
+
+    def update_partition(self, endpoint: str, partition: str, change: Callable[[Doc | None], Doc]) -> Doc:
+        """Re-land in a (small) transaction: ``change`` maps the stored document to the new one."""
+        pid = partition_id(endpoint, partition)
+
+        def run(txn: Any) -> Doc:
+            updated = change(txn.get(PARTITIONS, pid))
+            txn.set(PARTITIONS, pid, updated)
+            return updated
+
+        return self.store.transaction(run)  # type: ignore[no-any-return]
 
     # -- endpoint summaries -----------------------------------------------------------------------
-    def summaries_due(self, now: Any, limit: int | None = None) -> dict[str, Doc]:
-        rows = self.store.query(ENDPOINTS, [Where("next_check", "<=", now)], order_by="next_check", limit=limit)
-        return dict(rows)
+    def summary(self, name: str) -> Doc | None:
+        return self.store.get(ENDPOINTS, name)
 
     def summaries(self, names: Sequence[str]) -> dict[str, Doc]:
         return self.store.get_many(ENDPOINTS, names) if names else {}
+
+    def summaries_due(self, now: datetime) -> dict[str, Doc]:
+        """Summaries whose ``next_check`` has come (reads grow with what is due or open)."""
+        return dict(self.store.query(ENDPOINTS, [Where("next_check", "<=", now)], order_by="next_check"))
+
+    def downstream_of(self, endpoint: str) -> dict[str, Doc]:
+        """Summaries of the endpoints with ``endpoint`` upstream (declared or derived)."""
+        return dict(self.store.query(ENDPOINTS, [Where("upstream_all", "array_contains", endpoint)]))
 
     def all_summaries(self, owner: str | None = None) -> dict[str, Doc]:
         where = [Where("owner", "==", owner)] if owner else []
@@ -100,6 +123,30 @@ class DatamonRepository:
             if len(rows) < 1000:
                 return out
             after = rows[-1][0]
+
+    @staticmethod
+    def summary_op(name: str, patch: Doc) -> Op:
+        """Merge ``patch`` into the summary (the evaluator's other fields are kept)."""
+        return Op.set(ENDPOINTS, name, patch, merge=True)
+
+    @staticmethod
+    def delete_summary_op(name: str) -> Op:
+        return Op.delete(ENDPOINTS, name)
+
+    # -- the manifest sync's cursor and lineage ---------------------------------------------------------
+    def sync_cursor(self) -> datetime | None:
+        return (self.store.get(META, "evaluator") or {}).get("synced_until")
+
+    @staticmethod
+    def sync_cursor_op(at: datetime) -> Op:
+        return Op.set(META, "evaluator", {"synced_until": at}, merge=True)
+
+    def lineage(self, workflows: Sequence[str]) -> dict[str, Doc]:
+        return self.store.get_many(LINEAGE, workflows) if workflows else {}
+
+    @staticmethod
+    def lineage_op(workflow: str, produces: str | None, depends_on: Sequence[str]) -> Op:
+        return Op.set(LINEAGE, workflow, {"produces": produces, "depends_on": list(depends_on)})
 
     # -- alerts ------------------------------------------------------------------------------------
     def alert(self, id: str) -> Doc | None:
@@ -116,5 +163,25 @@ class DatamonRepository:
             where.append(Where("open", "==", True))
         return [d for _, d in self.store.query(ALERTS, where, limit=limit)]
 
-    def write(self, ops: Sequence[Op]) -> int:
-        return self.store.write(ops) if ops else 0
+    @staticmethod
+    def alert_op(d: Decision) -> Op:
+        """What decision ``d`` leaves on its alert document (merged)."""
+        n = d.notification
+        return Op.set(ALERTS, alert_id(n.endpoint, n.partition), alert_document(d), merge=True)
+
+    @staticmethod
+    def alert_patch_op(id: str, patch: Doc) -> Op:
+        return Op.set(ALERTS, id, patch, merge=True)
+
+    # -- notification claims (the outbox) -----------------------------------------------------------
+    @staticmethod
+    def claim_op(claim_id: str, doc: Doc) -> Op:
+        """Claim a notification exactly once (``Op.create``: Conflict when another evaluator did)."""
+        return Op.create(NOTIFICATIONS, claim_id, doc)
+
+    @staticmethod
+    def sent_op(claim_id: str) -> Op:
+        return Op.set(NOTIFICATIONS, claim_id, {"sent": True}, merge=True)
+
+    def unsent_claims(self, limit: int = 500) -> list[tuple[str, Doc]]:
+        return self.store.query(NOTIFICATIONS, [Where("sent", "==", False)], limit=limit)

@@ -79,7 +79,7 @@ class GaboApplyHook:
             if c.action == "deleted":
                 continue  # the endpoint stays: its partitions are still data that others depend on
             prev = repo.get("Endpoint", name)
-            start = prev.model().spec.start if prev else None  # type: ignore[union-attr]
+            start = prev.model_as(Endpoint).spec.start if prev else None
             ep = endpoint_for(c.manifest, start or _floor(c.manifest, now))
             if prev is None or prev.fingerprint != ep.fingerprint():
                 ops.append(repo.op_for(repo.record_for(ep, prev, now)))

@@ -21,6 +21,7 @@ from ferry.gabo.closing import Closer, CloseReport
 from ferry.gabo.delivery import DeliveryReport, DeliveryWorker, OffsetClock, WorkOrder
 from ferry.gabo.sink import Sink
 from ferry.gabo.state import GaboState
+from ferry.store.manifests import ManifestRecord
 
 if TYPE_CHECKING:
     from ferry.bootstrap import Services
@@ -52,16 +53,16 @@ class Gabo:
         """Workers' pull statistics or Cloud Monitoring (``settings.backlog``, chosen by the composition root)."""
         return self.services.backlog_source
 
-    def event_type(self, name: str) -> tuple[EventType, Any]:
+    def event_type(self, name: str) -> tuple[EventType, ManifestRecord]:
         rec = self.services.manifests.get("EventType", name)
         if rec is None:
             raise NotFound(f"event type {name!r} not found (apply an EventType named {name})")
-        return rec.model(), rec  # type: ignore[return-value]
+        return rec.model_as(EventType), rec
 
-    def event_types(self, name: str | None = None) -> list[tuple[EventType, Any]]:
+    def event_types(self, name: str | None = None) -> list[tuple[EventType, ManifestRecord]]:
         if name:
             return [self.event_type(name)]
-        return [(r.model(), r) for r in self.services.manifests.all("EventType")]  # type: ignore[misc]
+        return [(r.model_as(EventType), r) for r in self.services.manifests.all("EventType")]
 
     # ------------------------------------------------------------------------------------ operations
     def ingest(self, raw: bytes, now: datetime) -> IngestResult:

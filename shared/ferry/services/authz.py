@@ -25,7 +25,7 @@ class Authorizer:
     def _load(self, names: Iterable[str]) -> dict[str, Team]:
         wanted = set(names) | {self.admin_team}
         records = self.manifests.get_many("Team", sorted(wanted))
-        return {n: r.model() for n, r in records.items()}  # type: ignore[misc]
+        return {n: r.model_as(Team) for n, r in records.items()}
 
     def is_admin(self, actor: str | None, teams: dict[str, Team]) -> bool:
         admins = teams.get(self.admin_team)

@@ -6,10 +6,12 @@ import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from ferry.domain.manifests import KINDS, PLURALS, Manifest
+from ferry.domain.manifests import KINDS, PLURALS, Endpoint, EventType, Manifest, Resource, Team, Workflow
 from ferry.store.base import Doc, DocumentStore, Op, Where
+
+M = TypeVar("M", Endpoint, Workflow, EventType, Resource, Team)
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,12 @@ class ManifestRecord:
 
     def model(self) -> Manifest:
         return KINDS[self.kind].model_validate(self.manifest)  # type: ignore[return-value]
+
+    def model_as(self, cls: type[M]) -> M:
+        """The manifest as ``cls`` (the model of this record's kind; ValueError if it is another)."""
+        if KINDS[self.kind] is not cls:
+            raise ValueError(f"{self.kind} {self.name} is not a {cls.__name__}")
+        return cls.model_validate(self.manifest)
 
     def to_api(self) -> dict[str, Any]:
         out = dict(self.manifest)
@@ -62,6 +70,11 @@ class ManifestRepository:
         page = [ManifestRecord.from_doc(d) for _, d in rows[:limit]]
         return page, (page[-1].name if len(rows) > limit else None)
 
+    def changed_since(self, kind: str, since: datetime) -> builtins.list[ManifestRecord]:
+        """Manifests of ``kind`` written at or after ``since`` (one query on ``updated_at``)."""
+        return [ManifestRecord.from_doc(d) for _, d in self.store.query(collection(kind),
+                                                                         [Where("updated_at", ">=", since)])]
+
     # (``builtins.list``: inside this class ``list`` names the method above)
     def all(self, kind: str, owner: str | None = None) -> builtins.list[ManifestRecord]:
         out: builtins.list[ManifestRecord] = []
@@ -85,6 +98,3 @@ class ManifestRepository:
     @staticmethod
     def op_for(record: ManifestRecord) -> Op:
         return Op.set(collection(record.kind), record.name, dict(record.__dict__))
-
-    def delete(self, kind: str, name: str) -> None:
-        self.store.write([Op.delete(collection(kind), name)])

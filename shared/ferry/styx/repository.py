@@ -145,9 +145,6 @@ class StyxRepository:
     def due_workflows(self, now: datetime, limit: int) -> builtins.list[tuple[str, Doc]]:
         return self.store.query(WORKFLOWS, [Where("next_due", "<=", now)], order_by="next_due", limit=limit)
 
-    def workflow_state(self, name: str) -> Doc | None:
-        return self.store.get(WORKFLOWS, name)
-
     # -- slots ----------------------------------------------------------------------------------
     def used_slots(self, pool: str) -> dict[int, Doc]:
         rows = self.store.query(SLOTS, [Where("pool", "==", pool)])

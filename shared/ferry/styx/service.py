@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ferry import log
 from ferry.domain import periods
-from ferry.domain.manifests import Workflow, event_type_of
+from ferry.domain.manifests import Endpoint, EventType, Workflow, event_type_of
 from ferry.errors import BadRequest, Conflict, FerryError, InfraError, NotFound
 from ferry.store.base import Op
 from ferry.styx import machine as m
@@ -62,7 +62,7 @@ class StyxService:
         rec = self.services.manifests.get("Workflow", name)
         if rec is None:
             raise NotFound(f"workflow {name!r} not found")
-        return rec.model(), rec.owner  # type: ignore[return-value]
+        return rec.model_as(Workflow), rec.owner
 
     @staticmethod
     def check_parameter(wf: Workflow, parameter: str) -> None:
@@ -143,7 +143,7 @@ class StyxService:
         rec = self.services.manifests.get("Endpoint", endpoint)
         if rec is not None:
             start = wf.spec.cadence().parse(parameter)
-            partition = rec.model().spec.cadence().format(start)  # type: ignore[union-attr]
+            partition = rec.model_as(Endpoint).spec.cadence().format(start)
         try:
             # An instance may be triggered ad hoc for a period still running: what it produced has landed.
             self.datamon.land(endpoint, partition, now=now, source="styx", allow_future=True)
@@ -204,7 +204,7 @@ class StyxService:
              reason: str | None = None, check: bool = True) -> m.Run:
         """Stop an active instance (cancelling its execution). Raises IllegalTransition if it ended."""
         rec = self.services.manifests.get("Workflow", workflow)
-        wf = rec.model() if rec else None
+        wf = rec.model_as(Workflow) if rec else None
         if check:
             if rec is None:
                 raise NotFound(f"workflow {workflow!r} not found")
@@ -317,12 +317,12 @@ class StyxService:
     def upstream_cadence(self, endpoint: str) -> periods.Cadence | None:
         rec = self.services.manifests.get("Endpoint", endpoint)
         if rec is not None:
-            return rec.model().spec.cadence()  # type: ignore[union-attr]
+            return rec.model_as(Endpoint).spec.cadence()
         event_type = event_type_of(endpoint)
         if event_type is not None:
             et = self.services.manifests.get("EventType", event_type)
             if et is not None:
-                return periods.partitioning(et.model().spec.partitioning, "UTC")  # type: ignore[union-attr]
+                return periods.partitioning(et.model_as(EventType).spec.partitioning, "UTC")
         return None
 
 

@@ -128,7 +128,7 @@ class Tick:
         if missing:
             found = self.services.manifests.get_many("Workflow", missing)
             for n in missing:
-                self._workflows[n] = found[n].model() if n in found else None  # type: ignore[assignment]
+                self._workflows[n] = found[n].model_as(Workflow) if n in found else None
         return {n: self._workflows[n] for n in names}
 
     # -- 1. executions in flight ------------------------------------------------------------------

@@ -1,0 +1,194 @@
+"""One SLA evaluation (what the scheduler fires): every due or open endpoint's partitions get a
+state from the pure core; alert transitions go through the outbox."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ferry import log
+from ferry.datamon import domain, outbox
+from ferry.datamon.repository import DatamonRepository, alert_id
+from ferry.datamon.sync import sync_manifests
+from ferry.store.base import Op
+
+if TYPE_CHECKING:
+    from ferry.bootstrap import Services
+
+logger = log.get("datamon")
+
+
+def _bad_periods(policy: domain.Policy, summary: domain.Summary) -> list[tuple[datetime, datetime]]:
+    cadence = policy.cadence
+    return [(e.start, cadence.next(e.start)) for e in summary.open
+            if e.state in (domain.State.LATE, domain.State.AT_RISK)]
+
+
+def _order(names: Sequence[str], policies: dict[str, domain.Policy]) -> list[str]:
+    """Upstream before downstream among the endpoints evaluated together (cycles: any order)."""
+    pending = set(names)
+    out: list[str] = []
+    while pending:
+        ready = sorted(n for n in pending if not any(u in pending and u != n for u in policies[n].upstream))
+        if not ready:
+            ready = [sorted(pending)[0]]
+        for n in ready:
+            out.append(n)
+            pending.discard(n)
+    return out
+
+
+def _comparable(doc: dict[str, Any]) -> Any:
+    def norm(v: Any) -> Any:
+        if isinstance(v, datetime):
+            return v.timestamp()
+        if isinstance(v, dict):
+            return {k: norm(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [norm(x) for x in v]
+        return v
+    return norm(doc)
+
+
+def evaluate(services: Services, *, now: datetime) -> dict[str, Any]:
+    """Run one SLA evaluation: every due or open endpoint's partitions get a state; alert
+    transitions are claimed, published to ``ferry-alerts`` and logged.
+
+    Safe when two evaluators overlap: every notification is first claimed by ``Op.create`` of a
+    document with a deterministic id (``{alert}#{seq}``); only the evaluator whose claim succeeds
+    publishes, the other records the same state without notifying. Writes happen only when a
+    summary or alert changed, so an evaluation with nothing new writes nothing.
+
+    Returns:
+        counts of endpoints, partitions and notifications, and the reads/writes it cost.
+    """
+    started = time.monotonic()
+    store = services.store
+    before = store.stats.snapshot()
+    repo = DatamonRepository(store)
+    synced = sync_manifests(services, now)
+    redelivered = outbox.redeliver(services, now)
+    due = repo.summaries_due(now)
+    rounds = 0
+    totals = {"endpoints": 0, "partitions": 0, "trigger": 0, "escalate": 0, "resolve": 0, "renotify": 0,
+              "duplicates_skipped": 0}
+    states: dict[str, int] = {}
+    done: set[str] = set()
+    fresh: dict[str, tuple[domain.Policy, domain.Summary]] = {}
+    while due and rounds < 3:
+        rounds += 1
+        newly_late = _evaluate_batch(services, repo, due, fresh, now, totals, states)
+        done.update(due)
+        due = {}
+        if newly_late:
+            # Early warning: endpoints downstream of a partition that just went late are looked at now.
+            for name in sorted(newly_late):
+                for did, doc in repo.downstream_of(name).items():
+                    if did not in done:
+                        due[did] = doc
+    io = store.stats.since(before)
+    result = {"now": now.isoformat(), "synced": len(synced), "endpoints": totals["endpoints"],
+              "partitions": totals["partitions"], "states": states,
+              "notifications": {k: totals[k] for k in ("trigger", "escalate", "resolve", "renotify")},
+              "duplicates_skipped": totals["duplicates_skipped"], "redelivered": redelivered, "reads": io["reads"], "writes": io["writes"],
+              "duration_ms": int((time.monotonic() - started) * 1000)}
+    log.event(logger, 20, f"evaluated {result['endpoints']} endpoints: {io['reads']} reads, {io['writes']} writes",
+              labels={"component": "datamon-evaluator"}, evaluation=result)
+    return result
+
+
+def _evaluate_batch(services: Services, repo: DatamonRepository, due: dict[str, dict[str, Any]],
+                    fresh: dict[str, tuple[domain.Policy, domain.Summary]], now: datetime,
+                    totals: dict[str, int], states: dict[str, int]) -> set[str]:
+    policies: dict[str, domain.Policy] = {}
+    summaries: dict[str, domain.Summary] = {}
+    for name, doc in due.items():
+        if "partitioning" not in doc:
+            continue  # only a landing's `latest` so far: registered at the next sync
+        policy = domain.Policy.from_doc({**doc, "name": name})
+        policies[name] = policy
+        summaries[name] = domain.Summary.from_doc(
+            doc, domain.first_expected(policy, domain._utc(doc.get("registered_at")) or now))
+    # Upstream state: from this run when evaluated already, else as stored.
+    upstream_names = sorted({u for p in policies.values() for u in p.upstream} - set(policies) - set(fresh))
+    upstream_docs = repo.summaries(upstream_names)
+    bad_of: dict[str, list[tuple[datetime, datetime]]] = {}
+    for name, doc in upstream_docs.items():
+        if "partitioning" in doc:
+            up = domain.Policy.from_doc({**doc, "name": name})
+            bad_of[name] = _bad_periods(up, domain.Summary.from_doc(doc, domain.EPOCH))
+    for name, (up, summary) in fresh.items():
+        bad_of[name] = _bad_periods(up, summary)
+
+    order = _order(list(policies), policies)
+    # Reads for all due endpoints at once: landings, and alerts whose re-notification is due (ack?).
+    # Upstreams evaluated in this batch may add bad periods later; the few partitions that only
+    # become candidates because of them are read then.
+    def bad_for(name: str) -> list[tuple[datetime, datetime]]:
+        return [b for u in policies[name].upstream for b in bad_of.get(u, [])]
+
+    wanted = {n: domain.wanted(policies[n], summaries[n], now, bad_for(n)) for n in order}
+    landed_docs = repo.partitions_multi(wanted) if any(wanted.values()) else {}
+    renotify = [alert_id(n, e.partition) for n in order for e in summaries[n].open
+                if e.alert and not e.alert.acked and now - e.alert.notified_at >= policies[n].renotify_after]
+    alert_docs = repo.alerts(renotify)
+    acked_of: dict[str, set[str]] = {}
+    for d in alert_docs.values():
+        if d.get("acked"):
+            acked_of.setdefault(d["endpoint"], set()).add(d["partition"])
+
+    outcomes: dict[str, domain.Outcome] = {}
+    newly_late: set[str] = set()
+    for name in order:
+        policy, summary = policies[name], summaries[name]
+        bad = bad_for(name)
+        extra = [p for p in domain.wanted(policy, summary, now, bad) if p not in wanted[name]]
+        landed_here = dict(landed_docs.get(name, {}))
+        if extra:
+            landed_here.update(repo.partitions(name, extra))
+        landed_at = {p: domain._utc(d["landed_at"]) for p, d in landed_here.items()}
+        outcome = domain.evaluate_endpoint(policy, summary, landed_at,  # type: ignore[arg-type]
+                                           acked_of.get(name, set()), bad, now)
+        outcomes[name] = outcome
+        fresh[name] = (policy, outcome.summary)
+        bad_of[name] = _bad_periods(policy, outcome.summary)
+        if outcome.newly_late:
+            newly_late.add(name)
+        totals["endpoints"] += 1
+        totals["partitions"] += len(outcome.states)
+        for st in outcome.states.values():
+            states[st.value] = states.get(st.value, 0) + 1
+
+    decisions = [(n, d) for n in order for d in outcomes[n].decisions]
+    won = outbox.claim(repo, decisions, now)
+    totals["duplicates_skipped"] += len(decisions) - len(won)
+    outbox.notify(services, repo, [d for d in decisions if id(d[1]) in won], policies, totals)
+
+    ops: list[Op] = [repo.alert_op(decision) for _, decision in decisions]
+    for name in order:
+        new = outcomes[name].summary.to_doc()
+        new["upstream_all"] = list(policies[name].upstream)  # declared and derived: for downstream queries
+        latest = _latest(policies[name], outcomes[name], due[name].get("latest"))
+        if latest is not None:
+            new["latest"] = latest
+        old = {k: due[name].get(k) for k in new}
+        if _comparable(old) != _comparable(new):
+            ops.append(repo.summary_op(name, new))
+    repo.write(ops)
+    return newly_late
+
+
+def _latest(policy: domain.Policy, outcome: domain.Outcome, latest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The newest landed partition seen, if newer than the summary's (corrects racing landings)."""
+    cadence = policy.cadence
+    landed = [p for p, st in outcome.states.items() if st in (domain.State.OK, domain.State.LANDED_LATE)]
+    if not landed:
+        return None
+    newest = max(landed, key=cadence.parse)
+    start = cadence.parse(newest)
+    if latest and latest.get("start") is not None and domain._utc(latest["start"]) >= start:  # type: ignore[operator]
+        return None
+    return {"partition": newest, "start": start, "end": cadence.next(start),
+            "landed_at": latest.get("landed_at") if latest else None}
