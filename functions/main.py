@@ -10,8 +10,11 @@ import functions_framework
 
 from ferry import log
 from ferry.api import handle
+from ferry.api.identity import check_startup
 
 log.configure()
+# Fail-closed: a deployed function without FERRY_IDENTITY=oidc refuses to start (no header identity).
+check_startup()
 
 
 @functions_framework.http

@@ -10,7 +10,7 @@ StoreKind = Literal["firestore", "memory"]
 BrokerKind = Literal["pubsub", "memory"]
 LauncherKind = Literal["local", "cloudrun"]
 BacklogKind = Literal["pull", "monitoring"]
-IdentityKind = Literal["header", "iap", "oidc"]
+IdentityKind = Literal["", "header", "oidc"]  # "": not chosen (local only; see ferry.api.identity)
 
 
 def _env(name: str, default: str) -> str:
@@ -38,8 +38,9 @@ class Settings:
     log_dir: str = field(default_factory=lambda: _env("FERRY_LOG_DIR", ".ferry/logs"))
     max_body_bytes: int = field(default_factory=lambda: _int("FERRY_MAX_BODY_BYTES", 10 * 1024 * 1024))
     admin_team: str = field(default_factory=lambda: _env("FERRY_ADMIN_TEAM", "admins"))
-    # "header": trust X-Ferry-User (local stack); "iap"/"oidc": the verified ID token's email (cloud)
-    identity: IdentityKind = field(default_factory=lambda: cast(IdentityKind, _env("FERRY_IDENTITY", "header")))
+    # "oidc": the verified ID token's e-mail (every deployed function); "header": X-Ferry-User (local
+    # stack only). Unset ("") means "header" locally and refuses to start when deployed (ferry.api.identity).
+    identity: IdentityKind = field(default_factory=lambda: cast(IdentityKind, os.environ.get("FERRY_IDENTITY", "")))
 
     # Styx's tick (docs/styx.md): instances active at once, submissions per UTC minute, how often a
     # gated instance re-checks its upstream, and the threads one tick runs its commits on.

@@ -27,6 +27,11 @@ def health(call: Call) -> dict[str, Any]:
     return {"ok": True}
 
 
+@router.route("/v1/whoami", summary="The caller as this API identifies it")
+def whoami(call: Call) -> dict[str, Any]:
+    return {"user": call.actor, "operator": call.operator}
+
+
 @router.route("/v1/apply", ("POST",), body=ApplyRequest, summary="Validate, then apply manifests")
 def apply(call: Call) -> dict[str, Any]:
     req: ApplyRequest = call.body(ApplyRequest)

@@ -19,6 +19,7 @@ from werkzeug.exceptions import NotFound as RouteNotFound
 from werkzeug.routing import Map, Rule
 
 from ferry import log
+from ferry.api.identity import identifier_for
 from ferry.errors import BadRequest, FerryError, MethodNotAllowed, NotFound, PayloadTooLarge, ValidationError
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class Call:
     headers: dict[str, str]
     raw_body: bytes
     actor: str | None
+    operator: bool = False  # a declared operational caller (scheduler, push, the local stack's secret)
     _json: Any = field(default=None, repr=False)
 
     def json(self) -> Any:
@@ -145,7 +147,8 @@ class Router:
             limit = route.max_body_bytes or services.settings.max_body_bytes
             if (content_length or len(body)) > limit:
                 raise PayloadTooLarge(f"request body over {limit} bytes")
-            call = Call(services, method, path, query, headers, body, actor_from(headers, services))
+            caller = identifier_for(services).caller(headers, query)
+            call = Call(services, method, path, query, headers, body, caller.email, caller.operator)
             out = route.handler(call, **params)
             status, result = (out if isinstance(out, tuple) else (200, out))
         except FerryError as exc:
@@ -158,26 +161,3 @@ class Router:
                   httpRequest={"requestMethod": method, "requestUrl": path, "status": status,
                                "latency": f"{time.monotonic() - started:.3f}s"})
         return status, result
-
-
-def actor_from(headers: dict[str, str], services: Services) -> str | None:
-    """The caller: X-Ferry-User locally; in the cloud the identity the platform verified.
-
-    Cloud Functions with IAM verify the ID token before the function runs; behind it, the caller's
-    email is taken from the token's payload, which the platform forwards unmodified in Authorization.
-    """
-    lowered = {k.lower(): v for k, v in headers.items()}
-    if services.settings.identity == "header":
-        user = lowered.get("x-ferry-user")
-        return user.strip() or None if user else None
-    auth = lowered.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        import base64
-
-        try:
-            payload = auth.split()[1].split(".")[1]
-            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-            return claims.get("email")
-        except (IndexError, ValueError):
-            return None
-    return None

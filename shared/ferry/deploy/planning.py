@@ -123,10 +123,30 @@ def cloud_env(infra: Infra, project: str, region: str) -> dict[str, str]:
     return {k: substitute(v, project, region) for k, v in sorted(infra.cloud_env.items())}
 
 
+def operator_callers(infra: Infra, fn: Function, project: str) -> list[str]:
+    """The service accounts that call ``fn`` on a schedule or by Pub/Sub push (its operational callers)."""
+    accounts = {j.service_account for j in infra.scheduler_jobs if j.function == fn.name}
+    accounts |= {fn.pubsub.service_account} if fn.pubsub else set()
+    return sorted(_sa(a, project) for a in accounts)
+
+
 def function_env(infra: Infra, fn: Function, project: str, region: str) -> dict[str, str]:
-    """A deployed function's environment: cloud_env, then the project and region, then its own env."""
-    return {**cloud_env(infra, project, region), "GOOGLE_CLOUD_PROJECT": project, "FERRY_REGION": region,
-            **fn.env}
+    """A deployed function's environment: cloud_env, then the project and region, then its own env, then
+    what identifies callers (its name, the audience its ID tokens carry, its operational callers).
+
+    FERRY_IDENTITY is oidc (verified ID tokens) whatever cloud_env says; anything else is a
+    ValidationError: header identity is for the local stack only.
+    """
+    env = {**cloud_env(infra, project, region), "GOOGLE_CLOUD_PROJECT": project, "FERRY_REGION": region,
+           **fn.env, "FERRY_FUNCTION": fn.name, "FERRY_AUDIENCES": function_url(project, region, fn.name),
+           "FERRY_TIMEOUT_S": str(fn.timeout_seconds)}
+    callers = operator_callers(infra, fn, project)
+    if callers:
+        env["FERRY_OPERATOR_CALLERS"] = ",".join(callers)
+    if env.setdefault("FERRY_IDENTITY", "oidc") != "oidc":
+        raise ValidationError(f"function {fn.name}: FERRY_IDENTITY must be oidc when deployed, not "
+                              f"{env['FERRY_IDENTITY']!r} (header identity is for the local stack only)")
+    return env
 
 
 # Cloud Storage bucket names: 3-63 characters, lowercase letters, digits, '-', '_' and '.', starting

@@ -144,6 +144,7 @@ def function_env(config: StackConfig, home: Path, firestore: str, pubsub: str, a
         "FERRY_LAUNCHER": "local",
         "FERRY_LOG_DIR": str(home / "logs"),
         "FERRY_ALLOW_CLOCK_OVERRIDE": "1",
+        "FERRY_IDENTITY": "header",  # X-Ferry-User: the local stack only (a deployed function refuses it)
         "FERRY_FUNCTION": fn.name,
         "PYTHONUNBUFFERED": "1",
         # One local instance serves what max_instances x concurrency serve in the cloud; keep a few

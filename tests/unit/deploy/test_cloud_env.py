@@ -115,12 +115,25 @@ def _with(**sections: Any) -> Infra:
 
 
 def test_function_env_layers_cloud_env_then_project_then_its_own(tmp_path: Path) -> None:
-    infra = _with(cloud_env={"FERRY_IDENTITY": "iap", "FERRY_SINK": "gs://${project}-s/${region}"},
+    infra = _with(cloud_env={"FERRY_LAUNCHER": "local", "FERRY_SINK": "gs://${project}-s/${region}"},
                   buckets=[{"name": "${project}-s"}])
     fns = {s.name: _env(s) for s in plan(infra, P, R, tmp_path) if s.kind == "function"}
-    assert fns["tick"] == {"FERRY_IDENTITY": "iap", "FERRY_SINK": "gs://demo-s/europe-west1",
-                           "GOOGLE_CLOUD_PROJECT": P, "FERRY_REGION": R}
-    assert fns["api"]["FERRY_IDENTITY"] == "oidc"  # a function's own env wins
+    assert fns["tick"] == {"FERRY_LAUNCHER": "local", "FERRY_SINK": "gs://demo-s/europe-west1",
+                           "GOOGLE_CLOUD_PROJECT": P, "FERRY_REGION": R, "FERRY_IDENTITY": "oidc",
+                           "FERRY_FUNCTION": "tick", "FERRY_AUDIENCES": f"https://{R}-{P}.cloudfunctions.net/tick",
+                           "FERRY_TIMEOUT_S": "300",
+                           "FERRY_OPERATOR_CALLERS": f"ferry-scheduler@{P}.iam.gserviceaccount.com"}
+    assert fns["api"]["FERRY_IDENTITY"] == "oidc"
+
+
+def test_no_deployed_function_trusts_a_header(tmp_path: Path) -> None:
+    """The finding: without cloud_env a deployed function fell back to X-Ferry-User. The plan sets
+    FERRY_IDENTITY=oidc itself and refuses any other mode."""
+    fns = {s.name: _env(s) for s in plan(_with(cloud_env={}), P, R, tmp_path) if s.kind == "function"}
+    assert {f: e["FERRY_IDENTITY"] for f, e in fns.items()} == {f: "oidc" for f in fns}
+    for bad in ("header", "iap"):
+        with pytest.raises(ValidationError, match="FERRY_IDENTITY must be oidc"):
+            plan(_with(cloud_env={"FERRY_IDENTITY": bad}), P, R, tmp_path)
 
 
 def test_a_changed_cloud_env_redeploys_every_function(tmp_path: Path) -> None:
