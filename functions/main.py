@@ -32,16 +32,13 @@ def ingest(request):  # type: ignore[no-untyped-def]
     return serve(request, "/v1/events")
 
 
-@functions_framework.cloud_event
-def deliver(cloud_event):  # type: ignore[no-untyped-def]
-    """One delivery work order from gabo-work-orders; an exception means nack (Pub/Sub redelivers)."""
-    import base64
+@functions_framework.http
+def deliver(request):  # type: ignore[no-untyped-def]
+    """One delivery work order pushed from gabo-work-orders; an exception means nack (redelivery)."""
+    from ferry.api.push import serve_push
+    from ferry.gabo.service import deliver_pushed
 
-    from ferry.bootstrap import process_services
-    from ferry.gabo.service import decode_work_order, gabo
-
-    data = base64.b64decode(cloud_event.data["message"]["data"])
-    gabo(process_services()).deliver(decode_work_order(data))
+    return serve_push(request, "deliver", deliver_pushed)
 
 
 @functions_framework.http
@@ -77,15 +74,13 @@ def dashboard(request):  # type: ignore[no-untyped-def]
     return serve(request)
 
 
-@functions_framework.cloud_event
-def land(cloud_event):  # type: ignore[no-untyped-def]
-    """One landing from ferry-partitions; redelivery is harmless (landing twice is a re-landing)."""
-    import base64
-
+@functions_framework.http
+def land(request):  # type: ignore[no-untyped-def]
+    """One landing pushed from ferry-partitions; redelivery is harmless (landing twice is a re-landing)."""
+    from ferry.api.push import serve_push
     from ferry.datamon.api import handle_partition_message
 
-    message = cloud_event.data["message"]
-    handle_partition_message(base64.b64decode(message.get("data", "")), message.get("attributes") or {})
+    return serve_push(request, "land", lambda _svc, data, attributes: handle_partition_message(data, attributes))
 
 
 # --- Styx (SPEC §5) -------------------------------------------------------------------------------

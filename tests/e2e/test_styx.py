@@ -66,7 +66,7 @@ class Styx:
                               cwd=self.stack.home)
 
     def tick(self, now: datetime | None = None) -> dict[str, Any]:
-        headers = {"X-Ferry-Now": now.isoformat()} if now else {}
+        headers = {**self.stack.operator_headers, **({"X-Ferry-Now": now.isoformat()} if now else {})}
         r = self.http.post("/v1/tick", json={"budget_seconds": 20}, headers=headers)
         assert r.status_code == 200, r.text
         return r.json()

@@ -208,14 +208,31 @@ class IdentityConfig:
     certs_url: str = GOOGLE_CERTS_URL
     operator_callers: tuple[str, ...] = ()
     stack_secret: str = ""
+    function: str = ""  # the infra/ function this process serves (FERRY_FUNCTION); "" in-process
+    timeout_s: float | None = None  # that function's timeout (FERRY_TIMEOUT_S)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IdentityConfig:
         env = os.environ if env is None else env
         split = lambda name: tuple(x.strip() for x in env.get(name, "").split(",") if x.strip())  # noqa: E731
+        timeout = env.get("FERRY_TIMEOUT_S", "")
         return cls(mode(env.get("FERRY_IDENTITY", ""), bool(env.get("K_SERVICE"))), split("FERRY_AUDIENCES"),
                    env.get("FERRY_CERTS_URL") or GOOGLE_CERTS_URL, split("FERRY_OPERATOR_CALLERS"),
-                   env.get("FERRY_STACK_SECRET", ""))
+                   env.get("FERRY_STACK_SECRET", ""), env.get("FERRY_FUNCTION", ""),
+                   float(timeout) if timeout else None)
+
+    def serves(self, owner: str) -> bool:
+        """Whether this process serves an operational route of function ``owner``: only that function
+        does when deployed; locally the ``api`` function serves them too (``ferry tick`` etc. on a
+        workstation, to the holder of the stack's secret); in-process (no function) everything."""
+        return not self.function or self.function == owner or (self.mode == HEADER and self.function == "api")
+
+    def cap(self, budget_s: float) -> float:
+        """A work budget capped to what this function's timeout leaves (10% of it, at least 5 s, kept
+        for answering): a caller cannot hold a function past its timeout."""
+        if self.timeout_s is None:
+            return budget_s
+        return max(1.0, min(budget_s, self.timeout_s - max(5.0, self.timeout_s * 0.1)))
 
 
 class Identifier:
@@ -242,6 +259,21 @@ class Identifier:
         return Caller(user, operator)
 
 
+def admit_operational(owner: str, caller: Caller, config: IdentityConfig, path: str) -> None:
+    """Raise unless ``caller`` may call the operational route ``path`` of function ``owner`` here."""
+    from ferry.errors import Forbidden, NotFound
+
+    if not config.serves(owner):
+        raise NotFound(f"{path} is served by the {owner} function only")
+    if caller.operator:
+        return
+    if caller.email is None:
+        raise Unauthenticated(f"{path} is for Ferry's scheduler and push subscriptions "
+                              "(locally: the stack's secret, which the ferry CLI sends)")
+    raise Forbidden(f"{caller.email} may not call {path}: it is for Ferry's scheduler and push subscriptions",
+                    {"actor": caller.email})
+
+
 def identifier_for(services: Any) -> Identifier:
     """The process's Identifier (built once per Services from the environment and settings)."""
     def build() -> Identifier:
@@ -252,3 +284,8 @@ def identifier_for(services: Any) -> Identifier:
 
     ident: Identifier = services.extra("identity", build)
     return ident
+
+
+def cap_budget(services: Any, budget_s: float) -> float:
+    """``budget_s`` capped to the serving function's timeout (see IdentityConfig.cap)."""
+    return identifier_for(services).config.cap(budget_s)

@@ -19,7 +19,7 @@ from werkzeug.exceptions import NotFound as RouteNotFound
 from werkzeug.routing import Map, Rule
 
 from ferry import log
-from ferry.api.identity import identifier_for
+from ferry.api.identity import admit_operational, identifier_for
 from ferry.errors import BadRequest, FerryError, MethodNotAllowed, NotFound, PayloadTooLarge, ValidationError
 
 if TYPE_CHECKING:
@@ -106,6 +106,9 @@ class Route:
     body: type[pydantic.BaseModel] | None = None
     tag: str = "core"
     max_body_bytes: int | None = None
+    # An operational route (tick, evaluate, ...): the infra/ function that owns it; only declared
+    # callers (scheduler, push, the local stack's secret) may call it (ferry.api.identity).
+    operational: str | None = None
 
 
 class Router:
@@ -115,10 +118,10 @@ class Router:
 
     def route(self, path: str, methods: tuple[str, ...] = ("GET",), summary: str = "",
               body: type[pydantic.BaseModel] | None = None, tag: str = "core",
-              max_body_bytes: int | None = None) -> Callable[[Handler], Handler]:
+              max_body_bytes: int | None = None, operational: str | None = None) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
             self.routes.append(Route(path, methods, fn, summary or (fn.__doc__ or "").strip().split("\n")[0],
-                                     body, tag, max_body_bytes))
+                                     body, tag, max_body_bytes, operational))
             self._map = None
             return fn
         return register
@@ -147,7 +150,10 @@ class Router:
             limit = route.max_body_bytes or services.settings.max_body_bytes
             if (content_length or len(body)) > limit:
                 raise PayloadTooLarge(f"request body over {limit} bytes")
-            caller = identifier_for(services).caller(headers, query)
+            identifier = identifier_for(services)
+            caller = identifier.caller(headers, query)
+            if route.operational:
+                admit_operational(route.operational, caller, identifier.config, path)
             call = Call(services, method, path, query, headers, body, caller.email, caller.operator)
             out = route.handler(call, **params)
             status, result = (out if isinstance(out, tuple) else (200, out))

@@ -53,6 +53,9 @@ class Client:
         token = _id_token(self.base)
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        secret = _stack_secret(self.base)
+        if secret:  # the local stack's operational routes (tick, evaluate, ...) take its secret
+            headers["X-Ferry-Stack-Secret"] = secret
         self.http = httpx.Client(base_url=self.base, headers=headers, timeout=timeout)
 
     def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None,
@@ -82,6 +85,17 @@ class Client:
 
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
+
+
+def _stack_secret(base: str) -> str | None:
+    """The secret of the local stack (found from FERRY_HOME / ./.ferry) when ``base`` is one of its URLs."""
+    try:
+        state = json.loads((ferry_home() / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    urls = {state.get("api_url")} | {c.get("url") for c in state.get("components", []) if isinstance(c, dict)}
+    secret = state.get("stack_secret")
+    return str(secret) if secret and base.rstrip("/") in {u.rstrip("/") for u in urls if u} else None
 
 
 def _id_token(base: str) -> str | None:

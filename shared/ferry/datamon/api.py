@@ -43,7 +43,8 @@ def land(call: Call, name: str) -> dict[str, Any]:
                         allow_future=req.allow_future)
 
 
-@router.route("/v1/evaluate", ("POST",), tag=TAG, summary="Run one SLA evaluation now (what the scheduler does)")
+@router.route("/v1/evaluate", ("POST",), tag=TAG, operational="evaluate",
+              summary="Run one SLA evaluation now (what the scheduler does)")
 def evaluate(call: Call) -> dict[str, Any]:
     return evaluation.evaluate(call.services, now=call.now())
 

@@ -43,6 +43,8 @@ class LocalStack:
             "PYTHONUNBUFFERED": "1",
         }
         self._services: Any = None
+        # Headers of Ferry's own operational callers (tick, evaluate, close, scale, deliver): the secret.
+        self.operator_headers: dict[str, str] = {"X-Ferry-Stack-Secret": state.get("stack_secret", "")}
 
     def cli(self, *args: str, input: str | None = None, user: str | None = None, check: bool = False,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -70,9 +70,10 @@ def rfc3339(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def headers(job: SchedulerJob, schedule_time: datetime) -> dict[str, str]:
-    """The headers Cloud Scheduler sends with an HTTP target."""
-    return {
+def headers(job: SchedulerJob, schedule_time: datetime, secret: str = "") -> dict[str, str]:
+    """The headers Cloud Scheduler sends with an HTTP target (plus the local stack's secret, which
+    stands in for Cloud Scheduler's OIDC token)."""
+    return {**({"X-Ferry-Stack-Secret": secret} if secret else {}),
         "User-Agent": "Google-Cloud-Scheduler",
         "X-CloudScheduler": "true",
         "X-CloudScheduler-JobName": job.name,
@@ -115,7 +116,7 @@ class FiringRecord:
 
 
 def fire(job: SchedulerJob, base_url: str, schedule_time: datetime, record: FiringRecord | None = None,
-         client: httpx.Client | None = None, manual: bool = False) -> dict[str, Any]:
+         client: httpx.Client | None = None, manual: bool = False, secret: str = "") -> dict[str, Any]:
     """POST one firing to the job's target the way Cloud Scheduler does; record and return the outcome."""
     url = base_url.rstrip("/") + "/" + job.path.lstrip("/")
     started = time.monotonic()
@@ -126,7 +127,7 @@ def fire(job: SchedulerJob, base_url: str, schedule_time: datetime, record: Firi
     try:
         http = client or httpx.Client()
         try:
-            resp = http.post(url, content=json.dumps(job.body).encode(), headers=headers(job, schedule_time),
+            resp = http.post(url, content=json.dumps(job.body).encode(), headers=headers(job, schedule_time, secret),
                              timeout=job.attempt_deadline_seconds)
         finally:
             if client is None:
@@ -144,7 +145,7 @@ def fire(job: SchedulerJob, base_url: str, schedule_time: datetime, record: Firi
 
 
 def run(jobs: Sequence[SchedulerJob], urls: Mapping[str, str], record: FiringRecord, stop: threading.Event,
-        clock: Clock | None = None, max_sleep_s: float = 1.0) -> list[threading.Thread]:
+        clock: Clock | None = None, max_sleep_s: float = 1.0, secret: str = "") -> list[threading.Thread]:
     """Fire due jobs until ``stop`` is set; returns the firing threads. Each firing runs in its own
     thread (a slow target does not delay the others), as Cloud Scheduler calls each job independently."""
     clock = clock or SystemClock()
@@ -156,7 +157,7 @@ def run(jobs: Sequence[SchedulerJob], urls: Mapping[str, str], record: FiringRec
         for f in due(jobs, last, since, now):
             last[f.job.name] = f.schedule_time
             t = threading.Thread(target=fire, args=(f.job, urls[f.job.function], f.schedule_time, record),
-                                 daemon=True)
+                                 kwargs={"secret": secret}, daemon=True)
             t.start()
             threads.append(t)
         nxt = next_fire(jobs, now)
@@ -182,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "jobs": [{"job": j.name, "schedule": j.schedule, "time_zone": j.time_zone,
                                 "target": urls.get(j.function, "?") + j.path} for j in infra.scheduler_jobs]}),
           flush=True)
-    run(infra.scheduler_jobs, urls, record, stop)
+    run(infra.scheduler_jobs, urls, record, stop, secret=state.get("stack_secret", ""))
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from ferry.api.identity import SECRET_QUERY
 from ferry.dev import emulators as emu
 from ferry.dev import processes
 from ferry.dev.scheduler import FiringRecord
@@ -96,6 +98,7 @@ def read_state(home: Path) -> dict[str, Any] | None:
 def _write_state(home: Path, state: dict[str, Any]) -> None:
     path = state_path(home)
     tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)  # it holds the stack's secret
     tmp.write_text(json.dumps(state, indent=2))
     os.replace(tmp, path)
 
@@ -133,7 +136,7 @@ def _ports(config: StackConfig, infra: Infra) -> tuple[dict[str, int], int | Non
 
 
 def function_env(config: StackConfig, home: Path, firestore: str, pubsub: str, api_url: str | None,
-                 fn: model.Function) -> dict[str, str]:
+                 fn: model.Function, secret: str = "") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("FERRY_API",)}
     env.update({
         "GOOGLE_CLOUD_PROJECT": config.project,
@@ -145,6 +148,9 @@ def function_env(config: StackConfig, home: Path, firestore: str, pubsub: str, a
         "FERRY_LOG_DIR": str(home / "logs"),
         "FERRY_ALLOW_CLOCK_OVERRIDE": "1",
         "FERRY_IDENTITY": "header",  # X-Ferry-User: the local stack only (a deployed function refuses it)
+        # Operational routes (tick, evaluate, close, scale, deliver, pushes) take this stack's secret.
+        "FERRY_STACK_SECRET": secret,
+        "FERRY_TIMEOUT_S": str(fn.timeout_seconds),
         "FERRY_FUNCTION": fn.name,
         "PYTHONUNBUFFERED": "1",
         # One local instance serves what max_instances x concurrency serve in the cloud; keep a few
@@ -183,7 +189,7 @@ def _wait_all(targets: dict[str, tuple[str, subprocess.Popen[bytes], Path]], dea
                          {n: str(t[2]) for n, t in pending.items()})
 
 
-def provision(infra: Infra, project: str, urls: dict[str, str], pubsub_host: str) -> list[str]:
+def provision(infra: Infra, project: str, urls: dict[str, str], pubsub_host: str, secret: str = "") -> list[str]:
     """Create the topics and subscriptions of ``infra`` in the Pub/Sub emulator (idempotent: existing
     ones are left alone). Returns notes about what the emulator would not take."""
     from google.api_core import exceptions as gexc
@@ -202,6 +208,16 @@ def provision(infra: Infra, project: str, urls: dict[str, str], pubsub_host: str
 
     def topic(name: str) -> str:
         return f"projects/{project}/topics/{name}"
+
+    def push_subscription(request: dict[str, Any]) -> None:
+        """Created, or its endpoint updated (a new stack's secret) when it exists already."""
+        try:
+            subscriber.create_subscription(request=request)
+        except gexc.AlreadyExists:
+            subscriber.modify_push_config(request={"subscription": request["name"],
+                                                   "push_config": request["push_config"]})
+        except gexc.InvalidArgument:
+            create_subscription(request)
 
     def create_subscription(request: dict[str, Any]) -> None:
         try:
@@ -231,8 +247,9 @@ def provision(infra: Infra, project: str, urls: dict[str, str], pubsub_host: str
         for fn, trig in infra.push_subscriptions():
             # The topic in the path lets functions-framework turn the raw push envelope into a CloudEvent
             # with the right source, as Eventarc would deliver it.
-            endpoint = f"{urls[fn.name]}/projects/{project}/topics/{trig.topic}"
-            create_subscription({
+            # The stack's secret rides in the query: the function admits only this push (and the scheduler).
+            endpoint = f"{urls[fn.name]}/projects/{project}/topics/{trig.topic}?{SECRET_QUERY}={secret}"
+            push_subscription({
                 "name": f"projects/{project}/subscriptions/{trig.subscription}", "topic": topic(trig.topic),
                 "ack_deadline_seconds": trig.ack_deadline_seconds,
                 "push_config": {"push_endpoint": endpoint},
@@ -309,10 +326,12 @@ def up(config: StackConfig) -> UpResult:
     pubsub = config.pubsub or f"{config.host}:{ps_port}"
     firestore = config.firestore or f"{config.host}:{fs_port}"
     urls = {n: f"http://{config.host}:{p}" for n, p in fn_ports.items()}
+    secret = secrets.token_urlsafe(24)  # new per `dev up`: the scheduler, pushes and the CLI read it here
     state: dict[str, Any] = {
         "version": 1, "status": "starting", "home": str(home), "project": config.project,
         "infra_dir": str(Path(config.infra_dir).resolve()) if config.infra_dir else None,
         "source": str(source), "started_at": datetime.now(UTC).isoformat(), "api_url": urls.get("api"),
+        "stack_secret": secret,
         "env": {"GOOGLE_CLOUD_PROJECT": config.project, "FIRESTORE_EMULATOR_HOST": firestore,
                 "PUBSUB_EMULATOR_HOST": pubsub, "FERRY_HOME": str(home)},
         "components": [], "notes": [],
@@ -339,7 +358,8 @@ def up(config: StackConfig) -> UpResult:
             signature = "http" if fn.trigger == "http" else "cloudevent"
             args = [*processes.functions_framework(), "--source", str(source), "--target", fn.entry_point,
                     "--signature-type", signature, "--host", config.host, "--port", str(fn_ports[fn.name])]
-            proc = processes.spawn(args, log, function_env(config, home, firestore, pubsub, urls.get("api"), fn), source.parent)
+            proc = processes.spawn(args, log, function_env(config, home, firestore, pubsub, urls.get("api"), fn,
+                                                           secret), source.parent)
             procs.append(proc)
             targets[fn.name] = (urls[fn.name], proc, log)
             comps.append(_component("function", fn.name, proc, log, port=fn_ports[fn.name], url=urls[fn.name],
@@ -352,7 +372,7 @@ def up(config: StackConfig) -> UpResult:
                      for _, proc, log, port in emulator_procs]
             for w in waits:
                 w.result()
-            state["notes"] += provision(infra, config.project, urls, pubsub)
+            state["notes"] += provision(infra, config.project, urls, pubsub, secret)
             _wait_all(targets, config.deadline_s)
 
         if config.scheduler:
@@ -414,7 +434,8 @@ def fire_job(home: Path, job_name: str) -> dict[str, Any]:
                        {"jobs": [j.name for j in infra.scheduler_jobs]})
     url = function_urls(state)[job.function]
     now = datetime.now(UTC).replace(second=0, microsecond=0)
-    return scheduler.fire(job, url, now, firing_record(Path(state["home"])), manual=True)
+    return scheduler.fire(job, url, now, firing_record(Path(state["home"])), manual=True,
+                          secret=state.get("stack_secret", ""))
 
 
 def stack_pids(state: dict[str, Any]) -> list[int]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ferry.api.identity import cap_budget
 from ferry.api.router import Call, Router
 from ferry.gabo.delivery import WorkOrder
 from ferry.gabo.service import gabo
@@ -36,25 +37,28 @@ def ingest(call: Call) -> dict[str, Any]:
     return gabo(call.services).ingest(call.raw_body, call.now()).to_dict()
 
 
-@router.route("/v1/deliver", ("POST",), summary="Run one delivery work order now", body=WorkOrder, tag="gabo")
+@router.route("/v1/deliver", ("POST",), summary="Run one delivery work order now", body=WorkOrder, tag="gabo",
+              operational="deliver")
 def deliver(call: Call) -> dict[str, Any]:
     order: WorkOrder = call.body(WorkOrder)
+    order = order.model_copy(update={"budget_s": cap_budget(call.services, order.budget_s)})
     now = call.now() if call.services.settings.allow_clock_override else None
     return gabo(call.services).deliver(order, now).to_dict()
 
 
 @router.route("/v1/close", ("POST",), summary="Close every partition that may close now", body=CloseRequest,
-              tag="gabo")
+              tag="gabo", operational="close")
 def close(call: Call) -> dict[str, Any]:
     req: CloseRequest = call.body(CloseRequest) if call.raw_body else CloseRequest()
     return {"reports": [r.to_dict() for r in gabo(call.services).close(call.now(), req.event_type)]}
 
 
 @router.route("/v1/scale", ("POST",), summary="Decide and publish delivery work orders per event type",
-              body=ScaleRequest, tag="gabo")
+              body=ScaleRequest, tag="gabo", operational="scale")
 def scale(call: Call) -> dict[str, Any]:
     req: ScaleRequest = call.body(ScaleRequest) if call.raw_body else ScaleRequest()
-    return {"decisions": gabo(call.services).scale(call.now(), req.event_type, req.budget_s, req.publish)}
+    budget = cap_budget(call.services, req.budget_s)
+    return {"decisions": gabo(call.services).scale(call.now(), req.event_type, budget, req.publish)}
 
 
 def serve(request: Any, path: str | None = None) -> Any:

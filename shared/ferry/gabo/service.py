@@ -145,4 +145,13 @@ def decode_work_order(data: bytes) -> WorkOrder:
     return WorkOrder.model_validate(json.loads(data))
 
 
-__all__ = ["Gabo", "gabo", "decode_work_order"]
+def deliver_pushed(services: Services, data: bytes, attributes: dict[str, str]) -> None:
+    """The ``deliver`` function's body: one pushed work order, its budget capped to the function's
+    timeout. Raises on anything that should be redelivered (a malformed order ends in the dead letter)."""
+    from ferry.api.identity import cap_budget
+
+    order = decode_work_order(data)
+    gabo(services).deliver(order.model_copy(update={"budget_s": cap_budget(services, order.budget_s)}))
+
+
+__all__ = ["Gabo", "gabo", "decode_work_order", "deliver_pushed"]

@@ -113,12 +113,14 @@ def logs(call: Call, workflow: str, parameter: str) -> dict[str, Any]:
     return _styx(call).logs(workflow, parameter, call.int_arg("limit", 200, 1, 10_000), call.arg("execution"))
 
 
-@router.route("/v1/tick", ("POST",), body=TickRequest, tag=TAG, summary="Run one Styx tick now")
+@router.route("/v1/tick", ("POST",), body=TickRequest, tag=TAG, summary="Run one Styx tick now",
+              operational="styx-tick")
 def run_tick(call: Call) -> dict[str, Any]:
+    from ferry.api.identity import cap_budget
     from ferry.styx.tick import Tick
 
     req: TickRequest = _optional(call, TickRequest)
-    return Tick(call.services).run(call.now(), req.budget_seconds).to_dict()
+    return Tick(call.services).run(call.now(), cap_budget(call.services, req.budget_seconds)).to_dict()
 
 
 @router.route("/v1/backfills", ("POST",), body=BackfillRequest, tag=TAG, summary="Create a backfill")

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from ferry.api import router
+from ferry.api.identity import HEADER, Identifier, IdentityConfig
 from ferry.bootstrap import Services, use_process_services
 from ferry.datamon import api as datamon_api
 from ferry.datamon.web import COLOURS
@@ -42,7 +43,9 @@ def test_land_route_and_errors(team: Services) -> None:
 
 
 def test_evaluate_alerts_ack_status_routes(team: Services) -> None:
-    status, result = call(team, "POST", "/v1/evaluate")
+    team.extras["identity"] = Identifier(IdentityConfig(HEADER, stack_secret="s3cret"))
+    assert call(team, "POST", "/v1/evaluate")[0] == 401  # an operational route: the scheduler's only
+    status, result = call(team, "POST", "/v1/evaluate", query={"ferry_secret": "s3cret"})
     assert status == 200 and result["notifications"]["trigger"] == 10  # 00..09 late at 12:00
     status, alerts = call(team, "GET", "/v1/alerts")
     assert status == 200 and len(alerts["items"]) == 10
