@@ -167,7 +167,9 @@ def test_a_publish_reaches_the_pubsub_triggered_function(dev: CliStack) -> None:
         else:
             os.environ["PUBSUB_EMULATOR_HOST"] = before
     probe_url = next(c["url"] for c in dev.state["components"] if c["name"] == "probe-event")
-    assert sub.push_config.push_endpoint == f"{probe_url}/projects/devstack-test/topics/probe-topic"
+    # the stack's secret rides in the query: the push is the only caller a pushed function admits
+    assert sub.push_config.push_endpoint == (f"{probe_url}/projects/devstack-test/topics/probe-topic"
+                                             f"?ferry_secret={dev.state['stack_secret']}")
     assert sub.ack_deadline_seconds == 60
     assert sub.dead_letter_policy.dead_letter_topic == "projects/devstack-test/topics/ferry-dead-letter"
     assert sub.dead_letter_policy.max_delivery_attempts == 5
