@@ -26,6 +26,7 @@ from ferry.store.base import DocumentStore
 from ferry.store.manifests import ManifestRepository
 
 if TYPE_CHECKING:
+    from ferry.api.identity import Identifier
     from ferry.datamon.port import Datamon
     from ferry.gabo.backlog import BacklogSource
     from ferry.gabo.broker import DeliveryBroker
@@ -62,7 +63,7 @@ class Services:
                  publisher: Publisher | None = None, broker: DeliveryBroker | None = None,
                  sink: Sink | None = None, backlog_source: BacklogSource | None = None,
                  launcher: Launcher | None = None, datamon: Datamon | None = None,
-                 apply_hooks: Sequence[HookFactory] | None = None) -> None:
+                 apply_hooks: Sequence[HookFactory] | None = None, identifier: Identifier | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.store = store
@@ -72,6 +73,7 @@ class Services:
         self._backlog: Lazy[BacklogSource] = Lazy(lambda: _backlog_source(self), backlog_source)
         self._launcher: Lazy[Launcher] = Lazy(lambda: _launcher(self), launcher)
         self._datamon: Lazy[Datamon] = Lazy(lambda: _datamon(self), datamon)
+        self._identifier: Lazy[Identifier] = Lazy(lambda: _identifier(self), identifier)
         self.apply_hooks: tuple[HookFactory, ...] = tuple(APPLY_HOOKS if apply_hooks is None else apply_hooks)
 
     @property
@@ -101,6 +103,11 @@ class Services:
         return self._datamon.get()
 
     @property
+    def identifier(self) -> Identifier:
+        """Who calls: verified ID tokens in the cloud, X-Ferry-User and the stack's secret locally."""
+        return self._identifier.get()
+
+    @property
     def manifests(self) -> ManifestRepository:
         return ManifestRepository(self.store)
 
@@ -116,7 +123,8 @@ class Services:
 def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, store: DocumentStore | None = None,
               publisher: Publisher | None = None, broker: DeliveryBroker | None = None, sink: Sink | None = None,
               backlog_source: BacklogSource | None = None, launcher: Launcher | None = None,
-              datamon: Datamon | None = None, apply_hooks: Sequence[HookFactory] | None = None) -> Services:
+              datamon: Datamon | None = None, apply_hooks: Sequence[HookFactory] | None = None,
+              identifier: Identifier | None = None) -> Services:
     """The services ``settings`` (default: from the environment) name, with any adapter overridden.
 
     In memory (``broker="memory"``) one ``MemoryBroker`` is both the publisher and Gabo's broker, unless
@@ -135,7 +143,8 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, s
     if publisher is None and broker is not None and hasattr(broker, "publish"):
         publisher = cast(Publisher, broker)  # the in-memory broker publishes too
     return Services(settings, clock, store, publisher=publisher, broker=broker, sink=sink,
-                    backlog_source=backlog_source, launcher=launcher, datamon=datamon, apply_hooks=apply_hooks)
+                    backlog_source=backlog_source, launcher=launcher, datamon=datamon, apply_hooks=apply_hooks,
+                    identifier=identifier)
 
 
 def in_memory(clock: Clock | None = None, settings: Settings | None = None, **overrides: object) -> Services:
@@ -216,6 +225,16 @@ def _datamon(services: Services) -> Datamon:
 
 
 # -- the apply hooks, in the order they run ---------------------------------------------------------
+
+def _identifier(services: Services) -> Identifier:
+    import os
+
+    from ferry.api.identity import Identifier, IdentityConfig
+
+    env = dict(os.environ)
+    env["FERRY_IDENTITY"] = services.settings.identity or env.get("FERRY_IDENTITY", "")
+    return Identifier(IdentityConfig.from_env(env))
+
 
 def _gabo_hook(services: Services) -> ApplyHook:
     from ferry.gabo.provision import GaboApplyHook

@@ -275,14 +275,8 @@ def admit_operational(owner: str, caller: Caller, config: IdentityConfig, path: 
 
 
 def identifier_for(services: Any) -> Identifier:
-    """The process's Identifier (built once per Services from the environment and settings)."""
-    def build() -> Identifier:
-        settings = services.settings
-        env = dict(os.environ)
-        env["FERRY_IDENTITY"] = getattr(settings, "identity", "") or env.get("FERRY_IDENTITY", "")
-        return Identifier(IdentityConfig.from_env(env))
-
-    ident: Identifier = services.extra("identity", build)
+    """The process's Identifier (a port of the composition root, built once per Services)."""
+    ident: Identifier = services.identifier
     return ident
 
 

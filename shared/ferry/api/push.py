@@ -27,9 +27,9 @@ def serve_push(request: Any, owner: str, handle: Callable[[Any, bytes, dict[str,
     attributes)``. An exception from ``handle`` propagates (functions-framework answers 500: redelivery)."""
     from flask import Response
 
-    from ferry.wiring import services
+    from ferry.bootstrap import process_services
 
-    svc = services()
+    svc = process_services()
     log.set_trace(request.headers.get("X-Cloud-Trace-Context"), svc.settings.project)
     identifier = identifier_for(svc)
     try:

@@ -6,7 +6,6 @@ from typing import Any
 import pytest
 
 from ferry.api import router
-from ferry.api.identity import HEADER, Identifier, IdentityConfig
 from ferry.bootstrap import Services, use_process_services
 from ferry.datamon import api as datamon_api
 from ferry.datamon.web import COLOURS
@@ -42,8 +41,8 @@ def test_land_route_and_errors(team: Services) -> None:
     assert team.store.get("datamon_partitions", "plays@2026-11-26T04") is None
 
 
-def test_evaluate_alerts_ack_status_routes(team: Services) -> None:
-    team.extras["identity"] = Identifier(IdentityConfig(HEADER, stack_secret="s3cret"))
+def test_evaluate_alerts_ack_status_routes(team: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FERRY_STACK_SECRET", "s3cret")  # read when the identifier is first built
     assert call(team, "POST", "/v1/evaluate")[0] == 401  # an operational route: the scheduler's only
     status, result = call(team, "POST", "/v1/evaluate", query={"ferry_secret": "s3cret"})
     assert status == 200 and result["notifications"]["trigger"] == 10  # 00..09 late at 12:00

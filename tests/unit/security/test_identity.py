@@ -26,9 +26,9 @@ from ferry.api.identity import (
     bearer,
     mode,
 )
+from ferry.bootstrap import Services, in_memory
 from ferry.config import Settings
 from ferry.errors import Unauthenticated
-from ferry.wiring import Services
 
 AUD = "https://europe-west1-p.cloudfunctions.net/api"
 ADMIN = "root@example.com"
@@ -41,9 +41,8 @@ def iss() -> Iterator[Issuer]:
 
 
 def oidc_services(iss: Issuer, operators: tuple[str, ...] = ()) -> Services:
-    svc = Services.in_memory(settings=Settings(store="memory", broker="memory", identity=OIDC))
-    svc.extras["identity"] = Identifier(IdentityConfig(OIDC, (AUD,), iss.certs_url, operators))
-    return svc
+    return in_memory(settings=Settings(identity=OIDC),
+                     identifier=Identifier(IdentityConfig(OIDC, (AUD,), iss.certs_url, operators)))
 
 
 def whoami(svc: Services, headers: dict[str, str]) -> tuple[int, dict]:  # type: ignore[type-arg]

@@ -15,9 +15,9 @@ import pytest
 from fakes.oidc import Issuer, issuer
 from ferry.api import router
 from ferry.api.identity import HEADER, OIDC, Identifier, IdentityConfig
+from ferry.bootstrap import Services, in_memory, use_process_services
 from ferry.clock import FixedClock
 from ferry.config import Settings
-from ferry.wiring import Services, override
 
 ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 11, 26, 14, 5, tzinfo=UTC)
@@ -28,10 +28,8 @@ OPERATIONAL = {"/v1/tick": ("styx-tick", {"budget_seconds": 1}), "/v1/evaluate":
 
 
 def local(function: str = "", timeout_s: float | None = None) -> Services:
-    svc = Services.in_memory(FixedClock(NOW), Settings(store="memory", broker="memory"))
-    svc.extras["identity"] = Identifier(IdentityConfig(HEADER, stack_secret=SECRET, function=function,
-                                                       timeout_s=timeout_s))
-    return svc
+    return in_memory(FixedClock(NOW), identifier=Identifier(IdentityConfig(HEADER, stack_secret=SECRET,
+                                                                            function=function, timeout_s=timeout_s)))
 
 
 def post(svc: Services, path: str, body: object = None, headers: dict[str, str] | None = None,
@@ -59,8 +57,7 @@ def test_anyone_but_the_declared_caller_is_refused(path: str) -> None:
 
 
 def test_without_a_configured_secret_nobody_is_an_operator() -> None:
-    svc = Services.in_memory(FixedClock(NOW), Settings(store="memory", broker="memory"))
-    svc.extras["identity"] = Identifier(IdentityConfig(HEADER))
+    svc = in_memory(FixedClock(NOW), identifier=Identifier(IdentityConfig(HEADER)))
     assert post(svc, "/v1/evaluate", headers={"X-Ferry-Stack-Secret": ""})[0] == 401
 
 
@@ -75,10 +72,8 @@ def test_in_the_cloud_only_the_declared_service_accounts_and_only_on_their_funct
     scheduler = "ferry-scheduler@p.iam.gserviceaccount.com"
 
     def on(function: str) -> Services:
-        svc = Services.in_memory(FixedClock(NOW), Settings(store="memory", broker="memory", identity=OIDC))
-        svc.extras["identity"] = Identifier(IdentityConfig(OIDC, (aud,), iss.certs_url, (scheduler,),
-                                                           function=function, timeout_s=120))
-        return svc
+        return in_memory(FixedClock(NOW), Settings(identity=OIDC), identifier=Identifier(
+            IdentityConfig(OIDC, (aud,), iss.certs_url, (scheduler,), function=function, timeout_s=120)))
 
     as_scheduler = {"Authorization": f"Bearer {iss.token(scheduler, aud)}"}
     as_admin = {"Authorization": f"Bearer {iss.token('root@example.com', aud)}"}
@@ -131,12 +126,12 @@ def _envelope(payload: dict) -> dict:  # type: ignore[type-arg]
 @pytest.fixture
 def land_client() -> Iterator[tuple[Services, object]]:
     svc = local("land")
-    override(svc)
+    use_process_services(svc)
     app = functions_framework.create_app("land", str(ROOT / "functions" / "main.py"), "http")
     try:
         yield svc, app.test_client()
     finally:
-        override(None)
+        use_process_services(None)
 
 
 def test_a_push_is_admitted_only_with_the_declared_callers_credentials(land_client) -> None:  # type: ignore[no-untyped-def]
