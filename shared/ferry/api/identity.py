@@ -232,7 +232,7 @@ class IdentityConfig:
         for answering): a caller cannot hold a function past its timeout."""
         if self.timeout_s is None:
             return budget_s
-        return max(1.0, min(budget_s, self.timeout_s - max(5.0, self.timeout_s * 0.1)))
+        return min(budget_s, max(1.0, self.timeout_s - max(5.0, self.timeout_s * 0.1)))
 
 
 class Identifier:

@@ -94,7 +94,7 @@ def test_locally_the_api_function_serves_them_to_the_secret_holder() -> None:
 def test_budgets_are_capped_to_the_functions_timeout() -> None:
     """The finding: budgets up to 3600 s on a function with a 120 s timeout."""
     config = IdentityConfig(HEADER, function="deliver", timeout_s=120)
-    assert config.cap(3600) == 108 and config.cap(90) == 90
+    assert config.cap(3600) == 108 and config.cap(90) == 90 and config.cap(0.1) == 0.1
     assert IdentityConfig(HEADER, function="scale", timeout_s=60).cap(3600) == 54
     assert IdentityConfig(HEADER).cap(3600) == 3600  # in-process: no function, no timeout
 
