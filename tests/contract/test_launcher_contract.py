@@ -4,11 +4,13 @@ hand-written fake the Styx unit tests use. A new launcher (Kubernetes, Batch) ad
 below and passes this file.
 
 A ``Platform`` is the launcher plus what the test needs to play the part of the jobs: a spec whose
-execution ends when told (``finish``) and what the execution received (``received``).
+execution, once told to ``finish``, writes what it received (its args and env, one line each: the
+``_JOB`` script) and exits with the code it was told. Tests read those lines back through ``logs``.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -26,7 +28,6 @@ class Platform(Protocol):
 
     def spec(self, execution_id: str, **kw: Any) -> LaunchSpec: ...
     def finish(self, handle: str, code: int) -> None: ...
-    def received(self, handle: str) -> tuple[list[str], dict[str, str]]: ...
     def fresh(self) -> Launcher: ...  # a second launcher over the same platform (another process)
 
 
@@ -41,6 +42,21 @@ def _spec(execution_id: str, command: list[str], **kw: Any) -> LaunchSpec:
 _JOB = ('while [ ! -f "$CONTRACT_GO" ]; do sleep 0.05; done; '
         'for a in "$@"; do echo "arg=$a"; done; echo "env MODE=$MODE"; '
         'echo "env FERRY_EXECUTION_ID=$FERRY_EXECUTION_ID"; exit "$(cat "$CONTRACT_GO")"')
+
+
+def _job_lines(args: list[str], env: dict[str, str]) -> list[str]:
+    """What ``_JOB`` writes, for the platforms whose jobs the test plays itself."""
+    return ([f"arg={a}" for a in args] + [f"env MODE={env.get('MODE', '')}",
+                                          f"env FERRY_EXECUTION_ID={env.get('FERRY_EXECUTION_ID', '')}"])
+
+
+def received(launcher: Launcher, handle: str) -> tuple[list[str], dict[str, str]]:
+    """The args and env an ended execution wrote, read back through ``logs`` (a line may carry a
+    timestamp before the text, as Cloud Logging's do)."""
+    lines = [m.group(1) for ln in launcher.logs(handle) if (m := re.search(r"((?:arg=|env ).*)$", ln))]
+    args = [ln[4:] for ln in lines if ln.startswith("arg=")]
+    env = dict(ln[4:].split("=", 1) for ln in lines if ln.startswith("env "))
+    return args, env
 
 
 class LocalPlatform:
@@ -66,37 +82,38 @@ class LocalPlatform:
         go.with_suffix(".tmp").write_text(str(code))
         go.with_suffix(".tmp").rename(go)
 
-    def received(self, handle: str) -> tuple[list[str], dict[str, str]]:
-        _ended(self.launcher, handle)
-        lines = self.launcher.logs(handle)
-        args = [ln[4:] for ln in lines if ln.startswith("arg=")]
-        env = dict(ln[4:].split("=", 1) for ln in lines if ln.startswith("env "))
-        return args, env
-
 
 class CloudRunPlatform:
     def __init__(self) -> None:
+        from fakes.cloud_logging import FakeLogging
         from fakes.run_v2 import FakeRunV2
-        from ferry.styx.launchers.cloudrun import CloudRunLauncher
 
-        self.fake = FakeRunV2()
+        self.fake, self.logging = FakeRunV2(), FakeLogging()
         self.fake.start()
-        self.launcher = CloudRunLauncher("proj", "europe-west1", *self.fake.clients())
+        self.logging.start()
+        self.launcher = self.fresh()
 
     def fresh(self) -> Launcher:
         from ferry.styx.launchers.cloudrun import CloudRunLauncher
 
-        return CloudRunLauncher("proj", "europe-west1", *self.fake.clients())
+        return CloudRunLauncher("proj", "europe-west1", *self.fake.clients(), logging_client=self.logging.client())
+
+    def stop(self) -> None:
+        self.fake.stop()
+        self.logging.stop()
 
     def spec(self, execution_id: str, **kw: Any) -> LaunchSpec:
         return _spec(execution_id, ["python", "-m", "job"], **kw)
 
     def finish(self, handle: str, code: int) -> None:
-        self.fake.finish(handle, code)
-
-    def received(self, handle: str) -> tuple[list[str], dict[str, str]]:
+        """The task runs: it writes what its container got (args and env, as Cloud Run passes them on)
+        to Cloud Logging, then exits with ``code``."""
         container = self.fake.executions[handle].template.containers[0]
-        return list(container.args), {e.name: e.value for e in container.env}
+        env = {e.name: e.value for e in container.env}
+        _, _, job, _, execution = handle.split("/")[-5:]
+        for line in _job_lines(list(container.args), env):
+            self.logging.add(execution, line, job=job)
+        self.fake.finish(handle, code)
 
 
 class FakePlatform:
@@ -112,11 +129,10 @@ class FakePlatform:
         return _spec(execution_id, ["job"], **kw)
 
     def finish(self, handle: str, code: int) -> None:
-        self.launcher.status[handle] = Status("ended", code)
-
-    def received(self, handle: str) -> tuple[list[str], dict[str, str]]:
         s = self.launcher.launched[int(handle.rsplit("-", 1)[1]) - 1]
-        return list(s.args), {**s.env, "FERRY_EXECUTION_ID": s.execution_id}  # what a platform would set
+        env = {**s.env, "FERRY_EXECUTION_ID": s.execution_id}  # what a platform sets
+        self.launcher.lines[handle] = _job_lines(list(s.args), env)
+        self.launcher.status[handle] = Status("ended", code)
 
 
 @pytest.fixture(params=["local", "cloudrun", "fake"])
@@ -131,7 +147,7 @@ def platform(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Platfor
         yield p
     finally:
         if request.param == "cloudrun":
-            p.fake.stop()
+            p.stop()
 
 
 def _wait(probe: Any, seconds: float = 15.0) -> Any:
@@ -167,11 +183,12 @@ def test_the_exit_codes_styx_reads_come_back_as_they_are(platform: Platform, cod
     assert _ended(platform.launcher, handle).exit_code == code
 
 
-def test_the_execution_gets_the_args_and_env_of_its_spec(platform: Platform) -> None:
+def test_the_execution_gets_the_args_and_env_of_its_spec_and_its_logs_say_so(platform: Platform) -> None:
     handle = platform.launcher.launch(platform.spec("contract-2")).handle
     platform.finish(handle, 0)
-    args, env = platform.received(handle)
-    assert args == ["--hour", "2026-11-26T14"]
+    _ended(platform.launcher, handle)
+    args, env = received(platform.fresh(), handle)  # logs: from any launcher instance, by handle alone
+    assert args == ["--hour", "2026-11-26T14"]  # in order, oldest line first
     assert env["MODE"] == "full"
 
 
@@ -221,5 +238,6 @@ def test_find_of_an_execution_never_started_is_none(platform: Platform) -> None:
 def test_the_execution_knows_its_execution_id(platform: Platform) -> None:
     handle = platform.launcher.launch(platform.spec("contract-8", env={"MODE": "x"})).handle
     platform.finish(handle, 0)
-    _, env = platform.received(handle)
+    _ended(platform.launcher, handle)
+    _, env = received(platform.launcher, handle)
     assert env["FERRY_EXECUTION_ID"] == "contract-8" and env["MODE"] == "x"

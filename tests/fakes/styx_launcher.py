@@ -18,6 +18,7 @@ class FakeLauncher:
         self.launched: list[LaunchSpec] = []
         self.status: dict[str, Status] = {}
         self.cancelled: list[str] = []
+        self.lines: dict[str, list[str]] = {}  # what an execution wrote (tests set it)
         self.fail_next: str | None = None
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -49,7 +50,7 @@ class FakeLauncher:
         self.status[handle] = Status("ended", None, "cancelled")
 
     def logs(self, handle: str, limit: int = 200) -> list[str]:
-        return [f"log of {handle}"]
+        return self.lines.get(handle, [f"log of {handle}"])[-limit:]
 
     def finish(self, spec: LaunchSpec, code: int) -> None:
         handle = f"exec-{self.launched.index(spec) + 1}"

@@ -55,6 +55,7 @@ class Launcher(Protocol):
       code, or with ``exit_code=None`` and a message when it ended without one (killed, cancelled:
       message ``cancelled``).
     - ``cancel`` stops it (best effort) and is idempotent.
+    - ``logs`` returns the last lines the execution wrote, oldest first.
     - ``find`` answers, from the platform alone, whether an execution with this execution id was
       started, and returns its handle: a tick that died between launching and recording the launch
       is repaired by adopting the execution instead of starting a second one.
