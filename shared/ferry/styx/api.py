@@ -1,4 +1,4 @@
-"""Styx routes (SPEC §7): instances, execution control, timeline, logs, tick, backfills, resource usage."""
+"""Styx routes (docs/styx.md): instances, execution control, timeline, logs, tick, backfills, resource usage."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Styx commands (SPEC §7): instances, trigger, retry, halt, timeline, logs, tick, backfill, and
+"""Styx commands (docs/styx.md): instances, trigger, retry, halt, timeline, logs, tick, backfill, and
 ``ferry get resources|backfills``."""
 
 from __future__ import annotations
