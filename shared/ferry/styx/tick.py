@@ -257,7 +257,11 @@ class Tick:
         for bf in self.repo.active_backfills():
             if not self.in_budget(report):
                 return
-            report.backfill_triggered += progress(self.styx, bf, now)
+            try:
+                report.backfill_triggered += progress(self.styx, bf, now)
+            except Exception as exc:  # one backfill's failure is its own: the others (and the stages) go on
+                report.add("errors")
+                log_failure(logger, f"progress of backfill {bf['id']} failed", exc)
 
     # -- 4. dequeue and submit (``dequeue``) -----------------------------------------------------------
     def dequeue(self, now: datetime, report: TickReport) -> None:

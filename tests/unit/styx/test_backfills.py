@@ -86,3 +86,26 @@ def test_halt_and_graceful_halt(svc, clock, tick, launcher, styx) -> None:
     assert all(r.state == m.State.ERROR for r in styx.repo.list("d") if r.backfill == bf2["id"])
     with pytest.raises(Conflict):
         backfills.halt(styx, bf2["id"], clock.now())
+
+
+def test_one_backfill_s_failure_does_not_stop_the_others_or_the_tick(svc, clock, tick, launcher, styx,
+                                                                      monkeypatch) -> None:
+    daily(svc)
+    apply(svc, workflow("e", schedule="daily", args=["{}"], produces=None))
+    broken = backfills.create(styx, "d", "2026-11-01", "2026-11-03", clock.now(), concurrency=1)
+    fine = backfills.create(styx, "e", "2026-11-01", "2026-11-03", clock.now(), concurrency=1)
+    real = backfills.progress
+
+    def progress(s, bf, now):
+        if bf["id"] == broken["id"]:
+            raise KeyError("a field this backfill's document lacks")
+        return real(s, bf, now)
+    monkeypatch.setattr(backfills, "progress", progress)
+    for _ in range(6):
+        report = tick()
+        assert report.errors == 1
+        for spec in launcher.running():
+            launcher.finish(spec, 0)
+        clock.advance(timedelta(seconds=30))
+    assert backfills.show(styx, fine["id"])["state"] == "done"
+    assert {s.workflow for s in launcher.launched} == {"d", "e"}  # the broken one's first partition had been queued
