@@ -50,9 +50,9 @@ def _ready(url: str, old_worker: int, stack: LocalStack, function: str) -> None:
     raise AssertionError(f"{function} did not come back after the kill")
 
 
-def _tick(url: str, outcome: dict[str, Any]) -> None:
+def _tick(url: str, headers: dict[str, str], outcome: dict[str, Any]) -> None:
     try:
-        outcome["status"] = httpx.post(url, json={"budget_seconds": 40}, timeout=60).status_code
+        outcome["status"] = httpx.post(url, json={"budget_seconds": 40}, headers=headers, timeout=60).status_code
     except httpx.HTTPError as exc:
         outcome["error"] = type(exc).__name__
 
@@ -90,7 +90,7 @@ spec:
         before = {d.name for d in exec_dir.iterdir()} if exec_dir.exists() else set()
         outcome: dict[str, Any] = {}
 
-        caller = threading.Thread(target=_tick, args=(tick_url, outcome))
+        caller = threading.Thread(target=_tick, args=(tick_url, stack.operator_headers, outcome))
         caller.start()
         deadline = time.monotonic() + 30  # the launch begins: the first execution directory of this batch
         while not ({d.name for d in exec_dir.iterdir()} - before if exec_dir.exists() else set()):
@@ -105,8 +105,10 @@ spec:
         later = datetime.now(UTC) + timedelta(minutes=3)
         deadline = time.monotonic() + 180
         while True:
-            report = api.post("/v1/tick", json={"budget_seconds": 20},
-                              headers={"X-Ferry-Now": later.isoformat()}).json()
+            r = api.post("/v1/tick", json={"budget_seconds": 20},
+                         headers={**stack.operator_headers, "X-Ferry-Now": later.isoformat()})
+            assert r.status_code == 200, r.text
+            report = r.json()
             totals.update({k: report[k] for k in ("adopted", "resubmitted", "submitted", "launch_failed")})
             items = api.get(f"/v1/workflows/{wf}/instances", params={"limit": 1000}).json()["items"]
             if len(items) == len(parameters) and all(i["state"] == "DONE" for i in items):
