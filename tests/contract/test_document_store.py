@@ -146,3 +146,20 @@ def test_stats_count_reads_and_writes(store):
     store.query("s", [Where("i", ">=", 2)])
     store.query("s", [Where("i", ">=", 100)])
     assert store.stats.since(before) == {"writes": 4, "reads": 1 + 3 + 2 + 1}
+
+
+def test_versioned_writes_fail_when_the_document_changed(store):
+    store.write([Op.set("c", "a", {"n": 1}), Op.set("c", "b", {"n": 1})])
+    read = store.get_versioned("c", ["a", "b", "missing"])
+    assert set(read) == {"a", "b"} and read["a"][0] == {"n": 1}
+    store.write([Op.set("c", "a", {"n": 2}, if_version=read["a"][1])])  # unchanged since read: applies
+    with pytest.raises(Conflict):  # "a" changed since read: the whole batch is refused
+        store.write([Op.set("c", "b", {"n": 3}, if_version=read["b"][1]),
+                     Op.set("c", "a", {"n": 3}, if_version=read["a"][1])])
+    assert store.get("c", "a") == {"n": 2} and store.get("c", "b") == {"n": 1}
+    with pytest.raises(Conflict):
+        store.write([Op.delete("c", "a", if_version=read["a"][1])])
+    store.write([Op.delete("c", "a", if_version=store.get_versioned("c", ["a"])["a"][1])])
+    assert store.get("c", "a") is None
+    with pytest.raises(Conflict):  # a deleted document is not the version read either
+        store.write([Op.set("c", "a", {"n": 4}, if_version=read["a"][1])])

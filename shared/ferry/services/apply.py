@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 from ferry.domain.loading import Problem, duplicates, parse_document
 from ferry.domain.manifests import Endpoint, Manifest, Workflow
-from ferry.errors import NotFound, ValidationError
+from ferry.errors import Conflict, NotFound, ValidationError
 from ferry.services.authz import Authorizer
 from ferry.store.base import Op
 from ferry.store.manifests import ManifestRecord, ManifestRepository, collection
@@ -28,6 +28,8 @@ class Change:
     action: Action
     record: ManifestRecord
     previous: ManifestRecord | None = None
+    # the store version ``previous`` was read at: the write's precondition
+    read_version: Any = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.manifest.kind, "name": self.manifest.name, "action": self.action,
@@ -148,19 +150,56 @@ class ApplyService:
         by_kind: dict[str, list[Manifest]] = defaultdict(list)
         for m in manifests:
             by_kind[m.kind].append(m)
-        existing: dict[tuple[str, str], ManifestRecord] = {}
+        existing: dict[tuple[str, str], tuple[ManifestRecord, Any]] = {}
         for kind, group in by_kind.items():
-            for name, rec in self.repo.get_many(kind, [m.name for m in group]).items():
-                existing[(kind, name)] = rec
+            for name, found in self.repo.get_versioned(kind, [m.name for m in group]).items():
+                existing[(kind, name)] = found
         changes = []
         for m in manifests:
-            prev = existing.get((m.kind, m.name))
+            prev, version = existing.get((m.kind, m.name), (None, None))
             if prev is not None and prev.fingerprint == m.fingerprint():
-                changes.append(Change(m, "unchanged", prev, prev))
+                changes.append(Change(m, "unchanged", prev, prev, version))
             else:
                 changes.append(Change(m, "changed" if prev else "created",
-                                      self.repo.record_for(m, prev, now), prev))
+                                      self.repo.record_for(m, prev, now), prev, version))
         return changes
+
+    def _write(self, changes: Sequence[Change], now: datetime) -> None:
+        """Write ``changes`` (and the hooks' derived writes), each conditional on the version it was
+        read at: a create on absence, a change or delete on the update time seen by ``plan``.
+
+        Raises:
+            Conflict: another apply changed, created or deleted some of these objects since they
+                were read; details name them. Nothing of the failing batch of 500 is written.
+        """
+        ops = [Op.delete(collection(c.record.kind), c.record.name, if_version=c.read_version)
+               if c.action == "deleted" else self.repo.op_for(c.record, c.read_version) for c in changes]
+        for h in self.hooks:
+            ops.extend(h.ops(changes, now))
+        try:
+            self.repo.store.write(ops)
+        except Conflict as exc:
+            raced = self._raced(changes)
+            names = ", ".join(f"{c['kind']} {c['name']}" for c in raced) or "(none: retry)"
+            raise Conflict(f"changed by another apply since this one read them: {names}; nothing of the "
+                           "conflicting batch was written — re-read and apply again", {"changed": raced}) from exc
+
+    def _raced(self, changes: Sequence[Change]) -> list[dict[str, Any]]:
+        """The objects of ``changes`` stored neither as ``plan`` read them nor as this apply wrote them
+        (an earlier batch of a big apply may have landed)."""
+        by_kind: dict[str, list[Change]] = defaultdict(list)
+        for c in changes:
+            by_kind[c.record.kind].append(c)
+        raced = []
+        for kind, group in by_kind.items():
+            now_stored = self.repo.get_versioned(kind, [c.record.name for c in group])
+            for c in group:
+                current = now_stored.get(c.record.name)
+                ours = current is not None and c.action != "deleted" and current[0] == c.record
+                if not ours and (current[1] if current else None) != c.read_version:
+                    raced.append({"kind": kind, "name": c.record.name,
+                                  "generation": current[0].generation if current else None})
+        return raced
 
     def apply(self, manifests: Sequence[Manifest], now: datetime, actor: str | None = None,
               dry_run: bool = False) -> ApplyResult:
@@ -185,27 +224,21 @@ class ApplyService:
         if dry_run:
             return result
         if moving:
-            ops = [self.repo.op_for(c.record) for c in moving]
-            for h in self.hooks:
-                ops.extend(h.ops(moving, now))
-            self.repo.store.write(ops)
+            self._write(moving, now)
         # Every change, unchanged ones too: provisioning converges even if a topic went missing.
         for h in self.hooks:
             h.after(changes, now)
         return result
 
     def delete(self, kind: str, name: str, now: datetime, actor: str | None = None) -> ManifestRecord:
-        rec = self.repo.get(kind, name)
+        rec, version = self.repo.get_versioned(kind, [name]).get(name, (None, None))
         if rec is None:
             raise NotFound(f"{kind} {name!r} not found")
         if kind == "Team":
             self.authorizer.check_team_change(actor, [name])
         self.authorizer.check(actor, [self.authorizer.owner_of(kind, rec.owner)], "delete")
-        change = Change(rec.model(), "deleted", rec, rec)
-        ops = [Op.delete(collection(kind), name)]
-        for h in self.hooks:
-            ops.extend(h.ops([change], now))
-        self.repo.store.write(ops)
+        change = Change(rec.model(), "deleted", rec, rec, version)
+        self._write([change], now)
         for h in self.hooks:
             h.after([change], now)
         return rec

@@ -31,25 +31,30 @@ class Where:
 
 @dataclass(frozen=True)
 class Op:
-    """One write: ``set`` (replace, or merge when ``merge``), ``create`` (fails if present), ``delete``."""
+    """One write: ``set`` (replace, or merge when ``merge``), ``create`` (fails if present), ``delete``.
+
+    ``if_version`` (a version from ``get_versioned``) makes a set or delete conditional: its batch
+    fails with Conflict if the document changed (or vanished) since that read.
+    """
 
     kind: Literal["set", "create", "delete"]
     collection: str
     id: str
     data: Doc | None = None
     merge: bool = False
+    if_version: Any = None
 
     @classmethod
-    def set(cls, collection: str, id: str, data: Doc, merge: bool = False) -> Op:
-        return cls("set", collection, id, data, merge)
+    def set(cls, collection: str, id: str, data: Doc, merge: bool = False, if_version: Any = None) -> Op:
+        return cls("set", collection, id, data, merge, if_version)
 
     @classmethod
     def create(cls, collection: str, id: str, data: Doc) -> Op:
         return cls("create", collection, id, data)
 
     @classmethod
-    def delete(cls, collection: str, id: str) -> Op:
-        return cls("delete", collection, id)
+    def delete(cls, collection: str, id: str, if_version: Any = None) -> Op:
+        return cls("delete", collection, id, if_version=if_version)
 
 
 @dataclass
@@ -136,6 +141,11 @@ class DocumentStore(Protocol):
         """The documents that exist among ``ids``, by id (one batched read)."""
         ...
 
+    def get_versioned(self, collection: str, ids: Sequence[str]) -> dict[str, tuple[Doc, Any]]:
+        """Like ``get_many``, each document with its version (Firestore: its update time), the
+        precondition a later ``Op.set``/``Op.delete`` may carry as ``if_version``."""
+        ...
+
     def query(self, collection: str, where: Sequence[Where] = (), order_by: str | None = None,
               descending: bool = False, limit: int | None = None,
               start_after: str | None = None) -> list[tuple[str, Doc]]:
@@ -147,7 +157,8 @@ class DocumentStore(Protocol):
         """Apply writes in batches of at most 500 (each batch atomic, not the whole). Returns count.
 
         Raises:
-            Conflict: a ``create`` found its document present (its batch is not applied).
+            Conflict: a ``create`` found its document present, or an ``if_version`` precondition
+                failed (that batch is not applied; earlier batches are).
         """
         ...
 

@@ -33,6 +33,8 @@ def _translated() -> Iterator[None]:
         yield
     except gexc.AlreadyExists as exc:
         raise Conflict(f"document already exists: {exc.message}") from exc
+    except (gexc.FailedPrecondition, gexc.NotFound) as exc:  # an if_version precondition (batch writes only)
+        raise Conflict(f"document changed since it was read: {exc.message}") from exc
     except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.Aborted) as exc:
         raise InfraError(f"Firestore unavailable: {exc.message}") from exc
 
@@ -89,15 +91,18 @@ class FirestoreStore:
         return _data(snap) if snap.exists else None
 
     def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, Doc]:
+        return {k: doc for k, (doc, _) in self.get_versioned(collection, ids).items()}
+
+    def get_versioned(self, collection: str, ids: Sequence[str]) -> dict[str, tuple[Doc, Any]]:
         ids = list(dict.fromkeys(ids))
 
-        def chunk(part: list[str]) -> dict[str, Doc]:
+        def chunk(part: list[str]) -> dict[str, tuple[Doc, Any]]:
             refs = [self._ref(collection, x) for x in part]
             with _translated():
-                return {s.id: _data(s) for s in self.client.get_all(refs) if s.exists}
+                return {s.id: (_data(s), s.update_time) for s in self.client.get_all(refs) if s.exists}
 
         chunks = [ids[i:i + _READ_CHUNK] for i in range(0, len(ids), _READ_CHUNK)]
-        out: dict[str, Doc] = {}
+        out: dict[str, tuple[Doc, Any]] = {}
         if len(chunks) <= 1:
             for part in chunks:
                 out.update(chunk(part))
@@ -123,11 +128,14 @@ class FirestoreStore:
         for op in ops:
             ref = self._ref(op.collection, op.id)
             if op.kind == "delete":
-                batch.delete(ref)
+                option = None if op.if_version is None else self.client.write_option(last_update_time=op.if_version)
+                batch.delete(ref, option=option)
             elif op.kind in ("create", "set") and not op.merge and _fast_write(batch, ref, op):
                 continue
             elif op.kind == "create":
                 batch.create(ref, op.data)
+            elif op.if_version is not None:
+                raise ValueError("a preconditioned set must be a plain document without merge")
             else:
                 batch.set(ref, op.data, merge=op.merge)
         return batch
@@ -275,6 +283,8 @@ def _fast_write(batch: Any, ref: Any, op: Op) -> bool:
             _fill(fields[key], item)
         if op.kind == "create":
             pb.current_document.exists = False
+        elif op.if_version is not None:
+            pb.current_document.update_time.CopyFrom(op.if_version.timestamp_pb())
         batch._add_write_pbs([write.Write.wrap(pb)])
     except (_Unsupported, AttributeError, TypeError, ValueError):
         return False

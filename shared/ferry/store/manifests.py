@@ -62,6 +62,11 @@ class ManifestRepository:
     def get_many(self, kind: str, names: Sequence[str]) -> dict[str, ManifestRecord]:
         return {n: ManifestRecord.from_doc(d) for n, d in self.store.get_many(collection(kind), names).items()}
 
+    def get_versioned(self, kind: str, names: Sequence[str]) -> dict[str, tuple[ManifestRecord, Any]]:
+        """Records with the store version they were read at (the precondition of ``op_for``)."""
+        return {n: (ManifestRecord.from_doc(d), v)
+                for n, (d, v) in self.store.get_versioned(collection(kind), names).items()}
+
     def list(self, kind: str, owner: str | None = None, limit: int = 100,
              after: str | None = None) -> tuple[list[ManifestRecord], str | None]:
         """One page ordered by name; returns the page and the cursor of the next one (or None)."""
@@ -96,5 +101,9 @@ class ManifestRepository:
         )
 
     @staticmethod
-    def op_for(record: ManifestRecord) -> Op:
-        return Op.set(collection(record.kind), record.name, dict(record.__dict__))
+    def op_for(record: ManifestRecord, read_version: Any = None) -> Op:
+        """The write of ``record``: a create when it is new (generation 1), else a set conditional
+        on the version it was read at, so a concurrent writer's change is never overwritten."""
+        if record.generation == 1:
+            return Op.create(collection(record.kind), record.name, dict(record.__dict__))
+        return Op.set(collection(record.kind), record.name, dict(record.__dict__), if_version=read_version)

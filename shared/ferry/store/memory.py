@@ -64,6 +64,9 @@ class MemoryStore:
     def __init__(self) -> None:
         self.stats = IoStats()
         self._data: dict[str, dict[str, Doc]] = {}
+        # a document's version: a store-wide counter at its last write (Firestore: update time)
+        self._versions: dict[tuple[str, str], int] = {}
+        self._clock = 0
         self._lock = threading.RLock()
 
     # -- reads ---------------------------------------------------------------------------------
@@ -79,6 +82,10 @@ class MemoryStore:
             self.stats.read(len(ids))
             col = self._data.get(collection, {})
             return {i: copy.deepcopy(col[i]) for i in ids if i in col}
+
+    def get_versioned(self, collection: str, ids: Sequence[str]) -> dict[str, tuple[Doc, Any]]:
+        with self._lock:
+            return {i: (d, self._versions[(collection, i)]) for i, d in self.get_many(collection, ids).items()}
 
     def query(self, collection: str, where: Sequence[Where] = (), order_by: str | None = None,
               descending: bool = False, limit: int | None = None,
@@ -103,11 +110,17 @@ class MemoryStore:
         for op in ops:
             if op.kind == "create" and op.id in self._data.get(op.collection, {}):
                 raise Conflict(f"{op.collection}/{op.id} already exists")
+            if op.if_version is not None and self._versions.get((op.collection, op.id)) != op.if_version:
+                raise Conflict(f"{op.collection}/{op.id} changed since it was read")
+        self._clock += 1
         for op in ops:
             col = self._data.setdefault(op.collection, {})
             if op.kind == "delete":
                 col.pop(op.id, None)
-            elif op.merge and op.id in col:
+                self._versions.pop((op.collection, op.id), None)
+                continue
+            self._versions[(op.collection, op.id)] = self._clock
+            if op.merge and op.id in col:
                 col[op.id] = _deep_merge(col[op.id], copy.deepcopy(op.data or {}))
             else:
                 col[op.id] = copy.deepcopy(op.data or {})
@@ -131,6 +144,7 @@ class MemoryStore:
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self._versions.clear()
 
 
 class _MemoryTransaction:
