@@ -169,7 +169,7 @@ def test_free_running_applies_count_every_write(store):
                 writes[c.manifest.name] += c.action == "changed"
     stored = {r.name: r for r in apply.repo.all("Endpoint")}
     assert {n: r.generation - 1 for n, r in stored.items()} == writes
-    assert all(writes[n] >= 1 for n in writes)  # every round had a winner that changed its objects
+    assert writes["shared"] >= 4  # the first commit of a round always wins, and changes "shared"
 
 
 def test_delete_after_a_concurrent_change_is_refused(store):

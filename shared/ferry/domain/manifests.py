@@ -154,12 +154,9 @@ class EventTypeSpec(_Strict):
     @field_validator("schema_")
     @classmethod
     def _valid_schema(cls, v: dict[str, Any]) -> dict[str, Any]:
-        import jsonschema
+        from ferry.domain import schemas
 
-        try:
-            jsonschema.Draft202012Validator.check_schema(v)
-        except jsonschema.SchemaError as exc:
-            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        schemas.check(v)  # ValueError: pydantic reports it at spec.schema
         return v
 
     @model_validator(mode="after")

@@ -46,8 +46,8 @@ def register(main: click.Group) -> None:
                 elif isinstance(doc, dict) and "type" not in doc:
                     doc = {**doc, "type": event_type}
                 line = json.dumps(doc, separators=(",", ":")).encode()
-            except ValueError:
-                pass  # sent as is: ingest rejects the whole request as malformed
+            except (ValueError, RecursionError):
+                pass  # sent as is: ingest rejects that line (that event), the others go on
             pending.append(line)
             if len(pending) >= batch:
                 flush(pending)

@@ -11,16 +11,19 @@ import hashlib
 import io
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ferry.domain import periods
-from ferry.domain.manifests import events_endpoint
+from ferry.domain.manifests import NAME_PATTERN, events_endpoint
 from ferry.errors import BadRequest
 
 # ---------------------------------------------------------------------------------------------- names
+
+_TYPE_NAME = re.compile(NAME_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -63,21 +66,94 @@ WORK_ORDERS_TOPIC = "gabo-work-orders"
 # ------------------------------------------------------------------------------------------ envelopes
 
 
+# A payload nested deeper than this is its event's rejection (parsers, validators and encoders recurse).
+MAX_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class Unparsable:
+    """One element of a body that is not JSON Python can hold (too deep, or a broken NDJSON line):
+    that event's rejection, not the request's."""
+
+    reason: str
+
+
 def parse_body(raw: bytes) -> list[Any]:
-    """A JSON array, a single JSON object, or NDJSON (one JSON value a line); BadRequest otherwise."""
+    """A JSON array, a single JSON object, or NDJSON (one JSON value a line); BadRequest when the
+    body as a whole is not one of those. An element that alone cannot be parsed is an Unparsable."""
     text = raw.strip()
     if not text:
         raise BadRequest("the body is empty: send a JSON array or NDJSON of event envelopes")
     try:
         if text[:1] == b"[":
-            items = json.loads(text)
+            try:
+                items = json.loads(text)
+            except RecursionError:
+                return [_parse_one(part) for part in _array_elements(text)]
             if not isinstance(items, list):
                 raise ValueError("not an array")
             return items
         lines = [ln for ln in text.split(b"\n") if ln.strip()]
-        return [json.loads(ln) for ln in lines]
+        items = [_parse_one(ln) for ln in lines]
+        if len(items) == 1 and isinstance(items[0], Unparsable):
+            raise ValueError(items[0].reason)
+        return items
     except ValueError as exc:
         raise BadRequest(f"the body is neither a JSON array nor NDJSON: {exc}") from None
+
+
+def _parse_one(text: bytes) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return Unparsable(f"nests deeper than {MAX_DEPTH} levels")
+    except ValueError as exc:
+        return Unparsable(f"not JSON: {exc}")
+
+
+def _array_elements(text: bytes) -> list[bytes]:
+    """The top-level elements of the JSON array ``text``, split without recursion (strings and
+    escapes respected). Raises ValueError when the array is not closed."""
+    out: list[bytes] = []
+    depth, start, in_string, escaped = 0, 1, False, False
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == 0x5C:  # backslash
+                escaped = True
+            elif ch == 0x22:
+                in_string = False
+        elif ch == 0x22:
+            in_string = True
+        elif ch in (0x5B, 0x7B):  # [ {
+            depth += 1
+        elif ch in (0x5D, 0x7D):  # ] }
+            depth -= 1
+            if depth == 0:
+                part = text[start:i].strip()
+                if part:
+                    out.append(part)
+                return out
+        elif ch == 0x2C and depth == 1:  # , between top-level elements
+            out.append(text[start:i].strip())
+            start = i + 1
+    raise ValueError("the array is not closed")
+
+
+def depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests containers more than ``limit`` deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        cur, d = stack.pop()
+        if isinstance(cur, dict):
+            cur = cur.values()
+        elif not isinstance(cur, list):
+            continue
+        if d > limit:
+            return True
+        stack.extend((v, d + 1) for v in cur if isinstance(v, dict | list))
+    return False
 
 
 @dataclass(frozen=True)
@@ -90,6 +166,8 @@ class Envelope:
 
 def envelope(item: Any) -> Envelope | str:
     """The envelope in ``item``, or the reason it is not one."""
+    if isinstance(item, Unparsable):
+        return item.reason
     if not isinstance(item, dict):
         return "an event envelope is a JSON object {type, id, time?, payload}"
     unknown = set(item) - {"type", "id", "time", "payload"}
@@ -98,10 +176,14 @@ def envelope(item: Any) -> Envelope | str:
     t, i = item.get("type"), item.get("id")
     if not isinstance(t, str) or not t:
         return "type is required (a string)"
+    if not _TYPE_NAME.match(t):
+        return f"type {t[:100]!r} is not an event type name (lowercase letters, digits, '.', '_', '-'; at most 63)"
     if not isinstance(i, str) or not i or len(i) > 256:
         return "id is required (a string of 1 to 256 characters)"
     if "payload" not in item:
         return "payload is required"
+    if depth_exceeds(item["payload"], MAX_DEPTH):
+        return f"payload nests deeper than {MAX_DEPTH} levels"
     tm = item.get("time")
     if tm is not None:
         if not isinstance(tm, str):

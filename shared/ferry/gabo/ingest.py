@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import jsonschema
-
 from ferry import log
 from ferry.broker.base import Message, Publisher
+from ferry.domain import schemas
 from ferry.domain.manifests import EventType
 from ferry.gabo import core
 from ferry.store.manifests import ManifestRepository
@@ -43,8 +42,7 @@ def compiled(name: str, generation: int, manifest: dict[str, Any], fingerprint: 
         hit = _CACHE.get(key)
     if hit is None:
         et = EventType.model_validate(manifest)
-        cls = jsonschema.validators.validator_for(et.spec.schema_, default=jsonschema.Draft202012Validator)
-        hit = _Compiled(et, cls(et.spec.schema_, format_checker=cls.FORMAT_CHECKER))
+        hit = _Compiled(et, schemas.validator(et.spec.schema_))
         with _CACHE_LOCK:
             _CACHE[key] = hit
     return hit
@@ -84,42 +82,48 @@ class IngestService:
         """
         result = IngestResult(received=len(items))
         received_at = core.iso(now)
-        envelopes = [core.envelope(i) for i in items]
+        envelopes = [_envelope(i) for i in items]
         wanted = sorted({e.type for e in envelopes if isinstance(e, core.Envelope)})
         records = self.manifests.get_many("EventType", wanted) if wanted else {}
-        types = {n: compiled(n, r.generation, r.manifest, r.fingerprint) for n, r in records.items()}
+        types: dict[str, _Compiled] = {}
+        broken: dict[str, str] = {}  # a stored type that no longer compiles fails its events only
+        for n, r in records.items():
+            try:
+                types[n] = compiled(n, r.generation, r.manifest, r.fingerprint)
+            except Exception as exc:  # noqa: BLE001 - isolation: whatever it is, it is that type's
+                broken[n] = f"event type {n!r} cannot be checked: {type(exc).__name__}: {exc}"[:1000]
         out: dict[str, list[Message]] = {}
 
         def reject(index: int, item: Any, env: core.Envelope | None, reason: str) -> None:
-            result.rejected.append({"index": index, "id": env.id if env else _get(item, "id"),
-                                    "type": env.type if env else _get(item, "type"), "reason": reason})
-            t = types.get(env.type) if env else types.get(_get(item, "type") or "")
+            type_ = env.type if env else _text(item, "type")
+            result.rejected.append({"index": index, "id": env.id if env else _text(item, "id"),
+                                    "type": type_, "reason": reason})
+            t = types.get(type_) if type_ else None
             if t is not None:  # an unknown type has no quarantine topic: the answer is the record
                 attrs = {"event_type": t.event_type.name, "received_at": received_at, "reason": reason[:1000]}
                 if env:
                     attrs["event_id"] = env.id
-                out.setdefault(core.Names(t.event_type.name).quarantine, []).append(
-                    Message(json.dumps(item, separators=(",", ":"), default=str).encode(), attrs))
+                out.setdefault(core.Names(t.event_type.name).quarantine, []).append(Message(_raw(item), attrs))
                 result.quarantined += 1
 
-        for index, (item, env) in enumerate(zip(items, envelopes, strict=True)):
+        def admit(index: int, item: Any, env: core.Envelope | str) -> None:
             if not isinstance(env, core.Envelope):
                 reject(index, item, None, env)
-                continue
+                return
             t = types.get(env.type)
             if t is None:
-                reject(index, item, env, f"unknown event type {env.type!r}")
-                continue
+                reject(index, item, env, broken.get(env.type) or f"unknown event type {env.type!r}")
+                return
             size = len(json.dumps(env.payload, separators=(",", ":"), ensure_ascii=False).encode())
             if size > t.event_type.spec.max_event_bytes:
                 reject(index, item, env, f"payload of {size} bytes exceeds max_event_bytes "
                                          f"{t.event_type.spec.max_event_bytes}")
-                continue
+                return
             error = next(iter(t.validator.iter_errors(env.payload)), None)
             if error is not None:
                 where = "/".join(str(p) for p in error.absolute_path) or "(payload)"
                 reject(index, item, env, f"schema: {where}: {error.message}"[:1000])
-                continue
+                return
             names = core.Names(env.type)
             msg = Message(core.event_line(env, now),
                           {"event_type": env.type, "event_id": env.id, "received_at": received_at})
@@ -128,6 +132,13 @@ class IngestService:
             if sampled(env.id, t.event_type.spec.darkload):
                 out.setdefault(names.shadow, []).append(msg)
                 result.shadowed += 1
+
+        for index, (item, env) in enumerate(zip(items, envelopes, strict=True)):
+            try:
+                admit(index, item, env)
+            except Exception as exc:  # noqa: BLE001 - one event's failure of any kind is its rejection
+                reject(index, item, env if isinstance(env, core.Envelope) else None,
+                       f"could not be checked: {type(exc).__name__}: {exc}"[:1000])
         for topic, messages in out.items():
             self.publisher.publish(topic, messages)
         if result.rejected:
@@ -136,5 +147,22 @@ class IngestService:
         return result
 
 
-def _get(item: Any, key: str) -> Any:
-    return item.get(key) if isinstance(item, dict) else None
+def _envelope(item: Any) -> core.Envelope | str:
+    try:
+        return core.envelope(item)
+    except Exception as exc:  # noqa: BLE001 - an envelope that breaks the check is its event's rejection
+        return f"not an event envelope: {type(exc).__name__}"
+
+
+def _text(item: Any, key: str) -> str | None:
+    """A string field of a rejected item, for the answer (anything else is not echoed back)."""
+    value = item.get(key) if isinstance(item, dict) else None
+    return value[:256] if isinstance(value, str) else None
+
+
+def _raw(item: Any) -> bytes:
+    """The quarantined body: the item as JSON, or a note when it cannot be encoded (too deep...)."""
+    try:
+        return json.dumps(item, separators=(",", ":"), default=str).encode()
+    except (RecursionError, ValueError, TypeError) as exc:
+        return json.dumps({"unencodable": f"{type(exc).__name__}"}).encode()

@@ -27,10 +27,21 @@ def test_parse_body_accepts_array_object_and_ndjson() -> None:
     assert core.parse_body(b'{"a":1}') == [{"a": 1}]
 
 
-@pytest.mark.parametrize("body", [b"", b"[1,", b'{"a":1}\nnot json', b"   "])
+@pytest.mark.parametrize("body", [b"", b"[1,", b"not json", b"   ", b"[" * 5000])
 def test_parse_body_rejects_malformed(body: bytes) -> None:
     with pytest.raises(BadRequest):
         core.parse_body(body)
+
+
+def test_an_element_that_alone_cannot_be_parsed_is_that_events_rejection() -> None:
+    # an NDJSON line that is not JSON; an array element nested past the parser's recursion limit
+    items = core.parse_body(b'{"a":1}\nnot json\n{"a":2}')
+    assert items[0] == {"a": 1} and items[2] == {"a": 2}
+    assert isinstance(items[1], core.Unparsable) and "not JSON" in str(core.envelope(items[1]))
+    deep = b"[" * 3000 + b"]" * 3000
+    items = core.parse_body(b'[{"a":"x,]\\""},' + deep + b', {"b": [1, {"c": 2}]}]')
+    assert items[0] == {"a": 'x,]"'} and items[2] == {"b": [1, {"c": 2}]}
+    assert "deeper than 64" in str(core.envelope(items[1]))
 
 
 @pytest.mark.parametrize(("item", "reason"), [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from ferry.broker.base import Message
 from ferry.clock import FixedClock
 from ferry.config import Settings
 from ferry.domain.manifests import EventType
-from ferry.errors import BadRequest
+from ferry.errors import BadRequest, ValidationError
 from ferry.gabo.broker import MemoryBroker, Unanswered
 from ferry.gabo.delivery import WorkOrder
 from ferry.gabo.service import Gabo
@@ -282,3 +283,63 @@ def test_a_batch_streams_lines_into_gzip_and_tracks_the_oldest_event_of_any_pull
     ids, gz = batch.groups[start]
     assert ids == ["m0", "m1", "m2", "m3"]
     assert core.gunzip_lines(gz.finish()) == [m.data for m in first] + [pulled(3, T0 + timedelta(seconds=40)).data]
+
+
+def test_every_failure_on_one_event_is_that_events_rejection(env: Any) -> None:
+    """One event of each malformed kind among 99 valid ones, as a JSON array: 99 accepted, each bad
+    one rejected with its own reason, and the catastrophic pattern costs microseconds (RE2)."""
+    svc, g, broker, _, _ = env
+    et = EventType.model_validate({"metadata": {"name": "word", "owner": "team-a"},
+                                   "spec": {"schema": {"type": "object", "properties": {
+                                       "w": {"type": "string", "pattern": "^(a+)+$"}}}, "max_event_bytes": 200}})
+    svc.apply.apply([et], T0)
+    valid = [ev(i) for i in range(99)]
+    deep: Any = {}
+    for _ in range(1000):
+        deep = {"d": deep}
+    bad = [{"type": "a/b", "id": "slash", "payload": {}},
+           {"type": "play", "id": "deep", "payload": deep},
+           {"type": "play", "id": "big", "payload": {"track_id": "x" * 500}},
+           {"type": "play", "id": "schema", "payload": {"track_id": 5}},
+           {"type": "word", "id": "regex", "payload": {"w": "a" * 26 + "!"}}]
+    items = valid[:50] + bad + valid[50:]
+    started = time.monotonic()
+    r = g.ingest(("[" + ",".join(json.dumps(x) if x["id"] != "deep" else
+                                 '{"type":"play","id":"deep","payload":' + "[" * 1000 + "]" * 1000 + "}"
+                                 for x in items) + "]").encode(), T0)
+    assert time.monotonic() - started < 5
+    assert (r.received, r.accepted) == (104, 99)
+    # an element too deep to parse has no id to echo: its index says which it was
+    reasons = {x["id"] or items[x["index"]]["id"]: x["reason"] for x in r.rejected}
+    assert set(reasons) == {"slash", "deep", "big", "schema", "regex"}
+    assert "not an event type name" in reasons["slash"]
+    assert "deeper than 64" in reasons["deep"]
+    assert "max_event_bytes" in reasons["big"]
+    assert "track_id" in reasons["schema"] and "does not match" in reasons["regex"]
+    assert len(broker.topics["gabo-play"]) == 99
+    # the same payload depth that json can parse (below the recursion limit) is refused per event too
+    r = g.ingest(body([ev(200), {"type": "play", "id": "d2", "payload": _nested(200)}]), T0)
+    assert r.accepted == 1 and "deeper than 64" in r.rejected[0]["reason"]
+
+
+def _nested(depth: int) -> Any:
+    out: Any = 1
+    for _ in range(depth):
+        out = [out]
+    return out
+
+
+@pytest.mark.parametrize(("schema", "reason"), [
+    ({"$ref": "#/$defs/missing"}, "does not resolve"),
+    ({"$ref": "https://example.com/elsewhere.json"}, "does not resolve"),
+    ({"properties": {"w": {"pattern": "(a)\\1"}}}, "linear-time engine"),
+    ({"patternProperties": {"(?=x)": {}}}, "linear-time engine"),
+    ({"type": "strnig"}, "not a valid JSON Schema"),
+])
+def test_apply_refuses_schemas_ingest_could_not_evaluate(env: Any, schema: dict[str, Any], reason: str) -> None:
+    from ferry.services.apply import parse_documents
+
+    doc = {"kind": "EventType", "metadata": {"name": "bad", "owner": "team-a"}, "spec": {"schema": schema}}
+    with pytest.raises(ValidationError) as err:
+        parse_documents([doc])
+    assert reason in json.dumps(err.value.details)
