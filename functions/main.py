@@ -50,6 +50,16 @@ def close(request):  # type: ignore[no-untyped-def]
 
 
 @functions_framework.http
+def close_shard(request):  # type: ignore[no-untyped-def]
+    """One close order pushed from gabo-close-orders: merge one shard, complete the period if it was the
+    last. An exception means nack: Pub/Sub redelivers, then dead-letters (the period stays open, visible)."""
+    from ferry.api.push import serve_push
+    from ferry.gabo.service import close_shard_pushed
+
+    return serve_push(request, "close-shard", close_shard_pushed)
+
+
+@functions_framework.http
 def scale(request):  # type: ignore[no-untyped-def]
     """Scheduled: decide and publish delivery work orders per event type."""
     from ferry.gabo.api import serve

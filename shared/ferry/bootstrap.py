@@ -37,7 +37,7 @@ T = TypeVar("T")
 HookFactory = Callable[["Services"], ApplyHook]
 
 # The topics a deployment creates (infra/*.yaml); the in-memory broker starts with them.
-PLATFORM_TOPICS = ("ferry-alerts", "ferry-partitions", "gabo-work-orders")
+PLATFORM_TOPICS = ("ferry-alerts", "ferry-partitions", "gabo-work-orders", "gabo-close-orders")
 
 
 class Lazy(Generic[T]):

@@ -115,13 +115,13 @@ def test_closing_refuses_while_a_message_older_than_the_end_is_unacked(env: Any)
     assert g.state.recent_runs("play", T0 - timedelta(hours=1))[-1].get("drained_at")
     # Cloud Monitoring: at 14:07:40 a message published 150 s before (14:05:10) was still unacked
     metrics(fake, datetime(2026, 11, 26, 14, 7, 40, tzinfo=UTC), 1, 150)
-    rep = g.close(clock.now())[0]
+    rep = g.close(clock.now(), inline=True)[0]
     assert rep.closed == [] and "2026-11-26T14:05" in rep.waiting
     assert rep.watermark == "2026-11-26T14:04:10.000000Z"   # 14:07:40 − 150 s − 60 s publish slack
     # the next point: nothing unacked at 14:08:30 → every event received before 14:07:30 is written
     clock.set(datetime(2026, 11, 26, 14, 9, tzinfo=UTC))
     metrics(fake, datetime(2026, 11, 26, 14, 8, 30, tzinfo=UTC), 0, 0)
-    rep = g.close(clock.now())[0]
+    rep = g.close(clock.now(), inline=True)[0]  # shards merged here
     closed = {c.partition: c for c in rep.closed}
     assert closed["2026-11-26T14:05"].events == 20
     assert closed["2026-11-26T14:06"].events == 0            # ended 14:07, before the watermark

@@ -21,8 +21,10 @@ from typing import Any
 
 import pytest
 
+from ferry.domain import periods
 from ferry.gabo import core
 
+PT1M = periods.partitioning("PT1M")
 pytestmark = pytest.mark.emulator
 
 SCHEMA = {"type": "object", "required": ["track_id", "ms_played"],
@@ -66,12 +68,29 @@ def cli(stack: Any, *args: str, now: str | None = None, input: str | None = None
 
 
 def final_ids(stack: Any, name: str, start: datetime) -> tuple[list[str], dict[str, Any]]:
-    prefix = Path(stack.home) / "sink" / core.final_prefix(name, start, __import__("ferry.domain.periods",
-                                                                                 fromlist=["x"]).partitioning("PT1M"))
+    prefix = Path(stack.home) / "sink" / core.final_prefix(name, start, PT1M)
     ids = []
     for part in sorted(prefix.glob("part-*.jsonl.gz")):
         ids += [json.loads(x)["id"] for x in gzip.decompress(part.read_bytes()).splitlines()]
     return ids, json.loads((prefix / "_SUCCESS").read_text())
+
+
+def close_until(stack: Any, name: str, start: datetime, clock: VirtualClock, deadline_s: float = 180,
+                deliver: bool = False) -> dict[str, Any]:
+    """``ferry close`` (the scheduled decision: it claims the period and publishes one close order per shard,
+    which the close-shard function merges) until the partition's ``_SUCCESS`` is there; its marker."""
+    marker = Path(stack.home) / "sink" / core.final_prefix(name, start, PT1M) / core.SUCCESS
+    end = time.monotonic() + deadline_s
+    reports = []
+    while not marker.exists():
+        assert time.monotonic() < end, reports[-3:]
+        if deliver:
+            cli(stack, "deliver", name, "--budget", "20", now=clock.iso())
+        reports.append(cli(stack, "close", name, now=clock.iso(plus_s=10))["reports"][0])
+        poll_end = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < poll_end:
+            time.sleep(0.2)
+    return dict(json.loads(marker.read_text()))
 
 
 def drain_hold(stack: Any, subscription: str, want: int, deadline_s: float = 90) -> list[Any]:
@@ -130,11 +149,8 @@ def test_20k_events_with_duplicates_and_invalid_close_exactly_once(stack: Any) -
         return total >= 19_800 and reports[-1]["drained"]
 
     deliver_until(stack, name, clock, done)
-    closed = cli(stack, "close", name, now=clock.iso(plus_s=20))
-    rep = closed["reports"][0]
     partition = core.iso(start_t)[:16]
-    mine = [c for c in rep["closed"] if c["partition"] == partition]
-    assert mine, rep
+    close_until(stack, name, start_t.replace(second=0), clock)
     ids, marker = final_ids(stack, name, start_t.replace(second=0))
     assert len(ids) == len(set(ids)) == len(valid) and set(ids) == valid
     assert (marker["events"], marker["duplicates_dropped"], marker["late_events"]) == (19_600, 200, 0)
@@ -147,9 +163,13 @@ def test_20k_events_with_duplicates_and_invalid_close_exactly_once(stack: Any) -
     from ferry.datamon.landing import landed
 
     assert landed(stack.services(), f"events.{name}", [partition]) == {partition}
-    # closing twice is harmless
-    again = cli(stack, "close", name, now=clock.iso(plus_s=25))
-    assert all(c["partition"] != partition for c in again["reports"][0]["closed"])
+    # closing twice is harmless: no second order, no second landing
+    again = cli(stack, "close", name, now=clock.iso(plus_s=25))["reports"][0]
+    assert all(c["partition"] != partition for c in again["closed"] + again["ordered"])
+    from ferry.datamon.repository import PARTITIONS, partition_id
+
+    doc = stack.services().store.get(PARTITIONS, partition_id(f"events.{name}", partition))
+    assert doc is not None and doc["landings"] == 1
     print(f"\n20k e2e: ingest {ingest_s:.1f}s, total {time.monotonic() - started:.1f}s")
 
 
@@ -204,15 +224,7 @@ def test_sigkilled_worker_mid_batch_still_closes_exactly_once(stack: Any) -> Non
     deliver_until(stack, name, clock, lambda rs: set(staged_ids(staging)) >= set(sent) and rs[-1]["drained"])
     # Until the dead worker's recorded lease has run out, the closer must assume it may still hold events
     # of the period (what keeps the close exact); keep delivering and closing as the scheduler would.
-    partition = core.iso(start_t)[:16]
-    end = time.monotonic() + 180
-    while True:
-        cli(stack, "deliver", name, "--budget", "20", now=clock.iso())
-        closed = cli(stack, "close", name, now=clock.iso(plus_s=10))
-        if any(c["partition"] == partition for c in closed["reports"][0]["closed"]):
-            break
-        assert time.monotonic() < end, closed["reports"][0]["watermark"]
-        time.sleep(1)
+    close_until(stack, name, start_t.replace(second=0), clock, deliver=True)
     final, marker = final_ids(stack, name, start_t.replace(second=0))
     assert sorted(final) == sorted(sent)
     assert marker["events"] == len(sent)

@@ -148,6 +148,8 @@ class EventTypeSpec(_Strict):
     max_workers: int = Field(default=4, ge=1, le=100)
     max_delivery_attempts: int = Field(default=5, ge=5, le=100)
     darkload: float = Field(default=0.0, ge=0.0, le=1.0, description="fraction mirrored to the shadow topic")
+    shards: int | None = Field(default=None, ge=1, le=1024,
+                               description="staging shards per period, a power of two (default: from the volume)")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -163,6 +165,8 @@ class EventTypeSpec(_Strict):
     def _worker_bounds(self) -> EventTypeSpec:
         if self.min_workers > self.max_workers:
             raise ValueError("min_workers must not exceed max_workers")
+        if self.shards is not None and self.shards & (self.shards - 1):
+            raise ValueError("shards must be a power of two (a shard is a prefix of the id's hash bits)")
         return self
 
 

@@ -23,6 +23,7 @@ class _Strict(BaseModel):
 
 class CloseRequest(_Strict):
     event_type: str | None = Field(default=None, description="one type, or every type when absent")
+    inline: bool = Field(default=False, description="merge the shards here, in turn (no close orders)")
 
 
 class ScaleRequest(_Strict):
@@ -50,7 +51,7 @@ def deliver(call: Call) -> dict[str, Any]:
               tag="gabo", operational="close")
 def close(call: Call) -> dict[str, Any]:
     req: CloseRequest = call.body(CloseRequest) if call.raw_body else CloseRequest()
-    return {"reports": [r.to_dict() for r in gabo(call.services).close(call.now(), req.event_type)]}
+    return {"reports": [r.to_dict() for r in gabo(call.services).close(call.now(), req.event_type, req.inline)]}
 
 
 @router.route("/v1/scale", ("POST",), summary="Decide and publish delivery work orders per event type",
@@ -59,6 +60,29 @@ def scale(call: Call) -> dict[str, Any]:
     req: ScaleRequest = call.body(ScaleRequest) if call.raw_body else ScaleRequest()
     budget = cap_budget(call.services, req.budget_s)
     return {"decisions": gabo(call.services).scale(call.now(), req.event_type, budget, req.publish)}
+
+
+@router.route("/v1/capacity", ("GET",), summary="Capacity model per event type: rate, per-worker throughput, "
+              "workers now and at 10x the peak, headroom, shards, close cost per shard, verdict", tag="gabo")
+def capacity(call: Call) -> dict[str, Any]:
+    name = call.query.get("event_type") or None
+    return {"capacity": [c.to_dict() for c in gabo(call.services).capacity(call.now(), name)]}
+
+
+@router.route("/v1/gabo/progress", ("GET",), summary="Delivered and closed since an instant, for one event type "
+              "(?event_type=&since=ISO): what a load run reports", tag="gabo")
+def progress(call: Call) -> dict[str, Any]:
+    from ferry.errors import BadRequest
+    from ferry.gabo import core
+
+    name, since = call.query.get("event_type"), call.query.get("since")
+    if not name or not since:
+        raise BadRequest("event_type and since (an ISO instant) are required")
+    try:
+        start = core.parse_iso(since)
+    except ValueError:
+        raise BadRequest(f"since is not an ISO instant with a time zone: {since!r}") from None
+    return gabo(call.services).progress(name, start, call.now())
 
 
 def serve(request: Any, path: str | None = None) -> Any:

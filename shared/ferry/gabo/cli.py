@@ -82,13 +82,23 @@ def register(main: click.Group) -> None:
 
     @command(main, "close")
     @click.argument("event_type", required=False)
-    def close(ctx: Ctx, event_type: str | None) -> None:
-        """Close every partition that may close now (what the scheduler does)."""
-        r = ctx.client.post("/v1/close", {"event_type": event_type})
+    @click.option("--inline", is_flag=True,
+                  help="Merge the shards in the API process, in turn, instead of ordering the close-shard workers.")
+    def close(ctx: Ctx, event_type: str | None, inline: bool) -> None:
+        """Close what may close now (what the scheduler does): claim each period, order its shards' merges;
+        the last shard to finish writes _SUCCESS and lands. Shows what stays open and why."""
+        r = ctx.client.post("/v1/close", {"event_type": event_type, "inline": inline})
 
         def human(d: dict[str, Any]) -> None:
             rows = [{"event_type": rep["event_type"], **c} for rep in d["reports"] for c in rep["closed"]]
-            table(rows, ["event_type", "partition", "events", "duplicates", "late", "bytes", "location"], title="closed")
+            table(rows, ["event_type", "partition", "events", "duplicates", "late", "shards", "location"],
+                  title="closed")
+            ordered = [{"event_type": rep["event_type"], **o} for rep in d["reports"] for o in rep["ordered"]]
+            if ordered:
+                table(ordered, ["event_type", "partition", "shards", "ordered", "round"], title="ordered")
+            still = [{"event_type": rep["event_type"], **o} for rep in d["reports"] for o in rep["open"]]
+            if still:
+                table(still, ["event_type", "partition", "state", "reason"], title="open")
             for rep in d["reports"]:
                 if rep["waiting"] or rep["late_moved"]:
                     console.print(f"{rep['event_type']}: waiting {', '.join(rep['waiting'][:5]) or '-'}; "
@@ -103,3 +113,57 @@ def register(main: click.Group) -> None:
         """Decide and publish delivery work orders per event type (what the scheduler does)."""
         r = ctx.client.post("/v1/scale", {"event_type": event_type, "budget_s": budget_s, "publish": not dry_run})
         ctx.emit(r, lambda d: table(d["decisions"], ["event_type", "workers", "reason"], title="scaling"))
+
+    @command(main, "capacity")
+    @click.argument("event_type", required=False)
+    def capacity(ctx: Ctx, event_type: str | None) -> None:
+        """Capacity per event type: observed rate, per-worker throughput, workers now and at 10× the peak,
+        max_workers headroom, shards per period, close time and memory per shard, and the verdict.
+        Exits 3 when a type lacks 10× headroom."""
+        r = ctx.client.get("/v1/capacity", event_type=event_type)
+
+        def human(d: dict[str, Any]) -> None:
+            rows = [{"event_type": c["event_type"], "rate_5m": c["rate_eps"].get("5m"), "peak": c["peak_eps"],
+                     "per_worker": c["per_worker_eps"], "now": c["workers_now"], "at_10x": c["workers_at_10x"],
+                     "max": c["max_workers"], "headroom": c["headroom"], "shards": c["shards_per_period"],
+                     "close_s": c["close_s_per_shard"], "mem_mb": c["memory_mb_per_shard"]}
+                    for c in d["capacity"]]
+            table(rows, list(rows[0]) if rows else ["event_type"], title="capacity (events/s)")
+            for c in d["capacity"]:
+                console.print(f"{c['event_type']}: {c['verdict']}")
+        ctx.emit(r, human)
+        if any(c["ok"] is False for c in r["capacity"]):
+            sys.exit(3)
+
+    @command(main, "load")
+    @click.argument("event_type")
+    @click.option("--rate", type=float, required=True, help="Events per second (at most 100000).")
+    @click.option("--duration", type=float, required=True, help="Seconds of sending (at most 3600).")
+    @click.option("--payload", default="{}", show_default=True, help="The events' payload (JSON; must pass the type's schema).")
+    @click.option("--drive/--no-drive", default=True, show_default=True,
+                  help="Ask the scaler and closer as the scheduler would (off when the stack's scheduler runs).")
+    @click.option("--scale-every", default=10.0, show_default=True, help="Seconds between scaler calls.")
+    def load(ctx: Ctx, event_type: str, rate: float, duration: float, payload: str, drive: bool,
+             scale_every: float) -> None:
+        """Drive a local stack at a steady rate, then wait for delivery to drain and the periods to close.
+
+        Reports accepted events, the peak backlog, the worker counts the scaler chose, the time to drain
+        and the closed partitions' counts. Bounded and self-stopping; refuses a non-local API."""
+        import json
+
+        from ferry.gabo import load as load_mod
+
+        load_mod.check_target(str(ctx.client.base), rate, duration)
+        report = load_mod.run(ctx.client.request, event_type, rate, duration, json.loads(payload), drive=drive,
+                              scale_every=scale_every)
+
+        def human(d: dict[str, Any]) -> None:
+            console.print(f"{d['accepted']} accepted of {d['sent']} sent at {d['achieved_rate']}/s; peak backlog "
+                          f"{d['peak_backlog']}; workers chosen {d['workers_chosen']}; drained "
+                          f"{d['drain_s']}s after the last request")
+            table(d["closed"], ["partition", "events", "duplicates_dropped", "late_events", "shards"], title="closed")
+            if d["open"]:
+                table(d["open"], ["partition", "state"], title="still open")
+        ctx.emit(report, human)
+        if report["closed_events"] < report["accepted"]:
+            sys.exit(3)

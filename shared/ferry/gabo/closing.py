@@ -1,26 +1,43 @@
-"""Hour closing: merge a period's staging objects into deduplicated finals, mark and land it.
+"""Hour closing, fanned out: decide what may close, merge each shard on its own, complete once.
 
-Crash-safe and idempotent by construction (see docs/gabo.md): finals are written before the
-``_SUCCESS`` marker (which lists the staging objects it merged), the ``gabo_closed`` record after the
-marker, the Datamon landing after that, and staging objects are removed last. A re-run after a crash
-at any step either re-merges the very same inputs (deterministic output, same names) or finds the
-partition closed and only finishes the clean-up; staging objects of a closed period that the marker
-does not list are late and move to the next open period — never dropped.
+Three steps (see docs/gabo.md, "Closing"):
+
+1. ``Closer.close`` (the scheduled ``close``) decides, per type, which periods may close (grace,
+   watermark, and ``CloseGate`` — the seam where a completeness check such as an ingest ledger joins),
+   claims each with a ``gabo_closing`` document created once (one close per period at a time; an
+   overlapping close skips what another holds) and publishes one :class:`CloseOrder` per shard of the
+   period to ``gabo-close-orders``. It merges nothing itself but small periods (one shard of at most
+   ``INLINE_MAX_OBJECTS`` staging objects), so a small type never waits behind a big one's shards.
+2. ``Closer.run_shard`` (the ``close-shard`` function, one order) merges one shard's staging objects
+   into its parts with bounded memory (:mod:`ferry.gabo.merge`) and records the shard's counts.
+3. The shard that finds every shard of its period recorded creates the completion record
+   (``gabo_closed``, created once): only its creator writes ``_SUCCESS`` and lands the partition — one
+   landing per period, ever. Staging objects are deleted last.
+
+Crash-safe: a shard's output is deterministic in its inputs (a retried shard overwrites itself); a
+crashed completion is taken over by the next scheduled close once its lease has passed (one takeover
+per attempt, created once) and it lands only if Datamon has not seen the landing. A shard that keeps
+failing leaves its period open, with its reason, in every close report. Staging objects of a closed
+period that the marker does not list are late: they move to the next open period — never dropped.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from ferry import log
 from ferry.domain import periods
 from ferry.domain.manifests import EventType, events_endpoint
-from ferry.errors import InfraError
+from ferry.errors import Conflict, InfraError, NotFound
 from ferry.gabo import core
 from ferry.gabo.backlog import BacklogSource, PullStatsBacklog
+from ferry.gabo.merge import MAX_PART_BYTES, ShardResult, merge_shard
 from ferry.gabo.sink import Sink
 from ferry.gabo.state import GaboState
 
@@ -30,7 +47,54 @@ if TYPE_CHECKING:
 logger = log.get("gabo.closing")
 
 MAX_PERIODS_PER_RUN = 500
+CLOSE_ORDERS_TOPIC = "gabo-close-orders"
+# A completion (marker, landing, records) takes seconds; one silent for this long crashed.
+FINISH_LEASE = timedelta(minutes=2)
+# Shards not recorded this long after their orders were published are ordered again (the claim holder
+# crashed before publishing, or an order was dead-lettered); after MAX_ROUNDS the period stays open.
+REORDER_AFTER = timedelta(minutes=15)
+MAX_ROUNDS = 3
+# A period of one shard with at most this many staging objects (a few delivery batches: tens of thousands
+# of events at most, merged in about a second) is merged by the deciding close itself: a small type never
+# waits behind the close-shard queue of a big one.
+INLINE_MAX_OBJECTS = 4
 
+
+
+class CloseGate(Protocol):
+    """May this period close? The seam for completeness checks beyond the watermark (an ingest ledger
+    comparing accepted with delivered counts). ``None`` lets it close; a string is why it waits."""
+
+    def __call__(self, et: EventType, start: datetime, end: datetime, now: datetime) -> str | None: ...
+
+
+def open_gate(et: EventType, start: datetime, end: datetime, now: datetime) -> str | None:
+    return None
+
+
+class CloseOrder(BaseModel):
+    """One shard of one claimed period (the JSON of a message on ``gabo-close-orders``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_type: str
+    period: str = Field(description="the period's start, YYYYmmddTHHMM")
+    shard: str = Field(default="", pattern="^[01]*$", description="the shard's hash bits")
+    bits: int = Field(default=0, ge=0, le=core.MAX_SHARD_BITS)
+    round: int = 0
+    now: str | None = Field(default=None, description="the deciding close's clock (local time travel only)")
+
+    @property
+    def start(self) -> datetime:
+        return core.parse_partition_key(self.period)
+
+    def clock_now(self, services: Any) -> datetime:
+        """The worker's now: its clock, or (local stack, clock override allowed) no earlier than the
+        deciding close's, so that a time-travelling close and its shards agree on leases."""
+        now: datetime = services.clock.now()
+        if self.now and services.settings.allow_clock_override:
+            return max(now, core.parse_iso(self.now))
+        return now
 
 
 @dataclass
@@ -42,6 +106,7 @@ class ClosedPartition:
     bytes: int
     parts: int
     location: str
+    shards: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -51,6 +116,9 @@ class ClosedPartition:
 class CloseReport:
     event_type: str
     closed: list[ClosedPartition] = field(default_factory=list)
+    ordered: list[dict[str, Any]] = field(default_factory=list)
+    open: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
     late_moved: int = 0
     cleaned: int = 0
     waiting: list[str] = field(default_factory=list)
@@ -58,16 +126,29 @@ class CloseReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"event_type": self.event_type, "closed": [c.to_dict() for c in self.closed],
+                "ordered": self.ordered, "open": self.open, "skipped": self.skipped,
                 "late_moved": self.late_moved, "cleaned": self.cleaned, "waiting": self.waiting[:20],
                 "watermark": self.watermark}
 
 
+def shard_labels(bits: int) -> tuple[str, ...]:
+    return core.shard_labels(bits)
+
+
 class Closer:
-    def __init__(self, sink: Sink, state: GaboState, datamon: Datamon, backlog: BacklogSource | None = None) -> None:
+    def __init__(self, sink: Sink, state: GaboState, datamon: Datamon, backlog: BacklogSource | None = None,
+                 publish: Callable[[list[CloseOrder]], None] | None = None, gate: CloseGate = open_gate,
+                 max_part_bytes: int = MAX_PART_BYTES) -> None:
+        """``publish`` hands shard orders to the close-shard workers (None: run them here, in turn);
+        ``datamon`` is where a closed partition lands (a taken-over completion lands only if Datamon has
+        no landing of it)."""
         self.sink = sink
         self.state = state
-        self.datamon = datamon  # where a closed partition lands
+        self.datamon = datamon
         self.backlog = backlog or PullStatsBacklog(state)
+        self.publish = publish
+        self.gate = gate
+        self.max_part_bytes = max_part_bytes
 
     def watermark(self, event_type: str, now: datetime) -> datetime | None:
         """Every event received before it is written (see the backlog source); None (wait) if unknown."""
@@ -78,8 +159,10 @@ class Closer:
                       source=self.backlog.kind)
             return None
 
+    # ------------------------------------------------------------------------------------ deciding
     def close(self, et: EventType, now: datetime, created_at: datetime | None = None) -> CloseReport:
-        """Close every period of ``et`` that may close at ``now``; move late staging objects on."""
+        """Decide what of ``et`` may close at ``now``, claim it and order its shards; move late staging
+        objects on; take over completions that went silent; report what stays open and why."""
         name = et.name
         cadence = periods.partitioning(et.spec.partitioning)
         close_after = periods.parse_duration(et.spec.close_after)
@@ -88,45 +171,60 @@ class Closer:
         report.watermark = core.iso(mark) if mark else None
 
         staging: dict[datetime, list[str]] = {}
+        depth: dict[datetime, int] = {}
         for key in self.sink.list(core.staging_prefix(name)):
-            part = key[len(core.staging_prefix(name)):].split("/", 1)[0]
-            try:
-                staging.setdefault(core.parse_partition_key(part), []).append(key)
-            except ValueError:
+            where = core.staging_shard(key, name)
+            if where is None:
                 continue
+            staging.setdefault(where[0], []).append(key)
+            depth[where[0]] = min(depth.get(where[0], core.MAX_SHARD_BITS), len(where[1]))
         cursor = self.state.cursor(name) or cadence.floor(created_at or now)
         candidates = set(staging)
         t = cursor
         while t < cadence.floor(now) and len(candidates) < MAX_PERIODS_PER_RUN:
             candidates.add(t)
             t = cadence.next(t)
-        closed_docs = self.state.closed(name, sorted(candidates))
-        closed = {s for s in candidates if s < cursor} | set(closed_docs)
+        ordered = sorted(candidates)
+        closed_docs = self.state.closed(name, ordered)
+        claims = self.state.claims(name, ordered)
+        done = {s for s, d in closed_docs.items() if d.get("state", "closed") == "closed"}
+        closed = {s for s in candidates if s < cursor} | done
 
-        for start in sorted(candidates):
+        for start in ordered:
             keys = sorted(staging.get(start, []))
             if start in closed:
-                merged = set((closed_docs.get(start) or {}).get("staging", []))
-                for key in keys:
-                    if key in merged:  # merged by a close that crashed before removing it
-                        self.sink.delete(key)
-                        report.cleaned += 1
-                    else:  # late: received in a closed period → the next open one
-                        target = core.next_open(start, cadence, closed | {p for p in candidates if p < cursor})
-                        while target < cursor:
-                            target = core.next_open(target, cadence, closed)
-                        moved = f"{core.staging_prefix(name, target)}late-{key.rsplit('/', 1)[1]}"
-                        self.sink.write(moved, self.sink.read(key))
-                        self.sink.delete(key)
-                        staging.setdefault(target, []).append(moved)
-                        candidates.add(target)
-                        report.late_moved += 1
+                self._late_and_clean(name, cadence, start, keys, closed_docs.get(start), closed, cursor,
+                                     staging, candidates, report)
+                continue
+            if start in closed_docs:  # completion under way, or crashed
+                finished = self._take_over(et, cadence, start, closed_docs[start], now, report)
+                if finished:
+                    closed.add(start)
+                continue
+            if start in claims:
+                finished = self._follow(et, cadence, start, claims[start], now, report)
+                if finished:
+                    closed.add(start)
                 continue
             if core.closable(start, cadence, close_after, now, mark) is None:
                 report.waiting.append(cadence.format(start))
                 continue
-            report.closed.append(self._close_one(et, cadence, start, keys, now))
-            closed.add(start)
+            reason = self.gate(et, start, cadence.next(start), now)
+            if reason is not None:
+                report.open.append({"partition": cadence.format(start), "state": "waiting", "reason": reason})
+                continue
+            bits = depth.get(start, 0)
+            try:
+                self.state.claim(name, start, {"event_type": name, "partition": cadence.format(start),
+                                               "bits": bits, "state": "merging", "claimed_at": now,
+                                               "ordered_at": None, "round": 0})
+            except Conflict:  # another close holds it
+                report.skipped.append(cadence.format(start))
+                continue
+            inline = bits == 0 and len(keys) <= INLINE_MAX_OBJECTS
+            finished = self._order(et, cadence, start, bits, 0, shard_labels(bits), now, report, inline=inline)
+            if finished:
+                closed.add(start)
         # The cursor: first period not closed, so that empty periods are not revisited.
         nxt = cursor
         while nxt in closed:
@@ -135,33 +233,204 @@ class Closer:
             self.state.set_cursor(name, nxt, now)
         return report
 
-    def _close_one(self, et: EventType, cadence: periods.Cadence, start: datetime, keys: list[str],
-                   now: datetime) -> ClosedPartition:
-        name = et.name
-        objects = [(k, core.gunzip_lines(self.sink.read(k))) for k in keys]
-        late = {k for k in keys if k.rsplit("/", 1)[1].startswith("late-")}
-        merged = core.merge(objects, late)
+    def _order(self, et: EventType, cadence: periods.Cadence, start: datetime, bits: int, rnd: int,
+               labels: tuple[str, ...] | list[str], now: datetime, report: CloseReport, inline: bool = False) -> bool:
+        orders = [CloseOrder(event_type=et.name, period=core.partition_key(start), shard=b, bits=bits, round=rnd,
+                             now=core.iso(now)) for b in labels]
+        if self.publish is not None and not inline:
+            self.publish(orders)
+        self.state.update_claim(et.name, start, {"ordered_at": now, "round": rnd})
+        report.ordered.append({"partition": cadence.format(start), "shards": 1 << bits, "ordered": len(orders),
+                               "round": rnd})
+        if self.publish is not None and not inline:
+            return False
+        finished = None
+        for o in orders:
+            try:
+                finished = self.run_shard(et, o, now) or finished
+            except Exception as exc:  # recorded on the shard; the period stays open, other types go on
+                log.event(logger, 40, f"closing shard s{o.shard} of events.{et.name} {cadence.format(start)} "
+                          f"failed: {exc}", labels={"event_type": et.name})
+        if isinstance(finished, ClosedPartition):
+            report.closed.append(finished)
+            return True
+        return False
+
+    def _follow(self, et: EventType, cadence: periods.Cadence, start: datetime, claim: dict[str, Any],
+                now: datetime, report: CloseReport) -> bool:
+        """A claimed period not yet complete: finish it if every shard is recorded (its last shard's worker
+        crashed before completing), order missing shards again when they are overdue, or report it open."""
+        bits = int(claim.get("bits") or 0)
+        labels = shard_labels(bits)
+        docs = self.state.shards(et.name, start, labels)
+        missing = [b for b in labels if not (docs.get(b) or {}).get("finished_at")]
+        param = cadence.format(start)
+        if not missing:
+            c = self._complete(et, cadence, start, bits, docs, now)
+            if c is not None:
+                report.closed.append(c)
+            return c is not None
+        errors = sorted({str(d.get("error")) for d in docs.values() if d.get("error") and not d.get("finished_at")})
+        rnd = int(claim.get("round") or 0)
+        ordered_at = claim.get("ordered_at")
+        overdue = ordered_at is None and now - _utc(claim.get("claimed_at"), now) > timedelta(minutes=1) or (
+            ordered_at is not None and now - _utc(ordered_at, now) > REORDER_AFTER)
+        state = "failing" if rnd + 1 >= MAX_ROUNDS and overdue else "merging"
+        report.open.append({"partition": param, "state": state, "shards": len(labels),
+                            "shards_done": len(labels) - len(missing),
+                            "reason": "; ".join(errors)[:500] or f"{len(missing)} shard(s) not merged yet"})
+        if overdue and rnd + 1 < MAX_ROUNDS:
+            self._order(et, cadence, start, bits, rnd + 1, missing, now, report)
+        if state == "failing" and claim.get("state") != "failing":
+            self.state.update_claim(et.name, start, {"state": "failing", "reason": report.open[-1]["reason"]})
+            log.event(logger, 40, f"closing events.{et.name} {param} keeps failing: {report.open[-1]['reason']}",
+                      labels={"event_type": et.name, "endpoint": events_endpoint(et.name), "parameter": param})
+        return False
+
+    def _take_over(self, et: EventType, cadence: periods.Cadence, start: datetime, doc: dict[str, Any],
+                   now: datetime, report: CloseReport) -> bool:
+        """A completion record without ``state: closed``: its finisher is at work, or crashed. After its
+        lease, the next attempt (created once) finishes it."""
+        param = cadence.format(start)
+        since = _utc(doc.get("finishing_since"), now)
+        if now - since < FINISH_LEASE:
+            report.open.append({"partition": param, "state": "completing", "reason": "being completed"})
+            return False
+        attempt = int(doc.get("attempt") or 1) + 1
+        try:
+            self.state.take_over(et.name, start, attempt, {"at": now})
+        except Conflict:
+            report.skipped.append(param)
+            return False
+        self.state.update_closed(et.name, start, {"attempt": attempt, "finishing_since": now})
+        bits = int(doc.get("bits") or 0)
+        c = self._finish(et, cadence, start, bits, self.state.shards(et.name, start, shard_labels(bits)), now)
+        report.closed.append(c)
+        return True
+
+    def _late_and_clean(self, name: str, cadence: periods.Cadence, start: datetime, keys: list[str],
+                        doc: dict[str, Any] | None, closed: set[datetime], cursor: datetime,
+                        staging: dict[datetime, list[str]], candidates: set[datetime], report: CloseReport) -> None:
+        if not keys:
+            return
+        merged = set((doc or {}).get("staging") or self._marker(name, start, cadence).get("staging", []))
+        for key in keys:
+            if key in merged:  # merged by a close that crashed before removing it
+                self.sink.delete(key)
+                report.cleaned += 1
+                continue
+            # late: received in a closed period → the next open one, in the same shard directory
+            target = core.next_open(start, cadence, closed)
+            while target < cursor:
+                target = core.next_open(target, cadence, closed)
+            rel = key[len(core.staging_prefix(name, start)):]
+            shard_dir, _, base = rel.rpartition("/")
+            moved = f"{core.staging_prefix(name, target)}{shard_dir + '/' if shard_dir else ''}late-{base}"
+            self.sink.write(moved, self.sink.read(key))
+            self.sink.delete(key)
+            staging.setdefault(target, []).append(moved)
+            candidates.add(target)
+            report.late_moved += 1
+
+    def _marker(self, name: str, start: datetime, cadence: periods.Cadence) -> dict[str, Any]:
+        """The ``_SUCCESS`` of a closed period (it lists the staging objects merged; the record does not:
+        a large period's list outgrows a document)."""
+        try:
+            return dict(json.loads(self.sink.read(core.final_prefix(name, start, cadence) + core.SUCCESS)))
+        except NotFound:
+            return {}
+
+    # ------------------------------------------------------------------------------------ one shard
+    def run_shard(self, et: EventType, order: CloseOrder, now: datetime) -> ClosedPartition | None:
+        """Merge one shard (what the close-shard function does with an order), record it, and complete the
+        period when it was the last. Returns the closed partition when this call completed it.
+
+        Raises:
+            InfraError / any error: the shard failed (recorded on its document); the order is retried.
+        """
+        name, start, shard = et.name, order.start, order.shard
+        cadence = periods.partitioning(et.spec.partitioning)
+        if self.state.closed(name, [start]):
+            return None  # completed (or being completed) by another run: a redelivered order
         prefix = core.final_prefix(name, start, cadence)
-        parts = core.split_parts(merged.lines) if merged.lines else []
-        wanted = {core.part_name(prefix, i) for i in range(len(parts))}
-        for i, lines in enumerate(parts):
-            self.sink.write(core.part_name(prefix, i), core.gzip_lines(lines, level=6))
-        for stale in self.sink.list(prefix):  # parts of an earlier, crashed attempt over other inputs
+        keys = [k for k in self.sink.list(core.shard_prefix(name, start, shard) if shard
+                                          else core.staging_prefix(name, start))
+                if core.staging_shard(k, name) is not None]
+        try:
+            result = merge_shard(self.sink, keys, prefix, shard, self.max_part_bytes)
+        except NotFound:
+            if self.state.closed(name, [start]):
+                return None
+            raise
+        except Exception as exc:
+            self.state.save_shard(name, start, shard, {"event_type": name, "error": f"{type(exc).__name__}: {exc}",
+                                                        "failed_at": now, "round": order.round})
+            raise
+        self.state.save_shard(name, start, shard, {"event_type": name, **result.to_dict(), "error": None,
+                                                    "finished_at": now, "round": order.round})
+        log.event(logger, 20, f"merged events.{name} {cadence.format(start)} shard s{shard}: {result.events} events",
+                  labels={"event_type": name, "parameter": cadence.format(start)},
+                  shard=shard, duplicates=result.duplicates, parts=len(result.parts))
+        docs = self.state.shards(name, start, shard_labels(order.bits))
+        if len(docs) < 1 << order.bits or not all(d.get("finished_at") for d in docs.values()):
+            return None
+        return self._complete(et, cadence, start, order.bits, docs, now)
+
+    # ------------------------------------------------------------------------------------ completion
+    def _complete(self, et: EventType, cadence: periods.Cadence, start: datetime, bits: int,
+                  docs: dict[str, dict[str, Any]], now: datetime) -> ClosedPartition | None:
+        """Create the completion record (once); only its creator finishes."""
+        try:
+            self.state.create_closed(et.name, start, {"event_type": et.name, "partition": cadence.format(start),
+                                                      "state": "finishing", "bits": bits, "attempt": 1,
+                                                      "finishing_since": now})
+        except Conflict:
+            return None
+        return self._finish(et, cadence, start, bits, docs, now)
+
+    def _finish(self, et: EventType, cadence: periods.Cadence, start: datetime, bits: int,
+                docs: dict[str, dict[str, Any]], now: datetime) -> ClosedPartition:
+        name, param = et.name, cadence.format(start)
+        shards = [docs[b] for b in shard_labels(bits)]
+        prefix = core.final_prefix(name, start, cadence)
+        parts = sorted(p for d in shards for p in d["parts"])
+        wanted = set(parts)
+        for stale in self.sink.list(prefix):  # parts of an earlier attempt at another shard count
             if stale.rsplit("/", 1)[1].startswith("part-") and stale not in wanted:
                 self.sink.delete(stale)
-        param = cadence.format(start)
-        marker = {"event_type": name, "partition": param, "events": merged.events,
-                  "duplicates_dropped": merged.duplicates, "late_events": merged.late, "bytes": merged.bytes,
-                  "parts": len(parts), "staging": keys, "closed_at": core.iso(now)}
+        staging = sorted(k for d in shards for k in d["staging"])
+        totals = {k: sum(int(d[k]) for d in shards) for k in ("events", "duplicates", "late", "bytes")}
+        marker = {"event_type": name, "partition": param, "events": totals["events"],
+                  "duplicates_dropped": totals["duplicates"], "late_events": totals["late"],
+                  "bytes": totals["bytes"], "parts": len(parts), "shards": len(shards),
+                  "per_shard": {f"s{d['shard']}": {"events": d["events"], "duplicates": d["duplicates"],
+                                                    "late": d["late"], "parts": len(d["parts"])} for d in shards},
+                  "staging": staging, "closed_at": core.iso(now)}
         self.sink.write(prefix + core.SUCCESS, json.dumps(marker, indent=1).encode())
         location = self.sink.uri(prefix)
-        self.state.mark_closed(name, start, {**{k: v for k, v in marker.items() if k != "closed_at"},
-                                             "closed_at": now, "location": location})
-        self.datamon.land(events_endpoint(name), param, now=now, records=merged.events, bytes=merged.bytes,
-                  location=location, source="gabo")
-        for k in keys:
+        endpoint = events_endpoint(name)
+        if not self.datamon.landed(endpoint, [param]):
+            self.datamon.land(endpoint, param, now=now, records=totals["events"], bytes=totals["bytes"],
+                              location=location, source="gabo")
+        self.state.update_closed(name, start, {**{k: v for k, v in marker.items()
+                                                  if k not in ("closed_at", "per_shard", "staging")},
+                                               "state": "closed", "closed_at": now, "location": location})
+        self.state.update_claim(name, start, {"state": "closed"})
+        for k in staging:
             self.sink.delete(k)
-        log.event(logger, 20, f"closed {events_endpoint(name)} {param}: {merged.events} events",
-                  labels={"event_type": name, "endpoint": events_endpoint(name), "parameter": param}, marker=marker)
-        return ClosedPartition(param, merged.events, merged.duplicates, merged.late, merged.bytes, len(parts),
-                               location)
+        log.event(logger, 20, f"closed events.{name} {param}: {totals['events']} events in {len(shards)} shard(s)",
+                  labels={"event_type": name, "endpoint": endpoint, "parameter": param},
+                  marker={k: v for k, v in marker.items() if k != "staging"})
+        return ClosedPartition(param, totals["events"], totals["duplicates"], totals["late"], totals["bytes"],
+                               len(parts), location, len(shards))
+
+
+def _utc(value: Any, default: datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        return core.parse_iso(value)
+    return default
+
+
+__all__ = ["Closer", "CloseOrder", "CloseReport", "ClosedPartition", "CloseGate", "ShardResult", "CLOSE_ORDERS_TOPIC"]

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import re
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -270,12 +271,12 @@ def classify(m: Pulled, event_type: str, max_event_bytes: int) -> Accepted | Poi
     v = verdict(m, event_type, max_event_bytes)
     if isinstance(v, str):
         return Poison(m, v)
-    return Accepted(m, json.loads(m.data)["id"], v)
+    return Accepted(m, v[1], v[0])
 
 
-def verdict(m: Pulled, event_type: str, max_event_bytes: int) -> datetime | str:
-    """:func:`classify` without the wrapping (a worker calls it per message): the receive time of a
-    deliverable event, or the reason the message is poison."""
+def verdict(m: Pulled, event_type: str, max_event_bytes: int) -> tuple[datetime, str] | str:
+    """:func:`classify` without the wrapping (a worker calls it per message): the receive time and id of
+    a deliverable event, or the reason the message is poison."""
     if len(m.data) > max_event_bytes + 1024:  # the line adds envelope fields around the payload
         return f"oversized: {len(m.data)} bytes > max_event_bytes {max_event_bytes}"
     try:
@@ -288,7 +289,7 @@ def verdict(m: Pulled, event_type: str, max_event_bytes: int) -> datetime | str:
         return f"wrong type {doc.get('type')!r} on the topic of {event_type!r}"
     raw = m.attributes.get("received_at") or doc.get("received_at")
     try:
-        return parse_iso(raw) if type(raw) is str else m.publish_time
+        return (parse_iso(raw) if type(raw) is str else m.publish_time), doc["id"]
     except ValueError:
         return f"unparseable: received_at {raw!r}"
 
@@ -314,10 +315,63 @@ def staging_prefix(event_type: str, start: datetime | None = None) -> str:
     return base if start is None else f"{base}{partition_key(start)}/"
 
 
-def staging_name(event_type: str, start: datetime, message_ids: Sequence[str]) -> str:
-    """Deterministic in the batch's message ids: a retried write of the same batch overwrites itself."""
+def staging_name(event_type: str, start: datetime, message_ids: Sequence[str], shard: str = "") -> str:
+    """``staging/<type>/<period>/s<shard bits>/<hash>.jsonl.gz`` — deterministic in the batch's message ids:
+    a retried write of the same batch overwrites itself."""
     digest = hashlib.sha256("\n".join(sorted(message_ids)).encode()).hexdigest()[:24]
-    return f"{staging_prefix(event_type, start)}{digest}.jsonl.gz"
+    return f"{staging_prefix(event_type, start)}s{shard}/{digest}.jsonl.gz"
+
+
+# ------------------------------------------------------------------------------------------- sharding
+#
+# An event's shard is a prefix of the bits of a stable hash of its id (CRC-32, the same on every platform
+# and process): with ``k`` bits a period has 2**k shards, and shard ``b`` (a string of k bits) holds the
+# ids whose hash starts with ``b``. Every copy of an id therefore lands in one shard, and a shard of fewer
+# bits is exactly the union of the longer shards it prefixes: staging objects written with different
+# ``k`` (the type's shard count changed within a period) are closed together at the smallest ``k`` present,
+# so no id is ever split across two shards of one close.
+
+MAX_SHARD_BITS = 10
+# A shard's merge holds about 250 bytes per id: this many events keep one merge near 40 MB.
+SHARD_EVENTS = 150_000
+
+
+def shard_hash(event_id: str) -> int:
+    return zlib.crc32(event_id.encode())
+
+
+@functools.lru_cache(maxsize=MAX_SHARD_BITS + 1)
+def shard_labels(bits: int) -> tuple[str, ...]:
+    """The shard labels of ``bits`` bits, indexed by ``hash >> (32 - bits)``."""
+    return tuple(format(i, f"0{bits}b") if bits else "" for i in range(1 << bits))
+
+
+def shard_of(event_id: str, bits: int) -> str:
+    return shard_labels(bits)[shard_hash(event_id) >> (32 - bits)] if bits else ""
+
+
+def shard_bits_for(events_per_period: float, per_shard: int = SHARD_EVENTS) -> int:
+    """Bits (shards = 2**bits) so that each shard of a period holds about ``per_shard`` events or fewer."""
+    need = max(1.0, events_per_period / per_shard)
+    return min(MAX_SHARD_BITS, math.ceil(math.log2(need)))
+
+
+def staging_shard(key: str, event_type: str) -> tuple[datetime, str] | None:
+    """(period start, shard bits) of a staging object key; objects of the unsharded layout (directly
+    under the period) are of shard ``""`` (every id). None for what is not a staging object."""
+    rest = key[len(staging_prefix(event_type)):].split("/")
+    try:
+        start = parse_partition_key(rest[0])
+    except ValueError:
+        return None
+    if len(rest) == 3 and rest[1].startswith("s") and set(rest[1][1:]) <= {"0", "1"}:
+        return start, rest[1][1:]
+    return (start, "") if len(rest) == 2 else None
+
+
+def shard_prefix(event_type: str, start: datetime, shard: str) -> str:
+    """Where the staging objects of ``shard`` are listed (every longer shard it prefixes included)."""
+    return f"{staging_prefix(event_type, start)}s{shard}"
 
 
 class GzipLines:
@@ -326,15 +380,19 @@ class GzipLines:
     def __init__(self, level: int = 1) -> None:
         self._buf = io.BytesIO()
         self._gz = gzip.GzipFile(fileobj=self._buf, mode="wb", compresslevel=level, mtime=0)
+        self.raw_bytes = 0
 
     def add(self, line: bytes) -> None:
         self._gz.write(line)
         self._gz.write(b"\n")
+        self.raw_bytes += len(line) + 1
 
     def add_many(self, lines: list[bytes]) -> None:
         """Several lines in one compressor call (a call per line costs more than the copy)."""
         if lines:
-            self._gz.write(b"\n".join(lines) + b"\n")
+            data = b"\n".join(lines) + b"\n"
+            self._gz.write(data)
+            self.raw_bytes += len(data)
 
     def finish(self) -> bytes:
         self._gz.close()
@@ -440,50 +498,6 @@ def next_open(start: datetime, cadence: periods.Cadence, closed: set[datetime]) 
     while t in closed:
         t = cadence.next(t)
     return t
-
-
-@dataclass
-class Merged:
-    lines: list[bytes]
-    events: int
-    duplicates: int
-    late: int
-    bytes: int
-
-
-def merge(objects: Sequence[tuple[str, list[bytes]]], late_names: set[str] = frozenset()) -> Merged:  # type: ignore[assignment]
-    """Merge staging objects (name, lines) into one list without duplicate event ids.
-
-    Deterministic whatever the listing order: objects are taken by name, and of two lines with the same
-    id the first received wins (ties by the line's bytes), so a re-run writes the same finals.
-    """
-    best: dict[str, tuple[str, bytes, bool]] = {}
-    total = 0
-    for name, lines in sorted(objects, key=lambda o: o[0]):
-        is_late = name in late_names
-        for ln in lines:
-            total += 1
-            doc = json.loads(ln)
-            key = (doc.get("received_at") or "", ln)
-            prev = best.get(doc["id"])
-            if prev is None or key < (prev[0], prev[1]):
-                best[doc["id"]] = (key[0], ln, is_late)
-    kept = sorted(best.values(), key=lambda v: (v[0], v[1]))
-    lines = [v[1] for v in kept]
-    return Merged(lines, len(lines), total - len(lines), sum(1 for v in kept if v[2]),
-                  sum(len(ln) + 1 for ln in lines))
-
-
-def split_parts(lines: Sequence[bytes], max_part_bytes: int = 128 * 1024 * 1024) -> list[list[bytes]]:
-    parts: list[list[bytes]] = [[]]
-    size = 0
-    for ln in lines:
-        if size and size + len(ln) + 1 > max_part_bytes:
-            parts.append([])
-            size = 0
-        parts[-1].append(ln)
-        size += len(ln) + 1
-    return parts
 
 
 # -------------------------------------------------------------------------------------------- scaling

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -53,6 +54,8 @@ class WorkOrder(BaseModel):
     max_age_s: float = Field(default=10.0, gt=0, le=600)
     until_drained: bool = Field(default=False, description="stop at the first empty pull (ferry deliver)")
     worker: int = 0
+    shard_bits: int | None = Field(default=None, ge=0, le=core.MAX_SHARD_BITS,
+                                   description="staging shards per period = 2**shard_bits (default: the type's)")
 
     def limits(self) -> core.BatchLimits:
         return core.BatchLimits(self.max_messages, self.max_bytes, self.max_age_s)
@@ -65,6 +68,7 @@ class DeliveryReport:
     pulls: int = 0
     pulled: int = 0
     written: int = 0
+    bytes: int = 0  # of the events written (their lines)
     dead_lettered: int = 0
     objects: list[str] = field(default_factory=list)
     drained: bool = False
@@ -97,11 +101,13 @@ class _Batch:
     the dead-letter topic). Memory holds compressed bytes, never the raw batch next to its output.
     """
 
-    def __init__(self, event_type: EventType, cadence: periods.Cadence) -> None:
+    def __init__(self, event_type: EventType, cadence: periods.Cadence, shard_bits: int = 0) -> None:
         self.event_type = event_type
         self.cadence = cadence
+        self.shard_bits = shard_bits
         self.ack_ids: list[str] = []
-        self.groups: dict[datetime, tuple[list[str], core.GzipLines]] = {}
+        # per (period start, shard): the message ids and the compressed lines
+        self.groups: dict[tuple[datetime, str], tuple[list[str], core.GzipLines]] = {}
         self.poison: list[core.Poison] = []
         self.size = 0
         self.started = 0.0
@@ -116,30 +122,34 @@ class _Batch:
             self.started = time.monotonic()
         name, max_bytes = self.event_type.name, self.event_type.spec.max_event_bytes
         oldest = self.oldest
-        lines: dict[datetime, list[bytes]] = {}  # this pull's lines per period: one compressor call each
+        lines: dict[tuple[datetime, str], list[bytes]] = {}  # this pull's lines per group: one compressor call each
         starts: dict[datetime, datetime] = {}  # ingest stamps a whole request with one received_at
         verdict, ack_ids, groups, size = core.verdict, self.ack_ids, self.groups, 0
+        bits = self.shard_bits
+        labels, shift, crc32 = core.shard_labels(bits), 32 - bits, zlib.crc32
         for m in messages:
             ack_ids.append(m.ack_id)
             size += len(m.data)
-            received = verdict(m, name, max_bytes)
-            if isinstance(received, str):  # poison: why
-                self.poison.append(core.Poison(m, received))
+            v = verdict(m, name, max_bytes)
+            if isinstance(v, str):  # poison: why
+                self.poison.append(core.Poison(m, v))
                 received = _received(m)
             else:
+                received = v[0]
                 start = starts.get(received)
                 if start is None:
                     start = starts[received] = self.cadence.floor(received)
-                group = groups.get(start)
+                gk = (start, labels[crc32(v[1].encode()) >> shift] if bits else "")
+                group = groups.get(gk)
                 if group is None:
-                    group = groups[start] = ([], core.GzipLines())
+                    group = groups[gk] = ([], core.GzipLines())
                 group[0].append(m.message_id)
-                lines.setdefault(start, []).append(m.data)
+                lines.setdefault(gk, []).append(m.data)
             if oldest is None or received < oldest:
                 oldest = received
         self.size += size
-        for start, group_lines in lines.items():
-            groups[start][1].add_many(group_lines)
+        for gk, group_lines in lines.items():
+            groups[gk][1].add_many(group_lines)
         lowered = oldest is not None and oldest != self.oldest
         self.oldest = oldest
         return lowered
@@ -169,7 +179,7 @@ class DeliveryWorker:
         report = DeliveryReport(event_type.name, run_id)
         started = time.monotonic()
         deadline = started + order.budget_s
-        batch = _Batch(event_type, cadence)
+        batch = _Batch(event_type, cadence, order.shard_bits or 0)
         last_extend = started
         last_pull_full = False
         answered = False
@@ -181,6 +191,7 @@ class DeliveryWorker:
             doc.update(changes)
             now = self.clock.now()
             doc.update(updated_at=now, pulls=report.pulls, pulled=report.pulled, written=report.written,
+                       bytes=report.bytes,
                        dead_lettered=report.dead_lettered, saturated=report.saturated,
                        rate=report.written / max(1e-3, time.monotonic() - started))
             self.state.save_run(run_id, doc)
@@ -194,7 +205,7 @@ class DeliveryWorker:
                     last_extend = time.monotonic()
                 self._flush(batch, names, report)
                 report.active_seconds = round(time.monotonic() - started, 3)
-                batch = _Batch(event_type, cadence)
+                batch = _Batch(event_type, cadence, order.shard_bits or 0)
             save(holding_oldest=None)
 
         # No record before the first pull: a run is of interest to the closer once it holds events (saved
@@ -265,10 +276,11 @@ class DeliveryWorker:
                                          "reason": p.reason, "source_message_id": p.message.message_id})
                 for p in batch.poison])
             report.dead_lettered += len(batch.poison)
-        for start in sorted(batch.groups):
-            ids, lines = batch.groups.pop(start)
-            key = core.staging_name(names.event_type, start, ids)
+        for start, shard in sorted(batch.groups):
+            ids, lines = batch.groups.pop((start, shard))
+            key = core.staging_name(names.event_type, start, ids, shard)
             self.sink.write(key, lines.finish())
+            report.bytes += lines.raw_bytes
             report.objects.append(key)
             report.written += len(ids)
             del lines

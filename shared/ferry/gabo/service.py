@@ -12,12 +12,23 @@ from typing import TYPE_CHECKING, Any
 
 from ferry import log
 from ferry.broker.base import Message
-from ferry.domain.manifests import EventType
+from ferry.domain import periods
+from ferry.domain.manifests import EventType, events_endpoint
 from ferry.errors import InfraError, NotFound
+from ferry.gabo import capacity as capacity_mod
 from ferry.gabo import core
 from ferry.gabo.backlog import Backlog, BacklogSource
 from ferry.gabo.broker import DeliveryBroker
-from ferry.gabo.closing import Closer, CloseReport
+from ferry.gabo.capacity import Capacity, CapacityInputs, plan
+from ferry.gabo.closing import (
+    CLOSE_ORDERS_TOPIC,
+    ClosedPartition,
+    CloseGate,
+    CloseOrder,
+    Closer,
+    CloseReport,
+    open_gate,
+)
 from ferry.gabo.delivery import DeliveryReport, DeliveryWorker, OffsetClock, WorkOrder
 from ferry.gabo.sink import Sink
 from ferry.gabo.state import GaboState
@@ -35,6 +46,8 @@ class Gabo:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+        # Where completeness checks join closing (an ingest ledger): see closing.CloseGate.
+        self.close_gate: CloseGate = open_gate
 
     @property
     def broker(self) -> DeliveryBroker:
@@ -86,13 +99,47 @@ class Gabo:
         """Run one delivery work order (``now`` shifts this run's clock: local time travel only)."""
         et, _ = self.event_type(order.event_type)
         clock = OffsetClock(now, self.services.clock) if now is not None else self.services.clock
+        if order.shard_bits is None:
+            order = order.model_copy(update={"shard_bits": self.shard_bits(et, clock.now())})
         worker = DeliveryWorker(self.broker, self.sink, lambda: self.services.publisher, self.state, clock)
         return worker.run(order, et)
 
-    def close(self, now: datetime, name: str | None = None) -> list[CloseReport]:
-        """Close what may close, for one type or all. Safe to run twice or concurrently with delivery."""
-        closer = Closer(self.sink, self.state, self.services.datamon, self.backlog_source)
-        return [closer.close(et, now, rec.created_at) for et, rec in self.event_types(name)]
+    def shard_bits(self, et: EventType, now: datetime) -> int:
+        """The type's staging shards per period (as bits): ``spec.shards``, or what the scaler last chose
+        from the volume (see :func:`core.shard_bits_for`)."""
+        if et.spec.shards:
+            return et.spec.shards.bit_length() - 1
+        last = self.state.last_decision(et.name, now)
+        return int((last or {}).get("shard_bits") or 0)
+
+    def closer(self) -> Closer:
+        def publish(orders: list[CloseOrder]) -> None:
+            self.services.publisher.publish(CLOSE_ORDERS_TOPIC, [
+                Message(o.model_dump_json().encode(), {"event_type": o.event_type}) for o in orders])
+
+        return Closer(self.sink, self.state, self.services.datamon, self.backlog_source, publish, self.close_gate)
+
+    def close(self, now: datetime, name: str | None = None, inline: bool = False) -> list[CloseReport]:
+        """Decide what may close, for one type or all, and order the shards' merges (``inline``: merge them
+        here, in turn). Safe to run twice or concurrently with delivery and with itself."""
+        closer = self.closer()
+        if inline:
+            closer.publish = None
+        reports = []
+        for et, rec in self.event_types(name):
+            try:
+                reports.append(closer.close(et, now, rec.created_at))
+            except Exception as exc:  # one type's trouble never holds the others up
+                log.event(logger, 40, f"closing {et.name} failed: {exc}", labels={"event_type": et.name})
+                rep = CloseReport(et.name)
+                rep.open.append({"partition": None, "state": "error", "reason": f"{type(exc).__name__}: {exc}"})
+                reports.append(rep)
+        return reports
+
+    def close_shard(self, order: CloseOrder, now: datetime) -> ClosedPartition | None:
+        """One close order: merge a shard; complete the period if it was the last (the close-shard function)."""
+        et, _ = self.event_type(order.event_type)
+        return self.closer().run_shard(et, order, now)
 
     def scale(self, now: datetime, name: str | None = None, budget_s: float = 50.0,
               publish: bool = True) -> list[dict[str, Any]]:
@@ -101,17 +148,124 @@ class Gabo:
         for et, _ in self.event_types(name):
             inputs = self.backlog(et, now, budget_s)
             decision = core.decide_workers(inputs)
-            orders = [WorkOrder(event_type=et.name, budget_s=budget_s, worker=i) for i in range(decision.workers)]
+            bits = self.choose_shard_bits(et, inputs)
+            orders = [WorkOrder(event_type=et.name, budget_s=budget_s, worker=i, shard_bits=bits)
+                      for i in range(decision.workers)]
             if publish and orders:
                 self.services.publisher.publish(core.WORK_ORDERS_TOPIC, [
                     Message(o.model_dump_json().encode(), {"event_type": et.name}) for o in orders])
             record = {"workers": decision.workers, "reason": decision.reason, "inputs": inputs.to_dict(),
-                      "published": publish}
+                      "published": publish, "shard_bits": bits}
             self.state.record_decision(et.name, now, record)
             log.event(logger, 20, f"scale {et.name}: {decision.workers} worker(s) — {decision.reason}",
                       labels={"event_type": et.name}, inputs=inputs.to_dict())
             out.append({"event_type": et.name, **record})
+        if publish:
+            try:
+                self.capacity_alerts(self.capacity(now, name), now)
+            except InfraError as exc:  # the capacity check never holds up scaling
+                log.event(logger, 30, f"capacity check failed: {exc}")
         return out
+
+    def choose_shard_bits(self, et: EventType, inputs: core.ScaleInputs) -> int:
+        """Shards per period from the volume: what the workers can move at the most workers allowed, over
+        one period (the most a period can hold while delivery keeps up), so each shard's merge stays
+        within ``core.SHARD_EVENTS`` events. ``spec.shards`` overrides."""
+        if et.spec.shards:
+            return et.spec.shards.bit_length() - 1
+        cadence = periods.partitioning(et.spec.partitioning)
+        start = cadence.floor(core.parse_partition_key("20260101T0000"))
+        width = (cadence.next(start) - start).total_seconds()
+        rate = (inputs.rate_per_worker or 0.0) * max(1, inputs.current)
+        return core.shard_bits_for(rate * width)
+
+    def progress(self, name: str, since: datetime, now: datetime) -> dict[str, Any]:
+        """What became of events received since ``since`` (a load run's view): delivered (the runs' written
+        counts, redeliveries included), runs still working, and each period's closing state and counts."""
+        et, _ = self.event_type(name)
+        runs = self.state.recent_runs(name, since)
+        cadence = periods.partitioning(et.spec.partitioning)
+        starts: list[datetime] = []
+        t = cadence.floor(since)
+        while t <= now and len(starts) < 1000:
+            starts.append(t)
+            t = cadence.next(t)
+        closed = self.state.closed(name, starts)
+        claims = self.state.claims(name, starts)
+        parts = []
+        for s in starts:
+            doc = closed.get(s) or claims.get(s)
+            if doc is not None:
+                parts.append({"partition": cadence.format(s), "state": doc.get("state"), "events": doc.get("events"),
+                              "duplicates_dropped": doc.get("duplicates_dropped"),
+                              "late_events": doc.get("late_events"), "shards": doc.get("shards")})
+        return {"event_type": name, "delivered": sum(int(r.get("written") or 0) for r in runs),
+                "runs": len(runs), "running": sum(1 for r in runs if not r.get("finished_at")),
+                "partitions": parts}
+
+    def capacity(self, now: datetime, name: str | None = None) -> list[Capacity]:
+        """Per type: the observed rate, per-worker throughput, workers now and at 10× the peak, headroom,
+        shards per period and the close cost per shard at 10×, and a verdict (``ferry.gabo.capacity``)."""
+        return [plan(self.capacity_inputs(et, now)) for et, _ in self.event_types(name)]
+
+    def capacity_inputs(self, et: EventType, now: datetime) -> CapacityInputs:
+        """From the delivery runs of the last hour (one document per run) and the shard merges of the last
+        day (one per shard): no counter document that every worker writes."""
+        runs = [r for r in self.state.recent_runs(et.name, now - timedelta(hours=1)) if r.get("written")]
+        windows = {"1m": 60.0, "5m": 300.0, "60m": 3600.0}
+        rate, bps = {}, {}
+        for w, secs in windows.items():
+            inside = [r for r in runs if _utc(r["updated_at"]) >= now - timedelta(seconds=secs)]
+            rate[w] = round(sum(int(r["written"]) for r in inside) / secs, 2)
+            bps[w] = round(sum(int(r.get("bytes") or 0) for r in inside) / secs, 1)
+        buckets: dict[int, int] = {}  # the busiest minute of the hour
+        for r in runs:
+            b = int((now - _utc(r["updated_at"])).total_seconds() // 60)
+            buckets[b] = buckets.get(b, 0) + int(r["written"])
+        peak = max([v / 60.0 for v in buckets.values()] + [rate["1m"]])
+        saturated = [float(r["rate"]) for r in runs if r.get("saturated") and r.get("rate")]
+        anyrate = [float(r["rate"]) for r in runs if r.get("rate")]
+        per_worker = max(saturated) if saturated else (max(anyrate) if anyrate else None)
+        merges = self.state.recent_shards(et.name, now - timedelta(days=1))
+        speeds = [int(d["events"]) / float(d["seconds"]) for d in merges if d.get("seconds") and d.get("events")]
+        last = self.state.last_decision(et.name, now)
+        cadence = periods.partitioning(et.spec.partitioning)
+        start = cadence.floor(now)
+        return CapacityInputs(et.name, et.metadata.owner, rate, bps, round(peak, 2), per_worker, bool(saturated),
+                              et.spec.min_workers, et.spec.max_workers,
+                              int(last["workers"]) if last else et.spec.min_workers,
+                              (cadence.next(start) - start).total_seconds(),
+                              round(max(speeds), 1) if speeds else None, len(runs))
+
+    def capacity_alerts(self, caps: list[Capacity], now: datetime) -> int:
+        """An owner-routed alert on ``ferry-alerts`` (the path Datamon's alerts take) for each type without
+        10× headroom — once per type and day (a ``create`` claims it)."""
+        from ferry.errors import Conflict
+        from ferry.store.base import Op
+
+        sent = 0
+        for c in caps:
+            if c.ok is not False:
+                continue
+            key = f"capacity:{events_endpoint(c.event_type)}:{now:%Y-%m-%d}"
+            try:
+                self.services.store.write([Op.create("gabo_capacity_alerts", key.replace("/", "_"),
+                                                     {"event_type": c.event_type, "at": now, "verdict": c.verdict})])
+            except Conflict:
+                continue
+            summary = f"{events_endpoint(c.event_type)}: {c.verdict} (peak {c.peak_eps:.0f} events/s, owner {c.owner})"
+            event = {"dedup_key": key, "event_action": "trigger", "severity": "warning", "summary": summary,
+                     "source": "ferry-gabo", "owner": c.owner,
+                     "payload": {"summary": summary, "severity": "warning", "source": "ferry-gabo",
+                                 "component": events_endpoint(c.event_type), "group": c.owner, "class": "capacity"},
+                     "custom_details": c.to_dict()}
+            self.services.publisher.publish(capacity_mod.ALERTS_TOPIC, [Message(json.dumps(event, default=str).encode(), {
+                "dedup_key": key, "event_action": "trigger", "endpoint": events_endpoint(c.event_type),
+                "owner": c.owner, "severity": "warning"})])
+            log.event(logger, 30, summary, labels={"event_type": c.event_type, "owner": c.owner},
+                      capacity=c.to_dict())
+            sent += 1
+        return sent
 
     def backlog(self, et: EventType, now: datetime, budget_s: float) -> core.ScaleInputs:
         """Scaler inputs: the backlog from the backlog source (Cloud Monitoring's ``num_undelivered_messages``
@@ -136,6 +290,10 @@ class Gabo:
                                 source=b.source, sampled_at=core.iso(b.sampled_at) if b.sampled_at else None)
 
 
+def _utc(v: Any) -> datetime:
+    return v if isinstance(v, datetime) else core.parse_iso(str(v))
+
+
 def gabo(services: Services) -> Gabo:
     """Gabo's facade on ``services`` (cheap: the adapters are the services')."""
     return Gabo(services)
@@ -143,6 +301,10 @@ def gabo(services: Services) -> Gabo:
 
 def decode_work_order(data: bytes) -> WorkOrder:
     return WorkOrder.model_validate(json.loads(data))
+
+
+def decode_close_order(data: bytes) -> CloseOrder:
+    return CloseOrder.model_validate(json.loads(data))
 
 
 def deliver_pushed(services: Services, data: bytes, attributes: dict[str, str]) -> None:
@@ -154,4 +316,11 @@ def deliver_pushed(services: Services, data: bytes, attributes: dict[str, str]) 
     gabo(services).deliver(order.model_copy(update={"budget_s": cap_budget(services, order.budget_s)}))
 
 
-__all__ = ["Gabo", "gabo", "decode_work_order", "deliver_pushed"]
+def close_shard_pushed(services: Services, data: bytes, attributes: dict[str, str]) -> None:
+    """The ``close-shard`` function's body: one pushed close order. Raises on anything that should be
+    redelivered (the period stays open; after the subscription's attempts the order is dead-lettered)."""
+    order = decode_close_order(data)
+    gabo(services).close_shard(order, order.clock_now(services))
+
+
+__all__ = ["Gabo", "gabo", "decode_work_order", "decode_close_order", "deliver_pushed", "close_shard_pushed"]

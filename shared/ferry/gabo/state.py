@@ -1,9 +1,12 @@
 """Gabo's state in the document store: worker runs (pull statistics), closed partitions, cursors, scaling.
 
 Collections: ``gabo_runs`` (one document per delivery run, written by that run only — no hot
-documents), ``gabo_closed`` (one per closed partition, id ``<type>~<key>``), ``gabo_cursors`` (one per
-type: the first period not yet known closed; written by the closer only), ``gabo_scaling`` (one per
-decision).
+documents), ``gabo_closing`` (the claim of one close of a period, id ``<type>~<key>``, created once:
+one close per period at a time), ``gabo_close_shards`` (one per shard of a claimed period, written by
+that shard's worker), ``gabo_closed`` (the completion record of a closed partition, created once —
+whoever creates it writes ``_SUCCESS`` and lands), ``gabo_finishers`` (takeovers of a crashed
+completion, one per attempt), ``gabo_cursors`` (one per type: the first period not yet known closed;
+written by the closer only), ``gabo_scaling`` (one per decision).
 """
 
 from __future__ import annotations
@@ -16,10 +19,15 @@ from ferry.gabo.core import parse_iso, partition_key
 from ferry.store.base import Doc, DocumentStore, Op, Where
 
 RUNS, CLOSED, CURSORS, SCALING = "gabo_runs", "gabo_closed", "gabo_cursors", "gabo_scaling"
+CLOSING, SHARDS, FINISHERS = "gabo_closing", "gabo_close_shards", "gabo_finishers"
 
 
 def closed_id(event_type: str, start: datetime) -> str:
     return f"{event_type}~{partition_key(start)}"
+
+
+def shard_id(event_type: str, start: datetime, shard: str) -> str:
+    return f"{closed_id(event_type, start)}~s{shard}"
 
 
 class GaboState:
@@ -43,6 +51,44 @@ class GaboState:
 
     def mark_closed(self, event_type: str, start: datetime, doc: Doc) -> None:
         self.store.write([Op.set(CLOSED, closed_id(event_type, start), doc)])
+
+    def create_closed(self, event_type: str, start: datetime, doc: Doc) -> None:
+        """The completion record, once. Raises Conflict when it exists (another run completes it)."""
+        self.store.write([Op.create(CLOSED, closed_id(event_type, start), doc)])
+
+    def update_closed(self, event_type: str, start: datetime, doc: Doc) -> None:
+        self.store.write([Op.set(CLOSED, closed_id(event_type, start), doc, merge=True)])
+
+    def take_over(self, event_type: str, start: datetime, attempt: int, doc: Doc) -> None:
+        """Claim attempt ``attempt`` at completing a period whose finisher went silent. Raises Conflict."""
+        self.store.write([Op.create(FINISHERS, f"{closed_id(event_type, start)}~{attempt}", doc)])
+
+    # claims and shards ------------------------------------------------------------------------------
+    def claims(self, event_type: str, starts: Sequence[datetime]) -> dict[datetime, Doc]:
+        ids = {closed_id(event_type, s): s for s in starts}
+        found = self.store.get_many(CLOSING, list(ids)) if ids else {}
+        return {ids[k]: v for k, v in found.items()}
+
+    def claim(self, event_type: str, start: datetime, doc: Doc) -> None:
+        """One close of a period at a time. Raises Conflict when another run holds (or held) it."""
+        self.store.write([Op.create(CLOSING, closed_id(event_type, start), doc)])
+
+    def update_claim(self, event_type: str, start: datetime, doc: Doc) -> None:
+        self.store.write([Op.set(CLOSING, closed_id(event_type, start), doc, merge=True)])
+
+    def shards(self, event_type: str, start: datetime, labels: Sequence[str]) -> dict[str, Doc]:
+        ids = {shard_id(event_type, start, b): b for b in labels}
+        found = self.store.get_many(SHARDS, list(ids)) if ids else {}
+        return {ids[k]: v for k, v in found.items()}
+
+    def save_shard(self, event_type: str, start: datetime, shard: str, doc: Doc) -> None:
+        self.store.write([Op.set(SHARDS, shard_id(event_type, start, shard), doc, merge=True)])
+
+    def recent_shards(self, event_type: str, since: datetime) -> list[Doc]:
+        """Shard merges recorded since ``since`` (their counts and seconds: the capacity model)."""
+        rows = self.store.query(SHARDS, [Where("event_type", "==", event_type), Where("finished_at", ">=", since)],
+                                order_by="finished_at", descending=True, limit=200)
+        return [d for _, d in rows]
 
     def cursor(self, event_type: str) -> datetime | None:
         doc = self.store.get(CURSORS, event_type)

@@ -23,10 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-messages", type=int, default=20_000)
     p.add_argument("--max-bytes", type=int, default=64 * 1024 * 1024)
     p.add_argument("--max-age", type=float, default=10.0)
+    p.add_argument("--shard-bits", type=int, default=None, help="staging shards per period = 2**bits (default: the type's)")
     p.add_argument("--now", default=None, help="ISO instant this run's clock starts at (local time travel)")
     a = p.parse_args(argv)
     order = WorkOrder(event_type=a.event_type, budget_s=a.budget, until_drained=a.until_drained,
-                      max_messages=a.max_messages, max_bytes=a.max_bytes, max_age_s=a.max_age)
+                      max_messages=a.max_messages, max_bytes=a.max_bytes, max_age_s=a.max_age,
+                      shard_bits=a.shard_bits)
     now = datetime.fromisoformat(a.now.replace("Z", "+00:00")) if a.now else None
     g = gabo(process_services())
     g.warm()

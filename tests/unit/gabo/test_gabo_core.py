@@ -140,31 +140,6 @@ def test_next_open_skips_closed_periods() -> None:
     assert core.next_open(s, MIN, closed) == s + timedelta(minutes=3)
 
 
-def line(i: str, received: str, extra: int = 0) -> bytes:
-    return json.dumps({"id": i, "received_at": received, "payload": {"n": extra}}, separators=(",", ":")).encode()
-
-
-def test_merge_drops_duplicates_deterministically_and_counts_late() -> None:
-    a = ("staging/p/k/a.jsonl.gz", [line("1", "2026-11-26T14:05:01Z"), line("2", "2026-11-26T14:05:02Z")])
-    b = ("staging/p/k/b.jsonl.gz", [line("2", "2026-11-26T14:05:02Z"), line("3", "2026-11-26T14:05:03Z")])
-    late = ("staging/p/k/late-c.jsonl.gz", [line("4", "2026-11-26T14:04:59Z"), line("1", "2026-11-26T14:05:09Z", 1)])
-    m1 = core.merge([a, b, late], {late[0]})
-    m2 = core.merge([late, b, a], {late[0]})
-    assert m1.lines == m2.lines
-    assert [json.loads(x)["id"] for x in m1.lines] == ["4", "1", "2", "3"]
-    assert (m1.events, m1.duplicates, m1.late) == (4, 2, 1)
-    assert m1.bytes == sum(len(x) + 1 for x in m1.lines)
-    # of two lines with one id, the first received wins
-    assert json.loads(m1.lines[1])["payload"] == {"n": 0}
-
-
-def test_split_parts_bounds_part_size() -> None:
-    lines = [b"x" * 99] * 10
-    parts = core.split_parts(lines, max_part_bytes=300)
-    assert [len(p) for p in parts] == [3, 3, 3, 1]
-    assert core.split_parts([], 10) == [[]]
-
-
 def test_gzip_round_trip() -> None:
     assert core.gunzip_lines(core.gzip_lines([b"a", b"b"])) == [b"a", b"b"]
 

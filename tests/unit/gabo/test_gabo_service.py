@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import time
@@ -18,8 +19,9 @@ from ferry.config import Settings
 from ferry.domain.manifests import EventType
 from ferry.errors import BadRequest, ValidationError
 from ferry.gabo.broker import MemoryBroker, Unanswered
+from ferry.gabo.closing import CLOSE_ORDERS_TOPIC
 from ferry.gabo.delivery import WorkOrder
-from ferry.gabo.service import Gabo
+from ferry.gabo.service import Gabo, decode_close_order
 from ferry.gabo.sink import LocalSink
 from ferry.store.memory import MemoryStore
 
@@ -54,7 +56,22 @@ def env(tmp_path: Path) -> tuple[Services, Gabo, MemoryBroker, Lands, FixedClock
                                    "spec": {"schema": SCHEMA, "partitioning": "PT1M", "close_after": "PT10S",
                                             "max_event_bytes": 200, "darkload": 0.5}})
     svc.apply.apply([et], T0)
+    broker.ensure_topic(CLOSE_ORDERS_TOPIC)
+    g.close = functools.partial(close_and_run_orders, g, broker)  # type: ignore[method-assign]
     return svc, g, broker, lands, clock
+
+
+def close_and_run_orders(g: Gabo, broker: MemoryBroker, now: datetime, name: str | None = None) -> list[Any]:
+    """What the scheduled close and the close-shard function do together: decide and publish close orders,
+    then run each published order (the function), adding what they completed to the reports."""
+    seen = len(broker.topics[CLOSE_ORDERS_TOPIC])
+    reports = Gabo.close(g, now, name)
+    for m in broker.topics[CLOSE_ORDERS_TOPIC][seen:]:
+        order = decode_close_order(m.data)
+        done = g.close_shard(order, now)
+        if done is not None:
+            next(r for r in reports if r.event_type == order.event_type).closed.append(done)
+    return reports
 
 
 def body(events: list[dict[str, Any]]) -> bytes:
@@ -136,7 +153,8 @@ def test_deliver_close_land_with_duplicates_poison_and_late(env: Any, tmp_path: 
     closed = {c.partition: c for c in rep.closed}
     assert closed["2026-11-26T14:05"].events == 50 and closed["2026-11-26T14:05"].duplicates == 2
     prefix = tmp_path / "sink/events/play/dt=2026-11-26/hour=14/minute=05"
-    ids = [json.loads(x)["id"] for x in gzip.decompress((prefix / "part-00000.jsonl.gz").read_bytes()).splitlines()]
+    ids = [json.loads(x)["id"] for p in sorted(prefix.glob("part-*.jsonl.gz"))
+           for x in gzip.decompress(p.read_bytes()).splitlines()]
     assert sorted(ids) == sorted(f"e{i}" for i in range(50))
     marker = json.loads((prefix / "_SUCCESS").read_text())
     assert (marker["events"], marker["duplicates_dropped"], marker["late_events"]) == (50, 2, 0)
@@ -280,7 +298,7 @@ def test_a_batch_streams_lines_into_gzip_and_tracks_the_oldest_event_of_any_pull
     assert batch.oldest == T0 - timedelta(minutes=5)
     assert len(batch) == 6 and len(batch.poison) == 1
     start = T0.replace(second=0)
-    ids, gz = batch.groups[start]
+    ids, gz = batch.groups[(start, "")]
     assert ids == ["m0", "m1", "m2", "m3"]
     assert core.gunzip_lines(gz.finish()) == [m.data for m in first] + [pulled(3, T0 + timedelta(seconds=40)).data]
 
@@ -343,3 +361,22 @@ def test_apply_refuses_schemas_ingest_could_not_evaluate(env: Any, schema: dict[
     with pytest.raises(ValidationError) as err:
         parse_documents([doc])
     assert reason in json.dumps(err.value.details)
+
+
+def test_capacity_reads_the_runs_and_alerts_the_owner_once(env: Any) -> None:
+    svc, g, broker, _, clock = env
+    g.ingest(body([ev(i) for i in range(300)]), T0)
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    [c] = g.capacity(clock.now())
+    assert c.rate_eps["5m"] == 1.0 and c.rate_eps["1m"] == 5.0 and c.rate_bps["5m"] > 0
+    assert c.peak_eps == 5.0 and c.per_worker_eps and c.ok is True
+    # a type whose max_workers cannot carry 10×: fake a slow worker
+    run = next(iter(svc.store._data["gabo_runs"].values()))
+    run["rate"] = 0.5
+    [c] = g.capacity(clock.now())
+    assert c.ok is False and c.raise_["max_workers"] == 100, c  # 10 × 5/s at 0.5/s per worker
+    broker.ensure_topic("ferry-alerts")
+    assert g.capacity_alerts([c], clock.now()) == 1
+    assert g.capacity_alerts([c], clock.now() + timedelta(minutes=5)) == 0  # once a day
+    [msg] = broker.topics["ferry-alerts"]
+    assert msg.attributes["owner"] == "team-a" and msg.attributes["endpoint"] == "events.play"

@@ -1,0 +1,156 @@
+"""Fan-out closing on the local stack, at volume: the close-shard function merges shards in parallel; one
+completion and one landing per partition however closes overlap or shard workers die.
+
+Staging objects are written straight into the stack's sink (``fakes.staging``: what delivery writes, at
+volume, in seconds); a delivery run on the empty subscription supplies the drain that lets the period
+close. ``tests/bench`` repeats the volume proofs at 3,000,000 events.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.test_gabo import PT1M, VirtualClock, apply_type, cli, close_until, t0
+from fakes.staging import expected_ids, write_period
+from ferry.datamon.repository import PARTITIONS, partition_id
+from ferry.gabo import core
+from ferry.gabo.closing import CloseOrder
+from ferry.gabo.sink import LocalSink
+
+pytestmark = pytest.mark.emulator
+
+
+def staged_type(stack: Any, events: int, bits: int, late: int = 0) -> tuple[str, Any, VirtualClock, Any]:
+    name = f"vol-{uuid.uuid4().hex[:6]}"
+    apply_type(stack, name)
+    start = t0().replace(second=0)
+    staged = write_period(LocalSink(Path(stack.home) / "sink"), name, start, events, bits, late=late)
+    clock = VirtualClock(start + timedelta(seconds=75))
+    cli(stack, "deliver", name, "--budget", "5", now=clock.iso())  # the drain after the period's end
+    time.sleep(5.5)  # drains are trusted after a few seconds' settle (see backlog.SETTLE)
+    return name, start, clock, staged
+
+
+def final_lines(stack: Any, name: str, start: Any) -> list[bytes]:
+    prefix = Path(stack.home) / "sink" / core.final_prefix(name, start, PT1M)
+    return [ln for p in sorted(prefix.glob("part-*.jsonl.gz")) for ln in gzip.decompress(p.read_bytes()).splitlines()]
+
+
+def landings(stack: Any, name: str, start: Any) -> int:
+    doc = stack.services().store.get(PARTITIONS, partition_id(f"events.{name}", PT1M.format(start)))
+    return int(doc["landings"]) if doc else 0
+
+
+def test_six_concurrent_closes_each_succeed_or_skip_and_land_once(stack: Any) -> None:
+    n, bits = 20_000, 1
+    name, start, clock, staged = staged_type(stack, n, bits, late=100)
+    now = clock.iso(plus_s=10)
+    with ThreadPoolExecutor(6) as pool:
+        runs = list(pool.map(lambda _: cli(stack, "close", name, now=now)["reports"][0], range(6)))
+    param = PT1M.format(start)
+    ordered = [r for r in runs if any(o["partition"] == param for o in r["ordered"])]
+    assert len(ordered) == 1, runs  # one claim; the others skipped (or found it claimed and open)
+    assert all(param in r["skipped"] or r in ordered or any(o["partition"] == param for o in r["open"])
+               for r in runs), runs
+    marker = close_until(stack, name, start, clock)
+    ids = [json.loads(x)["id"] for x in final_lines(stack, name, start)]
+    assert len(ids) == len(set(ids)) == staged.unique == marker["events"]
+    assert (marker["duplicates_dropped"], marker["late_events"], marker["shards"]) == (staged.duplicates, 100, 2)
+    assert landings(stack, name, start) == 1
+    again = [cli(stack, "close", name, now=clock.iso(plus_s=20))["reports"][0] for _ in range(2)]
+    assert not any(r["ordered"] or r["closed"] for r in again) and landings(stack, name, start) == 1
+
+
+def test_a_small_type_closes_without_waiting_for_a_big_one(stack: Any) -> None:
+    """The big type's shards are still merging (their orders held here, as if its workers were slow); the
+    scheduled close closes the small type anyway and shows the big one open, with its shards' progress.
+    (tests/bench times it with real shards of a 3M-event period.)"""
+    big, start, clock, _ = staged_type(stack, 100_000, 1)
+    small = f"small-{uuid.uuid4().hex[:6]}"
+    apply_type(stack, small)
+    write_period(LocalSink(Path(stack.home) / "sink"), small, start, 100, 0)
+    cli(stack, "deliver", small, "--budget", "5", now=clock.iso())
+    time.sleep(5.5)
+    sink = Path(stack.home) / "sink"
+    markers = {t: sink / core.final_prefix(t, start, PT1M) / core.SUCCESS for t in (big, small)}
+    from ferry.gabo.service import gabo
+
+    g = gabo(stack.services())
+    held: list[CloseOrder] = []
+    closer = g.closer()
+    closer.publish = held.extend
+    et, rec = g.event_type(big)
+    closer.close(et, clock.now() + timedelta(seconds=10), rec.created_at)
+    assert len(held) == 2
+    reports = {r["event_type"]: r for r in cli(stack, "close", now=clock.iso(plus_s=12))["reports"]}
+    assert markers[small].exists() and not markers[big].exists()
+    assert json.loads(markers[small].read_text())["events"] == 99  # the 100th line repeats an earlier id
+    [state] = [o for o in reports[big]["open"] if o["partition"] == PT1M.format(start)]
+    assert state["state"] == "merging" and state["shards_done"] == 0 and state["shards"] == 2
+    for o in held:  # the big one's workers get to it
+        g.close_shard(o, clock.now() + timedelta(seconds=15))
+    assert json.loads(markers[big].read_text())["shards"] == 2
+
+
+def test_sigkilled_shard_worker_mid_merge_still_closes_once(stack: Any) -> None:
+    """The closer's decision runs here with its orders captured (not published), so that the test runs the
+    shard orders itself as processes — what the close-shard function does — and SIGKILLs one mid-merge,
+    after it wrote its first part: the retry (Pub/Sub's redelivery) completes the period once."""
+    n, bits = 200_000, 1
+    name, start, clock, staged = staged_type(stack, n, bits)
+    from ferry.gabo.service import gabo
+
+    g = gabo(stack.services())
+    captured: list[CloseOrder] = []
+    closer = g.closer()
+    closer.publish = captured.extend
+    et, rec = g.event_type(name)
+    closer.close(et, clock.now() + timedelta(seconds=10), rec.created_at)
+    assert [o.shard for o in captured] == ["0", "1"]
+
+    def run(order: CloseOrder) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "ferry.gabo.closeshard", order.model_dump_json(),
+                                 "--max-part-bytes", str(2 * 1024 * 1024)], env=stack.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    prefix = Path(stack.home) / "sink" / core.final_prefix(name, start, PT1M)
+    victim = run(captured[0])
+    end = time.monotonic() + 120
+    while not list(prefix.glob("part-s0-*.jsonl.gz")):
+        assert victim.poll() is None, victim.stderr.read().decode()[-2000:] if victim.stderr else ""
+        assert time.monotonic() < end
+        time.sleep(0.002)
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL
+    written_before = len(list(prefix.glob("part-s0-*.jsonl.gz")))
+    assert not (prefix / core.SUCCESS).exists()
+
+    other = run(captured[1])
+    assert other.wait(timeout=300) == 0
+    retry = run(captured[0])  # Pub/Sub redelivers the dead worker's order
+    out, err = retry.communicate(timeout=300)
+    assert retry.returncode == 0, err.decode()[-2000:]
+    report = json.loads(out)
+    assert report["completed"] and report["completed"]["events"] == staged.unique, report
+    ids = [json.loads(x)["id"] for x in final_lines(stack, name, start)]
+    assert len(ids) == len(set(ids)) == staged.unique
+    assert set(ids) == expected_ids(n, bits, "0") | expected_ids(n, bits, "1")
+    assert landings(stack, name, start) == 1
+    # a redelivered order of the closed period does nothing
+    late_retry = run(captured[0])
+    assert json.loads(late_retry.communicate(timeout=120)[0])["completed"] is None
+    assert landings(stack, name, start) == 1
+    print(f"\nkilled after {written_before} part(s) of shard 0; peak RSS of the retry {report['peak_rss_mb']} MB")
