@@ -93,6 +93,15 @@ def land(request):  # type: ignore[no-untyped-def]
     return serve_push(request, "land", lambda _svc, data, attributes: handle_partition_message(data, attributes))
 
 
+@functions_framework.http
+def notify(request):  # type: ignore[no-untyped-def]
+    """One notification pushed from ferry-alerts to its owning team's channels; an exception means nack."""
+    from ferry.api.push import serve_push
+    from ferry.notify.service import handle_message
+
+    return serve_push(request, "notify", lambda _svc, data, attributes: handle_message(data, attributes))
+
+
 # --- Styx (SPEC §5) -------------------------------------------------------------------------------
 @functions_framework.http
 def styx_tick(request):  # type: ignore[no-untyped-def]

@@ -31,13 +31,15 @@ if TYPE_CHECKING:
     from ferry.gabo.backlog import BacklogSource
     from ferry.gabo.broker import DeliveryBroker
     from ferry.gabo.sink import Sink
+    from ferry.notify.secrets import SecretStore
     from ferry.styx.launchers import Launcher
 
 T = TypeVar("T")
 HookFactory = Callable[["Services"], ApplyHook]
 
 # The topics a deployment creates (infra/*.yaml); the in-memory broker starts with them.
-PLATFORM_TOPICS = ("ferry-alerts", "ferry-partitions", "gabo-work-orders", "gabo-close-orders")
+PLATFORM_TOPICS = ("ferry-alerts", "ferry-alerts-dead-letter", "ferry-partitions", "gabo-work-orders",
+                   "gabo-close-orders")
 
 
 class Lazy(Generic[T]):
@@ -63,7 +65,8 @@ class Services:
                  publisher: Publisher | None = None, broker: DeliveryBroker | None = None,
                  sink: Sink | None = None, backlog_source: BacklogSource | None = None,
                  launcher: Launcher | None = None, datamon: Datamon | None = None,
-                 apply_hooks: Sequence[HookFactory] | None = None, identifier: Identifier | None = None) -> None:
+                 secrets: SecretStore | None = None, apply_hooks: Sequence[HookFactory] | None = None,
+                 identifier: Identifier | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.store = store
@@ -74,6 +77,7 @@ class Services:
         self._launcher: Lazy[Launcher] = Lazy(lambda: _launcher(self), launcher)
         self._datamon: Lazy[Datamon] = Lazy(lambda: _datamon(self), datamon)
         self._identifier: Lazy[Identifier] = Lazy(lambda: _identifier(self), identifier)
+        self._secrets: Lazy[SecretStore] = Lazy(lambda: _secrets(self), secrets)
         self.apply_hooks: tuple[HookFactory, ...] = tuple(APPLY_HOOKS if apply_hooks is None else apply_hooks)
 
     @property
@@ -108,6 +112,11 @@ class Services:
         return self._identifier.get()
 
     @property
+    def secrets(self) -> SecretStore:
+        """Notification channels' secrets (Secret Manager in the cloud, env/files locally)."""
+        return self._secrets.get()
+
+    @property
     def manifests(self) -> ManifestRepository:
         return ManifestRepository(self.store)
 
@@ -123,8 +132,8 @@ class Services:
 def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, store: DocumentStore | None = None,
               publisher: Publisher | None = None, broker: DeliveryBroker | None = None, sink: Sink | None = None,
               backlog_source: BacklogSource | None = None, launcher: Launcher | None = None,
-              datamon: Datamon | None = None, apply_hooks: Sequence[HookFactory] | None = None,
-              identifier: Identifier | None = None) -> Services:
+              datamon: Datamon | None = None, secrets: SecretStore | None = None,
+              apply_hooks: Sequence[HookFactory] | None = None, identifier: Identifier | None = None) -> Services:
     """The services ``settings`` (default: from the environment) name, with any adapter overridden.
 
     In memory (``broker="memory"``) one ``MemoryBroker`` is both the publisher and Gabo's broker, unless
@@ -143,8 +152,8 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, s
     if publisher is None and broker is not None and hasattr(broker, "publish"):
         publisher = cast(Publisher, broker)  # the in-memory broker publishes too
     return Services(settings, clock, store, publisher=publisher, broker=broker, sink=sink,
-                    backlog_source=backlog_source, launcher=launcher, datamon=datamon, apply_hooks=apply_hooks,
-                    identifier=identifier)
+                    backlog_source=backlog_source, launcher=launcher, datamon=datamon, secrets=secrets,
+                    apply_hooks=apply_hooks, identifier=identifier)
 
 
 def in_memory(clock: Clock | None = None, settings: Settings | None = None, **overrides: object) -> Services:
@@ -216,6 +225,12 @@ def _launcher(services: Services) -> Launcher:
 
         return CloudRunLauncher(services.settings.project, services.settings.region)
     raise ValueError(f"unknown launcher {kind!r} (FERRY_LAUNCHER): use local or cloudrun")
+
+
+def _secrets(services: Services) -> SecretStore:
+    from ferry.notify.secrets import secrets_for
+
+    return secrets_for(services.settings.secrets)
 
 
 def _datamon(services: Services) -> Datamon:

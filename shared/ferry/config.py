@@ -11,6 +11,7 @@ BrokerKind = Literal["pubsub", "memory"]
 LauncherKind = Literal["local", "cloudrun"]
 BacklogKind = Literal["pull", "monitoring"]
 IdentityKind = Literal["", "header", "oidc"]  # "": not chosen (local only; see ferry.api.identity)
+SecretsKind = Literal["local", "secretmanager"]
 
 
 def _env(name: str, default: str) -> str:
@@ -41,6 +42,13 @@ class Settings:
     # "oidc": the verified ID token's e-mail (every deployed function); "header": X-Ferry-User (local
     # stack only). Unset ("") means "header" locally and refuses to start when deployed (ferry.api.identity).
     identity: IdentityKind = field(default_factory=lambda: cast(IdentityKind, os.environ.get("FERRY_IDENTITY", "")))
+    # Channel secrets: "local" (env vars and files; the local stack) or "secretmanager" (cloud_env)
+    secrets: SecretsKind = field(default_factory=lambda: cast(SecretsKind, _env("FERRY_SECRETS", "local")))
+    # Where PagerDuty channels post (the local stack points it at its channel receiver), and how many
+    # calls a failing channel gets before its notification is dead-lettered.
+    pagerduty_url: str = field(default_factory=lambda: _env("FERRY_PAGERDUTY_URL",
+                                                            "https://events.pagerduty.com/v2/enqueue"))
+    notify_max_attempts: int = field(default_factory=lambda: _int("FERRY_NOTIFY_MAX_ATTEMPTS", 4))
 
     # Styx's tick (docs/styx.md): instances active at once, submissions per UTC minute, how often a
     # gated instance re-checks its upstream, and the threads one tick runs its commits on.

@@ -63,7 +63,12 @@ def ack(call: Call, alert: str) -> dict[str, Any]:
 
 @router.route("/v1/status", tag=TAG, summary="The unified view: every endpoint's state, worst first")
 def status(call: Call) -> dict[str, Any]:
-    return views.status(call.services, now=call.now(), owner=call.arg("owner") or None)
+    from ferry.notify.service import failing_channels
+
+    owner = call.arg("owner") or None
+    result = views.status(call.services, now=call.now(), owner=owner)
+    result["channels"] = [c for c in failing_channels(call.services.store) if owner in (None, c.get("team"))]
+    return result
 
 
 def serve(request: Any, path: str | None = None) -> Any:

@@ -79,6 +79,9 @@ def register(main: click.Group) -> None:
                     for r in d["endpoints"]]
             table(rows, ["endpoint", "owner", "partitioning", "state", "last_landed", "lag", "open_alerts", "recent"],
                   styles={"state": lambda v: STATE_STYLES.get(v, "")})
+            if d.get("channels"):
+                table(d["channels"], ["team", "channel", "type", "last_error", "last_failure_at", "last_dead_lettered_at"],
+                      title="failing notification channels", styles={"channel": lambda v: "bold red"})
         ctx.emit(data, human)
 
     @command(main, "alerts")

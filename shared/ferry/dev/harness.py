@@ -31,6 +31,7 @@ class LocalStack:
         self.project: str = state["project"]
         self.function_urls: dict[str, str] = stack_mod.function_urls(state)
         self.api_url: str = state.get("api_url") or ""
+        self.receiver_url: str = state.get("receiver_url") or ""  # the channel receiver (ferry.dev.receiver)
         self.env: dict[str, str] = {
             **{k: v for k, v in os.environ.items() if k not in ("FERRY_USER",)},
             **state["env"],

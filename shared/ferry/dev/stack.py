@@ -15,6 +15,7 @@ dominated by the slowest process, not by their sum.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -31,7 +32,7 @@ import httpx
 
 from ferry.api.identity import SECRET_QUERY
 from ferry.dev import emulators as emu
-from ferry.dev import processes
+from ferry.dev import processes, receiver
 from ferry.dev.scheduler import FiringRecord
 from ferry.errors import Conflict, InfraError
 from ferry.infra import model
@@ -41,8 +42,9 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_SOURCE = REPO_ROOT / "functions" / "main.py"
 DEFAULT_PROJECT = "ferry-local"
 STATE_FILE = "state.json"
-# With a base port B: functions get B, B+1, ... (``api`` first, then infra order); the emulators B+90, B+91.
-PUBSUB_OFFSET, FIRESTORE_OFFSET, MAX_FUNCTIONS = 90, 91, 90
+# With a base port B: functions get B, B+1, ... (``api`` first, then infra order); the emulators B+90, B+91;
+# the channel receiver B+92.
+PUBSUB_OFFSET, FIRESTORE_OFFSET, RECEIVER_OFFSET, MAX_FUNCTIONS = 90, 91, 92, 90
 
 
 @dataclass
@@ -352,7 +354,17 @@ def up(config: StackConfig) -> UpResult:
             emulator_procs.append((kind, proc, log, port))
             comps.append(_component("emulator", kind.name, proc, log, port=port,
                                     address=f"{config.host}:{port}", url=f"http://{config.host}:{port}"))
-        targets = {}
+        # The channel receiver (what notification channels would receive): functions are told its URL.
+        rport = emu.free_port(config.host) if config.base_port is None else config.base_port + RECEIVER_OFFSET
+        rlog, rurl = logs / "receiver.log", f"http://{config.host}:{rport}"
+        proc = processes.spawn([sys.executable, "-m", "ferry.dev.receiver", "--host", config.host, "--port", str(rport),
+                       "--dir", str(home / "receiver")], rlog,
+                               {**os.environ, "PYTHONUNBUFFERED": "1"})
+        procs.append(proc)
+        comps.append(_component("receiver", "receiver", proc, rlog, port=rport, url=rurl))
+        state["receiver_url"] = rurl
+        config = dataclasses.replace(config, extra_env={**receiver.stack_env(rurl), **config.extra_env})
+        targets = {"receiver": (rurl, proc, rlog)}
         for fn in infra.functions:
             log = logs / f"{fn.name}.log"
             signature = "http" if fn.trigger == "http" else "cloudevent"

@@ -174,9 +174,46 @@ class ResourceSpec(_Strict):
     concurrency: int = Field(ge=0, le=100_000)
 
 
+# Where a secret lives: a Secret Manager version (cloud; locally FERRY_SECRET_<NAME> or
+# $FERRY_HOME/secrets/<NAME>), or, in the local stack only, an environment variable or a file.
+SECRET_REF_PATTERN = r"^(projects/[^/\s]+/secrets/[^/\s]+/versions/[^/\s]+|env:[A-Za-z_][A-Za-z0-9_]*|file:\S+)$"
+SEVERITIES = ("info", "warning", "error", "critical")
+
+
+def _secret_ref(value: str) -> str:
+    if not re.fullmatch(SECRET_REF_PATTERN, value):
+        raise ValueError("must be a secret reference — projects/P/secrets/S/versions/V, env:NAME or file:PATH — "
+                         "never the routing key or webhook URL itself")
+    return value
+
+
+SecretRef = Annotated[str, AfterValidator(_secret_ref),
+                      Field(description="projects/*/secrets/*/versions/* (Secret Manager), env:NAME or file:PATH")]
+
+
+class Channel(_Strict):
+    """Where a team's notifications go. The routing key (PagerDuty) or URL (Slack, webhook) is a
+    secret: the manifest holds only a reference to it."""
+
+    name: Name
+    type: Literal["pagerduty", "slack", "webhook"]
+    secret: SecretRef
+    min_severity: Literal["info", "warning", "error", "critical"] = "warning"
+
+
 class TeamSpec(_Strict):
     members: list[str] = Field(default_factory=list)
     admins: list[str] = Field(default_factory=list)
+    channels: list[Channel] = Field(default_factory=list, description="notification channels, by name")
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_channels(cls, v: list[Channel]) -> list[Channel]:
+        names = [c.name for c in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"channel names must be unique: {', '.join(dupes)}")
+        return v
 
 
 class _Manifest(_Strict):
