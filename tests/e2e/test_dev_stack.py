@@ -80,7 +80,7 @@ def test_status_shows_every_component_alive(dev: CliStack) -> None:
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     comps = {c["name"]: c for c in status["components"]}
-    assert set(comps) == {"pubsub", "firestore", "api", "probe", "probe-event", "scheduler"}
+    assert set(comps) == {"pubsub", "firestore", "api", "probe", "probe-event", "scheduler", "receiver"}
     assert all(c["alive"] for c in comps.values()), comps
     assert status["running"] is True and status["api_url"] == comps["api"]["url"]
     assert comps["probe-event"]["signature"] == "cloudevent" and comps["api"]["signature"] == "http"
