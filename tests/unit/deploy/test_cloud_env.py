@@ -88,7 +88,7 @@ def test_the_gabo_workers_storage_role_is_scoped_to_the_bucket(tmp_path: Path) -
 
 def test_the_local_stack_does_not_apply_the_cloud_environment(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("FERRY_IDENTITY", "FERRY_LAUNCHER", "FERRY_SINK", "FERRY_BACKLOG"):
+    for name in ("FERRY_IDENTITY", "FERRY_LAUNCHER", "FERRY_SINK", "FERRY_BACKLOG", "FERRY_SECRETS"):
         monkeypatch.delenv(name, raising=False)
     infra = load()
     cloud = cloud_env(infra, stack.DEFAULT_PROJECT, R)
@@ -96,7 +96,8 @@ def test_the_local_stack_does_not_apply_the_cloud_environment(tmp_path: Path,
     for fn in infra.functions:
         env = stack.function_env(config, tmp_path, "127.0.0.1:1", "127.0.0.1:2", None, fn)
         assert {k: v for k, v in cloud.items() if env.get(k) == v} == {}, fn.name
-        for name in ("FERRY_IDENTITY", "FERRY_LAUNCHER", "FERRY_SINK", "FERRY_BACKLOG"):  # what it would read
+        for name in ("FERRY_IDENTITY", "FERRY_LAUNCHER", "FERRY_SINK", "FERRY_BACKLOG",
+                     "FERRY_SECRETS"):  # what it would read
             if name in env:
                 monkeypatch.setenv(name, env[name])
             else:
@@ -105,6 +106,7 @@ def test_the_local_stack_does_not_apply_the_cloud_environment(tmp_path: Path,
         assert (settings.identity, settings.launcher) == ("header", "local"), fn.name
         assert settings.sink.startswith("file://"), fn.name
         assert settings.backlog == "pull", fn.name  # the emulator has no metrics
+        assert settings.secrets == "local", fn.name  # channel secrets from env vars and $FERRY_HOME/secrets
 
 
 # -- plan --------------------------------------------------------------------------------------------
@@ -233,5 +235,6 @@ def test_dry_run_shows_the_cloud_environment_and_the_bucket(tmp_path: Path) -> N
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["cloud_env"] == {"FERRY_IDENTITY": "oidc", "FERRY_LAUNCHER": "cloudrun",
-                                "FERRY_SINK": "gs://demo-ferry-events", "FERRY_BACKLOG": "monitoring"}
+                                "FERRY_SINK": "gs://demo-ferry-events", "FERRY_BACKLOG": "monitoring",
+                                "FERRY_SECRETS": "secretmanager"}
     assert [s["kind"] for s in out["steps"]].index("bucket") < [s["kind"] for s in out["steps"]].index("function")
