@@ -113,60 +113,63 @@ def fire_scheduler_job(demo: Demo) -> None:
 
 
 
-@step("Datamon: an endpoint goes late, the alert on ferry-alerts, it lands, the alert resolves")
+@step("Datamon: an endpoint goes late — one incident, delivered to the owning team's channels (the local "
+      "receiver); it lands, the incident resolves")
 def datamon_late_alert_resolves(demo: Demo) -> None:
     import re
-    import uuid
     from datetime import UTC, datetime, timedelta
 
+    import httpx
+
+    receiver_url = demo.state["receiver_url"]
+    secrets = demo.home / "secrets"  # what Secret Manager holds in the cloud
+    secrets.mkdir(exist_ok=True)
+    (secrets / "demo-pagerduty").write_text("0123456789abcdef0123456789abcdef")
+    (secrets / "demo-slack").write_text(f"{receiver_url}/slack/team-demo")
+    (secrets / "demo-webhook").write_text(f"{receiver_url}/webhook/team-demo")
     start = (datetime.now(UTC) - timedelta(minutes=4)).replace(second=0, microsecond=0)
     manifest = (EXAMPLES / "datamon" / "late-endpoint.yaml").read_text()
     manifest = re.sub(r"start: .*", f"start: {start.strftime('%Y-%m-%dT%H:%M:%SZ')}", manifest)
     path = demo.home / "late-endpoint.yaml"
     path.write_text(manifest)
-    demo.ferry("apply", "-f", str(path))
-    env = demo.state.get("env", {})
-    os.environ["PUBSUB_EMULATOR_HOST"] = env.get("PUBSUB_EMULATOR_HOST", os.environ.get("PUBSUB_EMULATOR_HOST", ""))
-    from google.cloud import pubsub_v1
+    demo.ferry("apply", "-f", str(path), "--as", "ada@example.com")
+    seen: set[int] = set()
 
-    project = demo.state["project"]
-    sub = pubsub_v1.SubscriberClient()
-    sub_path = sub.subscription_path(project, f"demo-alerts-{uuid.uuid4().hex[:6]}")
-    sub.create_subscription(request={"name": sub_path, "topic": f"projects/{project}/topics/ferry-alerts"})
-
-    def show_alerts_topic() -> list[dict[str, Any]]:
-        seen: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                resp = sub.pull(request={"subscription": sub_path, "max_messages": 50}, timeout=2)
-            except Exception:  # DeadlineExceeded: nothing (more) there
+    def show_received(want: int) -> None:
+        """What the channels received (the local receiver's record), waiting for ``want`` new posts."""
+        deadline = time.monotonic() + 30
+        while True:
+            items = httpx.get(f"{receiver_url}/_received", timeout=10).json()["items"]
+            fresh = [(i, r) for i, r in enumerate(items) if i not in seen and "team-demo" in json.dumps(r["body"])]
+            if len(fresh) >= want or time.monotonic() > deadline:
                 break
-            if not resp.received_messages:
-                break
-            sub.acknowledge(request={"subscription": sub_path, "ack_ids": [m.ack_id for m in resp.received_messages]})
-            for m in resp.received_messages:
-                event = json.loads(m.message.data)
-                if event["dedup_key"].startswith("demo-late-minutes/"):
-                    seen.append(event)
-                    print(f"  ferry-alerts: {event['event_action']:8} {event['severity']:8} {event['summary']}")
-        return seen
+            time.sleep(0.5)
+        for i, r in fresh:
+            seen.add(i)
+            body = r["body"]
+            what = (body.get("event_action"), (body.get("payload") or {}).get("summary") or body.get("summary")
+                    or body.get("text"))
+            print(f"  receiver: POST {r['path']} -> {r['status']}  {what[0] or ''} {str(what[1])[:110]}")
 
-    try:
-        demo.ferry("evaluate")
-        triggers = show_alerts_topic()
-        demo.ferry("alerts", "--owner", "team-demo")
-        first = sorted(e["dedup_key"] for e in triggers)[0].split("/", 1)[1] if triggers else start.strftime("%Y-%m-%dT%H:%M")
-        demo.ferry("land", "demo-late-minutes", first, "--records", "1000")
-        demo.ferry("evaluate")
-        show_alerts_topic()
-        demo.ferry("status", "--owner", "team-demo")
-    finally:
-        sub.delete_subscription(request={"subscription": sub_path})
+    demo.ferry("evaluate")
+    show_received(3)  # critical: PagerDuty, Slack and the webhook
+    demo.ferry("alerts", "--owner", "team-demo")
+    incident = demo.json("alerts", "--owner", "team-demo")["items"][0]
+    # Land every minute from the oldest late one to a few minutes ahead: the last landing resolves it.
+    t = datetime.strptime(incident["oldest"], "%Y-%m-%dT%H:%M").replace(tzinfo=UTC)
+    while t <= datetime.now(UTC) + timedelta(minutes=3):
+        demo.ferry("land", "demo-late-minutes", t.strftime("%Y-%m-%dT%H:%M"), "--records", "1000",
+                   "--as", "ada@example.com", show=t.strftime("%Y-%m-%dT%H:%M") == incident["oldest"])
+        t += timedelta(minutes=1)
+    demo.ferry("evaluate")
+    show_received(3)
+    demo.ferry("status", "--owner", "team-demo")
     from ferry.dev import stack as stack_mod
 
     url = stack_mod.function_urls(demo.state).get("dashboard")
     print(f"dashboard: {url}/?owner=team-demo  (open it while the stack runs: `ferry dev up`)")
+    print(f"channel receiver: {receiver_url}/_received  (also {demo.home}/receiver/received.jsonl)")
+
 
 @step("Styx: a minutely workflow runs naturally, a backfill, one failure retried, the timeline")
 def styx_workflows(demo: Demo) -> None:

@@ -58,8 +58,9 @@ class AlertsSubscriber:
         self.sub.close()
 
 
-def _write(tmp: Path, name: str, team: str, start: date) -> Path:
-    path = tmp / "datamon.yaml"
+def _write(tmp: Path, name: str, team: str, start: date, history: bool = False, partitioning: str = "daily",
+           error_after: str = "PT1M") -> Path:
+    path = tmp / f"{name}.yaml"
     path.write_text(f"""apiVersion: ferry/v1
 kind: Team
 metadata: {{name: {team}}}
@@ -69,15 +70,15 @@ apiVersion: ferry/v1
 kind: Endpoint
 metadata: {{name: {name}, owner: {team}}}
 spec:
-  partitioning: daily
+  partitioning: {partitioning}
   start: {start.isoformat()}T00:00:00Z
-  sla: {{error_after: PT1M, severity: page}}
+  sla: {{error_after: {error_after}, severity: page, alert_on_history: {str(history).lower()}}}
 """)
     return path
 
 
 def _mine(stack: LocalStack, name: str, *args: str) -> list[dict[str, Any]]:
-    out = stack.cli("alerts", "--json", *args, check=True)
+    out = stack.cli("alerts", "--json", "--endpoint", name, *args, check=True)
     return [a for a in json.loads(out.stdout)["items"] if a["endpoint"] == name]
 
 
@@ -98,17 +99,17 @@ def _must_show(stack: LocalStack, tmp_path: Path) -> None:
     name, team = f"dm-{uuid.uuid4().hex[:8]}", f"team-{uuid.uuid4().hex[:6]}"
     today = datetime.now(UTC).date()
     days = [(today - timedelta(days=n)).isoformat() for n in (3, 2, 1)]
-    stack.cli("apply", "-f", str(_write(tmp_path, name, team, today - timedelta(days=3))), user="alice", check=True)
+    manifest = _write(tmp_path, name, team, today - timedelta(days=3), history=True)
+    stack.cli("apply", "-f", str(manifest), user="alice", check=True)
     subscriber = AlertsSubscriber(stack.project)
     try:
         stack.cli("evaluate", "--json", check=True)
-        alerts = _mine(stack, name)
-        assert sorted(a["partition"] for a in alerts) == days
-        assert {a["severity"] for a in alerts} == {"critical"} and all(a["level"] == "late" for a in alerts)
-        triggers = subscriber.drain(name)
-        assert sorted(e["dedup_key"] for e in triggers) == [f"{name}/{d}" for d in days]
-        assert all(e["event_action"] == "trigger" and e["owner"] == team for e in triggers)
-        assert all(e["custom_details"]["overdue_seconds"] > 0 for e in triggers)
+        [incident] = _mine(stack, name)
+        assert (incident["count"], incident["oldest"], incident["newest"]) == (3, days[0], days[2])
+        assert incident["severity"] == "critical" and incident["level"] == "late" and incident["id"] == f"{name}~1"
+        [trigger] = subscriber.drain(name)
+        assert trigger["dedup_key"] == f"{name}~1" and trigger["event_action"] == "trigger"
+        assert trigger["owner"] == team and trigger["custom_details"]["late_partitions"] == 3
 
         # Bad input: clear errors, nothing changed.
         bad = stack.cli("land", "no-such-endpoint", days[0], user="alice")
@@ -117,29 +118,59 @@ def _must_show(stack: LocalStack, tmp_path: Path) -> None:
         assert bad.returncode == 3 and "daily parameter" in bad.stderr
         bad = stack.cli("land", name, (today - timedelta(days=9)).isoformat(), user="alice")
         assert bad.returncode == 3 and "before the endpoint's start" in bad.stderr
-        bad = stack.cli("ack", alerts[0]["id"], user="mallory")
+        bad = stack.cli("ack", incident["id"], user="mallory")
         assert bad.returncode == 5 and "not a member" in bad.stderr
         assert not any(a.get("acked") for a in _mine(stack, name))
 
+        # A landing updates the incident without a notification; the last one resolves it.
         landed = stack.cli("land", name, days[1], "--records", "42", "--json", user="alice", check=True)
         assert json.loads(landed.stdout)["relanded"] is False
         stack.cli("evaluate", check=True)
-        resolves = subscriber.drain(name)
-        assert [(e["event_action"], e["dedup_key"]) for e in resolves] == [("resolve", f"{name}/{days[1]}")]
-        assert sorted(a["partition"] for a in _mine(stack, name)) == [days[0], days[2]]
-        assert {a["partition"]: a["open"] for a in _mine(stack, name, "--all")}[days[1]] is False
-
-        stack.cli("evaluate", check=True)
         assert subscriber.drain(name, settle=2.0) == []
+        [incident] = _mine(stack, name)
+        assert (incident["count"], incident["oldest"], incident["newest"]) == (2, days[0], days[2])
+        table = stack.cli("alerts", "--endpoint", name, check=True).stdout
+        assert f"{name}~1" in table and "2" in table
 
-        acked = stack.cli("ack", f"{name}/{days[0]}", "--json", user="alice", check=True)
-        assert json.loads(acked.stdout)["acked"] is True
+        acked = stack.cli("ack", incident["id"], "--json", user="alice", check=True)
+        assert json.loads(acked.stdout)["items"][0]["acked"] is True
         view = json.loads(stack.cli("status", "--owner", team, "--json", check=True).stdout)
         assert [r["endpoint"] for r in view["endpoints"]] == [name]
         row = view["endpoints"][0]
-        assert row["state"] == "late" and row["open_alerts"] == 2 and row["last_landed"] == days[1]
+        assert row["state"] == "late" and row["open_alerts"] == 1 and row["last_landed"] == days[1]
+        assert row["incident"]["count"] == 2
         table = stack.cli("status", "--owner", team, check=True).stdout
         assert name in table and "late" in table
+
+        for day in (days[0], days[2]):
+            stack.cli("land", name, day, user="alice", check=True)
+        stack.cli("evaluate", check=True)
+        [resolve] = subscriber.drain(name)
+        assert (resolve["event_action"], resolve["dedup_key"]) == ("resolve", f"{name}~1")
+        assert _mine(stack, name) == [] and _mine(stack, name, "--all")[0]["open"] is False
+    finally:
+        subscriber.close()
+
+
+def test_must_show_history_does_not_storm(stack: LocalStack, tmp_path: Path) -> None:
+    """500 partitions in the past: no notification by default; with alert_on_history one incident."""
+    subscriber = AlertsSubscriber(stack.project)
+    try:
+        start = (datetime.now(UTC) - timedelta(hours=510)).date()
+        quiet, loud, team = f"dm-{uuid.uuid4().hex[:8]}", f"dm-{uuid.uuid4().hex[:8]}", f"team-{uuid.uuid4().hex[:6]}"
+        for name, history in ((quiet, False), (loud, True)):
+            path = _write(tmp_path, name, team, start, history=history, partitioning="hourly", error_after="PT2H")
+            stack.cli("apply", "-f", str(path), user="alice", check=True)
+        result = json.loads(stack.cli("evaluate", "--json", check=True).stdout)
+        assert result["notifications"]["trigger"] >= 1
+        assert subscriber.drain(quiet, settle=2.0) == []
+        view = {r["endpoint"]: r for r in json.loads(stack.cli("status", "--json", check=True).stdout)["endpoints"]}
+        assert view[quiet]["state"] == "late" and view[quiet]["incident"] is None
+        assert len([p for p in view[quiet]["open_partitions"] if p["state"] == "late"]) >= 490
+        assert _mine(stack, quiet) == []
+        [trigger] = subscriber.drain(loud)
+        [incident] = _mine(stack, loud)
+        assert incident["count"] >= 490 and trigger["custom_details"]["late_partitions"] == incident["count"]
     finally:
         subscriber.close()
 

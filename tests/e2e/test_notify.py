@@ -72,7 +72,7 @@ metadata: {{name: {name}, owner: {team}}}
 spec:
   partitioning: daily
   start: {yesterday.isoformat()}T00:00:00Z
-  sla: {{error_after: PT1M, severity: page}}
+  sla: {{error_after: PT1M, severity: page, alert_on_history: true}}
 """)
     stack.cli("apply", "-f", str(manifest), user="alice", check=True)
     return name, team, path
@@ -133,7 +133,7 @@ metadata: {{name: {name}-pd, owner: {pd_team}}}
 spec:
   partitioning: daily
   start: {(datetime.now(UTC).date() - timedelta(days=1)).isoformat()}T00:00:00Z
-  sla: {{error_after: PT1M, severity: page}}
+  sla: {{error_after: PT1M, severity: page, alert_on_history: true}}
 """)
     stack.cli("apply", "-f", str(manifest), user="alice", check=True)
     stack.cli("evaluate", check=True)
@@ -195,3 +195,33 @@ def test_dev_status_names_the_receiver(stack: LocalStack) -> None:
     [rec] = [c for c in out["components"] if c["kind"] == "receiver"]
     assert rec["url"] == stack.receiver_url and rec["alive"] is True
     assert httpx.get(stack.receiver_url, timeout=5).json()["receiver"] == "ferry"
+
+
+def test_a_silence_holds_is_visible_and_expires_and_an_ack_stops_renotification(
+        stack: LocalStack, tmp_path: Path, pinned: None) -> None:
+    name, team, path = _setup(stack, tmp_path)
+    base = datetime.fromisoformat(stack.env.get("FERRY_NOW") or datetime.now(UTC).isoformat())
+    out = stack.cli("silence", name, "--for", "PT1H", "--reason", "planned backfill", "--json", user="alice", check=True)
+    silence = json.loads(out.stdout)
+    assert stack.cli("silence", name, "--for", "PT1H", "--reason", "x", user="mallory").returncode == 5
+    result = json.loads(stack.cli("evaluate", "--json", check=True).stdout)
+    assert result["held"] >= 1
+    time.sleep(3)
+    assert _received(stack, path) == []  # held back
+    view = json.loads(stack.cli("status", "--owner", team, "--json", check=True).stdout)
+    assert view["endpoints"][0]["silenced"] == silence["id"] and view["silences"][0]["reason"] == "planned backfill"
+    assert "planned backfill" in stack.cli("silences", "--owner", team, check=True).stdout
+
+    stack.env["FERRY_NOW"] = (base + timedelta(hours=1, minutes=5)).isoformat()  # the silence has expired
+    stack.cli("evaluate", check=True)
+    [post] = _settled(stack, path, 1)
+    assert post["body"]["details"]["transition"] == "renotify" and post["body"]["event_action"] == "trigger"
+    assert json.loads(stack.cli("silences", "--json", check=True).stdout)["items"] == [] or all(
+        s["id"] != silence["id"] for s in json.loads(stack.cli("silences", "--json", check=True).stdout)["items"])
+
+    acked = json.loads(stack.cli("ack", "--endpoint", name, "--json", user="alice", check=True).stdout)
+    assert acked["acknowledged"] == 1
+    stack.env["FERRY_NOW"] = (base + timedelta(hours=6)).isoformat()  # past renotify_after (PT4H)
+    stack.cli("evaluate", check=True)
+    time.sleep(3)
+    assert len(_received(stack, path)) == 1

@@ -7,7 +7,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ferry.api.router import Call, Router
-from ferry.datamon import evaluation, landing, views, web
+from ferry.datamon import evaluation, landing, silences, views, web
+from ferry.errors import ValidationError
 
 router = Router()
 TAG = "datamon"
@@ -49,16 +50,73 @@ def evaluate(call: Call) -> dict[str, Any]:
     return evaluation.evaluate(call.services, now=call.now())
 
 
-@router.route("/v1/alerts", tag=TAG, summary="Open alerts (all with ?all=1), optionally of one owner")
+class AckRequest(BaseModel):
+    """Incidents to acknowledge: by id, and/or every open one of an endpoint or owner."""
+
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str] = Field(default_factory=list, max_length=500)
+    endpoint: str | None = None
+    owner: str | None = None
+
+
+class SilenceRequest(BaseModel):
+    """Hold back the notifications of an endpoint, or of every endpoint of an owner, for a while."""
+
+    model_config = ConfigDict(extra="forbid")
+    endpoint: str | None = None
+    owner: str | None = None
+    duration: str = Field(alias="for", description="ISO 8601 duration, e.g. PT2H (at most P30D)")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@router.route("/v1/alerts", tag=TAG,
+              summary="Incidents: open ones (all with ?all=1); ?owner= ?endpoint= ?severity= ?limit= (default 50)")
 def alerts(call: Call) -> dict[str, Any]:
     include = (call.arg("all") or "").lower() in ("1", "true", "yes")
-    return {"items": views.alerts(call.services, owner=call.arg("owner"), include_closed=include)}
+    raw_limit = call.arg("limit") or str(views.DEFAULT_LIMIT)
+    if not raw_limit.isdigit() or not 0 < int(raw_limit) <= 1000:
+        raise ValidationError("limit must be 1-1000", [{"field": "limit", "reason": raw_limit}])
+    severity = call.arg("severity") or None
+    if severity is not None and severity not in views.SEVERITY_RANK:
+        raise ValidationError(f"severity must be one of {', '.join(views.SEVERITY_RANK)}",
+                              [{"field": "severity", "reason": severity}])
+    return views.alerts(call.services, owner=call.arg("owner") or None, endpoint=call.arg("endpoint") or None,
+                          severity=severity, limit=int(raw_limit), include_closed=include)
+
+
+@router.route("/v1/alerts/ack", ("POST",), body=AckRequest, tag=TAG,
+              summary="Acknowledge incidents by id, or every open one of an endpoint or owner")
+def ack_many(call: Call) -> dict[str, Any]:
+    req: AckRequest = call.body(AckRequest)
+    return views.ack(call.services, req.ids, endpoint=req.endpoint, owner=req.owner, actor=call.actor,
+                       now=call.now())
 
 
 @router.route("/v1/alerts/<alert>/ack", ("POST",), tag=TAG,
-              summary="Acknowledge an alert (owning team or admins): no more re-notifications")
+              summary="Acknowledge an incident (owning team or admins): no more re-notifications")
 def ack(call: Call, alert: str) -> dict[str, Any]:
-    return views.ack(call.services, alert, actor=call.actor, now=call.now())
+    return views.ack(call.services, [alert], actor=call.actor, now=call.now())["items"][0]  # type: ignore[no-any-return]
+
+
+@router.route("/v1/silences", ("POST",), body=SilenceRequest, tag=TAG,
+              summary="Silence an endpoint or an owner for a while (owning team or admins)")
+def silence(call: Call) -> dict[str, Any]:
+    req: SilenceRequest = call.body(SilenceRequest)
+    team = req.owner if req.endpoint is None else landing.policy_for(call.services, req.endpoint).owner
+    call.services.authorizer.check(call.actor, [team], "silence alerts of")
+    return silences.create(call.services.store, endpoint=req.endpoint, owner=req.owner, team=team or "",
+                           duration=req.duration, reason=req.reason, actor=call.actor, now=call.now())
+
+
+@router.route("/v1/silences", tag=TAG, summary="Silences in force (?owner=)")
+def silences_list(call: Call) -> dict[str, Any]:
+    return {"items": silences.listing(call.services.store, call.now(), call.arg("owner") or None)}
+
+
+@router.route("/v1/silences/<sid>/end", ("POST",), tag=TAG, summary="End a silence now")
+def silence_end(call: Call, sid: str) -> dict[str, Any]:
+    call.services.authorizer.check(call.actor, [silences.team_of(call.services.store, sid)], "end silences of")
+    return silences.end(call.services.store, sid, call.now())
 
 
 @router.route("/v1/status", tag=TAG, summary="The unified view: every endpoint's state, worst first")

@@ -20,14 +20,21 @@ def _lag(seconds: int | None) -> str:
     return f"{minutes}m" if minutes < 120 else (f"{minutes // 60}h" if minutes < 2880 else f"{minutes // 1440}d")
 
 
-def _show_alerts(ctx: Ctx, owner: str | None, include_all: bool) -> None:
-    data = ctx.client.get("/v1/alerts", owner=owner, all="1" if include_all else None)
+def _show_alerts(ctx: Ctx, owner: str | None, include_all: bool, endpoint: str | None = None,
+                 severity: str | None = None, limit: int | None = None) -> None:
+    data = ctx.client.get("/v1/alerts", owner=owner, all="1" if include_all else None, endpoint=endpoint,
+                          severity=severity, limit=str(limit) if limit else None)
 
     def human(d: dict[str, Any]) -> None:
-        rows = [{**a, "status": ("open" if a.get("open") else "resolved") + (" (acked)" if a.get("acked") else ""),
-                 "overdue": _lag(a.get("overdue_seconds"))} for a in d["items"]]
-        table(rows, ["id", "owner", "level", "severity", "status", "overdue", "summary"],
+        rows = [{**a, "status": ("open" if a.get("open") else "resolved") + (" (acked)" if a.get("acked") else "")
+                 + (" (held)" if a.get("held") else ""),
+                 "partitions": a.get("count") if a.get("count") is not None else a.get("partition"),
+                 "span": f"{a.get('oldest')} … {a.get('newest')}" if a.get("count", 1) > 1 else a.get("oldest")}
+                for a in d["items"]]
+        table(rows, ["id", "owner", "level", "severity", "status", "partitions", "span", "summary"],
               styles={"level": lambda v: STATE_STYLES.get(v, "")})
+        if d.get("total", 0) > len(d["items"]):
+            console.print(f"{len(d['items'])} of {d['total']} incidents (--limit to see more)")
     ctx.emit(data, human)
 
 
@@ -77,27 +84,64 @@ def register(main: click.Group) -> None:
             rows = [{**r, "lag": _lag(r.get("lag_seconds")),
                      "recent": "".join({"ok": "▪", "landed_late": "▫"}.get(p["state"], "●") for p in r["recent"][-12:])}
                     for r in d["endpoints"]]
-            table(rows, ["endpoint", "owner", "partitioning", "state", "last_landed", "lag", "open_alerts", "recent"],
+            for r in rows:
+                r["incident"] = (f"{r['incident']['count']} late" if r.get("incident") else "") + (
+                    " (silenced)" if r.get("silenced") else "")
+            table(rows, ["endpoint", "owner", "partitioning", "state", "last_landed", "lag", "incident", "recent"],
                   styles={"state": lambda v: STATE_STYLES.get(v, "")})
+            if d.get("silences"):
+                table(d["silences"], ["id", "endpoint", "owner", "until", "reason"], title="silences")
             if d.get("channels"):
                 table(d["channels"], ["team", "channel", "type", "last_error", "last_failure_at", "last_dead_lettered_at"],
                       title="failing notification channels", styles={"channel": lambda v: "bold red"})
         ctx.emit(data, human)
 
     @command(main, "alerts")
-    @click.option("--owner", default=None, help="Only alerts of this team.")
-    @click.option("--all", "include_all", is_flag=True, help="Include resolved alerts.")
-    def alerts(ctx: Ctx, owner: str | None, include_all: bool) -> None:
-        """Open alerts (one per endpoint and partition)."""
-        _show_alerts(ctx, owner, include_all)
+    @click.option("--owner", default=None, help="Only incidents of this team.")
+    @click.option("--endpoint", default=None, help="Only incidents of this endpoint.")
+    @click.option("--severity", type=click.Choice(["critical", "error", "warning", "info"]), default=None,
+                  help="Only incidents at least this severe.")
+    @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="At most this many.")
+    @click.option("--all", "include_all", is_flag=True, help="Include resolved incidents.")
+    def alerts(ctx: Ctx, owner: str | None, endpoint: str | None, severity: str | None, limit: int,
+               include_all: bool) -> None:
+        """Incidents: one per endpoint with its late partitions (count, oldest, newest), most severe first."""
+        _show_alerts(ctx, owner, include_all, endpoint, severity, limit)
 
     @command(main, "ack")
-    @click.argument("alert_id")
-    def ack(ctx: Ctx, alert_id: str) -> None:
-        """Acknowledge an alert: no more re-notifications (its owners or admins only)."""
-        result = ctx.client.post(f"/v1/alerts/{quote(alert_id.replace('/', '@', 1), safe='@:')}/ack")
-        ctx.emit(result, lambda r: console.print(f"acknowledged {r['id']} (by {r.get('acked_by') or 'anonymous'})"))
+    @click.argument("alert_ids", nargs=-1)
+    @click.option("--endpoint", default=None, help="Every open incident of this endpoint.")
+    @click.option("--owner", default=None, help="Every open incident of this team.")
+    def ack(ctx: Ctx, alert_ids: tuple[str, ...], endpoint: str | None, owner: str | None) -> None:
+        """Acknowledge incidents: no more re-notifications (their owners or admins only)."""
+        result = ctx.client.post("/v1/alerts/ack", {"ids": list(alert_ids), "endpoint": endpoint, "owner": owner})
+        ctx.emit(result, lambda r: console.print(
+            f"acknowledged {r['acknowledged']} incident(s): {', '.join(a['id'] for a in r['items']) or 'none open'}"))
+
+    @command(main, "silence")
+    @click.argument("endpoint", required=False)
+    @click.option("--owner", default=None, help="Silence every endpoint of this team instead.")
+    @click.option("--for", "duration", required=True, help="How long, ISO 8601 (e.g. PT2H; at most P30D).")
+    @click.option("--reason", required=True, help="Why (shown in status and recorded with held notifications).")
+    def silence(ctx: Ctx, endpoint: str | None, owner: str | None, duration: str, reason: str) -> None:
+        """Hold back notifications of ENDPOINT (or --owner TEAM) for a while; it expires by itself."""
+        result = ctx.client.post("/v1/silences", {"endpoint": endpoint, "owner": owner, "for": duration,
+                                                  "reason": reason})
+        ctx.emit(result, lambda r: console.print(
+            f"silenced {r.get('endpoint') or 'owner ' + str(r.get('owner'))} until {r['until']} ({r['id']})"))
+
+    @command(main, "silences")
+    @click.option("--owner", default=None, help="Only silences concerning this team.")
+    @click.option("--end", "end_id", default=None, help="End this silence now.")
+    def silences_cmd(ctx: Ctx, owner: str | None, end_id: str | None) -> None:
+        """Silences in force (or end one with --end ID)."""
+        if end_id:
+            result = ctx.client.post(f"/v1/silences/{quote(end_id, safe='')}/end")
+            ctx.emit(result, lambda r: console.print(f"ended {r['id']}"))
+            return
+        data = ctx.client.get("/v1/silences", owner=owner)
+        ctx.emit(data, lambda d: table(d["items"], ["id", "endpoint", "owner", "until", "reason", "created_by"]))
 
     from ferry.cli.core import GET_EXTENSIONS
 
-    GET_EXTENSIONS["alerts"] = lambda ctx, name, owner: _show_alerts(ctx, owner, False)
+    GET_EXTENSIONS["alerts"] = lambda ctx, name, owner: _show_alerts(ctx, owner, False, name)

@@ -9,8 +9,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ferry import log
-from ferry.datamon import domain, outbox
-from ferry.datamon.repository import DatamonRepository, alert_id
+from ferry.datamon import domain, outbox, silences
+from ferry.datamon.domain.incidents import IncidentDecision, low_volume, volume_slots
+from ferry.datamon.repository import DatamonRepository
 from ferry.datamon.sync import sync_manifests
 from ferry.store.base import Op
 
@@ -57,7 +58,7 @@ def evaluate(services: Services, *, now: datetime) -> dict[str, Any]:
     transitions are claimed, published to ``ferry-alerts`` and logged.
 
     Safe when two evaluators overlap: every notification is first claimed by ``Op.create`` of a
-    document with a deterministic id (``{alert}#{seq}``); only the evaluator whose claim succeeds
+    document with a deterministic id (``{incident}#{seq}``); only the evaluator whose claim succeeds
     publishes, the other records the same state without notifying. Writes happen only when a
     summary or alert changed, so an evaluation with nothing new writes nothing.
 
@@ -70,16 +71,17 @@ def evaluate(services: Services, *, now: datetime) -> dict[str, Any]:
     repo = DatamonRepository(store)
     synced = sync_manifests(services, now)
     redelivered = outbox.redeliver(services, now)
+    silenced = silences.active(store, now)
     due = repo.summaries_due(now)
     rounds = 0
     totals = {"endpoints": 0, "partitions": 0, "trigger": 0, "escalate": 0, "resolve": 0, "renotify": 0,
-              "duplicates_skipped": 0}
+              "held": 0, "low_volume": 0, "duplicates_skipped": 0}
     states: dict[str, int] = {}
     done: set[str] = set()
     fresh: dict[str, tuple[domain.Policy, domain.Summary]] = {}
     while due and rounds < 3:
         rounds += 1
-        newly_late = _evaluate_batch(services, repo, due, fresh, now, totals, states)
+        newly_late = _evaluate_batch(services, repo, due, fresh, now, totals, states, silenced)
         done.update(due)
         due = {}
         if newly_late:
@@ -92,6 +94,7 @@ def evaluate(services: Services, *, now: datetime) -> dict[str, Any]:
     result = {"now": now.isoformat(), "synced": len(synced), "endpoints": totals["endpoints"],
               "partitions": totals["partitions"], "states": states,
               "notifications": {k: totals[k] for k in ("trigger", "escalate", "resolve", "renotify")},
+              "held": totals["held"], "low_volume": totals["low_volume"], "silences": len(silenced),
               "duplicates_skipped": totals["duplicates_skipped"], "redelivered": redelivered, "reads": io["reads"], "writes": io["writes"],
               "duration_ms": int((time.monotonic() - started) * 1000)}
     log.event(logger, 20, f"evaluated {result['endpoints']} endpoints: {io['reads']} reads, {io['writes']} writes",
@@ -101,7 +104,8 @@ def evaluate(services: Services, *, now: datetime) -> dict[str, Any]:
 
 def _evaluate_batch(services: Services, repo: DatamonRepository, due: dict[str, dict[str, Any]],
                     fresh: dict[str, tuple[domain.Policy, domain.Summary]], now: datetime,
-                    totals: dict[str, int], states: dict[str, int]) -> set[str]:
+                    totals: dict[str, int], states: dict[str, int],
+                    silenced: Sequence[silences.Silence] = ()) -> set[str]:
     policies: dict[str, domain.Policy] = {}
     summaries: dict[str, domain.Summary] = {}
     for name, doc in due.items():
@@ -131,15 +135,13 @@ def _evaluate_batch(services: Services, repo: DatamonRepository, due: dict[str, 
 
     wanted = {n: domain.wanted(policies[n], summaries[n], now, bad_for(n)) for n in order}
     landed_docs = repo.partitions_multi(wanted) if any(wanted.values()) else {}
-    renotify = [alert_id(n, e.partition) for n in order for e in summaries[n].open
-                if e.alert and not e.alert.acked and now - e.alert.notified_at >= policies[n].renotify_after]
-    alert_docs = repo.alerts(renotify)
-    acked_of: dict[str, set[str]] = {}
-    for d in alert_docs.values():
-        if d.get("acked"):
-            acked_of.setdefault(d["endpoint"], set()).add(d["partition"])
+    # An open incident's ack is read only when a re-notification may be due.
+    renotify = [i.id for n in order if (i := summaries[n].incident) is not None and not i.acked
+                and (i.held or now - i.notified_at >= policies[n].renotify_after)]
+    acked = {i for i, d in repo.alerts(renotify).items() if d.get("acked")}
 
     outcomes: dict[str, domain.Outcome] = {}
+    fresh_landings: dict[str, dict[str, dict[str, Any]]] = {}
     newly_late: set[str] = set()
     for name in order:
         policy, summary = policies[name], summaries[name]
@@ -148,9 +150,11 @@ def _evaluate_batch(services: Services, repo: DatamonRepository, due: dict[str, 
         landed_here = dict(landed_docs.get(name, {}))
         if extra:
             landed_here.update(repo.partitions(name, extra))
+        fresh_landings[name] = landed_here
         landed_at = {p: domain._utc(d["landed_at"]) for p, d in landed_here.items()}
         outcome = domain.evaluate_endpoint(policy, summary, landed_at,  # type: ignore[arg-type]
-                                           acked_of.get(name, set()), bad, now)
+                                           summary.incident is not None and summary.incident.id in acked, bad,
+                                           now, silences.matching(list(silenced), policy) is not None)
         outcomes[name] = outcome
         fresh[name] = (policy, outcome.summary)
         bad_of[name] = _bad_periods(policy, outcome.summary)
@@ -162,11 +166,22 @@ def _evaluate_batch(services: Services, repo: DatamonRepository, due: dict[str, 
             states[st.value] = states.get(st.value, 0) + 1
 
     decisions = [(n, d) for n in order for d in outcomes[n].decisions]
-    won = outbox.claim(repo, decisions, now)
+    volume = _volume_checks(repo, policies, fresh_landings, now, silenced)
+    totals["low_volume"] += len(volume)
+    decisions += volume
+    won = outbox.claim(repo, decisions, policies, now, silenced)
     totals["duplicates_skipped"] += len(decisions) - len(won)
-    outbox.notify(services, repo, [d for d in decisions if id(d[1]) in won], policies, totals)
+    totals["held"] += sum(1 for _, d in decisions if d.held and id(d) in won)
+    outbox.notify(services, repo, [(n, d) for n, d in decisions if id(d) in won and not d.held], policies, totals)
 
-    ops: list[Op] = [repo.alert_op(decision) for _, decision in decisions]
+    ops: list[Op] = [repo.alert_op(policies[name], decision) for name, decision in decisions]
+    for name in order:
+        before, after = summaries[name].incident, outcomes[name].summary.incident
+        if after is not None and before is not None and not outcomes[name].decisions and (
+                before.count, before.oldest, before.newest) != (after.count, after.oldest, after.newest):
+            # Partitions joined or landed: the incident's listing follows, without a notification.
+            ops.append(repo.alert_patch_op(after.id, {"count": after.count, "oldest": after.oldest,
+                                                      "newest": after.newest}))
     for name in order:
         new = outcomes[name].summary.to_doc()
         new["upstream_all"] = list(policies[name].upstream)  # declared and derived: for downstream queries
@@ -178,6 +193,36 @@ def _evaluate_batch(services: Services, repo: DatamonRepository, due: dict[str, 
             ops.append(repo.summary_op(name, new))
     repo.write(ops)
     return newly_late
+
+
+def _volume_checks(repo: DatamonRepository, policies: dict[str, domain.Policy],
+                   landings: dict[str, dict[str, dict[str, Any]]], now: datetime,
+                   silenced: Sequence[silences.Silence]) -> list[tuple[str, IncidentDecision]]:
+    """``low_volume`` alerts for partitions this evaluation saw landed, on endpoints that declare a
+    volume check: their records against the same slot's recent ones (one batched read)."""
+    asks: dict[tuple[str, str], list[str]] = {}
+    for name, docs in landings.items():
+        policy = policies[name]
+        if policy.min_ratio is None:
+            continue
+        for partition, doc in docs.items():
+            if doc.get("records") is not None:
+                asks[(name, partition)] = volume_slots(policy, policy.cadence.parse(partition))
+    if not asks:
+        return []
+    slots: dict[str, set[str]] = {}
+    for (name, _), names in asks.items():
+        slots.setdefault(name, set()).update(names)
+    history = repo.partitions_multi({n: sorted(v) for n, v in slots.items()})
+    out = []
+    for (name, partition), names in asks.items():
+        known = [history.get(name, {}).get(p, {}).get("records") for p in names]
+        decision = low_volume(policies[name], partition, int(landings[name][partition]["records"]),
+                              [int(r) for r in known if r is not None], now,
+                              silences.matching(list(silenced), policies[name]) is not None)
+        if decision is not None:
+            out.append((name, decision))
+    return out
 
 
 def _latest(policy: domain.Policy, outcome: domain.Outcome, latest: dict[str, Any] | None) -> dict[str, Any] | None:

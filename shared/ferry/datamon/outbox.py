@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from ferry import log
 from ferry.broker.base import Message
-from ferry.datamon import domain
-from ferry.datamon.repository import DatamonRepository, alert_id
+from ferry.datamon import domain, silences
+from ferry.datamon.domain.incidents import IncidentDecision
+from ferry.datamon.repository import DatamonRepository
 from ferry.errors import Conflict
 from ferry.store.base import MAX_BATCH, Op
 
@@ -24,35 +25,37 @@ ALERTS_TOPIC = "ferry-alerts"
 OUTBOX_GRACE = timedelta(minutes=2)
 
 
-def claim_id(name: str, d: domain.Decision) -> str:
-    return f"{alert_id(name, d.notification.partition)}#{d.seq}"
-
-
-def message(name: str, d: domain.Decision) -> Message:
-    n = d.notification
-    event = n.to_event()
+def message(policy: domain.Policy, d: IncidentDecision) -> Message:
+    event = d.to_event(policy)
     return Message(json.dumps(event, default=str).encode(),
-                   {"dedup_key": n.dedup_key, "event_action": event["event_action"],
-                    "endpoint": name, "owner": n.owner, "severity": n.severity})
+                   {"dedup_key": d.dedup_key, "event_action": event["event_action"], "endpoint": policy.name,
+                    "owner": policy.owner, "severity": d.severity, "notification_id": d.claim_id})
 
 
-def claim(repo: DatamonRepository, decisions: Sequence[tuple[str, domain.Decision]], now: datetime) -> set[int]:
-    """Claim each notification exactly once across evaluators (``Op.create`` on ``{alert}#{seq}``).
+def claim(repo: DatamonRepository, decisions: Sequence[tuple[str, IncidentDecision]],
+          policies: dict[str, domain.Policy], now: datetime,
+          silenced: Sequence[silences.Silence] = ()) -> set[int]:
+    """Claim each notification exactly once across evaluators (``Op.create`` on ``{incident}#{seq}``).
 
     The claim is also an outbox entry: it holds the message and ``sent: False`` until the publish is
     confirmed, so a crash between claim and publish is repaired by the next evaluation
-    (``redeliver``) instead of losing the notification.
+    (``redeliver``) instead of losing the notification. A held notification (silenced) is recorded
+    the same way with ``held``, the silence and its reason, and ``sent: True``: it is never published.
 
     One batch normally; when a batch hits a Conflict (another evaluator won some), claims are retried
     one by one to learn which. Returns the ids of the decisions this evaluator won.
     """
     won: set[int] = set()
 
-    def op(n: str, d: domain.Decision) -> Op:
-        msg = message(n, d)
-        return repo.claim_op(claim_id(n, d), {"alert": alert_id(n, d.notification.partition), "seq": d.seq,
-                                              "action": d.notification.action.value, "at": now, "sent": False,
-                                              "data": msg.data.decode(), "attributes": msg.attributes})
+    def op(n: str, d: IncidentDecision) -> Op:
+        msg = message(policies[n], d)
+        doc = {"alert": d.incident.id, "seq": d.incident.seq, "action": d.action.value, "at": now,
+               "sent": d.held, "data": msg.data.decode(), "attributes": msg.attributes}
+        if d.held:
+            silence = silences.matching(list(silenced), policies[n])
+            doc.update({"held": True, "silence": silence.id if silence else None,
+                        "reason": silence.reason if silence else None})
+        return repo.claim_op(d.claim_id, doc)
 
     for i in range(0, len(decisions), MAX_BATCH):
         chunk = decisions[i:i + MAX_BATCH]
@@ -69,23 +72,23 @@ def claim(repo: DatamonRepository, decisions: Sequence[tuple[str, domain.Decisio
     return won
 
 
-def notify(services: Services, repo: DatamonRepository, decisions: Sequence[tuple[str, domain.Decision]],
-            policies: dict[str, domain.Policy], totals: dict[str, int]) -> None:
+def notify(services: Services, repo: DatamonRepository, decisions: Sequence[tuple[str, IncidentDecision]],
+           policies: dict[str, domain.Policy], totals: dict[str, int]) -> None:
     if not decisions:
         return
     messages = []
     for name, d in decisions:
-        n = d.notification
-        messages.append(message(name, d))
-        totals[n.action.value] += 1
-        level = 40 if d.pages_late else 30
-        log.event(logger, level, n.summary, labels={"endpoint": name, "owner": n.owner, "partition": n.partition},
-                  alert={"dedup_key": n.dedup_key, "action": n.action.value, "severity": n.severity,
-                         "overdue_seconds": n.overdue_seconds, "tier": policies[name].severity})
+        policy = policies[name]
+        messages.append(message(policy, d))
+        totals[d.action.value] += 1
+        level = 40 if d.incident.level is domain.Level.LATE and d.action is not domain.Action.RESOLVE else 30
+        log.event(logger, level, d.summary, labels={"endpoint": name, "owner": policy.owner},
+                  alert={"dedup_key": d.dedup_key, "action": d.action.value, "severity": d.severity,
+                         "late_partitions": d.incident.count, "kind": d.kind, "tier": policy.severity})
     services.publisher.publish(ALERTS_TOPIC, messages)
     # Confirmed: close the outbox entries (a crash before this line makes the next evaluation
     # publish them again — at least once, and PagerDuty's dedup_key makes a repeat harmless).
-    repo.write([repo.sent_op(claim_id(name, d)) for name, d in decisions])
+    repo.write([repo.sent_op(d.claim_id) for _, d in decisions])
 
 
 def _at(claim: dict[str, Any]) -> datetime:

@@ -6,9 +6,11 @@ Collections:
 - ``datamon_endpoints/{endpoint}``: the per-endpoint summary the evaluator keeps (spec snapshot,
   watermark of contiguous landed partitions, open partitions, ``next_check``); evaluation queries
   ``next_check <= now`` so reads grow with what is due or open, not with history.
-- ``datamon_alerts/{endpoint}@{partition}``: one alert per (endpoint, partition).
+- ``datamon_alerts/{endpoint}~{n}``: the endpoint's n-th incident (its late partitions: count, oldest,
+  newest); ``{endpoint}@{partition}~low_volume``: a low-volume landing.
 - ``datamon_notifications/{alert}#{n}``: claims, created with ``Op.create`` before a notification is
-  published, so two evaluators never notify the same transition twice.
+  published, so two evaluators never notify the same transition twice (``held`` ones were silenced).
+- ``datamon_silences/{id}``: silences of an endpoint or an owner, until their end.
 - ``datamon_meta/evaluator``: the manifest sync cursor.
 - ``datamon_lineage/{workflow}``: what a workflow produces from what (lineage for ``at_risk``).
 """
@@ -19,13 +21,15 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from ferry.datamon.domain import Action, Decision
+from ferry.datamon.domain import Action, Policy
+from ferry.datamon.domain.incidents import IncidentDecision
 from ferry.store.base import Doc, DocumentStore, Op, Where
 
 PARTITIONS = "datamon_partitions"
 ENDPOINTS = "datamon_endpoints"
 ALERTS = "datamon_alerts"
 NOTIFICATIONS = "datamon_notifications"
+SILENCES = "datamon_silences"
 META = "datamon_meta"
 LINEAGE = "datamon_lineage"
 
@@ -35,25 +39,22 @@ def partition_id(endpoint: str, partition: str) -> str:
     return f"{endpoint}@{partition}"
 
 
-def alert_id(endpoint: str, partition: str) -> str:
-    return partition_id(endpoint, partition)
-
-
-def dedup_key(endpoint: str, partition: str) -> str:
-    return f"{endpoint}/{partition}"
-
-
-def alert_document(d: Decision) -> Doc:
-    """The fields of the alert document that decision ``d`` leaves behind (merged into it)."""
-    n = d.notification
-    doc: Doc = {"id": alert_id(n.endpoint, n.partition), "endpoint": n.endpoint, "partition": n.partition,
-                "owner": n.owner, "dedup_key": n.dedup_key, "level": d.level.value, "severity": n.severity,
-                "summary": n.summary, "seq": d.seq, "notified_at": d.at, "state": d.state.value,
-                "start": d.start, "deadline": d.deadline, "overdue_seconds": n.overdue_seconds, "tier": d.tier}
+def incident_document(policy: Policy, d: IncidentDecision) -> Doc:
+    """The fields of the incident document that decision ``d`` leaves behind (merged into it)."""
+    i = d.incident
+    doc: Doc = {"id": i.id, "kind": d.kind, "endpoint": policy.name, "owner": policy.owner,
+                "dedup_key": d.dedup_key, "level": i.level.value, "severity": d.severity, "tier": d.tier,
+                "summary": d.summary, "seq": i.seq, "count": i.count, "oldest": i.oldest, "newest": i.newest,
+                "held": d.held}
+    if d.kind == "low_volume":
+        doc.update({"partition": i.oldest, "records": d.details.get("records"),
+                    "expected_records": d.details.get("expected_records")})
+    if not d.held:
+        doc["notified_at"] = d.at
     if d.action is Action.TRIGGER:
         doc.update({"open": True, "opened_at": d.at, "acked": False, "resolved_at": None})
     elif d.action is Action.RESOLVE:
-        doc.update({"open": False, "resolved_at": d.at, "landed_at": d.landed_at})
+        doc.update({"open": False, "resolved_at": d.at})
     elif d.action is Action.ESCALATE:
         doc["escalated_at"] = d.at
     return doc
@@ -155,19 +156,19 @@ class DatamonRepository:
     def alerts(self, ids: Sequence[str]) -> dict[str, Doc]:
         return self.store.get_many(ALERTS, ids) if ids else {}
 
-    def list_alerts(self, owner: str | None = None, open_only: bool = True, limit: int = 1000) -> list[Doc]:
-        where = []
-        if owner:
-            where.append(Where("owner", "==", owner))
+    def list_alerts(self, owner: str | None = None, open_only: bool = True, limit: int = 1000,
+                    endpoint: str | None = None) -> list[Doc]:
+        where = [Where("owner", "==", owner)] if owner else []
+        if endpoint:
+            where.append(Where("endpoint", "==", endpoint))
         if open_only:
             where.append(Where("open", "==", True))
         return [d for _, d in self.store.query(ALERTS, where, limit=limit)]
 
     @staticmethod
-    def alert_op(d: Decision) -> Op:
-        """What decision ``d`` leaves on its alert document (merged)."""
-        n = d.notification
-        return Op.set(ALERTS, alert_id(n.endpoint, n.partition), alert_document(d), merge=True)
+    def alert_op(policy: Policy, d: IncidentDecision) -> Op:
+        """What decision ``d`` leaves on its incident document (merged)."""
+        return Op.set(ALERTS, d.incident.id, incident_document(policy, d), merge=True)
 
     @staticmethod
     def alert_patch_op(id: str, patch: Doc) -> Op:
@@ -185,3 +186,23 @@ class DatamonRepository:
 
     def unsent_claims(self, limit: int = 500) -> list[tuple[str, Doc]]:
         return self.store.query(NOTIFICATIONS, [Where("sent", "==", False)], limit=limit)
+
+    def held_claims(self, alert: str) -> list[Doc]:
+        """Notifications of an incident held back by a silence."""
+        return [d for _, d in self.store.query(NOTIFICATIONS, [Where("alert", "==", alert)]) if d.get("held")]
+
+    # -- silences ------------------------------------------------------------------------------------
+    def active_silences(self, now: datetime) -> list[Doc]:
+        """Silences whose end is after ``now`` (one query)."""
+        return [d for _, d in self.store.query(SILENCES, [Where("until", ">", now)])]
+
+    def silence(self, id: str) -> Doc | None:
+        return self.store.get(SILENCES, id)
+
+    @staticmethod
+    def silence_create_op(id: str, doc: Doc) -> Op:
+        return Op.create(SILENCES, id, doc)
+
+    @staticmethod
+    def silence_patch_op(id: str, patch: Doc) -> Op:
+        return Op.set(SILENCES, id, patch, merge=True)

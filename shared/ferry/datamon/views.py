@@ -1,13 +1,14 @@
-"""What people read: open alerts, acknowledging one, and the unified view of every endpoint."""
+"""What people read: incidents, acknowledging them, and the unified view of every endpoint."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ferry.datamon import domain
+from ferry.datamon import domain, silences
 from ferry.datamon.repository import DatamonRepository
-from ferry.errors import NotFound
+from ferry.errors import NotFound, ValidationError
 
 if TYPE_CHECKING:
     from ferry.bootstrap import Services
@@ -20,44 +21,67 @@ def _iso(v: Any) -> Any:
 
 
 def _alert_api(doc: dict[str, Any]) -> dict[str, Any]:
-    keys = ("id", "dedup_key", "endpoint", "partition", "owner", "level", "severity", "tier", "state", "open",
-            "acked", "acked_by", "acked_at", "opened_at", "escalated_at", "notified_at", "resolved_at",
-            "landed_at", "overdue_seconds", "seq", "summary", "deadline")
+    keys = ("id", "kind", "dedup_key", "endpoint", "partition", "owner", "level", "severity", "tier", "open",
+            "acked", "acked_by", "acked_at", "opened_at", "escalated_at", "notified_at", "resolved_at", "seq",
+            "summary", "count", "oldest", "newest", "held", "records", "expected_records")
     return {k: _iso(doc.get(k)) for k in keys if k in doc}
 
 
-def alerts(services: Services, *, owner: str | None = None, include_closed: bool = False) -> list[dict[str, Any]]:
-    """Open alerts (or all with ``include_closed``), most severe and oldest first."""
-    docs = DatamonRepository(services.store).list_alerts(owner, open_only=not include_closed)
-    rank = {"late": 0, "warn": 1}
-    docs.sort(key=lambda d: (not d.get("open"), rank.get(d.get("level", ""), 2), str(d.get("id"))))
-    return [_alert_api(d) for d in docs]
+SEVERITY_RANK = {"critical": 0, "error": 1, "warning": 2, "info": 3}
+DEFAULT_LIMIT = 50
 
 
-def ack(services: Services, alert: str, *, actor: str | None, now: datetime) -> dict[str, Any]:
-    """Acknowledge an alert: it is not re-notified any more (escalation and resolution still are).
+def alerts(services: Services, *, owner: str | None = None, endpoint: str | None = None,
+           severity: str | None = None, limit: int = DEFAULT_LIMIT, include_closed: bool = False) -> dict[str, Any]:
+    """Incidents — open ones, or all with ``include_closed`` — most severe and newest first, at most
+    ``limit``; ``severity`` keeps those at least that severe. ``total`` counts all that matched."""
+    docs = DatamonRepository(services.store).list_alerts(owner, open_only=not include_closed, endpoint=endpoint)
+    if severity is not None:
+        docs = [d for d in docs if SEVERITY_RANK.get(d.get("severity", ""), 9) <= SEVERITY_RANK.get(severity, 9)]
+    docs.sort(key=lambda d: str(d.get("opened_at") or ""), reverse=True)
+    docs.sort(key=lambda d: (not d.get("open"), SEVERITY_RANK.get(d.get("severity", ""), 9)))
+    return {"items": [_alert_api(d) for d in docs[:limit]], "total": len(docs), "limit": limit}
+
+
+def ack(services: Services, ids: Sequence[str] = (), *, endpoint: str | None = None, owner: str | None = None,
+        actor: str | None, now: datetime) -> dict[str, Any]:
+    """Acknowledge incidents — by id, or every open one of an endpoint or owner: they are not
+    re-notified any more (escalation and resolution still are). A low-volume alert has nothing that
+    resolves it later: acknowledging it closes it.
 
     Raises:
-        NotFound: no such alert (ids look like ``endpoint@partition``; ``endpoint/partition`` works too).
-        Forbidden: the actor is not in the owning team (nor an admin); nothing is changed.
+        NotFound: an id names no incident (nothing is changed then).
+        Forbidden: the actor is not in an owning team (nor an admin); nothing is changed.
+        ValidationError: nothing to acknowledge was named.
     """
-    aid = alert.replace("/", "@", 1) if "@" not in alert else alert
     repo = DatamonRepository(services.store)
-    doc = repo.alert(aid)
-    if doc is None:
-        raise NotFound(f"alert {alert!r} not found", {"alert": alert})
-    services.authorizer.check(actor, [doc.get("owner")], "acknowledge alerts of")
-    if not doc.get("acked"):
-        patch = {"acked": True, "acked_by": actor, "acked_at": now}
-        repo.write([repo.alert_patch_op(aid, patch)])
-        doc.update(patch)
-    return _alert_api({"id": aid, **doc})
+    if not ids and endpoint is None and owner is None:
+        raise ValidationError("name incidents to acknowledge (ids, --endpoint or --owner)",
+                              [{"field": "ids", "reason": "required"}])
+    found = repo.alerts(list(ids))
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise NotFound(f"alert(s) {', '.join(map(repr, missing))} not found", {"alerts": missing})
+    docs = dict(found)
+    if endpoint is not None or owner is not None:
+        docs.update({d["id"]: d for d in repo.list_alerts(owner, open_only=True, endpoint=endpoint)})
+    services.authorizer.check(actor, sorted({str(d.get("owner") or "") for d in docs.values()}),
+                              "acknowledge alerts of")
+    patch = {"acked": True, "acked_by": actor, "acked_at": now}
+    closes = {"open": False, "resolved_at": now}
+    todo = [i for i, d in docs.items() if not d.get("acked")]
+    repo.write([repo.alert_patch_op(i, {**patch, **(closes if docs[i].get("kind") == "low_volume" else {})})
+                for i in todo])
+    for i in todo:
+        docs[i].update(patch)
+    return {"items": [_alert_api({"id": i, **d}) for i, d in sorted(docs.items())], "acknowledged": len(todo)}
 
 
 def status(services: Services, *, now: datetime, owner: str | None = None) -> dict[str, Any]:
     """The unified view: every endpoint with owner, partitioning, last landed partition, lag, state,
     open alerts and recent partitions, worst first. Reads one summary per endpoint."""
     rows = []
+    active = silences.active(services.store, now)
     for name, doc in DatamonRepository(services.store).all_summaries(owner).items():
         if "partitioning" not in doc:
             continue
@@ -76,7 +100,9 @@ def status(services: Services, *, now: datetime, owner: str | None = None) -> di
         rows.append({"endpoint": name, "owner": policy.owner, "partitioning": policy.partitioning,
                      "timezone": policy.timezone, "last_landed": latest.get("partition"),
                      "landed_at": _iso(latest.get("landed_at")), "lag_seconds": lag, "state": state.value,
-                     "open_alerts": sum(1 for e in summary.open if e.alert),
+                     "open_alerts": 1 if summary.incident else 0,
+                     "incident": _incident_view(summary.incident),
+                     "silenced": getattr(silences.matching(active, policy), "id", None),
                      "open_partitions": [{"partition": e.partition, "state": s.value}
                                          for e, s in zip(summary.open, open_states, strict=True)],
                      "recent": strip, "severity": policy.severity, "upstream": list(policy.upstream)})
@@ -84,4 +110,12 @@ def status(services: Services, *, now: datetime, owner: str | None = None) -> di
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
-    return {"now": now.isoformat(), "owner": owner, "counts": counts, "endpoints": rows}
+    return {"now": now.isoformat(), "owner": owner, "counts": counts, "endpoints": rows,
+            "silences": silences.listing(services.store, now, owner)}
+
+
+def _incident_view(i: domain.Incident | None) -> dict[str, Any] | None:
+    if i is None:
+        return None
+    return {"id": i.id, "level": i.level.value, "count": i.count, "oldest": i.oldest, "newest": i.newest,
+            "acked": i.acked, "held": i.held, "opened_at": _iso(i.opened_at)}

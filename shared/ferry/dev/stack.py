@@ -357,9 +357,9 @@ def up(config: StackConfig) -> UpResult:
         # The channel receiver (what notification channels would receive): functions are told its URL.
         rport = emu.free_port(config.host) if config.base_port is None else config.base_port + RECEIVER_OFFSET
         rlog, rurl = logs / "receiver.log", f"http://{config.host}:{rport}"
-        proc = processes.spawn([sys.executable, "-m", "ferry.dev.receiver", "--host", config.host, "--port", str(rport),
-                       "--dir", str(home / "receiver")], rlog,
-                               {**os.environ, "PYTHONUNBUFFERED": "1"})
+        args = [sys.executable, "-m", "ferry.dev.receiver", "--host", config.host, "--port", str(rport),
+                "--dir", str(home / "receiver")]
+        proc = processes.spawn(args, rlog, {**os.environ, "PYTHONUNBUFFERED": "1"})
         procs.append(proc)
         comps.append(_component("receiver", "receiver", proc, rlog, port=rport, url=rurl))
         state["receiver_url"] = rurl

@@ -84,6 +84,8 @@ class Sla(_Strict):
     severity: Literal["page", "ticket", "info"] = "page"
     calendar: Literal["all", "weekdays"] = "all"
     renotify_after: Duration = "PT4H"
+    alert_on_history: bool = Field(default=False, description="notify for partitions whose deadline passed "
+                                   "before the endpoint was registered (default: shown as late, not notified)")
 
     @model_validator(mode="after")
     def _warn_before_error(self) -> Sla:
@@ -92,12 +94,22 @@ class Sla(_Strict):
         return self
 
 
+class Volume(_Strict):
+    """The volume check: a landing with fewer records than ``min_ratio`` x the median of the last
+    ``window`` partitions of the same slot (``season`` apart: P7D compares a day with the same weekday)."""
+
+    min_ratio: float = Field(gt=0, le=1)
+    window: int = Field(default=4, ge=1, le=52)
+    season: Duration = "P7D"
+
+
 class EndpointSpec(_Strict):
     partitioning: Partitioning = "daily"
     timezone: TimeZone = "UTC"
     start: datetime | None = Field(default=None, description="first expected partition (aware timestamp)")
     sla: Sla = Field(default_factory=Sla)
     upstream: list[str] = Field(default_factory=list)
+    volume: Volume | None = Field(default=None, description="low_volume check of landed records (off by default)")
 
     @field_validator("start")
     @classmethod

@@ -41,21 +41,37 @@ def test_land_route_and_errors(team: Services) -> None:
     assert team.store.get("datamon_partitions", "plays@2026-11-26T04") is None
 
 
-def test_evaluate_alerts_ack_status_routes(team: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluate_alerts_ack_silence_status_routes(team: Services, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FERRY_STACK_SECRET", "s3cret")  # read when the identifier is first built
     assert call(team, "POST", "/v1/evaluate")[0] == 401  # an operational route: the scheduler's only
     status, result = call(team, "POST", "/v1/evaluate", query={"ferry_secret": "s3cret"})
-    assert status == 200 and result["notifications"]["trigger"] == 10  # 00..09 late at 12:00
-    status, alerts = call(team, "GET", "/v1/alerts")
-    assert status == 200 and len(alerts["items"]) == 10
+    # Registered at 12:00: 00..08 were late before (history); 09 is late at 12:00: one incident.
+    assert status == 200 and result["notifications"]["trigger"] == 1
+    status, alerts = call(team, "GET", "/v1/alerts", query={"endpoint": "plays", "severity": "error", "limit": "5"})
+    assert status == 200 and [a["id"] for a in alerts["items"]] == ["plays~1"] and alerts["items"][0]["count"] == 1
+    assert call(team, "GET", "/v1/alerts", query={"limit": "0"})[0] == 422
+    assert call(team, "GET", "/v1/alerts", query={"severity": "loud"})[0] == 422
     first = alerts["items"][0]["id"]
     assert call(team, "POST", f"/v1/alerts/{first}/ack", user="mallory")[0] == 403
     assert call(team, "POST", f"/v1/alerts/{first}/ack")[0] == 401
     status, acked = call(team, "POST", f"/v1/alerts/{first}/ack", user="alice")
     assert status == 200 and acked["acked"] is True and acked["acked_by"] == "alice"
+    status, bulk = call(team, "POST", "/v1/alerts/ack", {"owner": "team-a"}, "alice")
+    assert status == 200 and bulk["acknowledged"] == 0 and [a["id"] for a in bulk["items"]] == ["plays~1"]
+    assert call(team, "POST", "/v1/alerts/ack", {}, "alice")[0] == 422
+
+    assert call(team, "POST", "/v1/silences", {"endpoint": "plays", "for": "PT2H", "reason": "x"}, "mallory")[0] == 403
+    assert call(team, "POST", "/v1/silences", {"endpoint": "plays", "for": "P90D", "reason": "x"}, "alice")[0] == 422
+    status, silence = call(team, "POST", "/v1/silences", {"endpoint": "plays", "for": "PT2H", "reason": "deploy"},
+                           "alice")
+    assert status == 200 and silence["until"] == "2026-11-26T14:00:00+00:00"
     status, view = call(team, "GET", "/v1/status", query={"owner": "team-a"})
-    assert status == 200 and view["endpoints"][0]["state"] == "late" and view["endpoints"][0]["open_alerts"] == 10
+    row = view["endpoints"][0]
+    assert status == 200 and row["state"] == "late" and row["open_alerts"] == 1 and row["incident"]["count"] == 1
+    assert row["silenced"] == silence["id"] and [s["id"] for s in view["silences"]] == [silence["id"]]
     assert call(team, "GET", "/v1/status", query={"owner": "team-z"})[1]["endpoints"] == []
+    status, ended = call(team, "POST", f"/v1/silences/{silence['id']}/end", user="alice")
+    assert status == 200 and call(team, "GET", "/v1/silences")[1]["items"] == []
 
 
 def test_partition_message_handler(team: Services) -> None:

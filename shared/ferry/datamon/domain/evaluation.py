@@ -4,20 +4,11 @@ endpoint's summary (watermark, open partitions, heat strip, next check) moves on
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from ferry.datamon.domain.alerts import (
-    Action,
-    Decision,
-    Notification,
-    OpenAlert,
-    alert_after,
-    decide,
-    pagerduty_severity,
-    summary_text,
-)
+from ferry.datamon.domain.incidents import Incident, IncidentDecision, Member, decide_incident
 from ferry.datamon.domain.sla import (
     EPOCH,
     Clocks,
@@ -44,23 +35,22 @@ class Entry:
     partition: str
     start: datetime
     state: State
-    alert: OpenAlert | None = None
 
     def to_doc(self) -> dict[str, Any]:
-        return {"partition": self.partition, "start": self.start, "state": self.state.value,
-                "alert": self.alert.to_doc() if self.alert else None}
+        return {"partition": self.partition, "start": self.start, "state": self.state.value}
 
     @classmethod
     def from_doc(cls, d: dict[str, Any]) -> Entry:
         start = _utc(d["start"])
         assert start is not None
-        return cls(d["partition"], start, State(d["state"]), OpenAlert.from_doc(d["alert"]) if d.get("alert") else None)
+        return cls(d["partition"], start, State(d["state"]))
 
 
 @dataclass
 class Summary:
     """The evaluator's per-endpoint state: everything before ``watermark`` has landed (or was given
-    up); ``landed_beyond`` are landed partitions after it; ``open`` the unlanded expected ones."""
+    up); ``landed_beyond`` are landed partitions after it; ``open`` the unlanded expected ones;
+    ``incident`` the open incident (``incidents`` counts those ever opened: the next one's number)."""
 
     watermark: datetime
     landed_beyond: list[str] = field(default_factory=list)
@@ -69,24 +59,28 @@ class Summary:
     next_check: datetime = EPOCH
     state: str = State.PENDING.value
     open_alerts: int = 0
+    incident: Incident | None = None
+    incidents: int = 0
 
     def to_doc(self) -> dict[str, Any]:
         return {"watermark": self.watermark, "landed_beyond": list(self.landed_beyond),
                 "open": [e.to_doc() for e in self.open], "strip": list(self.strip),
-                "next_check": self.next_check, "state": self.state, "open_alerts": self.open_alerts}
+                "next_check": self.next_check, "state": self.state, "open_alerts": self.open_alerts,
+                "incident": self.incident.to_doc() if self.incident else None, "incidents": self.incidents}
 
     @classmethod
     def from_doc(cls, d: dict[str, Any], default_watermark: datetime) -> Summary:
         return cls(_utc(d.get("watermark")) or default_watermark, list(d.get("landed_beyond") or []),
                    [Entry.from_doc(e) for e in d.get("open") or []], list(d.get("strip") or []),
                    _utc(d.get("next_check")) or EPOCH, d.get("state", State.PENDING.value),
-                   int(d.get("open_alerts", 0)))
+                   int(d.get("open_alerts", 0)), Incident.from_doc(d["incident"]) if d.get("incident") else None,
+                   int(d.get("incidents", 0)))
 
 
 @dataclass
 class Outcome:
     summary: Summary
-    decisions: list[Decision]
+    decisions: list[IncidentDecision]
     states: dict[str, State]  # partition -> state of every partition looked at
     newly_late: bool
 
@@ -118,27 +112,6 @@ class _Partition:
     landed_at: datetime | None  # None when landed before this evaluation's reads
 
 
-def _decision(policy: Policy, p: _Partition, alert: OpenAlert | None, now: datetime) -> Decision | None:
-    """The alert transition of one partition, as a typed decision (or None)."""
-    c = p.clocks
-    note = decide(alert, level(c, now), p.landed, now, policy.renotify_after)
-    if note is None:
-        return None
-    overdue = max(now - c.end, timedelta(0))
-    late_by = (p.landed_at - c.late_at) if p.landed_at is not None else None
-    severity = pagerduty_severity(policy, note.level)
-    text = summary_text(policy, p.name, note.action, note.level, overdue, late_by)
-    details: dict[str, Any] = {"state": p.state.value, "period_end": c.end.isoformat(),
-                               "deadline": c.late_at.isoformat(), "severity_tier": policy.severity}
-    if late_by is not None:
-        details["landed_late_seconds"] = max(0, int(late_by.total_seconds()))
-    overdue_s = (int(overdue.total_seconds()) if not p.landed
-                 else max(0, int(((p.landed_at or now) - c.end).total_seconds())))
-    notification = Notification(policy.name, p.name, policy.owner, note.action, severity, text, overdue_s, details)
-    return Decision(notification, (alert.seq if alert else 0) + 1, note.level, p.state, c.start, c.late_at, now,
-                    policy.severity, p.landed_at if note.action is Action.RESOLVE else None)
-
-
 def _partition(policy: Policy, s: Summary, start: datetime, landed: dict[str, datetime],
                bad: Sequence[tuple[datetime, datetime]], now: datetime) -> _Partition:
     name = policy.cadence.format(start)
@@ -152,44 +125,43 @@ def _partition(policy: Policy, s: Summary, start: datetime, landed: dict[str, da
     return _Partition(name, c, state(c, None, now, any(overlaps(start, c.end, a, b) for a, b in bad)), False, None)
 
 
-def evaluate_endpoint(policy: Policy, s: Summary, landed: dict[str, datetime], acked: set[str],
-                      bad: Sequence[tuple[datetime, datetime]], now: datetime) -> Outcome:
-    """Give every expected partition of one endpoint its state and decide its alert transitions.
+def evaluate_endpoint(policy: Policy, s: Summary, landed: dict[str, datetime], acked: bool,
+                      bad: Sequence[tuple[datetime, datetime]], now: datetime, silenced: bool = False) -> Outcome:
+    """Give every expected partition of one endpoint its state and decide its incident's transition.
 
     Args:
         s: the summary as stored.
         landed: landing time of every partition of ``wanted`` that has landed.
-        acked: partitions whose open alert has been acknowledged (read when a re-notify is due).
+        acked: the open incident has been acknowledged (read when a re-notify is due).
         bad: periods of upstream partitions that are late (or at risk themselves).
+        silenced: a silence matches the endpoint: its notifications are held back.
     """
     previous = {e.partition: e for e in s.open}
     looked: list[tuple[datetime, _Partition]] = []
-    decisions: list[Decision] = []
     entries: list[Entry] = []
+    members: list[Member] = []
+    newly_late = False
     for start in _candidates(policy, s, now, bad):
         p = _partition(policy, s, start, landed, bad, now)
         looked.append((start, p))
         prev = previous.pop(p.name, None)
-        alert = prev.alert if prev else None
-        if alert is not None and p.name in acked:
-            alert = replace(alert, acked=True)
-        decision = _decision(policy, p, alert, now)
-        if decision is not None:
-            alert = alert_after(alert, decision)
-            decisions.append(decision)
-        if not p.landed:
-            entries.append(Entry(p.name, start, p.state, alert))
-    # Alerts on partitions no longer in the window (given up after MAX_OPEN) stay as they are.
-    entries += [leftover for leftover in previous.values() if leftover.alert]
-    entries.sort(key=lambda e: e.start)
-    newly_late = any(d.level is Level.LATE and d.action in (Action.TRIGGER, Action.ESCALATE) for d in decisions)
+        if p.landed:
+            continue
+        entries.append(Entry(p.name, start, p.state))
+        lvl = level(p.clocks, now)
+        if lvl is not Level.NONE and not policy.history(p.clocks.late_at):
+            members.append(Member(p.name, start, lvl))
+        newly_late = newly_late or (p.state is State.LATE and (prev is None or prev.state is not State.LATE))
+    incident, decision = decide_incident(policy, s.incident, members, s.incidents, now, acked=acked,
+                                         silenced=silenced)
     watermark, beyond = _advance(policy, s.watermark, looked)
-    # An entry that left without landing (the current period, no longer at risk) leaves the strip too.
-    gone = {name for name, e in previous.items() if not e.alert}
-    strip = _strip(s, looked, gone)
+    # An entry that left without landing (the current period, no longer at risk; one given up after
+    # MAX_OPEN) leaves the strip too.
+    strip = _strip(s, looked, set(previous))
     out = Summary(watermark, beyond, entries, strip, _next_check(policy, watermark, beyond, entries),
-                  _worst(entries, strip).value, sum(1 for e in entries if e.alert))
-    return Outcome(out, decisions, {p.name: p.state for _, p in looked}, newly_late)
+                  _worst(entries, strip).value, 1 if incident else 0, incident,
+                  max(s.incidents, incident.number if incident else 0))
+    return Outcome(out, [decision] if decision else [], {p.name: p.state for _, p in looked}, newly_late)
 
 
 def _advance(policy: Policy, watermark: datetime, looked: list[tuple[datetime, _Partition]]) -> tuple[datetime, list[str]]:

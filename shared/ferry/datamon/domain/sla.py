@@ -62,16 +62,24 @@ class Policy:
     renotify_after: timedelta = timedelta(hours=4)
     upstream: tuple[str, ...] = ()
     generation: int = 0
+    alert_on_history: bool = False
+    registered_at: datetime | None = None  # partitions late before it are history (not notified by default)
+    min_ratio: float | None = None         # the volume check (None: off)
+    volume_window: int = 4
+    volume_season: timedelta = timedelta(days=7)
 
     @classmethod
     def from_spec(cls, name: str, owner: str, spec: EndpointSpec, generation: int = 0,
                   extra_upstream: Iterable[str] = ()) -> Policy:
         sla = spec.sla
         upstream = tuple(dict.fromkeys([*spec.upstream, *extra_upstream]))
+        vol = spec.volume
         return cls(name, owner, spec.partitioning, spec.timezone, spec.start,
                    periods.parse_duration(sla.warn_after) if sla.warn_after else None,
                    periods.parse_duration(sla.error_after), sla.severity, sla.calendar,
-                   periods.parse_duration(sla.renotify_after), upstream, generation)
+                   periods.parse_duration(sla.renotify_after), upstream, generation, sla.alert_on_history, None,
+                   vol.min_ratio if vol else None, vol.window if vol else 4,
+                   periods.parse_duration(vol.season) if vol else timedelta(days=7))
 
     @property
     def cadence(self) -> periods.Cadence:
@@ -83,7 +91,9 @@ class Policy:
                 "warn_after": self.warn_after.total_seconds() if self.warn_after is not None else None,
                 "error_after": self.error_after.total_seconds(), "severity": self.severity,
                 "calendar": self.calendar, "renotify_after": self.renotify_after.total_seconds(),
-                "upstream": list(self.upstream), "generation": self.generation}
+                "upstream": list(self.upstream), "generation": self.generation,
+                "alert_on_history": self.alert_on_history, "min_ratio": self.min_ratio,
+                "volume_window": self.volume_window, "volume_season": self.volume_season.total_seconds()}
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Policy:
@@ -94,7 +104,13 @@ class Policy:
                    doc.get("calendar", "all"), timedelta(seconds=doc.get("renotify_after", 14400)),
                    tuple(dict.fromkeys([*(doc.get("upstream") or ()),
                                         *(u for deps in (doc.get("derived_upstream") or {}).values() for u in deps)])),
-                   int(doc.get("generation", 0)))
+                   int(doc.get("generation", 0)), bool(doc.get("alert_on_history")), _utc(doc.get("registered_at")),
+                   doc.get("min_ratio"), int(doc.get("volume_window") or 4),
+                   timedelta(seconds=doc.get("volume_season") or 7 * 86400))
+
+    def history(self, late_at: datetime) -> bool:
+        """A partition late before the endpoint was registered: shown, notified only if asked for."""
+        return not self.alert_on_history and self.registered_at is not None and late_at < self.registered_at
 
 
 def _utc(t: Any) -> datetime | None:
