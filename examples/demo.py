@@ -140,7 +140,7 @@ def datamon_late_alert_resolves(demo: Demo) -> None:
         deadline = time.monotonic() + 30
         while True:
             items = httpx.get(f"{receiver_url}/_received", timeout=10).json()["items"]
-            fresh = [(i, r) for i, r in enumerate(items) if i not in seen and "team-demo" in json.dumps(r["body"])]
+            fresh = [(i, r) for i, r in enumerate(items) if i not in seen and "demo-late-minutes" in json.dumps(r["body"])]
             if len(fresh) >= want or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
