@@ -29,7 +29,7 @@ from ferry.notify.secrets import LocalSecrets
 from ferry.notify.sender import HttpSender
 from ferry.notify.service import Notifier
 
-from .test_datamon_bench import NOW, N, _seed
+from test_datamon_bench import NOW, N, _seed  # tests/bench is on sys.path (rootdir import mode)
 
 pytestmark = [pytest.mark.bench, pytest.mark.emulator]
 TEAMS = 50
