@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from test_datamon_bench import NOW, N, _seed  # tests/bench is on sys.path (rootdir import mode)
 
 from ferry.bootstrap import bootstrap
 from ferry.clock import FixedClock
@@ -28,8 +29,6 @@ from ferry.notify import alert_message
 from ferry.notify.secrets import LocalSecrets
 from ferry.notify.sender import HttpSender
 from ferry.notify.service import Notifier
-
-from test_datamon_bench import NOW, N, _seed  # tests/bench is on sys.path (rootdir import mode)
 
 pytestmark = [pytest.mark.bench, pytest.mark.emulator]
 TEAMS = 50
