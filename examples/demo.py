@@ -158,7 +158,7 @@ def datamon_late_alert_resolves(demo: Demo) -> None:
     # Land every minute from the oldest late one to a few minutes ahead: the last landing resolves it.
     t = datetime.strptime(incident["oldest"], "%Y-%m-%dT%H:%M").replace(tzinfo=UTC)
     while t <= datetime.now(UTC) + timedelta(minutes=3):
-        demo.ferry("land", "demo-late-minutes", t.strftime("%Y-%m-%dT%H:%M"), "--records", "1000",
+        demo.ferry("land", "demo-late-minutes", t.strftime("%Y-%m-%dT%H:%M"), "--records", "1000", "--allow-future",
                    "--as", "ada@example.com", show=t.strftime("%Y-%m-%dT%H:%M") == incident["oldest"])
         t += timedelta(minutes=1)
     demo.ferry("evaluate")
