@@ -20,6 +20,7 @@ from werkzeug.routing import Map, Rule
 
 from ferry import log
 from ferry.api.identity import admit_operational, identifier_for
+from ferry.domain.names import check_path_parameters
 from ferry.errors import BadRequest, FerryError, MethodNotAllowed, NotFound, PayloadTooLarge, ValidationError
 
 if TYPE_CHECKING:
@@ -147,6 +148,7 @@ class Router:
             except RouteMethodNotAllowed:
                 raise MethodNotAllowed(f"method {method} not allowed on {path}") from None
             route = self.routes[index]
+            check_path_parameters(params)
             limit = route.max_body_bytes or services.settings.max_body_bytes
             if (content_length or len(body)) > limit:
                 raise PayloadTooLarge(f"request body over {limit} bytes")

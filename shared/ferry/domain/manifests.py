@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ferry.domain import periods
+from ferry.domain.names import NAME_PATTERN  # one grammar for every name (docs/metadata-language.md)
 
 API_VERSION: Literal["ferry/v1"] = "ferry/v1"
-NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # POSIX: what a process environment can carry
 
 
@@ -59,6 +59,8 @@ Schedule = Annotated[
     str, AfterValidator(_schedule), Field(description="hourly|daily|weekly|monthly|yearly or a 5-field cron"),
 ]
 Name = Annotated[str, Field(pattern=NAME_PATTERN, description="lowercase letters, digits, '.', '_' and '-'")]
+# A reference is a Name too: `upstream`, `depends_on`, `produces`, an owner, `producers`.
+Ref = Name
 Env = Annotated[dict[str, str], AfterValidator(_env_names),
                 Field(description="environment variables: names of letters, digits and '_', not starting with a digit")]
 
@@ -69,13 +71,13 @@ class _Strict(BaseModel):
 
 class Metadata(_Strict):
     name: Name
-    owner: str | None = Field(default=None, description="the owning team")
+    owner: Ref | None = Field(default=None, description="the owning team")
     description: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
 
 
 class OwnedMetadata(Metadata):
-    owner: str = Field(min_length=1, description="the owning team (required)")  # type: ignore[assignment]
+    owner: Ref = Field(description="the owning team (required)")  # type: ignore[assignment]
 
 
 class Sla(_Strict):
@@ -108,8 +110,10 @@ class EndpointSpec(_Strict):
     timezone: TimeZone = "UTC"
     start: datetime | None = Field(default=None, description="first expected partition (aware timestamp)")
     sla: Sla = Field(default_factory=Sla)
-    upstream: list[str] = Field(default_factory=list)
+    upstream: list[Ref] = Field(default_factory=list)
     volume: Volume | None = Field(default=None, description="low_volume check of landed records (off by default)")
+    # Teams (besides the owner) whose workflows may record landings of this endpoint (`produces`).
+    producers: list[Ref] = Field(default_factory=list)
 
     @field_validator("start")
     @classmethod
@@ -139,8 +143,8 @@ class WorkflowSpec(_Strict):
     timeout: Duration = "PT1H"
     retry: Retry = Field(default_factory=Retry)
     resources: list[Name] = Field(default_factory=list)
-    depends_on: list[str] = Field(default_factory=list)
-    produces: str | None = None
+    depends_on: list[Ref] = Field(default_factory=list)
+    produces: Ref | None = None
     cpu: str = "1"
     memory: str = "512Mi"
     service_account: str | None = None

@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 from ferry.domain.loading import Problem, duplicates, parse_document
 from ferry.domain.manifests import Endpoint, Manifest, Workflow
 from ferry.errors import Conflict, NotFound, ValidationError
+from ferry.services import ownership
 from ferry.services.authz import Authorizer
 from ferry.store.base import Op
 from ferry.store.manifests import ManifestRecord, ManifestRepository, collection
@@ -213,6 +214,7 @@ class ApplyService:
         if problems:
             raise ValidationError(f"{len(problems)} problem(s) in manifests; nothing was applied",
                                   [p.to_dict() for p in problems])
+        ownership.check(manifests, self.repo)  # derived objects: events.* endpoints, produces
         changes = self.plan(manifests, now)
         moving = [c for c in changes if c.action != "unchanged"]
         self.authorizer.check_team_change(actor, [c.manifest.name for c in moving if c.manifest.kind == "Team"])

@@ -62,6 +62,8 @@ class Authorizer:
             return
         for name in team_names:
             team = teams.get(name)
-            if team is not None and (actor is None or actor not in team.spec.admins):
+            if team is not None and actor is None:
+                raise Unauthenticated(f"changing team {name} needs a caller identity")
+            if team is not None and actor not in team.spec.admins:
                 raise Forbidden(f"{actor or 'anonymous'} may not change team {name}: not one of its admins",
                                 {"actor": actor, "team": name})

@@ -19,6 +19,7 @@ from ferry import log
 from ferry.domain import periods
 from ferry.domain.manifests import Endpoint, EventType, Workflow, event_type_of
 from ferry.errors import BadRequest, Conflict, FerryError, InfraError, NotFound
+from ferry.services.ownership import may_produce
 from ferry.store.base import Op
 from ferry.styx import machine as m
 from ferry.styx.launchers import Launcher, LaunchSpec
@@ -142,8 +143,14 @@ class StyxService:
         partition = parameter
         rec = self.services.manifests.get("Endpoint", endpoint)
         if rec is not None:
+            declared = rec.model_as(Endpoint)
+            if not may_produce(declared, wf.metadata.owner):  # checked at apply; the endpoint may have changed
+                log.event(logger, 40, f"refused landing {endpoint} {parameter}: owned by {declared.metadata.owner}, "
+                          f"not granted to {wf.metadata.owner}",
+                          labels={"workflow": wf.name, "parameter": parameter, "endpoint": endpoint})
+                return
             start = wf.spec.cadence().parse(parameter)
-            partition = rec.model_as(Endpoint).spec.cadence().format(start)
+            partition = declared.spec.cadence().format(start)
         try:
             # An instance may be triggered ad hoc for a period still running: what it produced has landed.
             self.datamon.land(endpoint, partition, now=now, source="styx", allow_future=True)

@@ -171,7 +171,7 @@ def test_moving_an_object_to_another_team_needs_both(owned):
 def test_changing_a_team_needs_one_of_its_admins(owned):
     with pytest.raises(Forbidden, match="not one of its admins"):
         owned.apply.apply([team("team-playback", [PIA, PER, EVE], [PIA])], NOW, actor=PER)  # member only
-    with pytest.raises(Forbidden):
+    with pytest.raises(Unauthenticated):
         owned.apply.apply([team("team-playback", [PIA, PER, EVE], [PIA])], NOW, actor=None)
     owned.apply.apply([team("team-playback", [PIA, PER, EVE], [PIA])], NOW, actor=PIA)
     assert EVE in owned.manifests.get("Team", "team-playback").model().spec.members

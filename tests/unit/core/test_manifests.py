@@ -128,7 +128,7 @@ def test_errors_of_several_files_are_all_reported(tmp_path):
 
 @pytest.mark.parametrize(("text", "field", "reason"), [
     ("kind: Endpoint\nmetadata: {name: e}\nspec: {}\n", "metadata.owner", "Field required"),
-    ("kind: Endpoint\nmetadata: {name: e, owner: ''}\nspec: {}\n", "metadata.owner", "at least 1"),
+    ("kind: Endpoint\nmetadata: {name: e, owner: ''}\nspec: {}\n", "metadata.owner", "pattern"),
     ("kind: Endpoint\nmetadata: {name: -e, owner: t}\nspec: {}\n", "metadata.name", "pattern"),
     ("kind: Endpoint\nmetadata: {name: e, owner: t, colour: red}\nspec: {}\n", "metadata.colour", "unknown field"),
     ("kind: Endpoint\nmetadata: {name: e, owner: t}\nspec: {partitioning: PT7M}\n", "spec.partitioning", "divide a day"),

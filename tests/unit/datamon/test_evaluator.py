@@ -150,7 +150,7 @@ def test_at_risk_from_declared_and_workflow_lineage(svc: Services) -> None:
           endpoint("raw", partitioning="hourly", start="2026-11-26T00:00:00Z", sla={"error_after": "PT1H"}),
           endpoint("agg", partitioning="daily", start="2026-11-26T00:00:00Z", sla={"error_after": "PT6H"}),
           endpoint("report", partitioning="daily", start="2026-11-26T00:00:00Z", sla={"error_after": "PT6H"}),
-          {"kind": "Workflow", "metadata": {"name": "make-report", "owner": "team-b"},
+          {"kind": "Workflow", "metadata": {"name": "make-report", "owner": "team-a"},
            "spec": {"schedule": "daily", "image": "img", "depends_on": ["agg"], "produces": "report"}})
     apply(svc, endpoint("agg", partitioning="daily", start="2026-11-26T00:00:00Z",
                         sla={"error_after": "PT6H"}, upstream=["raw"]))
