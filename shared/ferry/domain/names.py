@@ -6,9 +6,9 @@ a letter or digit. That rules out what Firestore reserves or cannot take as a do
 reference (``upstream``, ``depends_on``, ``produces``, ``resources``, ``producers``) use it.
 
 Path parameters of the API (names, partitions, instance parameters, alert and backfill ids) are checked
-against a wider grammar before any lookup: letters, digits and ``. _ - : @ +``, starting with a letter or
+against a wider grammar before any lookup: letters, digits and ``. _ - : @ + ~``, starting with a letter or
 digit, at most 200 characters (partitions such as ``2026-11-26T14:05`` and ids such as
-``plays@2026-11-26T03`` fit). Anything else is 400 naming the parameter.
+``plays@2026-11-26T03`` or ``plays~1`` fit). Anything else is 400 naming the parameter.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from collections.abc import Mapping
 from ferry.errors import BadRequest
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
-PATH_PARAMETER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,199}$")
+PATH_PARAMETER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+~-]{0,199}$")
 
 
 def check_path_parameters(params: Mapping[str, object]) -> None:
     """Raise BadRequest naming the first path parameter outside the grammar."""
     for name, value in params.items():
         if isinstance(value, str) and not PATH_PARAMETER.match(value):
-            raise BadRequest(f"path parameter {name} is not a valid name or id: letters, digits and . _ - : @ +, "
+            raise BadRequest(f"path parameter {name} is not a valid name or id: letters, digits and . _ - : @ + ~, "
                              "starting with a letter or digit, at most 200 characters",
                              {"field": name, "reason": "invalid name"})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -51,7 +51,8 @@ MANIFESTS: list[dict[str, Any]] = [
 def world() -> Services:
     svc = in_memory(FixedClock(NOW), identifier=Identifier(IdentityConfig(HEADER, stack_secret="s")))
     docs = [{"apiVersion": "ferry/v1", **d} for d in MANIFESTS]
-    svc.apply.apply(parse_documents(docs), NOW, "root@example.com")
+    # Registered at the first partition: the late ones page (so there are alerts to acknowledge).
+    svc.apply.apply(parse_documents(docs), NOW - timedelta(hours=14, minutes=5), "root@example.com")
     return svc
 
 
@@ -80,12 +81,23 @@ def _backfill(svc: Services) -> str:
     return f"/v1/backfills/{out['id']}/halt"
 
 
-def _alert(svc: Services) -> str:
-    from ferry.datamon import evaluation, views
+def _evaluate(svc: Services) -> None:
+    from ferry.datamon import evaluation
 
     evaluation.evaluate(svc, now=NOW)
-    [first, *_] = views.alerts(svc, owner="team-a")
-    return f"/v1/alerts/{first['id']}/ack"
+
+
+def _alert(svc: Services) -> str:
+    _evaluate(svc)
+    status, alerts = router.dispatch(svc, "GET", "/v1/alerts", {"owner": "team-a"}, {}, b"")
+    assert status == 200 and alerts["items"], alerts
+    return f"/v1/alerts/{alerts['items'][0]['id']}/ack"
+
+
+def _silence(svc: Services) -> str:
+    status, out = call(svc, "POST", "/v1/silences", {"endpoint": "plays", "for": "PT1H", "reason": "maintenance"}, "root@example.com")
+    assert status == 200, out
+    return f"/v1/silences/{out['id']}/end"
 
 
 def _apply(name: str, kind: str = "Endpoint") -> dict[str, Any]:
@@ -114,6 +126,11 @@ MATRIX: dict[tuple[str, str], list[Case]] = {
     ("POST", "/v1/endpoints/{name}/partitions"): [Case("/v1/endpoints/plays/partitions",
                                                        {"partition": "2026-11-26T03"})],
     ("POST", "/v1/alerts/{alert}/ack"): [Case(_alert)],
+    ("POST", "/v1/alerts/ack"): [Case("/v1/alerts/ack", {"endpoint": "plays"}, prepare=_evaluate),
+                                 Case("/v1/alerts/ack", {"owner": "team-a"}, prepare=_evaluate)],
+    ("POST", "/v1/silences"): [Case("/v1/silences", {"endpoint": "plays", "for": "PT1H", "reason": "maintenance"}),
+                               Case("/v1/silences", {"owner": "team-a", "for": "PT1H", "reason": "maintenance"})],
+    ("POST", "/v1/silences/{sid}/end"): [Case(_silence)],
     ("POST", "/v1/workflows/{workflow}/instances/{parameter}/trigger"): [
         Case("/v1/workflows/wf-a/instances/2026-11-26T11/trigger", {})],
     ("POST", "/v1/workflows/{workflow}/instances/{parameter}/retry"): [
