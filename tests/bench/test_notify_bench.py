@@ -21,7 +21,7 @@ from test_datamon_bench import NOW, N, _seed  # tests/bench is on sys.path (root
 from ferry.bootstrap import bootstrap
 from ferry.clock import FixedClock
 from ferry.config import Settings
-from ferry.datamon import service
+from ferry.datamon import evaluation, views
 from ferry.dev import emulators as emu
 from ferry.dev import receiver
 from ferry.domain.manifests import KINDS
@@ -51,10 +51,10 @@ def test_notifications_per_incident_and_delivery_rate(emulators, project_id: str
         svc.apply.apply(teams, NOW, None)  # type: ignore[arg-type]
         _, late = _seed(svc)
         t0 = time.monotonic()
-        result = service.evaluate(svc, now=NOW)
+        result = evaluation.evaluate(svc, now=NOW)
         eval_s = time.monotonic() - t0
         messages = publisher.take("ferry-alerts")  # type: ignore[attr-defined]
-        incidents = sum(1 for a in service.alerts(svc, limit=1000)["items"] if a["open"])
+        incidents = sum(1 for a in views.alerts(svc, limit=1000)["items"] if a["open"])
 
         notifier = Notifier(svc.store, svc.publisher, LocalSecrets(tmp_path, {"BENCH_HOOK": f"{url}/webhook/bench"}),
                             svc.clock, HttpSender())
