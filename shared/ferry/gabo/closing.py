@@ -72,6 +72,20 @@ def open_gate(et: EventType, start: datetime, end: datetime, now: datetime) -> s
     return None
 
 
+class CompletionGate(Protocol):
+    """May this merged period complete? Asked after every shard merged, before the completion record is
+    created, with the summed counts (``lines`` read, ``events`` kept, ``duplicates``, ``late``): the seam
+    where a ledger compares what was merged with what ingest accepted. A string is why it may not: the
+    claim and shard records are released, the period stays open with that reason, and a later close
+    claims and merges it again (the merge is deterministic: the same inputs rewrite the same parts)."""
+
+    def __call__(self, et: EventType, start: datetime, totals: dict[str, int], now: datetime) -> str | None: ...
+
+
+def complete_always(et: EventType, start: datetime, totals: dict[str, int], now: datetime) -> str | None:
+    return None
+
+
 class CloseOrder(BaseModel):
     """One shard of one claimed period (the JSON of a message on ``gabo-close-orders``)."""
 
@@ -138,7 +152,7 @@ def shard_labels(bits: int) -> tuple[str, ...]:
 class Closer:
     def __init__(self, sink: Sink, state: GaboState, datamon: Datamon, backlog: BacklogSource | None = None,
                  publish: Callable[[list[CloseOrder]], None] | None = None, gate: CloseGate = open_gate,
-                 max_part_bytes: int = MAX_PART_BYTES) -> None:
+                 max_part_bytes: int = MAX_PART_BYTES, completion_gate: CompletionGate = complete_always) -> None:
         """``publish`` hands shard orders to the close-shard workers (None: run them here, in turn);
         ``datamon`` is where a closed partition lands (a taken-over completion lands only if Datamon has
         no landing of it)."""
@@ -148,6 +162,7 @@ class Closer:
         self.backlog = backlog or PullStatsBacklog(state)
         self.publish = publish
         self.gate = gate
+        self.completion_gate = completion_gate
         self.max_part_bytes = max_part_bytes
 
     def watermark(self, event_type: str, now: datetime) -> datetime | None:
@@ -380,6 +395,15 @@ class Closer:
     def _complete(self, et: EventType, cadence: periods.Cadence, start: datetime, bits: int,
                   docs: dict[str, dict[str, Any]], now: datetime) -> ClosedPartition | None:
         """Create the completion record (once); only its creator finishes."""
+        shards = [docs[b] for b in shard_labels(bits)]
+        totals = {k: sum(int(d[k]) for d in shards) for k in ("events", "duplicates", "late")}
+        totals["lines"] = totals["events"] + totals["duplicates"]
+        reason = self.completion_gate(et, start, totals, now)
+        if reason is not None:
+            self.state.release_claim(et.name, start, shard_labels(bits), reason, now)
+            log.event(logger, 30, f"{events_endpoint(et.name)} {cadence.format(start)} may not complete: {reason}",
+                      labels={"event_type": et.name, "parameter": cadence.format(start)}, totals=totals)
+            return None
         try:
             self.state.create_closed(et.name, start, {"event_type": et.name, "partition": cadence.format(start),
                                                       "state": "finishing", "bits": bits, "attempt": 1,

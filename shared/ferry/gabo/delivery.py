@@ -11,6 +11,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,6 +41,8 @@ DRAIN_WAIT_S = 2.0
 # Every order gets an answered pull before its budget may end it (however slow its start), but gives up
 # after this many pulls without an answer.
 MAX_UNANSWERED = 3
+# Staging objects of one flush written at once (a sharded batch writes one object per shard).
+WRITE_THREADS = 8
 
 
 class WorkOrder(BaseModel):
@@ -276,14 +279,23 @@ class DeliveryWorker:
                                          "reason": p.reason, "source_message_id": p.message.message_id})
                 for p in batch.poison])
             report.dead_lettered += len(batch.poison)
+        writes = []
         for start, shard in sorted(batch.groups):
             ids, lines = batch.groups.pop((start, shard))
-            key = core.staging_name(names.event_type, start, ids, shard)
-            self.sink.write(key, lines.finish())
+            writes.append((core.staging_name(names.event_type, start, ids, shard), lines.finish()))
             report.bytes += lines.raw_bytes
-            report.objects.append(key)
             report.written += len(ids)
             del lines
+        # A sharded batch is one object per shard: written side by side (each write waits on the disk or
+        # the network, not on this process), every one confirmed before the ack below.
+        if len(writes) > 1:
+            with ThreadPoolExecutor(min(WRITE_THREADS, len(writes))) as pool:
+                list(pool.map(lambda w: self.sink.write(*w), writes))
+        else:
+            for key, data in writes:
+                self.sink.write(key, data)
+        report.objects += [key for key, _ in writes]
+        del writes
         # Only now, with every object durable and every poison message confirmed on the dead-letter topic.
         self.broker.ack(names.subscription, batch.ack_ids)
 

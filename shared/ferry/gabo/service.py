@@ -27,6 +27,8 @@ from ferry.gabo.closing import (
     CloseOrder,
     Closer,
     CloseReport,
+    CompletionGate,
+    complete_always,
     open_gate,
 )
 from ferry.gabo.delivery import DeliveryReport, DeliveryWorker, OffsetClock, WorkOrder
@@ -46,8 +48,10 @@ class Gabo:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        # Where completeness checks join closing (an ingest ledger): see closing.CloseGate.
+        # Where completeness checks join closing (an ingest ledger): before a period is claimed
+        # (closing.CloseGate) and after its shards merged, before it completes (closing.CompletionGate).
         self.close_gate: CloseGate = open_gate
+        self.completion_gate: CompletionGate = complete_always
 
     @property
     def broker(self) -> DeliveryBroker:
@@ -117,7 +121,8 @@ class Gabo:
             self.services.publisher.publish(CLOSE_ORDERS_TOPIC, [
                 Message(o.model_dump_json().encode(), {"event_type": o.event_type}) for o in orders])
 
-        return Closer(self.sink, self.state, self.services.datamon, self.backlog_source, publish, self.close_gate)
+        return Closer(self.sink, self.state, self.services.datamon, self.backlog_source, publish, self.close_gate,
+                      completion_gate=self.completion_gate)
 
     def close(self, now: datetime, name: str | None = None, inline: bool = False) -> list[CloseReport]:
         """Decide what may close, for one type or all, and order the shards' merges (``inline``: merge them

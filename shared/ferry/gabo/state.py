@@ -19,7 +19,7 @@ from ferry.gabo.core import parse_iso, partition_key
 from ferry.store.base import Doc, DocumentStore, Op, Where
 
 RUNS, CLOSED, CURSORS, SCALING = "gabo_runs", "gabo_closed", "gabo_cursors", "gabo_scaling"
-CLOSING, SHARDS, FINISHERS = "gabo_closing", "gabo_close_shards", "gabo_finishers"
+CLOSING, SHARDS, FINISHERS, WAITS = "gabo_closing", "gabo_close_shards", "gabo_finishers", "gabo_close_waits"
 
 
 def closed_id(event_type: str, start: datetime) -> str:
@@ -75,6 +75,15 @@ class GaboState:
 
     def update_claim(self, event_type: str, start: datetime, doc: Doc) -> None:
         self.store.write([Op.set(CLOSING, closed_id(event_type, start), doc, merge=True)])
+
+    def release_claim(self, event_type: str, start: datetime, labels: Sequence[str], reason: str,
+                      now: datetime) -> None:
+        """Give a claimed period back (its merge may not complete yet): shard records first, then the claim,
+        so that a later close claims it afresh. The reason stays in ``gabo_close_waits``."""
+        self.store.write([Op.delete(SHARDS, shard_id(event_type, start, b)) for b in labels])
+        self.store.write([Op.set(WAITS, closed_id(event_type, start), {"event_type": event_type, "reason": reason,
+                                                                       "at": now}),
+                          Op.delete(CLOSING, closed_id(event_type, start))])
 
     def shards(self, event_type: str, start: datetime, labels: Sequence[str]) -> dict[str, Doc]:
         ids = {shard_id(event_type, start, b): b for b in labels}

@@ -380,3 +380,31 @@ def test_capacity_reads_the_runs_and_alerts_the_owner_once(env: Any) -> None:
     assert g.capacity_alerts([c], clock.now() + timedelta(minutes=5)) == 0  # once a day
     [msg] = broker.topics["ferry-alerts"]
     assert msg.attributes["owner"] == "team-a" and msg.attributes["endpoint"] == "events.play"
+
+
+def test_close_gates_keep_a_period_open_with_their_reason_then_let_it_close(env: Any) -> None:
+    """The seams where completeness checks (an ingest ledger) join closing: before the claim, and after the
+    merge, before completion — a refused completion releases the claim; a later close merges again."""
+    svc, g, broker, lands, clock = env
+    g.ingest(body([ev(i) for i in range(30)] + [ev(1)]), T0)
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    clock.set(T0 + timedelta(minutes=2))
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    clock.set(T0 + timedelta(minutes=2, seconds=10))
+    g.close_gate = lambda et, start, end, now: "ledger: 5 accepted events not delivered yet"
+    rep = g.close(clock.now())[0]
+    assert not rep.closed and {"partition": "2026-11-26T14:05", "state": "waiting",
+                               "reason": "ledger: 5 accepted events not delivered yet"} in rep.open
+    seen: list[dict[str, int]] = []
+    g.close_gate = lambda et, start, end, now: None
+    g.completion_gate = lambda et, start, totals, now: seen.append(totals) or "ledger: 31 lines < 35 accepted"
+    rep = g.close(clock.now())[0]
+    assert not any(c.partition == "2026-11-26T14:05" for c in rep.closed)
+    assert all(a[1] != "2026-11-26T14:05" for a, _ in lands.calls)
+    assert {"lines": 31, "events": 30, "duplicates": 1, "late": 0} in seen
+    assert g.state.claims("play", [T0.replace(second=0)]) == {}  # released: a later close claims it afresh
+    g.completion_gate = lambda et, start, totals, now: None
+    rep = g.close(clock.now())[0]
+    [c] = [c for c in rep.closed if c.partition == "2026-11-26T14:05"]
+    assert (c.events, c.duplicates) == (30, 1)
+    assert [a[1] for a, _ in lands.calls].count("2026-11-26T14:05") == 1
