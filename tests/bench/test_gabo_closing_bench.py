@@ -42,7 +42,7 @@ from ferry.gabo.merge import FINAL_LEVEL, gzip_chunks, line_fields
 from ferry.gabo.service import Gabo
 from ferry.gabo.sink import LocalSink
 
-pytestmark = [pytest.mark.bench, pytest.mark.emulator]
+pytestmark = [pytest.mark.bench, pytest.mark.emulator, pytest.mark.timeout(3600)]
 
 SIZES = [int(x) for x in os.environ.get("GABO_BENCH_CLOSE_SIZES", "300000,1000000,3000000").split(",")]
 START = datetime(2026, 11, 26, 14, 5, tzinfo=UTC)

@@ -20,7 +20,7 @@ import pytest
 from ferry.dev import stack as stack_mod
 from ferry.dev.harness import LocalStack
 
-pytestmark = [pytest.mark.bench, pytest.mark.emulator]
+pytestmark = [pytest.mark.bench, pytest.mark.emulator, pytest.mark.timeout(3600)]
 
 RATE = float(os.environ.get("GABO_LOAD_RATE", "300"))
 SECONDS = float(os.environ.get("GABO_LOAD_SECONDS", "20"))
