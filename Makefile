@@ -24,9 +24,11 @@ unit: setup
 bench: setup
 	$(PY) -m pytest -q -p no:cacheprovider -s tests/bench
 
+## ruff, mypy, and the import contracts of docs/architecture.md (pyproject.toml, [tool.importlinter])
 lint: setup
 	$(VENV)/bin/ruff check shared functions tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 demo: setup
 	$(PY) examples/demo.py

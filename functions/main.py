@@ -1,7 +1,9 @@
 """Cloud Functions entry points. Each decodes its trigger, calls one service, maps the result.
 
 Deployed from a bundle of this folder plus the ``ferry`` library (see ``ferry deploy``); locally each
-runs in its own functions-framework process (``ferry dev up``).
+runs in its own functions-framework process (``ferry dev up``). Every HTTP function is served by
+``ferry.api.http.serve`` (one body cap, one error model); every Pub/Sub push by
+``ferry.api.push.serve_push`` (one decoder of the push envelope).
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import functions_framework
 
 from ferry import log
-from ferry.api import handle
+from ferry.api.app import handle
+from ferry.api.http import serve
 from ferry.api.identity import check_startup
+from ferry.bootstrap import process_services
 
 log.configure()
 # Fail-closed: a deployed function without FERRY_IDENTITY=oidc refuses to start (no header identity).
@@ -19,17 +23,17 @@ check_startup()
 
 @functions_framework.http
 def api(request):  # type: ignore[no-untyped-def]
-    """The REST API under /v1 (SPEC §7)."""
+    """The REST API under /v1 (docs/architecture.md)."""
     return handle(request)
 
 
-# --- Gabo (SPEC §6) -------------------------------------------------------------------------------
+# --- Gabo (docs/gabo.md) --------------------------------------------------------------------------
 @functions_framework.http
 def ingest(request):  # type: ignore[no-untyped-def]
     """POST /v1/events: validate and publish event envelopes (its own function: it scales apart)."""
-    from ferry.gabo.api import serve
+    from ferry.gabo.api import router
 
-    return serve(request, "/v1/events")
+    return serve(request, router, process_services(), "/v1/events")
 
 
 @functions_framework.http
@@ -44,9 +48,9 @@ def deliver(request):  # type: ignore[no-untyped-def]
 @functions_framework.http
 def close(request):  # type: ignore[no-untyped-def]
     """Scheduled: close every partition that may close now."""
-    from ferry.gabo.api import serve
+    from ferry.gabo.api import router
 
-    return serve(request, "/v1/close")
+    return serve(request, router, process_services(), "/v1/close")
 
 
 @functions_framework.http
@@ -62,26 +66,26 @@ def close_shard(request):  # type: ignore[no-untyped-def]
 @functions_framework.http
 def scale(request):  # type: ignore[no-untyped-def]
     """Scheduled: decide and publish delivery work orders per event type."""
-    from ferry.gabo.api import serve
+    from ferry.gabo.api import router
 
-    return serve(request, "/v1/scale")
+    return serve(request, router, process_services(), "/v1/scale")
 
 
-# --- Datamon (SPEC §4) ----------------------------------------------------------------------------
+# --- Datamon (docs/datamon.md) --------------------------------------------------------------------
 @functions_framework.http
 def evaluate(request):  # type: ignore[no-untyped-def]
     """Scheduled: one SLA evaluation (safe to overlap: notifications are claimed exactly once)."""
-    from ferry.datamon.api import serve
+    from ferry.datamon.api import router
 
-    return serve(request, "/v1/evaluate")
+    return serve(request, router, process_services(), "/v1/evaluate")
 
 
 @functions_framework.http
 def dashboard(request):  # type: ignore[no-untyped-def]
     """The unified view's web page at / and the read-only status it fetches (v1/status)."""
-    from ferry.datamon.api import serve
+    from ferry.datamon.api import dashboard
 
-    return serve(request)
+    return dashboard(request, process_services())
 
 
 @functions_framework.http
@@ -90,7 +94,7 @@ def land(request):  # type: ignore[no-untyped-def]
     from ferry.api.push import serve_push
     from ferry.datamon.api import handle_partition_message
 
-    return serve_push(request, "land", lambda _svc, data, attributes: handle_partition_message(data, attributes))
+    return serve_push(request, "land", handle_partition_message)
 
 
 @functions_framework.http
@@ -102,10 +106,10 @@ def notify(request):  # type: ignore[no-untyped-def]
     return serve_push(request, "notify", lambda _svc, data, attributes: handle_message(data, attributes))
 
 
-# --- Styx (SPEC §5) -------------------------------------------------------------------------------
+# --- Styx (docs/styx.md) --------------------------------------------------------------------------
 @functions_framework.http
 def styx_tick(request):  # type: ignore[no-untyped-def]
     """Scheduled every minute: one Styx tick (safe to overlap: every change is a guarded commit)."""
-    from ferry.styx.api import serve
+    from ferry.styx.api import router
 
-    return serve(request, "/v1/tick")
+    return serve(request, router, process_services(), "/v1/tick")

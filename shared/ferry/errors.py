@@ -1,4 +1,4 @@
-"""One error root for Ferry, with one mapping to HTTP status and CLI exit code (SPEC §7)."""
+"""One error root for Ferry, with one mapping to HTTP status and CLI exit code (docs/architecture.md)."""
 
 from __future__ import annotations
 

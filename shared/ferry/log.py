@@ -17,6 +17,9 @@ from typing import Any
 _trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("ferry_trace", default=None)
 _labels: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("ferry_labels", default={})  # noqa: B039
 
+# The levels ``event`` takes (the standard library's, by name).
+DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
+
 LABELS_KEY = "logging.googleapis.com/labels"
 TRACE_KEY = "logging.googleapis.com/trace"
 

@@ -146,7 +146,7 @@ def test_gabo_benchmarks(emulators: Any, project_id: str, tmp_path: Path) -> Non
     figures["delivery_ratio_2w"] = round(figures["delivery_2w_eps"] / max(raws), 2)
 
     # ingest through the API route vs raw batched publishing -----------------------------------------
-    from ferry.api import router
+    from ferry.api.app import router
 
     batches = [b"\n".join(json.dumps({"type": "bench", "id": f"i{b}-{i}", "payload": {"user_id": "u", "ms": i}}).encode()
                           for i in range(500)) for b in range(N // 500)]

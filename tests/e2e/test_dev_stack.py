@@ -1,7 +1,7 @@
 """``ferry dev up | status | fire | down`` through the real CLI, in subprocesses, on its own emulators.
 
 The module's stack runs a small test deployment (tests/e2e/devstack: the real API, an HTTP probe a
-scheduler job targets, a Pub/Sub-triggered probe) so every local stand-in of SPEC §2 is exercised;
+scheduler job targets, a Pub/Sub-triggered probe) so every local stand-in of docs/local-stack.md is exercised;
 ``test_stack_fixture_runs_the_repository_infra`` checks the session ``stack`` fixture on infra/.
 """
 

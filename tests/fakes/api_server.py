@@ -16,7 +16,7 @@ from ferry.bootstrap import Services
 def served(services: Services) -> Iterator[str]:
     import json
 
-    from ferry.api import router
+    from ferry.api.app import router
 
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:

@@ -45,7 +45,7 @@ def serve_push(request: Any, owner: str, handle: Callable[[Any, bytes, dict[str,
         status = exc.http_status if isinstance(exc, FerryError) and exc.http_status != 500 else 400
         body = exc.to_dict() if isinstance(exc, FerryError) else {"error": {"code": "bad_request",
                                                                             "message": "undecodable message data"}}
-        log.event(logger, 40, f"refused push to {owner}: {status}", labels={"component": owner})
+        log.event(logger, log.ERROR, f"refused push to {owner}: {status}", labels={"component": owner})
         return Response(json.dumps(body), status=status, mimetype="application/json")
     handle(svc, data, attributes)
     return Response(status=204)

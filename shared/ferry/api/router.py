@@ -20,6 +20,7 @@ from werkzeug.routing import Map, Rule
 
 from ferry import log
 from ferry.api.identity import admit_operational, identifier_for
+from ferry.clock import requested_now
 from ferry.domain.names import check_path_parameters
 from ferry.errors import BadRequest, FerryError, MethodNotAllowed, NotFound, PayloadTooLarge, ValidationError
 
@@ -70,17 +71,8 @@ class Call:
     def now(self) -> datetime:
         """The service clock; in a local stack started with FERRY_ALLOW_CLOCK_OVERRIDE=1 a request may
         say ``X-Ferry-Now: <ISO instant>`` (tests and demos that travel in time)."""
-        if self.services.settings.allow_clock_override:
-            raw = {k.lower(): v for k, v in self.headers.items()}.get("x-ferry-now")
-            if raw:
-                try:
-                    at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-                except ValueError:
-                    raise BadRequest(f"X-Ferry-Now is not an ISO instant: {raw!r}") from None
-                if at.tzinfo is None:
-                    raise BadRequest("X-Ferry-Now needs a time zone")
-                return at
-        return self.services.clock.now()
+        raw = {k.lower(): v for k, v in self.headers.items()}.get("x-ferry-now")
+        return requested_now(raw, self.services.clock, self.services.settings.allow_clock_override)
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         return self.query.get(name, default)
@@ -165,7 +157,7 @@ class Router:
             logger.exception("unhandled error in %s %s", method, path)
             status, result = 500, {"error": {"code": "internal", "message": f"internal error: {type(exc).__name__}",
                                              "details": None}}
-        log.event(logger, 20 if status < 500 else 40, f"{method} {path} {status}",
+        log.event(logger, log.INFO if status < 500 else 40, f"{method} {path} {status}",
                   httpRequest={"requestMethod": method, "requestUrl": path, "status": status,
                                "latency": f"{time.monotonic() - started:.3f}s"})
         return status, result

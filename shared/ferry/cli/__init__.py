@@ -1,4 +1,4 @@
-"""The ``ferry`` command line (SPEC §7)."""
+"""The ``ferry`` command line (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -99,7 +99,7 @@ def _stack_secret(base: str) -> str | None:
 
 
 def _id_token(base: str) -> str | None:
-    """In the cloud, functions require an ID token for their URL (SPEC §8); locally none is needed."""
+    """In the cloud, functions require an ID token for their URL (docs/metadata-language.md); locally none is needed."""
     if base.startswith(("http://127.", "http://localhost", "http://[::1]")) or os.environ.get("FERRY_NO_AUTH"):
         return None
     try:
@@ -153,7 +153,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | N
 def command(group: click.Group, name: str | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
     """Declare a CLI command with --json, --api and --as; it receives a Ctx as ``ctx``.
 
-    FerryErrors become a message on stderr and the exit code of SPEC §7.
+    FerryErrors become a message on stderr and the exit code of docs/architecture.md.
     """
     def wrap(fn: Callable[..., Any]) -> Any:
         @group.command(name, **kwargs)

@@ -1,4 +1,4 @@
-"""``ferry dev up | down | status | fire``: the local stack (SPEC §2), state under FERRY_HOME or ./.ferry."""
+"""``ferry dev up | down | status | fire``: the local stack (docs/local-stack.md), state under FERRY_HOME or ./.ferry."""
 
 from __future__ import annotations
 

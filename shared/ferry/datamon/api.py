@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ferry.api.router import Call, Router
 from ferry.datamon import evaluation, landing, silences, views, web
 from ferry.errors import ValidationError
+
+if TYPE_CHECKING:
+    from ferry.bootstrap import Services
 
 router = Router()
 TAG = "datamon"
@@ -129,31 +132,20 @@ def status(call: Call) -> dict[str, Any]:
     return result
 
 
-def serve(request: Any, path: str | None = None) -> Any:
-    """Serve a flask request with Datamon's routes only (the ``evaluate`` and ``dashboard`` functions).
-
-    ``path`` pins the route (a scheduler job posts to the function's root URL). The dashboard's page
-    is served at ``/`` and fetches ``v1/status`` from the same function.
-    """
-    import json
-
+def dashboard(request: Any, services: Services) -> Any:
+    """The ``dashboard`` function: the unified view's page at ``/``, and Datamon's routes (the page
+    fetches ``v1/status`` from the same function)."""
     from flask import Response
 
-    from ferry import log
-    from ferry.bootstrap import process_services
+    from ferry.api.http import serve
 
-    if path is None and request.method == "GET" and request.path in ("/", "/dashboard", "/index.html"):
+    if request.method == "GET" and request.path in ("/", "/dashboard", "/index.html"):
         return Response(web.PAGE, status=200, mimetype="text/html")
-    svc = process_services()
-    log.set_trace(request.headers.get("X-Cloud-Trace-Context"), svc.settings.project)
-    body = b"" if (request.content_length or 0) > svc.settings.max_body_bytes else request.get_data(cache=False)
-    status_code, result = router.dispatch(svc, "POST" if path else request.method, path or request.path,
-                                          dict(request.args.items()), dict(request.headers.items()), body,
-                                          request.content_length)
-    return Response(json.dumps(result, default=str), status=status_code, mimetype="application/json")
+    return serve(request, router, services)
 
 
-def handle_partition_message(data: bytes, attributes: dict[str, str] | None = None) -> dict[str, Any] | None:
+def handle_partition_message(services: Services, data: bytes,
+                             attributes: dict[str, str] | None = None) -> dict[str, Any] | None:
     """The ``land`` function's body: one message of ``ferry-partitions``.
 
     Returns the landing, or None for a message that can never succeed (malformed, unknown endpoint,
@@ -161,34 +153,28 @@ def handle_partition_message(data: bytes, attributes: dict[str, str] | None = No
     Infrastructure errors propagate, so Pub/Sub redelivers. Idempotent: landing twice is a re-landing.
     """
     import json
-    from datetime import datetime
 
     import pydantic
 
     from ferry import log
-    from ferry.bootstrap import process_services
-    from ferry.errors import BadRequest, FerryError, InfraError, ValidationError
+    from ferry.clock import requested_now
+    from ferry.errors import FerryError, InfraError
 
     logger = log.get("datamon")
-    svc = process_services()
+    svc = services
     try:
         msg = PartitionMessage.model_validate(json.loads(data))
     except (ValueError, pydantic.ValidationError) as exc:
-        log.event(logger, 40, f"dropped malformed partition message: {exc}"[:500], labels={"component": "datamon-land"})
+        log.event(logger, log.ERROR, f"dropped malformed partition message: {exc}"[:500], labels={"component": "datamon-land"})
         return None
-    now = svc.clock.now()
-    raw_now = (attributes or {}).get("ferry_now")
-    if raw_now and svc.settings.allow_clock_override:
-        try:
-            now = datetime.fromisoformat(raw_now.replace("Z", "+00:00"))
-        except ValueError:
-            pass
     try:
+        now = requested_now((attributes or {}).get("ferry_now"), svc.clock, svc.settings.allow_clock_override,
+                            "ferry_now")
         return landing.land(svc, msg.endpoint, msg.partition, now=now, records=msg.records, bytes=msg.bytes,
                             location=msg.location, source=msg.source, allow_future=msg.allow_future)
     except InfraError:
         raise
-    except (ValidationError, BadRequest, FerryError) as exc:
-        log.event(logger, 40, f"rejected landing {msg.endpoint} {msg.partition}: {exc.message}",
+    except FerryError as exc:  # a bad ferry_now too: rejected, not silently replaced by the clock
+        log.event(logger, log.ERROR, f"rejected landing {msg.endpoint} {msg.partition}: {exc.message}",
                   labels={"endpoint": msg.endpoint, "component": "datamon-land"}, details=exc.details)
         return None

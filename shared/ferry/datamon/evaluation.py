@@ -97,7 +97,7 @@ def evaluate(services: Services, *, now: datetime) -> dict[str, Any]:
               "held": totals["held"], "low_volume": totals["low_volume"], "silences": len(silenced),
               "duplicates_skipped": totals["duplicates_skipped"], "redelivered": redelivered, "reads": io["reads"], "writes": io["writes"],
               "duration_ms": int((time.monotonic() - started) * 1000)}
-    log.event(logger, 20, f"evaluated {result['endpoints']} endpoints: {io['reads']} reads, {io['writes']} writes",
+    log.event(logger, log.INFO, f"evaluated {result['endpoints']} endpoints: {io['reads']} reads, {io['writes']} writes",
               labels={"component": "datamon-evaluator"}, evaluation=result)
     return result
 

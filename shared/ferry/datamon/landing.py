@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ferry import log
+from ferry.clock import iso
 from ferry.datamon import domain
 from ferry.datamon.repository import DatamonRepository
 from ferry.domain.manifests import Endpoint
@@ -89,7 +90,7 @@ def land(services: Services, endpoint: str, partition: str, *, now: datetime, re
         relanded = True
     _note_latest(repo, endpoint, partition, start, end, doc["landed_at"])
     late_by = doc["landed_at"] - domain.clocks(policy, start).late_at
-    log.event(logger, 20, f"{endpoint} {partition} {'re-landed' if relanded else 'landed'}",
+    log.event(logger, log.INFO, f"{endpoint} {partition} {'re-landed' if relanded else 'landed'}",
               labels={"endpoint": endpoint, "owner": policy.owner, "partition": partition},
               records=records, bytes=bytes, source=source)
     return _record(doc, relanded, late_by.total_seconds())
@@ -108,9 +109,6 @@ def _note_latest(repo: DatamonRepository, endpoint: str, partition: str, start: 
 
 
 def _record(doc: dict[str, Any], relanded: bool, late_seconds: float) -> dict[str, Any]:
-    def iso(v: Any) -> Any:
-        return v.isoformat() if isinstance(v, datetime) else v
-
     return {"endpoint": doc["endpoint"], "partition": doc["partition"], "landed_at": iso(doc["landed_at"]),
             "last_landed_at": iso(doc["last_landed_at"]), "landings": doc["landings"], "relanded": relanded,
             "records": doc.get("records"), "bytes": doc.get("bytes"), "location": doc.get("location"),

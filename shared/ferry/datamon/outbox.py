@@ -13,8 +13,7 @@ from ferry.broker.base import Message
 from ferry.datamon import domain, silences
 from ferry.datamon.domain.incidents import IncidentDecision
 from ferry.datamon.repository import DatamonRepository
-from ferry.errors import Conflict
-from ferry.store.base import MAX_BATCH, Op
+from ferry.store.base import Op, write_all_or_each
 
 if TYPE_CHECKING:
     from ferry.bootstrap import Services
@@ -45,8 +44,6 @@ def claim(repo: DatamonRepository, decisions: Sequence[tuple[str, IncidentDecisi
     One batch normally; when a batch hits a Conflict (another evaluator won some), claims are retried
     one by one to learn which. Returns the ids of the decisions this evaluator won.
     """
-    won: set[int] = set()
-
     def op(n: str, d: IncidentDecision) -> Op:
         msg = message(policies[n], d)
         doc = {"alert": d.incident.id, "seq": d.incident.seq, "action": d.action.value, "at": now,
@@ -57,19 +54,8 @@ def claim(repo: DatamonRepository, decisions: Sequence[tuple[str, IncidentDecisi
                         "reason": silence.reason if silence else None})
         return repo.claim_op(d.claim_id, doc)
 
-    for i in range(0, len(decisions), MAX_BATCH):
-        chunk = decisions[i:i + MAX_BATCH]
-        try:
-            repo.write([op(n, d) for n, d in chunk])
-            won.update(id(d) for _, d in chunk)
-        except Conflict:
-            for n, d in chunk:
-                try:
-                    repo.write([op(n, d)])
-                    won.add(id(d))
-                except Conflict:
-                    continue
-    return won
+    committed = write_all_or_each(repo.store, decisions, lambda nd: [op(*nd)])
+    return {id(d) for _, d in committed.items}
 
 
 def notify(services: Services, repo: DatamonRepository, decisions: Sequence[tuple[str, IncidentDecision]],
@@ -81,7 +67,7 @@ def notify(services: Services, repo: DatamonRepository, decisions: Sequence[tupl
         policy = policies[name]
         messages.append(message(policy, d))
         totals[d.action.value] += 1
-        level = 40 if d.incident.level is domain.Level.LATE and d.action is not domain.Action.RESOLVE else 30
+        level = log.ERROR if d.incident.level is domain.Level.LATE and d.action is not domain.Action.RESOLVE else log.WARNING
         log.event(logger, level, d.summary, labels={"endpoint": name, "owner": policy.owner},
                   alert={"dedup_key": d.dedup_key, "action": d.action.value, "severity": d.severity,
                          "late_partitions": d.incident.count, "kind": d.kind, "tier": policy.severity})
@@ -106,6 +92,6 @@ def redeliver(services: Services, now: datetime) -> int:
     services.publisher.publish(ALERTS_TOPIC, [Message(d["data"].encode(), dict(d.get("attributes") or {}))
                                               for _, d in stale])
     repo.write([repo.sent_op(i) for i, _ in stale])
-    log.event(logger, 30, f"re-published {len(stale)} notification(s) left unsent by a crashed evaluator",
+    log.event(logger, log.WARNING, f"re-published {len(stale)} notification(s) left unsent by a crashed evaluator",
               labels={"component": "datamon-evaluator"})
     return len(stale)

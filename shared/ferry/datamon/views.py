@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ferry.clock import iso
 from ferry.datamon import domain, silences
 from ferry.datamon.repository import DatamonRepository
 from ferry.errors import NotFound, ValidationError
@@ -14,17 +15,11 @@ if TYPE_CHECKING:
     from ferry.bootstrap import Services
 
 
-def _iso(v: Any) -> Any:
-    if isinstance(v, datetime):
-        return domain._utc(v).isoformat()  # type: ignore[union-attr]
-    return v
-
-
 def _alert_api(doc: dict[str, Any]) -> dict[str, Any]:
     keys = ("id", "kind", "dedup_key", "endpoint", "partition", "owner", "level", "severity", "tier", "open",
             "acked", "acked_by", "acked_at", "opened_at", "escalated_at", "notified_at", "resolved_at", "seq",
             "summary", "count", "oldest", "newest", "held", "records", "expected_records")
-    return {k: _iso(doc.get(k)) for k in keys if k in doc}
+    return {k: iso(doc.get(k)) for k in keys if k in doc}
 
 
 SEVERITY_RANK = {"critical": 0, "error": 1, "warning": 2, "info": 3}
@@ -99,7 +94,7 @@ def status(services: Services, *, now: datetime, owner: str | None = None) -> di
         lag = int((now - domain._utc(latest["end"])).total_seconds()) if latest.get("end") else None  # type: ignore[operator]
         rows.append({"endpoint": name, "owner": policy.owner, "partitioning": policy.partitioning,
                      "timezone": policy.timezone, "last_landed": latest.get("partition"),
-                     "landed_at": _iso(latest.get("landed_at")), "lag_seconds": lag, "state": state.value,
+                     "landed_at": iso(latest.get("landed_at")), "lag_seconds": lag, "state": state.value,
                      "open_alerts": 1 if summary.incident else 0,
                      "incident": _incident_view(summary.incident),
                      "silenced": getattr(silences.matching(active, policy), "id", None),
@@ -118,4 +113,4 @@ def _incident_view(i: domain.Incident | None) -> dict[str, Any] | None:
     if i is None:
         return None
     return {"id": i.id, "level": i.level.value, "count": i.count, "oldest": i.oldest, "newest": i.newest,
-            "acked": i.acked, "held": i.held, "opened_at": _iso(i.opened_at)}
+            "acked": i.acked, "held": i.held, "opened_at": iso(i.opened_at)}

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from ferry.domain.periods import parse_duration
 from ferry.errors import ValidationError
 from ferry.infra.model import Bucket, Function, Infra, PubSubTrigger, substitute
+from ferry.infra.pubsub import duration, pull_subscription_request, push_subscription_request
 
 Via = Literal["gcloud", "pubsub", "scheduler", "firestore_admin", "storage"]
 Kind = Literal["apis", "service_account", "iam", "bucket", "bucket_iam", "index", "topic", "subscription",
@@ -47,8 +48,6 @@ APIS = (
     "run.googleapis.com",
     "storage.googleapis.com",
 )
-# Unacked messages of a push subscription are kept this long (Pub/Sub's maximum) while a function is down.
-PUSH_RETENTION = "P7D"
 # Shown in a dry run when the project number is not given; resolved with gcloud before applying.
 PROJECT_NUMBER_PLACEHOLDER = "PROJECT_NUMBER"
 
@@ -79,10 +78,6 @@ class Step:
 def function_url(project: str, region: str, name: str) -> str:
     """The deterministic URL of a 2nd-gen function (used by dry runs; apply reads the real one)."""
     return f"https://{region}-{project}.cloudfunctions.net/{name}"
-
-
-def _seconds(iso: str) -> dict[str, int]:
-    return {"seconds": int(parse_duration(iso).total_seconds())}
 
 
 def _sa(name: str, project: str) -> str:
@@ -232,22 +227,7 @@ def _dead_letter_steps(kind: str, name: str, topic: str, dead_letter_topic: str,
 
 
 def _push_subscription(fn: Function, trig: PubSubTrigger, project: str, url: str) -> dict[str, Any]:
-    return {
-        "name": f"projects/{project}/subscriptions/{trig.subscription}",
-        "topic": f"projects/{project}/topics/{trig.topic}",
-        # covers the function's timeout (the model refuses less): no redelivery mid-work
-        "ack_deadline_seconds": trig.ack_deadline_seconds,
-        "message_retention_duration": _seconds(PUSH_RETENTION),
-        "push_config": {
-            "push_endpoint": url,
-            "oidc_token": {"service_account_email": _sa(trig.service_account, project), "audience": url},
-        },
-        "dead_letter_policy": {"dead_letter_topic": f"projects/{project}/topics/{trig.dead_letter_topic}",
-                               "max_delivery_attempts": trig.max_delivery_attempts},
-        "retry_policy": {"minimum_backoff": {"seconds": trig.min_backoff_seconds},
-                         "maximum_backoff": {"seconds": trig.max_backoff_seconds}},
-        "expiration_policy": {},  # never expire, however quiet the topic
-    }
+    return push_subscription_request(trig, project, url, _sa(trig.service_account, project))
 
 
 def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
@@ -306,21 +286,13 @@ def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
     for t in infra.topics:
         steps.append(Step("topic", t.name, f"topic {t.name} (retention {t.retention})", "pubsub",
                           {"name": f"projects/{project}/topics/{t.name}",
-                           "message_retention_duration": _seconds(t.retention)}))
+                           "message_retention_duration": duration(t.retention)}))
 
     dead_letter_grants: list[Step] = []
     for s in infra.subscriptions:
-        req: dict[str, Any] = {
-            "name": f"projects/{project}/subscriptions/{s.name}",
-            "topic": f"projects/{project}/topics/{s.topic}",
-            "ack_deadline_seconds": s.ack_deadline_seconds,
-            "message_retention_duration": _seconds(s.retention),
-            "expiration_policy": {},
-        }
+        req = pull_subscription_request(s, project)
         desc = f"pull subscription {s.name} on {s.topic} (ack {s.ack_deadline_seconds}s, retention {s.retention}"
         if s.dead_letter_topic:
-            req["dead_letter_policy"] = {"dead_letter_topic": f"projects/{project}/topics/{s.dead_letter_topic}",
-                                         "max_delivery_attempts": s.max_delivery_attempts}
             desc += f", dead letters to {s.dead_letter_topic} after {s.max_delivery_attempts} attempts"
             dead_letter_grants += _dead_letter_steps("subscription", s.name, s.topic, s.dead_letter_topic,
                                                      project, agent)

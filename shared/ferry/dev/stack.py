@@ -1,4 +1,4 @@
-"""The local stack (SPEC §2): every cloud part of ``infra/`` as local processes, with no cloud account.
+"""The local stack (docs/local-stack.md): every cloud part of ``infra/`` as local processes, with no cloud account.
 
 ``up`` starts the official Firestore and Pub/Sub emulators, one ``functions-framework`` process per
 function of ``infra/``, creates the topics and subscriptions (push subscriptions to the local function
@@ -37,6 +37,7 @@ from ferry.dev.scheduler import FiringRecord
 from ferry.errors import Conflict, InfraError
 from ferry.infra import model
 from ferry.infra.model import Infra
+from ferry.infra.pubsub import pull_subscription_request, push_subscription_request, topic_path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_SOURCE = REPO_ROOT / "functions" / "main.py"
@@ -208,9 +209,6 @@ def provision(infra: Infra, project: str, urls: dict[str, str], pubsub_host: str
             os.environ["PUBSUB_EMULATOR_HOST"] = before
     notes: list[str] = []
 
-    def topic(name: str) -> str:
-        return f"projects/{project}/topics/{name}"
-
     def push_subscription(request: dict[str, Any]) -> None:
         """Created, or its endpoint updated (a new stack's secret) when it exists already."""
         try:
@@ -236,30 +234,17 @@ def provision(infra: Infra, project: str, urls: dict[str, str], pubsub_host: str
     try:
         for t in infra.topics:
             try:
-                publisher.create_topic(name=topic(t.name))
+                publisher.create_topic(name=topic_path(project, t.name))
             except gexc.AlreadyExists:
                 pass
         for s in infra.subscriptions:
-            req: dict[str, Any] = {"name": f"projects/{project}/subscriptions/{s.name}", "topic": topic(s.topic),
-                                   "ack_deadline_seconds": s.ack_deadline_seconds}
-            if s.dead_letter_topic:
-                req["dead_letter_policy"] = {"dead_letter_topic": topic(s.dead_letter_topic),
-                                             "max_delivery_attempts": s.max_delivery_attempts}
-            create_subscription(req)
+            create_subscription(pull_subscription_request(s, project))
         for fn, trig in infra.push_subscriptions():
             # The topic in the path lets functions-framework turn the raw push envelope into a CloudEvent
             # with the right source, as Eventarc would deliver it.
             # The stack's secret rides in the query: the function admits only this push (and the scheduler).
             endpoint = f"{urls[fn.name]}/projects/{project}/topics/{trig.topic}?{SECRET_QUERY}={secret}"
-            push_subscription({
-                "name": f"projects/{project}/subscriptions/{trig.subscription}", "topic": topic(trig.topic),
-                "ack_deadline_seconds": trig.ack_deadline_seconds,
-                "push_config": {"push_endpoint": endpoint},
-                "retry_policy": {"minimum_backoff": {"seconds": trig.min_backoff_seconds},
-                                 "maximum_backoff": {"seconds": trig.max_backoff_seconds}},
-                "dead_letter_policy": {"dead_letter_topic": topic(trig.dead_letter_topic),
-                                       "max_delivery_attempts": trig.max_delivery_attempts},
-            })
+            push_subscription(push_subscription_request(trig, project, endpoint))
     except gexc.GoogleAPICallError as exc:
         raise InfraError(f"creating the topics and subscriptions of infra/ failed: {exc}") from exc
     finally:

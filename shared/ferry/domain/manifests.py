@@ -1,4 +1,4 @@
-"""The metadata language (SPEC §3): pydantic models of every manifest kind.
+"""The metadata language (docs/metadata-language.md): pydantic models of every manifest kind.
 
 Declarations only; stored state (landed partitions, instances, alerts...) lives in ``*Record`` models
 of each subsystem. Every model forbids unknown fields so that a typo is an error, not a silent default.

@@ -1,6 +1,6 @@
 """Time and partitions: calendar and fixed-duration partitionings, cron schedules, parameters.
 
-Parameter formats (SPEC §3): hourly ``2026-11-26T14``; daily and weekly ``2026-11-26`` (weekly = the
+Parameter formats (docs/metadata-language.md): hourly ``2026-11-26T14``; daily and weekly ``2026-11-26`` (weekly = the
 Monday); monthly ``2026-11``; yearly ``2026``; sub-hourly and cron ``2026-11-26T14:05``.
 
 Day-and-longer periods follow their IANA time zone (a Stockholm day in March can be 23 hours) and

@@ -84,24 +84,3 @@ def progress(call: Call) -> dict[str, Any]:
         raise BadRequest(f"since is not an ISO instant with a time zone: {since!r}") from None
     return gabo(call.services).progress(name, start, call.now())
 
-
-def serve(request: Any, path: str | None = None) -> Any:
-    """Serve a flask request with Gabo's routes only (the ``ingest``, ``close`` and ``scale`` functions).
-
-    ``path`` pins the route (a scheduler job posts to the function's root URL).
-    """
-    import json
-
-    from flask import Response
-
-    from ferry import log
-    from ferry.bootstrap import process_services
-
-    svc = process_services()
-    log.set_trace(request.headers.get("X-Cloud-Trace-Context"), svc.settings.project)
-    length = request.content_length or 0
-    body = b"" if length > MAX_INGEST_BODY else request.get_data(cache=False)
-    status, result = router.dispatch(svc, "POST" if path else request.method, path or request.path,
-                                     dict(request.args.items()), dict(request.headers.items()), body,
-                                     request.content_length)
-    return Response(json.dumps(result, default=str), status=status, mimetype="application/json")

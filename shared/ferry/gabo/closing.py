@@ -170,7 +170,7 @@ class Closer:
         try:
             return self.backlog.watermark(event_type, now)
         except InfraError as exc:  # no evidence → the period waits; the next run tries again
-            log.event(logger, 30, f"no watermark for {event_type}: {exc}", labels={"event_type": event_type},
+            log.event(logger, log.WARNING, f"no watermark for {event_type}: {exc}", labels={"event_type": event_type},
                       source=self.backlog.kind)
             return None
 
@@ -264,7 +264,7 @@ class Closer:
             try:
                 finished = self.run_shard(et, o, now) or finished
             except Exception as exc:  # recorded on the shard; the period stays open, other types go on
-                log.event(logger, 40, f"closing shard s{o.shard} of events.{et.name} {cadence.format(start)} "
+                log.event(logger, log.ERROR, f"closing shard s{o.shard} of {events_endpoint(et.name)} {cadence.format(start)} "
                           f"failed: {exc}", labels={"event_type": et.name})
         if isinstance(finished, ClosedPartition):
             report.closed.append(finished)
@@ -298,7 +298,7 @@ class Closer:
             self._order(et, cadence, start, bits, rnd + 1, missing, now, report)
         if state == "failing" and claim.get("state") != "failing":
             self.state.update_claim(et.name, start, {"state": "failing", "reason": report.open[-1]["reason"]})
-            log.event(logger, 40, f"closing events.{et.name} {param} keeps failing: {report.open[-1]['reason']}",
+            log.event(logger, log.ERROR, f"closing {events_endpoint(et.name)} {param} keeps failing: {report.open[-1]['reason']}",
                       labels={"event_type": et.name, "endpoint": events_endpoint(et.name), "parameter": param})
         return False
 
@@ -383,7 +383,7 @@ class Closer:
             raise
         self.state.save_shard(name, start, shard, {"event_type": name, **result.to_dict(), "error": None,
                                                     "finished_at": now, "round": order.round})
-        log.event(logger, 20, f"merged events.{name} {cadence.format(start)} shard s{shard}: {result.events} events",
+        log.event(logger, log.INFO, f"merged {events_endpoint(name)} {cadence.format(start)} shard s{shard}: {result.events} events",
                   labels={"event_type": name, "parameter": cadence.format(start)},
                   shard=shard, duplicates=result.duplicates, parts=len(result.parts))
         docs = self.state.shards(name, start, shard_labels(order.bits))
@@ -442,7 +442,7 @@ class Closer:
         self.state.update_claim(name, start, {"state": "closed"})
         for k in staging:
             self.sink.delete(k)
-        log.event(logger, 20, f"closed events.{name} {param}: {totals['events']} events in {len(shards)} shard(s)",
+        log.event(logger, log.INFO, f"closed {events_endpoint(name)} {param}: {totals['events']} events in {len(shards)} shard(s)",
                   labels={"event_type": name, "endpoint": endpoint, "parameter": param},
                   marker={k: v for k, v in marker.items() if k != "staging"})
         return ClosedPartition(param, totals["events"], totals["duplicates"], totals["late"], totals["bytes"],

@@ -263,7 +263,7 @@ class DeliveryWorker:
             report.seconds = round(time.monotonic() - started, 3)
             log.unbind(with_labels)
         save(finished_at=self.clock.now())
-        log.event(logger, 20, f"delivery run {run_id}: {report.written} written, {report.dead_lettered} dead-lettered",
+        log.event(logger, log.INFO, f"delivery run {run_id}: {report.written} written, {report.dead_lettered} dead-lettered",
                   labels={"event_type": event_type.name}, report=report.to_dict())
         return report
 

@@ -142,7 +142,7 @@ class IngestService:
         for topic, messages in out.items():
             self.publisher.publish(topic, messages)
         if result.rejected:
-            log.event(logger, 30, f"ingest rejected {len(result.rejected)} of {result.received} event(s)",
+            log.event(logger, log.WARNING, f"ingest rejected {len(result.rejected)} of {result.received} event(s)",
                       first=result.rejected[:3])
         return result
 

@@ -93,12 +93,12 @@ class GaboApplyHook:
         for c in types:
             if c.action == "deleted":
                 broker.delete_subscription(Names(c.manifest.name).subscription)
-                log.event(logger, 20, f"event type {c.manifest.name} deleted: delivery stopped, data kept",
+                log.event(logger, log.INFO, f"event type {c.manifest.name} deleted: delivery stopped, data kept",
                           labels={"event_type": c.manifest.name})
                 continue
             created = provision(broker, cast(EventType, c.manifest))  # `types` holds EventTypes only
             if any(created.values()):
-                log.event(logger, 20, f"provisioned event type {c.manifest.name}",
+                log.event(logger, log.INFO, f"provisioned event type {c.manifest.name}",
                           labels={"event_type": c.manifest.name}, created=[k for k, v in created.items() if v])
 
 

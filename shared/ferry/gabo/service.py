@@ -135,7 +135,7 @@ class Gabo:
             try:
                 reports.append(closer.close(et, now, rec.created_at))
             except Exception as exc:  # one type's trouble never holds the others up
-                log.event(logger, 40, f"closing {et.name} failed: {exc}", labels={"event_type": et.name})
+                log.event(logger, log.ERROR, f"closing {et.name} failed: {exc}", labels={"event_type": et.name})
                 rep = CloseReport(et.name)
                 rep.open.append({"partition": None, "state": "error", "reason": f"{type(exc).__name__}: {exc}"})
                 reports.append(rep)
@@ -162,14 +162,14 @@ class Gabo:
             record = {"workers": decision.workers, "reason": decision.reason, "inputs": inputs.to_dict(),
                       "published": publish, "shard_bits": bits}
             self.state.record_decision(et.name, now, record)
-            log.event(logger, 20, f"scale {et.name}: {decision.workers} worker(s) — {decision.reason}",
+            log.event(logger, log.INFO, f"scale {et.name}: {decision.workers} worker(s) — {decision.reason}",
                       labels={"event_type": et.name}, inputs=inputs.to_dict())
             out.append({"event_type": et.name, **record})
         if publish:
             try:
                 self.capacity_alerts(self.capacity(now, name), now)
             except InfraError as exc:  # the capacity check never holds up scaling
-                log.event(logger, 30, f"capacity check failed: {exc}")
+                log.event(logger, log.WARNING, f"capacity check failed: {exc}")
         return out
 
     def choose_shard_bits(self, et: EventType, inputs: core.ScaleInputs) -> int:
@@ -267,7 +267,7 @@ class Gabo:
             self.services.publisher.publish(capacity_mod.ALERTS_TOPIC, [Message(json.dumps(event, default=str).encode(), {
                 "dedup_key": key, "event_action": "trigger", "endpoint": events_endpoint(c.event_type),
                 "owner": c.owner, "severity": "warning"})])
-            log.event(logger, 30, summary, labels={"event_type": c.event_type, "owner": c.owner},
+            log.event(logger, log.WARNING, summary, labels={"event_type": c.event_type, "owner": c.owner},
                       capacity=c.to_dict())
             sent += 1
         return sent
@@ -282,7 +282,7 @@ class Gabo:
         try:
             b = source.backlog(et.name, now, current)
         except InfraError as exc:  # no metric: the rate and lag rules still work on what runs report
-            log.event(logger, 30, f"backlog of {et.name} unknown: {exc}", labels={"event_type": et.name})
+            log.event(logger, log.WARNING, f"backlog of {et.name} unknown: {exc}", labels={"event_type": et.name})
             b = Backlog(f"{source.kind}-unavailable")
         runs = [r for r in self.state.recent_runs(et.name, now - timedelta(minutes=15)) if r.get("finished_at")]
         latest = sorted(runs, key=lambda r: r["finished_at"])[-max(1, current):] if runs else []

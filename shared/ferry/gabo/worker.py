@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime
 
 from ferry.bootstrap import process_services
+from ferry.clock import parse_instant
 from ferry.gabo.delivery import WorkOrder
 from ferry.gabo.service import gabo
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     order = WorkOrder(event_type=a.event_type, budget_s=a.budget, until_drained=a.until_drained,
                       max_messages=a.max_messages, max_bytes=a.max_bytes, max_age_s=a.max_age,
                       shard_bits=a.shard_bits)
-    now = datetime.fromisoformat(a.now.replace("Z", "+00:00")) if a.now else None
+    now = parse_instant(a.now, "--now") if a.now else None
     g = gabo(process_services())
     g.warm()
     report = g.deliver(order, now)

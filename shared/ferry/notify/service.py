@@ -80,7 +80,7 @@ class Notifier:
             event = msgs.AlertEvent.model_validate_json(data)
         except (pydantic.ValidationError, ValueError) as exc:
             self._dead_letter(data, attributes, "-", f"not a notification: {exc}"[:500])
-            log.event(logger, 40, f"dead-lettered a malformed notification {nid}", labels={"component": "notify"})
+            log.event(logger, log.ERROR, f"dead-lettered a malformed notification {nid}", labels={"component": "notify"})
             return {"id": nid, "outcome": "malformed"}
         team = self._team(event.owner)
         channels = team.spec.channels if team else []
@@ -88,7 +88,7 @@ class Notifier:
             reason = "no such team" if team is None else "the team declares no channels"
             self._dead_letter(data, attributes, channel_key(event.owner, "-"), reason)
             self._health(event.owner, "-", "none", failing=True, error=f"unrouted: {reason}", dead_lettered=True)
-            log.event(logger, 40, f"notification {nid} for {event.owner} has nowhere to go ({reason}): dead-lettered",
+            log.event(logger, log.ERROR, f"notification {nid} for {event.owner} has nowhere to go ({reason}): dead-lettered",
                       labels={"owner": event.owner, "component": "notify"}, dedup_key=event.dedup_key)
             return {"id": nid, "outcome": "unrouted", "channels": {}}
         outcomes = {c.name: self._deliver(event, nid, event.owner, c, data, attributes)
@@ -127,7 +127,7 @@ class Notifier:
                 Op.set(DELIVERIES, did, {"status": "delivered", "delivered_at": done, "http_status": sent.status,
                                          "tries": sent.tries, "error": None}, merge=True),
                 self._health_op(team, channel.name, channel.type, failing=False, at=done)])
-            log.event(logger, 20, f"delivered {event.event_action} {event.dedup_key} to {team}:{channel.name}",
+            log.event(logger, log.INFO, f"delivered {event.event_action} {event.dedup_key} to {team}:{channel.name}",
                       labels=labels, notification=nid, tries=sent.tries, attempt=attempt)
             return "delivered"
         dead = sent.permanent or attempt >= self.max_attempts
@@ -141,7 +141,7 @@ class Notifier:
             log.event(logger, 50, f"channel {team}:{channel.name} failed {attempt} time(s): {event.dedup_key} "
                                   f"dead-lettered ({sent.error})", labels=labels, notification=nid)
             return "dead_lettered"
-        log.event(logger, 40, f"channel {team}:{channel.name} failed (attempt {attempt}/{self.max_attempts}): "
+        log.event(logger, log.ERROR, f"channel {team}:{channel.name} failed (attempt {attempt}/{self.max_attempts}): "
                               f"{sent.error}", labels=labels, notification=nid)
         return "retry"
 
@@ -241,6 +241,6 @@ def handle_message(data: bytes, attributes: dict[str, str]) -> dict[str, Any]:
     from ferry.bootstrap import process_services
 
     result = notifier(process_services()).handle(data, attributes)
-    log.event(logger, 20, f"notification {result['id']}: {result['outcome']}", labels={"component": "notify"},
+    log.event(logger, log.INFO, f"notification {result['id']}: {result['outcome']}", labels={"component": "notify"},
               result=json.loads(json.dumps(result, default=str)))
     return result

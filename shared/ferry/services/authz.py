@@ -1,4 +1,4 @@
-"""Ownership: a caller may change only what its team owns; admins may change everything (SPEC §8)."""
+"""Ownership: a caller may change only what its team owns; admins may change everything (docs/metadata-language.md)."""
 
 from __future__ import annotations
 

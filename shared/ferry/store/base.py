@@ -165,3 +165,59 @@ class DocumentStore(Protocol):
     def transaction(self, fn: Callable[[Transaction], T]) -> T:
         """Run ``fn`` in a read-write transaction; it may be called more than once."""
         ...
+
+
+@dataclass
+class Committed:
+    """What ``write_all_or_each`` committed: the items, those of them settled one at a time after their
+    batch lost a race, and how many commits lost."""
+
+    items: list[Any]
+    alone: list[Any] = field(default_factory=list)
+    conflicts: int = 0
+
+
+def write_all_or_each(store: DocumentStore, items: Sequence[T], ops_of: Callable[[T], Sequence[Op]],
+                      one: Callable[[T], bool] | None = None, batch_ops: int = MAX_BATCH) -> Committed:
+    """Commit ``items`` in as few atomic batches as fit ``batch_ops`` ops; when a batch loses a race
+    (Conflict: one of its ``create``s found its document), settle that batch's items one at a time —
+    each item's ops alone, or ``one(item)`` (which may look again first; True when it committed).
+
+    An item's ops are never split across batches.
+    """
+    from ferry.errors import Conflict
+
+    out = Committed([])
+    chunks: list[list[tuple[T, Sequence[Op]]]] = []
+    size = 0
+    for item in items:
+        ops = ops_of(item)
+        if not chunks or size + len(ops) > batch_ops:
+            chunks.append([])
+            size = 0
+        chunks[-1].append((item, ops))
+        size += len(ops)
+
+    def alone(item: T, ops: Sequence[Op]) -> bool:
+        if one is not None:
+            return one(item)
+        try:
+            store.write(ops)
+            return True
+        except Conflict:
+            out.conflicts += 1
+            return False
+
+    for chunk in chunks:
+        try:
+            store.write([op for _, ops in chunk for op in ops])
+            out.items.extend(item for item, _ in chunk)
+            continue
+        except Conflict:
+            out.conflicts += 1
+        if len(chunk) == 1 and one is None:
+            continue  # the same commit again would lose the same way
+        settled = [item for item, ops in chunk if alone(item, ops)]
+        out.items.extend(settled)
+        out.alone.extend(settled)
+    return out

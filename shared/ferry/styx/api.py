@@ -156,20 +156,3 @@ def resource_usage(call: Call) -> dict[str, Any]:
 @router.route("/v1/styx/resources/<name>", summary="One resource with its usage", tag=TAG)
 def one_resource_usage(call: Call, name: str) -> dict[str, Any]:
     return resources.one(call.services, name)
-
-
-def serve(request: Any, path: str) -> Any:
-    """Serve a flask request on one Styx route (the scheduler posts to the function's root URL)."""
-    import json
-
-    from flask import Response
-
-    from ferry import log
-    from ferry.bootstrap import process_services
-
-    svc = process_services()
-    log.set_trace(request.headers.get("X-Cloud-Trace-Context"), svc.settings.project)
-    body = b"" if (request.content_length or 0) > svc.settings.max_body_bytes else request.get_data(cache=False)
-    status, result = router.dispatch(svc, "POST", path, dict(request.args.items()), dict(request.headers.items()),
-                                     body, request.content_length)
-    return Response(json.dumps(result, default=str), status=status, mimetype="application/json")

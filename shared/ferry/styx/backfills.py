@@ -11,6 +11,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
+from ferry.clock import iso
 from ferry.domain.manifests import Endpoint
 from ferry.errors import BadRequest, Conflict, NotFound
 from ferry.store.base import Op
@@ -154,7 +155,7 @@ def show(styx: StyxService, bf_id: str) -> dict[str, Any]:
         counts[state] = counts.get(state, 0) + 1
         rows.append({"parameter": p, "state": state, "tries": run.tries if run else 0,
                      "exit_code": run.exit_code if run else None, "message": run.message if run else ""})
-    out = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in bf.items() if k != "partitions"}
+    out = {k: iso(v) for k, v in bf.items() if k != "partitions"}
     done = counts.get("DONE", 0) + counts.get("ERROR", 0) + counts.get("SKIPPED", 0)
     out.update({"partitions": rows, "counts": counts, "total": len(rows), "finished": done})
     return out
@@ -188,6 +189,5 @@ def listing(styx: StyxService, workflow: str | None = None) -> list[dict[str, An
         out.append({"id": bf["id"], "workflow": bf["workflow"], "start": bf["start"], "end": bf["end"],
                     "concurrency": bf["concurrency"], "state": bf["state"], "next_index": bf["next_index"],
                     "total": len(bf["partitions"]), "description": bf.get("description", ""),
-                    "created_at": bf["created_at"].isoformat() if isinstance(bf["created_at"], datetime)
-                    else bf["created_at"]})
+                    "created_at": iso(bf["created_at"])})
     return sorted(out, key=lambda b: b["created_at"], reverse=True)

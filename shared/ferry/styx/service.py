@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ferry import log
+from ferry.clock import iso
 from ferry.domain import periods
 from ferry.domain.manifests import Endpoint, EventType, Workflow, event_type_of
 from ferry.errors import BadRequest, Conflict, FerryError, InfraError, NotFound
@@ -119,7 +120,7 @@ class StyxService:
     def logged(applied: Applied) -> None:
         """Log the transitions of a committed change (one Cloud Logging entry each)."""
         for ev, after in applied.log:
-            log.event(logger, 40 if after.state == m.State.ERROR else 20,
+            log.event(logger, log.ERROR if after.state == m.State.ERROR else 20,
                       f"{after.workflow} {after.parameter}: {ev.name} -> {after.state}"
                       + (f" ({ev.message})" if ev.message else ""),
                       labels={"workflow": after.workflow, "parameter": after.parameter,
@@ -145,7 +146,7 @@ class StyxService:
         if rec is not None:
             declared = rec.model_as(Endpoint)
             if not may_produce(declared, wf.metadata.owner):  # checked at apply; the endpoint may have changed
-                log.event(logger, 40, f"refused landing {endpoint} {parameter}: owned by {declared.metadata.owner}, "
+                log.event(logger, log.ERROR, f"refused landing {endpoint} {parameter}: owned by {declared.metadata.owner}, "
                           f"not granted to {wf.metadata.owner}",
                           labels={"workflow": wf.name, "parameter": parameter, "endpoint": endpoint})
                 return
@@ -155,7 +156,7 @@ class StyxService:
             # An instance may be triggered ad hoc for a period still running: what it produced has landed.
             self.datamon.land(endpoint, partition, now=now, source="styx", allow_future=True)
         except FerryError as exc:
-            log.event(logger, 40, f"could not land {endpoint} {partition}: {exc.message}",
+            log.event(logger, log.ERROR, f"could not land {endpoint} {partition}: {exc.message}",
                       labels={"workflow": wf.name, "parameter": parameter, "endpoint": endpoint})
 
     def change(self, workflow: str, parameter: str, make: Callable[[m.Run | None], m.Event], now: datetime,
@@ -333,10 +334,6 @@ class StyxService:
         return None
 
 
-def _iso(t: datetime | None) -> str | None:
-    return t.isoformat() if t else None
-
-
 def execution_of(events: Sequence[dict[str, Any]], execution: str) -> dict[str, Any] | None:
     """The launcher's handle and log link of one execution, from the event log: ``submit`` names
     the execution id, the ``submitted`` after it carries the handle. None if it never ran."""
@@ -356,8 +353,8 @@ def instance_view(run: m.Run) -> dict[str, Any]:
     return {"workflow": run.workflow, "parameter": run.parameter, "state": str(run.state), "active": run.active,
             "trigger": run.trigger.to_doc() if run.trigger else None, "backfill": run.backfill,
             "tries": run.tries, "spent": run.spent, "execution_id": run.execution_id, "exit_code": run.exit_code,
-            "message": run.message, "log_uri": run.log_uri, "due_at": _iso(run.due_at),
-            "deadline": _iso(run.deadline), "slots": list(run.slots), "updated_at": _iso(run.updated_at),
+            "message": run.message, "log_uri": run.log_uri, "due_at": iso(run.due_at),
+            "deadline": iso(run.deadline), "slots": list(run.slots), "updated_at": iso(run.updated_at),
             "counter": run.counter}
 
 
@@ -366,7 +363,7 @@ def build_timeline(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     triggers: list[dict[str, Any]] = []
     execution: dict[str, Any] | None = None
     for e in events:
-        at = e["at"].isoformat() if isinstance(e.get("at"), datetime) else e.get("at")
+        at = iso(e.get("at"))
         status = {"counter": e["counter"], "event": e["event"], "state": e["state"], "at": at,
                   "message": e.get("message", "")}
         if "delay_seconds" in e:

@@ -26,7 +26,7 @@ from ferry import log
 from ferry.domain import periods
 from ferry.domain.manifests import Workflow
 from ferry.errors import Conflict
-from ferry.store.base import Op
+from ferry.store.base import Op, write_all_or_each
 from ferry.styx import machine as m
 from ferry.styx.dequeue import DequeueStage, log_failure
 from ferry.styx.repository import WORKFLOWS, StyxRepository
@@ -114,7 +114,7 @@ class Tick:
                     break
                 stage(now, report)
         report.seconds = round(time.monotonic() - started, 3)
-        log.event(logger, 20, "tick", **report.to_dict())
+        log.event(logger, log.INFO, "tick", **report.to_dict())
         return report
 
     def in_budget(self, report: TickReport) -> bool:
@@ -222,7 +222,7 @@ class Tick:
                 parameter = cadence.format(p)
                 before = existing.get(m.instance_id(name, parameter))
                 if before is not None and before.active:
-                    log.event(logger, 30, f"{name} {parameter}: natural trigger skipped, instance is {before.state}",
+                    log.event(logger, log.WARNING, f"{name} {parameter}: natural trigger skipped, instance is {before.state}",
                               labels={"workflow": name, "parameter": parameter})
                     continue
                 trig = m.Trigger("natural", f"natural-{parameter}")
@@ -235,20 +235,9 @@ class Tick:
                               merge=True))
             batches.append((ops, count))
         # One commit for all when nobody races us; per workflow when someone does (their trigger wins).
-        flat = [op for b, _ in batches for op in b]
-        if len(flat) <= 450:
-            try:
-                self.services.store.write(flat)
-                report.triggered += sum(n for _, n in batches)
-                return
-            except Conflict:
-                report.conflicts += 1
-        for b, n in batches:
-            try:
-                self.services.store.write(b)
-                report.triggered += n
-            except Conflict:
-                report.conflicts += 1
+        committed = write_all_or_each(self.services.store, batches, lambda b: b[0], batch_ops=450)
+        report.triggered += sum(n for _, n in committed.items)
+        report.conflicts += committed.conflicts
 
     # -- 3. backfills ----------------------------------------------------------------------------------
     def progress_backfills(self, now: datetime, report: TickReport) -> None:

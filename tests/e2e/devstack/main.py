@@ -10,7 +10,7 @@ from pathlib import Path
 
 import functions_framework
 
-from ferry.api import handle
+from ferry.api.app import handle
 
 
 def _record(entry: dict) -> None:  # type: ignore[type-arg]

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from ferry import log
-from ferry.api import router as api_router
+from ferry.api.app import router as api_router
 from ferry.api.router import Router
 from ferry.bootstrap import Services, in_memory, use_process_services
 from ferry.clock import FixedClock
@@ -271,7 +271,7 @@ def test_405_wrong_method(client):
 def test_chunked_body_read_stops_at_the_limit():
     import io
 
-    from ferry.api import _read_at_most
+    from ferry.api.http import read_at_most as _read_at_most
 
     stream = io.BytesIO(b"x" * 1_000_000)
     assert len(_read_at_most(stream, 100_001)) == 100_001

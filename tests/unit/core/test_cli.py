@@ -1,4 +1,4 @@
-"""The CLI's exit codes (SPEC §7: 0 ok, 2 bad arguments, 3 rejected input, 4 server/infra, 5 not authorized)."""
+"""The CLI's exit codes (docs/architecture.md: 0 ok, 2 bad arguments, 3 rejected input, 4 server/infra, 5 not authorized)."""
 
 from __future__ import annotations
 

@@ -116,7 +116,7 @@ def test_periods_lists_consecutive_starts(c, t, n):
         assert got[0] == start and c.next(got[-1]) == end
 
 
-# -- parameter formats (SPEC §3) ----------------------------------------------------------------------
+# -- parameter formats (docs/metadata-language.md) ----------------------------------------------------------------------
 
 @pytest.mark.parametrize(("spec", "tz", "parameter", "start"), [
     ("hourly", "UTC", "2026-11-26T14", datetime(2026, 11, 26, 14, tzinfo=UTC)),

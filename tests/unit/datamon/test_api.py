@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from ferry.api import router
-from ferry.bootstrap import Services, use_process_services
+from ferry.api.app import router
+from ferry.bootstrap import Services
 from ferry.datamon import api as datamon_api
 from ferry.datamon.web import COLOURS
 
@@ -75,37 +75,46 @@ def test_evaluate_alerts_ack_silence_status_routes(team: Services, monkeypatch: 
 
 
 def test_partition_message_handler(team: Services) -> None:
-    use_process_services(team)
-    try:
-        ok = datamon_api.handle_partition_message(json.dumps(
-            {"endpoint": "plays", "partition": "2026-11-26T05", "records": 3, "source": "gabo"}).encode())
-        assert ok is not None and ok["records"] == 3
-        assert datamon_api.handle_partition_message(b"not json") is None
-        assert datamon_api.handle_partition_message(json.dumps({"endpoint": "nope", "partition": "x"}).encode()) is None
-        assert datamon_api.handle_partition_message(
-            json.dumps({"endpoint": "plays", "partition": "2026-11-26"}).encode()) is None
-    finally:
-        use_process_services(None)
+    handle = datamon_api.handle_partition_message
+    ok = handle(team, json.dumps({"endpoint": "plays", "partition": "2026-11-26T05", "records": 3,
+                                  "source": "gabo"}).encode())
+    assert ok is not None and ok["records"] == 3
+    assert handle(team, b"not json") is None
+    assert handle(team, json.dumps({"endpoint": "nope", "partition": "x"}).encode()) is None
+    assert handle(team, json.dumps({"endpoint": "plays", "partition": "2026-11-26"}).encode()) is None
+
+
+def test_a_partition_message_names_its_instant_only_in_a_stack_that_allows_it(clock: Any) -> None:
+    from dataclasses import replace
+
+    from ferry.bootstrap import in_memory
+
+    msg = json.dumps({"endpoint": "plays", "partition": "2026-11-26T05"}).encode()
+    for allowed in (True, False):
+        svc = in_memory(clock)
+        svc.settings = replace(svc.settings, allow_clock_override=allowed)
+        apply(svc, endpoint("plays", partitioning="hourly", start="2026-11-26T00:00:00Z"))
+        # a bad instant is rejected (logged, acknowledged), never silently replaced by the clock
+        assert (datamon_api.handle_partition_message(svc, msg, {"ferry_now": "yesterday"}) is None) is allowed
+        landed = datamon_api.handle_partition_message(svc, msg, {"ferry_now": "2026-11-26T06:30:00Z"})
+        assert landed is not None
+        assert landed["last_landed_at"] == ("2026-11-26T06:30:00+00:00" if allowed else T0.isoformat())
 
 
 def test_dashboard_page_is_served_with_colours(team: Services) -> None:
     from flask import Flask
 
     app = Flask(__name__)
-    use_process_services(team)
-    try:
-        with app.test_request_context("/", method="GET"):
-            from flask import request
+    with app.test_request_context("/", method="GET"):
+        from flask import request
 
-            resp = datamon_api.serve(request)
-        assert resp.status_code == 200 and resp.mimetype == "text/html"
-        html = resp.get_data(as_text=True)
-        assert "v1/status" in html and COLOURS["late"] in html and "setInterval" in html
-        with app.test_request_context("/v1/status", method="GET"):
-            resp = datamon_api.serve(request)
-        assert resp.status_code == 200 and "endpoints" in json.loads(resp.get_data())
-    finally:
-        use_process_services(None)
+        resp = datamon_api.dashboard(request, team)
+    assert resp.status_code == 200 and resp.mimetype == "text/html"
+    html = resp.get_data(as_text=True)
+    assert "v1/status" in html and COLOURS["late"] in html and "setInterval" in html
+    with app.test_request_context("/v1/status", method="GET"):
+        resp = datamon_api.dashboard(request, team)
+    assert resp.status_code == 200 and "endpoints" in json.loads(resp.get_data())
 
 
 def test_openapi_lists_datamon_routes(svc: Services) -> None:
