@@ -20,8 +20,8 @@ def serve(request: Any, router: Router, services: Services, path: str | None = N
     """Serve one flask/werkzeug request with ``router``'s routes on ``services``.
 
     ``path`` pins the route, always POSTed (a scheduler job posts to the function's root URL).
-    The body is read up to the largest limit of ``router``'s routes and the settings' general one:
-    over it nothing more is read and dispatch answers 413.
+    The body is read up to the largest limit of the routes served (the pinned one, or all of
+    ``router``'s) and the settings' general one: over it nothing more is read and dispatch answers 413.
     """
     from flask import Response
 
@@ -29,7 +29,8 @@ def serve(request: Any, router: Router, services: Services, path: str | None = N
 
     svc = services
     log.set_trace(request.headers.get("X-Cloud-Trace-Context"), svc.settings.project)
-    limit = max([svc.settings.max_body_bytes, *(r.max_body_bytes or 0 for r in router.routes)])
+    served = [r for r in router.routes if r.path == path] if path else router.routes
+    limit = max([svc.settings.max_body_bytes, *(r.max_body_bytes or 0 for r in served)])
     status, result = router.dispatch(svc, "POST" if path else request.method, path or request.path,
                                      dict(request.args.items()), dict(request.headers.items()),
                                      read_body(request, limit), request.content_length)

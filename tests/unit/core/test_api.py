@@ -277,3 +277,44 @@ def test_chunked_body_read_stops_at_the_limit():
     assert len(_read_at_most(stream, 100_001)) == 100_001
     assert stream.tell() == 100_001  # the rest of the body is never read into memory
     assert _read_at_most(io.BytesIO(b"abc"), 10) == b"abc"
+
+
+@pytest.mark.parametrize(("target", "size"), [("close", 200_000), ("scale", 200_000), ("evaluate", 200_000),
+                                              ("dashboard", 200_000), ("styx_tick", 200_000),
+                                              ("ingest", 9 * 1024 * 1024)])
+def test_every_http_function_reads_its_body_through_the_one_capped_path(  # type: ignore[no-untyped-def]
+        target: str, size: int, svc, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One serving path: every HTTP function reads its body with ``http.read_body`` (capped at the
+    largest limit of the routes it serves) and answers 413 over it."""
+    import io
+
+    from ferry.api import http
+
+    limits: list[int] = []
+    real = http.read_body
+
+    def read_body(request, limit):  # type: ignore[no-untyped-def]
+        limits.append(limit)
+        return real(request, limit)
+
+    monkeypatch.setattr(http, "read_body", read_body)
+    app = functions_framework.create_app(target, str(ROOT / "functions" / "main.py"), "http")
+    resp = app.test_client().post("/v1/evaluate" if target == "dashboard" else "/",
+                                  input_stream=io.BytesIO(b"x" * size), content_type="application/json",
+                                  headers={"Transfer-Encoding": "chunked"},
+                                  environ_overrides={"wsgi.input_terminated": True})
+    assert_error(resp, 413, "too_large")
+    assert limits == [8 * 1024 * 1024 if target == "ingest" else svc.settings.max_body_bytes]
+
+
+def test_a_chunked_body_is_not_read_past_the_limit() -> None:
+    import io
+
+    from ferry.api.http import read_body
+
+    class Chunked:
+        content_length = None
+        stream = io.BytesIO(b"x" * 1_000_000)
+
+    assert len(read_body(Chunked(), 100_000)) == 100_001  # enough for dispatch to see it is over
+    assert Chunked.stream.tell() == 100_001
