@@ -16,10 +16,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ferry import log
+from ferry.api.http import read_body
 from ferry.api.identity import admit_operational, identifier_for
-from ferry.errors import FerryError
+from ferry.errors import FerryError, PayloadTooLarge
 
 logger = log.get("push")
+# Pub/Sub's largest message (10 MB) base64-encoded in its JSON envelope fits; a chunked body is never
+# buffered past it (the one capped reader of every HTTP function, ``http.read_body``).
+MAX_PUSH_BODY = 16 * 1024 * 1024
 
 
 def serve_push(request: Any, owner: str, handle: Callable[[Any, bytes, dict[str, str]], Any]) -> Any:
@@ -35,7 +39,10 @@ def serve_push(request: Any, owner: str, handle: Callable[[Any, bytes, dict[str,
     try:
         caller = identifier.caller(dict(request.headers.items()), dict(request.args.items()))
         admit_operational(owner, caller, identifier.config, f"the {owner} push")
-        envelope = request.get_json(force=True, silent=True)
+        raw = read_body(request, MAX_PUSH_BODY)
+        if (request.content_length or len(raw)) > MAX_PUSH_BODY:
+            raise PayloadTooLarge(f"push body over {MAX_PUSH_BODY} bytes")
+        envelope = json.loads(raw) if raw else None
         message = envelope.get("message") if isinstance(envelope, dict) else None
         if not isinstance(message, dict):
             raise FerryError("not a Pub/Sub push envelope")

@@ -42,8 +42,8 @@ def test_adapters_are_built_on_first_use_only() -> None:
 
 
 def test_apply_hooks_come_from_an_explicit_list() -> None:
-    assert len(in_memory().apply.hooks) == 1 + len(APPLY_HOOKS)  # resource references, then the subsystems'
-    assert len(in_memory(apply_hooks=()).apply.hooks) == 1
+    core = len(in_memory(apply_hooks=()).apply.hooks)  # the apply service's own reference checks
+    assert len(in_memory().apply.hooks) == core + len(APPLY_HOOKS)
 
 
 def test_tick_limits_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:

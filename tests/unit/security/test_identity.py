@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from fakes.oidc import Issuer, issuer, other_key
-from ferry.api import router
+from ferry.api.app import router
 from ferry.api.identity import (
     HEADER,
     OIDC,

@@ -13,7 +13,7 @@ import functions_framework
 import pytest
 
 from fakes.oidc import Issuer, issuer
-from ferry.api import router
+from ferry.api.app import router
 from ferry.api.identity import HEADER, OIDC, Identifier, IdentityConfig
 from ferry.bootstrap import Services, in_memory, use_process_services
 from ferry.clock import FixedClock
