@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from ferry.domain.loading import Problem, duplicates, parse_document
-from ferry.domain.manifests import Endpoint, Manifest, Workflow
+from ferry.domain.manifests import Endpoint, Manifest, Workflow, event_type_of, events_endpoint
 from ferry.errors import Conflict, NotFound, ValidationError
 from ferry.services import ownership
 from ferry.services.authz import Authorizer
@@ -99,12 +99,12 @@ class EndpointReferences:
 
     def check(self, manifests: Sequence[Manifest], repo: ManifestRepository) -> list[Problem]:
         declared = {m.name for m in manifests if m.kind == "Endpoint"}
-        declared |= {f"events.{m.name}" for m in manifests if m.kind == "EventType"}
+        declared |= {events_endpoint(m.name) for m in manifests if m.kind == "EventType"}
         refs = [(i, m, field, name) for i, m in enumerate(manifests) for field, name in _endpoint_refs(m)]
         wanted = sorted({name for *_, name in refs} - declared)
         stored = set(repo.get_many("Endpoint", wanted)) if wanted else set()
         return [Problem("(input)", i, field, f"endpoint {name!r} does not exist (apply an Endpoint named {name}"
-                        + (f", or an EventType named {name[7:]}" if name.startswith("events.") else "") + ")",
+                        + (f", or an EventType named {event_type_of(name)}" if event_type_of(name) else "") + ")",
                         m.kind, m.name)
                 for i, m, field, name in refs if name not in declared and name not in stored]
 
