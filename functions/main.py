@@ -103,7 +103,7 @@ def notify(request):  # type: ignore[no-untyped-def]
     from ferry.api.push import serve_push
     from ferry.notify.service import handle_message
 
-    return serve_push(request, "notify", lambda _svc, data, attributes: handle_message(data, attributes))
+    return serve_push(request, "notify", handle_message)
 
 
 # --- Styx (docs/styx.md) --------------------------------------------------------------------------

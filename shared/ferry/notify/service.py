@@ -236,11 +236,9 @@ def notifier(services: Any) -> Notifier:
     return _built[1]
 
 
-def handle_message(data: bytes, attributes: dict[str, str]) -> dict[str, Any]:
+def handle_message(services: Any, data: bytes, attributes: dict[str, str]) -> dict[str, Any]:
     """The ``notify`` function's body: one message of the alerts topic (raises to nack it)."""
-    from ferry.bootstrap import process_services
-
-    result = notifier(process_services()).handle(data, attributes)
+    result = notifier(services).handle(data, attributes)
     log.event(logger, log.INFO, f"notification {result['id']}: {result['outcome']}", labels={"component": "notify"},
               result=json.loads(json.dumps(result, default=str)))
     return result
