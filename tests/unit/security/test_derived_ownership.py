@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from ferry.api import router
+from ferry.api.app import router
 from ferry.api.identity import HEADER, Identifier, IdentityConfig
 from ferry.bootstrap import Services, in_memory
 from ferry.clock import FixedClock

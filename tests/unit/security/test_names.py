@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ferry.api import router
+from ferry.api.app import router
 from ferry.bootstrap import in_memory
 
 
