@@ -18,7 +18,7 @@ _trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("ferry_trace
 _labels: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("ferry_labels", default={})  # noqa: B039
 
 # The levels ``event`` takes (the standard library's, by name).
-DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
+DEBUG, INFO, WARNING, ERROR, CRITICAL = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL
 
 LABELS_KEY = "logging.googleapis.com/labels"
 TRACE_KEY = "logging.googleapis.com/trace"

@@ -401,7 +401,7 @@ class Closer:
         reason = self.completion_gate(et, start, totals, now)
         if reason is not None:
             self.state.release_claim(et.name, start, shard_labels(bits), reason, now)
-            log.event(logger, 30, f"{events_endpoint(et.name)} {cadence.format(start)} may not complete: {reason}",
+            log.event(logger, log.WARNING, f"{events_endpoint(et.name)} {cadence.format(start)} may not complete: {reason}",
                       labels={"event_type": et.name, "parameter": cadence.format(start)}, totals=totals)
             return None
         try:

@@ -138,7 +138,7 @@ class Notifier:
                             dead_lettered=dead)])
         if dead:
             self._dead_letter(data, attributes, channel_key(team, channel.name), sent.error or "failed", attempt)
-            log.event(logger, 50, f"channel {team}:{channel.name} failed {attempt} time(s): {event.dedup_key} "
+            log.event(logger, log.CRITICAL, f"channel {team}:{channel.name} failed {attempt} time(s): {event.dedup_key} "
                                   f"dead-lettered ({sent.error})", labels=labels, notification=nid)
             return "dead_lettered"
         log.event(logger, log.ERROR, f"channel {team}:{channel.name} failed (attempt {attempt}/{self.max_attempts}): "
