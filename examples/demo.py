@@ -125,8 +125,8 @@ def datamon_late_alert_resolves(demo: Demo) -> None:
     secrets = demo.home / "secrets"  # what Secret Manager holds in the cloud
     secrets.mkdir(exist_ok=True)
     (secrets / "demo-pagerduty").write_text("0123456789abcdef0123456789abcdef")
-    (secrets / "demo-slack").write_text(f"{receiver_url}/slack/team-demo")
-    (secrets / "demo-webhook").write_text(f"{receiver_url}/webhook/team-demo")
+    (secrets / "demo-slack").write_text(f"{receiver_url}/slack/team-datamon")
+    (secrets / "demo-webhook").write_text(f"{receiver_url}/webhook/team-datamon")
     start = (datetime.now(UTC) - timedelta(minutes=4)).replace(second=0, microsecond=0)
     manifest = (EXAMPLES / "datamon" / "late-endpoint.yaml").read_text()
     manifest = re.sub(r"start: .*", f"start: {start.strftime('%Y-%m-%dT%H:%M:%SZ')}", manifest)
@@ -148,13 +148,13 @@ def datamon_late_alert_resolves(demo: Demo) -> None:
             seen.add(i)
             body = r["body"]
             what = (body.get("event_action"), (body.get("payload") or {}).get("summary") or body.get("summary")
-                    or body.get("text"))
+                    or body.get("text") or f"dedup_key {body.get('dedup_key')}")
             print(f"  receiver: POST {r['path']} -> {r['status']}  {what[0] or ''} {str(what[1])[:110]}")
 
     demo.ferry("evaluate")
     show_received(3)  # critical: PagerDuty, Slack and the webhook
-    demo.ferry("alerts", "--owner", "team-demo")
-    incident = demo.json("alerts", "--owner", "team-demo")["items"][0]
+    demo.ferry("alerts", "--owner", "team-datamon")
+    incident = demo.json("alerts", "--owner", "team-datamon")["items"][0]
     # Land every minute from the oldest late one to a few minutes ahead: the last landing resolves it.
     t = datetime.strptime(incident["oldest"], "%Y-%m-%dT%H:%M").replace(tzinfo=UTC)
     while t <= datetime.now(UTC) + timedelta(minutes=3):
@@ -163,11 +163,11 @@ def datamon_late_alert_resolves(demo: Demo) -> None:
         t += timedelta(minutes=1)
     demo.ferry("evaluate")
     show_received(3)
-    demo.ferry("status", "--owner", "team-demo")
+    demo.ferry("status", "--owner", "team-datamon")
     from ferry.dev import stack as stack_mod
 
     url = stack_mod.function_urls(demo.state).get("dashboard")
-    print(f"dashboard: {url}/?owner=team-demo  (open it while the stack runs: `ferry dev up`)")
+    print(f"dashboard: {url}/?owner=team-datamon  (open it while the stack runs: `ferry dev up`)")
     print(f"channel receiver: {receiver_url}/_received  (also {demo.home}/receiver/received.jsonl)")
 
 
