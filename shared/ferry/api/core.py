@@ -27,9 +27,22 @@ def health(call: Call) -> dict[str, Any]:
     return {"ok": True}
 
 
-@router.route("/v1/whoami", summary="The caller as this API identifies it")
+@router.route("/v1/whoami", summary="The caller as this API resolved it, with its teams")
 def whoami(call: Call) -> dict[str, Any]:
-    return {"user": call.actor, "operator": call.operator}
+    """Who the API takes the caller to be (the X-Ferry-User header locally, the verified identity in the
+    cloud), whether it is the stack's operator, the teams it belongs to and whether it is a Ferry admin."""
+    actor, settings = call.actor, call.services.settings
+    teams = []
+    if actor:
+        for rec in call.services.manifests.all("Team"):
+            spec = rec.manifest.get("spec", {})
+            if actor in spec.get("admins", []):
+                teams.append({"team": rec.name, "role": "admin"})
+            elif actor in spec.get("members", []):
+                teams.append({"team": rec.name, "role": "member"})
+    admin = any(t["team"] == settings.admin_team for t in teams)
+    return {"user": actor, "operator": call.operator, "identity": settings.identity, "teams": teams,
+            "admin": admin, "admin_team": settings.admin_team}
 
 
 @router.route("/v1/apply", ("POST",), body=ApplyRequest, summary="Validate, then apply manifests")

@@ -1,4 +1,5 @@
-"""What every CLI command shares: --json, --api/FERRY_API, --as, the API client, exit codes, tables."""
+"""What every CLI command shares: the global options (``-o table|json|yaml``/``--json``, ``--api``/FERRY_API,
+``--as``/FERRY_USER — anywhere on the line), finding the local stack, the API client, exit codes, tables."""
 
 from __future__ import annotations
 
@@ -13,31 +14,46 @@ from typing import Any
 
 import click
 import httpx
+import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from ferry import humane
 from ferry.errors import FerryError, InfraError, from_dict
 
 DEFAULT_API = "http://127.0.0.1:8700"
 
 
-def ferry_home() -> Path:
-    """Where the local stack keeps its state (ports, pids, logs): FERRY_HOME or ./.ferry."""
-    return Path(os.environ.get("FERRY_HOME", ".ferry")).resolve()
+HOME_DIR = ".ferry"
+ANONYMOUS_HINT = "--as USER or FERRY_USER=USER"
+
+
+def ferry_home(start: Path | None = None) -> Path:
+    """Where the local stack keeps its state: FERRY_HOME, else the nearest ``.ferry`` directory in the
+    current directory or one of its parents (as git finds ``.git``), else ``./.ferry``."""
+    if os.environ.get("FERRY_HOME"):
+        return Path(os.environ["FERRY_HOME"]).resolve()
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / HOME_DIR).is_dir():
+            return d / HOME_DIR
+    return here / HOME_DIR
+
+
+def stack_state() -> dict[str, Any]:
+    """The local stack's recorded state (``{}`` when none is recorded or it is unreadable)."""
+    try:
+        data = json.loads((ferry_home() / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def default_api() -> str:
     if os.environ.get("FERRY_API"):
         return os.environ["FERRY_API"]
-    state = ferry_home() / "state.json"
-    if state.exists():
-        try:
-            url = json.loads(state.read_text()).get("api_url")
-            if url:
-                return str(url)
-        except ValueError:
-            pass
-    return DEFAULT_API
+    return str(stack_state().get("api_url") or DEFAULT_API)
 
 
 class Client:
@@ -111,21 +127,68 @@ def _id_token(base: str) -> str | None:
         return None
 
 
+OUTPUTS = ("table", "json", "yaml")
+
+
 @dataclass
 class Ctx:
+    """What a command gets: where the API is, who the caller is (and why), how to print."""
+
     api: str
-    json: bool
-    user: str | None
+    output: str = "table"
+    user: str | None = None
+    user_source: str = "none"
+
+    @property
+    def json(self) -> bool:
+        """Machine-readable output was asked for (``-o json``, ``--json`` or ``-o yaml``)."""
+        return self.output != "table"
 
     @functools.cached_property
     def client(self) -> Client:
         return Client(self.api, self.user)
 
     def emit(self, data: Any, human: Callable[[Any], None] | None = None) -> None:
-        if self.json or human is None:
+        if self.output == "yaml":
+            click.echo(yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True), nl=False)
+        elif self.output == "json" or human is None:
             click.echo(json.dumps(data, indent=2, default=str))
         else:
             human(data)
+
+
+def _plain(data: Any) -> Any:
+    """JSON-compatible values only (what yaml.safe_dump takes), keeping mapping order."""
+    return json.loads(json.dumps(data, default=str))
+
+
+@dataclass
+class GlobalOptions:
+    output: str = "table"
+    api: str | None = None
+    user: str | None = None
+
+
+def resolve_user(given: str | None) -> tuple[str | None, str]:
+    """(the caller, where that came from): ``--as``/FERRY_USER, else the default ``ferry dev up``
+    recorded for the local stack this CLI talks to."""
+    if given:
+        return given, "--as/FERRY_USER"
+    default = stack_state().get("default_user")
+    if default and not os.environ.get("FERRY_API"):
+        return str(default), "the local stack's default (recorded by `ferry dev up`)"
+    if default and os.environ.get("FERRY_API") == stack_state().get("api_url"):
+        return str(default), "the local stack's default (recorded by `ferry dev up`)"
+    return None, "none"
+
+
+def make_ctx() -> Ctx:
+    root = click.get_current_context(silent=True)
+    opts = root.find_root().obj if root is not None else None
+    if not isinstance(opts, GlobalOptions):  # a command invoked outside ``ferry`` (tests)
+        opts = GlobalOptions(user=os.environ.get("FERRY_USER") or None)
+    user, source = resolve_user(opts.user)
+    return Ctx(opts.api or default_api(), opts.output, user, source)
 
 
 console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
@@ -141,7 +204,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | N
         cells = []
         for c in columns:
             v = r.get(c)
-            text = "" if v is None else (", ".join(map(str, v)) if isinstance(v, list) else str(v))
+            text = escape(humane.text(v))
             style = (styles or {}).get(c)
             cells.append(f"[{style(v)}]{text}[/]" if style and style(v) else text)
         t.add_row(*cells)
@@ -150,30 +213,50 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | N
         console.print("(none)")
 
 
-def command(group: click.Group, name: str | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
-    """Declare a CLI command with --json, --api and --as; it receives a Ctx as ``ctx``.
+GLOBAL_HELP = "Global options, anywhere on the line: -o table|json|yaml (--json), --api URL, --as USER."
 
-    FerryErrors become a message on stderr and the exit code of docs/architecture.md.
+
+def examples_epilog(*examples: str, formats: str = "") -> str:
+    lines = "\n".join(f"  $ {e}" for e in examples)
+    head = f"{formats}\n\n" if formats else ""
+    return f"{head}\b\nExample{'s' if len(examples) > 1 else ''}:\n{lines}\n\n{GLOBAL_HELP}"
+
+
+def parameter_formats(name: str = "PARAMETER") -> str:
+    from ferry.domain.periods import PARAMETER_FORMATS
+
+    return f"{name} names one period of the partitioning: {PARAMETER_FORMATS}."
+
+
+def command(group: click.Group, name: str | None = None, example: str | tuple[str, ...] = (),
+            formats: str = "", **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+    """Declare a CLI command; it receives a Ctx as ``ctx`` (built from the global options).
+
+    ``example``: one or more command lines shown under the help. FerryErrors become one message on
+    stderr and the exit code of the error model (docs/architecture.md: 0 ok, 2 usage, 3 rejected, 4 server/infra, 5 authz).
     """
+    examples = (example,) if isinstance(example, str) else tuple(example)
+
     def wrap(fn: Callable[..., Any]) -> Any:
+        if examples:
+            kwargs.setdefault("epilog", examples_epilog(*examples, formats=formats))
+
         @group.command(name, **kwargs)
-        @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-        @click.option("--api", default=None, help="Ferry API base URL (env FERRY_API; default: the local stack).")
-        @click.option("--as", "user", default=None, envvar="FERRY_USER", help="Act as this user (local stack).")
         @functools.wraps(fn)
-        def run(as_json: bool, api: str | None, user: str | None, **params: Any) -> None:
-            ctx = Ctx(api or default_api(), as_json, user)
+        def run(**params: Any) -> None:
+            ctx = make_ctx()
             try:
                 fn(ctx=ctx, **params)
             except FerryError as exc:
-                fail(exc, as_json)
+                fail(exc, ctx.output)
         return run
     return wrap
 
 
-def fail(exc: FerryError, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(exc.to_dict(), indent=2, default=str))
+def fail(exc: FerryError, output: str | bool = "table") -> None:
+    """Print one error once — as data for ``-o json|yaml``, else a message and its details on stderr."""
+    if output in ("json", "yaml", True):
+        Ctx("", "yaml" if output == "yaml" else "json").emit(exc.to_dict())
     else:
         click.secho(f"error: {exc.message}", fg="red", err=True)
         details = exc.details
@@ -185,13 +268,17 @@ def fail(exc: FerryError, as_json: bool) -> None:
                         where += f"[{d['document']}]"
                     who = f" {d['kind']}/{d['name']}" if d.get("kind") and d.get("name") else ""
                     field = d.get("field", "")
-                    click.echo(f"  {where}{who} {field}: {d.get('reason', d)}".rstrip(), err=True)
+                    reason = d.get("reason") or humane.text({k: v for k, v in d.items()
+                                                             if k not in ("file", "document", "kind", "name", "field")})
+                    click.echo(f"  {where}{who} {field}: {reason}".rstrip(), err=True)
                 else:
-                    click.echo(f"  {d}", err=True)
+                    click.echo(f"  {humane.text(d)}", err=True)
         elif isinstance(details, dict) and details:
             for k, v in details.items():
-                if k != "log_tail":
-                    click.echo(f"  {k}: {v}", err=True)
+                if k not in ("log_tail", "hint"):
+                    click.echo(f"  {k}: {humane.text(v)}", err=True)
+            if details.get("hint"):
+                click.echo(f"  {details['hint']}", err=True)
             if details.get("log_tail"):
                 click.echo(str(details["log_tail"]), err=True)
     sys.exit(exc.exit_code)

@@ -1,4 +1,4 @@
-"""Core commands: apply, get, delete, schema."""
+"""Core commands: apply, validate, get, delete, schema, whoami."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ import json
 from typing import Any
 
 import click
+import yaml
 
+from ferry import humane
 from ferry.cli.common import Ctx, command, console, table
 from ferry.domain import loading
-from ferry.domain.manifests import PLURALS, json_schema, kind_of
-from ferry.errors import BadRequest
+from ferry.domain.manifests import KINDS, PLURALS, Manifest, json_schema, kind_of
+from ferry.errors import BadRequest, FerryError, NotFound, ValidationError
+
+FILES_HELP = "Manifest file or directory of *.yaml (repeatable). Example: -f examples/manifests/"
+KINDS_HELP = "KIND: endpoints, workflows, eventtypes, resources, teams (singular or plural), alerts, backfills."
 
 GET_COLUMNS = {
     "Endpoint": ["name", "owner", "partitioning", "timezone", "error_after"],
@@ -31,32 +36,136 @@ def _row(kind: str, item: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def manifest_order(item: dict[str, Any]) -> dict[str, Any]:
+    """An object as the API returns it, keys in the manifest language's order (apiVersion, kind, metadata,
+    spec, field by field), then ``status``; unchanged if it is no valid manifest."""
+    rest = {k: v for k, v in item.items() if k not in ("status", "usage")}
+    model = KINDS.get(str(item.get("kind")))
+    if model is None:
+        return item
+    try:
+        ordered = model.model_validate(rest).to_doc()  # type: ignore[attr-defined]
+    except ValueError:
+        return item
+    top = ("apiVersion", "kind", "metadata", "spec")
+    return {**{k: ordered[k] for k in top if k in ordered}, **{k: v for k, v in ordered.items() if k not in top},
+            **{k: v for k, v in item.items() if k not in ordered}}
+
+
+def flat(doc: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"spec": {"sla": {"error_after": "PT2H"}}}`` → ``{"spec.sla.error_after": "PT2H"}``."""
+    if isinstance(doc, dict) and doc:
+        out: dict[str, Any] = {}
+        for k, v in doc.items():
+            out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: doc}
+
+
+def field_diff(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+    """Field-level differences of two manifests: path, old value, new value (None when absent)."""
+    a, b = flat(before), flat(after)
+    return [{"field": k, "from": a.get(k), "to": b.get(k)} for k in list(dict.fromkeys([*a, *b]))
+            if a.get(k) != b.get(k)]
+
+
+def _value(v: Any) -> str:
+    return "(unset)" if v is None else json.dumps(v) if isinstance(v, dict | list) else str(v)
+
+
+def offline_problems(sourced: list[tuple[str, Manifest]]) -> list[dict[str, Any]]:
+    """The cross-object rules of apply (references between the given manifests only), with no stack:
+    every subsystem's apply hook checked against an empty in-memory store."""
+    import ferry.datamon  # noqa: F401  (their apply hooks)
+    import ferry.gabo  # noqa: F401
+    import ferry.styx  # noqa: F401
+    from ferry.wiring import Services
+
+    manifests = [m for _, m in sourced]
+    in_file: list[int] = []  # each manifest's document index in its file (all are valid by now)
+    seen: dict[str, int] = {}
+    for f, _ in sourced:
+        in_file.append(seen.get(f, 0))
+        seen[f] = in_file[-1] + 1
+    hooks = Services.in_memory().apply.hooks
+    out = []
+    for problem in (p for h in hooks for p in h.check(manifests, Services.in_memory().manifests)):
+        d = problem.to_dict()
+        if d.get("file") == "(input)" and 0 <= problem.document < len(sourced):
+            d["file"], d["document"] = sourced[problem.document][0], in_file[problem.document]
+        out.append(d)
+    return out
+
+
 def register(main: click.Group) -> None:
-    @command(main, "apply")
-    @click.option("-f", "--filename", "paths", multiple=True, required=True, type=click.Path(),
-                  help="Manifest file or directory (repeatable).")
-    @click.option("--dry-run", is_flag=True, help="Report created / changed / unchanged; write nothing.")
+    @command(main, "apply", example=("ferry apply -f examples/manifests/ --dry-run",
+                                     "ferry apply -f examples/manifests/ -f examples/datamon/"))
+    @click.option("-f", "--filename", "paths", multiple=True, required=True, type=click.Path(), help=FILES_HELP)
+    @click.option("--dry-run", is_flag=True,
+                  help="Print what would be created or changed, field by field; write nothing.")
     def apply(ctx: Ctx, paths: tuple[str, ...], dry_run: bool) -> None:
         """Validate manifests, then apply them (nothing is applied if anything is invalid)."""
         sourced = loading.load_sourced(paths)  # every error of every file, before anything is sent
         result = ctx.client.post("/v1/apply", {"manifests": [m.to_doc() for _, m in sourced],
                                                "dry_run": dry_run, "sources": [f for f, _ in sourced]})
+        if dry_run:
+            wanted = {(m.kind, m.name): m.to_doc() for _, m in sourced}
+            for c in result["changes"]:
+                if c["action"] == "changed" and (c["kind"], c["name"]) in wanted:
+                    current = ctx.client.get(f"/v1/{PLURALS[c['kind']]}/{c['name']}")
+                    current.pop("status", None)
+                    c["diff"] = field_diff(current, wanted[(c["kind"], c["name"])])
 
         def human(r: dict[str, Any]) -> None:
-            rows = [c for c in r["changes"] if c["action"] != "unchanged" or len(r["changes"]) <= 50]
-            table(rows, ["kind", "name", "action", "generation"],
-                  title="plan (dry run)" if r["dry_run"] else "applied")
+            if r["dry_run"]:
+                for c in r["changes"]:
+                    if c["action"] == "unchanged":
+                        continue
+                    console.print(f"would {'create' if c['action'] == 'created' else 'change'} {c['kind']} {c['name']}")
+                    for d in c.get("diff", []):
+                        console.print(f"  {d['field']}: {_value(d['from'])} → {_value(d['to'])}", markup=False)
+            else:
+                rows = [c for c in r["changes"] if c["action"] != "unchanged" or len(r["changes"]) <= 50]
+                table(rows, ["kind", "name", "action", "generation"], title="applied")
             c = r["counts"]
-            console.print(f"{c['created']} created, {c['changed']} changed, {c['unchanged']} unchanged"
-                          + (" (dry run: nothing written)" if r["dry_run"] else ""))
+            if r["dry_run"]:
+                console.print(f"would create {c['created']}, would change {c['changed']}, {c['unchanged']} "
+                              "unchanged (dry run: nothing written)")
+            else:
+                console.print(f"{c['created']} created, {c['changed']} changed, {c['unchanged']} unchanged")
         ctx.emit(result, human)
 
-    @command(main, "get")
+    @command(main, "validate", example=("ferry validate -f examples/",
+                                        "ferry validate -f workflows.yaml -f resources.yaml"))
+    @click.option("-f", "--filename", "paths", multiple=True, required=True, type=click.Path(), help=FILES_HELP)
+    def validate(ctx: Ctx, paths: tuple[str, ...]) -> None:
+        """Check manifests offline — no stack, no network: the schema of every field (cron schedules,
+        ISO 8601 durations such as PT2H, time zones), and the references between the given files.
+        Exit 3 naming file and field when anything is wrong (for CI and pre-commit hooks)."""
+        try:
+            sourced = loading.load_sourced(paths)
+        except ValidationError as exc:
+            raise ValidationError(exc.message.replace("; nothing was applied", ""), exc.details) from None
+        problems = offline_problems(sourced)
+        if problems:
+            raise ValidationError(f"{len(problems)} problem(s) in manifests", problems)
+        counts: dict[str, int] = {}
+        for _, m in sourced:
+            counts[m.kind] = counts.get(m.kind, 0) + 1
+        files = len({f for f, _ in sourced})
+        ctx.emit({"valid": True, "files": files, "manifests": counts},
+                 lambda d: console.print(f"valid: {sum(counts.values())} manifest(s) in {humane.plural(files, 'file')} "
+                                         f"({', '.join(f'{n} {k}' for k, n in counts.items()) or 'none'})"))
+
+    @command(main, "get", example=("ferry get endpoints", "ferry get workflow aggregate-plays -o yaml"))
     @click.argument("kind")
     @click.argument("name", required=False)
-    @click.option("--owner", default=None, help="Only objects owned by this team.")
+    @click.option("--owner", default=None, metavar="TEAM", help="Only objects owned by this team. Example: --owner team-playback")
     def get(ctx: Ctx, kind: str, name: str | None, owner: str | None) -> None:
-        """List objects of a kind (endpoints, workflows, eventtypes, resources, teams, ...), or one."""
+        """List objects of a KIND, or show one by NAME (-o yaml prints it as a manifest).
+
+        KIND: endpoints, workflows, eventtypes, resources, teams (singular or plural), alerts, backfills.
+        """
         extra = GET_EXTENSIONS.get(kind.lower())
         if extra is not None:
             extra(ctx, name, owner)
@@ -64,11 +173,11 @@ def register(main: click.Group) -> None:
         try:
             k = kind_of(kind)
         except ValueError as exc:
-            raise BadRequest(str(exc)) from None
+            raise BadRequest(f"{exc} — {KINDS_HELP}") from None
         plural = PLURALS[k]
         if name:
-            item = ctx.client.get(f"/v1/{plural}/{name}")
-            ctx.emit(item, lambda i: console.print_json(json.dumps(i, default=str)))
+            item = manifest_order(ctx.client.get(f"/v1/{plural}/{name}"))
+            ctx.emit(item, lambda i: click.echo(yaml.safe_dump(i, sort_keys=False, allow_unicode=True), nl=False))
             return
         items: list[dict[str, Any]] = []
         token = None
@@ -80,25 +189,50 @@ def register(main: click.Group) -> None:
                 break
         ctx.emit({"items": items}, lambda d: table([_row(k, i) for i in d["items"]], GET_COLUMNS[k]))
 
-    @command(main, "delete")
+    @command(main, "delete", example="ferry delete workflow aggregate-plays")
     @click.argument("kind")
     @click.argument("name")
     def delete(ctx: Ctx, kind: str, name: str) -> None:
-        """Delete one object (its owners or admins only)."""
+        """Delete one object (its owners or admins only). KIND as for `ferry get`."""
         try:
             plural = PLURALS[kind_of(kind)]
         except ValueError as exc:
-            raise BadRequest(str(exc)) from None
+            raise BadRequest(f"{exc} — {KINDS_HELP}") from None
         ctx.emit(ctx.client.delete(f"/v1/{plural}/{name}"), lambda d: console.print(f"deleted {kind} {name}"))
 
-    @command(main, "schema")
+    @command(main, "schema", example="ferry schema Workflow > workflow.schema.json")
     @click.argument("kind")
     def schema(ctx: Ctx, kind: str) -> None:
-        """Print the JSON Schema of a manifest kind (for editors), offline."""
+        """Print the JSON Schema of a manifest KIND (Endpoint, Workflow, EventType, Resource, Team), offline."""
         try:
-            click.echo(json.dumps(json_schema(kind), indent=2))
+            data = json_schema(kind)
         except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="KIND") from None
+            raise click.BadParameter(f"{exc} (one of: {', '.join(KINDS)})", param_hint="KIND") from None
+        ctx.emit(data)
+
+    @command(main, "whoami", example=("ferry whoami", "ferry whoami --as alice@example.com"))
+    def whoami(ctx: Ctx) -> None:
+        """Who you are to Ferry: the identity this CLI sends, and the caller, teams and admin rights the
+        API resolved from it."""
+        data: dict[str, Any] = {"you": ctx.user, "from": ctx.user_source, "api": ctx.api}
+        try:
+            data["api_sees"] = ctx.client.get("/v1/whoami")
+        except NotFound:
+            data["api_sees"] = None
+        except FerryError as exc:
+            data["api_sees"] = {"error": exc.message}
+
+        def human(d: dict[str, Any]) -> None:
+            seen = d["api_sees"] or {}
+            console.print(f"you are {d['you'] or 'anonymous'} (from {d['from']}), API {d['api']}")
+            if "error" in seen:
+                console.print(f"the API did not answer: {seen['error']}")
+                return
+            teams = ", ".join(f"{t['team']} ({t['role']})" for t in seen.get("teams", [])) or "no team"
+            console.print(f"the API sees: {seen.get('actor') or 'anonymous'} ({seen.get('identity')} identity); "
+                          f"teams: {teams}; admin: {'yes' if seen.get('admin') else 'no'}")
+            console.print("act as someone else with --as USER or FERRY_USER=USER")
+        ctx.emit(data, human)
 
 
 # Subsystems add `ferry get KIND` for their own state kinds (alerts, backfills, ...): word -> fn(ctx, name, owner)

@@ -26,7 +26,7 @@ def _json_default(value: Any) -> Any:
 
 
 def register(main: click.Group) -> None:
-    @command(main, "deploy")
+    @command(main, "deploy", example="ferry deploy --project my-project --region europe-west1 --dry-run")
     @click.option("--project", required=True, help="Google Cloud project id.")
     @click.option("--region", required=True, help="Region of the functions and scheduler jobs.")
     @click.option("--dry-run", is_flag=True, help="Print the ordered plan; change nothing.")

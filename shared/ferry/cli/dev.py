@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ferry.cli.common import Ctx, command, console, ferry_home, table
+from ferry.cli.common import Ctx, command, console, examples_epilog, ferry_home, table
 from ferry.dev import stack
 
 
@@ -26,11 +26,11 @@ def _component_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def register(main: click.Group) -> None:
-    @main.group("dev")
+    @main.group("dev", epilog=examples_epilog("ferry dev up", "ferry dev status", "ferry dev down"))
     def dev() -> None:
         """The local stack: emulators, one functions-framework process per function, scheduler."""
 
-    @command(dev, "up")
+    @command(dev, "up", example=("ferry dev up", "ferry dev up --base-port 8800"))
     @click.option("--infra", "infra_dir", type=click.Path(exists=True, file_okay=False), default=None,
                   help="Directory of infra YAML (default: the repository's infra/).")
     @click.option("--source", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -61,11 +61,13 @@ def register(main: click.Group) -> None:
             else:
                 console.print(f"[green]local stack up[/] in {d.get('ready_seconds')}s — project {d['project']}, "
                               f"API {d.get('api_url')}, state {stack.state_path(Path(d['home']))}")
+            console.print(f"you are {d.get('default_user')} by default (`ferry whoami`; act as someone else "
+                          "with --as USER or FERRY_USER=USER)")
             for note in d.get("notes", []):
                 console.print(f"[yellow]note:[/] {note}")
         ctx.emit(data, human)
 
-    @command(dev, "down")
+    @command(dev, "down", example=("ferry dev down", "ferry dev down --drain"))
     def down(ctx: Ctx) -> None:
         """Stop everything `ferry dev up` started in this FERRY_HOME (and nothing else)."""
         result = stack.down(ferry_home())
@@ -80,7 +82,7 @@ def register(main: click.Group) -> None:
                 console.print(f"already gone: {', '.join(d['already_gone'])}")
         ctx.emit(result, human)
 
-    @command(dev, "status")
+    @command(dev, "status", example="ferry dev status")
     def status(ctx: Ctx) -> None:
         """Each component of the local stack: pid, port, alive?; each scheduler job's last firing."""
         state = stack.status(ferry_home())
@@ -107,7 +109,7 @@ def register(main: click.Group) -> None:
                 console.print(f"[red]not running: {', '.join(d['dead'])}[/] — logs under {stack.log_dir(Path(d['home']))}")
         ctx.emit(state, human)
 
-    @command(dev, "fire")
+    @command(dev, "fire", example="ferry dev fire gabo-scale")
     @click.argument("job")
     def fire(ctx: Ctx, job: str) -> None:
         """Fire one scheduler job of infra/ now, as Cloud Scheduler would."""

@@ -7,17 +7,15 @@ from urllib.parse import quote
 
 import click
 
-from ferry.cli.common import Ctx, command, console, table
+from ferry import humane
+from ferry.cli.common import Ctx, command, console, parameter_formats, table
 
 STATE_STYLES = {"late": "bold red", "at_risk": "dark_orange", "warn": "yellow", "pending": "grey50",
                 "landed_late": "magenta", "ok": "green"}
 
 
 def _lag(seconds: int | None) -> str:
-    if seconds is None:
-        return ""
-    minutes = seconds // 60
-    return f"{minutes}m" if minutes < 120 else (f"{minutes // 60}h" if minutes < 2880 else f"{minutes // 1440}d")
+    return humane.duration(seconds)
 
 
 def _show_alerts(ctx: Ctx, owner: str | None, include_all: bool, endpoint: str | None = None,
@@ -39,12 +37,12 @@ def _show_alerts(ctx: Ctx, owner: str | None, include_all: bool, endpoint: str |
 
 
 def register(main: click.Group) -> None:
-    @command(main, "land")
+    @command(main, "land", formats=parameter_formats("PARTITION"), example="ferry land plays-hourly 2026-11-26T14 --records 1200")
     @click.argument("endpoint")
     @click.argument("partition")
-    @click.option("--records", type=click.IntRange(min=0), default=None, help="Number of records.")
-    @click.option("--bytes", "size", type=click.IntRange(min=0), default=None, help="Size in bytes.")
-    @click.option("--location", default=None, help="Where the partition is (URI).")
+    @click.option("--records", type=click.IntRange(min=0), default=None, help="Number of records. Example: --records 1200")
+    @click.option("--bytes", "size", type=click.IntRange(min=0), default=None, help="Size in bytes. Example: --bytes 52428800")
+    @click.option("--location", default=None, help="Where the partition is (URI). Example: --location gs://b/plays/2026-11-26T14")
     @click.option("--allow-future", is_flag=True, help="Land a partition whose period has not ended yet.")
     def land(ctx: Ctx, endpoint: str, partition: str, records: int | None, size: int | None,
              location: str | None, allow_future: bool) -> None:
@@ -56,11 +54,11 @@ def register(main: click.Group) -> None:
 
         def human(r: dict[str, Any]) -> None:
             what = "re-landed" if r["relanded"] else "landed"
-            late = f", {r['late_seconds'] // 60} minutes after its deadline" if r.get("late") else ""
+            late = f", {humane.duration(r['late_seconds'])} after its deadline" if r.get("late") else ""
             console.print(f"{r['endpoint']} {r['partition']} {what} (first at {r['landed_at']}{late})")
         ctx.emit(result, human)
 
-    @command(main, "evaluate")
+    @command(main, "evaluate", example="ferry evaluate")
     def evaluate(ctx: Ctx) -> None:
         """Run the SLA evaluation now (what the scheduler does every few minutes)."""
         result = ctx.client.post("/v1/evaluate")
@@ -74,8 +72,8 @@ def register(main: click.Group) -> None:
                           f"{r['reads']} reads, {r['writes']} writes in {r['duration_ms']} ms")
         ctx.emit(result, human)
 
-    @command(main, "status")
-    @click.option("--owner", default=None, help="Only endpoints of this team.")
+    @command(main, "status", example=("ferry status", "ferry status --owner team-playback -o json"))
+    @click.option("--owner", default=None, metavar="TEAM", help="Only endpoints of this team. Example: --owner team-playback")
     def status(ctx: Ctx, owner: str | None) -> None:
         """The unified view: every endpoint's state, worst first."""
         data = ctx.client.get("/v1/status", owner=owner)

@@ -64,6 +64,7 @@ class StackConfig:
     pubsub: str | None = None
     deadline_s: float = 90.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    default_user: str | None = None  # the CLI's identity when neither --as nor FERRY_USER is given
 
 
 @dataclass
@@ -104,6 +105,18 @@ def _write_state(home: Path, state: dict[str, Any]) -> None:
     tmp.touch(mode=0o600)  # it holds the stack's secret
     tmp.write_text(json.dumps(state, indent=2))
     os.replace(tmp, path)
+
+
+LOCAL_USER = "developer@ferry.local"
+
+
+def default_identity(cwd: Path | None = None) -> str:
+    """Who a person at this workstation is by default: their git e-mail, else a fixed local name."""
+    try:
+        out = subprocess.run(["git", "config", "user.email"], capture_output=True, text=True, timeout=5, cwd=cwd)
+    except (OSError, subprocess.SubprocessError):
+        return LOCAL_USER
+    return out.stdout.strip() or LOCAL_USER
 
 
 def load_infra(state: dict[str, Any]) -> Infra:
@@ -319,6 +332,7 @@ def up(config: StackConfig) -> UpResult:
         "infra_dir": str(Path(config.infra_dir).resolve()) if config.infra_dir else None,
         "source": str(source), "started_at": datetime.now(UTC).isoformat(), "api_url": urls.get("api"),
         "stack_secret": secret,
+        "default_user": config.default_user or default_identity(),
         "env": {"GOOGLE_CLOUD_PROJECT": config.project, "FIRESTORE_EMULATOR_HOST": firestore,
                 "PUBSUB_EMULATOR_HOST": pubsub, "FERRY_HOME": str(home)},
         "components": [], "notes": [],

@@ -175,17 +175,25 @@ class CalendarCadence:
                     raise ValueError
                 start = _local_midnight(date(int(parameter), 1, 1), self._zone)
         except ValueError as exc:
-            detail = f": {exc}" if str(exc) else ""
-            raise ValueError(f"{parameter!r} is not a {self.unit} parameter{detail}") from None
+            detail = f" ({exc})" if str(exc) else ""
+            example = CALENDAR_EXAMPLES.get(self.unit, "")
+            raise ValueError(f"{parameter!r} does not name a period of a {self.unit} partitioning{detail}: "
+                             f"write it like {example}") from None
         return start.astimezone(UTC)
 
 
 _MINUTE_FORMAT = "%Y-%m-%dT%H:%M"
+# How a parameter of each calendar partitioning is written (help texts and errors show these).
+CALENDAR_EXAMPLES = {"hourly": "2026-11-26T14 (UTC hour)", "daily": "2026-11-26", "weekly": "2026-11-23 (a Monday)",
+                     "monthly": "2026-11", "yearly": "2026"}
+PARAMETER_FORMATS = ("2026-11-26T14 (hourly, UTC), 2026-11-26 (daily), 2026-11-23 (weekly, a Monday), "
+                     "2026-11 (monthly), 2026 (yearly), 2026-11-26T14:05 (minute-based such as PT5M, UTC)")
 
 
 def _parse_minute(parameter: str) -> datetime:
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}", parameter):
-        raise ValueError(f"{parameter!r} is not a minute parameter like 2026-11-26T14:05")
+        raise ValueError(f"{parameter!r} does not name a period of a minute-based partitioning: write it like "
+                         "2026-11-26T14:05 (UTC)")
     return datetime.strptime(parameter, _MINUTE_FORMAT).replace(tzinfo=UTC)
 
 

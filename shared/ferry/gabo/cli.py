@@ -11,10 +11,10 @@ from ferry.cli.common import Ctx, command, console, table
 
 
 def register(main: click.Group) -> None:
-    @command(main, "send")
+    @command(main, "send", example="ferry send play examples/gabo/events.ndjson")
     @click.argument("event_type")
     @click.argument("file", required=False, default="-", type=click.File("rb"))
-    @click.option("--batch", default=500, show_default=True, help="Events per request.")
+    @click.option("--batch", default=500, show_default=True, help="Events per request. Example: --batch 1000")
     def send(ctx: Ctx, event_type: str, file: Any, batch: int) -> None:
         """Send NDJSON events through ingest (FILE or - for stdin).
 
@@ -63,13 +63,15 @@ def register(main: click.Group) -> None:
         if totals["received"] and not totals["accepted"]:
             sys.exit(3)
 
-    @command(main, "deliver")
+    @command(main, "deliver", example="ferry deliver play --budget 20")
     @click.argument("event_type")
-    @click.option("--budget", "budget_s", default=50.0, show_default=True, help="Seconds to keep pulling.")
+    @click.option("--budget", "budget_s", default=50.0, show_default=True, help="Seconds to keep pulling. Example: --budget 20")
     @click.option("--until-drained/--full-budget", default=True, show_default=True,
                   help="Stop at the first empty pull.")
-    @click.option("--max-messages", default=20_000, show_default=True)
-    @click.option("--max-bytes", default=64 * 1024 * 1024, show_default=True)
+    @click.option("--max-messages", default=20_000, show_default=True,
+                  help="Stop after this many messages in one work order.")
+    @click.option("--max-bytes", default=64 * 1024 * 1024, show_default=True,
+                  help="Stop after this many bytes of events in one work order.")
     def deliver(ctx: Ctx, event_type: str, budget_s: float, until_drained: bool, max_messages: int,
                 max_bytes: int) -> None:
         """Run one delivery work order now: subscription → staging objects."""
@@ -80,7 +82,7 @@ def register(main: click.Group) -> None:
             f"{d['written']} written in {d['objects']} staging object(s), {d['dead_lettered']} dead-lettered, "
             f"{d['pulls']} pulls in {d['seconds']}s" + (" (drained)" if d["drained"] else "")))
 
-    @command(main, "close")
+    @command(main, "close", example=("ferry close", "ferry close play"))
     @click.argument("event_type", required=False)
     @click.option("--inline", is_flag=True,
                   help="Merge the shards in the API process, in turn, instead of ordering the close-shard workers.")
@@ -105,9 +107,10 @@ def register(main: click.Group) -> None:
                                   f"{rep['late_moved']} late object(s) moved; watermark {rep['watermark']}")
         ctx.emit(r, human)
 
-    @command(main, "scale")
+    @command(main, "scale", example="ferry scale play --dry-run")
     @click.argument("event_type", required=False)
-    @click.option("--budget", "budget_s", default=50.0, show_default=True)
+    @click.option("--budget", "budget_s", default=50.0, show_default=True,
+                  help="Seconds each published work order may pull. Example: --budget 50")
     @click.option("--dry-run", is_flag=True, help="Decide and record; publish no work orders.")
     def scale(ctx: Ctx, event_type: str | None, budget_s: float, dry_run: bool) -> None:
         """Decide and publish delivery work orders per event type (what the scheduler does)."""

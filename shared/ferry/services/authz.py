@@ -8,6 +8,13 @@ from ferry.domain.manifests import Team
 from ferry.errors import Forbidden, Unauthenticated
 from ferry.store.manifests import ManifestRepository
 
+AS_HINT = "to act as someone else: --as USER or FERRY_USER=USER (locally); `ferry whoami` shows who you are"
+
+
+def _some(team: Team, n: int = 5) -> str:
+    people = list(dict.fromkeys([*team.spec.members, *team.spec.admins]))
+    return ", ".join(people[:n]) + (f" and {len(people) - n} more" if len(people) > n else "") or "none"
+
 
 class Authorizer:
     """Decides mutations from the Team manifests in the store.
@@ -50,10 +57,13 @@ class Authorizer:
             if team is None:
                 continue
             if actor is None:
-                raise Unauthenticated(f"{action} of objects owned by {owner} needs a caller identity (--as USER)")
+                raise Unauthenticated(f"to {action} objects owned by {owner}, Ferry needs to know who you are: "
+                                      f"act as one of its members ({_some(team)})",
+                                      {"owner": owner, "hint": AS_HINT})
             if actor not in (*team.spec.members, *team.spec.admins):
-                raise Forbidden(f"{actor} may not {action} objects owned by {owner}: not a member of that team",
-                                {"actor": actor, "owner": owner})
+                raise Forbidden(f"you are {actor}, not a member of {owner}, so you may not {action} objects "
+                                f"owned by {owner}; its members: {_some(team)}",
+                                {"actor": actor, "owner": owner, "tried": action, "hint": AS_HINT})
 
     def check_team_change(self, actor: str | None, team_names: Iterable[str]) -> None:
         """Changing a declared team takes one of its admins (or a Ferry admin)."""
@@ -63,7 +73,9 @@ class Authorizer:
         for name in team_names:
             team = teams.get(name)
             if team is not None and actor is None:
-                raise Unauthenticated(f"changing team {name} needs a caller identity")
+                raise Unauthenticated(f"changing team {name} needs a caller identity: act as one of its admins "
+                                      f"({', '.join(team.spec.admins) or 'none'})", {"team": name, "hint": AS_HINT})
             if team is not None and actor not in team.spec.admins:
-                raise Forbidden(f"{actor or 'anonymous'} may not change team {name}: not one of its admins",
-                                {"actor": actor, "team": name})
+                raise Forbidden(f"you are {actor}, not one of the admins of team {name}, so you may not change "
+                                f"it; its admins: {', '.join(team.spec.admins) or 'none'}",
+                                {"actor": actor, "team": name, "hint": AS_HINT})

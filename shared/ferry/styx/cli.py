@@ -11,7 +11,8 @@ from urllib.parse import quote
 
 import click
 
-from ferry.cli.common import Ctx, command, console, table
+from ferry import humane
+from ferry.cli.common import Ctx, command, console, examples_epilog, parameter_formats, table
 from ferry.errors import BadRequest, NotFound
 
 STATE_STYLE = {"DONE": "green", "ERROR": "red", "FAILED": "red", "RUNNING": "cyan", "SUBMITTED": "cyan",
@@ -53,7 +54,7 @@ def _timeline(data: dict[str, Any]) -> None:
     _instance_line(inst)
     for t in data["triggers"]:
         console.print(f"[bold]trigger[/] {t['trigger_type']} {t['trigger_id']} at {t['at']}"
-                      + (f" env {t['env']}" if t["env"] else ""))
+                      + (f" env {humane.text(t['env'])}" if t["env"] else ""))
         for e in t["events"]:
             console.print(f"  {e['at']}  {e['event']:<17} -> {e['state']:<10} {e['message']}")
         for x in t["executions"]:
@@ -65,6 +66,25 @@ def _timeline(data: dict[str, Any]) -> None:
                               f"{s['message']}{delay}")
 
 
+TICK_WORDS = {"triggered": "instance(s) triggered by their schedule or dependencies",
+              "backfill_triggered": "backfill instance(s) queued", "dequeued": "taken from the queue",
+              "submitted": "execution(s) submitted", "launch_failed": "launch(es) failed",
+              "started": "execution(s) started", "ended": "execution(s) ended", "timed_out": "timed out",
+              "gated": "waiting for their dependencies", "waiting_for_slots": "waiting for a resource slot",
+              "conflicts": "skipped (another tick had them)"}
+
+
+def _tick_lines(d: dict[str, Any]) -> None:
+    """What one tick did, and what waits for what."""
+    did = [f"{d[k]} {w}" for k, w in TICK_WORDS.items() if d.get(k)]
+    console.print(f"tick in {humane.duration(d.get('seconds'))}: " + ("; ".join(did) if did else "nothing to do"),
+                  markup=False)
+    if d.get("rate_limited"):
+        console.print("this minute's submissions are used up: the rest go out next minute")
+    if d.get("budget_exhausted"):
+        console.print("the tick's time budget ran out: the next tick continues")
+
+
 def _backfill(bf: dict[str, Any]) -> None:
     console.print(f"[bold]{bf['id']}[/] {bf['workflow']} [{bf['start']}, {bf['end']}) concurrency "
                   f"{bf['concurrency']} {'reverse ' if bf.get('reverse') else ''}state {bf['state']} "
@@ -73,12 +93,15 @@ def _backfill(bf: dict[str, Any]) -> None:
 
 
 def register(main: click.Group) -> None:
-    @command(main, "instances")
+    @command(main, "instances", example=("ferry instances aggregate-plays --limit 20",
+                                         "ferry instances --state ERROR --today --owner team-playback"))
     @click.argument("workflow", required=False)
-    @click.option("--state", default=None, help="Only instances in this state, across workflows (e.g. ERROR).")
-    @click.option("--owner", default=None, help="With --state: only workflows of this team.")
+    @click.option("--state", default=None, help="Only instances in this state, across workflows. Example: --state ERROR")
+    @click.option("--owner", default=None, metavar="TEAM",
+                  help="With --state: only workflows of this team. Example: --owner team-playback")
     @click.option("--today", is_flag=True, help="With --state: only instances changed since midnight UTC.")
-    @click.option("--limit", default=100, show_default=True)
+    @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000),
+                  help="At most this many instances, newest first. Example: --limit 20")
     def instances(ctx: Ctx, workflow: str | None, state: str | None, owner: str | None, today: bool,
                   limit: int) -> None:
         """Instances of a workflow with their states; or, with --state, across workflows
@@ -97,43 +120,46 @@ def register(main: click.Group) -> None:
             i["trigger_type"] = (i.get("trigger") or {}).get("type")
         ctx.emit(data, lambda d: table(d["items"], columns, styles={"state": _style}))
 
-    @command(main, "trigger")
+    @command(main, "trigger", formats=parameter_formats(), example="ferry trigger aggregate-plays 2026-11-26T14 -e MODE=full")
     @click.argument("workflow")
     @click.argument("parameter")
-    @click.option("-e", "--env", "env", multiple=True, help="K=V env var for this trigger (repeatable).")
+    @click.option("-e", "--env", "env", multiple=True, metavar="K=V",
+                  help="An environment variable for this trigger (repeatable). Example: -e MODE=full")
     def trigger(ctx: Ctx, workflow: str, parameter: str, env: tuple[str, ...]) -> None:
         """Trigger an instance now (refused if it is active)."""
         data = ctx.client.post(_path(workflow, parameter, "trigger"), {"env": _env(env)})
         ctx.emit(data, _instance_line)
 
-    @command(main, "retry")
+    @command(main, "retry", formats=parameter_formats(), example="ferry retry aggregate-plays 2026-11-26T14")
     @click.argument("workflow")
     @click.argument("parameter")
     def retry(ctx: Ctx, workflow: str, parameter: str) -> None:
         """Re-queue an instance now (from QUEUED, DONE or ERROR)."""
         ctx.emit(ctx.client.post(_path(workflow, parameter, "retry")), _instance_line)
 
-    @command(main, "halt")
+    @command(main, "halt", formats=parameter_formats(), example="ferry halt aggregate-plays 2026-11-26T14 --reason 'bad input'")
     @click.argument("workflow")
     @click.argument("parameter")
-    @click.option("--reason", default=None)
+    @click.option("--reason", default=None, help="Why, recorded in the timeline. Example: --reason 'bad input'")
     def halt(ctx: Ctx, workflow: str, parameter: str, reason: str | None) -> None:
         """Halt an active instance, cancelling its execution."""
         ctx.emit(ctx.client.post(_path(workflow, parameter, "halt"), {"reason": reason} if reason else {}),
                  _instance_line)
 
-    @command(main, "timeline")
+    @command(main, "timeline", formats=parameter_formats(), example="ferry timeline aggregate-plays 2026-11-26T14")
     @click.argument("workflow")
     @click.argument("parameter")
     def timeline(ctx: Ctx, workflow: str, parameter: str) -> None:
         """Triggers -> executions -> statuses with times, messages, exit codes and log links."""
         ctx.emit(ctx.client.get(_path(workflow, parameter, "timeline")), _timeline)
 
-    @command(main, "logs")
+    @command(main, "logs", formats=parameter_formats(), example="ferry logs aggregate-plays 2026-11-26T14 --limit 50")
     @click.argument("workflow")
     @click.argument("parameter")
-    @click.option("--limit", default=200, show_default=True)
-    @click.option("--execution", default=None, help="An earlier execution id (default: the latest).")
+    @click.option("--limit", default=200, show_default=True, type=click.IntRange(1, 10000),
+                  help="At most this many log lines. Example: --limit 50")
+    @click.option("--execution", default=None,
+                  help="An earlier execution id, as the timeline shows it (default: the latest).")
     @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the instance ends.")
     @click.option("--interval", default=2.0, show_default=True, help="Seconds between polls with --follow.")
     def logs(ctx: Ctx, workflow: str, parameter: str, limit: int, execution: str | None, follow: bool,
@@ -150,25 +176,27 @@ def register(main: click.Group) -> None:
                 click.echo(line)
         ctx.emit(data, human)
 
-    @command(main, "tick")
-    @click.option("--budget", default=45.0, show_default=True, help="Seconds the tick may run.")
+    @command(main, "tick", example="ferry tick")
+    @click.option("--budget", default=45.0, show_default=True, help="Seconds the tick may run. Example: --budget 20")
     def tick(ctx: Ctx, budget: float) -> None:
         """Run one Styx tick now (what the scheduler does every minute)."""
         data = ctx.client.post("/v1/tick", {"budget_seconds": budget})
-        ctx.emit(data, lambda d: console.print(", ".join(f"{k} {v}" for k, v in d.items() if v)))
+        ctx.emit(data, _tick_lines)
 
-    @main.group("backfill")
+    @main.group("backfill", epilog=examples_epilog("ferry backfill create aggregate-plays 2026-11-01T00 2026-11-08T00", "ferry backfill ls"))
     def backfill() -> None:
         """Run a workflow over a range of past partitions."""
 
-    @command(backfill, "create")
+    @command(backfill, "create", formats=parameter_formats("START and END each"), example="ferry backfill create aggregate-plays 2026-11-01T00 2026-11-08T00 --concurrency 4")
     @click.argument("workflow")
     @click.argument("start")
     @click.argument("end")
-    @click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 1000))
+    @click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 1000),
+                  help="Instances of the backfill running at once. Example: --concurrency 4")
     @click.option("--reverse", is_flag=True, help="Newest partition first.")
-    @click.option("-d", "--description", default="")
-    @click.option("-e", "--env", "env", multiple=True, help="K=V env var for every instance (repeatable).")
+    @click.option("-d", "--description", default="", help="Why this backfill, shown in listings. Example: -d 'late plays'")
+    @click.option("-e", "--env", "env", multiple=True, metavar="K=V",
+                  help="An environment variable for every instance (repeatable). Example: -e MODE=full")
     def create(ctx: Ctx, workflow: str, start: str, end: str, concurrency: int, reverse: bool, description: str,
                env: tuple[str, ...]) -> None:
         """Create a backfill of [START, END) (both aligned to the schedule)."""
@@ -177,11 +205,11 @@ def register(main: click.Group) -> None:
                                                  "description": description, "env": _env(env)})
         ctx.emit(data, _backfill)
 
-    @command(backfill, "show")
+    @command(backfill, "show", example="ferry backfill show bf-1a2b3c --watch")
     @click.argument("backfill_id")
     @click.option("--watch", is_flag=True, help="Follow progress with a bar until it finishes.")
-    @click.option("--interval", default=2.0, show_default=True)
-    @click.option("--timeout", default=3600.0, show_default=True)
+    @click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
+    @click.option("--timeout", default=3600.0, show_default=True, help="Stop watching after this many seconds.")
     def show(ctx: Ctx, backfill_id: str, watch: bool, interval: float, timeout: float) -> None:
         """A backfill with the state of every partition."""
         data = ctx.client.get(f"/v1/backfills/{backfill_id}")
@@ -194,22 +222,22 @@ def register(main: click.Group) -> None:
                 task = bar.add_task(backfill_id, total=data["total"])
                 while True:
                     bar.update(task, completed=data["finished"],
-                               description=f"{backfill_id} {data['state']} {data['counts']}")
+                               description=f"{backfill_id} {data['state']}: {humane.counts(data['counts'])}")
                     if data["state"] != "active" or time.monotonic() > deadline:
                         break
                     time.sleep(interval)
                     data = ctx.client.get(f"/v1/backfills/{backfill_id}")
         ctx.emit(data, _backfill)
 
-    @command(backfill, "halt")
+    @command(backfill, "halt", example="ferry backfill halt bf-1a2b3c --graceful")
     @click.argument("backfill_id")
     @click.option("--graceful", is_flag=True, help="Let executing instances finish.")
     def halt_backfill(ctx: Ctx, backfill_id: str, graceful: bool) -> None:
         """Halt a backfill."""
         ctx.emit(ctx.client.post(f"/v1/backfills/{backfill_id}/halt", {"graceful": graceful}), _backfill)
 
-    @command(backfill, "ls")
-    @click.option("--workflow", default=None)
+    @command(backfill, "ls", example="ferry backfill ls --workflow aggregate-plays")
+    @click.option("--workflow", default=None, help="Only backfills of this workflow. Example: --workflow aggregate-plays")
     def ls(ctx: Ctx, workflow: str | None) -> None:
         """Backfills, newest first."""
         _list_backfills(ctx, workflow)
