@@ -218,7 +218,9 @@ def gabo_events_to_closed_partition(demo: Demo) -> None:
     # A minutely workflow with depends_on: [events.demo-click] (the endpoint the type's apply registered).
     demo.ferry("apply", "-f", str(EXAMPLES / "gabo" / "workflow.yaml"), "--as", "pia@example.com")
     sent = datetime.now(UTC)
-    demo.ferry("send", "demo-click", str(EXAMPLES / "gabo" / "events.ndjson"))
+    sent_out = demo.ferry("send", "demo-click", str(EXAMPLES / "gabo" / "events.ndjson"), check=False)
+    if sent_out.returncode != 3:  # one event of the file breaks the schema on purpose: exit 3, the rest go through
+        raise RuntimeError(f"`ferry send` exited with {sent_out.returncode}, expected 3 (one event rejected)")
     # The minute of these events ends within 60 s; here it passes at once (local time travel).
     later = sent + timedelta(seconds=75)
     demo.env["FERRY_NOW"] = later.isoformat()

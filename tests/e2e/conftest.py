@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from ferry.dev import stack as stack_mod
-from ferry.dev.harness import LocalStack
+from ferry.dev.harness import CAPTURED, LocalStack, python_reprs
 
 __all__ = ["LocalStack"]
 
@@ -35,3 +35,13 @@ def stack(emulators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local
         yield running
     finally:
         running.down()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_python_reprs_in_cli_output() -> Iterator[None]:
+    """Every CLI output the e2e suite captured (``ferry.dev.harness.run_cli``) speaks JSON or words:
+    no ``{'`` or ``['`` — checked once the session's tests ran."""
+    yield
+    found = python_reprs()
+    assert CAPTURED, "no CLI output was captured"
+    assert not found, "Python reprs in CLI output:\n" + "\n".join(found[:20])

@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ferry.dev.harness import run_cli
+
 pytestmark = pytest.mark.emulator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,8 +41,7 @@ class Api:
     log: Path
 
     def ferry(self, *args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
-        cmd = [str(BIN / "ferry"), *args] + (["--as", user] if user else [])
-        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+        return run_cli([*args] + (["--as", user] if user else []), env=self.env, timeout=60, cwd=ROOT)
 
     def ok(self, *args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
         out = self.ferry(*args, user=user)
@@ -117,8 +118,9 @@ def test_apply_examples_and_get_them(api, applied):
     assert one["spec"]["timezone"] == "Europe/Stockholm" and one["status"]["generation"] == 1
     table = api.ok("get", "workflows").stdout
     assert "aggregate-plays" in table and "*/5 * * * *" in table
-    human = api.ok("get", "Endpoint", "plays-hourly").stdout
-    assert '"plays-hourly"' in human
+    human = api.ok("get", "Endpoint", "plays-hourly").stdout  # a manifest, in the language's field order
+    assert human.startswith("apiVersion: ferry/v1\nkind: Endpoint\nmetadata:\n  name: plays-hourly\n"), human
+    assert human.index("spec:") < human.index("status:")
     owned = api.json("get", "endpoints", "--owner", "team-royalties")
     assert [i["metadata"]["name"] for i in owned["items"]] == ["royalties-daily"]
 

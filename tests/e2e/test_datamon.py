@@ -115,7 +115,8 @@ def _must_show(stack: LocalStack, tmp_path: Path) -> None:
         bad = stack.cli("land", "no-such-endpoint", days[0], user="alice")
         assert bad.returncode == 3 and "not found" in bad.stderr
         bad = stack.cli("land", name, "2026-13-45", user="alice")
-        assert bad.returncode == 3 and "daily parameter" in bad.stderr
+        assert bad.returncode == 3 and "daily partitioning" in bad.stderr and "like 2026-11-26" in bad.stderr
+        assert bad.stderr.count("2026-13-45") == 1, "the error is printed once"
         bad = stack.cli("land", name, (today - timedelta(days=9)).isoformat(), user="alice")
         assert bad.returncode == 3 and "before the endpoint's start" in bad.stderr
         bad = stack.cli("ack", incident["id"], user="mallory")

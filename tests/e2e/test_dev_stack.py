@@ -22,7 +22,7 @@ import pytest
 
 from ferry.dev import processes
 from ferry.dev import stack as stack_mod
-from ferry.dev.harness import LocalStack, ferry_executable
+from ferry.dev.harness import LocalStack, ferry_executable, run_cli
 
 pytestmark = pytest.mark.emulator
 
@@ -36,8 +36,7 @@ class CliStack:
     state: dict[str, Any]
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([ferry_executable(), *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, cwd=self.home)
+        return run_cli(list(args), env=self.env, timeout=timeout, cwd=self.home)
 
     def probes(self, function: str) -> list[dict[str, Any]]:
         path = self.home / "probe.jsonl"
@@ -194,19 +193,47 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "state.json").exists()
 
 
-def test_down_stops_everything_it_started(dev: CliStack) -> None:
+def test_down_stops_everything_it_started_and_keeps_the_data(dev: CliStack) -> None:
+    landed = dev.run("land", "plays-hourly", "2026-11-26T14", "--records", "7")
+    assert landed.returncode == 0, landed.stderr
+    before = {k: json.loads(dev.run(*k.split(), "-o", "json").stdout) for k in ("get endpoints", "status")}
     state = json.loads(dev.run("dev", "status", "--json").stdout)
     groups = [c["pid"] for c in state["components"] if c.get("pid")]
     java = [p for p in stack_mod.stack_pids(state) if "java" in Path(f"/proc/{p}/cmdline").read_bytes().decode()]
     assert len(java) == 2, "both Java emulators run in the stack's process groups"
     out = dev.run("dev", "down", "--json")
     assert out.returncode == 0, out.stderr
-    assert {s["name"] for s in json.loads(out.stdout)["stopped"]} == {c["name"] for c in state["components"]}
+    down = json.loads(out.stdout)
+    assert {s["name"] for s in down["stopped"]} == {c["name"] for c in state["components"]}
     assert processes.group_members(groups) == {g: [] for g in groups}
     assert not [p for p in java if (processes.proc_stat(p) or ("Z",))[0] != "Z"], "a Java emulator survived"
     assert not (dev.home / "state.json").exists()
     status = json.loads(dev.run("dev", "status", "--json").stdout)
     assert status["running"] is False
+    # what cannot survive is named: the probe message published earlier still waits in the pull subscription
+    assert down["undelivered"]["probe-pull"]["messages"] >= 1
+    assert down["exported"] and (Path(down["exported"])).is_dir()
+
+    # up again: the same ports, the same endpoints and landed partitions
+    up = dev.run("dev", "up", "--json", "--infra", str(HERE / "infra"), "--source", str(HERE / "main.py"),
+                 "--project", "devstack-test", timeout=180)
+    assert up.returncode == 0, up.stderr
+    again = json.loads(up.stdout)
+    assert again["api_url"] == dev.state["api_url"]
+    assert any("restored" in n for n in again["notes"]), again["notes"]
+    after = {k: json.loads(dev.run(*k.split(), "-o", "json").stdout) for k in ("get endpoints", "status")}
+    assert [i["metadata"] for i in after["get endpoints"]["items"]] == \
+        [i["metadata"] for i in before["get endpoints"]["items"]]
+    landed_before = {e["endpoint"]: e.get("last_landed") for e in before["status"]["endpoints"]}
+    assert {e["endpoint"]: e.get("last_landed") for e in after["status"]["endpoints"]} == landed_before
+    assert landed_before["plays-hourly"]
+    relanded = dev.run("land", "plays-hourly", "2026-11-26T14", "-o", "json")
+    assert json.loads(relanded.stdout)["relanded"] is True
+
+    # reset: stopped, and nothing is kept
+    reset = dev.run("dev", "reset", "--json")
+    assert reset.returncode == 0, reset.stderr
+    assert "data" in json.loads(reset.stdout)["removed"] and not (dev.home / "data").exists()
 
 
 def test_stack_fixture_runs_the_repository_infra(stack: LocalStack) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from ferry.domain import periods
+from ferry.dev.harness import run_cli
 from ferry.gabo import core
 
 PT1M = periods.partitioning("PT1M")
@@ -56,14 +57,12 @@ def apply_type(stack: Any, name: str, **spec: Any) -> None:
     stack.cli("apply", "-f", str(path), check=True)
 
 
-def cli(stack: Any, *args: str, now: str | None = None, input: str | None = None) -> Any:
+def cli(stack: Any, *args: str, now: str | None = None, input: str | None = None, exit_code: int = 0) -> Any:
     env = dict(stack.env)
     if now:
         env["FERRY_NOW"] = now
-    r = subprocess.run(["ferry" if not (Path(sys.executable).parent / "ferry").exists()
-                        else str(Path(sys.executable).parent / "ferry"), *args, "--json"],
-                       input=input, env=env, capture_output=True, text=True, timeout=300, cwd=stack.home)
-    assert r.returncode == 0, f"ferry {args} exited {r.returncode}: {r.stdout[-2000:]} {r.stderr[-2000:]}"
+    r = run_cli([*args, "--json"], input=input, env=env, timeout=300, cwd=stack.home)
+    assert r.returncode == exit_code, f"ferry {args} exited {r.returncode}: {r.stdout[-2000:]} {r.stderr[-2000:]}"
     return json.loads(r.stdout)
 
 
@@ -136,7 +135,8 @@ def test_20k_events_with_duplicates_and_invalid_close_exactly_once(stack: Any) -
             lines.append({"type": name, "id": f"e{i}", "payload": {"track_id": f"t{i}", "ms_played": i}})
             valid.add(f"e{i}")
     started = time.monotonic()
-    sent = cli(stack, "send", name, "-", now=core.iso(start_t), input="\n".join(json.dumps(x) for x in lines))
+    sent = cli(stack, "send", name, "-", now=core.iso(start_t), input="\n".join(json.dumps(x) for x in lines),
+               exit_code=3)  # some were rejected
     assert (sent["received"], sent["accepted"], sent["rejected_count"]) == (20_000, 19_800, 200)
     ingest_s = time.monotonic() - started
 

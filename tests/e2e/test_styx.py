@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ferry.dev.harness import LocalStack, ferry_executable
+from ferry.dev.harness import LocalStack, run_cli
 
 pytestmark = pytest.mark.emulator
 JOB = str(Path(__file__).resolve().parents[2] / "examples" / "styx" / "job.py")
@@ -62,8 +62,7 @@ class Styx:
         env = dict(self.stack.env)
         if now is not None:
             env["FERRY_NOW"] = now.isoformat()
-        return subprocess.run([ferry_executable(), *args], env=env, capture_output=True, text=True, timeout=120,
-                              cwd=self.stack.home)
+        return run_cli(list(args), env=env, timeout=120, cwd=self.stack.home)
 
     def tick(self, now: datetime | None = None) -> dict[str, Any]:
         headers = {**self.stack.operator_headers, **({"X-Ferry-Now": now.isoformat()} if now else {})}

@@ -155,9 +155,54 @@ class Router:
             status, result = exc.http_status, exc.to_dict()
         except Exception as exc:  # the error model holds for bugs too; the log has the stack
             logger.exception("unhandled error in %s %s", method, path)
-            status, result = 500, {"error": {"code": "internal", "message": f"internal error: {type(exc).__name__}",
+            status, result = 500, {"error": {"code": "internal", "message": f"internal error: {answered(exc)}",
                                              "details": None}}
         log.event(logger, log.INFO if status < 500 else 40, f"{method} {path} {status}",
                   httpRequest={"requestMethod": method, "requestUrl": path, "status": status,
                                "latency": f"{time.monotonic() - started:.3f}s"})
         return status, result
+
+
+# Which component an unexpected error came from, by the module that raised it (and where it is).
+_COMPONENTS = (("google/cloud/firestore", "Firestore", "FIRESTORE_EMULATOR_HOST"),
+               ("google/cloud/pubsub", "Pub/Sub", "PUBSUB_EMULATOR_HOST"),
+               ("google/cloud/storage", "Cloud Storage", "STORAGE_EMULATOR_HOST"),
+               ("google/cloud/run", "Cloud Run", None))
+
+
+def answered(exc: BaseException) -> str:
+    """``Firestore at 127.0.0.1:8791 answered MethodNotImplemented: …`` — which component answered
+    what, for an unexpected error (a client that reached the wrong server shows at once)."""
+    import os
+    import traceback
+
+    what = f"{type(exc).__name__}: {str(exc)[:300]}" if str(exc) else type(exc).__name__
+    files = [f.filename.replace("\\", "/") for f in traceback.extract_tb(exc.__traceback__)]
+    for marker, name, env in _COMPONENTS:
+        if any(marker in f for f in files):
+            where = os.environ.get(env, "") if env else ""
+            return f"{name} at {where or 'Google Cloud'} answered {what}"
+    return what
+
+
+def actor_from(headers: dict[str, str], services: Services) -> str | None:
+    """The caller: X-Ferry-User locally; in the cloud the identity the platform verified.
+
+    Cloud Functions with IAM verify the ID token before the function runs; behind it, the caller's
+    email is taken from the token's payload, which the platform forwards unmodified in Authorization.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if services.settings.identity == "header":
+        user = lowered.get("x-ferry-user")
+        return user.strip() or None if user else None
+    auth = lowered.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        import base64
+
+        try:
+            payload = auth.split()[1].split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            return claims.get("email")
+        except (IndexError, ValueError):
+            return None
+    return None

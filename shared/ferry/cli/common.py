@@ -262,6 +262,8 @@ def fail(exc: FerryError, output: str | bool = "table") -> None:
         details = exc.details
         if isinstance(details, list):
             for d in details:
+                if isinstance(d, dict) and d.get("reason") and str(d["reason"]) in exc.message:
+                    continue  # the message says it already: every error is printed once
                 if isinstance(d, dict):
                     where = d.get("file", "")
                     if "document" in d:

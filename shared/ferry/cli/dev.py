@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ferry.cli.common import Ctx, command, console, examples_epilog, ferry_home, table
-from ferry.dev import stack
+from ferry.dev import ports, stack
 
 
 def _component_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -26,7 +26,7 @@ def _component_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def register(main: click.Group) -> None:
-    @main.group("dev", epilog=examples_epilog("ferry dev up", "ferry dev status", "ferry dev down"))
+    @main.group("dev", epilog=examples_epilog("ferry dev up", "ferry dev status", "ferry dev down", "ferry dev reset"))
     def dev() -> None:
         """The local stack: emulators, one functions-framework process per function, scheduler."""
 
@@ -38,17 +38,21 @@ def register(main: click.Group) -> None:
     @click.option("--project", default=lambda: os.environ.get("GOOGLE_CLOUD_PROJECT") or stack.DEFAULT_PROJECT,
                   show_default="GOOGLE_CLOUD_PROJECT or ferry-local", help="Project id inside the emulators.")
     @click.option("--base-port", type=int, default=None, envvar="FERRY_DEV_BASE_PORT",
-                  help="Functions on BASE, BASE+1, ... (api first); Pub/Sub emulator BASE+90, Firestore "
-                       "BASE+91. Default: free ports.")
+                  help=f"Functions on BASE, BASE+1, ... (api first); Pub/Sub emulator BASE+90, Firestore "
+                       f"BASE+91; a taken port is an error. Default: base {ports.DEFAULT_BASE_PORT}, a taken port "
+                       "moves with a note. Example: --base-port 8800")
     @click.option("--no-scheduler", is_flag=True, help="Do not start the local scheduler.")
     @click.option("--timeout", "deadline_s", type=float, default=90.0, show_default=True,
                   help="Seconds each part may take to become ready.")
     def up(ctx: Ctx, infra_dir: str | None, source: str | None, project: str, base_port: int | None,
            no_scheduler: bool, deadline_s: float) -> None:
-        """Start the local stack (or report the one already running in this FERRY_HOME)."""
+        """Start the local stack (or report the one already running in this FERRY_HOME), with the data
+        the last `ferry dev down` kept."""
         config = stack.StackConfig(home=ferry_home(), project=project,
                                    infra_dir=Path(infra_dir) if infra_dir else None,
-                                   source=Path(source) if source else None, base_port=base_port,
+                                   source=Path(source) if source else None,
+                                   base_port=ports.DEFAULT_BASE_PORT if base_port is None else base_port,
+                                   strict_ports=base_port is not None,
                                    scheduler=not no_scheduler, deadline_s=deadline_s)
         result = stack.up(config)
         data = {**result.state, "already_running": result.already_running}
@@ -68,19 +72,39 @@ def register(main: click.Group) -> None:
         ctx.emit(data, human)
 
     @command(dev, "down", example=("ferry dev down", "ferry dev down --drain"))
-    def down(ctx: Ctx) -> None:
-        """Stop everything `ferry dev up` started in this FERRY_HOME (and nothing else)."""
-        result = stack.down(ferry_home())
+    @click.option("--drain", is_flag=True,
+                  help="Deliver every event type's undelivered events into the sink before stopping.")
+    def down(ctx: Ctx, drain: bool) -> None:
+        """Stop everything `ferry dev up` started in this FERRY_HOME (and nothing else), keeping its data:
+        documents, sink and logs come back with the next `ferry dev up`. Undelivered Pub/Sub messages
+        cannot survive: they are named before the stack stops (--drain delivers them first)."""
+        result = stack.down(ferry_home(), drain=drain)
 
         def human(d: dict[str, Any]) -> None:
             if "message" in d:
                 console.print(d["message"])
                 return
+            for name, n in d.get("drained", {}).items():
+                console.print(f"drained event type {name}: {n} event(s) delivered into the sink")
+            for sub, u in d.get("undelivered", {}).items():
+                what = f"event type {u['event_type']}" if u.get("event_type") else "infra/"
+                console.print(f"[yellow]lost:[/] {u['messages']} undelivered message(s) in subscription {sub} "
+                              f"({what}) — `ferry dev down --drain` delivers event types first")
             names = ", ".join(s["name"] for s in d["stopped"]) or "nothing"
             console.print(f"stopped {names}")
             if d["already_gone"]:
                 console.print(f"already gone: {', '.join(d['already_gone'])}")
+            if d.get("exported"):
+                console.print(f"data kept in {d['exported']} — `ferry dev up` brings it back, `ferry dev reset` wipes it")
         ctx.emit(result, human)
+
+    @command(dev, "reset", example="ferry dev reset")
+    def reset(ctx: Ctx) -> None:
+        """Stop the local stack if it runs and delete everything it kept (documents, sink, logs)."""
+        result = stack.reset(ferry_home())
+        ctx.emit(result, lambda d: console.print(
+            f"reset {d['home']}: removed {', '.join(d['removed']) or 'nothing'}"
+            + (f"; stopped {len(d['stopped'])} component(s)" if d.get("stopped") else "")))
 
     @command(dev, "status", example="ferry dev status")
     def status(ctx: Ctx) -> None:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +100,7 @@ class RunningEmulator:
 
 
 def spawn(kind: EmulatorKind, port: int, log_path: Path, project: str = "ferry-local",
-          host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
+          host: str = "127.0.0.1", extra_args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
     """Start one emulator in its own process group without waiting for it (see ``wait_http``)."""
     problem = missing()
     if problem:
@@ -110,6 +111,7 @@ def spawn(kind: EmulatorKind, port: int, log_path: Path, project: str = "ferry-l
     args = ["gcloud", *kind.command, f"--host-port={host}:{port}", f"--project={project}", "--quiet"]
     if kind is FIRESTORE:
         args.append("--verbosity=error")
+    args += list(extra_args)
     with open(log_path, "ab") as log:
         # Its own session/process group: killing the gcloud wrapper alone leaves the Java emulator running.
         return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

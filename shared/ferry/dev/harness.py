@@ -15,6 +15,28 @@ from typing import Any
 
 from ferry.dev import stack as stack_mod
 
+# Every CLI run through ``run_cli`` in this process: (command line, stdout, stderr). The e2e suite checks
+# at its end that no output carries a Python repr (``{'`` or ``['``).
+CAPTURED: list[tuple[str, str, str]] = []
+PYTHON_REPRS = ("{'", "['")
+
+
+def run_cli(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run([ferry, *args], capture_output=True, text=True, **kwargs)``, recorded."""
+    result = subprocess.run([ferry_executable(), *args], capture_output=True, text=True, **kwargs)
+    CAPTURED.append((" ".join(args), result.stdout or "", result.stderr or ""))
+    return result
+
+
+def python_reprs() -> list[str]:
+    """The captured outputs that carry a Python repr, each with the command and the offending line."""
+    found = []
+    for command, out, err in CAPTURED:
+        for line in (out + "\n" + err).splitlines():
+            if any(r in line for r in PYTHON_REPRS):
+                found.append(f"ferry {command}: {line.strip()[:200]}")
+    return found
+
 
 def ferry_executable() -> str:
     """The ``ferry`` console script of the running interpreter's environment."""
@@ -48,13 +70,13 @@ class LocalStack:
         self.operator_headers: dict[str, str] = {"X-Ferry-Stack-Secret": state.get("stack_secret", "")}
 
     def cli(self, *args: str, input: str | None = None, user: str | None = None, check: bool = False,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run ``ferry ARGS...`` against this stack (``user`` sets FERRY_USER; ``--as`` is not added)."""
-        env = dict(self.env)
+            timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``ferry ARGS...`` against this stack (``user`` sets FERRY_USER; ``--as`` is not added;
+        ``env`` adds variables, e.g. FERRY_NOW)."""
+        env = {**self.env, **(env or {})}
         if user is not None:
             env["FERRY_USER"] = user
-        result = subprocess.run([ferry_executable(), *args], input=input, env=env, capture_output=True,
-                                text=True, timeout=timeout)
+        result = run_cli(list(args), input=input, env=env, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"ferry {' '.join(args)} exited {result.returncode}\n"
                                  f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")

@@ -31,8 +31,9 @@ from typing import Any
 import httpx
 
 from ferry.api.identity import SECRET_QUERY
+from ferry.dev import data, ports, processes
 from ferry.dev import emulators as emu
-from ferry.dev import processes, receiver
+from ferry.dev import receiver
 from ferry.dev.scheduler import FiringRecord
 from ferry.errors import Conflict, InfraError
 from ferry.infra import model
@@ -58,7 +59,9 @@ class StackConfig:
     infra_dir: Path | None = None
     source: Path | None = None
     host: str = "127.0.0.1"
-    base_port: int | None = None
+    base_port: int | None = None  # None: any free ports (tests); the CLI asks for ports.DEFAULT_BASE_PORT
+    strict_ports: bool = False  # a taken port of the base layout is an error instead of moving with a note
+    keep_data: bool = True  # import the documents the last ``down`` exported (see ferry.dev.data)
     scheduler: bool = True
     firestore: str | None = None
     pubsub: str | None = None
@@ -130,25 +133,21 @@ def function_urls(state: dict[str, Any]) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------ up
 
 
-def _ports(config: StackConfig, infra: Infra) -> tuple[dict[str, int], int | None, int | None]:
+def _ports(config: StackConfig, infra: Infra, home: Path) -> tuple[dict[str, int], int | None, int | None, list[str]]:
+    """Claim the stack's ports (``ferry.dev.ports``): with a base port B, functions on B, B+1, ... (``api``
+    first) and the emulators on B+90, B+91 — moved with a note when taken, unless ``strict_ports``."""
     names = [f.name for f in sorted(infra.functions, key=lambda f: f.name != "api")]
     if len(names) > MAX_FUNCTIONS:
         raise InfraError(f"at most {MAX_FUNCTIONS} functions fit the port layout, infra declares {len(names)}")
-    if config.base_port is None:
-        fns = {n: emu.free_port(config.host) for n in names}
-        ps = None if config.pubsub else emu.free_port(config.host)
-        fs = None if config.firestore else emu.free_port(config.host)
-    else:
-        b = config.base_port
-        fns = {n: b + i for i, n in enumerate(names)}
-        ps = None if config.pubsub else b + PUBSUB_OFFSET
-        fs = None if config.firestore else b + FIRESTORE_OFFSET
-    wanted = [(f"function {n}", p) for n, p in fns.items()] + [("pubsub emulator", ps), ("firestore emulator", fs)]
-    busy = [f"{what} port {p}" for what, p in wanted if p is not None and emu.port_in_use(p, config.host)]
-    if busy:
-        raise InfraError(f"port(s) in use: {', '.join(busy)} — free them or choose another --base-port "
-                         "(without --base-port free ports are chosen)", {"ports": busy})
-    return fns, ps, fs
+    b = config.base_port
+    wanted = [ports.Wanted(f"function {n}", None if b is None else b + i) for i, n in enumerate(names)]
+    if not config.pubsub:
+        wanted.append(ports.Wanted("pubsub emulator", None if b is None else b + PUBSUB_OFFSET))
+    if not config.firestore:
+        wanted.append(ports.Wanted("firestore emulator", None if b is None else b + FIRESTORE_OFFSET))
+    got = ports.claim(wanted, home, config.host, strict=config.strict_ports)
+    fns = {n: got.ports[f"function {n}"] for n in names}
+    return fns, got.ports.get("pubsub emulator"), got.ports.get("firestore emulator"), got.notes
 
 
 def function_env(config: StackConfig, home: Path, firestore: str, pubsub: str, api_url: str | None,
@@ -319,7 +318,7 @@ def up(config: StackConfig) -> UpResult:
     source = Path(config.source or DEFAULT_SOURCE).resolve()
     if not source.exists():
         raise InfraError(f"function source {source} does not exist")
-    fn_ports, ps_port, fs_port = _ports(config, infra)
+    fn_ports, ps_port, fs_port, port_notes = _ports(config, infra, home)
     logs = log_dir(home)
     logs.mkdir(parents=True, exist_ok=True)
     (home / "sink").mkdir(exist_ok=True)
@@ -335,8 +334,9 @@ def up(config: StackConfig) -> UpResult:
         "default_user": config.default_user or default_identity(),
         "env": {"GOOGLE_CLOUD_PROJECT": config.project, "FIRESTORE_EMULATOR_HOST": firestore,
                 "PUBSUB_EMULATOR_HOST": pubsub, "FERRY_HOME": str(home)},
-        "components": [], "notes": [],
+        "components": [], "notes": list(port_notes),
     }
+    restored = data.firestore_export(home) if config.keep_data and not config.firestore else None
     comps: list[dict[str, Any]] = state["components"]
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -348,7 +348,8 @@ def up(config: StackConfig) -> UpResult:
                 continue
             assert port is not None
             log = logs / f"{kind.name}.log"
-            proc = emu.spawn(kind, port, log, config.project, config.host)
+            extra = [f"--import-data={restored}"] if kind is emu.FIRESTORE and restored else []
+            proc = emu.spawn(kind, port, log, config.project, config.host, extra)
             procs.append(proc)
             emulator_procs.append((kind, proc, log, port))
             comps.append(_component("emulator", kind.name, proc, log, port=port,
@@ -385,6 +386,11 @@ def up(config: StackConfig) -> UpResult:
                 w.result()
             state["notes"] += provision(infra, config.project, urls, pubsub, secret)
             _wait_all(targets, config.deadline_s)
+        if restored and urls.get("api"):
+            n = data.reprovision(urls["api"], secret)
+            state["restored_from"] = str(restored.parent)
+            state["notes"].append(f"data kept by the last `ferry dev down` restored ({restored.parent.name}); "
+                                  f"topics and subscriptions of {n} event type(s) recreated")
 
         if config.scheduler:
             log = log_dir(home) / "scheduler.log"
@@ -400,6 +406,7 @@ def up(config: StackConfig) -> UpResult:
         processes.stop_groups([p.pid for p in procs])
         processes.reap(p.pid for p in procs)
         state_path(home).unlink(missing_ok=True)
+        ports.release(home)
         raise
     return UpResult(state, seconds=time.monotonic() - t0)
 
@@ -407,27 +414,42 @@ def up(config: StackConfig) -> UpResult:
 # ---------------------------------------------------------------------------------------------- down
 
 
-def down(home: Path) -> dict[str, Any]:
+def down(home: Path, drain: bool = False, keep_data: bool = True) -> dict[str, Any]:
     """Stop every process group recorded in ``<home>/state.json`` — and nothing else — then remove it.
 
-    Returns what was stopped. Raises InfraError if a process survives SIGKILL (the state is kept then).
+    Before the emulators stop (the scheduler first): with ``drain`` each event type's backlog is
+    delivered into the sink; Pub/Sub messages still undelivered are counted and named (they are lost);
+    the Firestore documents are exported for the next ``up`` (``keep_data``). Returns what was stopped,
+    saved and lost. Raises InfraError if a process survives SIGKILL (the state is kept then).
     """
     home = Path(home).resolve()
     state = read_state(home)
     if state is None:
+        ports.release(home)
         return {"stopped": [], "message": f"no local stack recorded in {home}"}
     comps = [c for c in state.get("components", []) if c.get("pid") and not c.get("external")]
     ours = [c for c in comps if processes.ours(c)]
     # The scheduler first (it would fire at dying functions), then the functions, then the emulators.
     order = {"scheduler": 0, "function": 1, "emulator": 2}
     ours.sort(key=lambda c: order.get(c["kind"], 3))
-    processes.stop_groups([c["pid"] for c in ours if c["kind"] == "scheduler"])
-    left = processes.stop_groups([c["pid"] for c in ours if c["kind"] != "scheduler"])
+    stop_groups = processes.stop_groups
+    stop_groups([c["pid"] for c in ours if c["kind"] == "scheduler"])
+    running = {c["name"] for c in ours if c["kind"] != "scheduler" and processes.alive(c)}
+    saved = data.save(state, load_infra(state), running, drain, keep_data)
+    left = stop_groups([c["pid"] for c in ours if c["kind"] != "scheduler"])
     if left:
         raise InfraError(f"process(es) {left} of the local stack survived SIGKILL; state kept in {state_path(home)}")
     state_path(home).unlink(missing_ok=True)
+    ports.release(home)
     return {"stopped": [{"name": c["name"], "kind": c["kind"], "pid": c["pid"]} for c in ours],
-            "already_gone": [c["name"] for c in comps if c not in ours]}
+            "already_gone": [c["name"] for c in comps if c not in ours], **saved}
+
+
+def reset(home: Path) -> dict[str, Any]:
+    """``ferry dev reset``: stop the stack if it runs (keeping nothing), then delete what it kept."""
+    home = Path(home).resolve()
+    stopped = down(home, keep_data=False) if read_state(home) is not None else {"stopped": []}
+    return {**stopped, "removed": data.wipe(home), "home": str(home)}
 
 
 def fire_job(home: Path, job_name: str) -> dict[str, Any]:

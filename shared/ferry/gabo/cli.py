@@ -2,65 +2,125 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ferry import humane
 from ferry.cli.common import Ctx, command, console, table
+
+err_console = Console(stderr=True)
+FIRST_REJECTED = 100  # rejected events listed one by one (all are counted, per reason)
+
+
+def _wrap(line: bytes, event_type: str) -> tuple[bytes | None, str | None]:
+    """One NDJSON line as the envelope ingest takes, or (None, reason) when it is not JSON."""
+    try:
+        doc = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return None, f"not JSON: {exc.msg}"
+    except ValueError as exc:  # not UTF-8
+        return None, f"not JSON: {exc}"
+    except RecursionError:
+        return None, "not JSON this client can read: nested too deeply"
+    if isinstance(doc, dict) and "payload" not in doc:
+        doc = {"type": event_type, "id": str(doc.get("id", "")), "payload": doc}
+    elif isinstance(doc, dict) and "type" not in doc:
+        doc = {**doc, "type": event_type}
+    return json.dumps(doc, separators=(",", ":")).encode(), None
+
+
+def send_file(ctx: Ctx, event_type: str, file: str, batch: int) -> dict[str, Any]:
+    """Stream ``file`` to ingest in batches; every rejection keeps its line number in the file."""
+    totals: dict[str, Any] = {"received": 0, "accepted": 0, "rejected_count": 0, "quarantined": 0}
+    rejected: list[dict[str, Any]] = []  # the first FIRST_REJECTED by line; the rest only counted per reason
+    groups: dict[str, dict[str, Any]] = {}
+
+    def reject(entry: dict[str, Any]) -> None:
+        g = groups.setdefault(str(entry["reason"]), {"reason": str(entry["reason"]), "count": 0, "first_lines": []})
+        g["count"] += 1
+        g["first_lines"] = sorted([*g["first_lines"], entry["line"]])[:5]
+        rejected.append({k: v for k, v in entry.items() if k != "index"})
+        if len(rejected) > 2 * FIRST_REJECTED:
+            rejected.sort(key=lambda x: x["line"])
+            del rejected[FIRST_REJECTED:]
+
+    def flush(lines: list[bytes], numbers: list[int]) -> None:
+        if not lines:
+            return
+        r = ctx.client.request("POST", "/v1/events", content=b"\n".join(lines), content_type="application/x-ndjson")
+        for k in ("received", "accepted", "rejected_count", "quarantined"):
+            totals[k] += r[k]
+        for x in r["rejected"]:
+            if 0 <= x["index"] < len(numbers):
+                reject({**x, "line": numbers[x["index"]]})
+
+    stream = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115 (closed below)
+    size = None if file == "-" else os.path.getsize(file)
+    show = not ctx.json and sys.stderr.isatty()
+    bar = Progress(TextColumn("sending {task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                   console=err_console, disable=not show, transient=True)
+    try:
+        with bar:
+            task = bar.add_task(event_type, total=size)
+            lines: list[bytes] = []
+            numbers: list[int] = []
+            for number, raw in enumerate(stream, 1):
+                bar.advance(task, len(raw))
+                line = raw.strip()
+                if not line:
+                    continue
+                wrapped, problem = _wrap(line, event_type)
+                if wrapped is None:
+                    totals["received"] += 1
+                    totals["rejected_count"] += 1
+                    reject({"line": number, "id": None, "type": event_type, "reason": problem})
+                    continue
+                lines.append(wrapped)
+                numbers.append(number)
+                if len(lines) >= batch:
+                    flush(lines, numbers)
+                    lines, numbers = [], []
+            flush(lines, numbers)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    rejected.sort(key=lambda x: x["line"])
+    return {**totals, "rejected_by_reason": sorted(groups.values(), key=lambda g: -g["count"]),
+            "rejected": rejected[:FIRST_REJECTED]}
+
+
+def _send_summary(t: dict[str, Any]) -> None:
+    console.print(f"{t['accepted']} of {humane.plural(t['received'], 'event')} accepted, {t['rejected_count']} "
+                  f"rejected ({t['quarantined']} quarantined)")
+    if t["rejected_by_reason"]:
+        table([{**g, "first_lines": ", ".join(map(str, g["first_lines"]))} for g in t["rejected_by_reason"]],
+              ["count", "reason", "first_lines"], title="rejected, by reason")
 
 
 def register(main: click.Group) -> None:
-    @command(main, "send", example="ferry send play examples/gabo/events.ndjson")
+    @command(main, "send", example=("ferry send demo-click examples/gabo/events.ndjson",
+                                    "gunzip -c events.ndjson.gz | ferry send play -"))
     @click.argument("event_type")
-    @click.argument("file", required=False, default="-", type=click.File("rb"))
-    @click.option("--batch", default=500, show_default=True, help="Events per request. Example: --batch 1000")
-    def send(ctx: Ctx, event_type: str, file: Any, batch: int) -> None:
-        """Send NDJSON events through ingest (FILE or - for stdin).
+    @click.argument("file", required=False, default="-", type=click.Path(allow_dash=True, dir_okay=False))
+    @click.option("--batch", default=500, show_default=True, type=click.IntRange(1, 10_000),
+                  help="Events per request. Example: --batch 1000")
+    def send(ctx: Ctx, event_type: str, file: str, batch: int) -> None:
+        """Send NDJSON events through ingest (FILE, or - for stdin), with a progress bar on a terminal.
 
-        Lines may be whole envelopes {type, id, time?, payload} or bare payloads with an "id"
-        (then wrapped as events of EVENT_TYPE).
+        Each line is a whole envelope {"type", "id", "time"?, "payload"} or a bare payload with an "id"
+        (wrapped as an event of EVENT_TYPE). A line that is not JSON is rejected with its line number and
+        the others still go through. At the end, rejected events are grouped by reason with counts and
+        their first line numbers. Exit 0 when every event was accepted, 3 when any was rejected.
         """
-        import json
-
-        totals: dict[str, Any] = {"received": 0, "accepted": 0, "rejected_count": 0, "quarantined": 0, "rejected": []}
-
-        def flush(lines: list[bytes]) -> None:
-            if not lines:
-                return
-            r = ctx.client.request("POST", "/v1/events", content=b"\n".join(lines), content_type="application/x-ndjson")
-            for k in ("received", "accepted", "rejected_count", "quarantined"):
-                totals[k] += r[k]
-            offset = totals["received"] - r["received"]
-            totals["rejected"] += [{**x, "index": x["index"] + offset} for x in r["rejected"]]
-
-        pending: list[bytes] = []
-        for raw in file:
-            line = raw.strip()
-            if not line:
-                continue
-            try:
-                doc = json.loads(line)
-                if isinstance(doc, dict) and "payload" not in doc:
-                    doc = {"type": event_type, "id": str(doc.get("id", "")), "payload": doc}
-                elif isinstance(doc, dict) and "type" not in doc:
-                    doc = {**doc, "type": event_type}
-                line = json.dumps(doc, separators=(",", ":")).encode()
-            except (ValueError, RecursionError):
-                pass  # sent as is: ingest rejects that line (that event), the others go on
-            pending.append(line)
-            if len(pending) >= batch:
-                flush(pending)
-                pending = []
-        flush(pending)
-
-        def human(t: dict[str, Any]) -> None:
-            console.print(f"{t['accepted']} accepted, {t['rejected_count']} rejected "
-                          f"({t['quarantined']} quarantined) of {t['received']}")
-            if t["rejected"]:
-                table(t["rejected"][:20], ["index", "id", "type", "reason"], title="rejected")
-        ctx.emit(totals, human)
-        if totals["received"] and not totals["accepted"]:
+        result = send_file(ctx, event_type, file, batch)
+        ctx.emit(result, _send_summary)
+        if result["rejected_count"]:
             sys.exit(3)
 
     @command(main, "deliver", example="ferry deliver play --budget 20")
@@ -93,8 +153,11 @@ def register(main: click.Group) -> None:
 
         def human(d: dict[str, Any]) -> None:
             rows = [{"event_type": rep["event_type"], **c} for rep in d["reports"] for c in rep["closed"]]
-            table(rows, ["event_type", "partition", "events", "duplicates", "late", "shards", "location"],
-                  title="closed")
+            if rows:
+                table(rows, ["event_type", "partition", "events", "duplicates", "late", "shards", "location"],
+                      title="closed")
+            else:
+                console.print("closed nothing")
             ordered = [{"event_type": rep["event_type"], **o} for rep in d["reports"] for o in rep["ordered"]]
             if ordered:
                 table(ordered, ["event_type", "partition", "shards", "ordered", "round"], title="ordered")
@@ -102,9 +165,13 @@ def register(main: click.Group) -> None:
             if still:
                 table(still, ["event_type", "partition", "state", "reason"], title="open")
             for rep in d["reports"]:
-                if rep["waiting"] or rep["late_moved"]:
-                    console.print(f"{rep['event_type']}: waiting {', '.join(rep['waiting'][:5]) or '-'}; "
-                                  f"{rep['late_moved']} late object(s) moved; watermark {rep['watermark']}")
+                for w in rep.get("waits", [])[:5]:
+                    console.print(f"{rep['event_type']} {w['partition']} waits: {w['reason']}", markup=False)
+                if len(rep["waiting"]) > 5:
+                    console.print(f"{rep['event_type']}: {len(rep['waiting']) - 5} more period(s) wait")
+                if rep["late_moved"]:
+                    console.print(f"{rep['event_type']}: {rep['late_moved']} late staging object(s) moved to the "
+                                  "next open period")
         ctx.emit(r, human)
 
     @command(main, "scale", example="ferry scale play --dry-run")

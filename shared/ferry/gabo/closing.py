@@ -136,12 +136,14 @@ class CloseReport:
     late_moved: int = 0
     cleaned: int = 0
     waiting: list[str] = field(default_factory=list)
+    waits: list[dict[str, Any]] = field(default_factory=list)  # why and until when, for the first few
     watermark: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"event_type": self.event_type, "closed": [c.to_dict() for c in self.closed],
                 "ordered": self.ordered, "open": self.open, "skipped": self.skipped,
                 "late_moved": self.late_moved, "cleaned": self.cleaned, "waiting": self.waiting[:20],
+                "waits": self.waits[:20],
                 "watermark": self.watermark}
 
 
@@ -223,6 +225,8 @@ class Closer:
                 continue
             if core.closable(start, cadence, close_after, now, mark) is None:
                 report.waiting.append(cadence.format(start))
+                if len(report.waits) < 20:
+                    report.waits.append(core.why_waiting(start, cadence, close_after, now, mark))
                 continue
             reason = self.gate(et, start, cadence.next(start), now)
             if reason is not None:

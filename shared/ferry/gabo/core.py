@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ferry import humane
 from ferry.domain import periods
 from ferry.domain.manifests import NAME_PATTERN, events_endpoint
 from ferry.errors import BadRequest
@@ -503,6 +504,24 @@ def closable(start: datetime, cadence: periods.Cadence, close_after: timedelta, 
         return None
     return Closable(start, f"ended {iso(end)}, grace {periods.format_duration(close_after)} passed, "
                            f"all events received before the end are written (watermark {iso(mark)})")
+
+
+def why_waiting(start: datetime, cadence: periods.Cadence, close_after: timedelta, now: datetime,
+                mark: datetime | None) -> dict[str, Any]:
+    """Why a period that may not close yet waits, and until when (None: until the evidence arrives)."""
+    end = cadence.next(start)
+    grace = periods.format_duration(close_after)
+    if now < end + close_after:
+        until = end + close_after
+        return {"partition": cadence.format(start), "until": iso(until),
+                "reason": f"its grace period ({grace} after it ends) runs until {iso(until)}, "
+                          f"in {humane.duration((until - now).total_seconds())}"}
+    if mark is None:
+        return {"partition": cadence.format(start), "until": None,
+                "reason": "no watermark yet: the delivery backlog is unknown (a delivery run reports it)"}
+    return {"partition": cadence.format(start), "until": None,
+            "reason": f"events received before its end ({iso(end)}) may still be undelivered: the watermark "
+                      f"is {iso(mark)} ({humane.duration((end - mark).total_seconds())} behind)"}
 
 
 def next_open(start: datetime, cadence: periods.Cadence, closed: set[datetime]) -> datetime:

@@ -112,7 +112,7 @@ class IngestService:
                 return
             t = types.get(env.type)
             if t is None:
-                reject(index, item, env, broken.get(env.type) or f"unknown event type {env.type!r}")
+                reject(index, item, env, broken.get(env.type) or f"unknown event type {json.dumps(env.type)}")
                 return
             size = len(json.dumps(env.payload, separators=(",", ":"), ensure_ascii=False).encode())
             if size > t.event_type.spec.max_event_bytes:
@@ -122,7 +122,7 @@ class IngestService:
             error = next(iter(t.validator.iter_errors(env.payload)), None)
             if error is not None:
                 where = "/".join(str(p) for p in error.absolute_path) or "(payload)"
-                reject(index, item, env, f"schema: {where}: {error.message}"[:1000])
+                reject(index, item, env, f"schema: {where}: {schema_message(error)}"[:1000])
                 return
             names = core.Names(env.type)
             msg = Message(core.event_line(env, now),
@@ -166,3 +166,18 @@ def _raw(item: Any) -> bytes:
         return json.dumps(item, separators=(",", ":"), default=str).encode()
     except (RecursionError, ValueError, TypeError) as exc:
         return json.dumps({"unencodable": f"{type(exc).__name__}"}).encode()
+
+
+def schema_message(error: Any) -> str:
+    """A JSON Schema violation in JSON's words (the validator's own message quotes values as Python does)."""
+    def j(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False, default=str)[:200]
+
+    if error.validator == "enum":
+        return f"{j(error.instance)} is not one of {', '.join(j(v) for v in error.validator_value)}"
+    if error.validator == "type":
+        want = error.validator_value
+        return f"{j(error.instance)} is not of type {want if isinstance(want, str) else ' or '.join(want)}"
+    if error.validator == "const":
+        return f"{j(error.instance)} is not {j(error.validator_value)}"
+    return str(error.message).replace("'", '"')

@@ -214,19 +214,7 @@ def register(main: click.Group) -> None:
         """A backfill with the state of every partition."""
         data = ctx.client.get(f"/v1/backfills/{backfill_id}")
         if watch and not ctx.json:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            deadline = time.monotonic() + timeout
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          console=console) as bar:
-                task = bar.add_task(backfill_id, total=data["total"])
-                while True:
-                    bar.update(task, completed=data["finished"],
-                               description=f"{backfill_id} {data['state']}: {humane.counts(data['counts'])}")
-                    if data["state"] != "active" or time.monotonic() > deadline:
-                        break
-                    time.sleep(interval)
-                    data = ctx.client.get(f"/v1/backfills/{backfill_id}")
+            data = _watch(ctx, backfill_id, data, interval, timeout)
         ctx.emit(data, _backfill)
 
     @command(backfill, "halt", example="ferry backfill halt bf-1a2b3c --graceful")
@@ -278,6 +266,43 @@ def _follow(ctx: Ctx, workflow: str, parameter: str, execution: str | None, inte
         if not instance["active"] or (execution and execution != instance.get("execution_id")):
             return
         time.sleep(interval)
+ACTIVE = ("PENDING", "QUEUED", "SUBMITTED", "RUNNING")
+
+
+def _stuck(bf: dict[str, Any], n: int = 3) -> list[str]:
+    """Why the first few not-yet-running partitions wait (their instance's message)."""
+    waiting = [p for p in bf.get("partitions", []) if p.get("state") in ("PENDING", "QUEUED") and p.get("message")]
+    return [f"{p['parameter']} {str(p['state']).lower()}: {p['message']}" for p in waiting[:n]]
+
+
+def _watch(ctx: Ctx, backfill_id: str, data: dict[str, Any], interval: float, timeout: float) -> dict[str, Any]:
+    """Follow a backfill until it is no longer active: a bar with counts per state on a terminal, plain
+    lines (one per change) otherwise; and why waiting partitions wait."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    deadline = time.monotonic() + timeout
+    last = ""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
+                  disable=not console.is_terminal) as bar:
+        task = bar.add_task(backfill_id, total=data["total"])
+        while True:
+            line = f"{backfill_id} {data['state']}: {data['finished']}/{data['total']} finished — " \
+                   f"{humane.counts(data.get('counts') or {})}"
+            if console.is_terminal:
+                bar.update(task, completed=data["finished"], description=line)
+            elif line != last:
+                click.echo(line)
+                for why in _stuck(data):
+                    click.echo(f"  waiting: {why}")
+                last = line
+            if data["state"] != "active" or time.monotonic() > deadline:
+                break
+            time.sleep(interval)
+            data = ctx.client.get(f"/v1/backfills/{backfill_id}")
+    if console.is_terminal:
+        for why in _stuck(data):
+            console.print(f"waiting: {why}", markup=False)
+    return data
 
 
 def _list_backfills(ctx: Ctx, workflow: str | None) -> None:

@@ -89,17 +89,22 @@ def test_a_requested_port_in_use_is_named(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        with pytest.raises(InfraError, match=f"function api port {port}"):
-            stack._ports(stack.StackConfig(home=tmp_path, base_port=port), infra)
-        with pytest.raises(InfraError, match=f"pubsub emulator port {port}"):
-            stack._ports(stack.StackConfig(home=tmp_path, base_port=port - stack.PUBSUB_OFFSET), infra)
+        with pytest.raises(InfraError, match=f"function api: port {port}"):
+            stack._ports(stack.StackConfig(home=tmp_path, base_port=port, strict_ports=True), infra, tmp_path)
+        with pytest.raises(InfraError, match=f"pubsub emulator: port {port}"):
+            stack._ports(stack.StackConfig(home=tmp_path, base_port=port - stack.PUBSUB_OFFSET, strict_ports=True),
+                         infra, tmp_path)
+        # without strict ports (what `ferry dev up` does by default) the taken one moves, with a note
+        fns, ps, fs, notes = stack._ports(stack.StackConfig(home=tmp_path, base_port=port), infra, tmp_path)
+        assert fns["api"] != port and notes[0] == (f"function api: port {port} is in use by another program; "
+                                                   f"using {fns['api']} instead")
 
 
 def test_base_port_layout(tmp_path: Path) -> None:
     infra = Infra.model_validate({"service_accounts": [{"name": "ferry-api"}], "functions": [
         {"name": n, "entry_point": "api", "service_account": "ferry-api"} for n in ("zeta", "api", "alpha")]})
-    fns, ps, fs = stack._ports(stack.StackConfig(home=tmp_path, base_port=41000), infra)
-    assert fns == {"api": 41000, "zeta": 41001, "alpha": 41002} and (ps, fs) == (41090, 41091)
+    fns, ps, fs, notes = stack._ports(stack.StackConfig(home=tmp_path, base_port=41000), infra, tmp_path)
+    assert fns == {"api": 41000, "zeta": 41001, "alpha": 41002} and (ps, fs) == (41090, 41091) and not notes
 
 
 def test_missing_emulators_are_one_line_with_the_install_command(tmp_path: Path,

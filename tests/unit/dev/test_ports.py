@@ -1,0 +1,75 @@
+"""Port claims: stable when free, moved with a note when taken, never shared by stacks started at once."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ferry.dev import ports
+from ferry.errors import InfraError
+
+
+@pytest.fixture(autouse=True)
+def claims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "claims"
+    monkeypatch.setenv("FERRY_PORTS_DIR", str(d))
+    return d
+
+
+def _free_base(n: int = 4) -> int:
+    """A base with n consecutive free ports (probed; good enough for a test)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n < 65000 and all(ports.bindable(base + i) for i in range(n)):
+            return base
+    raise AssertionError("no free range")
+
+
+def test_the_preferred_ports_when_free_and_again_for_the_same_home(tmp_path: Path) -> None:
+    base = _free_base()
+    wanted = [ports.Wanted("function api", base), ports.Wanted("function x", base + 1)]
+    first = ports.claim(wanted, tmp_path / "a")
+    assert first.ports == {"function api": base, "function x": base + 1} and not first.notes
+    assert ports.claim(wanted, tmp_path / "a").ports == first.ports  # its own claims: reused
+    other = ports.claim(wanted, tmp_path / "b")  # another home: moved, with a note naming the holder
+    assert not set(other.ports.values()) & {base, base + 1}
+    assert other.notes[0].startswith(f"function api: port {base} is in use by the local stack in ")
+    assert str((tmp_path / "a").resolve()) in other.notes[0]
+    with pytest.raises(InfraError, match=f"port {base}"):
+        ports.claim(wanted, tmp_path / "c", strict=True)
+    assert ports.release(tmp_path / "a") == 2
+    assert ports.claim(wanted, tmp_path / "c").ports == first.ports  # released: free again
+
+
+def test_a_claim_of_a_stack_that_is_gone_is_stale(tmp_path: Path, claims: Path) -> None:
+    base = _free_base()
+    claims.mkdir(parents=True, exist_ok=True)
+    # claimed by a process that has exited, for a home whose state.json does not record the port
+    (claims / str(base)).write_text(json.dumps({"home": str(tmp_path / "gone"), "pid": 2 ** 22 + 12345, "at": 0}))
+    assert ports.claim([ports.Wanted("function api", base)], tmp_path / "a").ports["function api"] == base
+
+
+def test_stacks_started_at_once_never_share_a_port(tmp_path: Path, claims: Path) -> None:
+    """Six processes claim the same layout (and free ports) at the same moment, as `ferry dev up` does."""
+    base = _free_base(6)
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from ferry.dev import ports\n"
+        f"w = [ports.Wanted('a', {base}), ports.Wanted('b', {base + 1}), ports.Wanted('c', None)]\n"
+        "print(json.dumps(ports.claim(w, Path(sys.argv[1])).ports))\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f"home{i}")], stdout=subprocess.PIPE,
+                              text=True, env={**__import__("os").environ, "FERRY_PORTS_DIR": str(claims)})
+             for i in range(6)]
+    got = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    every = [port for g in got for port in g.values()]
+    assert len(every) == len(set(every)) == 18, got
+    assert sum(1 for g in got if g["a"] == base) == 1  # exactly one stack got the stable ports
