@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ferry.dev.harness import LocalStack
 
@@ -22,7 +23,7 @@ def test_the_json_flag_anywhere_gives_the_same_json(stack: LocalStack) -> None:
         outs.append(json.loads(out.stdout))
     assert outs[0] == outs[1] == outs[2]
     yaml_out = stack.cli("status", "-o", "yaml", env={"FERRY_NOW": NOW}, check=True).stdout
-    assert yaml_out.startswith("endpoints:")
+    assert yaml.safe_load(yaml_out) == outs[0]
 
 
 def test_dry_run_shows_a_field_level_diff_and_get_yaml_is_a_manifest(stack: LocalStack, tmp_path: Path) -> None:
