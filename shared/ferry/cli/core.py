@@ -76,10 +76,7 @@ def _value(v: Any) -> str:
 def offline_problems(sourced: list[tuple[str, Manifest]]) -> list[dict[str, Any]]:
     """The cross-object rules of apply (references between the given manifests only), with no stack:
     every subsystem's apply hook checked against an empty in-memory store."""
-    import ferry.datamon  # noqa: F401  (their apply hooks)
-    import ferry.gabo  # noqa: F401
-    import ferry.styx  # noqa: F401
-    from ferry.wiring import Services
+    from ferry.bootstrap import in_memory
 
     manifests = [m for _, m in sourced]
     in_file: list[int] = []  # each manifest's document index in its file (all are valid by now)
@@ -87,9 +84,10 @@ def offline_problems(sourced: list[tuple[str, Manifest]]) -> list[dict[str, Any]
     for f, _ in sourced:
         in_file.append(seen.get(f, 0))
         seen[f] = in_file[-1] + 1
-    hooks = Services.in_memory().apply.hooks
+    services = in_memory()
+    hooks = services.apply.hooks
     out = []
-    for problem in (p for h in hooks for p in h.check(manifests, Services.in_memory().manifests)):
+    for problem in (p for h in hooks for p in h.check(manifests, services.manifests)):
         d = problem.to_dict()
         if d.get("file") == "(input)" and 0 <= problem.document < len(sourced):
             d["file"], d["document"] = sourced[problem.document][0], in_file[problem.document]

@@ -17,6 +17,11 @@ from ferry.errors import Conflict, InfraError
 from ferry.infra.model import Infra
 
 
+@pytest.fixture(autouse=True)
+def own_port_claims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FERRY_PORTS_DIR", str(tmp_path / "port-claims"))
+
+
 @pytest.fixture
 def group() -> Iterator[subprocess.Popen[bytes]]:
     """A process group of a shell with a grandchild (like gcloud -> java)."""
@@ -104,7 +109,8 @@ def test_base_port_layout(tmp_path: Path) -> None:
     infra = Infra.model_validate({"service_accounts": [{"name": "ferry-api"}], "functions": [
         {"name": n, "entry_point": "api", "service_account": "ferry-api"} for n in ("zeta", "api", "alpha")]})
     fns, ps, fs, notes = stack._ports(stack.StackConfig(home=tmp_path, base_port=41000), infra, tmp_path)
-    assert fns == {"api": 41000, "zeta": 41001, "alpha": 41002} and (ps, fs) == (41090, 41091) and not notes
+    assert not notes, notes
+    assert fns == {"api": 41000, "zeta": 41001, "alpha": 41002} and (ps, fs) == (41090, 41091)
 
 
 def test_missing_emulators_are_one_line_with_the_install_command(tmp_path: Path,
