@@ -54,7 +54,7 @@ def test_whoami_and_a_refusal_that_explains_itself(stack: LocalStack, tmp_path: 
                     "spec: {partitioning: daily}\n")
     stack.cli("apply", "-f", str(path), user="mia@example.com", check=True)
     who = json.loads(stack.cli("whoami", "-o", "json", user="mia@example.com", check=True).stdout)
-    assert who["you"] == "mia@example.com" and who["api_sees"]["actor"] == "mia@example.com"
+    assert who["you"] == "mia@example.com" and who["api_sees"]["user"] == "mia@example.com"
     assert {"team": team, "role": "admin"} in who["api_sees"]["teams"]
     assert "the API sees: mia@example.com" in stack.cli("whoami", "--as", "mia@example.com", check=True).stdout
     refused = stack.cli("land", name, "2026-11-26", "--as", "eve@example.com")

@@ -35,12 +35,12 @@ def test_one_malformed_event_of_each_kind_among_99_valid_ones(stack: Any) -> Non
            json.dumps({"type": name, "id": "regex", "payload": {"track_id": "t" * 30 + "!", "ms_played": 1}})]
     lines = [json.dumps(v) for v in valid[:40]] + bad + [json.dumps(v) for v in valid[40:]]
     started = time.monotonic()
-    sent = cli(stack, "send", name, "-", now=core.iso(start_t), input="\n".join(lines))
+    sent = cli(stack, "send", name, "-", now=core.iso(start_t), input="\n".join(lines), exit_code=3)
     took = time.monotonic() - started
     assert (sent["received"], sent["accepted"], sent["rejected_count"]) == (104, 99, 5), sent
-    reasons = {x["index"]: x["reason"] for x in sent["rejected"]}
-    assert "not an event type name" in reasons[40] and "deeper than 64" in reasons[41]
-    assert "max_event_bytes" in reasons[42] and "ms_played" in reasons[43] and "does not match" in reasons[44]
+    reasons = {x["line"]: x["reason"] for x in sent["rejected"]}  # line numbers of the input, from 1
+    assert "not an event type name" in reasons[41] and "deeper than 64" in reasons[42]
+    assert "max_event_bytes" in reasons[43] and "ms_played" in reasons[44] and "does not match" in reasons[45]
     assert took < 30, took  # the catastrophic pattern alone took seconds per event on the old engine
 
     clock = VirtualClock(start_t + timedelta(seconds=70))

@@ -227,8 +227,9 @@ def register(main: click.Group) -> None:
                 console.print(f"the API did not answer: {seen['error']}")
                 return
             teams = ", ".join(f"{t['team']} ({t['role']})" for t in seen.get("teams", [])) or "no team"
-            console.print(f"the API sees: {seen.get('actor') or 'anonymous'} ({seen.get('identity')} identity); "
-                          f"teams: {teams}; admin: {'yes' if seen.get('admin') else 'no'}")
+            console.print(f"the API sees: {seen.get('user') or 'anonymous'} ({seen.get('identity')} identity); "
+                          f"teams: {teams}; admin: {'yes' if seen.get('admin') else 'no'}"
+                          + ("; the stack's operator (its secret)" if seen.get("operator") else ""))
             console.print("act as someone else with --as USER or FERRY_USER=USER")
         ctx.emit(data, human)
 

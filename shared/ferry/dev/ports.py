@@ -141,7 +141,21 @@ def claim(wanted: Sequence[Wanted], home: Path, host: str = "127.0.0.1", strict:
         now = time.time()
         for what, port in out.ports.items():
             (d / str(port)).write_text(json.dumps({"home": home_s, "what": what, "pid": os.getpid(), "at": now}))
+    Path(home).mkdir(parents=True, exist_ok=True)
+    (Path(home) / LAST_USED).write_text(json.dumps(out.ports))
     return out
+
+
+LAST_USED = "ports.json"
+
+
+def last_used(home: Path) -> dict[str, int]:
+    """The ports the home's last stack got (component -> port), so a moved port stays where it moved."""
+    try:
+        data = json.loads((Path(home) / LAST_USED).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): int(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def release(home: Path) -> int:

@@ -140,11 +140,16 @@ def _ports(config: StackConfig, infra: Infra, home: Path) -> tuple[dict[str, int
     if len(names) > MAX_FUNCTIONS:
         raise InfraError(f"at most {MAX_FUNCTIONS} functions fit the port layout, infra declares {len(names)}")
     b = config.base_port
-    wanted = [ports.Wanted(f"function {n}", None if b is None else b + i) for i, n in enumerate(names)]
+    # The ports of this home's last run, when one had to move: the same again (stable across down/up).
+    last = {} if config.strict_ports or b is None else ports.last_used(home)
+    wanted = [ports.Wanted(f"function {n}", None if b is None else last.get(f"function {n}", b + i))
+              for i, n in enumerate(names)]
     if not config.pubsub:
-        wanted.append(ports.Wanted("pubsub emulator", None if b is None else b + PUBSUB_OFFSET))
+        wanted.append(ports.Wanted("pubsub emulator", None if b is None else last.get("pubsub emulator",
+                                                                                         b + PUBSUB_OFFSET)))
     if not config.firestore:
-        wanted.append(ports.Wanted("firestore emulator", None if b is None else b + FIRESTORE_OFFSET))
+        wanted.append(ports.Wanted("firestore emulator", None if b is None else last.get("firestore emulator",
+                                                                                            b + FIRESTORE_OFFSET)))
     got = ports.claim(wanted, home, config.host, strict=config.strict_ports)
     fns = {n: got.ports[f"function {n}"] for n in names}
     return fns, got.ports.get("pubsub emulator"), got.ports.get("firestore emulator"), got.notes

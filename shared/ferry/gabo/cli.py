@@ -18,21 +18,18 @@ err_console = Console(stderr=True)
 FIRST_REJECTED = 100  # rejected events listed one by one (all are counted, per reason)
 
 
-def _wrap(line: bytes, event_type: str) -> tuple[bytes | None, str | None]:
-    """One NDJSON line as the envelope ingest takes, or (None, reason) when it is not JSON."""
+def _wrap(line: bytes, event_type: str) -> bytes:
+    """One NDJSON line as the envelope ingest takes: a bare payload wrapped as an event of ``event_type``.
+    A line that is not JSON goes as it is — ingest rejects that event alone, with its index."""
     try:
         doc = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return None, f"not JSON: {exc.msg}"
-    except ValueError as exc:  # not UTF-8
-        return None, f"not JSON: {exc}"
-    except RecursionError:
-        return None, "not JSON this client can read: nested too deeply"
+    except (ValueError, RecursionError):
+        return line
     if isinstance(doc, dict) and "payload" not in doc:
         doc = {"type": event_type, "id": str(doc.get("id", "")), "payload": doc}
     elif isinstance(doc, dict) and "type" not in doc:
         doc = {**doc, "type": event_type}
-    return json.dumps(doc, separators=(",", ":")).encode(), None
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def send_file(ctx: Ctx, event_type: str, file: str, batch: int) -> dict[str, Any]:
@@ -75,13 +72,7 @@ def send_file(ctx: Ctx, event_type: str, file: str, batch: int) -> dict[str, Any
                 line = raw.strip()
                 if not line:
                     continue
-                wrapped, problem = _wrap(line, event_type)
-                if wrapped is None:
-                    totals["received"] += 1
-                    totals["rejected_count"] += 1
-                    reject({"line": number, "id": None, "type": event_type, "reason": problem})
-                    continue
-                lines.append(wrapped)
+                lines.append(_wrap(line, event_type))
                 numbers.append(number)
                 if len(lines) >= batch:
                     flush(lines, numbers)

@@ -44,6 +44,7 @@ def test_the_preferred_ports_when_free_and_again_for_the_same_home(tmp_path: Pat
     assert str((tmp_path / "a").resolve()) in other.notes[0]
     with pytest.raises(InfraError, match=f"port {base}"):
         ports.claim(wanted, tmp_path / "c", strict=True)
+    assert ports.last_used(tmp_path / "b") == other.ports  # where b's moved ports went, for its next run
     assert ports.release(tmp_path / "a") == 2
     assert ports.claim(wanted, tmp_path / "c").ports == first.ports  # released: free again
 
