@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from ferry.domain import periods
 from ferry.dev.harness import run_cli
+from ferry.domain import periods
 from ferry.gabo import core
 
 PT1M = periods.partitioning("PT1M")

@@ -94,7 +94,7 @@ def register(main: click.Group) -> None:
                       title="failing notification channels", styles={"channel": lambda v: "bold red"})
         ctx.emit(data, human)
 
-    @command(main, "alerts")
+    @command(main, "alerts", example=("ferry alerts --owner team-playback", "ferry alerts --severity error --all"))
     @click.option("--owner", default=None, help="Only incidents of this team.")
     @click.option("--endpoint", default=None, help="Only incidents of this endpoint.")
     @click.option("--severity", type=click.Choice(["critical", "error", "warning", "info"]), default=None,
@@ -106,7 +106,7 @@ def register(main: click.Group) -> None:
         """Incidents: one per endpoint with its late partitions (count, oldest, newest), most severe first."""
         _show_alerts(ctx, owner, include_all, endpoint, severity, limit)
 
-    @command(main, "ack")
+    @command(main, "ack", example=("ferry ack INCIDENT_ID", "ferry ack --endpoint plays-hourly"))
     @click.argument("alert_ids", nargs=-1)
     @click.option("--endpoint", default=None, help="Every open incident of this endpoint.")
     @click.option("--owner", default=None, help="Every open incident of this team.")
@@ -116,7 +116,7 @@ def register(main: click.Group) -> None:
         ctx.emit(result, lambda r: console.print(
             f"acknowledged {r['acknowledged']} incident(s): {', '.join(a['id'] for a in r['items']) or 'none open'}"))
 
-    @command(main, "silence")
+    @command(main, "silence", example='ferry silence plays-hourly --for PT2H --reason "backfill running"')
     @click.argument("endpoint", required=False)
     @click.option("--owner", default=None, help="Silence every endpoint of this team instead.")
     @click.option("--for", "duration", required=True, help="How long, ISO 8601 (e.g. PT2H; at most P30D).")
@@ -128,7 +128,7 @@ def register(main: click.Group) -> None:
         ctx.emit(result, lambda r: console.print(
             f"silenced {r.get('endpoint') or 'owner ' + str(r.get('owner'))} until {r['until']} ({r['id']})"))
 
-    @command(main, "silences")
+    @command(main, "silences", example=("ferry silences", "ferry silences --end SILENCE_ID"))
     @click.option("--owner", default=None, help="Only silences concerning this team.")
     @click.option("--end", "end_id", default=None, help="End this silence now.")
     def silences_cmd(ctx: Ctx, owner: str | None, end_id: str | None) -> None:

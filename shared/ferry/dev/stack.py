@@ -31,9 +31,8 @@ from typing import Any
 import httpx
 
 from ferry.api.identity import SECRET_QUERY
-from ferry.dev import data, ports, processes
+from ferry.dev import data, ports, processes, receiver
 from ferry.dev import emulators as emu
-from ferry.dev import receiver
 from ferry.dev.scheduler import FiringRecord
 from ferry.errors import Conflict, InfraError
 from ferry.infra import model

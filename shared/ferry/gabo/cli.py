@@ -175,7 +175,7 @@ def register(main: click.Group) -> None:
         r = ctx.client.post("/v1/scale", {"event_type": event_type, "budget_s": budget_s, "publish": not dry_run})
         ctx.emit(r, lambda d: table(d["decisions"], ["event_type", "workers", "reason"], title="scaling"))
 
-    @command(main, "capacity")
+    @command(main, "capacity", example=("ferry capacity", "ferry capacity play -o json"))
     @click.argument("event_type", required=False)
     def capacity(ctx: Ctx, event_type: str | None) -> None:
         """Capacity per event type: observed rate, per-worker throughput, workers now and at 10× the peak,
@@ -196,7 +196,7 @@ def register(main: click.Group) -> None:
         if any(c["ok"] is False for c in r["capacity"]):
             sys.exit(3)
 
-    @command(main, "load")
+    @command(main, "load", example="ferry load play --rate 2000 --duration 60")
     @click.argument("event_type")
     @click.option("--rate", type=float, required=True, help="Events per second (at most 100000).")
     @click.option("--duration", type=float, required=True, help="Seconds of sending (at most 3600).")
