@@ -200,7 +200,7 @@ def styx_workflows(demo: Demo) -> None:
     tick_until(lambda: "DONE" in states("demo-styx-minutely"), datetime.now(UTC) + timedelta(minutes=2))
     demo.ferry("instances", "demo-styx-minutely")
     bf = demo.json("backfill", "create", "demo-styx-flaky", "2026-11-01", "2026-11-04", "--concurrency", "2",
-                   "-d", "demo backfill")
+                   "-d", "demo backfill", "--as", "ada@example.com")  # changes are made by someone
     tick_until(lambda: demo.json("backfill", "show", bf["id"])["state"] == "done")
     demo.ferry("backfill", "show", bf["id"])
     demo.ferry("timeline", "demo-styx-flaky", "2026-11-01")
