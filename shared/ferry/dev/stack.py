@@ -34,7 +34,7 @@ from ferry.api.identity import SECRET_QUERY
 from ferry.dev import data, ports, processes, receiver
 from ferry.dev import emulators as emu
 from ferry.dev.scheduler import FiringRecord
-from ferry.errors import Conflict, InfraError
+from ferry.errors import InfraError
 from ferry.infra import model
 from ferry.infra.model import Infra
 from ferry.infra.pubsub import pull_subscription_request, push_subscription_request, topic_path
@@ -298,9 +298,9 @@ def up(config: StackConfig) -> UpResult:
     """Start the local stack described by ``config`` and record it in ``<home>/state.json``.
 
     Returns the recorded state (``already_running`` when a complete stack of this home is up: it is
-    reused). Raises InfraError when the emulators are missing, a port is in use, or anything does not
-    become ready in time (whatever was started is then stopped again); Conflict when a previous stack
-    of this home is partly running.
+    reused; ``repaired`` names what was restarted when it was partly running — see
+    :mod:`ferry.dev.repair`). Raises InfraError when the emulators are missing, a port is in use, or
+    anything does not become ready in time (whatever was started is then stopped again).
     """
     t0 = time.monotonic()
     home = Path(config.home).resolve()
@@ -310,8 +310,12 @@ def up(config: StackConfig) -> UpResult:
         if running:
             return UpResult(previous, already_running=True)
         if any(processes.ours(c) for c in previous.get("components", [])):
-            raise Conflict(f"a previous local stack in {home} is partly running ({', '.join(dead)} stopped): "
-                           "run `ferry dev down` first")
+            # half-running: restart what died in place, keep what lives (and the Firestore data)
+            from ferry.dev.repair import repair
+
+            repaired = repair(previous, config)
+            _write_state(home, repaired)
+            return UpResult(repaired, seconds=time.monotonic() - t0)
         state_path(home).unlink()  # stale: nothing of it runs any more
 
     if not (config.firestore and config.pubsub):

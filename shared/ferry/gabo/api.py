@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ferry.api.identity import cap_budget
 from ferry.api.router import Call, Router
+from ferry.errors import FerryError
 from ferry.gabo.delivery import WorkOrder
 from ferry.gabo.service import gabo
 
@@ -59,7 +60,13 @@ def close(call: Call) -> dict[str, Any]:
 def scale(call: Call) -> dict[str, Any]:
     req: ScaleRequest = call.body(ScaleRequest) if call.raw_body else ScaleRequest()
     budget = cap_budget(call.services, req.budget_s)
-    return {"decisions": gabo(call.services).scale(call.now(), req.event_type, budget, req.publish)}
+    g = gabo(call.services)
+    try:  # first: a lost topic would fail the work orders' publish below
+        reconciled: dict[str, Any] = g.reconcile(call.now())
+    except FerryError as exc:
+        reconciled = {"error": exc.message}
+    return {"reconciled": reconciled,
+            "decisions": g.scale(call.now(), req.event_type, budget, req.publish, g.delivery_capacity())}
 
 
 @router.route("/v1/capacity", ("GET",), summary="Capacity model per event type: rate, per-worker throughput, "

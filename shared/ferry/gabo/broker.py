@@ -37,9 +37,14 @@ class SubscriptionSpec:
     retention_s: int = RETENTION_S
     dead_letter_topic: str | None = None
     max_delivery_attempts: int = 5
+    push_endpoint: str | None = None  # a push subscription to this URL (the local stack's functions)
 
 
 class DeliveryBroker(Protocol):
+    def existing(self) -> tuple[set[str], set[str]]:
+        """The short names of the project's topics and subscriptions (the reconcile's one look)."""
+        ...
+
     def ensure_topic(self, name: str) -> bool:
         """Create topic ``name`` if absent. Returns True when created."""
         ...
@@ -101,6 +106,18 @@ class PubSubBroker:
     def sub_path(self, name: str) -> str:
         return f"projects/{self.project}/subscriptions/{name}"
 
+    def existing(self) -> tuple[set[str], set[str]]:
+        from google.api_core import exceptions as gexc
+
+        project = f"projects/{self.project}"
+        try:
+            topics = {t.name.rsplit("/", 1)[1] for t in self.publisher.list_topics(request={"project": project})}
+            subs = {s.name.rsplit("/", 1)[1]
+                    for s in self.subscriber.list_subscriptions(request={"project": project})}
+        except gexc.GoogleAPICallError as exc:
+            raise InfraError(f"listing topics and subscriptions failed: {exc}") from exc
+        return topics, subs
+
     def ensure_topic(self, name: str) -> bool:
         from google.api_core import exceptions as gexc
 
@@ -115,7 +132,7 @@ class PubSubBroker:
     def ensure_subscription(self, spec: SubscriptionSpec) -> bool:
         from google.api_core import exceptions as gexc
         from google.protobuf import duration_pb2, field_mask_pb2
-        from google.pubsub_v1.types import DeadLetterPolicy, Subscription
+        from google.pubsub_v1.types import DeadLetterPolicy, PushConfig, Subscription
 
         dlp = (DeadLetterPolicy(dead_letter_topic=self.topic_path(spec.dead_letter_topic),
                                 max_delivery_attempts=spec.max_delivery_attempts)
@@ -123,7 +140,8 @@ class PubSubBroker:
         sub = Subscription(name=self.sub_path(spec.name), topic=self.topic_path(spec.topic),
                            ack_deadline_seconds=spec.ack_deadline_s,
                            message_retention_duration=duration_pb2.Duration(seconds=spec.retention_s),
-                           dead_letter_policy=dlp)
+                           dead_letter_policy=dlp,
+                           push_config=PushConfig(push_endpoint=spec.push_endpoint) if spec.push_endpoint else None)
         try:
             self.subscriber.create_subscription(request=sub)
             return True
@@ -237,6 +255,10 @@ class MemoryBroker:
                     if s.spec.topic == topic:
                         s.available.append((mid, m, self._now()))
             return ids
+
+    def existing(self) -> tuple[set[str], set[str]]:
+        with self._lock:
+            return set(self.topics), set(self.subs)
 
     def ensure_topic(self, name: str) -> bool:
         with self._lock:

@@ -592,3 +592,44 @@ def decide_workers(i: ScaleInputs) -> ScaleDecision:
     if i.undelivered == 0:
         return ScaleDecision(clamp(lo), "no backlog", i)
     return ScaleDecision(clamp(current), "steady", i)
+
+
+# ------------------------------------------------------------------------------------- fair delivery
+
+def fair_shares(wanted: Mapping[str, int], capacity: int | None, start: int = 0) -> dict[str, int]:
+    """Split ``capacity`` parallel delivery workers among types by max-min fairness: every type that
+    wants workers gets one before any type gets a second, and so on; no type gets more than it wants.
+
+    ``capacity`` None: no limit (each type gets what it wants). With more hungry types than capacity,
+    who goes first rotates with ``start`` (the scaler passes the minute), so none waits more than a few
+    ticks.
+    """
+    if capacity is None:
+        return dict(wanted)
+    names = sorted(wanted)
+    k = start % len(names) if names else 0
+    names = names[k:] + names[:k]
+    out = {t: 0 for t in wanted}
+    left = max(0, capacity)
+    while left > 0:
+        hungry = [t for t in names if out[t] < wanted[t]]
+        if not hungry:
+            break
+        for t in hungry[:left]:
+            out[t] += 1
+        left -= min(left, len(hungry))
+    return out
+
+
+def interleave(orders: Mapping[str, Sequence[Any]], start: int = 0) -> list[Any]:
+    """Round-robin across types (from the ``start``-th, rotating each tick), so that a queue of work
+    orders never holds one type's whole batch ahead of another type's first order."""
+    names = sorted(orders)
+    if not names:
+        return []
+    k = start % len(names)
+    names = names[k:] + names[:k]
+    out: list[Any] = []
+    for i in range(max(len(v) for v in orders.values())):
+        out.extend(orders[n][i] for n in names if i < len(orders[n]))
+    return out

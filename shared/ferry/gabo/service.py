@@ -146,23 +146,43 @@ class Gabo:
         et, _ = self.event_type(order.event_type)
         return self.closer().run_shard(et, order, now)
 
+    def reconcile(self, now: datetime) -> dict[str, Any]:
+        """Recreate missing topics and subscriptions (``infra/``'s and the applied types'); see
+        :mod:`ferry.gabo.reconcile`. Returns what it recreated."""
+        from ferry.gabo.reconcile import FORCED_DELETES, declared, reconcile
+
+        infra, urls = declared()
+        forced = [d for _, d in self.services.store.query(FORCED_DELETES)]
+        return reconcile(self.broker, infra, [et for et, _ in self.event_types()], urls,
+                         self.services.settings.project, forced, now).to_dict()
+
     def scale(self, now: datetime, name: str | None = None, budget_s: float = 50.0,
-              publish: bool = True) -> list[dict[str, Any]]:
-        """Decide, per type, how many delivery work orders run in parallel; publish them; record why."""
-        out = []
+              publish: bool = True, capacity: int | None = None) -> list[dict[str, Any]]:
+        """Decide, per type, how many delivery work orders run in parallel; share the delivery
+        function's ``capacity`` fairly among the types (one each before any gets two); publish the
+        orders interleaved across types; record why."""
+        decided = []
         for et, _ in self.event_types(name):
             inputs = self.backlog(et, now, budget_s)
-            decision = core.decide_workers(inputs)
-            bits = self.choose_shard_bits(et, inputs)
-            orders = [WorkOrder(event_type=et.name, budget_s=budget_s, worker=i, shard_bits=bits)
-                      for i in range(decision.workers)]
-            if publish and orders:
+            decided.append((et, inputs, core.decide_workers(inputs), self.choose_shard_bits(et, inputs)))
+        tick = int(now.timestamp() // 60)
+        shares = core.fair_shares({et.name: d.workers for et, _, d, _ in decided}, capacity, start=tick)
+        orders = {et.name: [WorkOrder(event_type=et.name, budget_s=budget_s, worker=i, shard_bits=bits)
+                            for i in range(shares[et.name])] for et, _, _, bits in decided}
+        if publish:
+            queue = core.interleave(orders, start=tick)
+            if queue:
                 self.services.publisher.publish(core.WORK_ORDERS_TOPIC, [
-                    Message(o.model_dump_json().encode(), {"event_type": et.name}) for o in orders])
-            record = {"workers": decision.workers, "reason": decision.reason, "inputs": inputs.to_dict(),
-                      "published": publish, "shard_bits": bits}
+                    Message(o.model_dump_json().encode(), {"event_type": o.event_type}) for o in queue])
+        out = []
+        for et, inputs, decision, bits in decided:
+            granted = shares[et.name]
+            reason = decision.reason if granted == decision.workers else (
+                f"{decision.reason}; fair share of the delivery capacity {capacity}: {granted} of {decision.workers}")
+            record = {"workers": granted, "wanted": decision.workers, "reason": reason,
+                      "inputs": inputs.to_dict(), "published": publish, "shard_bits": bits}
             self.state.record_decision(et.name, now, record)
-            log.event(logger, log.INFO, f"scale {et.name}: {decision.workers} worker(s) — {decision.reason}",
+            log.event(logger, log.INFO, f"scale {et.name}: {granted} worker(s) — {reason}",
                       labels={"event_type": et.name}, inputs=inputs.to_dict())
             out.append({"event_type": et.name, **record})
         if publish:
@@ -271,6 +291,19 @@ class Gabo:
                       capacity=c.to_dict())
             sent += 1
         return sent
+
+    def delivery_capacity(self) -> int | None:
+        """How many work orders the delivery function runs at once (``max_instances × concurrency`` of
+        ``deliver`` in ``infra/``), or None when unknown."""
+        from ferry.gabo.reconcile import declared
+
+        infra, local = declared()
+        fn = next((f for f in infra.functions if f.name == "deliver"), None) if infra else None
+        if fn is None:
+            return None
+        if local:  # the local stack runs one instance of max(4, concurrency) threads (dev.stack.function_env)
+            return max(4, fn.concurrency)
+        return fn.max_instances * fn.concurrency
 
     def backlog(self, et: EventType, now: datetime, budget_s: float) -> core.ScaleInputs:
         """Scaler inputs: the backlog from the backlog source (Cloud Monitoring's ``num_undelivered_messages``

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ferry.dev import processes, stack
-from ferry.errors import Conflict, InfraError
+from ferry.errors import InfraError
 from ferry.infra.model import Infra
 
 
@@ -70,14 +70,14 @@ def test_down_stops_recorded_groups_and_nothing_else(group: subprocess.Popen[byt
     assert not (tmp_path / "state.json").exists()
 
 
-def test_a_partly_running_stack_is_refused(group: subprocess.Popen[bytes], tmp_path: Path) -> None:
+def test_a_partly_running_stack_restarts_only_what_died(group: subprocess.Popen[bytes], tmp_path: Path) -> None:
+    from ferry.dev import repair
+
     dead = subprocess.Popen(["true"], start_new_session=True)
     dead.wait()
     state = {"home": str(tmp_path), "components": [_component("api", group), _component("probe", dead)]}
-    (tmp_path / "state.json").write_text(json.dumps(state))
     assert stack.is_running(state) == (False, ["probe"])
-    with pytest.raises(Conflict, match="partly running"):
-        stack.up(stack.StackConfig(home=tmp_path))
+    assert [c["name"] for c in repair.dead_components(state)] == ["probe"]  # the living api is kept
 
 
 def test_a_stale_state_is_not_ours(tmp_path: Path) -> None:

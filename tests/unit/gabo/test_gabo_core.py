@@ -170,3 +170,18 @@ def test_names() -> None:
         "gabo-play", "gabo-play-delivery", "gabo-play-dead-letter", "gabo-play-quarantine", "gabo-play-shadow",
         "events.play")
     assert n.hold(n.dead_letter) == "gabo-play-dead-letter-hold"
+
+
+def test_fair_shares_give_every_hungry_type_one_before_any_gets_two() -> None:
+    assert core.fair_shares({"big": 40, "small": 1}, 4) == {"big": 3, "small": 1}
+    assert core.fair_shares({"a": 2, "b": 2, "c": 0}, 10) == {"a": 2, "b": 2, "c": 0}
+    assert core.fair_shares({"a": 5, "b": 5, "c": 5}, 2) == {"a": 1, "b": 1, "c": 0}
+    assert core.fair_shares({"a": 5, "b": 5, "c": 5}, 2, start=2) == {"a": 1, "b": 0, "c": 1}  # rotates
+    assert core.fair_shares({"a": 5}, None) == {"a": 5}
+
+
+def test_interleave_alternates_types_and_rotates_its_start() -> None:
+    orders = {"big": ["b1", "b2", "b3"], "small": ["s1"]}
+    assert core.interleave(orders) == ["b1", "s1", "b2", "b3"]
+    assert core.interleave(orders, start=1) == ["s1", "b1", "b2", "b3"]
+    assert core.interleave({}) == []

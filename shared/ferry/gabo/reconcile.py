@@ -1,0 +1,132 @@
+"""Self-healing Pub/Sub: recreate what should exist and does not, on every scale tick.
+
+What should exist: the topics and pull subscriptions of ``infra/``, the push subscriptions of its
+functions' Pub/Sub triggers where their URLs are known (the local stack; in the cloud Eventarc owns
+them and ``ferry deploy`` converges them), and for every applied event type its topics and
+subscriptions (:func:`ferry.gabo.provision.provision`'s set) — except the delivery subscription of a
+type deleted with ``--force``, which is kept until its retention ends and then deleted here.
+
+Idempotent by construction: it lists what exists (two list calls), creates only what is missing
+(create-if-absent), and reports what it recreated — an empty report when nothing was missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from ferry import log
+from ferry.domain.manifests import EventType
+from ferry.errors import InfraError
+from ferry.gabo.broker import DeliveryBroker, SubscriptionSpec
+from ferry.gabo.core import Names
+from ferry.gabo.delivery import ACK_DEADLINE_S
+from ferry.infra.model import Infra
+
+logger = log.get("gabo.reconcile")
+
+# Deletes given up with --force: who, when, what was outstanding, until when the subscription is kept.
+FORCED_DELETES = "gabo_forced_deletes"
+
+
+@dataclass
+class Reconciled:
+    topics: list[str] = field(default_factory=list)
+    subscriptions: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)  # kept subscriptions of force-deleted types, now gone
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"topics": self.topics, "subscriptions": self.subscriptions, "expired": self.expired,
+                "notes": self.notes}
+
+
+def wanted(infra: Infra | None, event_types: Iterable[EventType],
+           push_urls: dict[str, str] | None = None,
+           project: str = "") -> tuple[list[str], list[SubscriptionSpec]]:
+    """Every topic and subscription that should exist (pure: from the declarations)."""
+    topics: list[str] = []
+    subs: list[SubscriptionSpec] = []
+    if infra is not None:
+        topics += [t.name for t in infra.topics]
+        subs += [SubscriptionSpec(s.name, s.topic, ack_deadline_s=s.ack_deadline_seconds,
+                                  dead_letter_topic=s.dead_letter_topic, max_delivery_attempts=s.max_delivery_attempts)
+                 for s in infra.subscriptions]
+        for fn, trig in infra.push_subscriptions():
+            if push_urls and fn.name in push_urls:
+                # the topic in the path: functions-framework builds the CloudEvent's source from it
+                endpoint = f"{push_urls[fn.name]}/projects/{project}/topics/{trig.topic}"
+                subs.append(SubscriptionSpec(trig.subscription, trig.topic, ack_deadline_s=trig.ack_deadline_seconds,
+                                             dead_letter_topic=trig.dead_letter_topic,
+                                             max_delivery_attempts=trig.max_delivery_attempts,
+                                             push_endpoint=endpoint))
+    for et in event_types:
+        n = Names(et.name)
+        held = [n.dead_letter, n.quarantine] + ([n.shadow] if et.spec.darkload > 0 else [])
+        topics += [n.topic, *held]
+        subs.append(SubscriptionSpec(n.subscription, n.topic, ack_deadline_s=ACK_DEADLINE_S,
+                                     dead_letter_topic=n.dead_letter,
+                                     max_delivery_attempts=et.spec.max_delivery_attempts))
+        subs += [SubscriptionSpec(n.hold(t), t, ack_deadline_s=60) for t in held]
+    return list(dict.fromkeys(topics)), list({s.name: s for s in subs}.values())
+
+
+def reconcile(broker: DeliveryBroker, infra: Infra | None, event_types: Sequence[EventType],
+              push_urls: dict[str, str] | None = None, project: str = "",
+              forced: Sequence[dict[str, Any]] = (), now: datetime | None = None) -> Reconciled:
+    """Create the missing topics and subscriptions; delete kept subscriptions whose time is up.
+
+    ``forced``: records of types deleted with ``--force`` (``subscription``, ``keep_until``).
+    """
+    out = Reconciled()
+    topics, subs = wanted(infra, event_types, push_urls, project)
+    have_topics, have_subs = broker.existing()
+    # a topic first, then what subscribes to it (a dead-letter topic before its subscription too)
+    for t in topics:
+        if t not in have_topics and broker.ensure_topic(t):
+            out.topics.append(t)
+    for s in subs:
+        if s.name in have_subs:
+            continue
+        try:
+            created = broker.ensure_subscription(s)
+        except InfraError as exc:
+            if not s.dead_letter_topic:
+                raise
+            # the emulator refuses some dead-letter policies: the subscription matters more
+            out.notes.append(f"subscription {s.name}: created without its dead-letter policy ({exc.message})")
+            created = broker.ensure_subscription(replace(s, dead_letter_topic=None))
+        if created:
+            out.subscriptions.append(s.name)
+    applied = {et.name for et in event_types}
+    for rec in forced:
+        name = rec.get("subscription")
+        if not name or rec.get("event_type") in applied:
+            continue  # re-applied: it is the type's own subscription again
+        if now is not None and rec.get("keep_until") and now >= rec["keep_until"] and name in have_subs:
+            broker.delete_subscription(name)
+            out.expired.append(name)
+    if out.topics or out.subscriptions:
+        log.event(logger, 30, f"reconcile recreated {len(out.topics)} topic(s) and {len(out.subscriptions)} "
+                  "subscription(s)", recreated=out.to_dict())
+    return out
+
+
+def declared() -> tuple[Infra | None, dict[str, str] | None]:
+    """``infra/`` and the push URLs of its functions: from the local stack's record when this process
+    runs in one (``FERRY_HOME``), else the repository's ``infra/`` if present (no push URLs)."""
+    import os
+    from pathlib import Path
+
+    from ferry.infra import model
+
+    home = os.environ.get("FERRY_HOME")
+    if home:
+        from ferry.dev import stack
+
+        state = stack.read_state(Path(home))
+        if state is not None:
+            return stack.load_infra(state), stack.function_urls(state)
+    return (model.load() if model.DEFAULT_DIR.is_dir() else None), None

@@ -1,0 +1,103 @@
+"""The Pub/Sub emulator killed and restarted under load, on a stack of its own (its own emulators):
+the reconcile restores every topic and subscription; ``ferry dev up`` repairs the half-running stack,
+keeping Firestore's data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ferry.dev import emulators as emu
+from ferry.dev.harness import ferry_executable
+from ferry.gabo import core
+
+from .test_gabo import SCHEMA, t0
+
+pytestmark = pytest.mark.emulator
+
+
+class Own:
+    def __init__(self, home: Path) -> None:
+        drop = ("FERRY_API", "FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "FERRY_USER")
+        self.home = home
+        self.env = {**{k: v for k, v in os.environ.items() if k not in drop}, "FERRY_HOME": str(home)}
+
+    def run(self, *args: str, now: str | None = None, input: str | None = None, timeout: float = 300) -> Any:
+        env = dict(self.env, **({"FERRY_NOW": now} if now else {}))
+        r = subprocess.run([ferry_executable(), *args, "--json"], env=env, input=input, capture_output=True,
+                           text=True, timeout=timeout, cwd=self.home)
+        assert r.returncode == 0, f"ferry {args} exited {r.returncode}: {r.stdout[-2000:]} {r.stderr[-2000:]}"
+        return json.loads(r.stdout)
+
+    def state(self) -> dict[str, Any]:
+        return json.loads((self.home / "state.json").read_text())
+
+    def pubsub(self) -> dict[str, Any]:
+        return next(c for c in self.state()["components"] if c["kind"] == "emulator" and c["name"] == "pubsub")
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Own]:
+    stack = Own(tmp_path_factory.mktemp("selfheal-home"))
+    stack.run("dev", "up", "--no-scheduler", "--project", f"heal-{uuid.uuid4().hex[:6]}", timeout=300)
+    try:
+        yield stack
+    finally:
+        subprocess.run([ferry_executable(), "dev", "down"], env=stack.env, capture_output=True, timeout=120,
+                       cwd=stack.home)
+
+
+def _kill_pubsub(stack: Own, pid: int | None = None) -> dict[str, Any]:
+    """SIGKILL the emulator's process group (the recorded one, or ``pid``'s) and wait for its port."""
+    comp = stack.pubsub()
+    os.killpg(pid or comp["pid"], signal.SIGKILL)
+    end = time.monotonic() + 60
+    while emu.port_in_use(comp["port"]) and time.monotonic() < end:
+        time.sleep(0.2)
+    return comp
+
+
+def _send(stack: Own, name: str, ids: list[str], at: str) -> dict[str, Any]:
+    lines = "\n".join(json.dumps({"type": name, "id": i, "payload": {"track_id": i, "ms_played": 1}}) for i in ids)
+    return stack.run("send", name, "-", now=at, input=lines)
+
+
+def test_pubsub_restart_is_healed_by_the_reconcile_and_dev_up(own: Own) -> None:
+    name = f"heal-{uuid.uuid4().hex[:6]}"
+    manifest = own.home / f"{name}.json"
+    manifest.write_text(json.dumps({"kind": "EventType", "metadata": {"name": name, "owner": "team-e2e"},
+                                    "spec": {"schema": SCHEMA, "partitioning": "PT1M", "close_after": "PT10S"}}))
+    own.run("apply", "-f", str(manifest))
+    start_t = t0()
+    at = core.iso(start_t)
+    assert _send(own, name, [f"lost{i}" for i in range(5000)], at)["accepted"] == 5000
+
+    # killed with 5,000 accepted events in its memory; restarted bare, as a supervisor would
+    comp = _kill_pubsub(own)
+    proc = emu.spawn(emu.PUBSUB, comp["port"], Path(comp["log"]), own.state()["project"])
+    emu.wait_http(comp["url"] + "/", 120, proc)
+    healed = own.run("scale", "--dry-run")["reconciled"]
+    assert {f"gabo-{name}", "gabo-work-orders", "ferry-alerts"} <= set(healed["topics"]), healed
+    assert {f"gabo-{name}-delivery", "gabo-work-orders-deliver"} <= set(healed["subscriptions"]), healed
+    assert own.run("scale", "--dry-run")["reconciled"]["topics"] == []  # idempotent: nothing missing now
+
+    # ingest goes on after the restart
+    assert _send(own, name, [f"kept{i}" for i in range(1000)], at)["accepted"] == 1000
+
+    # killed again: `ferry dev up` restarts it in place (the rest lives on) and re-provisions
+    _kill_pubsub(own, proc.pid)
+    up = own.run("dev", "up", "--no-scheduler", timeout=300)
+    assert up["repaired"] == ["pubsub"], up.get("repaired")
+    assert f"gabo-{name}-delivery" in up["reconciled"]["subscriptions"]
+    assert own.run("get", "eventtype", name)["metadata"]["name"] == name  # Firestore kept its data
+    assert _send(own, name, ["after-repair"], core.iso(start_t + timedelta(minutes=20)))["accepted"] == 1
