@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -58,3 +58,86 @@ def test_apply_refuses_a_schema_ingest_could_not_evaluate(stack: Any, tmp_path: 
                                     "spec": {"schema": schema}}))
         r = stack.cli("apply", "-f", str(path))
         assert r.returncode == 3 and reason in r.stdout + r.stderr, (r.stdout, r.stderr)
+
+
+def _send(stack: Any, name: str, ids: list[str], at: datetime) -> dict[str, Any]:
+    lines = [json.dumps({"type": name, "id": i, "payload": {"track_id": f"t{i}", "ms_played": 1}}) for i in ids]
+    return cli(stack, "send", name, "-", now=core.iso(at), input="\n".join(lines))
+
+
+def test_deleting_a_type_with_a_backlog_is_refused_and_drain_lands_every_id_once(stack: Any) -> None:
+    name = f"del-{uuid.uuid4().hex[:6]}"
+    apply_type(stack, name)
+    start_t = t0()
+    ids = [f"e{i}" for i in range(3000)]
+    assert _send(stack, name, ids, start_t)["accepted"] == 3000
+    env = dict(stack.env, FERRY_NOW=core.iso(start_t + timedelta(seconds=70)))  # the period has ended
+    refused = stack.cli("delete", "eventtype", name)
+    text = refused.stdout + refused.stderr
+    assert refused.returncode == 3, text
+    assert "3,000 accepted events in 1 period(s) not closed" in text and "3,000 not delivered" in text, text
+    # still there, still delivering
+    assert stack.cli("get", "eventtype", name).returncode == 0
+    import subprocess
+
+    drained = subprocess.run([str(stack_ferry()), "delete", "eventtype", name, "--drain", "--json"], env=env,
+                             capture_output=True, text=True, timeout=300, cwd=stack.home)
+    assert drained.returncode == 0, (drained.stdout, drained.stderr)
+    assert stack.cli("get", "eventtype", name).returncode == 3  # gone
+    got, marker = final_ids(stack, name, start_t.replace(second=0))
+    assert sorted(got) == sorted(ids) and marker["events"] == 3000  # every accepted id, once
+
+
+def stack_ferry() -> str:
+    from ferry.dev.harness import ferry_executable
+
+    return ferry_executable()
+
+
+def test_ingest_paused_between_stamp_and_publish_lands_in_its_stamped_period(stack: Any) -> None:
+    """The ingest code itself (in process, on the stack's emulators) with a publisher that stalls: a
+    close during the stall holds the period open; afterwards every event is in the period it was
+    stamped in, none late."""
+    import threading
+
+    from ferry.gabo.ingest import IngestService
+    from ferry.gabo.ledger import Ledger
+
+    name = f"pause-{uuid.uuid4().hex[:6]}"
+    apply_type(stack, name)
+    start_t = t0() + timedelta(seconds=40)  # stamped at :50
+    svc = stack.services()
+    release, paused = threading.Event(), threading.Event()
+
+    class StalledPublisher:
+        def publish(self, topic: str, messages: Any) -> Any:
+            paused.set()
+            assert release.wait(120)
+            return svc.publisher.publish(topic, messages)
+
+    events = [{"type": name, "id": f"p{i}", "payload": {"track_id": "t", "ms_played": i}} for i in range(2000)]
+    ingest = IngestService(svc.manifests, StalledPublisher(), Ledger(svc.store))
+    result: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: result.update(r=ingest.ingest(events, start_t)))
+    worker.start()
+    try:
+        assert paused.wait(60)
+        _send(stack, name, ["q1", "q2"], start_t)  # another request of the same second gets through
+        clock = VirtualClock(start_t + timedelta(seconds=30))
+        deliver_until(stack, name, clock, lambda rs: sum(r["written"] for r in rs) >= 2 and rs[-1]["drained"])
+        time.sleep(6)  # drains are trusted after a few seconds
+        held = cli(stack, "close", name, now=clock.iso(plus_s=20))["reports"][0]
+        partition = core.iso(start_t)[:16]
+        assert partition not in {c["partition"] for c in held["closed"]}
+        assert any(h["partition"] == partition and "not yet confirmed" in h["reason"] for h in held["open"])
+    finally:
+        release.set()
+        worker.join(120)
+    assert result["r"].accepted == 2000
+    deliver_until(stack, name, clock, lambda rs: sum(r["written"] for r in rs) >= 2000 and rs[-1]["drained"])
+    time.sleep(6)
+    closed = cli(stack, "close", name, now=clock.iso(plus_s=30))["reports"][0]
+    mine = {c["partition"]: c for c in closed["closed"]}
+    assert mine[partition]["events"] == 2002 and mine[partition]["late"] == 0
+    got, marker = final_ids(stack, name, start_t.replace(second=0))
+    assert sorted(got) == sorted([e["id"] for e in events] + ["q1", "q2"]) and marker["late_events"] == 0

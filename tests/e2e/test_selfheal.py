@@ -1,6 +1,7 @@
 """The Pub/Sub emulator killed and restarted under load, on a stack of its own (its own emulators):
-the reconcile restores every topic and subscription; ``ferry dev up`` repairs the half-running stack,
-keeping Firestore's data."""
+the reconcile restores every topic and subscription, the events lost with the emulator's memory are
+reported missing by the ledger check, and their period does not close — no ``_SUCCESS`` with a wrong
+count; ``ferry dev up`` repairs the half-running stack, keeping Firestore's data."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from ferry.dev import emulators as emu
 from ferry.dev.harness import ferry_executable
 from ferry.gabo import core
 
-from .test_gabo import SCHEMA, t0
+from .test_gabo import SCHEMA, VirtualClock, t0
 
 pytestmark = pytest.mark.emulator
 
@@ -72,7 +73,7 @@ def _send(stack: Own, name: str, ids: list[str], at: str) -> dict[str, Any]:
     return stack.run("send", name, "-", now=at, input=lines)
 
 
-def test_pubsub_restart_is_healed_by_the_reconcile_and_dev_up(own: Own) -> None:
+def test_pubsub_restart_is_healed_and_lost_events_are_reported_missing(own: Own) -> None:
     name = f"heal-{uuid.uuid4().hex[:6]}"
     manifest = own.home / f"{name}.json"
     manifest.write_text(json.dumps({"kind": "EventType", "metadata": {"name": name, "owner": "team-e2e"},
@@ -91,8 +92,31 @@ def test_pubsub_restart_is_healed_by_the_reconcile_and_dev_up(own: Own) -> None:
     assert {f"gabo-{name}-delivery", "gabo-work-orders-deliver"} <= set(healed["subscriptions"]), healed
     assert own.run("scale", "--dry-run")["reconciled"]["topics"] == []  # idempotent: nothing missing now
 
-    # ingest goes on after the restart
+    # ingest goes on; delivery writes what survived; the period does not close short of the ledger
     assert _send(own, name, [f"kept{i}" for i in range(1000)], at)["accepted"] == 1000
+    clock = VirtualClock(start_t + timedelta(seconds=70))
+    written = 0
+    end = time.monotonic() + 240
+    while written < 1000 and time.monotonic() < end:
+        written += own.run("deliver", name, "--budget", "20", now=clock.iso())["written"]
+    assert written == 1000
+    time.sleep(6)
+    own.run("deliver", name, "--budget", "5", now=clock.iso())  # a drain after the period's end
+    time.sleep(6)
+    partition = at[:16]
+    rep = own.run("close", name, now=clock.iso(plus_s=20))["reports"][0]
+    assert partition not in {c["partition"] for c in rep["closed"]}
+    [held] = [h for h in rep["open"] if h["partition"] == partition]
+    assert held["reason"] == f"5,000 accepted events of {name} {partition} are missing"
+    final = own.home / "sink" / core.final_prefix(name, start_t.replace(second=0), __import__(
+        "ferry.domain.periods", fromlist=["x"]).partitioning("PT1M"))
+    assert not (final / "_SUCCESS").exists()
+    # past the bound: an owner-routed alert naming the shortfall
+    own.run("close", name, now=core.iso(start_t + timedelta(minutes=13)))
+    alerts = own.run("alerts")
+    items = alerts["items"] if isinstance(alerts, dict) else alerts
+    mine = [a for a in items if a.get("endpoint") == f"events.{name}"]
+    assert mine and mine[0]["owner"] == "team-e2e" and "5,000 accepted events" in mine[0]["summary"]
 
     # killed again: `ferry dev up` restarts it in place (the rest lives on) and re-provisions
     _kill_pubsub(own, proc.pid)

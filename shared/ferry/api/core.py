@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ferry.api.router import Call, Router
 from ferry.domain.manifests import KIND_BY_PLURAL, json_schema, kind_of
 from ferry.errors import BadRequest, NotFound
-from ferry.services.apply import parse_documents
+from ferry.services.apply import DeleteMode, parse_documents
 
 router = Router()
 KIND_PATH = "<any(" + ",".join(KIND_BY_PLURAL) + "):plural>"
@@ -70,8 +70,15 @@ def get_one(call: Call, plural: str, name: str) -> dict[str, Any]:
 
 @router.route(f"/v1/{KIND_PATH}/<name>", ("DELETE",), summary="Delete an object (owners only)")
 def delete_one(call: Call, plural: str, name: str) -> dict[str, Any]:
-    rec = call.services.apply.delete(KIND_BY_PLURAL[plural], name, call.now(), call.actor)
-    return {"deleted": {"kind": rec.kind, "name": rec.name}}
+    mode = call.arg("mode") or "refuse"
+    if mode not in ("refuse", "drain", "force"):
+        raise BadRequest(f"mode must be refuse, drain or force, not {mode!r}")
+    rec = call.services.apply.delete(KIND_BY_PLURAL[plural], name, call.now(), call.actor,
+                                     cast(DeleteMode, mode))
+    out: dict[str, Any] = {"deleted": {"kind": rec.kind, "name": rec.name}}
+    if mode != "refuse":
+        out["mode"] = mode
+    return out
 
 
 @router.route("/v1/schema/<kind>", summary="JSON Schema of a manifest kind")

@@ -99,8 +99,8 @@ class Client:
     def post(self, path: str, body: Any = None, **params: Any) -> Any:
         return self.request("POST", path, body if body is not None else {}, params=params)
 
-    def delete(self, path: str) -> Any:
-        return self.request("DELETE", path)
+    def delete(self, path: str, **params: Any) -> Any:
+        return self.request("DELETE", path, params=params)
 
 
 def _stack_secret(base: str) -> str | None:

@@ -190,13 +190,23 @@ def register(main: click.Group) -> None:
     @command(main, "delete", example="ferry delete workflow aggregate-plays")
     @click.argument("kind")
     @click.argument("name")
-    def delete(ctx: Ctx, kind: str, name: str) -> None:
-        """Delete one object (its owners or admins only). KIND as for `ferry get`."""
+    @click.option("--drain", is_flag=True, help="EventType: deliver and close its data first, then delete.")
+    @click.option("--force", is_flag=True, help="EventType: delete with data not closed (recorded; its "
+                                                "subscription is kept until its retention ends).")
+    def delete(ctx: Ctx, kind: str, name: str, drain: bool, force: bool) -> None:
+        """Delete one object (its owners or admins only). KIND as for `ferry get`.
+
+        An EventType whose accepted events are not all delivered and closed is refused (exit 3, with
+        the counts) unless --drain or --force.
+        """
+        if drain and force:
+            raise BadRequest("--drain and --force exclude each other")
         try:
             plural = PLURALS[kind_of(kind)]
         except ValueError as exc:
             raise BadRequest(f"{exc} — {KINDS_HELP}") from None
-        ctx.emit(ctx.client.delete(f"/v1/{plural}/{name}"), lambda d: console.print(f"deleted {kind} {name}"))
+        mode = "drain" if drain else "force" if force else None
+        ctx.emit(ctx.client.delete(f"/v1/{plural}/{name}", mode=mode), lambda d: console.print(f"deleted {kind} {name}"))
 
     @command(main, "schema", example="ferry schema Workflow > workflow.schema.json")
     @click.argument("kind")

@@ -36,7 +36,7 @@ class ScaleRequest(_Strict):
 @router.route("/v1/events", ("POST",), summary="Ingest events (JSON array or NDJSON of {type, id, time?, payload})",
               tag="gabo", max_body_bytes=MAX_INGEST_BODY)
 def ingest(call: Call) -> dict[str, Any]:
-    return gabo(call.services).ingest(call.raw_body, call.now()).to_dict()
+    return gabo(call.services).ingest(call.raw_body, call.now(), stamp=call.now).to_dict()
 
 
 @router.route("/v1/deliver", ("POST",), summary="Run one delivery work order now", body=WorkOrder, tag="gabo",

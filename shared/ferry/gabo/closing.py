@@ -177,9 +177,14 @@ class Closer:
             return None
 
     # ------------------------------------------------------------------------------------ deciding
-    def close(self, et: EventType, now: datetime, created_at: datetime | None = None) -> CloseReport:
+    def close(self, et: EventType, now: datetime, created_at: datetime | None = None,
+              drain: bool = False) -> CloseReport:
         """Decide what of ``et`` may close at ``now``, claim it and order its shards; move late staging
-        objects on; take over completions that went silent; report what stays open and why."""
+        objects on; take over completions that went silent; report what stays open and why.
+
+        ``drain`` (deleting the type with ``--drain``): every ended period, without grace nor watermark
+        — the close gate (every accepted id delivered, no ingest in flight) is the evidence.
+        """
         name = et.name
         cadence = periods.partitioning(et.spec.partitioning)
         close_after = periods.parse_duration(et.spec.close_after)
@@ -223,7 +228,7 @@ class Closer:
                 if finished:
                     closed.add(start)
                 continue
-            if core.closable(start, cadence, close_after, now, mark) is None:
+            if (cadence.next(start) > now if drain else core.closable(start, cadence, close_after, now, mark) is None):
                 report.waiting.append(cadence.format(start))
                 if len(report.waits) < 20:
                     report.waits.append(core.why_waiting(start, cadence, close_after, now, mark))

@@ -7,18 +7,22 @@ closing drops the duplicates.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ferry import log
 from ferry.broker.base import Message, Publisher
-from ferry.domain import schemas
+from ferry.domain import periods, schemas
 from ferry.domain.manifests import EventType
 from ferry.gabo import core
+from ferry.gabo.ledger import Ledger
 from ferry.store.manifests import ManifestRepository
 
 logger = log.get("gabo.ingest")
@@ -70,18 +74,22 @@ def sampled(event_id: str, fraction: float) -> bool:
 
 
 class IngestService:
-    def __init__(self, manifests: ManifestRepository, publisher: Publisher) -> None:
+    def __init__(self, manifests: ManifestRepository, publisher: Publisher, ledger: Ledger | None = None) -> None:
         self.manifests = manifests
         self.publisher = publisher
+        self.ledger = ledger
 
-    def ingest(self, items: list[Any], now: datetime) -> IngestResult:
+    def ingest(self, items: list[Any], now: datetime, stamp: Callable[[], datetime] | None = None) -> IngestResult:
         """Validate and publish ``items`` (parsed envelopes); every publish confirmed before returning.
+
+        With a ledger, the request is registered in flight (``since`` = ``now``) before its events are
+        stamped (``stamp()``, no earlier than ``now``) and published, and its accepted ids are recorded
+        once every publish is confirmed: closing never closes a period this request may still fill.
 
         Raises:
             InfraError: a publish was not confirmed (the client should retry the request).
         """
         result = IngestResult(received=len(items))
-        received_at = core.iso(now)
         envelopes = [_envelope(i) for i in items]
         wanted = sorted({e.type for e in envelopes if isinstance(e, core.Envelope)})
         records = self.manifests.get_many("EventType", wanted) if wanted else {}
@@ -92,7 +100,14 @@ class IngestService:
                 types[n] = compiled(n, r.generation, r.manifest, r.fingerprint)
             except Exception as exc:  # noqa: BLE001 - isolation: whatever it is, it is that type's
                 broken[n] = f"event type {n!r} cannot be checked: {type(exc).__name__}: {exc}"[:1000]
+        request_id = uuid.uuid4().hex
+        if self.ledger is not None:
+            self.ledger.begin(request_id, sorted(types), now)
+        if stamp is not None:
+            now = max(now, stamp())  # stamped after the registration: never before its ``since``
+        received_at = core.iso(now)
         out: dict[str, list[Message]] = {}
+        accepted_ids: dict[str, list[str]] = {}
 
         def reject(index: int, item: Any, env: core.Envelope | None, reason: str) -> None:
             type_ = env.type if env else _text(item, "type")
@@ -128,6 +143,7 @@ class IngestService:
             msg = Message(core.event_line(env, now),
                           {"event_type": env.type, "event_id": env.id, "received_at": received_at})
             out.setdefault(names.topic, []).append(msg)
+            accepted_ids.setdefault(env.type, []).append(env.id)
             result.accepted += 1
             if sampled(env.id, t.event_type.spec.darkload):
                 out.setdefault(names.shadow, []).append(msg)
@@ -139,8 +155,18 @@ class IngestService:
             except Exception as exc:  # noqa: BLE001 - one event's failure of any kind is its rejection
                 reject(index, item, env if isinstance(env, core.Envelope) else None,
                        f"could not be checked: {type(exc).__name__}: {exc}"[:1000])
-        for topic, messages in out.items():
-            self.publisher.publish(topic, messages)
+        try:
+            for topic, messages in out.items():
+                self.publisher.publish(topic, messages)
+        except BaseException:
+            if self.ledger is not None:
+                with contextlib.suppress(Exception):  # else its in-flight record expires (IN_FLIGHT_TTL)
+                    self.ledger.abandon(request_id, sorted(types))
+            raise
+        if self.ledger is not None:
+            self.ledger.confirm(request_id, {
+                t: (periods.partitioning(types[t].event_type.spec.partitioning).floor(now), ids)
+                for t, ids in accepted_ids.items()}, since=now, begun=sorted(types))
         if result.rejected:
             log.event(logger, log.WARNING, f"ingest rejected {len(result.rejected)} of {result.received} event(s)",
                       first=result.rejected[:3])

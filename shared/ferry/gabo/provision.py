@@ -9,23 +9,28 @@ idempotent). Deleting a type deletes its delivery subscription only: topics, sta
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING, cast
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 
 from ferry import log
 from ferry.domain.loading import Problem
 from ferry.domain.manifests import Endpoint, EventType, Manifest, event_type_of
-from ferry.gabo.broker import DeliveryBroker, SubscriptionSpec
+from ferry.errors import Conflict
+from ferry.gabo.broker import RETENTION_S, DeliveryBroker, SubscriptionSpec
 from ferry.gabo.core import Names
 from ferry.gabo.delivery import ACK_DEADLINE_S
-from ferry.services.apply import Change
+from ferry.gabo.reconcile import FORCED_DELETES
+from ferry.services.apply import Change, DeleteMode
 from ferry.store.base import Op
-from ferry.store.manifests import ManifestRepository
+from ferry.store.manifests import ManifestRecord, ManifestRepository
 
 if TYPE_CHECKING:
     from ferry.bootstrap import Services
 
 logger = log.get("gabo.provision")
+
+# A delivery subscription keeps unacked messages this long (its message retention).
+SUBSCRIPTION_RETENTION_S = RETENTION_S
 
 
 def endpoint_for(et: EventType, start: datetime) -> Endpoint:
@@ -85,12 +90,49 @@ class GaboApplyHook:
                 ops.append(repo.op_for(repo.record_for(ep, prev, now)))
         return ops
 
+    def before_delete(self, record: ManifestRecord, now: datetime, actor: str | None,
+                      mode: DeleteMode) -> dict[str, Any] | None:
+        """An EventType with accepted events not yet closed is not deleted: refused with the counts
+        (Conflict, exit 3), drained first (deliver, close — then re-checked), or, forced, recorded in
+        ``gabo_forced_deletes`` with the counts given up (its subscription is kept until its retention
+        ends, so the events can still be recovered)."""
+        if record.kind != "EventType":
+            return None
+        from ferry.gabo.service import gabo
+
+        g = gabo(self.services)
+        et = cast(EventType, record.model())
+        out: dict[str, Any] = {}
+        if mode == "drain":
+            out["drain"] = g.drain(et, record.created_at, now)
+        left = g.outstanding(et, record.created_at, now)
+        if mode == "force":
+            keep_until = now + timedelta(seconds=SUBSCRIPTION_RETENTION_S)
+            self.services.store.write([Op.set(FORCED_DELETES, f"{et.name}~{now:%Y%m%dT%H%M%S}", {
+                "event_type": et.name, "actor": actor, "at": now, "outstanding": left,
+                "subscription": Names(et.name).subscription, "keep_until": keep_until})])
+            log.event(logger, 30, f"event type {et.name} force-deleted with data outstanding", labels={
+                "event_type": et.name}, outstanding=left, actor=actor)
+            return {"forced": left, "subscription_kept_until": keep_until.isoformat()}
+        if left["unclosed_periods"] or left["staging_objects"]:
+            hint = ("the drain did not finish: run it again (a period closes once it has ended)" if mode == "drain" else
+                    "deliver and close it first with --drain, or give it up with --force")
+            raise Conflict(f"event type {et.name} has {left['accepted']:,} accepted events in "
+                           f"{left['unclosed_periods']} period(s) not closed ({left['undelivered']:,} not "
+                           f"delivered, {left['staging_objects']} staging object(s) not closed): {hint}",
+                           {"event_type": et.name, **left, **out})
+        return out or None
+
     def after(self, changes: Sequence[Change], now: datetime) -> None:
         types = [c for c in changes if isinstance(c.manifest, EventType)]
         if not types:
             return  # no broker is built (nor connected) for applies without event types
         broker = self.services.broker
         for c in types:
+            if c.action == "deleted" and c.force:
+                log.event(logger, 30, f"event type {c.manifest.name} deleted with --force: its subscription "
+                          "is kept until its retention ends", labels={"event_type": c.manifest.name})
+                continue
             if c.action == "deleted":
                 broker.delete_subscription(Names(c.manifest.name).subscription)
                 log.event(logger, log.INFO, f"event type {c.manifest.name} deleted: delivery stopped, data kept",

@@ -7,6 +7,8 @@ and ``scale`` are what the API routes, the CLI (through the API) and the Cloud F
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +31,9 @@ from ferry.gabo.closing import (
     CloseReport,
     CompletionGate,
     complete_always,
-    open_gate,
 )
 from ferry.gabo.delivery import DeliveryReport, DeliveryWorker, OffsetClock, WorkOrder
+from ferry.gabo.ledger import Ledger, LedgerGate
 from ferry.gabo.sink import Sink
 from ferry.gabo.state import GaboState
 from ferry.store.manifests import ManifestRecord
@@ -48,9 +50,9 @@ class Gabo:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        # Where completeness checks join closing (an ingest ledger): before a period is claimed
-        # (closing.CloseGate) and after its shards merged, before it completes (closing.CompletionGate).
-        self.close_gate: CloseGate = open_gate
+        # Completeness joins closing here: the ingest ledger's gate (see ferry.gabo.ledger).
+        self.close_gate: CloseGate = LedgerGate(Ledger(services.store),
+                                                lambda topic, messages: services.publisher.publish(topic, messages))
         self.completion_gate: CompletionGate = complete_always
 
     @property
@@ -82,12 +84,14 @@ class Gabo:
         return [(r.model_as(EventType), r) for r in self.services.manifests.all("EventType")]
 
     # ------------------------------------------------------------------------------------ operations
-    def ingest(self, raw: bytes, now: datetime) -> IngestResult:
-        """Parse a body (JSON array or NDJSON) and ingest it. Raises BadRequest on a malformed body."""
+    def ingest(self, raw: bytes, now: datetime, stamp: Callable[[], datetime] | None = None) -> IngestResult:
+        """Parse a body (JSON array or NDJSON) and ingest it, recording it in the ledger. Raises
+        BadRequest on a malformed body."""
         from ferry.gabo.ingest import IngestService  # jsonschema: not for delivery workers
 
         items = core.parse_body(raw)
-        return IngestService(self.services.manifests, self.services.publisher).ingest(items, now)
+        return IngestService(self.services.manifests, self.services.publisher,
+                             Ledger(self.services.store)).ingest(items, now, stamp)
 
     def warm(self) -> None:
         """Build the clients a delivery run uses and open the store's connection: process start-up (paid
@@ -145,6 +149,45 @@ class Gabo:
         """One close order: merge a shard; complete the period if it was the last (the close-shard function)."""
         et, _ = self.event_type(order.event_type)
         return self.closer().run_shard(et, order, now)
+
+
+    def outstanding(self, et: EventType, created_at: datetime, now: datetime) -> dict[str, int]:
+        """What deleting ``et`` now would throw away: accepted events in periods not closed yet (from the
+        ledger: as ingest counted them, retries included), how many of those were delivered, and
+        staging objects waiting for a close."""
+        cadence = periods.partitioning(et.spec.partitioning)
+        cursor = self.state.cursor(et.name) or cadence.floor(created_at)
+        ledger = Ledger(self.services.store)
+        accepted = ledger.accepted_since(et.name, cursor)
+        starts = [core.parse_partition_key(k) for k in accepted]
+        closed = set(self.state.closed(et.name, starts))
+        unclosed = {k: n for k, n, s in zip(accepted, accepted.values(), starts, strict=True) if s not in closed}
+        delivered = sum(ledger.delivered_count(et.name, core.parse_partition_key(k)) for k in unclosed)
+        staged = len(self.sink.list(core.staging_prefix(et.name)))
+        total = sum(unclosed.values())
+        return {"unclosed_periods": len(unclosed), "accepted": total, "delivered": min(delivered, total),
+                "undelivered": max(0, total - delivered), "staging_objects": staged}
+
+    def drain(self, et: EventType, created_at: datetime, now: datetime, budget_s: float = 50.0) -> dict[str, Any]:
+        """Deliver until the ledger says every accepted event is delivered (or ``budget_s`` is spent),
+        then close every period up to the current one (the ledger's gate is the evidence); returns
+        what was done and what is still outstanding."""
+        worker = DeliveryWorker(self.broker, self.sink, lambda: self.services.publisher, self.state,
+                                self.services.clock)
+        end = time.monotonic() + budget_s
+        written, runs = 0, 0
+        while True:
+            left = max(1.0, end - time.monotonic())
+            written += worker.run(WorkOrder(event_type=et.name, budget_s=left, until_drained=True), et).written
+            runs += 1
+            if self.outstanding(et, created_at, now)["undelivered"] == 0 or time.monotonic() >= end:
+                break
+            time.sleep(0.5)  # a subscription's first answers can be empty on a loaded service
+        closer = self.closer()
+        closer.publish = None  # merged here, in this request: the delete waits for it
+        report = closer.close(et, now, created_at, drain=True)
+        return {"delivered": written, "runs": runs, "close": report.to_dict(),
+                "outstanding": self.outstanding(et, created_at, now)}
 
     def reconcile(self, now: datetime) -> dict[str, Any]:
         """Recreate missing topics and subscriptions (``infra/``'s and the applied types'); see

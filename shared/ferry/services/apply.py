@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from ferry.domain.loading import Problem, duplicates, parse_document
 from ferry.domain.manifests import Endpoint, Manifest, Workflow, event_type_of, events_endpoint
@@ -31,6 +31,8 @@ class Change:
     previous: ManifestRecord | None = None
     # the store version ``previous`` was read at: the write's precondition
     read_version: Any = field(default=None, compare=False)
+    # a delete that gives up data on purpose (``--force``): hooks keep what lets it be recovered
+    force: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.manifest.kind, "name": self.manifest.name, "action": self.action,
@@ -66,6 +68,20 @@ class ApplyHook(Protocol):
     def after(self, changes: Sequence[Change], now: datetime) -> None:
         """Side effects once written, for every manifest applied (unchanged ones too), so that
         provisioning converges; must be idempotent."""
+        ...
+
+
+DeleteMode = Literal["refuse", "drain", "force"]
+
+
+@runtime_checkable
+class DeleteGuard(Protocol):
+    """A hook that may refuse a delete (data would be thrown away), or make it safe first."""
+
+    def before_delete(self, record: ManifestRecord, now: datetime, actor: str | None,
+                      mode: DeleteMode) -> dict[str, Any] | None:
+        """``refuse``: raise Conflict (with the counts) if deleting now loses data; ``drain``: make it
+        safe first (or raise); ``force``: record what is given up. Returns what it did, or None."""
         ...
 
 
@@ -232,14 +248,24 @@ class ApplyService:
             h.after(changes, now)
         return result
 
-    def delete(self, kind: str, name: str, now: datetime, actor: str | None = None) -> ManifestRecord:
+    def delete(self, kind: str, name: str, now: datetime, actor: str | None = None,
+               mode: DeleteMode = "refuse") -> ManifestRecord:
+        """Delete one object, after the hooks' guards (an EventType with data not yet closed is refused
+        unless ``mode`` is ``drain`` or ``force``).
+
+        Raises:
+            NotFound, Forbidden, Conflict: a guard refused, or the object changed since it was read.
+        """
         rec, version = self.repo.get_versioned(kind, [name]).get(name, (None, None))
         if rec is None:
             raise NotFound(f"{kind} {name!r} not found")
         if kind == "Team":
             self.authorizer.check_team_change(actor, [name])
         self.authorizer.check(actor, [self.authorizer.owner_of(kind, rec.owner)], "delete")
-        change = Change(rec.model(), "deleted", rec, rec, version)
+        done = [h.before_delete(rec, now, actor, mode) for h in self.hooks if isinstance(h, DeleteGuard)]
+        if mode != "refuse" and all(d is None for d in done):
+            raise ValidationError(f"--{mode} applies to an EventType only; {kind} {name!r} is deleted plainly")
+        change = Change(rec.model(), "deleted", rec, rec, version, force=mode == "force")
         self._write([change], now)
         for h in self.hooks:
             h.after([change], now)

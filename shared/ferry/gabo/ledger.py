@@ -1,0 +1,268 @@
+"""The ingest ledger: what ingest accepted, per (request, event type) — never one hot document.
+
+Ingest writes one ``gabo_ledger`` document per request and event type (chunks of ``CHUNK`` events):
+
+1. before it stamps ``received_at`` and publishes, the document is created ``in_flight`` with ``since``
+   (the earliest instant its events may be stamped at): while it is in flight, no period ending after
+   ``since`` may close — a paused or slow ingest keeps its period open (the watermark covers
+   stamp → publish);
+2. once every publish is confirmed, the same document becomes ``accepted`` with the period its events
+   were stamped in, their count and an 8-byte digest of each accepted id (``digest``).
+
+Closing asks :meth:`Ledger.completeness` whether a period may close: not while an ingest into it is in
+flight, and not while an accepted id is missing from what was delivered. A document in flight for longer
+than ``IN_FLIGHT_TTL`` (beyond any ingest's timeout) belongs to an ingest that died before its answer:
+its events were never confirmed to a client, so they are not owed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ferry import log
+from ferry.broker.base import Message
+from ferry.domain import periods
+from ferry.domain.manifests import EventType
+from ferry.errors import Conflict, FerryError
+from ferry.gabo.core import partition_key
+from ferry.store.base import Doc, DocumentStore, Op, Where
+
+logger = log.get("gabo.ledger")
+
+LEDGER, DELIVERED = "gabo_ledger", "gabo_delivered"
+ALERTS_TOPIC = "ferry-alerts"
+IN_FLIGHT_TTL = timedelta(minutes=5)
+CHUNK = 100_000  # digests per document: 800 KB, below Firestore's 1 MiB
+DIGEST = 8
+
+
+def digest(event_id: str) -> bytes:
+    """8 bytes per id: ``crc32(id)`` (the bits that name its shard) then 4 bytes of blake2b."""
+    raw = event_id.encode()
+    return zlib.crc32(raw).to_bytes(4, "big") + hashlib.blake2b(raw, digest_size=4).digest()
+
+
+def digests(event_ids: Iterable[str]) -> set[bytes]:
+    return {digest(i) for i in event_ids}
+
+
+def _utc(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _split(blob: bytes) -> list[bytes]:
+    return [blob[i:i + DIGEST] for i in range(0, len(blob), DIGEST)]
+
+
+@dataclass
+class PeriodLedger:
+    """What ingest has told of one (type, period)."""
+
+    accepted: set[bytes] = field(default_factory=set)   # digests of the distinct accepted ids
+    requests: int = 0
+    in_flight: list[str] = field(default_factory=list)  # ids of ledger documents still publishing
+
+    @property
+    def count(self) -> int:
+        return len(self.accepted)
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """The ledger's verdict on one period: may it close, and if not, why."""
+
+    accepted: int
+    delivered: int
+    missing: int
+    in_flight: int
+
+    @property
+    def complete(self) -> bool:
+        return self.missing == 0 and self.in_flight == 0
+
+    def reason(self, event_type: str, period: str) -> str | None:
+        if self.in_flight:
+            return f"{self.in_flight} ingest request(s) into {event_type} {period} not yet confirmed"
+        if self.missing:
+            return f"{self.missing:,} accepted events of {event_type} {period} are missing"
+        return None
+
+    def to_dict(self) -> dict[str, int]:
+        return {"accepted": self.accepted, "delivered": self.delivered, "missing": self.missing,
+                "in_flight": self.in_flight}
+
+
+class Ledger:
+    def __init__(self, store: DocumentStore) -> None:
+        self.store = store
+        self._in_flight: dict[tuple[str, datetime], list[tuple[str, Doc]]] = {}
+
+    # ingest's side ------------------------------------------------------------------------------------
+    @staticmethod
+    def doc_id(event_type: str, request_id: str, chunk: int = 0) -> str:
+        return f"{event_type}~{request_id}" + (f"~{chunk}" if chunk else "")
+
+    def begin(self, request_id: str, event_types: Sequence[str], since: datetime) -> None:
+        """Register an ingest about to stamp and publish events of ``event_types`` (one commit).
+
+        Idempotent: a request id is fresh per request; a retried request is a new one.
+        """
+        if event_types:
+            self.store.write([Op.create(LEDGER, self.doc_id(t, request_id), {
+                "event_type": t, "state": "in_flight", "since": since, "request": request_id})
+                for t in event_types])
+
+    def confirm(self, request_id: str, accepted: dict[str, tuple[datetime, list[str]]], since: datetime,
+                begun: Sequence[str]) -> None:
+        """Every publish confirmed: record per type the period its events were stamped in and their ids
+        (one commit; a type of ``begun`` that accepted nothing is removed)."""
+        ops: list[Op] = []
+        for t in begun:
+            if t not in accepted:
+                ops.append(Op.delete(LEDGER, self.doc_id(t, request_id)))
+        for t, (start, ids) in accepted.items():
+            blob = b"".join(digest(i) for i in ids)
+            for n, i in enumerate(range(0, max(1, len(ids)), CHUNK)):
+                ops.append(Op.set(LEDGER, self.doc_id(t, request_id, n), {
+                    "event_type": t, "state": "accepted", "since": since, "request": request_id,
+                    "period": partition_key(start), "accepted": len(ids[i:i + CHUNK]),
+                    "digests": blob[i * DIGEST:(i + CHUNK) * DIGEST]}))
+        self.store.write(ops)
+
+    def abandon(self, request_id: str, event_types: Sequence[str]) -> None:
+        """The publish failed (the client was told so): nothing of this request is owed."""
+        self.store.write([Op.delete(LEDGER, self.doc_id(t, request_id)) for t in event_types])
+
+    # delivery's side ----------------------------------------------------------------------------------
+    def delivered(self, event_type: str, records: dict[datetime, tuple[str, bytes]]) -> None:
+        """Record, per period, the digests of the event ids one flush staged or dead-lettered, under the
+        name of its staging object (before the ack; a redelivered batch rewrites its own record)."""
+        ops = []
+        for start, (name, blob) in records.items():
+            key = partition_key(start)
+            for n, i in enumerate(range(0, max(1, len(blob)), CHUNK * DIGEST)):
+                ops.append(Op.set(DELIVERED, f"{event_type}~{key}~{name}" + (f"~{n}" if n else ""), {
+                    "event_type": event_type, "period": key, "count": len(blob[i:i + CHUNK * DIGEST]) // DIGEST,
+                    "digests": blob[i:i + CHUNK * DIGEST]}))
+        if ops:
+            self.store.write(ops)
+
+    def delivered_count(self, event_type: str, start: datetime) -> int:
+        """Events delivered into a period, as delivery counted them (redeliveries included)."""
+        return sum(int(d.get("count", 0)) for _, d in self.store.query(
+            DELIVERED, [Where("event_type", "==", event_type), Where("period", "==", partition_key(start))]))
+
+    def delivered_digests(self, event_type: str, start: datetime) -> set[bytes]:
+        out: set[bytes] = set()
+        for _, doc in self.store.query(DELIVERED, [Where("event_type", "==", event_type),
+                                                   Where("period", "==", partition_key(start))]):
+            out.update(_split(doc.get("digests") or b""))
+        return out
+
+    # closing's side -----------------------------------------------------------------------------------
+    def period(self, event_type: str, start: datetime, end: datetime, now: datetime) -> PeriodLedger:
+        """The accepted ids of (``event_type``, period ``start``) and the ingests that may still stamp
+        into it (in flight since before ``end``, not yet expired)."""
+        out = PeriodLedger()
+        for _, doc in self.store.query(LEDGER, [Where("event_type", "==", event_type),
+                                                Where("period", "==", partition_key(start))]):
+            out.accepted.update(_split(doc.get("digests") or b""))
+            out.requests += 1
+        out.in_flight = [i for i, doc in self.in_flight(event_type, now) if _utc(doc["since"]) < end]
+        return out
+
+    def in_flight(self, event_type: str, now: datetime) -> list[tuple[str, Doc]]:
+        """Ingest requests of ``event_type`` registered and not yet confirmed, younger than the TTL (one
+        query per type and instant: a close run asks once for all its periods)."""
+        key = (event_type, now)
+        if key not in self._in_flight:
+            rows = self.store.query(LEDGER, [Where("event_type", "==", event_type),
+                                             Where("state", "==", "in_flight")])
+            self._in_flight = {key: [(i, d) for i, d in rows if _utc(d["since"]) + IN_FLIGHT_TTL > now]}
+        return self._in_flight[key]
+
+    def completeness(self, event_type: str, start: datetime, end: datetime, now: datetime) -> Completeness:
+        """Compare what ingest accepted into a period with what delivery staged (or dead-lettered) of it.
+
+        Events delivered into another period (late ones moved on) count where ingest stamped them:
+        delivery files an event under the period of its ``received_at``, as ingest does.
+        """
+        ledger = self.period(event_type, start, end, now)
+        if not ledger.accepted:
+            return Completeness(0, 0, 0, len(ledger.in_flight))
+        delivered = self.delivered_digests(event_type, start)
+        return Completeness(ledger.count, len(delivered), len(ledger.accepted - delivered), len(ledger.in_flight))
+
+    def accepted_since(self, event_type: str, start: datetime) -> dict[str, int]:
+        """Accepted events (as ingest counted them, retries included) per period key, from ``start`` on."""
+        out: dict[str, int] = {}
+        where = [Where("event_type", "==", event_type), Where("state", "==", "accepted"),
+                 Where("period", ">=", partition_key(start))]
+        for _, doc in self.store.query(LEDGER, where):
+            out[doc["period"]] = out.get(doc["period"], 0) + int(doc.get("accepted", 0))
+        return out
+
+
+# A period short of accepted events waits; once it has waited this long past the moment it could have
+# closed, its owners are alerted (once per period) with the shortfall.
+MISSING_ALERT_AFTER = timedelta(minutes=10)
+ALERTS = "datamon_alerts"  # the alerts `ferry alerts` lists, routed to the owning team
+
+
+def shortfall_alert(et: EventType, period: str, verdict: Completeness, now: datetime) -> Doc:
+    summary = (f"{verdict.missing:,} accepted events of {et.name} {period} are missing "
+               f"({verdict.accepted:,} accepted, {verdict.accepted - verdict.missing:,} delivered): the period "
+               "stays open, no _SUCCESS is written")
+    return {"id": f"{et.endpoint_name}@{period}#missing", "endpoint": et.endpoint_name, "partition": period,
+            "owner": et.metadata.owner, "level": "late", "severity": et.spec.sla.severity, "state": "missing",
+            "summary": summary, "open": True, "opened_at": now, "notified_at": now, "acked": False,
+            "resolved_at": None, "seq": 1, "missing": verdict.missing, "accepted": verdict.accepted}
+
+
+class LedgerGate:
+    """The close gate of the ledger: a period may close only when no ingest into it is in flight and
+    every id ingest accepted into it was delivered (staged or dead-lettered). Otherwise it waits, with
+    the reason; a shortfall still there ``MISSING_ALERT_AFTER`` past the period's close time raises one
+    owner-routed alert (created once, published to ``ferry-alerts``)."""
+
+    def __init__(self, ledger: Ledger, publish: Callable[[str, list[Message]], Any] | None = None) -> None:
+        self.ledger = ledger
+        self.publish = publish
+
+    def __call__(self, et: EventType, start: datetime, end: datetime, now: datetime) -> str | None:
+        verdict = self.ledger.completeness(et.name, start, end, now)
+        period = periods.partitioning(et.spec.partitioning).format(start)
+        if verdict.missing and not verdict.in_flight:
+            due = end + periods.parse_duration(et.spec.close_after) + MISSING_ALERT_AFTER
+            if now >= due:
+                self._alert(et, period, verdict, now)
+        elif verdict.complete and verdict.accepted:
+            self._resolve(et, period, now)
+        return verdict.reason(et.name, period)
+
+    def _resolve(self, et: EventType, period: str, now: datetime) -> None:
+        aid = f"{et.endpoint_name}@{period}#missing"
+        doc = self.ledger.store.get(ALERTS, aid)
+        if doc is not None and doc.get("open"):
+            self.ledger.store.write([Op.set(ALERTS, aid, {"open": False, "resolved_at": now}, merge=True)])
+
+    def _alert(self, et: EventType, period: str, verdict: Completeness, now: datetime) -> None:
+        doc = shortfall_alert(et, period, verdict, now)
+        try:
+            self.ledger.store.write([Op.create(ALERTS, doc["id"], doc)])
+        except Conflict:
+            return  # raised already (by this or an overlapping close)
+        log.event(logger, 40, doc["summary"], labels={"event_type": et.name, "owner": et.metadata.owner})
+        if self.publish is not None:
+            body = json.dumps({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in doc.items()})
+            try:
+                self.publish(ALERTS_TOPIC, [Message(body.encode(), {"owner": str(et.metadata.owner),
+                                                                    "kind": "gabo.missing", "alert": doc["id"]})])
+            except FerryError as exc:  # the alert stands (listed by `ferry alerts`); the reconcile restores the topic
+                log.event(logger, 40, f"alert {doc['id']} not published: {exc}", labels={"event_type": et.name})

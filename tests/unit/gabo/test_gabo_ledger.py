@@ -1,0 +1,177 @@
+"""The ingest ledger on fakes: a period closes only with every accepted id delivered and no ingest into
+it in flight; a shortfall waits and then raises one owner-routed alert."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from ferry.errors import Conflict
+from ferry.gabo.delivery import WorkOrder
+from ferry.gabo.ingest import IngestService
+from ferry.gabo.ledger import DELIVERED, LEDGER, Ledger
+
+from .test_gabo_service import T0, body, env, ev  # noqa: F401  (env: the fixture)
+
+__all__ = ["env"]
+
+
+def _close_at(g: Any, clock: Any, at: Any) -> Any:
+    clock.set(at)
+    return g.close(clock.now())[0]
+
+
+def test_ingest_records_what_it_accepted_per_request_and_type(env: Any) -> None:
+    svc, g, broker, _, _ = env
+    g.ingest(body([ev(i) for i in range(30)] + [{"type": "play", "id": "bad", "payload": {"track_id": 1}}]), T0)
+    g.ingest(body([ev(i) for i in range(25, 40)]), T0)  # a retry with other batching: 5 ids again
+    docs = [d for _, d in svc.store.query(LEDGER)]
+    assert sorted(d["accepted"] for d in docs) == [15, 30] and {d["state"] for d in docs} == {"accepted"}
+    assert {d["period"] for d in docs} == {"20261126T1405"}
+    ledger = Ledger(svc.store).period("play", T0.replace(second=0), T0.replace(second=0) + timedelta(minutes=1), T0)
+    assert ledger.count == 40 and ledger.requests == 2 and not ledger.in_flight
+
+
+def test_a_period_with_accepted_events_not_delivered_does_not_close(env: Any) -> None:
+    svc, g, broker, lands, clock = env
+    g.ingest(body([ev(i) for i in range(20)]), T0)
+    lost = broker.pull("gabo-play-delivery", 6)  # as if lost with the emulator's memory: never delivered
+    broker.subs["gabo-play-delivery"].leased.clear()
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    clock.set(T0 + timedelta(minutes=2))
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    rep = _close_at(g, clock, T0 + timedelta(minutes=2, seconds=10))
+    assert "2026-11-26T14:05" not in {c.partition for c in rep.closed}  # (the empty 14:06 closes)
+    assert "2026-11-26T14:05" not in {a[1] for a, _ in lands.calls}
+    assert rep.open == [{"partition": "2026-11-26T14:05", "state": "waiting",
+                         "reason": "6 accepted events of play 2026-11-26T14:05 are missing"}]
+    assert not g.sink.list("events/play/dt=2026-11-26/hour=14/minute=05/")  # no finals, no _SUCCESS
+    assert svc.store.query("datamon_alerts") == []  # not yet: it waits first
+    # past the bound: one owner-routed alert naming the shortfall, however many closes run
+    for minutes in (15, 16):
+        rep = _close_at(g, clock, T0 + timedelta(minutes=minutes))
+        assert "2026-11-26T14:05" not in {c.partition for c in rep.closed}
+    alerts = [d for _, d in svc.store.query("datamon_alerts")]
+    assert len(alerts) == 1 and alerts[0]["owner"] == "team-a" and alerts[0]["open"]
+    assert alerts[0]["summary"].startswith("6 accepted events of play 2026-11-26T14:05 are missing")
+    # the lost events come back (republished by a retrying client): the period closes, complete
+    from ferry.broker.base import Message
+
+    broker.publish("gabo-play", [Message(m.data, dict(m.attributes)) for m in lost])
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    clock.set(T0 + timedelta(minutes=17))
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    rep = _close_at(g, clock, T0 + timedelta(minutes=17, seconds=10))
+    closed = {c.partition: c for c in rep.closed}
+    assert closed["2026-11-26T14:05"].events == 20
+    alert = svc.store.get("datamon_alerts", alerts[0]["id"])
+    assert alert["open"] is False and alert["resolved_at"] == clock.now()
+
+
+def test_an_ingest_in_flight_holds_its_period_open(env: Any) -> None:
+    """Paused between registering (stamp) and publishing: the period waits for it, its events land in
+    the period they were stamped in, not as late ones."""
+    svc, g, broker, lands, clock = env
+    release, paused = threading.Event(), threading.Event()
+
+    class SlowPublisher:
+        def publish(self, topic: str, messages: Any) -> Any:
+            paused.set()
+            assert release.wait(30)
+            return broker.publish(topic, messages)
+
+    slow = IngestService(svc.manifests, SlowPublisher(), Ledger(svc.store))
+    from ferry.gabo import core
+
+    items = core.parse_body(body([ev(i) for i in range(10)]))
+    worker = threading.Thread(target=slow.ingest, args=(items, T0))
+    worker.start()
+    assert paused.wait(30)
+    g.ingest(body([ev(100)]), T0)
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    clock.set(T0 + timedelta(minutes=2))
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    rep = _close_at(g, clock, T0 + timedelta(minutes=2, seconds=10))
+    assert "2026-11-26T14:05" not in {c.partition for c in rep.closed}
+    assert "not yet confirmed" in rep.open[0]["reason"]
+    release.set()
+    worker.join(30)
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    clock.set(T0 + timedelta(minutes=3))
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    rep = _close_at(g, clock, T0 + timedelta(minutes=3, seconds=10))
+    closed = {c.partition: c for c in rep.closed}
+    assert closed["2026-11-26T14:05"].events == 11 and closed["2026-11-26T14:05"].late == 0
+
+
+def test_an_ingest_that_died_in_flight_expires(env: Any) -> None:
+    svc, g, _, _, clock = env
+    Ledger(svc.store).begin("dead-request", ["play"], T0)
+    clock.set(T0 + timedelta(minutes=2))
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    rep = _close_at(g, clock, T0 + timedelta(minutes=2, seconds=10))
+    assert "not yet confirmed" in rep.open[0]["reason"]
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    clock.set(T0 + timedelta(minutes=7))
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    rep = _close_at(g, clock, T0 + timedelta(minutes=7, seconds=10))
+    assert rep.open == [] and rep.closed
+
+
+def test_delivery_records_what_it_staged(env: Any) -> None:
+    svc, g, _, _, _ = env
+    g.ingest(body([ev(i) for i in range(12)]), T0)
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    docs = [d for _, d in svc.store.query(DELIVERED)]
+    assert sum(d["count"] for d in docs) == 12 and {d["period"] for d in docs} == {"20261126T1405"}
+
+
+def test_deleting_a_type_with_data_not_closed_is_refused_with_the_counts(env: Any) -> None:
+    svc, g, broker, _, clock = env
+    g.ingest(body([ev(i) for i in range(30)]), T0)
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5, max_messages=10))
+    g.ingest(body([ev(i) for i in range(30, 35)]), T0)
+    with pytest.raises(Conflict) as err:
+        svc.apply.delete("EventType", "play", T0, "someone")
+    assert err.value.exit_code == 3
+    assert err.value.details["accepted"] == 35 and err.value.details["undelivered"] == 5
+    assert err.value.details["unclosed_periods"] == 1 and err.value.details["staging_objects"] >= 1
+    assert "35 accepted events in 1 period(s) not closed" in err.value.message
+    assert svc.manifests.get("EventType", "play") is not None and "gabo-play-delivery" in broker.subs
+
+
+def test_delete_with_drain_delivers_and_closes_everything_first(env: Any, tmp_path: Any) -> None:
+    svc, g, broker, lands, clock = env
+    g.ingest(body([ev(i) for i in range(30)]), T0)
+    clock.set(T0 + timedelta(seconds=20))  # the period has not ended: it cannot close yet
+    with pytest.raises(Conflict, match="the drain did not finish"):
+        svc.apply.delete("EventType", "play", clock.now(), "someone", "drain")
+    clock.set(T0 + timedelta(seconds=51))  # ended, not a second of grace: the ledger is the evidence
+    out = svc.apply.delete("EventType", "play", clock.now(), "someone", "drain")
+    assert out.name == "play" and svc.manifests.get("EventType", "play") is None
+    assert "gabo-play-delivery" not in broker.subs
+    assert [a[1] for a, _ in lands.calls] == ["2026-11-26T14:05"] and lands.calls[0][1]["records"] == 30
+
+
+def test_delete_with_force_is_recorded_and_keeps_the_subscription(env: Any) -> None:
+    svc, g, broker, _, _ = env
+    g.ingest(body([ev(i) for i in range(7)]), T0)
+    svc.apply.delete("EventType", "play", T0, "someone", "force")
+    assert svc.manifests.get("EventType", "play") is None and "gabo-play-delivery" in broker.subs
+    [(_, rec)] = svc.store.query("gabo_forced_deletes")
+    assert rec["actor"] == "someone" and rec["outstanding"]["accepted"] == 7
+    assert rec["keep_until"] == T0 + timedelta(days=7)
+
+
+def test_a_force_deleted_types_subscription_is_kept_until_its_retention_ends(env: Any) -> None:
+    svc, g, broker, _, clock = env
+    g.ingest(body([ev(1)]), T0)
+    svc.apply.delete("EventType", "play", T0, "someone", "force")
+    assert g.reconcile(T0 + timedelta(days=6))["expired"] == []
+    assert "gabo-play-delivery" in broker.subs  # not recreated nor deleted: kept
+    assert g.reconcile(T0 + timedelta(days=7, minutes=1))["expired"] == ["gabo-play-delivery"]
+    assert "gabo-play-delivery" not in broker.subs
+
