@@ -3,23 +3,22 @@
 ``ferry dev up`` calls :func:`repair` when the stack recorded in ``FERRY_HOME`` is partly running (an
 emulator or a function process died). Each dead component is started again exactly as ``up`` started
 it — same port, same command, same environment — so the living ones keep talking to it; the Firestore
-emulator, if it lives, keeps its data. Then the topics and subscriptions are re-provisioned
-(``infra/``'s, and every applied event type's through the Gabo reconcile): a restarted Pub/Sub
-emulator starts empty.
+emulator, if it lives, keeps its data. Then ``infra/``'s topics and subscriptions are re-provisioned
+(a restarted Pub/Sub emulator starts empty); every applied event type's come back with the next scale
+tick's reconcile (:mod:`ferry.gabo.reconcile`; the local scheduler fires it every minute, or
+``ferry scale``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ferry.dev import emulators as emu
 from ferry.dev import processes
-from ferry.errors import InfraError
 
 
 def dead_components(state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -28,8 +27,8 @@ def dead_components(state: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def repair(state: dict[str, Any], config: Any) -> dict[str, Any]:
-    """Restart the dead components of ``state`` in place and re-provision; returns the new state with
-    ``repaired`` (names restarted) and ``reconciled`` (what Pub/Sub got back).
+    """Restart the dead components of ``state`` in place and re-provision ``infra/``'s Pub/Sub; returns
+    the new state with ``repaired`` (names restarted).
 
     Raises:
         InfraError: a restarted component did not become ready in time.
@@ -67,36 +66,6 @@ def repair(state: dict[str, Any], config: Any) -> dict[str, Any]:
         emu.wait_http(url, config.deadline_s, proc, log)
     state["notes"] = list(state.get("notes", [])) + stack.provision(infra, state["project"],
                                                                   stack.function_urls(state), pubsub)
-    state["reconciled"] = reconcile_event_types(state)
     state["repaired"] = repaired
     state["status"] = "running"
     return state
-
-
-def reconcile_event_types(state: dict[str, Any], deadline_s: float = 60.0) -> dict[str, Any]:
-    """The Gabo reconcile in this process, on the stack's emulators (every applied type's topics and
-    subscriptions, ``infra/``'s too). Retries while a just-restarted emulator settles."""
-    from ferry.bootstrap import bootstrap
-    from ferry.config import Settings
-    from ferry.gabo.service import Gabo
-
-    for k in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):
-        os.environ[k] = state["env"][k]  # the Google clients read these when built
-    previous = os.environ.get("FERRY_HOME")
-    os.environ["FERRY_HOME"] = state["home"]
-    try:
-        svc = bootstrap(Settings(project=state["project"], store="firestore", broker="pubsub",
-                                 sink=f"file://{state['home']}/sink"))
-        end = time.monotonic() + deadline_s
-        while True:
-            try:
-                return Gabo(svc).reconcile(datetime.now(UTC))
-            except InfraError:
-                if time.monotonic() > end:
-                    raise
-                time.sleep(1)
-    finally:
-        if previous is None:
-            os.environ.pop("FERRY_HOME", None)
-        else:
-            os.environ["FERRY_HOME"] = previous
