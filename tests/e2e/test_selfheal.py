@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from ferry.dev import emulators as emu
-from ferry.dev.harness import ferry_executable
+from ferry.dev.harness import ferry_executable, run_cli
 from ferry.gabo import core
 
 from .test_gabo import SCHEMA, VirtualClock, t0
@@ -35,8 +35,7 @@ class Own:
 
     def run(self, *args: str, now: str | None = None, input: str | None = None, timeout: float = 300) -> Any:
         env = dict(self.env, **({"FERRY_NOW": now} if now else {}))
-        r = subprocess.run([ferry_executable(), *args, "--json"], env=env, input=input, capture_output=True,
-                           text=True, timeout=timeout, cwd=self.home)
+        r = run_cli([*args, "--json"], env=env, input=input, timeout=timeout, cwd=self.home)
         assert r.returncode == 0, f"ferry {args} exited {r.returncode}: {r.stdout[-2000:]} {r.stderr[-2000:]}"
         return json.loads(r.stdout)
 
