@@ -54,6 +54,10 @@ def landings(stack: Any, name: str, start: Any) -> int:
     return int(doc["landings"]) if doc else 0
 
 
+def _mentions(report: dict[str, Any], param: str) -> bool:
+    return param in json.dumps(report)
+
+
 def test_six_concurrent_closes_each_succeed_or_skip_and_land_once(stack: Any) -> None:
     n, bits = 20_000, 1
     name, start, clock, staged = staged_type(stack, n, bits, late=100)
@@ -62,8 +66,10 @@ def test_six_concurrent_closes_each_succeed_or_skip_and_land_once(stack: Any) ->
         runs = list(pool.map(lambda _: cli(stack, "close", name, now=now)["reports"][0], range(6)))
     param = PT1M.format(start)
     ordered = [r for r in runs if any(o["partition"] == param for o in r["ordered"])]
-    assert len(ordered) == 1, runs  # one claim; the others skipped (or found it claimed and open)
+    assert len(ordered) == 1, runs  # one claim; the others skipped, found it claimed and open, or (a run
+    # that started after the shards finished, as on a loaded machine) found it closed: never a second order
     assert all(param in r["skipped"] or r in ordered or any(o["partition"] == param for o in r["open"])
+               or any(c["partition"] == param for c in r["closed"]) or not _mentions(r, param)
                for r in runs), runs
     marker = close_until(stack, name, start, clock)
     ids = [json.loads(x)["id"] for x in final_lines(stack, name, start)]
