@@ -122,7 +122,10 @@ class Services:
 
     @property
     def authorizer(self) -> Authorizer:
-        return Authorizer(self.manifests, self.settings.admin_team)
+        import os
+
+        first = [a.strip() for a in os.environ.get("FERRY_ADMINS", "").split(",") if a.strip()]
+        return Authorizer(self.manifests, self.settings.admin_team, first)
 
     @property
     def apply(self) -> ApplyService:

@@ -23,6 +23,7 @@ class FakeGcloud:
     service_accounts: set[str] = field(default_factory=set)
     policies: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     functions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    roles: dict[str, list[str]] = field(default_factory=dict)
     calls: list[list[str]] = field(default_factory=list)
 
     def writes(self) -> list[list[str]]:
@@ -50,6 +51,13 @@ class FakeGcloud:
                     return RunResult(1, stderr=f"ERROR: Service account {email} already exists")
                 self.service_accounts.add(email)
                 return RunResult(0)
+            case ["iam", "roles", "create" | "update", name]:
+                self.roles[name] = sorted(flags["permissions"].split(","))
+                return RunResult(0)
+            case ["iam", "roles", "describe", name]:
+                if name not in self.roles:
+                    return RunResult(1, stderr=f"NOT_FOUND: role {name}")
+                return RunResult(0, json.dumps({"name": name, "includedPermissions": self.roles[name]}))
             case ["iam", "service-accounts", "describe", email]:
                 ok = email in self.service_accounts
                 return RunResult(0, json.dumps({"email": email})) if ok else RunResult(1, stderr="NOT_FOUND")

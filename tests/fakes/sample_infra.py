@@ -6,7 +6,7 @@ from typing import Any
 
 SAMPLE: dict[str, Any] = {
     "service_accounts": [
-        {"name": "ferry-api", "roles": ["roles/datastore.user", "roles/pubsub.publisher"]},
+        {"name": "ferry-api", "roles": ["roles/datastore.user"]},
         {"name": "ferry-worker", "roles": ["roles/datastore.user"]},
         {"name": "ferry-scheduler", "roles": []},
         {"name": "ferry-pubsub-push", "roles": []},
@@ -22,7 +22,7 @@ SAMPLE: dict[str, Any] = {
                     "max_delivery_attempts": 7, "min_backoff_seconds": 5, "max_backoff_seconds": 120}},
     ],
     "topics": [{"name": "events", "retention": "P1D"}, {"name": "ferry-dead-letter"},
-               {"name": "alerts"}],
+               {"name": "alerts", "publishers": ["ferry-api"]}],
     "subscriptions": [{"name": "alerts-audit", "topic": "alerts", "ack_deadline_seconds": 30, "retention": "P3D",
                        "dead_letter_topic": "ferry-dead-letter", "max_delivery_attempts": 10}],
     "scheduler_jobs": [{"name": "styx-tick", "schedule": "* * * * *", "time_zone": "Europe/Stockholm",

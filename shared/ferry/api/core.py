@@ -57,7 +57,7 @@ def list_kind(call: Call, plural: str) -> dict[str, Any]:
     limit = call.int_arg("limit", 100, 1, 1000)
     page, token = call.services.manifests.list(KIND_BY_PLURAL[plural], call.arg("owner"), limit,
                                                call.arg("page_token"))
-    return {"items": [r.to_api() for r in page], "next_page_token": token}
+    return {"items": [readable(call, r.to_api()) for r in page], "next_page_token": token}
 
 
 @router.route(f"/v1/{KIND_PATH}/<name>", summary="One object")
@@ -65,7 +65,20 @@ def get_one(call: Call, plural: str, name: str) -> dict[str, Any]:
     rec = call.services.manifests.get(KIND_BY_PLURAL[plural], name)
     if rec is None:
         raise NotFound(f"{KIND_BY_PLURAL[plural]} {name!r} not found")
-    return rec.to_api()
+    return readable(call, rec.to_api())
+
+
+def readable(call: Call, doc: dict[str, Any]) -> dict[str, Any]:
+    """What the caller may see of an object: a workflow's env only for its team and admins; secret
+    references (Secret Manager) never."""
+    from ferry.services.redaction import redact_env
+
+    spec = doc.get("spec")
+    if doc.get("kind") != "Workflow" or not isinstance(spec, dict) or not spec.get("env"):
+        return doc
+    owner = (doc.get("metadata") or {}).get("owner")
+    spec["env"] = redact_env(spec["env"], call.services.authorizer.may_read(call.actor, owner))
+    return doc
 
 
 @router.route(f"/v1/{KIND_PATH}/<name>", ("DELETE",), summary="Delete an object (owners only)")

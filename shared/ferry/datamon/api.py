@@ -141,6 +141,12 @@ def dashboard(request: Any, services: Services) -> Any:
 
     if request.method == "GET" and request.path in ("/", "/dashboard", "/index.html"):
         return Response(web.PAGE, status=200, mimetype="text/html")
+    if request.method not in ("GET", "HEAD"):  # the dashboard serves read routes only
+        import json
+
+        error = {"error": {"code": "method_not_allowed", "message": "the dashboard serves read routes only",
+                           "details": None}}
+        return Response(json.dumps(error), status=405, mimetype="application/json")
     return serve(request, router, services)
 
 

@@ -13,6 +13,7 @@ from ferry.datamon import domain, outbox, silences
 from ferry.datamon.domain.incidents import IncidentDecision, low_volume, volume_slots
 from ferry.datamon.repository import DatamonRepository
 from ferry.datamon.sync import sync_manifests
+from ferry.domain.names import valid_name
 from ferry.store.base import Op
 
 if TYPE_CHECKING:
@@ -108,13 +109,21 @@ def _evaluate_batch(services: Services, repo: DatamonRepository, due: dict[str, 
                     silenced: Sequence[silences.Silence] = ()) -> set[str]:
     policies: dict[str, domain.Policy] = {}
     summaries: dict[str, domain.Summary] = {}
+    # One bad endpoint never fails the evaluation: its error is recorded on it (shown in status).
+    errors: dict[str, str] = {}
     for name, doc in due.items():
         if "partitioning" not in doc:
             continue  # only a landing's `latest` so far: registered at the next sync
-        policy = domain.Policy.from_doc({**doc, "name": name})
-        policies[name] = policy
-        summaries[name] = domain.Summary.from_doc(
-            doc, domain.first_expected(policy, domain._utc(doc.get("registered_at")) or now))
+        try:
+            policy = domain.Policy.from_doc({**doc, "name": name})
+            invalid = [u for u in policy.upstream if not valid_name(u)]
+            if invalid:
+                raise ValueError(f"upstream {invalid[0]!r} is not a valid endpoint name")
+            summaries[name] = domain.Summary.from_doc(
+                doc, domain.first_expected(policy, domain._utc(doc.get("registered_at")) or now))
+            policies[name] = policy
+        except Exception as exc:  # noqa: BLE001 — recorded on the endpoint, the others proceed
+            errors[name] = _error(exc)
     # Upstream state: from this run when evaluated already, else as stored.
     upstream_names = sorted({u for p in policies.values() for u in p.upstream} - set(policies) - set(fresh))
     upstream_docs = repo.summaries(upstream_names)
@@ -146,15 +155,19 @@ def _evaluate_batch(services: Services, repo: DatamonRepository, due: dict[str, 
     for name in order:
         policy, summary = policies[name], summaries[name]
         bad = bad_for(name)
-        extra = [p for p in domain.wanted(policy, summary, now, bad) if p not in wanted[name]]
-        landed_here = dict(landed_docs.get(name, {}))
-        if extra:
-            landed_here.update(repo.partitions(name, extra))
+        try:
+            extra = [p for p in domain.wanted(policy, summary, now, bad) if p not in wanted[name]]
+            landed_here = dict(landed_docs.get(name, {}))
+            if extra:
+                landed_here.update(repo.partitions(name, extra))
+            landed_at = {p: domain._utc(d["landed_at"]) for p, d in landed_here.items()}
+            outcome = domain.evaluate_endpoint(policy, summary, landed_at,  # type: ignore[arg-type]
+                                               summary.incident is not None and summary.incident.id in acked, bad,
+                                               now, silences.matching(list(silenced), policy) is not None)
+        except Exception as exc:  # noqa: BLE001 — recorded on the endpoint, the others proceed
+            errors[name] = _error(exc)
+            continue
         fresh_landings[name] = landed_here
-        landed_at = {p: domain._utc(d["landed_at"]) for p, d in landed_here.items()}
-        outcome = domain.evaluate_endpoint(policy, summary, landed_at,  # type: ignore[arg-type]
-                                           summary.incident is not None and summary.incident.id in acked, bad,
-                                           now, silences.matching(list(silenced), policy) is not None)
         outcomes[name] = outcome
         fresh[name] = (policy, outcome.summary)
         bad_of[name] = _bad_periods(policy, outcome.summary)
@@ -165,6 +178,7 @@ def _evaluate_batch(services: Services, repo: DatamonRepository, due: dict[str, 
         for st in outcome.states.values():
             states[st.value] = states.get(st.value, 0) + 1
 
+    order = [n for n in order if n in outcomes]
     decisions = [(n, d) for n in order for d in outcomes[n].decisions]
     volume = _volume_checks(repo, policies, fresh_landings, now, silenced)
     totals["low_volume"] += len(volume)
@@ -182,8 +196,14 @@ def _evaluate_batch(services: Services, repo: DatamonRepository, due: dict[str, 
             # Partitions joined or landed: the incident's listing follows, without a notification.
             ops.append(repo.alert_patch_op(after.id, {"count": after.count, "oldest": after.oldest,
                                                       "newest": after.newest}))
+    for name, message in sorted(errors.items()):
+        log.event(logger, 40, f"evaluation of {name} failed: {message}",
+                  labels={"endpoint": name, "component": "datamon-evaluator"})
+        if due[name].get("error") != message:
+            ops.append(repo.summary_op(name, {"error": message, "error_at": now}))
     for name in order:
         new = outcomes[name].summary.to_doc()
+        new["error"] = None  # evaluated: a recorded error is cleared
         new["upstream_all"] = list(policies[name].upstream)  # declared and derived: for downstream queries
         latest = _latest(policies[name], outcomes[name], due[name].get("latest"))
         if latest is not None:
@@ -223,6 +243,10 @@ def _volume_checks(repo: DatamonRepository, policies: dict[str, domain.Policy],
         if decision is not None:
             out.append((name, decision))
     return out
+
+
+def _error(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _latest(policy: domain.Policy, outcome: domain.Outcome, latest: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -100,7 +100,8 @@ def status(services: Services, *, now: datetime, owner: str | None = None) -> di
                      "silenced": getattr(silences.matching(active, policy), "id", None),
                      "open_partitions": [{"partition": e.partition, "state": s.value}
                                          for e, s in zip(summary.open, open_states, strict=True)],
-                     "recent": strip, "severity": policy.severity, "upstream": list(policy.upstream)})
+                     "recent": strip, "severity": policy.severity, "upstream": list(policy.upstream),
+                     "error": doc.get("error")})
     rows.sort(key=lambda r: (domain.RANK[domain.State(r["state"])], -r["open_alerts"], r["endpoint"]))
     counts: dict[str, int] = {}
     for r in rows:

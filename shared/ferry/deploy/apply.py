@@ -156,6 +156,21 @@ class Applier:
         self.run(step.request)
         return Outcome(step, "created")
 
+    def _custom_role(self, step: Step) -> Outcome:
+        probe = self._probe(step.probe or [])
+        if probe.returncode != 0:
+            self.run(step.request)
+            return Outcome(step, "created")
+        try:
+            have = ",".join(sorted(json.loads(probe.stdout or "{}").get("includedPermissions", [])))
+        except ValueError:
+            have = ""
+        if have == step.expect["permissions"]:
+            return Outcome(step, "unchanged")
+        update = ["gcloud", "iam", "roles", "update", *step.request[4:]]
+        self.run([a for a in update if a != "--stage=GA"])
+        return Outcome(step, "updated", "permissions changed")
+
     def _iam(self, step: Step) -> Outcome:
         probe = self._probe(step.probe or [], cached=True)
         if probe.returncode == 0:

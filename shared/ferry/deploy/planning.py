@@ -31,8 +31,8 @@ from ferry.infra.model import Bucket, Function, Infra, PubSubTrigger, substitute
 from ferry.infra.pubsub import duration, pull_subscription_request, push_subscription_request
 
 Via = Literal["gcloud", "pubsub", "scheduler", "firestore_admin", "storage"]
-Kind = Literal["apis", "service_account", "iam", "bucket", "bucket_iam", "index", "topic", "subscription",
-               "function", "push_subscription", "scheduler_job"]
+Kind = Literal["apis", "service_account", "custom_role", "iam", "bucket", "bucket_iam", "index", "topic",
+               "subscription", "function", "push_subscription", "scheduler_job"]
 
 RUNTIME = "python312"
 DATABASE = "(default)"
@@ -48,6 +48,29 @@ APIS = (
     "run.googleapis.com",
     "storage.googleapis.com",
 )
+# The only roles a Ferry identity may hold on the whole project, and why each cannot be narrower.
+# Everything else is granted on one resource (a topic, a bucket, a function, a service account).
+PROJECT_ROLES: dict[str, str] = {
+    "roles/datastore.user": "Firestore has no per-collection IAM; the data model is one database",
+    "roles/datastore.viewer": "read-only Firestore (the dashboard, ingest's event types)",
+    "roles/logging.viewer": "execution logs are read through Cloud Logging queries (styx logs)",
+    "roles/monitoring.viewer": "Gabo's scaler reads subscription backlog metrics",
+    "roles/pubsub.viewer": "Gabo's workers read subscription metadata of per-type subscriptions",
+    "roles/pubsub.subscriber": "per-event-type subscriptions are created at apply time, after the deploy",
+    "roles/pubsub.publisher": "per-event-type topics (events, quarantine, dead letters) are created at apply "
+                              "time; only ingest and the Gabo worker hold it (see docs/security.md)",
+    "roles/run.developer": "Styx creates one Cloud Run job per workflow at run time (ferry-styx only)",
+    "roles/secretmanager.secretAccessor": "notification channels name their secrets by reference in Team "
+                                          "manifests applied after the deploy (ferry-notify only)",
+    "custom:ferryEventTypeProvisioner": "applying an EventType creates its topics and subscriptions",
+    "custom:ferryExecutionController": "halting an instance cancels its Cloud Run execution",
+}
+# Who may hold a project role outside PROJECT_ROLES' general ones: role → the only accounts.
+PROJECT_ROLE_HOLDERS: dict[str, tuple[str, ...]] = {
+    "roles/pubsub.publisher": ("ferry-gabo-ingest", "ferry-gabo-worker"),
+    "roles/run.developer": ("ferry-styx",),
+    "roles/secretmanager.secretAccessor": ("ferry-notify",),
+}
 # Shown in a dry run when the project number is not given; resolved with gcloud before applying.
 PROJECT_NUMBER_PLACEHOLDER = "PROJECT_NUMBER"
 
@@ -138,6 +161,9 @@ def function_env(infra: Infra, fn: Function, project: str, region: str) -> dict[
     callers = operator_callers(infra, fn, project)
     if callers:
         env["FERRY_OPERATOR_CALLERS"] = ",".join(callers)
+    runners = sorted({t if "@" in t else _sa(t, project) for a in infra.service_accounts for t in a.act_as})
+    if runners:  # what workflows may run as (apply refuses others); the first is the default runner
+        env["FERRY_RUNNER_ACCOUNTS"] = ",".join(runners)
     if env.setdefault("FERRY_IDENTITY", "oidc") != "oidc":
         raise ValidationError(f"function {fn.name}: FERRY_IDENTITY must be oidc when deployed, not "
                               f"{env['FERRY_IDENTITY']!r} (header identity is for the local stack only)")
@@ -262,12 +288,31 @@ def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
                            f"--display-name={sa.name}", f"--description={sa.description or sa.name}", "--quiet"],
                           probe=["gcloud", "iam", "service-accounts", "describe", email, f"--project={project}",
                                  "--format=json"]))
+    for cr in infra.custom_roles:
+        perms = ",".join(sorted(cr.permissions))
+        steps.append(Step("custom_role", cr.name, f"custom role {cr.name}: {perms}", "gcloud",
+                          ["gcloud", "iam", "roles", "create", cr.name, f"--project={project}",
+                           f"--title={cr.title}", f"--description={cr.description or cr.title}",
+                           f"--permissions={perms}", "--stage=GA", "--quiet"],
+                          probe=["gcloud", "iam", "roles", "describe", cr.name, f"--project={project}",
+                                 "--format=json"], expect={"permissions": perms}))
     for sa in infra.service_accounts:
         for role in sa.roles:
-            steps.append(_iam_step(f"{sa.name}:{role}", f"grant {role} to {sa.name} on the project",
+            _check_project_role(sa.name, role)
+            granted = f"projects/{project}/roles/{role[7:]}" if role.startswith("custom:") else role
+            steps.append(_iam_step(f"{sa.name}:{role}", f"grant {granted} to {sa.name} on the project",
                                    ["gcloud", "projects", "add-iam-policy-binding", project, "--condition=None"],
                                    ["gcloud", "projects", "get-iam-policy", project],
-                                   f"serviceAccount:{_sa(sa.name, project)}", role))
+                                   f"serviceAccount:{_sa(sa.name, project)}", granted))
+    for sa in infra.service_accounts:
+        for target in sa.act_as:
+            email = target if "@" in target else _sa(target, project)
+            steps.append(_iam_step(f"{email}:user:{sa.name}", f"let {sa.name} run things as {email} (only)",
+                                   ["gcloud", "iam", "service-accounts", "add-iam-policy-binding", email,
+                                    f"--project={project}"],
+                                   ["gcloud", "iam", "service-accounts", "get-iam-policy", email,
+                                    f"--project={project}"],
+                                   f"serviceAccount:{_sa(sa.name, project)}", "roles/iam.serviceAccountUser"))
 
     # Buckets before anything that writes to them; their grants are scoped to the bucket.
     for b in infra.buckets:
@@ -287,6 +332,16 @@ def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
         steps.append(Step("topic", t.name, f"topic {t.name} (retention {t.retention})", "pubsub",
                           {"name": f"projects/{project}/topics/{t.name}",
                            "message_retention_duration": duration(t.retention)}))
+    for t in infra.topics:
+        for role, members in (("roles/pubsub.publisher", t.publishers), ("roles/pubsub.subscriber", t.subscribers)):
+            for m in members:
+                member = m if ":" in m else f"serviceAccount:{_sa(m, project)}"
+                steps.append(_iam_step(f"{t.name}:{role.rsplit('.', 1)[-1]}:{m}",
+                                       f"grant {role} on topic {t.name} only to {m}",
+                                       ["gcloud", "pubsub", "topics", "add-iam-policy-binding", t.name,
+                                        f"--project={project}"],
+                                       ["gcloud", "pubsub", "topics", "get-iam-policy", t.name, f"--project={project}"],
+                                       member, role))
 
     dead_letter_grants: list[Step] = []
     for s in infra.subscriptions:
@@ -310,6 +365,13 @@ def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
         callers.setdefault((j.service_account, j.function), f"scheduler job {j.name}")
     for fn, trig in infra.push_subscriptions():
         callers.setdefault((trig.service_account, fn.name), f"push subscription {trig.subscription}")
+    people = {(m, f.name): f"people-facing function {f.name}" for f in infra.functions for m in f.invokers}
+    for (member, fname), why in people.items():
+        steps.append(_iam_step(f"{fname}:invoker:{member}", f"let {member} invoke {fname} ({why})",
+                               ["gcloud", "run", "services", "add-iam-policy-binding", fname,
+                                f"--project={project}", f"--region={region}"],
+                               ["gcloud", "run", "services", "get-iam-policy", fname,
+                                f"--project={project}", f"--region={region}"], member, "roles/run.invoker"))
     for (account, fname), why in callers.items():
         steps.append(_iam_step(f"{fname}:invoker:{account}", f"let {account} invoke {fname} ({why})",
                                ["gcloud", "run", "services", "add-iam-policy-binding", fname,
@@ -361,6 +423,18 @@ def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
                                },
                            }}, needs_urls=True))
     return _dedupe(steps)
+
+
+def _check_project_role(account: str, role: str) -> None:
+    """Refuse a project-wide role outside the allow-list, or held by an account it is not meant for."""
+    if role not in PROJECT_ROLES:
+        raise ValidationError(f"service account {account}: {role} may not be granted on the whole project; grant "
+                              f"it on the resource (topic, bucket, function, account) or add it to PROJECT_ROLES "
+                              f"with the reason", {"account": account, "role": role})
+    holders = PROJECT_ROLE_HOLDERS.get(role)
+    if holders is not None and account not in holders:
+        raise ValidationError(f"service account {account}: {role} on the project is for {', '.join(holders)} only",
+                              {"account": account, "role": role})
 
 
 def _dedupe(steps: list[Step]) -> list[Step]:

@@ -220,6 +220,10 @@ class Channel(_Strict):
 class TeamSpec(_Strict):
     members: list[str] = Field(default_factory=list)
     admins: list[str] = Field(default_factory=list)
+    # What the team's workflows may run as and run: service account e-mails and image prefixes. The
+    # admin team's lists are defaults every team may use (docs/security.md).
+    service_accounts: list[str] = Field(default_factory=list)
+    image_prefixes: list[str] = Field(default_factory=list)
     channels: list[Channel] = Field(default_factory=list, description="notification channels, by name")
 
     @field_validator("channels")

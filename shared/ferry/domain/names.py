@@ -29,3 +29,11 @@ def check_path_parameters(params: Mapping[str, object]) -> None:
             raise BadRequest(f"path parameter {name} is not a valid name or id: letters, digits and . _ - : @ + ~, "
                              "starting with a letter or digit, at most 200 characters",
                              {"field": name, "reason": "invalid name"})
+
+
+_NAME = re.compile(NAME_PATTERN)
+
+
+def valid_name(value: object) -> bool:
+    """Whether ``value`` is a name of the grammar (for stored data that predates validation)."""
+    return isinstance(value, str) and bool(_NAME.match(value))

@@ -23,6 +23,7 @@ from ferry.domain import periods, schemas
 from ferry.domain.manifests import EventType
 from ferry.gabo import core
 from ferry.gabo.ledger import Ledger
+from ferry.services.redaction import schema_reason
 from ferry.store.manifests import ManifestRepository
 
 logger = log.get("gabo.ingest")
@@ -137,7 +138,8 @@ class IngestService:
             error = next(iter(t.validator.iter_errors(env.payload)), None)
             if error is not None:
                 where = "/".join(str(p) for p in error.absolute_path) or "(payload)"
-                reject(index, item, env, f"schema: {where}: {schema_message(error)}"[:1000])
+                # the field path and the rule, never the payload's value (logs, quarantine attributes)
+                reject(index, item, env, schema_reason(where, str(error.validator), error.validator_value))
                 return
             names = core.Names(env.type)
             msg = Message(core.event_line(env, now),
@@ -192,18 +194,3 @@ def _raw(item: Any) -> bytes:
         return json.dumps(item, separators=(",", ":"), default=str).encode()
     except (RecursionError, ValueError, TypeError) as exc:
         return json.dumps({"unencodable": f"{type(exc).__name__}"}).encode()
-
-
-def schema_message(error: Any) -> str:
-    """A JSON Schema violation in JSON's words (the validator's own message quotes values as Python does)."""
-    def j(value: Any) -> str:
-        return json.dumps(value, ensure_ascii=False, default=str)[:200]
-
-    if error.validator == "enum":
-        return f"{j(error.instance)} is not one of {', '.join(j(v) for v in error.validator_value)}"
-    if error.validator == "type":
-        want = error.validator_value
-        return f"{j(error.instance)} is not of type {want if isinstance(want, str) else ' or '.join(want)}"
-    if error.validator == "const":
-        return f"{j(error.instance)} is not {j(error.validator_value)}"
-    return str(error.message).replace("'", '"')

@@ -50,9 +50,14 @@ class _Strict(BaseModel):
 
 
 class ServiceAccount(_Strict):
+    """A service account and its project-wide roles (each must be on the deploy plan's allow-list,
+    ``ferry.deploy.planning.PROJECT_ROLES``); ``custom:NAME`` names a role of ``custom_roles``.
+    ``act_as`` are the accounts it may run things as (``iam.serviceAccountUser`` on those only)."""
+
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
     description: str = ""
     roles: list[str] = Field(default_factory=list)
+    act_as: list[str] = Field(default_factory=list)
 
     def email(self, project: str) -> str:
         return f"{self.name}@{project}.iam.gserviceaccount.com"
@@ -88,8 +93,10 @@ class Function(_Strict):
     concurrency: int = Field(default=1, ge=1, le=1000)
     service_account: str
     env: dict[str, str] = Field(default_factory=dict)
-    # Scheduler and Pub/Sub push reach functions from outside any VPC; IAM (ID tokens) guards them.
-    ingress: Literal["all", "internal-only", "internal-and-gclb"] = "all"
+    # "internal-only" where no person calls (Cloud Scheduler and Pub/Sub push count as internal);
+    # people-facing functions are "all" and name who may invoke them (`invokers`, IAM members).
+    ingress: Literal["all", "internal-only", "internal-and-gclb"] = "internal-only"
+    invokers: list[str] = Field(default_factory=list)
     description: str = ""
 
     @model_validator(mode="after")
@@ -103,8 +110,22 @@ class Function(_Strict):
 
 
 class Topic(_Strict):
+    """A topic; ``publishers``/``subscribers`` get ``pubsub.publisher``/``pubsub.subscriber`` on it only
+    (service account names of this infra, or IAM members such as ``serviceAccount:x@p.iam...``)."""
+
     name: str = Field(pattern=r"^[a-zA-Z][a-zA-Z0-9._~+%-]{2,254}$")
     retention: str = "P7D"
+    publishers: list[str] = Field(default_factory=list)
+    subscribers: list[str] = Field(default_factory=list)
+    description: str = ""
+
+
+class CustomRole(_Strict):
+    """A project custom role holding only the permissions one identity needs (``custom:NAME``)."""
+
+    name: str = Field(pattern=r"^[a-zA-Z][a-zA-Z0-9_.]{2,63}$")
+    title: str
+    permissions: list[str] = Field(min_length=1)
     description: str = ""
 
 
@@ -224,6 +245,7 @@ class Infra(_Strict):
     # Environment of every deployed function (under its own ``env``); the local stack has its own defaults.
     cloud_env: dict[str, str] = Field(default_factory=dict)
     buckets: list[Bucket] = Field(default_factory=list)
+    custom_roles: list[CustomRole] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self) -> Infra:
@@ -256,6 +278,17 @@ class Infra(_Strict):
                 problems.append(f"scheduler job {j.name}: unknown service account {j.service_account!r}")
         for t in self.topics:
             parse_duration(t.retention)
+            problems += [f"topic {t.name}: unknown service account {m!r}" for m in (*t.publishers, *t.subscribers)
+                         if ":" not in m and m not in accounts]
+        customs = {r.name for r in self.custom_roles}
+        for a in self.service_accounts:
+            problems += [f"service account {a.name}: unknown custom role {r!r}" for r in a.roles
+                         if r.startswith("custom:") and r[7:] not in customs]
+            problems += [f"service account {a.name}: act_as unknown account {x!r}" for x in a.act_as
+                         if "@" not in x and x not in accounts]
+        for f in self.functions:
+            if f.invokers and f.ingress == "internal-only":
+                problems.append(f"function {f.name}: people invoke it (invokers) but its ingress is internal-only")
         problems += self._cloud_problems(accounts)
         if problems:
             raise ValueError("; ".join(sorted(problems)))

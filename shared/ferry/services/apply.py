@@ -231,9 +231,13 @@ class ApplyService:
             raise ValidationError(f"{len(problems)} problem(s) in manifests; nothing was applied",
                                   [p.to_dict() for p in problems])
         ownership.check(manifests, self.repo)  # derived objects: events.* endpoints, produces
+        ownership.check_workflow_runtime(manifests, self.repo, self.authorizer.admin_team, ownership.runner_accounts())
         changes = self.plan(manifests, now)
         moving = [c for c in changes if c.action != "unchanged"]
         self.authorizer.check_team_change(actor, [c.manifest.name for c in moving if c.manifest.kind == "Team"])
+        declared_here = {m.name for m in manifests if m.kind == "Team"}
+        self.authorizer.check_owners_declared([(c.manifest.kind, c.manifest.name, c.manifest.metadata.owner)
+                                               for c in moving if c.manifest.metadata.owner not in declared_here])
         owner_of = self.authorizer.owner_of
         owners = ({owner_of(c.manifest.kind, c.manifest.metadata.owner) for c in moving}
                   | {owner_of(c.previous.kind, c.previous.owner) for c in moving if c.previous})

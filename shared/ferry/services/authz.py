@@ -24,10 +24,19 @@ class Authorizer:
     members of the admin team, may change what it owns. ``actor`` None is Ferry itself (scheduler).
     """
 
-    def __init__(self, manifests: ManifestRepository, admin_team: str = "admins") -> None:
+    def __init__(self, manifests: ManifestRepository, admin_team: str = "admins",
+                 first_admins: Iterable[str] = ()) -> None:
         self.manifests = manifests
         self.admin_team = admin_team
+        # Set at deploy time (FERRY_ADMINS): admins before the admin team exists, and the switch to
+        # closed teams — creating a Team needs an admin, objects must name a declared owner.
+        self.first_admins = frozenset(first_admins)
         self._teams: dict[str, Team] | None = None
+
+    @property
+    def closed(self) -> bool:
+        """Teams are closed (the cloud): set when the deployment names its first admins."""
+        return bool(self.first_admins)
 
     def _load(self, names: Iterable[str]) -> dict[str, Team]:
         wanted = set(names) | {self.admin_team}
@@ -35,8 +44,32 @@ class Authorizer:
         return {n: r.model_as(Team) for n, r in records.items()}
 
     def is_admin(self, actor: str | None, teams: dict[str, Team]) -> bool:
+        if actor is not None and actor in self.first_admins:
+            return True
         admins = teams.get(self.admin_team)
         return actor is not None and admins is not None and actor in (*admins.spec.members, *admins.spec.admins)
+
+    def may_read(self, actor: str | None, owner: str | None) -> bool:
+        """Whether ``actor`` may read what only an owner reads (a workflow's env, its logs)."""
+        try:
+            self.check(actor, [owner], "read")
+        except (Forbidden, Unauthenticated):
+            return False
+        return True
+
+    def check_owners_declared(self, owners: Iterable[tuple[str, str, str | None]]) -> None:
+        """Closed teams: every object must name a declared team (kind, name, owner); raises ValidationError."""
+        from ferry.errors import ValidationError
+
+        if not self.closed:
+            return
+        named = {o for _, _, o in owners if o}
+        teams = self._load(named)
+        bad = [(k, n, o) for k, n, o in owners if o and o not in teams]
+        if bad:
+            raise ValidationError(f"{len(bad)} object(s) name an undeclared owner: a Ferry admin creates the Team first",
+                                  [{"kind": k, "name": n, "field": "metadata.owner", "reason": f"no Team {o}"}
+                                   for k, n, o in bad])
 
     def owner_of(self, kind: str, owner: str | None) -> str | None:
         """Who owns an object: its ``metadata.owner``; shared pools (Resources) belong to the admins."""
@@ -66,12 +99,18 @@ class Authorizer:
                                 {"actor": actor, "owner": owner, "tried": action, "hint": AS_HINT})
 
     def check_team_change(self, actor: str | None, team_names: Iterable[str]) -> None:
-        """Changing a declared team takes one of its admins (or a Ferry admin)."""
+        """Changing a declared team takes one of its admins (or a Ferry admin); with closed teams,
+        creating one takes a Ferry admin."""
         teams = self._load(team_names)
         if self.is_admin(actor, teams):
             return
         for name in team_names:
             team = teams.get(name)
+            if team is None and self.closed:
+                if actor is None:
+                    raise Unauthenticated(f"creating team {name} needs a caller identity")
+                raise Forbidden(f"{actor} may not create team {name}: creating a team takes a Ferry admin",
+                                {"actor": actor, "team": name})
             if team is not None and actor is None:
                 raise Unauthenticated(f"changing team {name} needs a caller identity: act as one of its admins "
                                       f"({', '.join(team.spec.admins) or 'none'})", {"team": name, "hint": AS_HINT})

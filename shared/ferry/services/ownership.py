@@ -10,9 +10,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
-from ferry.domain.manifests import Endpoint, EventType, Manifest, Workflow, event_type_of, events_endpoint
+from ferry.domain.manifests import (
+    Endpoint,
+    EventType,
+    Manifest,
+    Team,
+    Workflow,
+    event_type_of,
+    events_endpoint,
+)
 from ferry.errors import Forbidden, ValidationError
 from ferry.store.manifests import ManifestRepository
 
@@ -52,3 +61,36 @@ def check(manifests: Sequence[Manifest], repo: ManifestRepository) -> None:
                                 f"owned by {ep.metadata.owner}, who has not granted it (spec.producers)",
                                 {"kind": m.kind, "name": m.name, "field": "spec.produces",
                                  "endpoint": ep.name, "endpoint_owner": ep.metadata.owner})
+
+
+def runner_accounts() -> list[str]:
+    """The accounts this deployment lets Styx run workflows as (FERRY_RUNNER_ACCOUNTS, set by the deploy
+    plan from ``act_as``); empty locally, where nothing runs as a service account."""
+    return [a.strip() for a in os.environ.get("FERRY_RUNNER_ACCOUNTS", "").split(",") if a.strip()]
+
+
+def check_workflow_runtime(manifests: Sequence[Manifest], repo: ManifestRepository, admin_team: str,
+                           runners: Sequence[str] = ()) -> None:
+    """A workflow may run only as a service account its team (or the admin team, for everyone) declares
+    and the deployment allows, and only an image under a prefix they declare. Without any declared
+    prefix (a fresh installation) images are not restricted; a service account always must be declared."""
+    workflows = [m for m in manifests if isinstance(m, Workflow)]
+    if not workflows:
+        return
+    teams: dict[str, Team] = {m.name: m for m in manifests if isinstance(m, Team)}
+    wanted = ({w.metadata.owner for w in workflows} | {admin_team}) - set(teams)
+    teams.update({n: r.model_as(Team) for n, r in repo.get_many("Team", sorted(wanted)).items()})
+    defaults = teams.get(admin_team)
+    for w in workflows:
+        declared = [t for t in (teams.get(w.metadata.owner), defaults) if t is not None]
+        accounts = {a for t in declared for a in t.spec.service_accounts}
+        prefixes = [p for t in declared for p in t.spec.image_prefixes]
+        sa = w.spec.service_account
+        if sa and (sa not in accounts or (runners and sa not in runners)):
+            where = "its team nor the admins declare it" if sa not in accounts else "this deployment does not allow it"
+            raise Forbidden(f"Workflow {w.name} may not run as {sa}: {where} (Team spec.service_accounts)",
+                            {"kind": w.kind, "name": w.name, "field": "spec.service_account"})
+        if prefixes and not any(w.spec.image.startswith(p) for p in prefixes):
+            raise Forbidden(f"Workflow {w.name} may not run image {w.spec.image}: not under a prefix its team or "
+                            f"the admins declare ({', '.join(prefixes)})",
+                            {"kind": w.kind, "name": w.name, "field": "spec.image"})

@@ -110,6 +110,8 @@ def timeline(call: Call, workflow: str, parameter: str) -> dict[str, Any]:
 
 @router.route(f"{INSTANCE}/logs", summary="The logs of the instance's (latest) execution", tag=TAG)
 def logs(call: Call, workflow: str, parameter: str) -> dict[str, Any]:
+    _, owner = _styx(call).workflow(workflow)
+    call.services.authorizer.check(call.actor, [owner], "read the logs of")  # its team and admins only
     return _styx(call).logs(workflow, parameter, call.int_arg("limit", 200, 1, 10_000), call.arg("execution"))
 
 

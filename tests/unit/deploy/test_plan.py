@@ -47,7 +47,7 @@ def test_function_is_deployed_gen2_from_the_bundle_with_every_setting(infra: Inf
     assert (f["memory"], f["cpu"], f["timeout"]) == ("512Mi", "1", "240s")
     assert (f["min-instances"], f["max-instances"], f["concurrency"]) == ("0", "10", "1")
     assert f["service-account"] == f"ferry-worker@{P}.iam.gserviceaccount.com"
-    assert f["ingress-settings"] == "all"
+    assert f["ingress-settings"] == "internal-only"  # no person calls it
     assert f["project"] == P and f["region"] == R
     assert "GOOGLE_CLOUD_PROJECT=proj-1" in f["set-env-vars"]
     api = _flags(_by(plan(infra, P, R, tmp_path), "function")["api"].request)
@@ -70,9 +70,13 @@ def test_each_function_runs_as_its_own_account_and_only_callers_may_invoke(infra
                      if s.kind == "iam" and s.request[1:3] == ["projects", "add-iam-policy-binding"]}
     assert project_roles == {
         (f"serviceAccount:ferry-api@{P}.iam.gserviceaccount.com", "roles/datastore.user"),
-        (f"serviceAccount:ferry-api@{P}.iam.gserviceaccount.com", "roles/pubsub.publisher"),
         (f"serviceAccount:ferry-worker@{P}.iam.gserviceaccount.com", "roles/datastore.user"),
     }
+    topic_roles = {(s.request[4], s.expect["member"], s.expect["role"]) for s in steps
+                   if s.kind == "iam" and s.request[1:4] == ["pubsub", "topics", "add-iam-policy-binding"]
+                   and "ferry-api" in s.expect["member"]}
+    assert topic_roles == {("alerts", f"serviceAccount:ferry-api@{P}.iam.gserviceaccount.com",
+                            "roles/pubsub.publisher")}  # on its topic only
 
 
 def test_push_subscription_carries_oidc_dead_letters_and_retry(infra: Infra, tmp_path: Path) -> None:

@@ -109,8 +109,10 @@ class CloudRunLauncher:
                                          limits={"cpu": spec.cpu, "memory": spec.memory}))
         task = run_v2.TaskTemplate(containers=[container], max_retries=0,  # Styx owns retries
                                    timeout=duration_pb2.Duration(seconds=int(spec.timeout.total_seconds())))
-        if spec.service_account:
-            task.service_account = spec.service_account
+        # Without its own, a workflow runs as the deployment's default runner (never the compute default).
+        account = spec.service_account or default_runner()
+        if account:
+            task.service_account = account
         return run_v2.Job(labels=dict(spec.labels), template=run_v2.ExecutionTemplate(task_count=1, template=task))
 
     @staticmethod
@@ -256,3 +258,11 @@ def _entry_line(entry: Any) -> str:
         text = ""
     at = pb.timestamp.ToDatetime(tzinfo=UTC).isoformat() if pb.HasField("timestamp") else ""
     return f"{at} {text}".strip()
+
+
+def default_runner() -> str | None:
+    """The deployment's default workflow identity: the first of FERRY_RUNNER_ACCOUNTS (deploy plan)."""
+    import os
+
+    accounts = [a.strip() for a in os.environ.get("FERRY_RUNNER_ACCOUNTS", "").split(",") if a.strip()]
+    return accounts[0] if accounts else None
