@@ -50,8 +50,8 @@ def api_url(emulators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
                 time.sleep(0.2)
         team = {"apiVersion": "ferry/v1", "kind": "Team", "metadata": {"name": "team-a"},
                 "spec": {"members": [MEMBER], "admins": [MEMBER]}}
-        assert httpx.post(f"{url}/v1/apply", json={"manifests": [team]},
-                          headers={"X-Ferry-User": MEMBER}).status_code == 200
+        assert httpx.post(f"{url}/v1/apply", json={"manifests": [team]}, headers={"X-Ferry-User": MEMBER},
+                          timeout=120).status_code == 200
         yield url
     finally:
         os.killpg(proc.pid, 15)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ferry.api.router import Call, Router
 from ferry.datamon import evaluation, landing, silences, views, web
+from ferry.domain.names import ID_PATTERN, NAME_PATTERN
 from ferry.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -57,17 +58,17 @@ class AckRequest(BaseModel):
     """Incidents to acknowledge: by id, and/or every open one of an endpoint or owner."""
 
     model_config = ConfigDict(extra="forbid")
-    ids: list[str] = Field(default_factory=list, max_length=500)
-    endpoint: str | None = None
-    owner: str | None = None
+    ids: list[Annotated[str, Field(pattern=ID_PATTERN)]] = Field(default_factory=list, max_length=500)
+    endpoint: str | None = Field(default=None, pattern=NAME_PATTERN)
+    owner: str | None = Field(default=None, pattern=NAME_PATTERN)
 
 
 class SilenceRequest(BaseModel):
     """Hold back the notifications of an endpoint, or of every endpoint of an owner, for a while."""
 
     model_config = ConfigDict(extra="forbid")
-    endpoint: str | None = None
-    owner: str | None = None
+    endpoint: str | None = Field(default=None, pattern=NAME_PATTERN)
+    owner: str | None = Field(default=None, pattern=NAME_PATTERN)
     duration: str = Field(alias="for", description="ISO 8601 duration, e.g. PT2H (at most P30D)")
     reason: str = Field(min_length=1, max_length=500)
 

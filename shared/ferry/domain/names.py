@@ -37,3 +37,7 @@ _NAME = re.compile(NAME_PATTERN)
 def valid_name(value: object) -> bool:
     """Whether ``value`` is a name of the grammar (for stored data that predates validation)."""
     return isinstance(value, str) and bool(_NAME.match(value))
+
+
+# For request bodies: a name (or id) that is looked up as a document id must follow the grammar.
+ID_PATTERN = PATH_PARAMETER.pattern

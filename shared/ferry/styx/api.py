@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ferry.api.router import Call, Router
 from ferry.domain.manifests import Env
+from ferry.domain.names import NAME_PATTERN
 from ferry.errors import BadRequest
 from ferry.styx import backfills, resources
 from ferry.styx.service import StyxService, instance_view
@@ -35,7 +36,7 @@ class TickRequest(BaseModel):
 
 class BackfillRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    workflow: str
+    workflow: str = Field(pattern=NAME_PATTERN)
     start: str = Field(description="first partition (inclusive), aligned to the schedule")
     end: str = Field(description="partition after the last (exclusive), aligned to the schedule")
     concurrency: int = Field(default=1, ge=1, le=1000)

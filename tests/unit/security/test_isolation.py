@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from ferry.api import router
+from ferry.api.app import router
 from ferry.api.identity import HEADER, Identifier, IdentityConfig
 from ferry.bootstrap import in_memory
 from ferry.clock import FixedClock

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ferry.api import router
+from ferry.api.app import router
 from ferry.bootstrap import Services, in_memory
 from ferry.clock import FixedClock
 
