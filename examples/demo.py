@@ -204,7 +204,7 @@ def styx_workflows(demo: Demo) -> None:
     tick_until(lambda: demo.json("backfill", "show", bf["id"])["state"] == "done")
     demo.ferry("backfill", "show", bf["id"])
     demo.ferry("timeline", "demo-styx-flaky", "2026-11-01")
-    demo.ferry("logs", "demo-styx-flaky", "2026-11-01")
+    demo.ferry("logs", "demo-styx-flaky", "2026-11-01", "--as", "ada@example.com")  # its team or an admin
     demo.ferry("get", "resources")
 
 
@@ -264,7 +264,7 @@ def gabo_events_to_closed_partition(demo: Demo) -> None:
             time.sleep(0.5)
     demo.ferry("instances", "demo-click-counter")
     demo.ferry("timeline", "demo-click-counter", partition)
-    demo.ferry("logs", "demo-click-counter", partition)
+    demo.ferry("logs", "demo-click-counter", partition, "--as", "pia@example.com")  # its team reads its logs
     demo.ferry("evaluate", show=False)  # Datamon's manifest sync picks up the endpoint the type registered
     demo.ferry("status", "--owner", "team-playback", check=False)
 
