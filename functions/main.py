@@ -82,8 +82,8 @@ def evaluate(request):  # type: ignore[no-untyped-def]
 
 @functions_framework.http
 def dashboard(request):  # type: ignore[no-untyped-def]
-    """The unified view's web page at / and the read-only status it fetches (v1/status)."""
-    from ferry.datamon.api import dashboard
+    """The unified web view (read-only pages: endpoints, lineage, workflows, event types)."""
+    from ferry.web.app import dashboard
 
     return dashboard(request, process_services())
 

@@ -77,3 +77,12 @@ class FakeDatamon:
         self.partitions.add((endpoint, partition))
         self.landings.append((endpoint, partition))
         return {"endpoint": endpoint, "partition": partition}
+
+    def invalidate(self, endpoint: str, partition: str, *, reason: str, actor: str | None, now: datetime,
+                   check: bool = True) -> dict[str, Any]:
+        was = (endpoint, partition) in self.partitions
+        self.partitions.discard((endpoint, partition))
+        return {"endpoint": endpoint, "partition": partition, "invalidated": was, "reason": reason}
+
+    def consumers(self, endpoint: str) -> list[tuple[str, str | None]]:
+        return []

@@ -159,11 +159,22 @@ def register(main: click.Group) -> None:
     @click.argument("kind")
     @click.argument("name", required=False)
     @click.option("--owner", default=None, metavar="TEAM", help="Only objects owned by this team. Example: --owner team-playback")
-    def get(ctx: Ctx, kind: str, name: str | None, owner: str | None) -> None:
+    @click.option("--from", "from_", default=None, metavar="PARTITION",
+                  help="partitions: the first partition (inclusive). Example: --from 2026-11-26T00")
+    @click.option("--to", default=None, metavar="PARTITION",
+                  help="partitions: the partition after the last (exclusive). Example: --to 2026-11-27T00")
+    def get(ctx: Ctx, kind: str, name: str | None, owner: str | None, from_: str | None, to: str | None) -> None:
         """List objects of a KIND, or show one by NAME (-o yaml prints it as a manifest).
 
-        KIND: endpoints, workflows, eventtypes, resources, teams (singular or plural), alerts, backfills.
+        KIND: endpoints, workflows, eventtypes, resources, teams (singular or plural), alerts, backfills,
+        partitions (``ferry get partitions ENDPOINT [--from P] [--to P]``), quarantine, dead-letter.
         """
+        ranged = RANGE_EXTENSIONS.get(kind.lower())
+        if ranged is not None:
+            ranged(ctx, name, from_, to)
+            return
+        if from_ or to:
+            raise BadRequest(f"--from/--to apply to {', '.join(sorted(RANGE_EXTENSIONS))} only")
         extra = GET_EXTENSIONS.get(kind.lower())
         if extra is not None:
             extra(ctx, name, owner)
@@ -246,3 +257,5 @@ def register(main: click.Group) -> None:
 
 # Subsystems add `ferry get KIND` for their own state kinds (alerts, backfills, ...): word -> fn(ctx, name, owner)
 GET_EXTENSIONS: dict[str, Any] = {}
+# ... and kinds listed over a range of partitions: word -> fn(ctx, name, from, to)
+RANGE_EXTENSIONS: dict[str, Any] = {}

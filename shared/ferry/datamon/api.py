@@ -1,4 +1,4 @@
-"""Datamon's HTTP routes (served by the ``api`` function, and the ``evaluate``/``dashboard`` functions)."""
+"""Datamon's HTTP routes (served by the ``api`` function, the ``evaluate`` function, and read by the dashboard)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ferry.api.router import Call, Router
-from ferry.datamon import evaluation, landing, silences, views, web
+from ferry.datamon import evaluation, landing, partitions, silences, views
 from ferry.domain.names import ID_PATTERN, NAME_PATTERN
 from ferry.errors import ValidationError
 
@@ -46,6 +46,26 @@ def land(call: Call, name: str) -> dict[str, Any]:
     return landing.land(call.services, name, req.partition, now=call.now(), records=req.records,
                         bytes=req.bytes, location=req.location, source=req.source, actor=call.actor,
                         allow_future=req.allow_future)
+
+
+class InvalidateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=2000, description="why the partition is bad")
+
+
+@router.route("/v1/endpoints/<name>/partitions", tag=TAG,
+              summary="Landed partitions of an endpoint (?from=&to= partitions, [from, to)), newest first")
+def list_partitions(call: Call, name: str) -> dict[str, Any]:
+    return {"items": partitions.listing(call.services, name, now=call.now(), start=call.arg("from"),
+                                        end=call.arg("to"), limit=call.int_arg("limit", 200, 1, 1000))}
+
+
+@router.route("/v1/endpoints/<name>/partitions/<partition>/invalidate", ("POST",), body=InvalidateRequest, tag=TAG,
+              summary="Mark a landed partition bad (owners only): late again until it re-lands")
+def invalidate(call: Call, name: str, partition: str) -> dict[str, Any]:
+    req: InvalidateRequest = call.body(InvalidateRequest)
+    return partitions.invalidate(call.services, name, partition, reason=req.reason, actor=call.actor,
+                                 now=call.now())
 
 
 @router.route("/v1/evaluate", ("POST",), tag=TAG, operational="evaluate",
@@ -131,24 +151,6 @@ def status(call: Call) -> dict[str, Any]:
     result = views.status(call.services, now=call.now(), owner=owner)
     result["channels"] = [c for c in failing_channels(call.services.store) if owner in (None, c.get("team"))]
     return result
-
-
-def dashboard(request: Any, services: Services) -> Any:
-    """The ``dashboard`` function: the unified view's page at ``/``, and Datamon's routes (the page
-    fetches ``v1/status`` from the same function)."""
-    from flask import Response
-
-    from ferry.api.http import serve
-
-    if request.method == "GET" and request.path in ("/", "/dashboard", "/index.html"):
-        return Response(web.PAGE, status=200, mimetype="text/html")
-    if request.method not in ("GET", "HEAD"):  # the dashboard serves read routes only
-        import json
-
-        error = {"error": {"code": "method_not_allowed", "message": "the dashboard serves read routes only",
-                           "details": None}}
-        return Response(json.dumps(error), status=405, mimetype="application/json")
-    return serve(request, router, services)
 
 
 def handle_partition_message(services: Services, data: bytes,

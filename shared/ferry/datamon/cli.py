@@ -9,6 +9,7 @@ import click
 
 from ferry import humane
 from ferry.cli.common import Ctx, command, console, parameter_formats, table
+from ferry.errors import BadRequest
 
 STATE_STYLES = {"late": "bold red", "at_risk": "dark_orange", "warn": "yellow", "pending": "grey50",
                 "landed_late": "magenta", "ok": "green"}
@@ -140,6 +141,35 @@ def register(main: click.Group) -> None:
         data = ctx.client.get("/v1/silences", owner=owner)
         ctx.emit(data, lambda d: table(d["items"], ["id", "endpoint", "owner", "until", "reason", "created_by"]))
 
-    from ferry.cli.core import GET_EXTENSIONS
+    @command(main, "invalidate", example="ferry invalidate plays-hourly 2026-11-26T14 --reason 'duplicated rows'")
+    @click.argument("endpoint")
+    @click.argument("partition")
+    @click.option("--reason", required=True, help="Why the partition is bad (recorded with who said so).")
+    def invalidate(ctx: Ctx, endpoint: str, partition: str, reason: str) -> None:
+        """Mark a landed partition bad: it is late again (its owners are alerted) until it re-lands."""
+        result = ctx.client.post(f"/v1/endpoints/{quote(endpoint, safe='')}/partitions/"
+                                 f"{quote(partition, safe='')}/invalidate", {"reason": reason})
+
+        def human(r: dict[str, Any]) -> None:
+            if r["invalidated"]:
+                console.print(f"invalidated {r['endpoint']} {r['partition']} (landed {r['previous']['landed_at']}) "
+                              f"by {r.get('by') or 'anonymous'}: {r['reason']}")
+            else:
+                console.print(r["message"])
+        ctx.emit(result, human)
+
+    from ferry.cli.core import GET_EXTENSIONS, RANGE_EXTENSIONS
 
     GET_EXTENSIONS["alerts"] = lambda ctx, name, owner: _show_alerts(ctx, owner, False, name)
+    RANGE_EXTENSIONS["partitions"] = _partitions
+    RANGE_EXTENSIONS["partition"] = _partitions
+
+
+def _partitions(ctx: Ctx, endpoint: str | None, start: str | None, end: str | None) -> None:
+    if not endpoint:
+        raise BadRequest("ferry get partitions ENDPOINT [--from P] [--to P]")
+    data = ctx.client.get(f"/v1/endpoints/{quote(endpoint, safe='')}/partitions", **{"from": start, "to": end},
+                          limit=1000)
+    rows = [{**r, "late": _lag(r["late_seconds"]) if r["late_seconds"] else ""} for r in data["items"]]
+    ctx.emit(data, lambda d: table(rows, ["partition", "state", "landed_at", "records", "bytes", "landings", "late",
+                                          "source"], styles={"state": lambda v: STATE_STYLES.get(v, "")}))

@@ -138,3 +138,14 @@ class Landings:
 
     def landed(self, endpoint: str, partitions: Sequence[str]) -> set[str]:
         return landed(self.services, endpoint, partitions)
+
+    def invalidate(self, endpoint: str, partition: str, *, reason: str, actor: str | None, now: datetime,
+                   check: bool = True) -> dict[str, Any]:
+        from ferry.datamon.partitions import invalidate
+
+        return invalidate(self.services, endpoint, partition, reason=reason, actor=actor, now=now, check=check)
+
+    def consumers(self, endpoint: str) -> list[tuple[str, str | None]]:
+        from ferry.datamon.partitions import consumers
+
+        return consumers(self.services, endpoint)

@@ -26,3 +26,13 @@ class Datamon(Protocol):
     def landed(self, endpoint: str, partitions: Sequence[str]) -> set[str]:
         """Which of ``partitions`` of ``endpoint`` have landed (one batched read)."""
         ...
+
+    def invalidate(self, endpoint: str, partition: str, *, reason: str, actor: str | None, now: datetime,
+                   check: bool = True) -> dict[str, Any]:
+        """Mark a landed partition bad (it is not landed any more, and late until it re-lands);
+        ``check``: the endpoint's owners only. Returns the record (``invalidated``: was it landed)."""
+        ...
+
+    def consumers(self, endpoint: str) -> list[tuple[str, str | None]]:
+        """The workflows that depend on ``endpoint``, each with the endpoint it produces (or None)."""
+        ...

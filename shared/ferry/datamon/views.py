@@ -72,36 +72,41 @@ def ack(services: Services, ids: Sequence[str] = (), *, endpoint: str | None = N
     return {"items": [_alert_api({"id": i, **d}) for i, d in sorted(docs.items())], "acknowledged": len(todo)}
 
 
+def status_row(name: str, doc: dict[str, Any], now: datetime, active: Any = ()) -> dict[str, Any] | None:
+    """One endpoint's row of the unified view from its summary document (None: not registered yet);
+    ``active``: the silences in force (``silences.active``)."""
+    if "partitioning" not in doc:
+        return None
+    policy = domain.Policy.from_doc({**doc, "name": name})
+    summary = domain.Summary.from_doc(doc, domain.EPOCH)
+    open_states = [domain.current_state(policy, e, now) for e in summary.open]
+    strip = list(summary.strip)
+    seen = {d["partition"] for d in strip}
+    strip += [{"partition": e.partition, "state": s.value} for e, s in zip(summary.open, open_states, strict=True)
+              if e.partition not in seen]
+    strip = sorted(strip, key=lambda d: d["partition"])[-domain.STRIP:]
+    state = domain.worst(open_states) or domain.State(summary.state if summary.state in (
+        domain.State.OK.value, domain.State.LANDED_LATE.value) else domain.State.PENDING.value)
+    latest = doc.get("latest") or {}
+    lag = int((now - domain._utc(latest["end"])).total_seconds()) if latest.get("end") else None  # type: ignore[operator]
+    return {"endpoint": name, "owner": policy.owner, "partitioning": policy.partitioning,
+            "timezone": policy.timezone, "last_landed": latest.get("partition"),
+            "landed_at": iso(latest.get("landed_at")), "lag_seconds": lag, "state": state.value,
+            "open_alerts": 1 if summary.incident else 0,
+            "incident": _incident_view(summary.incident),
+            "silenced": getattr(silences.matching(list(active), policy), "id", None),
+            "open_partitions": [{"partition": e.partition, "state": s.value}
+                                for e, s in zip(summary.open, open_states, strict=True)],
+            "recent": strip, "severity": policy.severity, "upstream": list(policy.upstream),
+            "error": doc.get("error")}
+
+
 def status(services: Services, *, now: datetime, owner: str | None = None) -> dict[str, Any]:
     """The unified view: every endpoint with owner, partitioning, last landed partition, lag, state,
     open alerts and recent partitions, worst first. Reads one summary per endpoint."""
-    rows = []
     active = silences.active(services.store, now)
-    for name, doc in DatamonRepository(services.store).all_summaries(owner).items():
-        if "partitioning" not in doc:
-            continue
-        policy = domain.Policy.from_doc({**doc, "name": name})
-        summary = domain.Summary.from_doc(doc, domain.EPOCH)
-        open_states = [domain.current_state(policy, e, now) for e in summary.open]
-        strip = list(summary.strip)
-        seen = {d["partition"] for d in strip}
-        strip += [{"partition": e.partition, "state": s.value} for e, s in zip(summary.open, open_states, strict=True)
-                  if e.partition not in seen]
-        strip = sorted(strip, key=lambda d: d["partition"])[-domain.STRIP:]
-        state = domain.worst(open_states) or domain.State(summary.state if summary.state in (
-            domain.State.OK.value, domain.State.LANDED_LATE.value) else domain.State.PENDING.value)
-        latest = doc.get("latest") or {}
-        lag = int((now - domain._utc(latest["end"])).total_seconds()) if latest.get("end") else None  # type: ignore[operator]
-        rows.append({"endpoint": name, "owner": policy.owner, "partitioning": policy.partitioning,
-                     "timezone": policy.timezone, "last_landed": latest.get("partition"),
-                     "landed_at": iso(latest.get("landed_at")), "lag_seconds": lag, "state": state.value,
-                     "open_alerts": 1 if summary.incident else 0,
-                     "incident": _incident_view(summary.incident),
-                     "silenced": getattr(silences.matching(active, policy), "id", None),
-                     "open_partitions": [{"partition": e.partition, "state": s.value}
-                                         for e, s in zip(summary.open, open_states, strict=True)],
-                     "recent": strip, "severity": policy.severity, "upstream": list(policy.upstream),
-                     "error": doc.get("error")})
+    rows = [row for name, doc in DatamonRepository(services.store).all_summaries(owner).items()
+            if (row := status_row(name, doc, now, active)) is not None]
     rows.sort(key=lambda r: (domain.RANK[domain.State(r["state"])], -r["open_alerts"], r["endpoint"]))
     counts: dict[str, int] = {}
     for r in rows:

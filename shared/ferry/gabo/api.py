@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -91,3 +92,23 @@ def progress(call: Call) -> dict[str, Any]:
         raise BadRequest(f"since is not an ISO instant with a time zone: {since!r}") from None
     return gabo(call.services).progress(name, start, call.now())
 
+
+class ReplayRequest(_Strict):
+    from_: Literal["quarantine", "dead-letter"] = Field(default="quarantine", alias="from")
+    since: datetime | None = Field(default=None, description="only what was received since (ISO instant)")
+
+
+@router.route("/v1/eventtypes/<name>/replay", ("POST",), body=ReplayRequest, tag="gabo",
+              summary="Replay quarantined or dead-lettered events that are valid now (the type's owners)")
+def replay(call: Call, name: str) -> dict[str, Any]:
+    req: ReplayRequest = call.body(ReplayRequest) if call.raw_body else ReplayRequest()
+    g = gabo(call.services)
+    _, rec = g.event_type(name)
+    call.services.authorizer.check(call.actor, [rec.owner], "replay events of")
+    return g.replay(name, req.from_, call.now(), req.since)
+
+
+@router.route("/v1/eventtypes/<name>/set-aside", tag="gabo",
+              summary="Samples of quarantined (?from=dead-letter: dead-lettered) messages with their reasons")
+def set_aside(call: Call, name: str) -> dict[str, Any]:
+    return gabo(call.services).set_aside(name, call.arg("from") or "quarantine", call.int_arg("limit", 20, 1, 100))

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from typing import Any
+from urllib.parse import quote
 
 import click
 from rich.console import Console
@@ -13,6 +14,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from ferry import humane
 from ferry.cli.common import Ctx, command, console, table
+from ferry.errors import BadRequest
 
 err_console = Console(stderr=True)
 FIRST_REJECTED = 100  # rejected events listed one by one (all are counted, per reason)
@@ -228,3 +230,37 @@ def register(main: click.Group) -> None:
         ctx.emit(report, human)
         if report["closed_events"] < report["accepted"]:
             sys.exit(3)
+
+    @command(main, "replay", example="ferry replay play --from quarantine")
+    @click.argument("event_type")
+    @click.option("--from", "source", type=click.Choice(["quarantine", "dead-letter"]), default="quarantine",
+                  show_default=True, help="Where the events were set aside.")
+    @click.option("--since", default=None, help="Only what was received since this ISO instant.")
+    def replay(ctx: Ctx, event_type: str, source: str, since: str | None) -> None:
+        """Replay set-aside events that are valid now (after a schema fix); the rest stay where they were."""
+        body: dict[str, Any] = {"from": source}
+        if since:
+            body["since"] = since
+        r = ctx.client.post(f"/v1/eventtypes/{quote(event_type, safe='')}/replay", body)
+
+        def human(d: dict[str, Any]) -> None:
+            console.print(f"{d['replayed']} replayed from {d['from']} of {d['event_type']}, {d['still_invalid']} "
+                          f"still invalid, {d['skipped']} before --since")
+            if d["reasons"]:
+                table(d["reasons"], ["reason", "count"], title="still invalid")
+        ctx.emit(r, human)
+
+    from ferry.cli.core import GET_EXTENSIONS
+
+    def set_aside(source: str) -> Any:
+        def show(ctx: Ctx, name: str | None, owner: str | None) -> None:
+            if not name:
+                raise BadRequest(f"ferry get {source} EVENT_TYPE")
+            r = ctx.client.get(f"/v1/eventtypes/{quote(name, safe='')}/set-aside", **{"from": source})
+            ctx.emit(r, lambda d: table(d["items"], ["event_id", "received_at", "reason"],
+                                        title=f"{source} of {d['event_type']} (samples"
+                                              + (", more remain)" if d["more"] else ")")))
+        return show
+
+    GET_EXTENSIONS["quarantine"] = set_aside("quarantine")
+    GET_EXTENSIONS["dead-letter"] = set_aside("dead-letter")

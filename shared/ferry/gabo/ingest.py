@@ -80,8 +80,11 @@ class IngestService:
         self.publisher = publisher
         self.ledger = ledger
 
-    def ingest(self, items: list[Any], now: datetime, stamp: Callable[[], datetime] | None = None) -> IngestResult:
+    def ingest(self, items: list[Any], now: datetime, stamp: Callable[[], datetime] | None = None,
+               quarantine: bool = True) -> IngestResult:
         """Validate and publish ``items`` (parsed envelopes); every publish confirmed before returning.
+        The invalid ones are quarantined (unless ``quarantine`` is False: a replay leaves them where
+        they were).
 
         With a ledger, the request is registered in flight (``since`` = ``now``) before its events are
         stamped (``stamp()``, no earlier than ``now``) and published, and its accepted ids are recorded
@@ -115,7 +118,7 @@ class IngestService:
             result.rejected.append({"index": index, "id": env.id if env else _text(item, "id"),
                                     "type": type_, "reason": reason})
             t = types.get(type_) if type_ else None
-            if t is not None:  # an unknown type has no quarantine topic: the answer is the record
+            if t is not None and quarantine:  # an unknown type has no quarantine topic: the answer is the record
                 attrs = {"event_type": t.event_type.name, "received_at": received_at, "reason": reason[:1000]}
                 if env:
                     attrs["event_id"] = env.id

@@ -150,7 +150,6 @@ class Gabo:
         et, _ = self.event_type(order.event_type)
         return self.closer().run_shard(et, order, now)
 
-
     def outstanding(self, et: EventType, created_at: datetime, now: datetime) -> dict[str, int]:
         """What deleting ``et`` now would throw away: accepted events in periods not closed yet (from the
         ledger: as ingest counted them, retries included), how many of those were delivered, and
@@ -198,6 +197,18 @@ class Gabo:
         forced = [d for _, d in self.services.store.query(FORCED_DELETES)]
         return reconcile(self.broker, infra, [et for et, _ in self.event_types()], urls,
                          self.services.settings.project, forced, now).to_dict()
+
+    def replay(self, name: str, source: str, now: datetime, since: datetime | None = None) -> dict[str, Any]:
+        """Replay the type's quarantined or dead-lettered events that are valid now (see ``replay``)."""
+        from ferry.gabo.replay import replay
+
+        return replay(self, name, source, now, since)
+
+    def set_aside(self, name: str, source: str = "quarantine", limit: int = 20) -> dict[str, Any]:
+        """Samples of the type's quarantined (or dead-lettered) messages with their reasons."""
+        from ferry.gabo.replay import samples
+
+        return samples(self, name, source, limit)
 
     def scale(self, now: datetime, name: str | None = None, budget_s: float = 50.0,
               publish: bool = True, capacity: int | None = None) -> list[dict[str, Any]]:

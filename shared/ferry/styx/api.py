@@ -22,6 +22,7 @@ INSTANCE = "/v1/workflows/<workflow>/instances/<parameter>"
 class TriggerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     env: Env = Field(default_factory=dict, description="extra env vars for this trigger")
+    ignore_deps: bool = Field(default=False, description="run without waiting for upstream partitions")
 
 
 class HaltRequest(BaseModel):
@@ -88,13 +89,59 @@ def get_instance(call: Call, workflow: str, parameter: str) -> dict[str, Any]:
               summary="Trigger an instance now (409 if it is active)")
 def trigger(call: Call, workflow: str, parameter: str) -> tuple[int, dict[str, Any]]:
     req: TriggerRequest = _optional(call, TriggerRequest)
-    run = _styx(call).trigger(workflow, parameter, call.now(), req.env, call.actor)
+    run = _styx(call).trigger(workflow, parameter, call.now(), req.env, call.actor, ignore_deps=req.ignore_deps)
     return 201, instance_view(run)
 
 
-@router.route(f"{INSTANCE}/retry", ("POST",), tag=TAG, summary="Re-queue an instance now")
+class RetryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    env: Env = Field(default_factory=dict, description="env changes for the re-run (a new trigger)")
+
+
+class ReprocessingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    endpoint: str = Field(description="the endpoint whose downstream workflows re-run")
+    start: str = Field(description="first partition of the endpoint (inclusive)")
+    end: str = Field(description="partition after the last (exclusive)")
+    concurrency: int = Field(default=1, ge=1, le=1000)
+    description: str = ""
+
+
+@router.route(f"{INSTANCE}/retry", ("POST",), body=RetryRequest, tag=TAG,
+              summary="Re-queue an instance now (with env changes: a new trigger)")
 def retry(call: Call, workflow: str, parameter: str) -> dict[str, Any]:
-    return instance_view(_styx(call).retry(workflow, parameter, call.now(), call.actor))
+    req: RetryRequest = _optional(call, RetryRequest)
+    return instance_view(_styx(call).retry(workflow, parameter, call.now(), call.actor, req.env or None))
+
+
+@router.route("/v1/reprocessings", ("POST",), body=ReprocessingRequest, tag=TAG,
+              summary="Re-run every workflow downstream of an endpoint for a range, in dependency order")
+def create_reprocessing(call: Call) -> tuple[int, dict[str, Any]]:
+    from ferry.styx import reprocessing
+
+    req: ReprocessingRequest = call.body(ReprocessingRequest)
+    return 201, reprocessing.create(_styx(call), req.endpoint, req.start, req.end, call.now(), req.concurrency,
+                                    req.description, call.actor)
+
+
+@router.route("/v1/reprocessings/<rp_id>", tag=TAG, summary="A reprocessing with each workflow's progress")
+def show_reprocessing(call: Call, rp_id: str) -> dict[str, Any]:
+    from ferry.styx import reprocessing
+
+    return reprocessing.show(_styx(call), rp_id)
+
+
+@router.route("/v1/backfills/<backfill_id>/retry", ("POST",), tag=TAG,
+              summary="Re-queue the backfill's failed (ERROR) instances")
+def retry_backfill(call: Call, backfill_id: str) -> dict[str, Any]:
+    return backfills.retry(_styx(call), backfill_id, call.now(), call.actor)
+
+
+@router.route(f"{INSTANCE}/mark-done", ("POST",), body=HaltRequest, tag=TAG,
+              summary="Mark an instance DONE without running it (owners only; recorded; its output lands)")
+def mark_done(call: Call, workflow: str, parameter: str) -> dict[str, Any]:
+    req: HaltRequest = _optional(call, HaltRequest)
+    return instance_view(_styx(call).mark_done(workflow, parameter, call.now(), call.actor, req.reason))
 
 
 @router.route(f"{INSTANCE}/halt", ("POST",), body=HaltRequest, tag=TAG,

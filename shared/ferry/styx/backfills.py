@@ -28,18 +28,33 @@ def pool_of(backfill_id: str) -> str:
 
 def create(styx: StyxService, workflow: str, start: str, end: str, now: datetime, concurrency: int = 1,
            reverse: bool = False, description: str = "", env: dict[str, str] | None = None,
-           actor: str | None = None) -> dict[str, Any]:
-    """Create a backfill of [start, end).
+           actor: str | None = None, group: str | None = None) -> dict[str, Any]:
+    """Create a backfill of [start, end) (``group``: the reprocessing it belongs to).
 
     Raises:
         NotFound: unknown workflow.
-        BadRequest: bounds not aligned to the schedule, end not after start, concurrency < 1.
+        BadRequest: bounds not aligned to the schedule, end not after start, concurrency < 1, or a
+            range that begins before the start of an endpoint the workflow depends on or produces.
         Conflict: a partition in range has an active instance or is in another active backfill.
     """
     wf, owner = styx.workflow(workflow)
     styx.services.authorizer.check(actor, [owner], "backfill")
     if concurrency < 1:
         raise BadRequest("concurrency must be at least 1")
+    partitions = check(styx, wf, start, end, reverse)
+    bf_id = f"bf-{slug(workflow)[:40]}-{now.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"
+    doc = {"id": bf_id, "workflow": workflow, "start": start, "end": end, "partitions": partitions,
+           "concurrency": concurrency, "reverse": reverse, "description": description, "env": dict(env or {}),
+           "next_index": 0, "state": "active", "graceful": False, "skipped": [], "created_at": now,
+           "created_by": actor, "updated_at": now, "group": group}
+    styx.services.store.write([Op.create(BACKFILLS, bf_id, doc)])
+    progress(styx, doc, now)
+    return show(styx, bf_id)
+
+
+def check(styx: StyxService, wf: Any, start: str, end: str, reverse: bool) -> list[str]:
+    """The partitions of a backfill of ``wf`` over [start, end), or why it cannot be created."""
+    workflow = wf.name
     try:
         partitions = backfill_partitions(wf.spec.cadence(), start, end, reverse)
     except ValueError as exc:
@@ -59,14 +74,28 @@ def create(styx: StyxService, workflow: str, start: str, end: str, now: datetime
             if overlap:
                 raise Conflict(f"backfill {other['id']} is still to run {len(overlap)} of these partitions: "
                                + ", ".join(overlap[:10]), {"backfill": other["id"], "active": overlap})
-    bf_id = f"bf-{slug(workflow)[:40]}-{now.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"
-    doc = {"id": bf_id, "workflow": workflow, "start": start, "end": end, "partitions": partitions,
-           "concurrency": concurrency, "reverse": reverse, "description": description, "env": dict(env or {}),
-           "next_index": 0, "state": "active", "graceful": False, "skipped": [], "created_at": now,
-           "created_by": actor, "updated_at": now}
-    styx.services.store.write([Op.create(BACKFILLS, bf_id, doc)])
-    progress(styx, doc, now)
-    return show(styx, bf_id)
+    return partitions
+
+
+def retry(styx: StyxService, bf_id: str, now: datetime, actor: str | None = None) -> dict[str, Any]:
+    """Re-queue the backfill's instances that ended in ERROR (its owners only); the backfill is
+    active again until they finish. Returns the backfill."""
+    bf = styx.repo.backfill(bf_id)
+    if bf is None:
+        raise NotFound(f"backfill {bf_id!r} not found")
+    _, owner = styx.workflow(bf["workflow"])
+    styx.services.authorizer.check(actor, [owner], "retry")
+    runs = styx.repo.get_many([m.instance_id(bf["workflow"], p) for p in bf["partitions"][:bf["next_index"]]])
+    failed = sorted(r.parameter for r in runs.values() if r.backfill == bf_id and r.state == m.State.ERROR)
+    if not failed:
+        raise Conflict(f"backfill {bf_id} has no failed instances to retry")
+    for p in failed:
+        styx.retry(bf["workflow"], p, now, actor)
+    if bf["state"] == "done":
+        styx.services.store.write([Op.set(BACKFILLS, bf_id, {"state": "active", "updated_at": now}, merge=True)])
+    out = show(styx, bf_id)
+    out["retried"] = failed
+    return out
 
 
 def _check_within_start(styx: StyxService, wf: Any, partitions: list[str], reverse: bool) -> None:

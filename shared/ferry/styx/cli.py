@@ -54,7 +54,8 @@ def _timeline(data: dict[str, Any]) -> None:
     _instance_line(inst)
     for t in data["triggers"]:
         console.print(f"[bold]trigger[/] {t['trigger_type']} {t['trigger_id']} at {t['at']}"
-                      + (f" env {humane.text(t['env'])}" if t["env"] else ""))
+                      + (f" env {humane.text(t['env'])}" if t["env"] else "")
+                      + (" ignoring dependencies" if t.get("ignore_deps") else ""))
         for e in t["events"]:
             console.print(f"  {e['at']}  {e['event']:<17} -> {e['state']:<10} {e['message']}")
         for x in t["executions"]:
@@ -125,17 +126,33 @@ def register(main: click.Group) -> None:
     @click.argument("parameter")
     @click.option("-e", "--env", "env", multiple=True, metavar="K=V",
                   help="An environment variable for this trigger (repeatable). Example: -e MODE=full")
-    def trigger(ctx: Ctx, workflow: str, parameter: str, env: tuple[str, ...]) -> None:
+    @click.option("--ignore-deps", is_flag=True, help="Run without waiting for upstream partitions (recorded).")
+    def trigger(ctx: Ctx, workflow: str, parameter: str, env: tuple[str, ...], ignore_deps: bool) -> None:
         """Trigger an instance now (refused if it is active)."""
-        data = ctx.client.post(_path(workflow, parameter, "trigger"), {"env": _env(env)})
+        body: dict[str, Any] = {"env": _env(env)}
+        if ignore_deps:
+            body["ignore_deps"] = True
+        data = ctx.client.post(_path(workflow, parameter, "trigger"), body)
         ctx.emit(data, _instance_line)
+
+    @command(main, "mark-done", formats=parameter_formats(), example="ferry mark-done aggregate-plays 2026-11-26T14 --reason 'computed by hand'")
+    @click.argument("workflow")
+    @click.argument("parameter")
+    @click.option("--reason", default=None, help="Why (shown in the timeline).")
+    def mark_done(ctx: Ctx, workflow: str, parameter: str, reason: str | None) -> None:
+        """Mark an instance DONE without running it (its owning team; its output partition lands)."""
+        ctx.emit(ctx.client.post(_path(workflow, parameter, "mark-done"), {"reason": reason} if reason else {}),
+                 _instance_line)
 
     @command(main, "retry", formats=parameter_formats(), example="ferry retry aggregate-plays 2026-11-26T14")
     @click.argument("workflow")
     @click.argument("parameter")
-    def retry(ctx: Ctx, workflow: str, parameter: str) -> None:
+    @click.option("-e", "--env", "env", multiple=True,
+                  help="K=V env change for the re-run (repeatable; a DONE or ERROR instance: a new trigger).")
+    def retry(ctx: Ctx, workflow: str, parameter: str, env: tuple[str, ...]) -> None:
         """Re-queue an instance now (from QUEUED, DONE or ERROR)."""
-        ctx.emit(ctx.client.post(_path(workflow, parameter, "retry")), _instance_line)
+        ctx.emit(ctx.client.post(_path(workflow, parameter, "retry"), {"env": _env(env)} if env else {}),
+                 _instance_line)
 
     @command(main, "halt", formats=parameter_formats(), example="ferry halt aggregate-plays 2026-11-26T14 --reason 'bad input'")
     @click.argument("workflow")
@@ -187,19 +204,33 @@ def register(main: click.Group) -> None:
     def backfill() -> None:
         """Run a workflow over a range of past partitions."""
 
-    @command(backfill, "create", formats=parameter_formats("START and END each"), example="ferry backfill create aggregate-plays 2026-11-01T00 2026-11-08T00 --concurrency 4")
-    @click.argument("workflow")
-    @click.argument("start")
-    @click.argument("end")
+    @command(backfill, "create", formats=parameter_formats("START and END each"),
+             example=("ferry backfill create aggregate-plays 2026-11-01T00 2026-11-08T00 --concurrency 4",
+                      "ferry backfill create --downstream-of plays-hourly 2026-11-26T14 2026-11-26T15"))
+    @click.argument("args", nargs=-1, metavar="WORKFLOW START END | --downstream-of ENDPOINT START END")
+    @click.option("--downstream-of", "endpoint", default=None,
+                  help="Re-run every workflow downstream of this endpoint for [START, END), in dependency order.")
     @click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 1000),
                   help="Instances of the backfill running at once. Example: --concurrency 4")
     @click.option("--reverse", is_flag=True, help="Newest partition first.")
     @click.option("-d", "--description", default="", help="Why this backfill, shown in listings. Example: -d 'late plays'")
     @click.option("-e", "--env", "env", multiple=True, metavar="K=V",
                   help="An environment variable for every instance (repeatable). Example: -e MODE=full")
-    def create(ctx: Ctx, workflow: str, start: str, end: str, concurrency: int, reverse: bool, description: str,
-               env: tuple[str, ...]) -> None:
-        """Create a backfill of [START, END) (both aligned to the schedule)."""
+    def create(ctx: Ctx, args: tuple[str, ...], endpoint: str | None, concurrency: int, reverse: bool,
+               description: str, env: tuple[str, ...]) -> None:
+        """Create a backfill of [START, END) (both aligned to the schedule); with --downstream-of, one
+        tracked reprocessing of every workflow that depends on the endpoint, directly or transitively."""
+        if endpoint is not None:
+            if len(args) != 2 or reverse or env:
+                raise BadRequest("usage: ferry backfill create --downstream-of ENDPOINT START END "
+                                 "[--concurrency N] [-d TEXT] (no --reverse or -e)")
+            data = ctx.client.post("/v1/reprocessings", {"endpoint": endpoint, "start": args[0], "end": args[1],
+                                                         "concurrency": concurrency, "description": description})
+            ctx.emit(data, _reprocessing)
+            return
+        if len(args) != 3:
+            raise BadRequest("usage: ferry backfill create WORKFLOW START END")
+        workflow, start, end = args
         data = ctx.client.post("/v1/backfills", {"workflow": workflow, "start": start, "end": end,
                                                  "concurrency": concurrency, "reverse": reverse,
                                                  "description": description, "env": _env(env)})
@@ -211,7 +242,10 @@ def register(main: click.Group) -> None:
     @click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
     @click.option("--timeout", default=3600.0, show_default=True, help="Stop watching after this many seconds.")
     def show(ctx: Ctx, backfill_id: str, watch: bool, interval: float, timeout: float) -> None:
-        """A backfill with the state of every partition."""
+        """A backfill with the state of every partition (a reprocessing ``rp-…``: each workflow's progress)."""
+        if backfill_id.startswith("rp-"):
+            ctx.emit(ctx.client.get(f"/v1/reprocessings/{backfill_id}"), _reprocessing)
+            return
         data = ctx.client.get(f"/v1/backfills/{backfill_id}")
         if watch and not ctx.json:
             data = _watch(ctx, backfill_id, data, interval, timeout)
@@ -223,6 +257,17 @@ def register(main: click.Group) -> None:
     def halt_backfill(ctx: Ctx, backfill_id: str, graceful: bool) -> None:
         """Halt a backfill."""
         ctx.emit(ctx.client.post(f"/v1/backfills/{backfill_id}/halt", {"graceful": graceful}), _backfill)
+
+    @command(backfill, "retry", example="ferry backfill retry bf-1a2b3c")
+    @click.argument("backfill_id")
+    def retry_backfill(ctx: Ctx, backfill_id: str) -> None:
+        """Re-queue the backfill's failed (ERROR) instances."""
+        data = ctx.client.post(f"/v1/backfills/{backfill_id}/retry")
+
+        def human(d: dict[str, Any]) -> None:
+            console.print(f"re-queued {len(d['retried'])}: {', '.join(d['retried'])}")
+            _backfill(d)
+        ctx.emit(data, human)
 
     @command(backfill, "ls", example="ferry backfill ls --workflow aggregate-plays")
     @click.option("--workflow", default=None, help="Only backfills of this workflow. Example: --workflow aggregate-plays")
@@ -303,6 +348,12 @@ def _watch(ctx: Ctx, backfill_id: str, data: dict[str, Any], interval: float, ti
         for why in _stuck(data):
             console.print(f"waiting: {why}", markup=False)
     return data
+
+
+def _reprocessing(rp: dict[str, Any]) -> None:
+    console.print(f"[bold]{rp['id']}[/] downstream of {rp['endpoint']} [{rp['start']}, {rp['end']}) state "
+                  f"{rp['state']} — {rp['finished']}/{rp['total']} finished")
+    table(rp["workflows"], ["workflow", "backfill", "start", "end", "state", "finished", "total", "counts"])
 
 
 def _list_backfills(ctx: Ctx, workflow: str | None) -> None:

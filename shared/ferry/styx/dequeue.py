@@ -143,7 +143,7 @@ class DequeueStage:
             if not wf.spec.enabled and run.trigger and run.trigger.type == "natural":
                 tick.apply(run, m.Halt("workflow disabled"), now, policy, wf)
                 return None
-            if wf.spec.depends_on:
+            if wf.spec.depends_on and not (run.trigger and run.trigger.ignore_deps):
                 missing = self.styx.gate(wf, run.parameter)
                 if missing:
                     report.add("gated")

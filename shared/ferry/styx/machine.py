@@ -69,13 +69,17 @@ class Trigger:
     type: str  # natural | adhoc | backfill | retry
     id: str
     env: dict[str, str] = field(default_factory=dict)
+    ignore_deps: bool = False  # an operator's trigger that does not wait for upstream partitions
 
     def to_doc(self) -> dict[str, Any]:
-        return {"type": self.type, "id": self.id, "env": dict(self.env)}
+        doc: dict[str, Any] = {"type": self.type, "id": self.id, "env": dict(self.env)}
+        if self.ignore_deps:
+            doc["ignore_deps"] = True
+        return doc
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any] | None) -> Trigger | None:
-        return cls(doc["type"], doc["id"], dict(doc.get("env") or {})) if doc else None
+        return cls(doc["type"], doc["id"], dict(doc.get("env") or {}), bool(doc.get("ignore_deps"))) if doc else None
 
 
 # -- events: one small type each; ``name`` is how the event log spells it ---------------------------
@@ -189,8 +193,15 @@ class Halt(Event):
     name = "halt"
 
 
+@dataclass(frozen=True)
+class MarkDone(Event):
+    """An operator says the instance's work is done without running it (its output lands)."""
+
+    name = "markDone"
+
+
 EVENTS: tuple[type[Event], ...] = (TriggerExecution, Dequeue, Submit, Resubmit, Submitted, Started, Terminate,
-                                   RunError, Success, RetryAfter, Stop, Timeout, Halt)
+                                   RunError, Success, RetryAfter, Stop, Timeout, Halt, MarkDone)
 
 
 @dataclass(frozen=True)
@@ -287,6 +298,7 @@ LEGAL: dict[type[Event], frozenset[State]] = {
     Stop: frozenset({State.TERMINATED, State.FAILED}),
     Timeout: frozenset({State.SUBMITTED, State.RUNNING}),
     Halt: ACTIVE,
+    MarkDone: frozenset({State.NEW, State.QUEUED, State.ERROR}),
 }
 
 
@@ -372,6 +384,10 @@ def transition(run: Run, event: Event, now: datetime, policy: Policy) -> Step:
             reason = event.message or "run error"
             r = replace(r, state=State.FAILED, deadline=None, ended_at=now, message=reason)
             return Step(r, (), _after_failure(r, policy, reason))
+        case MarkDone():
+            return Step(replace(r, state=State.DONE, due_at=None, deadline=None, slots=(), lifetime_slot=None,
+                                ended_at=now, message=event.message or "marked done"),
+                        (*_release(run, lifetime=True), Land()))
         case Success():
             return Step(replace(r, state=State.DONE, slots=(), lifetime_slot=None),
                         (*_release(run, lifetime=True), Land()))

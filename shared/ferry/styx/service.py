@@ -178,23 +178,31 @@ class StyxService:
 
     # -- commands ------------------------------------------------------------------------------------
     def trigger(self, workflow: str, parameter: str, now: datetime, env: dict[str, str] | None = None,
-                actor: str | None = None, trigger_type: str = "adhoc", trigger_id: str | None = None) -> m.Run:
-        """Trigger an instance now (ad hoc). Raises Conflict (409) if it is active."""
+                actor: str | None = None, trigger_type: str = "adhoc", trigger_id: str | None = None,
+                ignore_deps: bool = False) -> m.Run:
+        """Trigger an instance now (ad hoc; ``ignore_deps``: without waiting for its upstream
+        partitions). Raises Conflict (409) if it is active."""
         wf, owner = self.workflow(workflow)
         self.services.authorizer.check(actor, [owner], "trigger")
         self.check_parameter(wf, parameter)
         trig = m.Trigger(trigger_type, trigger_id or f"{trigger_type}-{now.strftime('%Y%m%dT%H%M%S')}",
-                         dict(env or {}))
+                         dict(env or {}), ignore_deps)
 
         def make(before: m.Run | None) -> m.Event:
             if before is not None and before.active:
                 raise Conflict(f"instance {workflow} {parameter} is already active ({before.state}); "
                                f"halt it first or wait", {"state": str(before.state)})
-            return m.TriggerExecution(f"triggered {trigger_type} by {actor or 'ferry'}", trigger=trig)
+            return m.TriggerExecution(f"triggered {trigger_type} by {actor or 'ferry'}"
+                                      + (" ignoring its dependencies" if ignore_deps else ""), trigger=trig)
         return self.change(workflow, parameter, make, now, wf)
 
-    def retry(self, workflow: str, parameter: str, now: datetime, actor: str | None = None) -> m.Run:
-        """Re-queue an instance now: from QUEUED (skip the wait) or from DONE/ERROR (run again)."""
+    def retry(self, workflow: str, parameter: str, now: datetime, actor: str | None = None,
+              env: dict[str, str] | None = None) -> m.Run:
+        """Re-queue an instance now: from QUEUED (skip the wait) or from DONE/ERROR (run again).
+
+        ``env``: change the environment (merged over the last trigger's): the re-run is a new
+        trigger of type ``retry`` carrying it, so the timeline shows what changed.
+        """
         wf, owner = self.workflow(workflow)
         self.services.authorizer.check(actor, [owner], "retry")
 
@@ -204,8 +212,33 @@ class StyxService:
             if before.state not in (m.State.QUEUED, *m.ENDED):
                 raise m.IllegalTransition(f"instance {workflow} {parameter} is {before.state}; retry applies to "
                                           f"a QUEUED, DONE or ERROR instance", {"state": str(before.state)})
+            if env:
+                if before.state not in m.ENDED:
+                    raise m.IllegalTransition(f"instance {workflow} {parameter} is {before.state}; a retry with "
+                                              f"-e applies to a DONE or ERROR instance (halt it first)",
+                                              {"state": str(before.state)})
+                old = before.trigger
+                trig = m.Trigger("retry", f"retry-{now.strftime('%Y%m%dT%H%M%S')}",
+                                 {**(old.env if old else {}), **env})
+                return m.TriggerExecution(f"retried by {actor or 'ferry'} with env {sorted(env)}", trigger=trig)
             return m.RetryAfter(f"retry requested by {actor or 'ferry'}", delay=timedelta(0),
                            reset_tries=True)
+        return self.change(workflow, parameter, make, now, wf)
+
+    def mark_done(self, workflow: str, parameter: str, now: datetime, actor: str | None = None,
+                  reason: str | None = None) -> m.Run:
+        """Mark an instance DONE without running it (its owning team only): from no instance, QUEUED or
+        ERROR; recorded in its timeline with who and why, and its ``produces`` partition lands."""
+        wf, owner = self.workflow(workflow)
+        self.services.authorizer.check(actor, [owner], "mark done")
+        self.check_parameter(wf, parameter)
+
+        def make(before: m.Run | None) -> m.Event:
+            state = before.state if before else m.State.NEW
+            if state not in m.LEGAL[m.MarkDone]:
+                raise m.IllegalTransition(f"instance {workflow} {parameter} is {state}; mark-done applies to a "
+                                          f"QUEUED or ERROR instance (or none yet)", {"state": str(state)})
+            return m.MarkDone(f"marked done by {actor or 'ferry'}" + (f": {reason}" if reason else ""))
         return self.change(workflow, parameter, make, now, wf)
 
     def halt(self, workflow: str, parameter: str, now: datetime, actor: str | None = None,
@@ -371,7 +404,8 @@ def build_timeline(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if e["event"] == "triggerExecution" or not triggers:
             trig = e.get("trigger") or {}
             triggers.append({"trigger_type": trig.get("type"), "trigger_id": trig.get("id"),
-                             "env": trig.get("env") or {}, "at": at, "events": [], "executions": []})
+                             "env": trig.get("env") or {}, "ignore_deps": bool(trig.get("ignore_deps")),
+                             "at": at, "events": [], "executions": []})
             execution = None
         current = triggers[-1]
         if e["event"] == "submit":

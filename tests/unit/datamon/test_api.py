@@ -8,7 +8,6 @@ import pytest
 from ferry.api.app import router
 from ferry.bootstrap import Services
 from ferry.datamon import api as datamon_api
-from ferry.datamon.web import COLOURS
 
 from .conftest import T0, apply, endpoint
 
@@ -99,22 +98,6 @@ def test_a_partition_message_names_its_instant_only_in_a_stack_that_allows_it(cl
         landed = datamon_api.handle_partition_message(svc, msg, {"ferry_now": "2026-11-26T06:30:00Z"})
         assert landed is not None
         assert landed["last_landed_at"] == ("2026-11-26T06:30:00+00:00" if allowed else T0.isoformat())
-
-
-def test_dashboard_page_is_served_with_colours(team: Services) -> None:
-    from flask import Flask
-
-    app = Flask(__name__)
-    with app.test_request_context("/", method="GET"):
-        from flask import request
-
-        resp = datamon_api.dashboard(request, team)
-    assert resp.status_code == 200 and resp.mimetype == "text/html"
-    html = resp.get_data(as_text=True)
-    assert "v1/status" in html and COLOURS["late"] in html and "setInterval" in html
-    with app.test_request_context("/v1/status", method="GET"):
-        resp = datamon_api.dashboard(request, team)
-    assert resp.status_code == 200 and "endpoints" in json.loads(resp.get_data())
 
 
 def test_openapi_lists_datamon_routes(svc: Services) -> None:

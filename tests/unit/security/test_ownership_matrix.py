@@ -140,6 +140,15 @@ MATRIX: dict[tuple[str, str], list[Case]] = {
     ("POST", "/v1/backfills"): [Case("/v1/backfills", {"workflow": "wf-a", "start": "2026-11-24T00",
                                                        "end": "2026-11-24T02"})],
     ("POST", "/v1/backfills/{backfill_id}/halt"): [Case(_backfill, {})],
+    ("POST", "/v1/backfills/{backfill_id}/retry"): [
+        Case(lambda svc: _backfill(svc).replace("/halt", "/retry"), None)],
+    ("POST", "/v1/endpoints/{name}/partitions/{partition}/invalidate"): [
+        Case("/v1/endpoints/plays/partitions/2026-11-26T10/invalidate", {"reason": "duplicated rows"})],
+    ("POST", "/v1/reprocessings"): [Case("/v1/reprocessings", {"endpoint": "plays", "start": "2026-11-26T10",
+                                                               "end": "2026-11-26T11"})],
+    ("POST", "/v1/workflows/{workflow}/instances/{parameter}/mark-done"): [
+        Case("/v1/workflows/wf-a/instances/2026-11-26T10/mark-done", {"reason": "computed by hand"})],
+    ("POST", "/v1/eventtypes/{name}/replay"): [Case("/v1/eventtypes/click/replay", {"from": "quarantine"})],
 }
 
 

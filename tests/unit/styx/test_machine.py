@@ -58,6 +58,7 @@ EXPECTED: dict[tuple[State, type[Event]], State] = {
     (State.SUBMITTED, Timeout): State.FAILED,
     (State.RUNNING, Timeout): State.FAILED,
     **{(s, Halt): State.ERROR for s in m.ACTIVE},
+    **{(s, m.MarkDone): State.DONE for s in (State.NEW, State.QUEUED, State.ERROR)},
 }
 
 

@@ -1,0 +1,264 @@
+"""What each page of the web view shows, read from the store with reads bounded by what is shown.
+
+Every function takes the services and ``now`` and returns plain data for a template; none reads a
+collection whole: lists are pages (``limit`` + a cursor), a page of one object reads that object and
+a bounded number of its neighbours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ferry.datamon import domain, silences
+from ferry.datamon.partitions import invalidations
+from ferry.datamon.repository import ENDPOINTS, LINEAGE, PARTITIONS
+from ferry.datamon.views import status_row
+from ferry.domain.manifests import Endpoint, EventType, Workflow
+from ferry.errors import FerryError, NotFound
+from ferry.store.base import Where
+from ferry.styx import machine as m
+from ferry.styx.repository import BACKFILLS, INSTANCES, run_from_doc
+from ferry.styx.service import StyxService, instance_view
+
+if TYPE_CHECKING:
+    from ferry.bootstrap import Services
+
+PAGE = 50          # rows of a list page
+PARTITIONS_SHOWN = 30
+NEIGHBOURS = 50    # producing/consuming workflows and downstream endpoints shown on an endpoint page
+LOG_LINES = 200
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+# -- endpoints ----------------------------------------------------------------------------------------
+
+def endpoints(services: Services, now: datetime, owner: str | None = None, after: str | None = None,
+              limit: int = PAGE) -> Page:
+    """One page of endpoints by name (worst first within the page): ``limit + 1`` summary reads."""
+    where = [Where("owner", "==", owner)] if owner else []
+    rows = services.store.query(ENDPOINTS, where, limit=limit + 1, start_after=after)
+    active = silences.active(services.store, now)
+    items = [r for name, doc in rows[:limit] if (r := status_row(name, doc, now, active)) is not None]
+    items.sort(key=lambda r: (domain.RANK[domain.State(r["state"])], r["endpoint"]))
+    return Page(items, rows[limit - 1][0] if len(rows) > limit else None)
+
+
+def open_alerts(services: Services, endpoint: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The endpoint's open alerts, in whatever model Datamon keeps them (its own read of them)."""
+    from ferry.datamon.views import alerts
+
+    return list(alerts(services, endpoint=endpoint, limit=limit)["items"])
+
+
+def _lateness(landed_at: datetime | None, deadline: datetime, now: datetime) -> int:
+    return int(max(timedelta(0), (landed_at or now) - deadline).total_seconds())
+
+
+def endpoint(services: Services, name: str, now: datetime) -> dict[str, Any]:
+    """An endpoint's page: SLA, owner, partitions (state, landed at, records, lateness, volume), open
+    alerts, producing and consuming workflows with the producing instance of each partition shown,
+    upstream and downstream endpoints. About 8 queries and ``PARTITIONS_SHOWN + NEIGHBOURS`` reads.
+
+    Raises:
+        NotFound: no such endpoint.
+    """
+    rec = services.manifests.get("Endpoint", name)
+    if rec is None:
+        raise NotFound(f"endpoint {name!r} not found")
+    model = rec.model()
+    assert isinstance(model, Endpoint)
+    policy = domain.Policy.from_spec(rec.name, rec.owner or "", model.spec, rec.generation)
+    store = services.store
+    summary_doc = store.get(ENDPOINTS, name) or {}
+    row = status_row(name, summary_doc, now) or {"state": "pending", "open_partitions": [], "recent": []}
+    landed = {d["partition"]: d for _, d in store.query(PARTITIONS, [Where("endpoint", "==", name)],
+                                                          order_by="start", descending=True,
+                                                          limit=PARTITIONS_SHOWN)}
+    states = {p["partition"]: p["state"] for p in row["recent"]}
+    states.update({p["partition"]: p["state"] for p in row["open_partitions"]})
+    producers = [{"workflow": i, **d} for i, d in store.query(LINEAGE, [Where("produces", "==", name)],
+                                                             limit=NEIGHBOURS)]
+    consumers = [{"workflow": i, **d} for i, d in store.query(LINEAGE, [Where("depends_on", "array_contains", name)],
+                                                             limit=NEIGHBOURS)]
+    downstream = [i for i, _ in store.query(ENDPOINTS, [Where("upstream_all", "array_contains", name)],
+                                            limit=NEIGHBOURS)]
+    shown = sorted(set(landed) | set(states), key=policy.cadence.parse, reverse=True)[:PARTITIONS_SHOWN]
+    bad = invalidations(services, name, [p for p in shown if p not in landed])
+    partitions = []
+    for p in shown:
+        doc = landed.get(p) or {}
+        start = policy.cadence.parse(p)
+        deadline = domain.clocks(policy, start).late_at
+        landed_at = domain._utc(doc.get("landed_at"))
+        state = states.get(p) or ("landed_late" if landed_at and landed_at > deadline else "ok")
+        partitions.append({"partition": p, "state": state, "landed_at": landed_at, "records": doc.get("records"),
+                           "bytes": doc.get("bytes"), "landings": doc.get("landings"), "deadline": deadline,
+                           "late_seconds": _lateness(landed_at, deadline, now) if landed_at or now > deadline else 0,
+                           "invalidated": bad.get(p), "instance": None})
+    _attach_instances(services, producers, policy, partitions)
+    upstream = list(dict.fromkeys([*policy.upstream, *(summary_doc.get("upstream_all") or [])]))
+    return {"name": name, "owner": rec.owner, "description": model.metadata.description, "spec": model.spec,
+            "policy": policy, "row": row, "partitions": partitions, "alerts": open_alerts(services, name),
+            "producers": producers, "consumers": consumers, "upstream": upstream, "downstream": downstream}
+
+
+def _attach_instances(services: Services, producers: list[dict[str, Any]], policy: domain.Policy,
+                      partitions: list[dict[str, Any]]) -> None:
+    """Each partition's instance of the (first) producing workflow: one batched read."""
+    if not producers or not partitions:
+        return
+    workflow = producers[0]["workflow"]
+    rec = services.manifests.get("Workflow", workflow)
+    if rec is None:
+        return
+    model = rec.model()
+    assert isinstance(model, Workflow)
+    cadence = model.spec.cadence()
+    params = {p["partition"]: cadence.format(cadence.floor(policy.cadence.parse(p["partition"])))
+              for p in partitions}
+    found = services.store.get_many(INSTANCES, [m.instance_id(workflow, v) for v in params.values()])
+    for p in partitions:
+        doc = found.get(m.instance_id(workflow, params[p["partition"]]))
+        if doc is not None:
+            p["instance"] = instance_view(run_from_doc(doc))
+
+
+# -- workflows ----------------------------------------------------------------------------------------
+
+def workflows(services: Services, owner: str | None = None, after: str | None = None, limit: int = PAGE) -> Page:
+    page, cursor = services.manifests.list("Workflow", owner, limit=limit, after=after)
+    items = []
+    for rec in page:
+        spec = rec.manifest.get("spec", {})
+        items.append({"name": rec.name, "owner": rec.owner, "schedule": spec.get("schedule"),
+                      "produces": spec.get("produces"), "depends_on": spec.get("depends_on") or [],
+                      "enabled": spec.get("enabled", True), "image": spec.get("image")})
+    return Page(items, cursor)
+
+
+def workflow(services: Services, name: str, limit: int = PAGE) -> dict[str, Any]:
+    """A workflow's page: its spec, its newest instances (one page) and its backfills with progress.
+
+    Raises:
+        NotFound: no such workflow.
+    """
+    rec = services.manifests.get("Workflow", name)
+    if rec is None:
+        raise NotFound(f"workflow {name!r} not found")
+    model = rec.model()
+    assert isinstance(model, Workflow)
+    rows = services.store.query(INSTANCES, [Where("workflow", "==", name)], order_by="parameter", descending=True,
+                                limit=limit)
+    instances = [instance_view(run_from_doc(d)) for _, d in rows]
+    backfills = [_backfill_progress(services, d) for _, d in services.store.query(
+        BACKFILLS, [Where("workflow", "==", name)], limit=20)]
+    backfills.sort(key=lambda b: str(b["created_at"]), reverse=True)
+    return {"name": name, "owner": rec.owner, "spec": model.spec, "description": model.metadata.description,
+            "instances": instances,
+            "backfills": backfills}
+
+
+BACKFILL_COUNTED = 500  # a backfill's instances are counted one by one up to this size
+
+
+def _backfill_progress(services: Services, bf: dict[str, Any]) -> dict[str, Any]:
+    total = len(bf["partitions"])
+    counts: dict[str, int] = {}
+    if total <= BACKFILL_COUNTED:
+        started = bf["partitions"][:bf["next_index"]]
+        runs = services.store.get_many(INSTANCES, [m.instance_id(bf["workflow"], p) for p in started])
+        for d in runs.values():
+            if d.get("backfill") == bf["id"]:
+                counts[d["state"]] = counts.get(d["state"], 0) + 1
+    finished = counts.get("DONE", 0) + counts.get("ERROR", 0)
+    return {"id": bf["id"], "workflow": bf["workflow"], "start": bf["start"], "end": bf["end"], "state": bf["state"],
+            "total": total, "triggered": bf["next_index"], "finished": finished, "counts": counts,
+            "percent": int(100 * (finished if counts else bf["next_index"]) / max(1, total)),
+            "created_at": bf.get("created_at"), "description": bf.get("description", ""),
+            "group": bf.get("group")}
+
+
+def instance(services: Services, workflow: str, parameter: str, execution: str | None = None) -> dict[str, Any]:
+    """One instance: its timeline (triggers, executions with exit codes and durations) and the log
+    lines of one execution (the latest by default) — read through Styx's own timeline and logs, so
+    the page shows what ``ferry timeline`` and ``ferry logs`` would.
+
+    Raises:
+        NotFound: no such instance.
+    """
+    styx = StyxService(services)
+    timeline = styx.timeline(workflow, parameter)
+    for t in timeline["triggers"]:
+        for x in t["executions"]:
+            ats = [datetime.fromisoformat(s["at"]) for s in x["statuses"] if s.get("at")]
+            x["duration_seconds"] = int((ats[-1] - ats[0]).total_seconds()) if len(ats) > 1 else None
+    lines: list[str] = []
+    shown, log_error = execution or timeline["instance"]["execution_id"], None
+    try:
+        logs = styx.logs(workflow, parameter, LOG_LINES, execution)
+        lines, shown = logs["lines"], logs["execution_id"]
+    except NotFound:
+        pass  # no execution yet
+    except FerryError as exc:  # the page still shows the timeline without its logs
+        log_error = exc.message
+    return {"instance": timeline["instance"], "triggers": timeline["triggers"], "execution": shown,
+            "lines": lines, "log_error": log_error}
+
+
+# -- event types --------------------------------------------------------------------------------------
+
+def event_types(services: Services, now: datetime, after: str | None = None, limit: int = PAGE) -> Page:
+    """One page of event types with delivery rate, backlog and workers (the scaler's last decision),
+    the next partition to close, and what the last hour's delivery runs dead-lettered."""
+    page, cursor = services.manifests.list("EventType", None, limit=limit, after=after)
+    return Page([_event_type_row(services, rec, now) for rec in page], cursor)
+
+
+def _event_type_row(services: Services, rec: Any, now: datetime) -> dict[str, Any]:
+    from ferry.gabo.state import CURSORS, RUNS, SCALING
+
+    store = services.store
+    model = rec.model()
+    assert isinstance(model, EventType)
+    decision = store.query(SCALING, [Where("event_type", "==", rec.name), Where("at", ">=", now - timedelta(days=1))],
+                           order_by="at", descending=True, limit=1)
+    runs = [d for _, d in store.query(RUNS, [Where("event_type", "==", rec.name),
+                                             Where("updated_at", ">=", now - timedelta(hours=1))],
+                                      order_by="updated_at", limit=50)]
+    last = decision[0][1] if decision else {}
+    inputs = last.get("inputs") or {}
+    written = sum(int(r.get("written") or 0) for r in runs)
+    return {"name": rec.name, "owner": rec.owner, "partitioning": model.spec.partitioning,
+            "rate_per_minute": round(written / 60, 1), "backlog": inputs.get("backlog"),
+            "workers": last.get("workers"), "scale_reason": last.get("reason"),
+            "next_to_close": (store.get(CURSORS, rec.name) or {}).get("next"),
+            "dead_lettered": sum(int(r.get("dead_lettered") or 0) for r in runs),
+            "quarantine_topic": f"gabo-{rec.name}-quarantine"}
+
+
+def event_type(services: Services, name: str, now: datetime) -> dict[str, Any]:
+    """One event type: its numbers (as on the list) and samples of what was quarantined and
+    dead-lettered, with their reasons (a look at the hold subscriptions; nothing is consumed).
+
+    Raises:
+        NotFound: no such event type.
+    """
+    from ferry.gabo.service import Gabo
+
+    g = Gabo(services)
+    et, rec = g.event_type(name)
+    out: dict[str, Any] = {"name": et.name, "owner": rec.owner, "spec": et.spec,
+                           "row": _event_type_row(services, rec, now)}
+    for source in ("quarantine", "dead-letter"):
+        try:
+            out[source] = g.set_aside(name, source, limit=10)
+        except Exception as exc:  # the page still shows the numbers without the samples
+            out[source] = {"items": [], "more": False, "error": f"{type(exc).__name__}: {exc}"}
+    return out

@@ -1,0 +1,130 @@
+"""The web view's pages over the in-memory store, a fake launcher and the real Datamon and Styx
+services: each page renders the data, links lead to the pages that exist, reads are bounded by what
+is shown. (The same pages in headless Chromium: tests/e2e/test_web.py.)"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from fakes.styx_launcher import FakeLauncher
+from ferry.bootstrap import Services, in_memory
+from ferry.clock import FixedClock
+from ferry.datamon import evaluation, landing
+from ferry.domain.manifests import KINDS
+from ferry.styx.service import StyxService
+from ferry.styx.tick import Tick, TickLimits
+from ferry.web.app import respond
+
+T0 = datetime(2026, 11, 26, 12, 0, 30, tzinfo=UTC)
+
+
+def doc(kind: str, name: str, owner: str | None = "team-a", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "ferry/v1", "kind": kind, "metadata": {"name": name, "owner": owner}, "spec": spec}
+
+
+def get(svc: Services, path: str, **query: str) -> tuple[int, str]:
+    status, ctype, body = respond(svc, "GET", path, query, {})
+    return status, body
+
+
+def links(html: str) -> list[str]:
+    return re.findall(r'href="([^"]+)"', html)
+
+
+@pytest.fixture
+def world() -> tuple[Services, FakeLauncher, FixedClock]:
+    """raw (landed by hand) -> wf-agg (hourly, fails with exit 50 at 12:00) -> agg."""
+    clock = FixedClock(T0)
+    launcher = FakeLauncher()
+    svc = in_memory(clock, launcher=launcher)
+    manifests = [doc("Endpoint", "raw", partitioning="hourly", start="2026-11-26T09:00:00Z", sla={"error_after": "PT6H"}),
+                 doc("Endpoint", "agg", partitioning="hourly", start="2026-11-26T09:00:00Z", sla={"error_after": "PT1H"}),
+                 doc("Workflow", "wf-agg", schedule="hourly", image="img", depends_on=["raw"], produces="agg",
+                     retry={"max_tries": 1})]
+    svc.apply.apply([KINDS[d["kind"]].model_validate(d) for d in manifests], clock.now())  # type: ignore[arg-type]
+    styx = StyxService(svc)
+    for h in ("09", "10", "11"):
+        landing.land(svc, "raw", f"2026-11-26T{h}", now=clock.now())
+        styx.trigger("wf-agg", f"2026-11-26T{h}", clock.now())
+    clock.advance(timedelta(minutes=1))
+    Tick(svc, TickLimits(max_active=100)).run(clock.now())
+    for spec in launcher.launched:
+        launcher.finish(spec, 0 if spec.parameter != "2026-11-26T11" else 50)
+    clock.advance(timedelta(minutes=1))
+    Tick(svc, TickLimits(max_active=100)).run(clock.now())
+    clock.set(T0 + timedelta(hours=2))
+    landing.land(svc, "raw", "2026-11-26T12", now=clock.now())
+    evaluation.evaluate(svc, now=clock.now())
+    return svc, launcher, clock
+
+
+def test_endpoints_page_shows_states_with_links_and_a_legend(world) -> None:
+    svc, _, _ = world
+    status, html = get(svc, "/")
+    assert status == 200
+    rows = dict(re.findall(r'<tr data-endpoint="([^"]+)" data-state="([^"]+)"', html))
+    assert rows == {"agg": "late", "raw": "pending"}  # raw 13:00 is due at 20:00
+    assert "/endpoints/agg" in links(html) and "landed on time" in html
+    assert "/assets/ferry.css" in links(html) and get(svc, "/assets/ferry.css")[0] == 200
+
+
+def test_endpoint_page_shows_partition_producer_and_failing_instance(world) -> None:
+    svc, _, _ = world
+    status, html = get(svc, "/endpoints/agg")
+    assert status == 200
+    assert re.search(r'data-partition="2026-11-26T11" data-state="late"', html)
+    assert "/workflows/wf-agg/instances/2026-11-26T11" in links(html)
+    assert "/workflows/wf-agg" in links(html) and "/endpoints/raw" in links(html)
+    assert "exit 50" in html
+    for link in links(html):
+        if link.startswith("/") and not link.startswith("/assets"):
+            path, _, q = link.partition("?")
+            assert get(svc, path, **dict(p.split("=", 1) for p in q.split("&") if p))[0] == 200, link
+
+
+def test_instance_page_shows_timeline_exit_code_and_logs(world) -> None:
+    svc, _, _ = world
+    status, html = get(svc, "/workflows/wf-agg/instances/2026-11-26T11")
+    assert status == 200
+    assert 'id="exit-code">50<' in html and "log of exec-" in html and "terminate" in html
+
+
+def test_workflow_lineage_and_eventtypes_pages(world) -> None:
+    svc, _, _ = world
+    status, html = get(svc, "/workflows/wf-agg")
+    assert status == 200 and 'data-parameter="2026-11-26T11" data-state="ERROR"' in html
+    status, html = get(svc, "/workflows")
+    assert status == 200 and "/workflows/wf-agg" in links(html)
+    status, html = get(svc, "/lineage", endpoint="agg")
+    assert status == 200
+    nodes = dict(re.findall(r'data-node="([^"]+)" data-kind="[^"]+" data-state="([^"]+)"', html))
+    assert nodes == {"endpoint:agg": "late", "endpoint:raw": "pending", "workflow:wf-agg": "ERROR"}
+    assert re.search(r'data-from="endpoint:raw" data-to="workflow:wf-agg"', html)
+    assert re.search(r'data-from="workflow:wf-agg" data-to="endpoint:agg"', html)
+    assert get(svc, "/eventtypes")[0] == 200
+
+
+def test_errors_and_read_only(world) -> None:
+    svc, _, _ = world
+    status, html = get(svc, "/endpoints/nope")
+    assert status == 404 and "nope" in html
+    assert respond(svc, "POST", "/", {}, {})[0] == 405
+    assert respond(svc, "POST", "/v1/evaluate", {}, {})[0] == 405
+    status, ctype, body = respond(svc, "GET", "/v1/status", {}, {})
+    assert status == 200 and ctype == "application/json"
+
+
+def test_endpoints_page_reads_are_bounded_by_the_page(world) -> None:
+    svc, _, clock = world
+    many = [KINDS["Endpoint"].model_validate(doc("Endpoint", f"e{i:04d}", partitioning="daily"))
+            for i in range(300)]
+    svc.apply.apply(many, clock.now())  # type: ignore[arg-type]
+    before = svc.store.stats.snapshot()
+    status, html = get(svc, "/", limit="50")
+    reads = svc.store.stats.since(before)["reads"]
+    assert status == 200 and html.count("<tr data-endpoint=") == 50 and 'id="next"' in html
+    assert reads <= 52, reads
