@@ -100,7 +100,7 @@ class RetryRequest(BaseModel):
 
 class ReprocessingRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    endpoint: str = Field(description="the endpoint whose downstream workflows re-run")
+    endpoint: str = Field(pattern=NAME_PATTERN, description="the endpoint whose downstream workflows re-run")
     start: str = Field(description="first partition of the endpoint (inclusive)")
     end: str = Field(description="partition after the last (exclusive)")
     concurrency: int = Field(default=1, ge=1, le=1000)
