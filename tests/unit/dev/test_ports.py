@@ -65,12 +65,16 @@ def test_stacks_started_at_once_never_share_a_port(tmp_path: Path, claims: Path)
         "from pathlib import Path\n"
         "from ferry.dev import ports\n"
         f"w = [ports.Wanted('a', {base}), ports.Wanted('b', {base + 1}), ports.Wanted('c', None)]\n"
-        "print(json.dumps(ports.claim(w, Path(sys.argv[1])).ports))\n"
+        "print(json.dumps(ports.claim(w, Path(sys.argv[1])).ports), flush=True)\n"
+        "sys.stdin.read()\n"  # a claimer lives on, as `ferry dev up` does while its stack starts
     )
     procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f"home{i}")], stdout=subprocess.PIPE,
-                              text=True, env={**__import__("os").environ, "FERRY_PORTS_DIR": str(claims)})
+                              stdin=subprocess.PIPE, text=True,
+                              env={**__import__("os").environ, "FERRY_PORTS_DIR": str(claims)})
              for i in range(6)]
-    got = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    got = [json.loads(p.stdout.readline()) for p in procs if p.stdout]
+    for p in procs:
+        p.communicate(timeout=60)
     every = [port for g in got for port in g.values()]
     assert len(every) == len(set(every)) == 18, got
     assert sum(1 for g in got if g["a"] == base) == 1  # exactly one stack got the stable ports
