@@ -12,16 +12,16 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from fakes.api_server import threaded
 from ferry.bootstrap import Services, bootstrap
 from ferry.clock import FixedClock
 from ferry.config import Settings
@@ -109,13 +109,8 @@ def _http(svc: Services) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
+    with threaded(Handler) as url:
+        yield url
 
 
 @pytest.mark.timeout(3600)

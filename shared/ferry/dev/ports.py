@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ferry.dev.processes import pid_alive
 from ferry.errors import InfraError
 
 DEFAULT_BASE_PORT = 8700
@@ -58,16 +59,6 @@ def bindable(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _recorded_ports(home: str) -> set[int]:
     try:
         state = json.loads((Path(home) / "state.json").read_text())
@@ -84,7 +75,7 @@ def _live_claim(path: Path) -> dict[str, Any] | None:
     port = int(path.name)
     if port in _recorded_ports(claim.get("home", "")):
         return claim
-    if _pid_alive(int(claim.get("pid", 0))) and time.time() - float(claim.get("at", 0)) < START_WINDOW_S:
+    if pid_alive(int(claim.get("pid", 0))) and time.time() - float(claim.get("at", 0)) < START_WINDOW_S:
         return claim
     return None
 

@@ -87,6 +87,21 @@ def ours(component: dict[str, Any]) -> bool:
     return bool(group_members([pid])[pid])
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, ended but not yet reaped, has ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def alive(component: dict[str, Any]) -> bool:
     pid = component.get("pid")
     if not pid:

@@ -48,7 +48,7 @@ def test_running_then_cancel(tmp_path) -> None:
     assert status.exit_code is None and status.message == "cancelled"
     pid = int((Path(launched.handle) / "pid").read_text())
     deadline = time.monotonic() + 5
-    from ferry.styx.launchers.local import _alive
+    from ferry.dev.processes import pid_alive as _alive
 
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from ferry.dev.processes import pid_alive
 from ferry.errors import InfraError, NotFound
 from ferry.styx.launchers import Launched, LaunchSpec, Status
 
@@ -33,20 +34,6 @@ def _resolve(argv: list[str]) -> list[str]:
     if argv and argv[0] in ("python", "python3"):
         return [sys.executable, *argv[1:]]
     return argv
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (ended, not yet reaped by its parent) has ended
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 class LocalLauncher:
@@ -99,7 +86,7 @@ class LocalLauncher:
             pid = int((d / "pid").read_text())
         except (OSError, ValueError):
             return Status("ended", None, f"no such local execution: {handle}")
-        if _alive(pid):
+        if pid_alive(pid):
             return Status("running")
         if exit_file.exists():  # it ended between the two looks
             return self.poll(handle)
@@ -119,9 +106,9 @@ class LocalLauncher:
 
         def finish() -> None:
             deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and _alive(pid):
+            while time.monotonic() < deadline and pid_alive(pid):
                 time.sleep(0.1)
-            if _alive(pid):
+            if pid_alive(pid):
                 try:
                     os.killpg(pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
