@@ -57,6 +57,13 @@ class Settings:
     styx_gate_recheck_s: int = field(default_factory=lambda: _int("FERRY_STYX_GATE_RECHECK_S", 60))
     styx_threads: int = field(default_factory=lambda: _int("FERRY_STYX_THREADS", 8))
 
+    # Grants Gabo's provisioning makes on each event type's own topics and subscriptions (IAM members,
+    # comma-separated; set by ferry deploy from infra/'s event_type_access; empty locally: the emulator
+    # has no IAM) and the Pub/Sub service agent, which dead-letters a type's undeliverable events.
+    gabo_publishers: str = field(default_factory=lambda: os.environ.get("FERRY_GABO_PUBLISHERS", ""))
+    gabo_subscribers: str = field(default_factory=lambda: os.environ.get("FERRY_GABO_SUBSCRIBERS", ""))
+    pubsub_agent: str = field(default_factory=lambda: os.environ.get("FERRY_PUBSUB_AGENT", ""))
+
     # Local stack only: honour X-Ferry-Now on API calls (never set in the cloud).
     allow_clock_override: bool = field(default_factory=lambda: _env("FERRY_ALLOW_CLOCK_OVERRIDE", "0") == "1")
 

@@ -109,3 +109,11 @@ class FakeGcloud:
                 and email not in self.service_accounts:
             return f"INVALID_ARGUMENT: Service account {email} does not exist."
         return None
+
+
+def deployed_env(step: Any) -> dict[str, str]:
+    """The environment a ``gcloud functions deploy`` step sets (``--set-env-vars``, either delimiter)."""
+    (flag,) = [a for a in step.request if a.startswith("--set-env-vars=")]
+    value = flag.removeprefix("--set-env-vars=")
+    sep = "|" if value.startswith("^|^") else ","
+    return dict(kv.split("=", 1) for kv in value.removeprefix("^|^").split(sep))

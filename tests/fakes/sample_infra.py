@@ -29,4 +29,5 @@ SAMPLE: dict[str, Any] = {
                         "function": "tick", "path": "/tick", "body": {"source": "scheduler"},
                         "attempt_deadline_seconds": 320}],
     "indexes": [{"collection": "instances", "fields": [{"field": "state"}, {"field": "due_at"}]}],
+    "admins": ["admin@example.com"],
 }

@@ -10,8 +10,8 @@ Two identity modes, chosen explicitly (``FERRY_IDENTITY``):
   ``Authorization`` through unchecked), else from ``Authorization: Bearer``. Anything else is 401.
 - ``header`` (the local stack and tests only): ``X-Ferry-User`` names the caller.
 
-Fail-closed: a deployed process (Cloud Run sets ``K_SERVICE``) with no explicit mode, or with
-``header``, refuses to start (:func:`check_startup`).
+Fail-closed: a deployed process (Cloud Run sets ``K_SERVICE``) with no explicit mode, with
+``header``, or without its first admins (``FERRY_ADMINS``), refuses to start (:func:`check_startup`).
 
 Operational callers (the scheduler and Pub/Sub push, which run ticks, evaluations, closing, scaling
 and delivery): in the cloud their service accounts' verified e-mails (``FERRY_OPERATOR_CALLERS``);
@@ -71,8 +71,14 @@ def mode(configured: str, is_deployed: bool | None = None) -> str:
 
 
 def check_startup() -> str:
-    """Called when a function process starts: refuse to serve without a safe identity mode."""
-    return mode(os.environ.get("FERRY_IDENTITY", ""))
+    """Called when a function process starts: refuse to serve without a safe identity mode, and, when
+    deployed, without its first admins (``FERRY_ADMINS``, set by ``ferry deploy``): without them teams
+    would be open and anyone could declare one and make themselves its admin."""
+    chosen = mode(os.environ.get("FERRY_IDENTITY", ""))
+    if deployed() and not os.environ.get("FERRY_ADMINS", "").strip():
+        raise IdentityConfigError("a deployed function needs FERRY_ADMINS (the first admins' e-mails, set by "
+                                  "ferry deploy from infra/'s admins): without it teams are open to anyone")
+    return chosen
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,11 @@ def register(main: click.Group) -> None:
                   help="Where to build the functions' source bundle.")
     @click.option("--project-number", default=None, help="Skip looking the project number up (dry runs "
                   "show a placeholder without it).")
+    @click.option("--admin", "admins", multiple=True, metavar="EMAIL",
+                  help="Ferry's first admins (repeatable; default: infra/'s admins). Only admins may create "
+                  "Teams; a deployment needs one at least.")
     def deploy(ctx: Ctx, project: str, region: str, dry_run: bool, infra_dir: str | None, bundle_dir: str,
-               project_number: str | None) -> None:
+               project_number: str | None, admins: tuple[str, ...]) -> None:
         """Deploy infra/ to Google Cloud: APIs, service accounts and IAM, buckets, indexes, topics,
         subscriptions, functions, push subscriptions and scheduler jobs (idempotent)."""
         from ferry.deploy import apply, bundle
@@ -46,6 +49,8 @@ def register(main: click.Group) -> None:
 
         try:
             infra = model.load(infra_dir)
+            if admins:
+                infra = model.Infra.model_validate({**infra.model_dump(), "admins": list(admins)})
         except ValueError as exc:
             raise ValidationError(f"infra is invalid: {exc}") from exc
         source = bundle.build(Path(bundle_dir))

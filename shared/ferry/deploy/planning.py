@@ -56,18 +56,17 @@ PROJECT_ROLES: dict[str, str] = {
     "roles/logging.viewer": "execution logs are read through Cloud Logging queries (styx logs)",
     "roles/monitoring.viewer": "Gabo's scaler reads subscription backlog metrics",
     "roles/pubsub.viewer": "Gabo's workers read subscription metadata of per-type subscriptions",
-    "roles/pubsub.subscriber": "per-event-type subscriptions are created at apply time, after the deploy",
-    "roles/pubsub.publisher": "per-event-type topics (events, quarantine, dead letters) are created at apply "
-                              "time; only ingest and the Gabo worker hold it (see docs/security.md)",
     "roles/run.developer": "Styx creates one Cloud Run job per workflow at run time (ferry-styx only)",
     "roles/secretmanager.secretAccessor": "notification channels name their secrets by reference in Team "
                                           "manifests applied after the deploy (ferry-notify only)",
-    "custom:ferryEventTypeProvisioner": "applying an EventType creates its topics and subscriptions",
+    "custom:ferryEventTypeProvisioner": "applying an EventType creates its topics and subscriptions and grants "
+                                        "access on those (IAM has no 'topics created later' scope); the "
+                                        "scale tick's reconcile recreates missing ones",
     "custom:ferryExecutionController": "halting an instance cancels its Cloud Run execution",
 }
 # Who may hold a project role outside PROJECT_ROLES' general ones: role → the only accounts.
 PROJECT_ROLE_HOLDERS: dict[str, tuple[str, ...]] = {
-    "roles/pubsub.publisher": ("ferry-gabo-ingest", "ferry-gabo-worker"),
+    "custom:ferryEventTypeProvisioner": ("ferry-api", "ferry-gabo-worker"),
     "roles/run.developer": ("ferry-styx",),
     "roles/secretmanager.secretAccessor": ("ferry-notify",),
 }
@@ -148,16 +147,37 @@ def operator_callers(infra: Infra, fn: Function, project: str) -> list[str]:
     return sorted(_sa(a, project) for a in accounts)
 
 
-def function_env(infra: Infra, fn: Function, project: str, region: str) -> dict[str, str]:
+def event_type_access(infra: Infra, project: str, project_number: str | None = None) -> dict[str, str]:
+    """Who gets what on each event type's own Pub/Sub resources when Gabo provisions them at apply: the
+    accounts declaring ``event_type_access`` (publish on its topics, subscribe on its subscriptions), and
+    the Pub/Sub service agent (publish on its dead-letter topic, subscribe on its delivery subscription:
+    what dead-lettering needs)."""
+    def members(access: str) -> str:
+        return ",".join(sorted(f"serviceAccount:{_sa(a.name, project)}" for a in infra.service_accounts
+                               if access in a.event_type_access))
+
+    env = {"FERRY_GABO_PUBLISHERS": members("publish"), "FERRY_GABO_SUBSCRIBERS": members("subscribe"),
+           "FERRY_PUBSUB_AGENT": f"serviceAccount:{_pubsub_agent(project_number or PROJECT_NUMBER_PLACEHOLDER)}"}
+    return {k: v for k, v in env.items() if v}
+
+
+def function_env(infra: Infra, fn: Function, project: str, region: str,
+                 project_number: str | None = None) -> dict[str, str]:
     """A deployed function's environment: cloud_env, then the project and region, then its own env, then
-    what identifies callers (its name, the audience its ID tokens carry, its operational callers).
+    what identifies callers (its name, the audience its ID tokens carry, its operational callers), the
+    first admins (infra's ``admins``) and the grants Gabo's provisioning makes.
 
     FERRY_IDENTITY is oidc (verified ID tokens) whatever cloud_env says; anything else is a
-    ValidationError: header identity is for the local stack only.
+    ValidationError: header identity is for the local stack only. No admins is a ValidationError too:
+    teams would be open to anyone.
     """
+    if not infra.admins:
+        raise ValidationError("name Ferry's first admins (e-mails): `admins:` in infra/core.yaml or "
+                              "ferry deploy --admin EMAIL; without them anyone could create a team")
     env = {**cloud_env(infra, project, region), "GOOGLE_CLOUD_PROJECT": project, "FERRY_REGION": region,
            **fn.env, "FERRY_FUNCTION": fn.name, "FERRY_AUDIENCES": function_url(project, region, fn.name),
-           "FERRY_TIMEOUT_S": str(fn.timeout_seconds)}
+           "FERRY_TIMEOUT_S": str(fn.timeout_seconds), "FERRY_ADMINS": ",".join(infra.admins),
+           **event_type_access(infra, project, project_number)}
     callers = operator_callers(infra, fn, project)
     if callers:
         env["FERRY_OPERATOR_CALLERS"] = ",".join(callers)
@@ -355,8 +375,8 @@ def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
     steps += dead_letter_grants
 
     for fn in infra.functions:
-        steps.append(_function_step(fn, function_env(infra, fn, project, region), project, region, source_dir,
-                                    digest))
+        env = function_env(infra, fn, project, region, project_number)
+        steps.append(_function_step(fn, env, project, region, source_dir, digest))
 
     # Who may call which function: scheduler jobs' and push subscriptions' identities, each only
     # on the functions it calls (roles/run.invoker on the function's Cloud Run service).

@@ -12,13 +12,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ferry.broker.base import Message
 from ferry.errors import InfraError, NotFound
 from ferry.gabo.core import Pulled
 
 RETENTION_S = 7 * 24 * 3600
+ResourceKind = Literal["topic", "subscription"]
+# Attempts of one policy read-modify-write when another writer changed it in between (etag mismatch).
+GRANT_ATTEMPTS = 4
 
 
 class Unanswered(list[Pulled]):
@@ -55,6 +58,11 @@ class DeliveryBroker(Protocol):
 
     def delete_subscription(self, name: str) -> bool:
         """Delete if present. Returns True when it existed."""
+        ...
+
+    def grant(self, kind: ResourceKind, name: str, role: str, members: Sequence[str]) -> bool:
+        """Give ``members`` ``role`` on topic or subscription ``name`` only (kept: the others already
+        there). Returns True when the policy changed. Raises InfraError."""
         ...
 
     def pull(self, subscription: str, max_messages: int, timeout_s: float = 5.0) -> list[Pulled]:
@@ -167,6 +175,32 @@ class PubSubBroker:
         except gexc.GoogleAPICallError as exc:
             raise InfraError(f"deleting subscription {name} failed: {exc}") from exc
 
+    def grant(self, kind: ResourceKind, name: str, role: str, members: Sequence[str]) -> bool:
+        """Read the resource's IAM policy, add what is missing, write it back under the read's etag
+        (a concurrent change makes the write fail: read again)."""
+        from google.api_core import exceptions as gexc
+
+        client, path = ((self.publisher, self.topic_path(name)) if kind == "topic"
+                        else (self.subscriber, self.sub_path(name)))
+        for attempt in range(GRANT_ATTEMPTS):
+            try:
+                policy = client.get_iam_policy(request={"resource": path})
+                binding = next((b for b in policy.bindings if b.role == role and not b.HasField("condition")), None)
+                missing = [m for m in members if binding is None or m not in binding.members]
+                if not missing:
+                    return False
+                if binding is None:
+                    binding = policy.bindings.add(role=role)
+                binding.members.extend(missing)
+                client.set_iam_policy(request={"resource": path, "policy": policy})
+                return True
+            except (gexc.Aborted, gexc.FailedPrecondition, gexc.Conflict):
+                if attempt == GRANT_ATTEMPTS - 1:
+                    raise InfraError(f"granting {role} on {kind} {name}: its policy kept changing") from None
+            except gexc.GoogleAPICallError as exc:
+                raise InfraError(f"granting {role} on {kind} {name} failed: {exc}") from exc
+        return False  # unreachable: the last attempt returns or raises
+
     def pull(self, subscription: str, max_messages: int, timeout_s: float = 5.0) -> list[Pulled]:
         from google.api_core import exceptions as gexc
 
@@ -235,6 +269,8 @@ class MemoryBroker:
     def __init__(self, clock: Any = None) -> None:
         self.topics: dict[str, list[Message]] = {}
         self.subs: dict[str, _Sub] = {}
+        # (kind, name) → role → members: the grants made (IAM policies of the real service)
+        self.policies: dict[tuple[str, str], dict[str, set[str]]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         self._clock = clock
@@ -278,6 +314,15 @@ class MemoryBroker:
     def delete_subscription(self, name: str) -> bool:
         with self._lock:
             return self.subs.pop(name, None) is not None
+
+    def grant(self, kind: ResourceKind, name: str, role: str, members: Sequence[str]) -> bool:
+        with self._lock:
+            if (name not in self.topics) if kind == "topic" else (name not in self.subs):
+                raise InfraError(f"granting {role} on {kind} {name} failed: it does not exist")
+            have = self.policies.setdefault((kind, name), {}).setdefault(role, set())
+            missing = set(members) - have
+            have |= missing
+            return bool(missing)
 
     def _expire(self, s: _Sub) -> None:
         now = time.monotonic()

@@ -3,7 +3,9 @@
 An ApplyHook: ``ops`` writes endpoint ``events.<name>`` (SLA and partitioning of the type, owner of the
 type) in the same batches as the manifest; ``after`` creates topics and subscriptions for every applied
 type — unchanged ones too, so a deleted topic comes back on the next apply (create-if-absent is
-idempotent). Deleting a type deletes its delivery subscription only: topics, staging and partitions stay.
+idempotent) and grants access on them (in the cloud: the accounts with ``event_type_access`` in
+``infra/``, on this type's resources only — nobody publishes to a topic it was not meant for). Deleting
+a type deletes its delivery subscription only: topics, staging and partitions stay.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from ferry import log
 from ferry.domain.loading import Problem
 from ferry.domain.manifests import Endpoint, EventType, Manifest, event_type_of
 from ferry.errors import Conflict
-from ferry.gabo.broker import RETENTION_S, DeliveryBroker, SubscriptionSpec
+from ferry.gabo.access import Access, grant
+from ferry.gabo.broker import RETENTION_S, DeliveryBroker
 from ferry.gabo.core import Names
-from ferry.gabo.delivery import ACK_DEADLINE_S
-from ferry.gabo.reconcile import FORCED_DELETES
+from ferry.gabo.reconcile import FORCED_DELETES, type_resources
 from ferry.services.apply import Change, DeleteMode
 from ferry.store.base import Op
 from ferry.store.manifests import ManifestRecord, ManifestRepository
@@ -44,19 +46,16 @@ def endpoint_for(et: EventType, start: datetime) -> Endpoint:
     })
 
 
-def provision(broker: DeliveryBroker, et: EventType) -> dict[str, bool]:
-    """Create what ``et`` needs (idempotent). Returns what was created."""
-    n = Names(et.name)
+def provision(broker: DeliveryBroker, et: EventType, access: Access = Access()) -> dict[str, bool]:
+    """Create what ``et`` needs and grant ``access`` on it, on its own resources only (idempotent).
+    Returns what was created or granted (``grant:<resource>``)."""
+    topics, subs = type_resources(et)
     created: dict[str, bool] = {}
-    topics = [n.topic, n.dead_letter, n.quarantine] + ([n.shadow] if et.spec.darkload > 0 else [])
     for t in topics:
         created[t] = broker.ensure_topic(t)
-    created[n.subscription] = broker.ensure_subscription(SubscriptionSpec(
-        n.subscription, n.topic, ack_deadline_s=ACK_DEADLINE_S, dead_letter_topic=n.dead_letter,
-        max_delivery_attempts=et.spec.max_delivery_attempts))
-    # A topic without a subscription drops what is published to it: hold dead letters and quarantine.
-    for t in (n.dead_letter, n.quarantine) + ((n.shadow,) if et.spec.darkload > 0 else ()):
-        created[n.hold(t)] = broker.ensure_subscription(SubscriptionSpec(n.hold(t), t, ack_deadline_s=60))
+    for spec in subs:
+        created[spec.name] = broker.ensure_subscription(spec)
+    created.update(grant(broker, access.grants(Names(et.name), topics, [s.name for s in subs])))
     return created
 
 
@@ -138,7 +137,8 @@ class GaboApplyHook:
                 log.event(logger, log.INFO, f"event type {c.manifest.name} deleted: delivery stopped, data kept",
                           labels={"event_type": c.manifest.name})
                 continue
-            created = provision(broker, cast(EventType, c.manifest))  # `types` holds EventTypes only
+            created = provision(broker, cast(EventType, c.manifest),  # `types` holds EventTypes only
+                                Access.from_settings(self.services.settings))
             if any(created.values()):
                 log.event(logger, log.INFO, f"provisioned event type {c.manifest.name}",
                           labels={"event_type": c.manifest.name}, created=[k for k, v in created.items() if v])

@@ -20,6 +20,7 @@ from typing import Any
 from ferry import log
 from ferry.domain.manifests import EventType
 from ferry.errors import InfraError
+from ferry.gabo.access import Access, grant
 from ferry.gabo.broker import DeliveryBroker, SubscriptionSpec
 from ferry.gabo.core import Names
 from ferry.gabo.delivery import ACK_DEADLINE_S
@@ -63,22 +64,33 @@ def wanted(infra: Infra | None, event_types: Iterable[EventType],
                                              max_delivery_attempts=trig.max_delivery_attempts,
                                              push_endpoint=endpoint))
     for et in event_types:
-        n = Names(et.name)
-        held = [n.dead_letter, n.quarantine] + ([n.shadow] if et.spec.darkload > 0 else [])
-        topics += [n.topic, *held]
-        subs.append(SubscriptionSpec(n.subscription, n.topic, ack_deadline_s=ACK_DEADLINE_S,
-                                     dead_letter_topic=n.dead_letter,
-                                     max_delivery_attempts=et.spec.max_delivery_attempts))
-        subs += [SubscriptionSpec(n.hold(t), t, ack_deadline_s=60) for t in held]
+        type_topics, type_subs = type_resources(et)
+        topics += type_topics
+        subs += type_subs
     return list(dict.fromkeys(topics)), list({s.name: s for s in subs}.values())
+
+
+def type_resources(et: EventType) -> tuple[list[str], list[SubscriptionSpec]]:
+    """An event type's own topics and subscriptions, a topic before what subscribes to it: its events
+    topic and delivery subscription (dead letters after ``max_delivery_attempts``), and the topics of
+    what is set aside (dead letters, quarantine, the darkload shadow), each held by a subscription —
+    a topic without one drops what is published to it."""
+    n = Names(et.name)
+    held = [n.dead_letter, n.quarantine] + ([n.shadow] if et.spec.darkload > 0 else [])
+    subs = [SubscriptionSpec(n.subscription, n.topic, ack_deadline_s=ACK_DEADLINE_S, dead_letter_topic=n.dead_letter,
+                             max_delivery_attempts=et.spec.max_delivery_attempts)]
+    return [n.topic, *held], subs + [SubscriptionSpec(n.hold(t), t, ack_deadline_s=60) for t in held]
 
 
 def reconcile(broker: DeliveryBroker, infra: Infra | None, event_types: Sequence[EventType],
               push_urls: dict[str, str] | None = None, project: str = "",
-              forced: Sequence[dict[str, Any]] = (), now: datetime | None = None) -> Reconciled:
+              forced: Sequence[dict[str, Any]] = (), now: datetime | None = None,
+              access: Access = Access()) -> Reconciled:
     """Create the missing topics and subscriptions; delete kept subscriptions whose time is up.
 
     ``forced``: records of types deleted with ``--force`` (``subscription``, ``keep_until``).
+    ``access``: granted again on an event type's resources this run recreated (a new resource has an
+    empty policy).
     """
     out = Reconciled()
     topics, subs = wanted(infra, event_types, push_urls, project)
@@ -100,6 +112,11 @@ def reconcile(broker: DeliveryBroker, infra: Infra | None, event_types: Sequence
             created = broker.ensure_subscription(replace(s, dead_letter_topic=None))
         if created:
             out.subscriptions.append(s.name)
+    remade = set(out.topics) | set(out.subscriptions)
+    for et in event_types if remade else ():
+        type_topics, type_subs = type_resources(et)
+        grant(broker, access.grants(Names(et.name), [t for t in type_topics if t in remade],
+                                    [s.name for s in type_subs if s.name in remade]))
     applied = {et.name for et in event_types}
     for rec in forced:
         name = rec.get("subscription")

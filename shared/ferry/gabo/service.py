@@ -191,12 +191,14 @@ class Gabo:
     def reconcile(self, now: datetime) -> dict[str, Any]:
         """Recreate missing topics and subscriptions (``infra/``'s and the applied types'); see
         :mod:`ferry.gabo.reconcile`. Returns what it recreated."""
+        from ferry.gabo.access import Access
         from ferry.gabo.reconcile import FORCED_DELETES, declared, reconcile
 
         infra, urls = declared()
         forced = [d for _, d in self.services.store.query(FORCED_DELETES)]
         return reconcile(self.broker, infra, [et for et, _ in self.event_types()], urls,
-                         self.services.settings.project, forced, now).to_dict()
+                         self.services.settings.project, forced, now,
+                         Access.from_settings(self.services.settings)).to_dict()
 
     def replay(self, name: str, source: str, now: datetime, since: datetime | None = None) -> dict[str, Any]:
         """Replay the type's quarantined or dead-lettered events that are valid now (see ``replay``)."""

@@ -58,6 +58,10 @@ class ServiceAccount(_Strict):
     description: str = ""
     roles: list[str] = Field(default_factory=list)
     act_as: list[str] = Field(default_factory=list)
+    # On each event type's own Pub/Sub resources, which appear when the type is applied (after the
+    # deploy): ``publish`` on its topics, ``subscribe`` on its subscriptions. Granted by Gabo's
+    # provisioning, never on the project (docs/security.md).
+    event_type_access: list[Literal["publish", "subscribe"]] = Field(default_factory=list)
 
     def email(self, project: str) -> str:
         return f"{self.name}@{project}.iam.gserviceaccount.com"
@@ -246,6 +250,8 @@ class Infra(_Strict):
     cloud_env: dict[str, str] = Field(default_factory=dict)
     buckets: list[Bucket] = Field(default_factory=list)
     custom_roles: list[CustomRole] = Field(default_factory=list)
+    # Ferry's first admins (e-mails): the deployment's switch to closed teams (FERRY_ADMINS).
+    admins: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self) -> Infra:
@@ -289,6 +295,8 @@ class Infra(_Strict):
         for f in self.functions:
             if f.invokers and f.ingress == "internal-only":
                 problems.append(f"function {f.name}: people invoke it (invokers) but its ingress is internal-only")
+        problems += [f"admins: {a!r} is not an e-mail address" for a in self.admins
+                     if not re.fullmatch(r"[^@\s,]+@[^@\s,]+\.[^@\s,]+", a)]
         problems += self._cloud_problems(accounts)
         if problems:
             raise ValueError("; ".join(sorted(problems)))

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from fakes.gcloud import deployed_env
 from fakes.sample_infra import SAMPLE
 from ferry.cli import main
 from ferry.config import Settings
@@ -24,9 +25,6 @@ from ferry.infra.model import Infra, load
 P, R = "demo", "europe-west1"
 
 
-def _env(step: Any) -> dict[str, str]:
-    (flag,) = [a for a in step.request if a.startswith("--set-env-vars=")]
-    return dict(kv.split("=", 1) for kv in flag.removeprefix("--set-env-vars=").split(","))
 
 
 def _write(d: Path, name: str, doc: dict[str, Any]) -> None:
@@ -43,7 +41,7 @@ def test_every_deployed_function_gets_the_cloud_environment(tmp_path: Path) -> N
     functions = [s for s in steps if s.kind == "function"]
     assert {s.name for s in functions} == {f.name for f in infra.functions}
     for s in functions:
-        env = _env(s)
+        env = deployed_env(s)
         assert env["FERRY_IDENTITY"] == "oidc", s.name
         assert env["FERRY_LAUNCHER"] == "cloudrun", s.name
         assert env["FERRY_SINK"] == "gs://demo-ferry-events", s.name
@@ -80,8 +78,11 @@ def test_the_gabo_workers_storage_role_is_scoped_to_the_bucket(tmp_path: Path) -
     project_storage = [(s.expect["member"], s.expect["role"]) for s in steps
                        if s.kind == "iam" and s.expect["role"].startswith("roles/storage.")]
     assert project_storage == []
-    (grant,) = [s for s in steps if s.kind == "bucket_iam"]
-    assert grant.request == {"bucket": "demo-ferry-events", "member": worker, "role": "roles/storage.objectAdmin"}
+    grants = [s for s in steps if s.kind == "bucket_iam"]
+    api = f"serviceAccount:ferry-api@{P}.iam.gserviceaccount.com"  # `ferry delete --drain` closes in the request
+    assert [g.request for g in grants] == [{"bucket": "demo-ferry-events", "member": m, "role": "roles/storage.objectAdmin"}
+                                           for m in (worker, api)]
+    grant = grants[0]
     # the sink the functions get is that very bucket
     assert cloud_env(load(), P, R)["FERRY_SINK"] == f"gs://{grant.request['bucket']}"
 
@@ -119,11 +120,12 @@ def _with(**sections: Any) -> Infra:
 def test_function_env_layers_cloud_env_then_project_then_its_own(tmp_path: Path) -> None:
     infra = _with(cloud_env={"FERRY_LAUNCHER": "local", "FERRY_SINK": "gs://${project}-s/${region}"},
                   buckets=[{"name": "${project}-s"}])
-    fns = {s.name: _env(s) for s in plan(infra, P, R, tmp_path) if s.kind == "function"}
+    fns = {s.name: deployed_env(s) for s in plan(infra, P, R, tmp_path) if s.kind == "function"}
     assert fns["tick"] == {"FERRY_LAUNCHER": "local", "FERRY_SINK": "gs://demo-s/europe-west1",
                            "GOOGLE_CLOUD_PROJECT": P, "FERRY_REGION": R, "FERRY_IDENTITY": "oidc",
                            "FERRY_FUNCTION": "tick", "FERRY_AUDIENCES": f"https://{R}-{P}.cloudfunctions.net/tick",
-                           "FERRY_TIMEOUT_S": "300",
+                           "FERRY_TIMEOUT_S": "300", "FERRY_ADMINS": "admin@example.com",
+                           "FERRY_PUBSUB_AGENT": "serviceAccount:service-PROJECT_NUMBER@gcp-sa-pubsub.iam.gserviceaccount.com",
                            "FERRY_OPERATOR_CALLERS": f"ferry-scheduler@{P}.iam.gserviceaccount.com"}
     assert fns["api"]["FERRY_IDENTITY"] == "oidc"
 
@@ -131,7 +133,7 @@ def test_function_env_layers_cloud_env_then_project_then_its_own(tmp_path: Path)
 def test_no_deployed_function_trusts_a_header(tmp_path: Path) -> None:
     """The finding: without cloud_env a deployed function fell back to X-Ferry-User. The plan sets
     FERRY_IDENTITY=oidc itself and refuses any other mode."""
-    fns = {s.name: _env(s) for s in plan(_with(cloud_env={}), P, R, tmp_path) if s.kind == "function"}
+    fns = {s.name: deployed_env(s) for s in plan(_with(cloud_env={}), P, R, tmp_path) if s.kind == "function"}
     assert {f: e["FERRY_IDENTITY"] for f, e in fns.items()} == {f: "oidc" for f in fns}
     for bad in ("header", "iap"):
         with pytest.raises(ValidationError, match="FERRY_IDENTITY must be oidc"):

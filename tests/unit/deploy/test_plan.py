@@ -51,8 +51,11 @@ def test_function_is_deployed_gen2_from_the_bundle_with_every_setting(infra: Inf
     assert f["project"] == P and f["region"] == R
     assert "GOOGLE_CLOUD_PROJECT=proj-1" in f["set-env-vars"]
     api = _flags(_by(plan(infra, P, R, tmp_path), "function")["api"].request)
-    assert api["set-env-vars"].split(",") == [f"FERRY_AUDIENCES=https://{R}-{P}.cloudfunctions.net/api",
+    assert api["set-env-vars"].split(",") == ["FERRY_ADMINS=admin@example.com",
+                                              f"FERRY_AUDIENCES=https://{R}-{P}.cloudfunctions.net/api",
                                               "FERRY_FUNCTION=api", "FERRY_IDENTITY=oidc",
+                                              "FERRY_PUBSUB_AGENT=serviceAccount:service-PROJECT_NUMBER"
+                                              "@gcp-sa-pubsub.iam.gserviceaccount.com",
                                               "FERRY_REGION=europe-west1", "FERRY_TIMEOUT_S=120",
                                               "GOOGLE_CLOUD_PROJECT=proj-1"]
     assert api["concurrency"] == "8" and api["max-instances"] == "20"

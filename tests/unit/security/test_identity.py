@@ -195,7 +195,7 @@ def test_a_deployed_function_without_an_identity_mode_refuses_to_start() -> None
 def test_a_real_function_process_verifies_tokens(iss: Issuer) -> None:
     port = _free_port()
     proc = _serve({**_base_env(), "K_SERVICE": "api", "FERRY_IDENTITY": "oidc", "FERRY_AUDIENCES": AUD,
-                   "FERRY_CERTS_URL": iss.certs_url}, port)
+                   "FERRY_CERTS_URL": iss.certs_url, "FERRY_ADMINS": ADMIN}, port)
     url = f"http://127.0.0.1:{port}/v1/whoami"
     try:
         deadline = time.monotonic() + 60
@@ -213,3 +213,20 @@ def test_a_real_function_process_verifies_tokens(iss: Issuer) -> None:
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+
+
+def test_a_deployed_function_without_first_admins_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FERRY_ADMINS closes the teams; a deployment without it would let anyone declare a team (or the
+    admin team) and make themselves its admin. ferry deploy always sets it; a process missing it stops."""
+    from ferry.api.identity import IdentityConfigError, check_startup
+
+    monkeypatch.setenv("K_SERVICE", "api")
+    monkeypatch.setenv("FERRY_IDENTITY", "oidc")
+    monkeypatch.delenv("FERRY_ADMINS", raising=False)
+    with pytest.raises(IdentityConfigError, match="FERRY_ADMINS"):
+        check_startup()
+    monkeypatch.setenv("FERRY_ADMINS", ADMIN)
+    assert check_startup() == "oidc"
+    monkeypatch.delenv("K_SERVICE")
+    monkeypatch.delenv("FERRY_ADMINS")
+    assert check_startup() == "oidc"  # locally (no K_SERVICE) teams may stay open

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fakes.gcloud import deployed_env
 from ferry.deploy import plan
 from ferry.deploy.planning import PROJECT_ROLE_HOLDERS, PROJECT_ROLES
 from ferry.errors import ValidationError
@@ -50,9 +51,57 @@ def test_landings_and_alerts_are_granted_per_topic(steps) -> None:  # type: igno
              and "gcp-sa-pubsub" not in s.expect["member"]}
     assert ("ferry-alerts", "ferry-datamon", "roles/pubsub.publisher") in topic
     assert ("gabo-work-orders", "ferry-gabo-worker", "roles/pubsub.publisher") in topic
+    assert ("gabo-close-orders", "ferry-gabo-worker", "roles/pubsub.publisher") in topic
+    assert ("ferry-alerts", "ferry-gabo-worker", "roles/pubsub.publisher") in topic  # capacity, missing events
     assert not [t for t in topic if t[0] == "ferry-partitions"]  # declared producers only (none by default)
-    publishers = {m.split(":")[1].split("@")[0] for m, r in _project_grants(steps) if r == "roles/pubsub.publisher"}
-    assert publishers == {"ferry-gabo-ingest", "ferry-gabo-worker"}  # per-type topics exist only after deploy
+    assert not [t for t in topic if t[1] == "ferry-gabo-ingest"]  # ingest publishes to event types' topics only
+
+
+def test_nobody_holds_a_pubsub_data_role_on_the_project(steps) -> None:  # type: ignore[no-untyped-def]
+    """The remaining finding: ingest and the Gabo worker held project-wide pubsub.publisher (per-type topics
+    appear after the deploy), so either could publish forged landings to ferry-partitions. Now Gabo's
+    provisioning grants them on each type's own topics and subscriptions (ferry.gabo.access)."""
+    data = {(m, r) for m, r in _project_grants(steps) if r in ("roles/pubsub.publisher", "roles/pubsub.subscriber",
+                                                              "roles/pubsub.editor")}
+    assert data == set()
+    api = next(s for s in steps if s.kind == "function" and s.name == "ingest")
+    env = deployed_env(api)
+    member = "serviceAccount:{}@demo.iam.gserviceaccount.com".format
+    assert env["FERRY_GABO_PUBLISHERS"].split(",") == [member("ferry-api"), member("ferry-gabo-ingest"),
+                                                       member("ferry-gabo-worker")]
+    assert env["FERRY_GABO_SUBSCRIBERS"].split(",") == [member("ferry-api"), member("ferry-gabo-worker")]
+    assert env["FERRY_PUBSUB_AGENT"].endswith("@gcp-sa-pubsub.iam.gserviceaccount.com")
+    role = next(s for s in steps if s.kind == "custom_role" and s.name == "ferryEventTypeProvisioner")
+    assert {"pubsub.topics.setIamPolicy", "pubsub.subscriptions.setIamPolicy"} <= set(
+        role.expect["permissions"].split(","))
+
+
+def test_deploying_needs_first_admins(tmp_path: Path) -> None:
+    """Teams are closed in the cloud only when FERRY_ADMINS is set: the plan sets it from infra's admins
+    (or --admin) on every function and refuses a deployment without any."""
+    steps = plan(load(), P, R, tmp_path)
+    assert {deployed_env(s)["FERRY_ADMINS"] for s in steps if s.kind == "function"} == {"ferry-admin@example.com"}
+    with pytest.raises(ValidationError, match="first admins"):
+        plan(load().model_copy(update={"admins": []}), P, R, tmp_path)
+    with pytest.raises(ValueError, match="not an e-mail"):
+        Infra.model_validate({**load().model_dump(), "admins": ["ana"]})
+
+
+def test_ferry_deploy_takes_the_first_admins(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from ferry.cli import main
+
+    out = CliRunner().invoke(main, ["--json", "deploy", "--project", P, "--region", R, "--dry-run",
+                                    "--bundle", str(tmp_path / "b"), "--admin", "ana@corp.example",
+                                    "--admin", "bo@corp.example"])
+    assert out.exit_code == 0, out.output
+    steps = json.loads(out.output)["steps"]
+    functions = [s for s in steps if s["kind"] == "function"]
+    assert functions and all("FERRY_ADMINS=ana@corp.example,bo@corp.example" in " ".join(s["request"])
+               for s in functions)
 
 
 def test_no_function_is_public_and_people_facing_ones_name_their_invokers(steps) -> None:  # type: ignore[no-untyped-def]

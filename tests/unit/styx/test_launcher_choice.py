@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fakes.gcloud import deployed_env
 from ferry.bootstrap import bootstrap
 from ferry.clock import FixedClock
 from ferry.config import Settings
@@ -19,13 +20,8 @@ from ferry.styx.launchers.local import LocalLauncher
 from .conftest import T0
 
 
-def _env(step) -> dict[str, str]:
-    (flag,) = [a for a in step.request if a.startswith("--set-env-vars=")]
-    return dict(kv.split("=", 1) for kv in flag.removeprefix("--set-env-vars=").split(","))
-
-
 def test_the_deploy_plan_runs_the_tick_and_the_api_with_cloud_run_jobs(tmp_path: Path) -> None:
-    functions = {s.name: _env(s) for s in plan(load(), "demo", "europe-west1", tmp_path) if s.kind == "function"}
+    functions = {s.name: deployed_env(s) for s in plan(load(), "demo", "europe-west1", tmp_path) if s.kind == "function"}
     assert functions["styx-tick"]["FERRY_LAUNCHER"] == "cloudrun"
     assert functions["api"]["FERRY_LAUNCHER"] == "cloudrun"  # halt cancels executions from the API
 
