@@ -145,7 +145,7 @@ def silence_end(call: Call, sid: str) -> dict[str, Any]:
 
 @router.route("/v1/status", tag=TAG, summary="The unified view: every endpoint's state, worst first")
 def status(call: Call) -> dict[str, Any]:
-    from ferry.notify.service import failing_channels
+    from ferry.notify.port import failing_channels
 
     owner = call.arg("owner") or None
     result = views.status(call.services, now=call.now(), owner=owner)

@@ -28,14 +28,14 @@ from ferry.clock import Clock
 from ferry.domain.manifests import Channel, Team
 from ferry.errors import Conflict, InfraError
 from ferry.notify import messages as msgs
+from ferry.notify.port import CHANNELS
 from ferry.notify.secrets import SecretStore, SecretUnavailable
 from ferry.notify.sender import HttpSender, Sent
-from ferry.store.base import DocumentStore, Op, Where
+from ferry.store.base import DocumentStore, Op
 from ferry.store.manifests import ManifestRepository
 
 logger = log.get("notify")
 DELIVERIES = "notify_deliveries"
-CHANNELS = "notify_channels"
 DEAD_LETTER_TOPIC = "ferry-alerts-dead-letter"
 # A claim younger than this belongs to an instance still delivering it.
 LEASE = timedelta(minutes=2)
@@ -213,14 +213,6 @@ class Notifier:
                      attempts: int = 0) -> None:
         extra = {"channel": channel, "error": error[:500], "attempts": str(attempts)}
         self.publisher.publish(DEAD_LETTER_TOPIC, [Message(data, {**attributes, **extra})])
-
-
-def failing_channels(store: DocumentStore) -> list[dict[str, Any]]:
-    """Channels whose last delivery failed (``ferry status`` shows them), by team and name."""
-    rows = []
-    for _, d in store.query(CHANNELS, [Where("failing", "==", True)]):
-        rows.append({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in d.items()})
-    return sorted(rows, key=lambda r: (r.get("team", ""), r.get("channel", "")))
 
 
 _built: tuple[Any, Notifier] | None = None

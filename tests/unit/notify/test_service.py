@@ -8,13 +8,12 @@ import pytest
 
 from ferry.bootstrap import Services
 from ferry.notify import messages as m
+from ferry.notify.port import CHANNELS, failing_channels
 from ferry.notify.service import (
-    CHANNELS,
     DEAD_LETTER_TOPIC,
     DELIVERIES,
     DeliveryPending,
     Notifier,
-    failing_channels,
 )
 
 from .conftest import PD_URL, ROUTING_KEY, Script, apply, team
