@@ -77,4 +77,5 @@ def test_dev_up_time_to_ready_and_memory(deployment: str, tmp_path: Path) -> Non
           f"functions {sum(fn_rss) / mb:.0f} MB = {sum(fn_rss) / max(1, len(fn_rss)) / mb:.0f} MB each, "
           f"scheduler {by_component.get('scheduler', 0) / mb:.0f} MB); "
           f"PSS (shared pages once): {pss / mb:.0f} MB")
-    assert wall < 60, f"dev up took {wall:.1f}s"
+    # 60 s on an idle machine; a loaded one gets its load factor
+    assert wall < 60 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1)), f"dev up took {wall:.1f}s"
