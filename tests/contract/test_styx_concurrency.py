@@ -138,6 +138,41 @@ def test_backfill_concurrency_holds_with_overlapping_ticks(svc, launcher) -> Non
     assert peak == 2 and len(launcher.launched) == 6
 
 
+def test_backfill_retry_runs_the_failed_through_the_backfills_slots(svc, launcher) -> None:
+    """A backfill of concurrency 1 whose 3 instances failed: ``backfill retry`` re-runs them one at a time."""
+    apply(svc, wf("flaky", schedule="daily"))
+    styx = StyxService(svc)
+    bf = backfills.create(styx, "flaky", "2026-11-01", "2026-11-04", T0, concurrency=1)
+    now = T0
+
+    def active() -> int:
+        return len([r for r in styx.repo.list("flaky") if r.active])
+
+    def drive(code: int) -> int:
+        nonlocal now
+        peak = active()
+        for _ in range(20):
+            run_ticks(svc, 2, now)
+            peak = max(peak, active())
+            for spec in launcher.running():
+                launcher.finish(spec, code)
+            now += timedelta(seconds=30)
+            if backfills.show(styx, bf["id"])["state"] == "done":
+                return peak
+        raise AssertionError(backfills.show(styx, bf["id"]))
+
+    assert drive(50) == 1  # exit 50: ERROR at once
+    assert backfills.show(styx, bf["id"])["counts"] == {"ERROR": 3}
+    retried = backfills.retry(styx, bf["id"], now)
+    assert retried["retried"] == ["2026-11-01", "2026-11-02", "2026-11-03"]
+    assert retried["state"] == "active" and retried["counts"] == {"QUEUED": 1, "PENDING": 2}
+    assert drive(0) == 1  # never more than the backfill's concurrency at once
+    assert backfills.show(styx, bf["id"])["counts"] == {"DONE": 3}
+    assert len(launcher.launched) == 6 and not slot_holders(svc)
+    with pytest.raises(Conflict, match="no failed instances"):
+        backfills.retry(styx, bf["id"], now)
+
+
 def test_overlapping_ticks_share_one_submission_rate_per_minute(svc, launcher) -> None:
     from ferry.styx.repository import RATE
 

@@ -2,7 +2,8 @@
 
 A backfill's concurrency is a pool of slots (``backfill.<id>#n``) that each of its instances claims in
 the commit that triggers it and releases in the commit that ends it (DONE/ERROR): never more than
-``concurrency`` instances of a backfill are active, even with overlapping ticks.
+``concurrency`` instances of a backfill are active, even with overlapping ticks. ``backfill retry``
+re-queues failed instances through the same slots (its ``retries`` queue, run before new partitions).
 """
 
 from __future__ import annotations
@@ -78,21 +79,37 @@ def check(styx: StyxService, wf: Any, start: str, end: str, reverse: bool) -> li
 
 
 def retry(styx: StyxService, bf_id: str, now: datetime, actor: str | None = None) -> dict[str, Any]:
-    """Re-queue the backfill's instances that ended in ERROR (its owners only); the backfill is
-    active again until they finish. Returns the backfill."""
-    bf = styx.repo.backfill(bf_id)
-    if bf is None:
+    """Re-queue the backfill's instances that ended in ERROR (its owners only). They run again through
+    the backfill's concurrency slots, as its own partitions do: appended to its ``retries`` (the tick
+    triggers them first, each taking a slot), so never more than ``concurrency`` are active. The backfill
+    is active again until they finish. Returns the backfill.
+
+    Raises:
+        NotFound: unknown backfill.
+        Conflict: no failed instance to retry, or the backfill changed while this retry read it.
+    """
+    got = styx.services.store.get_versioned(BACKFILLS, [bf_id]).get(bf_id)
+    if got is None:
         raise NotFound(f"backfill {bf_id!r} not found")
+    bf, version = got
     _, owner = styx.workflow(bf["workflow"])
     styx.services.authorizer.check(actor, [owner], "retry")
+    pending = set(bf.get("retries", [])[bf.get("retry_index", 0):])
     runs = styx.repo.get_many([m.instance_id(bf["workflow"], p) for p in bf["partitions"][:bf["next_index"]]])
-    failed = sorted(r.parameter for r in runs.values() if r.backfill == bf_id and r.state == m.State.ERROR)
+    failed = sorted(r.parameter for r in runs.values()
+                    if r.backfill == bf_id and r.state == m.State.ERROR and r.parameter not in pending)
     if not failed:
-        raise Conflict(f"backfill {bf_id} has no failed instances to retry")
-    for p in failed:
-        styx.retry(bf["workflow"], p, now, actor)
-    if bf["state"] == "done":
-        styx.services.store.write([Op.set(BACKFILLS, bf_id, {"state": "active", "updated_at": now}, merge=True)])
+        raise Conflict(f"backfill {bf_id} has no failed instances to retry"
+                       + (f" ({len(pending)} already waiting for a slot)" if pending else ""))
+    # Conditional on the version read: two retries at once append once; a tick's progress writes only
+    # the indexes, never the lists.
+    styx.services.store.write([Op.set(BACKFILLS, bf_id, {**bf, "retries": [*bf.get("retries", []), *failed],
+                                                         "retry_index": bf.get("retry_index", 0),
+                                                         "state": "active", "updated_at": now},
+                                      if_version=version)])
+    fresh = styx.repo.backfill(bf_id)
+    if fresh is not None:
+        progress(styx, fresh, now)  # as many as there are free slots start now; the tick does the rest
     out = show(styx, bf_id)
     out["retried"] = failed
     return out
@@ -124,43 +141,69 @@ def _check_within_start(styx: StyxService, wf: Any, partitions: list[str], rever
 
 
 def progress(styx: StyxService, bf: dict[str, Any], now: datetime) -> int:
-    """Trigger the backfill's next partitions while it has free slots. Returns how many."""
+    """Trigger the backfill's retried instances, then its next partitions, while it has free slots.
+
+    Each trigger takes a slot in the commit that triggers it (released when the instance ends) and moves
+    the queue's index in the same commit: a concurrent tick's commit of the same instance fails.
+    Returns how many were triggered."""
     pool = pool_of(bf["id"])
     used = set(styx.repo.used_slots(pool))
-    index = bf["next_index"]
-    partitions: list[str] = bf["partitions"]
-    if index >= len(partitions):
-        if not used:
-            styx.services.store.write([Op.set(BACKFILLS, bf["id"], {"state": "done", "updated_at": now},
-                                              merge=True)])
-        return 0
     free = [n for n in range(bf["concurrency"]) if n not in used]
+    retries: list[str] = list(bf.get("retries") or [])
+    partitions: list[str] = bf["partitions"]
+    if bf["next_index"] >= len(partitions) and bf.get("retry_index", 0) >= len(retries):
+        if not used:
+            _finish(styx, bf["id"], now)
+        return 0
     triggered = 0
-    skipped = list(bf.get("skipped") or [])
-    while free and index < len(partitions):
-        parameter = partitions[index]
-        before = styx.repo.get(bf["workflow"], parameter)
-        bump = {"next_index": index + 1, "updated_at": now}
-        if before is not None and before.active and before.backfill == bf["id"]:
-            index += 1  # another tick triggered it for this backfill a moment ago (our read was older)
-            continue
-        if before is not None and before.active:  # triggered by someone else since the backfill began
-            skipped.append(parameter)
-            styx.services.store.write([Op.set(BACKFILLS, bf["id"], {**bump, "skipped": skipped}, merge=True)])
+    for queue, field in ((retries, "retry_index"), (partitions, "next_index")):
+        index = int(bf.get(field) or 0)
+        while free and index < len(queue):
+            parameter = queue[index]
+            before = styx.repo.get(bf["workflow"], parameter)
+            bump = {field: index + 1, "updated_at": now}
+            if field == "retry_index" and (before is None or before.backfill != bf["id"]
+                                           or before.state != m.State.ERROR):
+                # retried, re-triggered or halted by someone else since: not this backfill's to re-run
+                styx.services.store.write([Op.set(BACKFILLS, bf["id"], bump, merge=True)])
+                index += 1
+                continue
+            if field == "next_index" and before is not None and before.active:
+                if before.backfill != bf["id"]:  # triggered by someone else since the backfill began
+                    skipped = [*(bf.get("skipped") or []), parameter]
+                    bf["skipped"] = skipped
+                    styx.services.store.write([Op.set(BACKFILLS, bf["id"], {**bump, "skipped": skipped},
+                                                      merge=True)])
+                index += 1  # (or another tick triggered it for this backfill a moment ago: our read was older)
+                continue
+            slot = slot_id(pool, free[0])
+            event = m.TriggerExecution(f"backfill {bf['id']}" + (" retried" if field == "retry_index" else ""),
+                                       trigger=m.Trigger("backfill", bf["id"], dict(bf.get("env") or {})),
+                                       slots=(slot,))
+            try:
+                styx.commit(before or m.Run(bf["workflow"], parameter), event, now, m.Policy(),
+                            [Op.set(BACKFILLS, bf["id"], bump, merge=True)], new=before is None)
+            except Conflict:
+                return triggered  # another tick is progressing this backfill
+            free.pop(0)
             index += 1
-            continue
-        slot = slot_id(pool, free[0])
-        event = m.TriggerExecution(f"backfill {bf['id']}",
-                        trigger=m.Trigger("backfill", bf["id"], dict(bf.get("env") or {})), slots=(slot,))
-        try:
-            styx.commit(before or m.Run(bf["workflow"], parameter), event, now, m.Policy(),
-                        [Op.set(BACKFILLS, bf["id"], bump, merge=True)], new=before is None)
-        except Conflict:
-            return triggered  # another tick is progressing this backfill
-        free.pop(0)
-        index += 1
-        triggered += 1
+            triggered += 1
     return triggered
+
+
+def _finish(styx: StyxService, bf_id: str, now: datetime) -> None:
+    """Mark the backfill done — conditional on a fresh read, so a retry appended meanwhile keeps it active."""
+    got = styx.services.store.get_versioned(BACKFILLS, [bf_id]).get(bf_id)
+    if got is None:
+        return
+    bf, version = got
+    if bf["state"] != "active" or bf.get("retry_index", 0) < len(bf.get("retries") or []):
+        return
+    try:
+        styx.services.store.write([Op.set(BACKFILLS, bf_id, {**bf, "state": "done", "updated_at": now},
+                                          if_version=version)])
+    except Conflict:
+        pass  # it changed since: the next tick looks again
 
 
 def show(styx: StyxService, bf_id: str) -> dict[str, Any]:
@@ -169,12 +212,15 @@ def show(styx: StyxService, bf_id: str) -> dict[str, Any]:
         raise NotFound(f"backfill {bf_id!r} not found")
     runs = styx.repo.get_many([m.instance_id(bf["workflow"], p) for p in bf["partitions"]])
     skipped = set(bf.get("skipped") or [])
+    retrying = set((bf.get("retries") or [])[bf.get("retry_index", 0):]) if bf["state"] == "active" else set()
     rows = []
     counts: dict[str, int] = {}
     for i, p in enumerate(bf["partitions"]):
         run = runs.get(m.instance_id(bf["workflow"], p))
         if i >= bf["next_index"]:
             state = "PENDING" if bf["state"] == "active" else "NOT_RUN"
+        elif p in retrying:  # retried, waiting for one of the backfill's slots
+            state = "PENDING"
         elif p in skipped:
             state = "SKIPPED"
         elif run is None or run.backfill != bf_id:
