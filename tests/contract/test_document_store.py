@@ -68,6 +68,9 @@ def test_query_filters_order_limit(store):
     assert [i for i, _ in desc] == ["d9", "d7", "d5", "d3", "d1"]
     assert sorted(i for i, _ in store.query("q", [Where("team", "in", ["a"]), Where("tags", "array_contains", "x")])) == ["d1"]
     assert store.query("q", [Where("team", "==", "nobody")]) == []
+    store.write([Op.set("q", "d10", {"tags": ["y", "z"]}), Op.set("q", "d11", {"tags": "x"})])  # not a list
+    assert sorted(i for i, _ in store.query("q", [Where("tags", "array_contains_any", ["x", "z"])])) == [
+        "d0", "d1", "d10", "d2"]
 
 
 def test_query_pages_by_id(store):

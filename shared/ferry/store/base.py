@@ -17,7 +17,9 @@ from typing import Any, Literal, Protocol, TypeVar
 
 T = TypeVar("T")
 Doc = dict[str, Any]
-Operator = Literal["==", "!=", "<", "<=", ">", ">=", "in", "array_contains"]
+Operator = Literal["==", "!=", "<", "<=", ">", ">=", "in", "array_contains", "array_contains_any"]
+# Firestore's limit on the values of one ``in`` / ``array_contains_any`` filter.
+MAX_IN = 30
 # Firestore's limit for one batched write or transaction commit.
 MAX_BATCH = 500
 

@@ -70,7 +70,7 @@ class FirestoreStore:
         for w in where:
             q = q.where(filter=FieldFilter(w.field, w.op, w.value))
         direction = Query.DESCENDING if descending else Query.ASCENDING
-        inequality = any(w.op not in ("==", "in", "array_contains") for w in where)
+        inequality = any(w.op not in ("==", "in", "array_contains", "array_contains_any") for w in where)
         if order_by is None and inequality and start_after is None:
             pass  # Firestore orders by the inequality field; an explicit id order would be rejected
         elif order_by is None:

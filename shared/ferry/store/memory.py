@@ -45,6 +45,8 @@ def _matches(doc: Doc, w: Where) -> bool:
                 return v in w.value
             case "array_contains":
                 return isinstance(v, list) and w.value in v
+            case "array_contains_any":
+                return isinstance(v, list) and any(x in v for x in w.value)
     except TypeError:
         return False
     raise ValueError(f"unsupported operator {w.op}")

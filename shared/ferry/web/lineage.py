@@ -7,7 +7,7 @@ page); ``layout`` is pure: columns by longest path from the sources, rows in ord
 
 from __future__ import annotations
 
-from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from ferry.datamon.repository import ENDPOINTS, LINEAGE
 from ferry.datamon.views import status_row
-from ferry.store.base import Where
+from ferry.store.base import MAX_IN, Where
 from ferry.styx.repository import INSTANCES
 
 if TYPE_CHECKING:
@@ -41,63 +41,112 @@ class Graph:
 
 def neighbourhood(services: Services, roots: list[str], now: datetime, depth: int = 2) -> Graph:
     """The graph within ``depth`` hops (an endpoint -> workflow -> endpoint chain is two) of the
-    ``roots`` endpoints, at most ``MAX_NODES`` nodes; reads grow with the nodes drawn."""
+    ``roots`` endpoints, at most ``MAX_NODES`` nodes (a level that would start past it is not expanded).
+
+    Read a level at a time: the level's summaries in one batched get, then its producers, consumers and
+    downstream endpoints by ``in`` / ``array_contains_any`` queries of ``MAX_IN`` names each (at most
+    ``FANOUT`` neighbours per name and direction) — round trips grow with the depth and the nodes drawn,
+    reads with the nodes and edges drawn."""
     store = services.store
     g = Graph()
-    queue = deque((r, 0) for r in roots)
-    seen: set[str] = set()
     summaries: dict[str, dict[str, Any]] = {}
-    workflow_deps: dict[str, list[str]] = {}
-    while queue:
-        name, d = queue.popleft()
-        if name in seen:
-            continue
+    seen: set[str] = set()
+    frontier = list(dict.fromkeys(roots))
+    for d in range(depth + 1):
+        level = [n for n in frontier if n not in seen]
+        if not level:
+            break
         if len(g.nodes) >= MAX_NODES:
             g.truncated = True
             break
-        seen.add(name)
-        doc = store.get(ENDPOINTS, name) or {}
-        summaries[name] = doc
-        me = g.add("endpoint", name)
-        if d >= depth:
-            continue
-        for up in (doc.get("upstream") or [])[:FANOUT]:
-            g.edges.add((g.add("endpoint", up), me))
-            queue.append((up, d + 1))
-        for wf, spec in store.query(LINEAGE, [Where("produces", "==", name)], limit=FANOUT):
-            w = g.add("workflow", wf)
-            g.edges.add((w, me))
-            workflow_deps[wf] = list(spec.get("depends_on") or [])
-            for dep in workflow_deps[wf][:FANOUT]:
-                g.edges.add((g.add("endpoint", dep), w))
-                queue.append((dep, d + 1))
-        for wf, spec in store.query(LINEAGE, [Where("depends_on", "array_contains", name)], limit=FANOUT):
-            w = g.add("workflow", wf)
-            g.edges.add((me, w))
-            if spec.get("produces"):
-                g.edges.add((w, g.add("endpoint", spec["produces"])))
-                queue.append((spec["produces"], d + 1))
-        for down, ddoc in store.query(ENDPOINTS, [Where("upstream", "array_contains", name)], limit=FANOUT):
-            g.edges.add((me, g.add("endpoint", down)))
-            summaries.setdefault(down, ddoc)
-            queue.append((down, d + 1))
+        seen.update(level)
+        wanted = [n for n in level if n not in summaries]
+        if wanted:
+            found = store.get_many(ENDPOINTS, wanted)
+            summaries.update({n: found.get(n) or {} for n in wanted})
+        for name in level:
+            g.add("endpoint", name)
+        if d == depth:
+            break
+        nxt: list[str] = []
+        for name in level:
+            me = g.add("endpoint", name)
+            for up in (summaries[name].get("upstream") or [])[:FANOUT]:
+                g.edges.add((g.add("endpoint", up), me))
+                nxt.append(up)
+        for chunk in _chunks(level):
+            nxt += _expand(store, g, chunk, summaries)
+        frontier = nxt
     _colour(services, g, summaries, now)
     return g
 
 
+def _chunks(names: list[str]) -> list[list[str]]:
+    return [names[i:i + MAX_IN] for i in range(0, len(names), MAX_IN)]
+
+
+def _expand(store: Any, g: Graph, chunk: list[str], summaries: dict[str, dict[str, Any]]) -> list[str]:
+    """Producers, consumers and downstream endpoints of the ``chunk`` endpoints: three queries. Returns
+    the endpoints reached (the next level)."""
+    limit = FANOUT * len(chunk)
+    names = set(chunk)
+    reached: list[str] = []
+    per: dict[tuple[str, str], int] = {}
+
+    def room(name: str, direction: str) -> bool:
+        per[(name, direction)] = per.get((name, direction), 0) + 1
+        return per[(name, direction)] <= FANOUT
+
+    for wf, spec in store.query(LINEAGE, [Where("produces", "in", chunk)], limit=limit):
+        if not room(spec["produces"], "producers"):
+            continue
+        w = g.add("workflow", wf)
+        g.edges.add((w, g.add("endpoint", spec["produces"])))
+        for dep in list(spec.get("depends_on") or [])[:FANOUT]:
+            g.edges.add((g.add("endpoint", dep), w))
+            reached.append(dep)
+    for wf, spec in store.query(LINEAGE, [Where("depends_on", "array_contains_any", chunk)], limit=limit):
+        mine = [n for n in spec.get("depends_on") or [] if n in names and room(n, "consumers")]
+        if not mine:
+            continue
+        w = g.add("workflow", wf)
+        for n in mine:
+            g.edges.add((g.add("endpoint", n), w))
+        if spec.get("produces"):
+            g.edges.add((w, g.add("endpoint", spec["produces"])))
+            reached.append(spec["produces"])
+    for down, ddoc in store.query(ENDPOINTS, [Where("upstream", "array_contains_any", chunk)], limit=limit):
+        mine = [n for n in ddoc.get("upstream") or [] if n in names and room(n, "downstream")]
+        if not mine:
+            continue
+        for n in mine:
+            g.edges.add((g.add("endpoint", n), g.add("endpoint", down)))
+        summaries.setdefault(down, ddoc)
+        reached.append(down)
+    return reached
+
+
 def _colour(services: Services, g: Graph, summaries: dict[str, dict[str, Any]], now: datetime) -> None:
-    """Endpoints by their SLA state; workflows by the state of their newest-changed instance."""
+    """Endpoints by their SLA state; workflows by the state of their newest-changed instance (one query
+    of one document per workflow, a few in flight at once)."""
     missing = [n["name"] for n in g.nodes.values() if n["kind"] == "endpoint" and n["name"] not in summaries]
     if missing:
         summaries.update(services.store.get_many(ENDPOINTS, missing))
+    workflows = [n for n in g.nodes.values() if n["kind"] == "workflow"]
+
+    def newest(name: str) -> str:
+        rows = services.store.query(INSTANCES, [Where("workflow", "==", name)], order_by="updated_at",
+                                    descending=True, limit=1)
+        return str(rows[0][1]["state"]) if rows else "NEW"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        states = list(pool.map(newest, [n["name"] for n in workflows]))
+    for n, state in zip(workflows, states, strict=True):
+        n["state"] = state
     for n in g.nodes.values():
         if n["kind"] == "endpoint":
             row = status_row(n["name"], summaries.get(n["name"]) or {}, now)
             n["state"] = row["state"] if row else "pending"
-        else:
-            rows = services.store.query(INSTANCES, [Where("workflow", "==", n["name"])], order_by="updated_at",
-                                        descending=True, limit=1)
-            n["state"] = rows[0][1]["state"] if rows else "NEW"
 
 
 # -- layout and drawing (pure) ------------------------------------------------------------------------
