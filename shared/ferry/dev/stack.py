@@ -132,9 +132,11 @@ def function_urls(state: dict[str, Any]) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------ up
 
 
-def _ports(config: StackConfig, infra: Infra, home: Path) -> tuple[dict[str, int], int | None, int | None, list[str]]:
+def _ports(config: StackConfig, infra: Infra, home: Path) -> tuple[dict[str, int], int | None, int | None, int,
+                                                                   list[str]]:
     """Claim the stack's ports (``ferry.dev.ports``): with a base port B, functions on B, B+1, ... (``api``
-    first) and the emulators on B+90, B+91 — moved with a note when taken, unless ``strict_ports``."""
+    first), the emulators on B+90, B+91 and the channel receiver on B+92 — moved with a note when taken,
+    unless ``strict_ports``."""
     names = [f.name for f in sorted(infra.functions, key=lambda f: f.name != "api")]
     if len(names) > MAX_FUNCTIONS:
         raise InfraError(f"at most {MAX_FUNCTIONS} functions fit the port layout, infra declares {len(names)}")
@@ -149,9 +151,11 @@ def _ports(config: StackConfig, infra: Infra, home: Path) -> tuple[dict[str, int
     if not config.firestore:
         wanted.append(ports.Wanted("firestore emulator", None if b is None else last.get("firestore emulator",
                                                                                             b + FIRESTORE_OFFSET)))
+    # the channel receiver's port is claimed like the others (two stacks of one base port would share it)
+    wanted.append(ports.Wanted("receiver", None if b is None else last.get("receiver", b + RECEIVER_OFFSET)))
     got = ports.claim(wanted, home, config.host, strict=config.strict_ports)
     fns = {n: got.ports[f"function {n}"] for n in names}
-    return fns, got.ports.get("pubsub emulator"), got.ports.get("firestore emulator"), got.notes
+    return fns, got.ports.get("pubsub emulator"), got.ports.get("firestore emulator"), got.ports["receiver"], got.notes
 
 
 def function_env(config: StackConfig, home: Path, firestore: str, pubsub: str, api_url: str | None,
@@ -326,7 +330,7 @@ def up(config: StackConfig) -> UpResult:
     source = Path(config.source or DEFAULT_SOURCE).resolve()
     if not source.exists():
         raise InfraError(f"function source {source} does not exist")
-    fn_ports, ps_port, fs_port, port_notes = _ports(config, infra, home)
+    fn_ports, ps_port, fs_port, rport, port_notes = _ports(config, infra, home)
     logs = log_dir(home)
     logs.mkdir(parents=True, exist_ok=True)
     (home / "sink").mkdir(exist_ok=True)
@@ -363,7 +367,6 @@ def up(config: StackConfig) -> UpResult:
             comps.append(_component("emulator", kind.name, proc, log, port=port,
                                     address=f"{config.host}:{port}", url=f"http://{config.host}:{port}"))
         # The channel receiver (what notification channels would receive): functions are told its URL.
-        rport = emu.free_port(config.host) if config.base_port is None else config.base_port + RECEIVER_OFFSET
         rlog, rurl = logs / "receiver.log", f"http://{config.host}:{rport}"
         args = [sys.executable, "-m", "ferry.dev.receiver", "--host", config.host, "--port", str(rport),
                 "--dir", str(home / "receiver")]

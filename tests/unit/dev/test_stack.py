@@ -100,17 +100,24 @@ def test_a_requested_port_in_use_is_named(tmp_path: Path) -> None:
             stack._ports(stack.StackConfig(home=tmp_path, base_port=port - stack.PUBSUB_OFFSET, strict_ports=True),
                          infra, tmp_path)
         # without strict ports (what `ferry dev up` does by default) the taken one moves, with a note
-        fns, ps, fs, notes = stack._ports(stack.StackConfig(home=tmp_path, base_port=port), infra, tmp_path)
+        fns, ps, fs, rp, notes = stack._ports(stack.StackConfig(home=tmp_path, base_port=port), infra, tmp_path)
         assert fns["api"] != port and notes[0] == (f"function api: port {port} is in use by another program; "
                                                    f"using {fns['api']} instead")
+        # the channel receiver's port is claimed too: a second stack of the same base port moves it
+        with pytest.raises(InfraError, match=f"receiver: port {port}"):
+            stack._ports(stack.StackConfig(home=tmp_path, base_port=port - stack.RECEIVER_OFFSET, strict_ports=True),
+                         infra, tmp_path)
+        _, _, _, moved, _ = stack._ports(stack.StackConfig(home=tmp_path / "b", base_port=port - stack.RECEIVER_OFFSET),
+                                         infra, tmp_path / "b")
+        assert moved != port
 
 
 def test_base_port_layout(tmp_path: Path) -> None:
     infra = Infra.model_validate({"service_accounts": [{"name": "ferry-api"}], "functions": [
         {"name": n, "entry_point": "api", "service_account": "ferry-api"} for n in ("zeta", "api", "alpha")]})
-    fns, ps, fs, notes = stack._ports(stack.StackConfig(home=tmp_path, base_port=41000), infra, tmp_path)
+    fns, ps, fs, rp, notes = stack._ports(stack.StackConfig(home=tmp_path, base_port=41000), infra, tmp_path)
     assert not notes, notes
-    assert fns == {"api": 41000, "zeta": 41001, "alpha": 41002} and (ps, fs) == (41090, 41091)
+    assert fns == {"api": 41000, "zeta": 41001, "alpha": 41002} and (ps, fs, rp) == (41090, 41091, 41092)
 
 
 def test_missing_emulators_are_one_line_with_the_install_command(tmp_path: Path,

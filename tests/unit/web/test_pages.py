@@ -128,3 +128,32 @@ def test_endpoints_page_reads_are_bounded_by_the_page(world) -> None:
     reads = svc.store.stats.since(before)["reads"]
     assert status == 200 and html.count("<tr data-endpoint=") == 50 and 'id="next"' in html
     assert reads <= 52, reads
+
+
+def test_lineage_reads_a_level_at_a_time(world, monkeypatch) -> None:
+    """hub -> wf-i -> out-i -> d-i for 20 i: the summaries, producers, consumers and downstream endpoints
+    of a level are read together, not one query per neighbour."""
+    svc, _, clock = world
+    many = [doc("Endpoint", "hub", partitioning="daily")]
+    for i in range(20):
+        many += [doc("Endpoint", f"out-{i}", partitioning="daily"),
+                 doc("Endpoint", f"d-{i}", partitioning="daily", upstream=[f"out-{i}"]),
+                 doc("Workflow", f"wf-{i}", schedule="daily", image="img", depends_on=["hub"], produces=f"out-{i}")]
+    svc.apply.apply([KINDS[d["kind"]].model_validate(d) for d in many], clock.now())  # type: ignore[arg-type]
+    calls: list[str] = []
+    for method in ("get", "get_many", "query"):
+        real = getattr(svc.store, method)
+
+        def counted(collection: str, *args: Any, _real: Any = real, _m: str = method, **kw: Any) -> Any:
+            calls.append(f"{_m} {collection}")
+            return _real(collection, *args, **kw)
+        monkeypatch.setattr(svc.store, method, counted)
+    status, html = get(svc, "/lineage", endpoint="hub", depth="4")
+    assert status == 200
+    nodes = set(re.findall(r'data-node="([^"]+)"', html))
+    assert len(nodes) == 61 and {"workflow:wf-7", "endpoint:out-7", "endpoint:d-7"} <= nodes
+    assert re.search(r'data-from="endpoint:out-7" data-to="endpoint:d-7"', html)
+    graph_calls = [c for c in calls if "styx_instances" not in c]
+    # 3 levels with nodes (hub; out-*; d-*), each one batched get and 3 queries; the 4th level is empty
+    assert not [c for c in graph_calls if c.startswith("get ")], graph_calls
+    assert len([c for c in graph_calls if c.startswith(("get_many", "query")) and "manifests" not in c]) <= 12, graph_calls
