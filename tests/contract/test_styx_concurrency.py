@@ -166,6 +166,10 @@ def test_backfill_retry_runs_the_failed_through_the_backfills_slots(svc, launche
     retried = backfills.retry(styx, bf["id"], now)
     assert retried["retried"] == ["2026-11-01", "2026-11-02", "2026-11-03"]
     assert retried["state"] == "active" and retried["counts"] == {"QUEUED": 1, "PENDING": 2}
+    from ferry.web import views
+
+    shown = views.workflow(svc, "flaky")["backfills"][0]  # the web view's progress agrees
+    assert shown["counts"] == {"QUEUED": 1, "PENDING": 2} and shown["finished"] == 0
     assert drive(0) == 1  # never more than the backfill's concurrency at once
     assert backfills.show(styx, bf["id"])["counts"] == {"DONE": 3}
     assert len(launcher.launched) == 6 and not slot_holders(svc)

@@ -111,7 +111,7 @@ def test_apply_examples_and_get_them(api, applied):
     assert n >= 12 and applied["counts"]["changed"] == applied["counts"]["unchanged"] == 0
     # (subsystems may derive more, e.g. the endpoint events.play of the event type)
     assert {"plays-5m", "plays-hourly", "royalties-daily"} <= set(api.names("endpoints"))
-    assert sorted(api.names("workflows")) == ["aggregate-plays", "count-plays-5m", "royalty-statements"]
+    assert sorted(api.names("workflows")) == ["aggregate-plays", "count-plays-5m", "royalty-statements", "top-tracks"]
     assert api.names("eventtypes") == ["play"]
     assert "admins" in api.names("teams")
     one = api.json("get", "endpoint", "royalties-daily")

@@ -174,9 +174,12 @@ def _backfill_progress(services: Services, bf: dict[str, Any]) -> dict[str, Any]
     if total <= BACKFILL_COUNTED:
         started = bf["partitions"][:bf["next_index"]]
         runs = services.store.get_many(INSTANCES, [m.instance_id(bf["workflow"], p) for p in started])
+        # failed instances re-queued by `backfill retry` wait for a slot: not finished
+        retrying = set((bf.get("retries") or [])[bf.get("retry_index", 0):]) if bf["state"] == "active" else set()
         for d in runs.values():
             if d.get("backfill") == bf["id"]:
-                counts[d["state"]] = counts.get(d["state"], 0) + 1
+                state = "PENDING" if d["state"] == "ERROR" and d.get("parameter") in retrying else d["state"]
+                counts[state] = counts.get(state, 0) + 1
     finished = counts.get("DONE", 0) + counts.get("ERROR", 0)
     return {"id": bf["id"], "workflow": bf["workflow"], "start": bf["start"], "end": bf["end"], "state": bf["state"],
             "total": total, "triggered": bf["next_index"], "finished": finished, "counts": counts,
