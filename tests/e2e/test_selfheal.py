@@ -116,6 +116,9 @@ def test_pubsub_restart_is_healed_and_lost_events_are_reported_missing(own: Own)
     items = alerts["items"] if isinstance(alerts, dict) else alerts
     mine = [a for a in items if a.get("endpoint") == f"events.{name}"]
     assert mine and mine[0]["owner"] == "team-e2e" and "5,000 accepted events" in mine[0]["summary"]
+    own.run("evaluate")  # the scheduler's minute (it is off here): registers the type's endpoint row
+    row = next(r for r in own.run("status")["endpoints"] if r["endpoint"] == f"events.{name}")
+    assert [(m["partition"], m["missing"]) for m in row["missing_events"]] == [(partition, 5000)], row
 
     # killed again: `ferry dev up` restarts it in place (the rest lives on) and re-provisions
     _kill_pubsub(own, proc.pid)

@@ -84,8 +84,10 @@ def register(main: click.Group) -> None:
                      "recent": "".join({"ok": "▪", "landed_late": "▫"}.get(p["state"], "●") for p in r["recent"][-12:])}
                     for r in d["endpoints"]]
             for r in rows:
-                r["incident"] = (f"{r['incident']['count']} late" if r.get("incident") else "") + (
-                    " (silenced)" if r.get("silenced") else "")
+                r["incident"] = "; ".join(
+                    ([f"{r['incident']['count']} late"] if r.get("incident") else [])
+                    + [f"{m['missing'] or 0:,} events missing in {m['partition']}" for m in r.get("missing_events") or []]
+                ) + (" (silenced)" if r.get("silenced") else "")
             table(rows, ["endpoint", "owner", "partitioning", "state", "last_landed", "lag", "incident", "recent"],
                   styles={"state": lambda v: STATE_STYLES.get(v, "")})
             if d.get("silences"):

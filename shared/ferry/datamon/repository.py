@@ -165,6 +165,14 @@ class DatamonRepository:
             where.append(Where("open", "==", True))
         return [d for _, d in self.store.query(ALERTS, where, limit=limit)]
 
+    def open_missing_events(self, owner: str | None = None, limit: int = 1000) -> list[Doc]:
+        """Open alerts of accepted events missing from a period (Gabo's ledger check raises them):
+        one query, equality filters only, however many endpoints there are."""
+        where = [Where("state", "==", "missing"), Where("open", "==", True)]
+        if owner:
+            where.insert(0, Where("owner", "==", owner))
+        return [d for _, d in self.store.query(ALERTS, where, limit=limit)]
+
     @staticmethod
     def alert_op(policy: Policy, d: IncidentDecision) -> Op:
         """What decision ``d`` leaves on its incident document (merged)."""

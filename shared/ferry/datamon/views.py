@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def _alert_api(doc: dict[str, Any]) -> dict[str, Any]:
     keys = ("id", "kind", "dedup_key", "endpoint", "partition", "owner", "level", "severity", "tier", "open",
             "acked", "acked_by", "acked_at", "opened_at", "escalated_at", "notified_at", "resolved_at", "seq",
-            "summary", "count", "oldest", "newest", "held", "records", "expected_records")
+            "summary", "count", "oldest", "newest", "held", "records", "expected_records", "missing", "accepted")
     return {k: iso(doc.get(k)) for k in keys if k in doc}
 
 
@@ -103,10 +103,20 @@ def status_row(name: str, doc: dict[str, Any], now: datetime, active: Any = ()) 
 
 def status(services: Services, *, now: datetime, owner: str | None = None) -> dict[str, Any]:
     """The unified view: every endpoint with owner, partitioning, last landed partition, lag, state,
-    open alerts and recent partitions, worst first. Reads one summary per endpoint."""
+    open alerts and recent partitions, worst first; an event type's endpoint also shows its periods
+    held open for accepted events that are missing (``missing_events``, Gabo's ledger alerts). Reads
+    one summary per endpoint and one query of the open missing-events alerts."""
     active = silences.active(services.store, now)
     rows = [row for name, doc in DatamonRepository(services.store).all_summaries(owner).items()
             if (row := status_row(name, doc, now, active)) is not None]
+    missing: dict[str, list[dict[str, Any]]] = {}
+    for d in DatamonRepository(services.store).open_missing_events(owner):
+        missing.setdefault(str(d.get("endpoint")), []).append(
+            {"alert": d.get("id"), "partition": d.get("partition"), "missing": d.get("missing"),
+             "accepted": d.get("accepted"), "opened_at": iso(d.get("opened_at")), "summary": d.get("summary")})
+    for r in rows:
+        r["missing_events"] = sorted(missing.get(r["endpoint"], []), key=lambda m: str(m["partition"]))
+        r["open_alerts"] += len(r["missing_events"])
     rows.sort(key=lambda r: (domain.RANK[domain.State(r["state"])], -r["open_alerts"], r["endpoint"]))
     counts: dict[str, int] = {}
     for r in rows:

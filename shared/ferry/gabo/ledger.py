@@ -10,17 +10,20 @@ Ingest writes one ``gabo_ledger`` document per request and event type (chunks of
    were stamped in, their count and an 8-byte digest of each accepted id (``digest``).
 
 Closing asks :meth:`Ledger.completeness` whether a period may close: not while an ingest into it is in
-flight, and not while an accepted id is missing from what was delivered. A document in flight for longer
+flight, and not while an accepted id is missing from what was delivered. It compares the two sides
+shard by shard (:func:`compare_by_shard`): the documents are read a page at a time into 8 bytes per
+digest, grouped by the shard bits the digests start with, and only one group at a time becomes sets. A document in flight for longer
 than ``IN_FLIGHT_TTL`` (beyond any ingest's timeout) belongs to an ingest that died before its answer:
 its events were never confirmed to a client, so they are not owed.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +43,7 @@ ALERTS_TOPIC = "ferry-alerts"
 IN_FLIGHT_TTL = timedelta(minutes=5)
 CHUNK = 100_000  # digests per document: 800 KB, below Firestore's 1 MiB
 DIGEST = 8
+PAGE = 50  # documents per read of a period's ledger: at most 40 MB of digests in flight, usually KBs
 
 
 def digest(event_id: str) -> bytes:
@@ -60,17 +64,75 @@ def _split(blob: bytes) -> list[bytes]:
     return [blob[i:i + DIGEST] for i in range(0, len(blob), DIGEST)]
 
 
+def sorted_blob(blob: bytes) -> bytes:
+    """The digests in order, so that closing groups them by shard a slice at a time."""
+    return b"".join(sorted(_split(blob)))
+
+
+class ShardedDigests:
+    """Digests grouped by their first byte — the top 8 bits of ``crc32(id)``, so each of a period's
+    shards (``k`` ≤ 8 bits) is a union of groups and each group lies within one shard (``k`` > 8): 8
+    bytes per digest in one ``bytearray`` per group, no object per id. The completeness check turns one
+    group at a time into a set (:func:`compare_by_shard`), so what it holds per id beyond those 8 bytes
+    is bounded by one shard, not by the period."""
+
+    GROUPS = 256
+
+    def __init__(self) -> None:
+        self.groups = [bytearray() for _ in range(self.GROUPS)]
+        self.size = 0  # digests added (duplicates included)
+
+    def add(self, blob: bytes) -> None:
+        n = len(blob) // DIGEST
+        groups, firsts = self.groups, bytes(blob[:n * DIGEST:DIGEST])  # each digest's group
+        if firsts != bytes(sorted(firsts)):  # not written in order (older records): one by one
+            for i in range(0, n * DIGEST, DIGEST):
+                groups[blob[i]] += blob[i:i + DIGEST]
+        else:  # written sorted (``sorted_blob``): one slice per group present
+            pos = 0
+            while pos < n:
+                end = bisect.bisect_right(firsts, firsts[pos], pos)
+                groups[firsts[pos]] += blob[pos * DIGEST:end * DIGEST]
+                pos = end
+        self.size += n
+
+    def take(self, group: int) -> set[bytes]:
+        """The distinct digests of one group, which is released."""
+        blob, self.groups[group] = self.groups[group], bytearray()
+        return set(_split(bytes(blob)))
+
+    def distinct(self) -> int:
+        return sum(len(set(_split(bytes(g)))) for g in self.groups)
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+
+def compare_by_shard(accepted: ShardedDigests, delivered: ShardedDigests) -> tuple[int, int, int]:
+    """(distinct accepted, distinct delivered, accepted not delivered), group by group — at most one
+    group's two sets exist at a time. Both arguments are consumed (emptied)."""
+    n_accepted = n_delivered = n_missing = 0
+    for group in range(ShardedDigests.GROUPS):
+        want, have = accepted.take(group), delivered.take(group)
+        n_accepted += len(want)
+        n_delivered += len(have)
+        n_missing += len(want - have)
+        del want, have
+    accepted.size = delivered.size = 0
+    return n_accepted, n_delivered, n_missing
+
+
 @dataclass
 class PeriodLedger:
     """What ingest has told of one (type, period)."""
 
-    accepted: set[bytes] = field(default_factory=set)   # digests of the distinct accepted ids
+    accepted: ShardedDigests = field(default_factory=ShardedDigests)  # digests of the accepted ids
     requests: int = 0
     in_flight: list[str] = field(default_factory=list)  # ids of ledger documents still publishing
 
     @property
     def count(self) -> int:
-        return len(self.accepted)
+        return self.accepted.distinct()
 
 
 @dataclass(frozen=True)
@@ -127,7 +189,7 @@ class Ledger:
             if t not in accepted:
                 ops.append(Op.delete(LEDGER, self.doc_id(t, request_id)))
         for t, (start, ids) in accepted.items():
-            blob = b"".join(digest(i) for i in ids)
+            blob = b"".join(sorted(digest(i) for i in ids))  # each chunk in order too
             for n, i in enumerate(range(0, max(1, len(ids)), CHUNK)):
                 ops.append(Op.set(LEDGER, self.doc_id(t, request_id, n), {
                     "event_type": t, "state": "accepted", "since": since, "request": request_id,
@@ -145,7 +207,7 @@ class Ledger:
         name of its staging object (before the ack; a redelivered batch rewrites its own record)."""
         ops = []
         for start, (name, blob) in records.items():
-            key = partition_key(start)
+            key, blob = partition_key(start), sorted_blob(blob)
             for n, i in enumerate(range(0, max(1, len(blob)), CHUNK * DIGEST)):
                 ops.append(Op.set(DELIVERED, f"{event_type}~{key}~{name}" + (f"~{n}" if n else ""), {
                     "event_type": event_type, "period": key, "count": len(blob[i:i + CHUNK * DIGEST]) // DIGEST,
@@ -158,21 +220,33 @@ class Ledger:
         return sum(int(d.get("count", 0)) for _, d in self.store.query(
             DELIVERED, [Where("event_type", "==", event_type), Where("period", "==", partition_key(start))]))
 
-    def delivered_digests(self, event_type: str, start: datetime) -> set[bytes]:
-        out: set[bytes] = set()
-        for _, doc in self.store.query(DELIVERED, [Where("event_type", "==", event_type),
-                                                   Where("period", "==", partition_key(start))]):
-            out.update(_split(doc.get("digests") or b""))
+    def delivered_digests(self, event_type: str, start: datetime) -> ShardedDigests:
+        out = ShardedDigests()
+        for doc in self._paged(DELIVERED, [Where("event_type", "==", event_type),
+                                           Where("period", "==", partition_key(start))]):
+            out.add(doc.get("digests") or b"")
         return out
+
+    def _paged(self, collection: str, where: list[Where]) -> Iterator[Doc]:
+        """The matching documents a page at a time (``PAGE``, in id order): a period's ledger is never
+        held as a list of documents, only as the digests taken from them."""
+        after = None
+        while True:
+            rows = self.store.query(collection, where, limit=PAGE, start_after=after)
+            for _, doc in rows:
+                yield doc
+            if len(rows) < PAGE:
+                return
+            after = rows[-1][0]
 
     # closing's side -----------------------------------------------------------------------------------
     def period(self, event_type: str, start: datetime, end: datetime, now: datetime) -> PeriodLedger:
         """The accepted ids of (``event_type``, period ``start``) and the ingests that may still stamp
         into it (in flight since before ``end``, not yet expired)."""
         out = PeriodLedger()
-        for _, doc in self.store.query(LEDGER, [Where("event_type", "==", event_type),
-                                                Where("period", "==", partition_key(start))]):
-            out.accepted.update(_split(doc.get("digests") or b""))
+        for doc in self._paged(LEDGER, [Where("event_type", "==", event_type),
+                                        Where("period", "==", partition_key(start))]):
+            out.accepted.add(doc.get("digests") or b"")
             out.requests += 1
         out.in_flight = [i for i, doc in self.in_flight(event_type, now) if _utc(doc["since"]) < end]
         return out
@@ -196,8 +270,8 @@ class Ledger:
         ledger = self.period(event_type, start, end, now)
         if not ledger.accepted:
             return Completeness(0, 0, 0, len(ledger.in_flight))
-        delivered = self.delivered_digests(event_type, start)
-        return Completeness(ledger.count, len(delivered), len(ledger.accepted - delivered), len(ledger.in_flight))
+        accepted, delivered, missing = compare_by_shard(ledger.accepted, self.delivered_digests(event_type, start))
+        return Completeness(accepted, delivered, missing, len(ledger.in_flight))
 
     def accepted_since(self, event_type: str, start: datetime) -> dict[str, int]:
         """Accepted events (as ingest counted them, retries included) per period key, from ``start`` on."""

@@ -104,3 +104,43 @@ def test_openapi_lists_datamon_routes(svc: Services) -> None:
     status, doc = call(svc, "GET", "/v1/openapi.json")
     assert status == 200 and any("partitions" in p for p in doc["paths"])
     assert T0  # the fixture clock is the services' clock
+
+
+def test_status_shows_a_periods_missing_accepted_events_on_its_event_types_row(svc: Services) -> None:
+    """The ledger's shortfall alert (raised by the close gate, listed by `ferry alerts`) is shown in the
+    row of the type's endpoint in `ferry status`, and gone once the period closed complete."""
+    from datetime import timedelta
+
+    from ferry.datamon import evaluation
+    from ferry.domain.manifests import EventType
+    from ferry.gabo.ledger import Ledger, LedgerGate, digest
+
+    schema = {"type": "object"}
+    apply(svc, {"kind": "Team", "metadata": {"name": "team-a"}, "spec": {"members": ["alice"]}},
+          {"kind": "EventType", "metadata": {"name": "play", "owner": "team-a"},
+           "spec": {"schema": schema, "partitioning": "PT1M", "close_after": "PT10S"}}, actor="alice")
+    et = EventType.model_validate({"metadata": {"name": "play", "owner": "team-a"},
+                                   "spec": {"schema": schema, "partitioning": "PT1M", "close_after": "PT10S"}})
+    evaluation.evaluate(svc, now=T0)  # registers the endpoint's summary (the status row)
+    ledger, start = Ledger(svc.store), T0
+    ledger.begin("r1", ["play"], start)
+    ledger.confirm("r1", {"play": (start, [f"e{i}" for i in range(20)])}, since=start, begun=["play"])
+    ledger.delivered("play", {start: ("obj", b"".join(digest(f"e{i}") for i in range(14)))})
+    gate = LedgerGate(ledger)
+    end = start + timedelta(minutes=1)
+    assert gate(et, start, end, end + timedelta(seconds=20)) == "6 accepted events of play 2026-11-26T12:00 are missing"
+
+    def row(owner: str | None = None) -> dict[str, Any] | None:
+        view = call(svc, "GET", "/v1/status", query={"owner": owner} if owner else {})[1]
+        return next((r for r in view["endpoints"] if r["endpoint"] == "events.play"), None)
+
+    assert row()["missing_events"] == []  # type: ignore[index]  (waiting, not yet alerted)
+    gate(et, start, end, end + timedelta(minutes=11))
+    shown = row("team-a")
+    assert shown is not None and shown["open_alerts"] >= 1
+    assert [(m["partition"], m["missing"], m["accepted"]) for m in shown["missing_events"]] == [
+        ("2026-11-26T12:00", 6, 20)]
+    assert row("team-z") is None
+    ledger.delivered("play", {start: ("obj2", b"".join(digest(f"e{i}") for i in range(14, 20)))})
+    assert gate(et, start, end, end + timedelta(minutes=12)) is None  # complete: the alert resolves
+    assert row()["missing_events"] == []  # type: ignore[index]

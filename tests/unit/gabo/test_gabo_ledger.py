@@ -175,3 +175,50 @@ def test_a_force_deleted_types_subscription_is_kept_until_its_retention_ends(env
     assert g.reconcile(T0 + timedelta(days=7, minutes=1))["expired"] == ["gabo-play-delivery"]
     assert "gabo-play-delivery" not in broker.subs
 
+
+
+def test_the_completeness_check_compares_shard_by_shard_in_bounded_memory() -> None:
+    """Retries (an id accepted twice), redeliveries (delivered twice), ids missing and ids delivered that
+    the ledger never accepted: the shard-by-shard comparison counts as the two whole sets would, and
+    holds 8 bytes per digest plus one group's sets — not two sets of the period (measured)."""
+    import random
+    import tracemalloc
+
+    from ferry.gabo.ledger import ShardedDigests, compare_by_shard, digest
+
+    rng = random.Random(10)
+    ids = [f"ev-{rng.getrandbits(48):012x}" for _ in range(100_000)]
+    retried, lost, extra = ids[:5_000], set(ids[50_000:50_137]), [f"other-{i}" for i in range(50)]
+    # ingest and delivery write their digests sorted (grouped a slice at a time); records written
+    # unsorted (before) are grouped one digest at a time: the delivered side here
+    accepted = [b"".join(sorted(digest(i) for i in part)) for part in (ids[j:j + 500] for j in range(0, len(ids), 500))]
+    accepted.append(b"".join(sorted(digest(i) for i in retried)))
+    kept = [i for i in ids if i not in lost]
+    delivered = [b"".join(digest(i) for i in part) for part in (kept[j:j + 10_000] for j in range(0, len(kept), 10_000))]
+    delivered += [b"".join(digest(i) for i in ids[:20_000] + extra)]  # a redelivered batch, and strays
+    blobs = accepted + delivered
+
+    def whole_sets() -> tuple[int, int, int]:
+        want = {b[i:i + 8] for b in accepted for i in range(0, len(b), 8)}
+        have = {b[i:i + 8] for b in delivered for i in range(0, len(b), 8)}
+        return len(want), len(have), len(want - have)
+
+    def by_shard() -> tuple[int, int, int]:
+        want, have = ShardedDigests(), ShardedDigests()
+        for b in accepted:
+            want.add(b)
+        for b in delivered:
+            have.add(b)
+        return compare_by_shard(want, have)
+
+    peaks = {}
+    for name, fn in (("whole", whole_sets), ("shards", by_shard)):
+        tracemalloc.start()
+        result = fn()
+        peaks[name] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        peaks[name + "_result"] = result  # type: ignore[assignment]
+    assert peaks["shards_result"] == peaks["whole_result"] == (100_000, 100_000 - 137 + 50, 137)
+    print(f"\ncompleteness check of 100,000 ids: two whole sets {peaks['whole'] / 1e6:.1f} MB, "
+          f"shard by shard {peaks['shards'] / 1e6:.1f} MB (digests {sum(map(len, blobs)) / 1e6:.1f} MB)")
+    assert peaks["shards"] < peaks["whole"] / 4
