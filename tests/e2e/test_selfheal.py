@@ -32,6 +32,7 @@ class Own:
         drop = ("FERRY_API", "FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "FERRY_USER")
         self.home = home
         self.env = {**{k: v for k, v in os.environ.items() if k not in drop}, "FERRY_HOME": str(home)}
+        self.spawned: list[int] = []  # emulators a test restarted by hand: stopped with the stack
 
     def run(self, *args: str, now: str | None = None, input: str | None = None, timeout: float = 300) -> Any:
         env = dict(self.env, **({"FERRY_NOW": now} if now else {}))
@@ -55,6 +56,8 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Own]:
     finally:
         subprocess.run([ferry_executable(), "dev", "down"], env=stack.env, capture_output=True, timeout=120,
                        cwd=stack.home)
+        for pid in stack.spawned:  # a test that failed before `dev up` adopted it must not leave it on its port
+            emu.stop_group(pid)
 
 
 def _kill_pubsub(stack: Own, pid: int | None = None) -> dict[str, Any]:
@@ -85,6 +88,7 @@ def test_pubsub_restart_is_healed_and_lost_events_are_reported_missing(own: Own)
     # killed with 5,000 accepted events in its memory; restarted bare, as a supervisor would
     comp = _kill_pubsub(own)
     proc = emu.spawn(emu.PUBSUB, comp["port"], Path(comp["log"]), own.state()["project"])
+    own.spawned.append(proc.pid)
     emu.wait_http(comp["url"] + "/", 120, proc)
     healed = own.run("scale", "--dry-run")["reconciled"]
     assert {f"gabo-{name}", "gabo-work-orders", "ferry-alerts"} <= set(healed["topics"]), healed
