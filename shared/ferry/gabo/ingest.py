@@ -13,6 +13,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -75,10 +76,14 @@ def sampled(event_id: str, fraction: float) -> bool:
 
 
 class IngestService:
-    def __init__(self, manifests: ManifestRepository, publisher: Publisher, ledger: Ledger | None = None) -> None:
+    def __init__(self, manifests: ManifestRepository, publisher: Publisher, ledger: Ledger | None = None,
+                 overlap: bool = True) -> None:
+        """``overlap`` False: the ledger's writes wait in line with the checks and the publish (how the
+        ledger was first written; the benchmark measures both)."""
         self.manifests = manifests
         self.publisher = publisher
         self.ledger = ledger
+        self.overlap = overlap
 
     def ingest(self, items: list[Any], now: datetime, stamp: Callable[[], datetime] | None = None,
                quarantine: bool = True) -> IngestResult:
@@ -86,9 +91,10 @@ class IngestService:
         The invalid ones are quarantined (unless ``quarantine`` is False: a replay leaves them where
         they were).
 
-        With a ledger, the request is registered in flight (``since`` = ``now``) before its events are
-        stamped (``stamp()``, no earlier than ``now``) and published, and its accepted ids are recorded
-        once every publish is confirmed: closing never closes a period this request may still fill.
+        With a ledger, the request is registered in flight (``since`` = ``now``; committed while the events
+        are checked) before its events are stamped (``stamp()``, no earlier than ``now``) and published,
+        and its accepted ids are recorded once every publish is confirmed: closing never closes a period
+        this request may still fill.
 
         Raises:
             InfraError: a publish was not confirmed (the client should retry the request).
@@ -96,7 +102,19 @@ class IngestService:
         result = IngestResult(received=len(items))
         envelopes = [_envelope(i) for i in items]
         wanted = sorted({e.type for e in envelopes if isinstance(e, core.Envelope)})
-        records = self.manifests.get_many("EventType", wanted) if wanted else {}
+        request_id = uuid.uuid4().hex
+        # The in-flight registration commits while the types are read and the events checked (a thread
+        # of its own: the commit waits on the network, the checks on the CPU); the stamp is taken only
+        # once it committed. It names the types the envelopes name (a few; a type that turns out unknown
+        # is removed with the answer) — more than REGISTER_EARLY_MAX wait for the read to know them.
+        early = self.ledger is not None and self.overlap and 0 < len(wanted) <= REGISTER_EARLY_MAX
+        registered = _registrar().submit(self.ledger.begin, request_id, wanted, now) \
+            if self.ledger is not None and early else None
+        try:
+            records = self.manifests.get_many("EventType", wanted) if wanted else {}
+        except BaseException:
+            self._abandon(registered, request_id, wanted)
+            raise
         types: dict[str, _Compiled] = {}
         broken: dict[str, str] = {}  # a stored type that no longer compiles fails its events only
         for n, r in records.items():
@@ -104,16 +122,27 @@ class IngestService:
                 types[n] = compiled(n, r.generation, r.manifest, r.fingerprint)
             except Exception as exc:  # noqa: BLE001 - isolation: whatever it is, it is that type's
                 broken[n] = f"event type {n!r} cannot be checked: {type(exc).__name__}: {exc}"[:1000]
-        request_id = uuid.uuid4().hex
-        if self.ledger is not None:
-            self.ledger.begin(request_id, sorted(types), now)
+        begun = wanted if early else sorted(types)
+        if self.ledger is not None and begun and not early:
+            if self.overlap:
+                registered = _registrar().submit(self.ledger.begin, request_id, begun, now)
+            else:
+                self.ledger.begin(request_id, begun, now)
+                registered = Future()
+                registered.set_result(None)
+        try:
+            admitted, refused = self._check(items, envelopes, types, broken)
+            if registered is not None:
+                registered.result()
+        except BaseException:
+            self._abandon(registered, request_id, begun)
+            raise
         if stamp is not None:
-            now = max(now, stamp())  # stamped after the registration: never before its ``since``
+            now = max(now, stamp())  # stamped after the registration committed: never before its ``since``
         received_at = core.iso(now)
         out: dict[str, list[Message]] = {}
         accepted_ids: dict[str, list[str]] = {}
-
-        def reject(index: int, item: Any, env: core.Envelope | None, reason: str) -> None:
+        for index, item, env, reason in refused:
             type_ = env.type if env else _text(item, "type")
             result.rejected.append({"index": index, "id": env.id if env else _text(item, "id"),
                                     "type": type_, "reason": reason})
@@ -124,26 +153,7 @@ class IngestService:
                     attrs["event_id"] = env.id
                 out.setdefault(core.Names(t.event_type.name).quarantine, []).append(Message(_raw(item), attrs))
                 result.quarantined += 1
-
-        def admit(index: int, item: Any, env: core.Envelope | str) -> None:
-            if not isinstance(env, core.Envelope):
-                reject(index, item, None, env)
-                return
-            t = types.get(env.type)
-            if t is None:
-                reject(index, item, env, broken.get(env.type) or f"unknown event type {json.dumps(env.type)}")
-                return
-            size = len(json.dumps(env.payload, separators=(",", ":"), ensure_ascii=False).encode())
-            if size > t.event_type.spec.max_event_bytes:
-                reject(index, item, env, f"payload of {size} bytes exceeds max_event_bytes "
-                                         f"{t.event_type.spec.max_event_bytes}")
-                return
-            error = next(iter(t.validator.iter_errors(env.payload)), None)
-            if error is not None:
-                where = "/".join(str(p) for p in error.absolute_path) or "(payload)"
-                # the field path and the rule, never the payload's value (logs, quarantine attributes)
-                reject(index, item, env, schema_reason(where, str(error.validator), error.validator_value))
-                return
+        for env, t in admitted:
             names = core.Names(env.type)
             msg = Message(core.event_line(env, now),
                           {"event_type": env.type, "event_id": env.id, "received_at": received_at})
@@ -153,29 +163,82 @@ class IngestService:
             if sampled(env.id, t.event_type.spec.darkload):
                 out.setdefault(names.shadow, []).append(msg)
                 result.shadowed += 1
-
-        for index, (item, env) in enumerate(zip(items, envelopes, strict=True)):
-            try:
-                admit(index, item, env)
-            except Exception as exc:  # noqa: BLE001 - one event's failure of any kind is its rejection
-                reject(index, item, env if isinstance(env, core.Envelope) else None,
-                       f"could not be checked: {type(exc).__name__}: {exc}"[:1000])
+        stamped = {t: (periods.partitioning(types[t].event_type.spec.partitioning).floor(now), ids)
+                   for t, ids in accepted_ids.items()}
+        # what the ledger will record is computed while the publishes are confirmed
+        record = _registrar().submit(Ledger.accepted_record, stamped) \
+            if self.ledger is not None and self.overlap else None
         try:
             for topic, messages in out.items():
                 self.publisher.publish(topic, messages)
         except BaseException:
-            if self.ledger is not None:
-                with contextlib.suppress(Exception):  # else its in-flight record expires (IN_FLIGHT_TTL)
-                    self.ledger.abandon(request_id, sorted(types))
+            self._abandon(registered, request_id, begun)
             raise
         if self.ledger is not None:
-            self.ledger.confirm(request_id, {
-                t: (periods.partitioning(types[t].event_type.spec.partitioning).floor(now), ids)
-                for t, ids in accepted_ids.items()}, since=now, begun=sorted(types))
+            self.ledger.confirm(request_id, record.result() if record else Ledger.accepted_record(stamped),
+                                since=now, begun=begun)
         if result.rejected:
             log.event(logger, log.WARNING, f"ingest rejected {len(result.rejected)} of {result.received} event(s)",
                       first=result.rejected[:3])
         return result
+
+
+    @staticmethod
+    def _check(items: list[Any], envelopes: list[core.Envelope | str], types: dict[str, _Compiled],
+               broken: dict[str, str]) -> tuple[list[tuple[core.Envelope, _Compiled]],
+                                              list[tuple[int, Any, core.Envelope | None, str]]]:
+        """Each event admitted (with its type) or refused (index, item, envelope, reason), in order."""
+        admitted: list[tuple[core.Envelope, _Compiled]] = []
+        refused: list[tuple[int, Any, core.Envelope | None, str]] = []
+
+        def check(env: core.Envelope | str) -> tuple[_Compiled, None] | tuple[None, str]:
+            if not isinstance(env, core.Envelope):
+                return None, env
+            t = types.get(env.type)
+            if t is None:
+                return None, broken.get(env.type) or f"unknown event type {json.dumps(env.type)}"
+            size = len(json.dumps(env.payload, separators=(",", ":"), ensure_ascii=False).encode())
+            if size > t.event_type.spec.max_event_bytes:
+                return None, f"payload of {size} bytes exceeds max_event_bytes {t.event_type.spec.max_event_bytes}"
+            error = next(iter(t.validator.iter_errors(env.payload)), None)
+            if error is not None:
+                where = "/".join(str(p) for p in error.absolute_path) or "(payload)"
+                # the field path and the rule, never the payload's value (logs, quarantine attributes)
+                return None, schema_reason(where, str(error.validator), error.validator_value)
+            return t, None
+
+        for index, (item, env) in enumerate(zip(items, envelopes, strict=True)):
+            try:
+                t, reason = check(env)
+            except Exception as exc:  # noqa: BLE001 - one event's failure of any kind is its rejection
+                t, reason = None, f"could not be checked: {type(exc).__name__}: {exc}"[:1000]
+            if t is not None and isinstance(env, core.Envelope):
+                admitted.append((env, t))
+            else:
+                refused.append((index, item, env if isinstance(env, core.Envelope) else None, str(reason)))
+        return admitted, refused
+
+    def _abandon(self, registered: Future[None] | None, request_id: str, begun: list[str]) -> None:
+        """The request failed (the client is told to retry): its in-flight record, if it was written, goes."""
+        if registered is None or self.ledger is None:
+            return
+        with contextlib.suppress(Exception):  # else its in-flight record expires (IN_FLIGHT_TTL)
+            registered.result()
+            self.ledger.abandon(request_id, begun)
+
+
+REGISTER_EARLY_MAX = 16  # event types a request may register before they are read (else after)
+_REGISTRAR: ThreadPoolExecutor | None = None
+_REGISTRAR_LOCK = threading.Lock()
+
+
+def _registrar() -> ThreadPoolExecutor:
+    """The threads that commit ledger registrations beside the checks (one process-wide pool)."""
+    global _REGISTRAR
+    with _REGISTRAR_LOCK:
+        if _REGISTRAR is None:
+            _REGISTRAR = ThreadPoolExecutor(max_workers=16, thread_name_prefix="ledger-begin")
+        return _REGISTRAR
 
 
 def _envelope(item: Any) -> core.Envelope | str:

@@ -180,22 +180,28 @@ class Ledger:
                 "event_type": t, "state": "in_flight", "since": since, "request": request_id})
                 for t in event_types])
 
-    def confirm(self, request_id: str, accepted: dict[str, tuple[datetime, list[str]]], since: datetime,
+    @staticmethod
+    def accepted_record(accepted: dict[str, tuple[datetime, list[str]]]) -> dict[str, tuple[datetime, int, bytes]]:
+        """Per type: the period its events were stamped in, their count and their digests in order (what
+        :meth:`confirm` writes; computed while the publishes are confirmed)."""
+        return {t: (start, len(ids), b"".join(sorted(digest(i) for i in ids))) for t, (start, ids) in accepted.items()}
+
+    def confirm(self, request_id: str, accepted: dict[str, tuple[datetime, int, bytes]], since: datetime,
                 begun: Sequence[str]) -> None:
-        """Every publish confirmed: record per type the period its events were stamped in and their ids
-        (one commit; a type of ``begun`` that accepted nothing is removed)."""
+        """Every publish confirmed: record per type (``accepted_record``) the period its events were
+        stamped in and their ids (one commit; a type of ``begun`` that accepted nothing is removed)."""
         ops: list[Op] = []
         for t in begun:
             if t not in accepted:
                 ops.append(Op.delete(LEDGER, self.doc_id(t, request_id)))
-        for t, (start, ids) in accepted.items():
-            blob = b"".join(sorted(digest(i) for i in ids))  # each chunk in order too
-            for n, i in enumerate(range(0, max(1, len(ids)), CHUNK)):
+        for t, (start, count, blob) in accepted.items():
+            for n, i in enumerate(range(0, max(1, count), CHUNK)):  # each chunk in order too
                 ops.append(Op.set(LEDGER, self.doc_id(t, request_id, n), {
                     "event_type": t, "state": "accepted", "since": since, "request": request_id,
-                    "period": partition_key(start), "accepted": len(ids[i:i + CHUNK]),
+                    "period": partition_key(start), "accepted": min(CHUNK, count - i),
                     "digests": blob[i * DIGEST:(i + CHUNK) * DIGEST]}))
-        self.store.write(ops)
+        if ops:
+            self.store.write(ops)
 
     def abandon(self, request_id: str, event_types: Sequence[str]) -> None:
         """The publish failed (the client was told so): nothing of this request is owed."""

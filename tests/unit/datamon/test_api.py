@@ -124,7 +124,8 @@ def test_status_shows_a_periods_missing_accepted_events_on_its_event_types_row(s
     evaluation.evaluate(svc, now=T0)  # registers the endpoint's summary (the status row)
     ledger, start = Ledger(svc.store), T0
     ledger.begin("r1", ["play"], start)
-    ledger.confirm("r1", {"play": (start, [f"e{i}" for i in range(20)])}, since=start, begun=["play"])
+    ledger.confirm("r1", Ledger.accepted_record({"play": (start, [f"e{i}" for i in range(20)])}), since=start,
+                   begun=["play"])
     ledger.delivered("play", {start: ("obj", b"".join(digest(f"e{i}") for i in range(14)))})
     gate = LedgerGate(ledger)
     end = start + timedelta(minutes=1)

@@ -222,3 +222,38 @@ def test_the_completeness_check_compares_shard_by_shard_in_bounded_memory() -> N
     print(f"\ncompleteness check of 100,000 ids: two whole sets {peaks['whole'] / 1e6:.1f} MB, "
           f"shard by shard {peaks['shards'] / 1e6:.1f} MB (digests {sum(map(len, blobs)) / 1e6:.1f} MB)")
     assert peaks["shards"] < peaks["whole"] / 4
+
+
+def test_the_registration_commits_beside_the_checks_and_before_the_stamp(env: Any) -> None:
+    """The in-flight record is written while the events are checked, and the stamp waits for its commit
+    (else a close between the stamp and the commit could miss the request); a failed publish removes it."""
+    import time
+
+    from ferry.gabo import core
+
+    svc, _, broker, _, _ = env
+    committed: list[float] = []
+
+    class SlowLedger(Ledger):
+        def begin(self, request_id: str, event_types: Any, since: Any) -> None:
+            time.sleep(0.3)
+            super().begin(request_id, event_types, since)
+            committed.append(time.monotonic())
+
+    stamped: list[float] = []
+
+    def stamp() -> Any:
+        stamped.append(time.monotonic())
+        return T0
+
+    items = core.parse_body(body([ev(i) for i in range(5)]))
+    assert IngestService(svc.manifests, broker, SlowLedger(svc.store)).ingest(items, T0, stamp).accepted == 5
+    assert committed and stamped and stamped[0] >= committed[0]
+
+    class Failing:
+        def publish(self, topic: str, messages: Any) -> Any:
+            raise RuntimeError("publish lost")
+
+    with pytest.raises(RuntimeError):
+        IngestService(svc.manifests, Failing(), SlowLedger(svc.store)).ingest(items, T0, stamp)
+    assert {d["state"] for _, d in svc.store.query(LEDGER)} == {"accepted"}  # the failed one left nothing
