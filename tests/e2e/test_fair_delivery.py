@@ -6,7 +6,8 @@ types share the delivery capacity): ``big`` asks for 8 workers (``min_workers: 8
 orders to ``gabo-work-orders``; the emulator pushes them to the ``deliver`` function two at a time
 (measured: it keeps at most two pushes of a subscription outstanding), and every order pulls for its
 whole budget (50 s). Orders queued by type (all of big's, then small's) would start small's first order
-only after a whole budget: the test requires small's events delivered within half of one. Then both
+only after a whole budget: the test requires small's events delivered within 0.8 of one (the
+margin is for a loaded machine). Then both
 periods close — with every id once — within a scheduler minute of their grace.
 """
 
@@ -91,7 +92,8 @@ def test_a_big_backlog_does_not_starve_a_small_type(own_stack: LocalStack) -> No
             break
         time.sleep(1)
     runs = _runs(stack, [big, small], sent_at - timedelta(minutes=2))
-    assert small_delivered_after is not None and small_delivered_after < BUDGET_S / 2, (small_delivered_after, runs)
+    # queued behind big's orders, small's first order could not start before a whole budget had passed
+    assert small_delivered_after is not None and small_delivered_after < 0.8 * BUDGET_S, (small_delivered_after, runs)
 
     # Both periods close: drains after the period's end (the next minute's scale, as the scheduler),
     # then a close every few seconds (the scheduler closes every minute).
