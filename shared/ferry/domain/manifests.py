@@ -166,6 +166,9 @@ class EventTypeSpec(_Strict):
     darkload: float = Field(default=0.0, ge=0.0, le=1.0, description="fraction mirrored to the shadow topic")
     shards: int | None = Field(default=None, ge=1, le=1024,
                                description="staging shards per period, a power of two (default: from the volume)")
+    darkload_shards: int | None = Field(default=None, ge=1, le=1024,
+                                        description="the darkload shadow's staging shards per period, a power of "
+                                                    "two (default: as spec.shards)")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -181,8 +184,10 @@ class EventTypeSpec(_Strict):
     def _worker_bounds(self) -> EventTypeSpec:
         if self.min_workers > self.max_workers:
             raise ValueError("min_workers must not exceed max_workers")
-        if self.shards is not None and self.shards & (self.shards - 1):
-            raise ValueError("shards must be a power of two (a shard is a prefix of the id's hash bits)")
+        for field_name in ("shards", "darkload_shards"):
+            n = getattr(self, field_name)
+            if n is not None and n & (n - 1):
+                raise ValueError(f"{field_name} must be a power of two (a shard is a prefix of the id's hash bits)")
         return self
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ferry.gabo.broker import DeliveryBroker, ResourceKind
-from ferry.gabo.core import Names
+from ferry.gabo.core import STREAMS, Names
 
 if TYPE_CHECKING:
     from ferry.config import Settings
@@ -51,12 +51,15 @@ class Access:
     def grants(self, n: Names, topics: Sequence[str], subscriptions: Sequence[str]) -> list[Grant]:
         """The grants on ``topics`` and ``subscriptions`` (all of them the type ``n``'s own)."""
         out = []
+        # the primary's and the darkload shadow's dead-lettering alike
+        streams = [Names(n.event_type, stream) for stream in STREAMS]
+        dead_letters, deliveries = {x.dead_letter for x in streams}, {x.subscription for x in streams}
         for t in topics:
-            members = self.publishers + ((self.agent,) if self.agent and t == n.dead_letter else ())
+            members = self.publishers + ((self.agent,) if self.agent and t in dead_letters else ())
             if members:
                 out.append(Grant("topic", t, PUBLISHER, members))
         for s in subscriptions:
-            members = self.subscribers + ((self.agent,) if self.agent and s == n.subscription else ())
+            members = self.subscribers + ((self.agent,) if self.agent and s in deliveries else ())
             if members:
                 out.append(Grant("subscription", s, SUBSCRIBER, members))
         return out

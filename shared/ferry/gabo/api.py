@@ -112,3 +112,10 @@ def replay(call: Call, name: str) -> dict[str, Any]:
               summary="Samples of quarantined (?from=dead-letter: dead-lettered) messages with their reasons")
 def set_aside(call: Call, name: str) -> dict[str, Any]:
     return gabo(call.services).set_aside(name, call.arg("from") or "quarantine", call.int_arg("limit", 20, 1, 100))
+
+
+@router.route("/v1/gabo/types/<name>/darkload", tag="gabo",
+              summary="Darkload report: per closed partition (?partition=, else the recent ones), the shadow's ids "
+                      "and counts against the sampled subset of the primary's; a mismatch alerts the owner once")
+def darkload(call: Call, name: str) -> dict[str, Any]:
+    return gabo(call.services).darkload_report(name, call.now(), call.arg("partition") or None)

@@ -71,6 +71,10 @@ class BacklogSource(Protocol):
         """An instant W such that every event received before W is written (acked), or None if unknown."""
         ...
 
+    def for_stream(self, stream: str) -> BacklogSource:
+        """The same source, reading the delivery of ``stream`` (``core.DARKLOAD``: the shadow's)."""
+        ...
+
 
 class PullStatsBacklog:
     """From the workers' own reports in ``gabo_runs`` (the emulator has no metrics)."""
@@ -79,6 +83,9 @@ class PullStatsBacklog:
 
     def __init__(self, state: GaboState) -> None:
         self.state = state
+
+    def for_stream(self, stream: str) -> PullStatsBacklog:
+        return PullStatsBacklog(GaboState(self.state.store, stream))
 
     def backlog(self, event_type: str, now: datetime, current: int = 1) -> Backlog:
         runs = [r for r in self.state.recent_runs(event_type, now - SCALE_HORIZON) if r.get("finished_at")]
@@ -107,10 +114,14 @@ class CloudMonitoringBacklog:
     kind = "monitoring"
 
     def __init__(self, project: str, client: monitoring_v3.MetricServiceClient | None = None,
-                 window: timedelta = WINDOW) -> None:
+                 window: timedelta = WINDOW, stream: str = core.PRIMARY) -> None:
         self.project = project
         self._client = client
         self.window = window
+        self.stream = stream
+
+    def for_stream(self, stream: str) -> CloudMonitoringBacklog:
+        return CloudMonitoringBacklog(self.project, self._client, self.window, stream)
 
     @property
     def client(self) -> monitoring_v3.MetricServiceClient:
@@ -143,7 +154,7 @@ class CloudMonitoringBacklog:
         return best
 
     def backlog(self, event_type: str, now: datetime, current: int = 1) -> Backlog:
-        sub = core.Names(event_type).subscription
+        sub = core.Names(event_type, self.stream).subscription
         messages = self.latest(UNDELIVERED, sub, now)
         age = self.latest(OLDEST_AGE, sub, now)
         times = [p[1] for p in (messages, age) if p is not None]
@@ -152,7 +163,7 @@ class CloudMonitoringBacklog:
                        drained=messages is not None and messages[0] == 0)
 
     def watermark(self, event_type: str, now: datetime) -> datetime | None:
-        age = self.latest(OLDEST_AGE, core.Names(event_type).subscription, now)
+        age = self.latest(OLDEST_AGE, core.Names(event_type, self.stream).subscription, now)
         return core.metric_watermark(age[0], age[1]) if age else None
 
 

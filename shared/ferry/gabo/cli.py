@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ferry import humane
-from ferry.cli.common import Ctx, command, console, table
+from ferry.cli.common import Ctx, command, console, examples_epilog, table
 from ferry.errors import BadRequest
 
 err_console = Console(stderr=True)
@@ -125,12 +125,14 @@ def register(main: click.Group) -> None:
                   help="Stop after this many messages in one work order.")
     @click.option("--max-bytes", default=64 * 1024 * 1024, show_default=True,
                   help="Stop after this many bytes of events in one work order.")
+    @click.option("--darkload", is_flag=True,
+                  help="Deliver the type's darkload shadow (its sampled events) instead of the primary.")
     def deliver(ctx: Ctx, event_type: str, budget_s: float, until_drained: bool, max_messages: int,
-                max_bytes: int) -> None:
+                max_bytes: int, darkload: bool) -> None:
         """Run one delivery work order now: subscription → staging objects."""
         r = ctx.client.post("/v1/deliver", {"event_type": event_type, "budget_s": budget_s,
                                             "until_drained": until_drained, "max_messages": max_messages,
-                                            "max_bytes": max_bytes})
+                                            "max_bytes": max_bytes, "stream": "darkload" if darkload else "primary"})
         ctx.emit(r, lambda d: console.print(
             f"{d['written']} written in {d['objects']} staging object(s), {d['dead_lettered']} dead-lettered, "
             f"{d['pulls']} pulls in {d['seconds']}s" + (" (drained)" if d["drained"] else "")))
@@ -146,6 +148,8 @@ def register(main: click.Group) -> None:
 
         def human(d: dict[str, Any]) -> None:
             rows = [{"event_type": rep["event_type"], **c} for rep in d["reports"] for c in rep["closed"]]
+            rows += [{"event_type": f"{rep['event_type']} (darkload)", **c} for rep in d["reports"]
+                     for c in (rep.get("darkload") or {}).get("closed", [])]
             if rows:
                 table(rows, ["event_type", "partition", "events", "duplicates", "late", "shards", "location"],
                       title="closed")
@@ -264,3 +268,35 @@ def register(main: click.Group) -> None:
 
     GET_EXTENSIONS["quarantine"] = set_aside("quarantine")
     GET_EXTENSIONS["dead-letter"] = set_aside("dead-letter")
+
+    @main.group("darkload", epilog=examples_epilog("ferry darkload report play", "ferry darkload report play "
+                                                   "--partition 2026-11-26T14:05"))
+    def darkload() -> None:
+        """Darkloading: the shadow stream of a type's sampled events, compared with the primary."""
+
+    @command(darkload, "report", example=("ferry darkload report play",
+                                          "ferry darkload report play --partition 2026-11-26T14:05 -o json"))
+    @click.argument("event_type")
+    @click.option("--partition", default=None,
+                  help="One partition (as its parameter); default: the recent ones. Example: --partition 2026-11-26T14")
+    def darkload_report(ctx: Ctx, event_type: str, partition: str | None) -> None:
+        """Per closed partition: the shadow's ids and counts against the sampled subset of the primary's.
+
+        Names missing (and extra) ids, up to 20 per partition, with every one counted; a mismatch alerts
+        the type's owner once per partition. Exits 3 when a partition does not match."""
+        r = ctx.client.get(f"/v1/gabo/types/{quote(event_type, safe='')}/darkload", partition=partition)
+
+        def human(d: dict[str, Any]) -> None:
+            table(d["partitions"], ["partition", "state", "sampled_events", "shadow_events", "missing", "extra",
+                                    "primary_events"], title=f"darkload of {d['event_type']} (fraction {d['fraction']})")
+            for p in d["partitions"]:
+                if p["state"] == "mismatch":
+                    for side in ("missing", "extra"):
+                        if p[side]:
+                            console.print(f"{p['partition']}: {p[side]} {side} — {', '.join(p[side + '_ids'])}"
+                                          + (" …" if p[side] > len(p[side + "_ids"]) else ""), markup=False)
+                elif p["state"] == "pending":
+                    console.print(f"{p['partition']}: {p['reason']}", markup=False)
+        ctx.emit(r, human)
+        if any(p["state"] == "mismatch" for p in r["partitions"]):
+            sys.exit(3)

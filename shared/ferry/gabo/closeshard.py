@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     g = gabo(svc)
     order = decode_close_order(a.order.encode())
     et, _ = g.event_type(order.event_type)
-    closer = g.closer()
+    closer = g.closer(order.stream)
     closer.max_part_bytes = a.max_part_bytes
     done = closer.run_shard(et, order, order.clock_now(svc))
     print(json.dumps({"completed": done.to_dict() if done else None, "peak_rss_mb": peak_rss_mb()}))

@@ -96,6 +96,8 @@ class CloseOrder(BaseModel):
     shard: str = Field(default="", pattern="^[01]*$", description="the shard's hash bits")
     bits: int = Field(default=0, ge=0, le=core.MAX_SHARD_BITS)
     round: int = 0
+    stream: str = Field(pattern=core.STREAM_PATTERN, default=core.PRIMARY,
+                                                   description="the type's primary, or its darkload shadow")
     now: str | None = Field(default=None, description="the deciding close's clock (local time travel only)")
 
     @property
@@ -138,13 +140,17 @@ class CloseReport:
     waiting: list[str] = field(default_factory=list)
     waits: list[dict[str, Any]] = field(default_factory=list)  # why and until when, for the first few
     watermark: str | None = None
+    darkload: dict[str, Any] | None = None  # the darkload shadow's own report (types with spec.darkload > 0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event_type": self.event_type, "closed": [c.to_dict() for c in self.closed],
-                "ordered": self.ordered, "open": self.open, "skipped": self.skipped,
-                "late_moved": self.late_moved, "cleaned": self.cleaned, "waiting": self.waiting[:20],
-                "waits": self.waits[:20],
-                "watermark": self.watermark}
+        out = {"event_type": self.event_type, "closed": [c.to_dict() for c in self.closed],
+               "ordered": self.ordered, "open": self.open, "skipped": self.skipped,
+               "late_moved": self.late_moved, "cleaned": self.cleaned, "waiting": self.waiting[:20],
+               "waits": self.waits[:20],
+               "watermark": self.watermark}
+        if self.darkload is not None:
+            out["darkload"] = self.darkload
+        return out
 
 
 def shard_labels(bits: int) -> tuple[str, ...]:
@@ -152,20 +158,26 @@ def shard_labels(bits: int) -> tuple[str, ...]:
 
 
 class Closer:
-    def __init__(self, sink: Sink, state: GaboState, datamon: Datamon, backlog: BacklogSource | None = None,
+    def __init__(self, sink: Sink, state: GaboState, datamon: Datamon | None, backlog: BacklogSource | None = None,
                  publish: Callable[[list[CloseOrder]], None] | None = None, gate: CloseGate = open_gate,
                  max_part_bytes: int = MAX_PART_BYTES, completion_gate: CompletionGate = complete_always) -> None:
         """``publish`` hands shard orders to the close-shard workers (None: run them here, in turn);
         ``datamon`` is where a closed partition lands (a taken-over completion lands only if Datamon has
-        no landing of it)."""
+        no landing of it; None: nothing lands — the darkload shadow). The stream closed is ``state``'s
+        (its records), in ``sink`` (the shadow's is the sink's ``darkload/`` prefix)."""
         self.sink = sink
         self.state = state
+        self.stream = state.stream
         self.datamon = datamon
         self.backlog = backlog or PullStatsBacklog(state)
         self.publish = publish
         self.gate = gate
         self.completion_gate = completion_gate
         self.max_part_bytes = max_part_bytes
+
+    def what(self, name: str) -> str:
+        """What this closer closes, for logs and reasons: ``events.<type>``, or its darkload shadow."""
+        return events_endpoint(name) if self.stream == core.PRIMARY else f"the darkload shadow of {events_endpoint(name)}"
 
     def watermark(self, event_type: str, now: datetime) -> datetime | None:
         """Every event received before it is written (see the backlog source); None (wait) if unknown."""
@@ -260,7 +272,7 @@ class Closer:
     def _order(self, et: EventType, cadence: periods.Cadence, start: datetime, bits: int, rnd: int,
                labels: tuple[str, ...] | list[str], now: datetime, report: CloseReport, inline: bool = False) -> bool:
         orders = [CloseOrder(event_type=et.name, period=core.partition_key(start), shard=b, bits=bits, round=rnd,
-                             now=core.iso(now)) for b in labels]
+                             stream=self.stream, now=core.iso(now)) for b in labels]
         if self.publish is not None and not inline:
             self.publish(orders)
         self.state.update_claim(et.name, start, {"ordered_at": now, "round": rnd})
@@ -273,7 +285,7 @@ class Closer:
             try:
                 finished = self.run_shard(et, o, now) or finished
             except Exception as exc:  # recorded on the shard; the period stays open, other types go on
-                log.event(logger, log.ERROR, f"closing shard s{o.shard} of {events_endpoint(et.name)} {cadence.format(start)} "
+                log.event(logger, log.ERROR, f"closing shard s{o.shard} of {self.what(et.name)} {cadence.format(start)} "
                           f"failed: {exc}", labels={"event_type": et.name})
         if isinstance(finished, ClosedPartition):
             report.closed.append(finished)
@@ -307,8 +319,10 @@ class Closer:
             self._order(et, cadence, start, bits, rnd + 1, missing, now, report)
         if state == "failing" and claim.get("state") != "failing":
             self.state.update_claim(et.name, start, {"state": "failing", "reason": report.open[-1]["reason"]})
-            log.event(logger, log.ERROR, f"closing {events_endpoint(et.name)} {param} keeps failing: {report.open[-1]['reason']}",
-                      labels={"event_type": et.name, "endpoint": events_endpoint(et.name), "parameter": param})
+            log.event(logger, log.ERROR if self.stream == core.PRIMARY else log.WARNING,
+                      f"closing {self.what(et.name)} {param} keeps failing: {report.open[-1]['reason']}",
+                      labels={"event_type": et.name, "stream": self.stream, "parameter": param,
+                              **({"endpoint": events_endpoint(et.name)} if self.stream == core.PRIMARY else {})})
         return False
 
     def _take_over(self, et: EventType, cadence: periods.Cadence, start: datetime, doc: dict[str, Any],
@@ -392,7 +406,7 @@ class Closer:
             raise
         self.state.save_shard(name, start, shard, {"event_type": name, **result.to_dict(), "error": None,
                                                     "finished_at": now, "round": order.round})
-        log.event(logger, log.INFO, f"merged {events_endpoint(name)} {cadence.format(start)} shard s{shard}: {result.events} events",
+        log.event(logger, log.INFO, f"merged {self.what(name)} {cadence.format(start)} shard s{shard}: {result.events} events",
                   labels={"event_type": name, "parameter": cadence.format(start)},
                   shard=shard, duplicates=result.duplicates, parts=len(result.parts))
         docs = self.state.shards(name, start, shard_labels(order.bits))
@@ -410,7 +424,7 @@ class Closer:
         reason = self.completion_gate(et, start, totals, now)
         if reason is not None:
             self.state.release_claim(et.name, start, shard_labels(bits), reason, now)
-            log.event(logger, log.WARNING, f"{events_endpoint(et.name)} {cadence.format(start)} may not complete: {reason}",
+            log.event(logger, log.WARNING, f"{self.what(et.name)} {cadence.format(start)} may not complete: {reason}",
                       labels={"event_type": et.name, "parameter": cadence.format(start)}, totals=totals)
             return None
         try:
@@ -442,7 +456,7 @@ class Closer:
         self.sink.write(prefix + core.SUCCESS, json.dumps(marker, indent=1).encode())
         location = self.sink.uri(prefix)
         endpoint = events_endpoint(name)
-        if not self.datamon.landed(endpoint, [param]):
+        if self.datamon is not None and not self.datamon.landed(endpoint, [param]):
             self.datamon.land(endpoint, param, now=now, records=totals["events"], bytes=totals["bytes"],
                               location=location, source="gabo")
         self.state.update_closed(name, start, {**{k: v for k, v in marker.items()
@@ -451,8 +465,9 @@ class Closer:
         self.state.update_claim(name, start, {"state": "closed"})
         for k in staging:
             self.sink.delete(k)
-        log.event(logger, log.INFO, f"closed {events_endpoint(name)} {param}: {totals['events']} events in {len(shards)} shard(s)",
-                  labels={"event_type": name, "endpoint": endpoint, "parameter": param},
+        log.event(logger, log.INFO, f"closed {self.what(name)} {param}: {totals['events']} events in {len(shards)} shard(s)",
+                  labels={"event_type": name, "stream": self.stream, "parameter": param,
+                          **({"endpoint": endpoint} if self.datamon is not None else {})},
                   marker={k: v for k, v in marker.items() if k != "staging"})
         return ClosedPartition(param, totals["events"], totals["duplicates"], totals["late"], totals["bytes"],
                                len(parts), location, len(shards))

@@ -28,23 +28,37 @@ from ferry.errors import BadRequest
 _TYPE_NAME = re.compile(NAME_PATTERN)
 
 
+# One event type has one or two *streams*: the primary (every accepted event, delivered and closed into
+# ``events/<type>/…`` and landed in Datamon) and, with ``spec.darkload > 0``, its darkload shadow (the
+# sampled events mirrored by ingest, delivered and closed the same way into the sink's ``darkload/`` prefix,
+# with records of their own, never landed): see docs/gabo.md, "Darkloading".
+PRIMARY, DARKLOAD = "primary", "darkload"
+STREAMS = (PRIMARY, DARKLOAD)
+STREAM_PATTERN = f"^({PRIMARY}|{DARKLOAD})$"
+
+
 @dataclass(frozen=True)
 class Names:
-    """The Pub/Sub resources of one event type (short names; the adapters add the project)."""
+    """The Pub/Sub resources of one event type's stream (short names; the adapters add the project)."""
 
     event_type: str
+    stream: str = PRIMARY
+
+    @property
+    def base(self) -> str:
+        return f"gabo-{self.event_type}" + ("-shadow" if self.stream == DARKLOAD else "")
 
     @property
     def topic(self) -> str:
-        return f"gabo-{self.event_type}"
+        return self.base
 
     @property
     def subscription(self) -> str:
-        return f"gabo-{self.event_type}-delivery"
+        return f"{self.base}-delivery"
 
     @property
     def dead_letter(self) -> str:
-        return f"gabo-{self.event_type}-dead-letter"
+        return f"{self.base}-dead-letter"
 
     @property
     def quarantine(self) -> str:
@@ -52,7 +66,8 @@ class Names:
 
     @property
     def shadow(self) -> str:
-        return f"gabo-{self.event_type}-shadow"
+        """The darkload topic ingest mirrors the sampled events to (the shadow stream's topic)."""
+        return Names(self.event_type, DARKLOAD).topic
 
     def hold(self, topic: str) -> str:
         """A subscription that keeps what reaches ``topic`` (a topic without one drops messages)."""
@@ -61,6 +76,27 @@ class Names:
     @property
     def endpoint(self) -> str:
         return events_endpoint(self.event_type)
+
+
+def sampled(event_id: str, fraction: float) -> bool:
+    """Is ``event_id`` among the ``fraction`` of events ingest mirrors to the darkload shadow? A stable hash
+    of the id (the first 8 bytes of its BLAKE2b, as a fraction of 2**64): a retried request mirrors the
+    same events, and the sampled subset of a closed partition can be computed from its ids alone."""
+    if fraction <= 0:
+        return False
+    h = int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+    return h / 2**64 < fraction
+
+
+def sink_root(stream: str) -> str:
+    """Where a stream's objects live in the sink: the primary at its root, the shadow under ``darkload/``
+    (``darkload/staging/<type>/…``, ``darkload/events/<type>/dt=…``)."""
+    return "darkload/" if stream == DARKLOAD else ""
+
+
+def streams_of(darkload: float) -> tuple[str, ...]:
+    """The streams of a type whose darkload fraction is ``darkload``."""
+    return STREAMS if darkload > 0 else (PRIMARY,)
 
 
 WORK_ORDERS_TOPIC = "gabo-work-orders"

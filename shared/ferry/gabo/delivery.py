@@ -60,6 +60,8 @@ class WorkOrder(BaseModel):
     worker: int = 0
     shard_bits: int | None = Field(default=None, ge=0, le=core.MAX_SHARD_BITS,
                                    description="staging shards per period = 2**shard_bits (default: the type's)")
+    stream: str = Field(pattern=core.STREAM_PATTERN,
+        default=core.PRIMARY, description="the type's primary delivery, or its darkload shadow's")
 
     def limits(self) -> core.BatchLimits:
         return core.BatchLimits(self.max_messages, self.max_bytes, self.max_age_s)
@@ -186,7 +188,7 @@ class DeliveryWorker:
             NotFound: the type's subscription does not exist.
             InfraError: a write, publish or ack failed (unacked messages are redelivered).
         """
-        names = core.Names(event_type.name)
+        names = core.Names(event_type.name, order.stream)
         cadence = periods.partitioning(event_type.spec.partitioning)
         limits = order.limits()
         run_id = f"{event_type.name}-{self.clock.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
@@ -217,7 +219,7 @@ class DeliveryWorker:
                 if time.monotonic() - max(batch.started, last_extend) > ACK_DEADLINE_S / 3:
                     self._extend(names.subscription, batch)
                     last_extend = time.monotonic()
-                self._flush(batch, names, report)
+                self._flush(batch, names, report, ledger_record=order.stream == core.PRIMARY)
                 report.active_seconds = round(time.monotonic() - started, 3)
                 batch = _Batch(event_type, cadence, order.shard_bits or 0)
             save(holding_oldest=None)
@@ -282,7 +284,7 @@ class DeliveryWorker:
         if batch:
             self.broker.extend(subscription, batch.ack_ids, ACK_DEADLINE_S)
 
-    def _flush(self, batch: _Batch, names: core.Names, report: DeliveryReport) -> None:
+    def _flush(self, batch: _Batch, names: core.Names, report: DeliveryReport, ledger_record: bool = True) -> None:
         if batch.poison:
             # Published (and confirmed) before the ack below: never dropped.
             self._publisher().publish(names.dead_letter, [
@@ -308,9 +310,10 @@ class DeliveryWorker:
         report.objects += [key for key, _ in writes]
         del writes
         # What was delivered, for closing's completeness check (deterministic names: a redelivered batch
-        # rewrites its own records).
-        ledger.Ledger(self.state.store).delivered(names.event_type, {
-            start: (hashlib.sha256(d).hexdigest()[:24], bytes(d)) for start, d in batch.digests.items()})
+        # rewrites its own records). The darkload shadow's delivery is no evidence of the primary's.
+        if ledger_record:
+            ledger.Ledger(self.state.store).delivered(names.event_type, {
+                start: (hashlib.sha256(d).hexdigest()[:24], bytes(d)) for start, d in batch.digests.items()})
         # Only now, with every object durable and every poison message confirmed on the dead-letter topic.
         self.broker.ack(names.subscription, batch.ack_ids)
 

@@ -8,7 +8,6 @@ closing drops the duplicates.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import threading
 import uuid
@@ -65,14 +64,6 @@ class IngestResult:
     def to_dict(self) -> dict[str, Any]:
         return {"received": self.received, "accepted": self.accepted, "rejected_count": len(self.rejected),
                 "rejected": self.rejected, "quarantined": self.quarantined, "shadowed": self.shadowed}
-
-
-def sampled(event_id: str, fraction: float) -> bool:
-    """Deterministic per id, so a retried request mirrors the same events."""
-    if fraction <= 0:
-        return False
-    h = int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
-    return h / 2**64 < fraction
 
 
 class IngestService:
@@ -160,7 +151,7 @@ class IngestService:
             out.setdefault(names.topic, []).append(msg)
             accepted_ids.setdefault(env.type, []).append(env.id)
             result.accepted += 1
-            if sampled(env.id, t.event_type.spec.darkload):
+            if core.sampled(env.id, t.event_type.spec.darkload):
                 out.setdefault(names.shadow, []).append(msg)
                 result.shadowed += 1
         stamped = {t: (periods.partitioning(types[t].event_type.spec.partitioning).floor(now), ids)

@@ -346,3 +346,17 @@ class LedgerGate:
                                                                     "kind": "gabo.missing", "alert": doc["id"]})])
             except FerryError as exc:  # the alert stands (listed by `ferry alerts`); the reconcile restores the topic
                 log.event(logger, 40, f"alert {doc['id']} not published: {exc}", labels={"event_type": et.name})
+
+
+class InFlightGate:
+    """The darkload shadow's close gate: the first half of the ledger's rule only — no ingest into the
+    period in flight (its sampled events may still be published). Whether every id arrived is what the
+    darkload report then checks against the primary; the shadow never waits for it, nor alerts on it."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def __call__(self, et: EventType, start: datetime, end: datetime, now: datetime) -> str | None:
+        flying = [i for i, doc in self.ledger.in_flight(et.name, now) if _utc(doc["since"]) < end]
+        period = periods.partitioning(et.spec.partitioning).format(start)
+        return Completeness(0, 0, 0, len(flying)).reason(et.name, period)

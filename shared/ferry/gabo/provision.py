@@ -18,6 +18,7 @@ from ferry import log
 from ferry.domain.loading import Problem
 from ferry.domain.manifests import Endpoint, EventType, Manifest, event_type_of
 from ferry.errors import Conflict
+from ferry.gabo import core
 from ferry.gabo.access import Access, grant
 from ferry.gabo.broker import RETENTION_S, DeliveryBroker
 from ferry.gabo.core import Names
@@ -133,7 +134,8 @@ class GaboApplyHook:
                           "is kept until its retention ends", labels={"event_type": c.manifest.name})
                 continue
             if c.action == "deleted":
-                broker.delete_subscription(Names(c.manifest.name).subscription)
+                for stream in core.streams_of(cast(EventType, c.manifest).spec.darkload):
+                    broker.delete_subscription(Names(c.manifest.name, stream).subscription)
                 log.event(logger, log.INFO, f"event type {c.manifest.name} deleted: delivery stopped, data kept",
                           labels={"event_type": c.manifest.name})
                 continue

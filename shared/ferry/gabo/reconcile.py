@@ -22,7 +22,7 @@ from ferry.domain.manifests import EventType
 from ferry.errors import InfraError
 from ferry.gabo.access import Access, grant
 from ferry.gabo.broker import DeliveryBroker, SubscriptionSpec
-from ferry.gabo.core import Names
+from ferry.gabo.core import Names, streams_of
 from ferry.gabo.delivery import ACK_DEADLINE_S
 from ferry.infra.model import Infra
 
@@ -64,22 +64,30 @@ def wanted(infra: Infra | None, event_types: Iterable[EventType],
                                              max_delivery_attempts=trig.max_delivery_attempts,
                                              push_endpoint=endpoint))
     for et in event_types:
-        type_topics, type_subs = type_resources(et)
-        topics += type_topics
-        subs += type_subs
+        et_topics, et_subs = type_resources(et)
+        topics += et_topics
+        subs += et_subs
     return list(dict.fromkeys(topics)), list({s.name: s for s in subs}.values())
 
 
 def type_resources(et: EventType) -> tuple[list[str], list[SubscriptionSpec]]:
-    """An event type's own topics and subscriptions, a topic before what subscribes to it: its events
-    topic and delivery subscription (dead letters after ``max_delivery_attempts``), and the topics of
-    what is set aside (dead letters, quarantine, the darkload shadow), each held by a subscription —
-    a topic without one drops what is published to it."""
-    n = Names(et.name)
-    held = [n.dead_letter, n.quarantine] + ([n.shadow] if et.spec.darkload > 0 else [])
-    subs = [SubscriptionSpec(n.subscription, n.topic, ack_deadline_s=ACK_DEADLINE_S, dead_letter_topic=n.dead_letter,
-                             max_delivery_attempts=et.spec.max_delivery_attempts)]
-    return [n.topic, *held], subs + [SubscriptionSpec(n.hold(t), t, ack_deadline_s=60) for t in held]
+    """One event type's topics and subscriptions (pure), per stream (the primary's, and the darkload
+    shadow's when ``spec.darkload > 0``): the topic, its dead-letter topic, the delivery subscription
+    with its dead-letter policy, a ``-hold`` subscription keeping the dead letters; and the quarantine
+    topic with its hold (a topic without a subscription drops what is published to it)."""
+    topics: list[str] = []
+    subs: list[SubscriptionSpec] = []
+    held = [Names(et.name).quarantine]
+    for stream in streams_of(et.spec.darkload):
+        n = Names(et.name, stream)
+        topics += [n.topic, n.dead_letter]
+        subs.append(SubscriptionSpec(n.subscription, n.topic, ack_deadline_s=ACK_DEADLINE_S,
+                                     dead_letter_topic=n.dead_letter,
+                                     max_delivery_attempts=et.spec.max_delivery_attempts))
+        held.append(n.dead_letter)
+    topics.append(held[0])
+    subs += [SubscriptionSpec(Names(et.name).hold(t), t, ack_deadline_s=60) for t in held]
+    return topics, subs
 
 
 def reconcile(broker: DeliveryBroker, infra: Infra | None, event_types: Sequence[EventType],

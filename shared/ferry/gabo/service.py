@@ -16,7 +16,7 @@ from ferry import log
 from ferry.broker.base import Message
 from ferry.domain import periods
 from ferry.domain.manifests import EventType, events_endpoint
-from ferry.errors import InfraError, NotFound
+from ferry.errors import BadRequest, InfraError, NotFound
 from ferry.gabo import capacity as capacity_mod
 from ferry.gabo import core
 from ferry.gabo.backlog import Backlog, BacklogSource
@@ -33,8 +33,8 @@ from ferry.gabo.closing import (
     complete_always,
 )
 from ferry.gabo.delivery import DeliveryReport, DeliveryWorker, OffsetClock, WorkOrder
-from ferry.gabo.ledger import Ledger, LedgerGate
-from ferry.gabo.sink import Sink
+from ferry.gabo.ledger import InFlightGate, Ledger, LedgerGate
+from ferry.gabo.sink import Sink, within
 from ferry.gabo.state import GaboState
 from ferry.store.manifests import ManifestRecord
 
@@ -54,6 +54,9 @@ class Gabo:
         self.close_gate: CloseGate = LedgerGate(Ledger(services.store),
                                                 lambda topic, messages: services.publisher.publish(topic, messages))
         self.completion_gate: CompletionGate = complete_always
+        # The darkload shadow closes on its own watermark once no ingest into the period is in flight; it
+        # never waits for (nor alerts on) the primary's completeness: the darkload report compares them.
+        self.shadow_gate: CloseGate = InFlightGate(Ledger(services.store))
 
     @property
     def broker(self) -> DeliveryBroker:
@@ -66,6 +69,14 @@ class Gabo:
     @property
     def state(self) -> GaboState:
         return GaboState(self.services.store)
+
+    def state_of(self, stream: str) -> GaboState:
+        """The records of ``stream`` (the primary's, or the darkload shadow's collections)."""
+        return GaboState(self.services.store, stream)
+
+    def sink_of(self, stream: str) -> Sink:
+        """Where ``stream`` stages and closes: the sink, or its ``darkload/`` prefix for the shadow."""
+        return within(self.sink, core.sink_root(stream))
 
     @property
     def backlog_source(self) -> BacklogSource:
@@ -107,48 +118,68 @@ class Gabo:
         """Run one delivery work order (``now`` shifts this run's clock: local time travel only)."""
         et, _ = self.event_type(order.event_type)
         clock = OffsetClock(now, self.services.clock) if now is not None else self.services.clock
+        if order.stream != core.PRIMARY and et.spec.darkload <= 0:
+            raise BadRequest(f"event type {et.name} has no darkload shadow (spec.darkload is 0)")
         if order.shard_bits is None:
-            order = order.model_copy(update={"shard_bits": self.shard_bits(et, clock.now())})
-        worker = DeliveryWorker(self.broker, self.sink, lambda: self.services.publisher, self.state, clock)
+            order = order.model_copy(update={"shard_bits": self.shard_bits(et, clock.now(), order.stream)})
+        worker = DeliveryWorker(self.broker, self.sink_of(order.stream), lambda: self.services.publisher,
+                                self.state_of(order.stream), clock)
         return worker.run(order, et)
 
-    def shard_bits(self, et: EventType, now: datetime) -> int:
-        """The type's staging shards per period (as bits): ``spec.shards``, or what the scaler last chose
-        from the volume (see :func:`core.shard_bits_for`)."""
-        if et.spec.shards:
-            return et.spec.shards.bit_length() - 1
-        last = self.state.last_decision(et.name, now)
+    def shard_bits(self, et: EventType, now: datetime, stream: str = core.PRIMARY) -> int:
+        """The stream's staging shards per period (as bits): ``spec.shards`` (the shadow's
+        ``spec.darkload_shards``, else ``spec.shards``), or what the scaler last chose from the stream's
+        volume (see :func:`core.shard_bits_for`)."""
+        fixed = _fixed_shards(et, stream)
+        if fixed:
+            return fixed.bit_length() - 1
+        last = self.state_of(stream).last_decision(et.name, now)
         return int((last or {}).get("shard_bits") or 0)
 
-    def closer(self) -> Closer:
+    def closer(self, stream: str = core.PRIMARY) -> Closer:
+        """The closer of ``stream``: the primary lands in Datamon behind the ledger's gates; the darkload
+        shadow closes into its prefix with records of its own, lands nothing and alerts nobody."""
         def publish(orders: list[CloseOrder]) -> None:
             self.services.publisher.publish(CLOSE_ORDERS_TOPIC, [
-                Message(o.model_dump_json().encode(), {"event_type": o.event_type}) for o in orders])
+                Message(o.model_dump_json().encode(), {"event_type": o.event_type, "stream": o.stream})
+                for o in orders])
 
-        return Closer(self.sink, self.state, self.services.datamon, self.backlog_source, publish, self.close_gate,
-                      completion_gate=self.completion_gate)
+        if stream == core.PRIMARY:
+            return Closer(self.sink, self.state, self.services.datamon, self.backlog_source, publish, self.close_gate,
+                          completion_gate=self.completion_gate)
+        return Closer(self.sink_of(stream), self.state_of(stream), None, self.backlog_source.for_stream(stream),
+                      publish, self.shadow_gate)
 
     def close(self, now: datetime, name: str | None = None, inline: bool = False) -> list[CloseReport]:
         """Decide what may close, for one type or all, and order the shards' merges (``inline``: merge them
         here, in turn). Safe to run twice or concurrently with delivery and with itself."""
-        closer = self.closer()
+        closers = {s: self.closer(s) for s in core.STREAMS}
         if inline:
-            closer.publish = None
+            for c in closers.values():
+                c.publish = None
         reports = []
         for et, rec in self.event_types(name):
-            try:
-                reports.append(closer.close(et, now, rec.created_at))
-            except Exception as exc:  # one type's trouble never holds the others up
-                log.event(logger, log.ERROR, f"closing {et.name} failed: {exc}", labels={"event_type": et.name})
-                rep = CloseReport(et.name)
-                rep.open.append({"partition": None, "state": "error", "reason": f"{type(exc).__name__}: {exc}"})
-                reports.append(rep)
+            rep = self._close_stream(closers[core.PRIMARY], et, rec, now)
+            if et.spec.darkload > 0:  # after the primary, apart from it: its trouble is its own
+                rep.darkload = self._close_stream(closers[core.DARKLOAD], et, rec, now).to_dict()
+            reports.append(rep)
         return reports
+
+    def _close_stream(self, closer: Closer, et: EventType, rec: ManifestRecord, now: datetime) -> CloseReport:
+        try:
+            return closer.close(et, now, rec.created_at)
+        except Exception as exc:  # one type's trouble never holds the others up
+            log.event(logger, log.ERROR if closer.stream == core.PRIMARY else log.WARNING,
+                      f"closing {closer.what(et.name)} failed: {exc}", labels={"event_type": et.name,
+                                                                              "stream": closer.stream})
+            rep = CloseReport(et.name)
+            rep.open.append({"partition": None, "state": "error", "reason": f"{type(exc).__name__}: {exc}"})
+            return rep
 
     def close_shard(self, order: CloseOrder, now: datetime) -> ClosedPartition | None:
         """One close order: merge a shard; complete the period if it was the last (the close-shard function)."""
         et, _ = self.event_type(order.event_type)
-        return self.closer().run_shard(et, order, now)
+        return self.closer(order.stream).run_shard(et, order, now)
 
     def outstanding(self, et: EventType, created_at: datetime, now: datetime) -> dict[str, int]:
         """What deleting ``et`` now would throw away: accepted events in periods not closed yet (from the
@@ -206,6 +237,13 @@ class Gabo:
 
         return replay(self, name, source, now, since)
 
+    def darkload_report(self, name: str, now: datetime, partition: str | None = None) -> dict[str, Any]:
+        """The darkload shadow's closed partitions against the sampled subset of the primary's (one, or
+        the recent ones); a mismatch alerts the owner once per partition (see ``ferry.gabo.darkload``)."""
+        from ferry.gabo.darkload import report
+
+        return report(self, name, now, partition)
+
     def set_aside(self, name: str, source: str = "quarantine", limit: int = 20) -> dict[str, Any]:
         """Samples of the type's quarantined (or dead-lettered) messages with their reasons."""
         from ferry.gabo.replay import samples
@@ -217,30 +255,43 @@ class Gabo:
         """Decide, per type, how many delivery work orders run in parallel; share the delivery
         function's ``capacity`` fairly among the types (one each before any gets two); publish the
         orders interleaved across types; record why."""
-        decided = []
-        for et, _ in self.event_types(name):
-            inputs = self.backlog(et, now, budget_s)
-            decided.append((et, inputs, core.decide_workers(inputs), self.choose_shard_bits(et, inputs)))
+        types = self.event_types(name)
         tick = int(now.timestamp() // 60)
-        shares = core.fair_shares({et.name: d.workers for et, _, d, _ in decided}, capacity, start=tick)
-        orders = {et.name: [WorkOrder(event_type=et.name, budget_s=budget_s, worker=i, shard_bits=bits)
-                            for i in range(shares[et.name])] for et, _, _, bits in decided}
-        if publish:
-            queue = core.interleave(orders, start=tick)
-            if queue:
-                self.services.publisher.publish(core.WORK_ORDERS_TOPIC, [
-                    Message(o.model_dump_json().encode(), {"event_type": o.event_type}) for o in queue])
+        queue: list[WorkOrder] = []
+        records: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in core.STREAMS}
+        left = capacity
+        # The primaries first; the darkload shadows share only the capacity the primaries leave.
+        for stream in core.STREAMS:
+            decided = []
+            for et, _ in types:
+                if stream in core.streams_of(et.spec.darkload):
+                    inputs = self.backlog(et, now, budget_s, stream)
+                    decided.append((et, inputs, core.decide_workers(inputs), self.choose_shard_bits(et, inputs, stream)))
+            shares = core.fair_shares({et.name: d.workers for et, _, d, _ in decided}, left, start=tick)
+            orders = {et.name: [WorkOrder(event_type=et.name, budget_s=budget_s, worker=i, shard_bits=bits,
+                                          stream=stream)
+                                for i in range(shares[et.name])] for et, _, _, bits in decided}
+            queue += core.interleave(orders, start=tick)
+            left = None if left is None else max(0, left - sum(shares.values()))
+            for et, inputs, decision, bits in decided:
+                granted = shares[et.name]
+                reason = decision.reason if granted == decision.workers else (
+                    f"{decision.reason}; fair share of the delivery capacity {capacity}: {granted} of {decision.workers}")
+                record = {"workers": granted, "wanted": decision.workers, "reason": reason,
+                          "inputs": inputs.to_dict(), "published": publish, "shard_bits": bits}
+                self.state_of(stream).record_decision(et.name, now, record)
+                log.event(logger, log.INFO, f"scale {et.name}{'' if stream == core.PRIMARY else ' (darkload)'}: "
+                          f"{granted} worker(s) — {reason}", labels={"event_type": et.name, "stream": stream},
+                          inputs=inputs.to_dict())
+                records[stream][et.name] = record
+        if publish and queue:
+            self.services.publisher.publish(core.WORK_ORDERS_TOPIC, [
+                Message(o.model_dump_json().encode(), {"event_type": o.event_type, "stream": o.stream}) for o in queue])
         out = []
-        for et, inputs, decision, bits in decided:
-            granted = shares[et.name]
-            reason = decision.reason if granted == decision.workers else (
-                f"{decision.reason}; fair share of the delivery capacity {capacity}: {granted} of {decision.workers}")
-            record = {"workers": granted, "wanted": decision.workers, "reason": reason,
-                      "inputs": inputs.to_dict(), "published": publish, "shard_bits": bits}
-            self.state.record_decision(et.name, now, record)
-            log.event(logger, log.INFO, f"scale {et.name}: {granted} worker(s) — {reason}",
-                      labels={"event_type": et.name}, inputs=inputs.to_dict())
-            out.append({"event_type": et.name, **record})
+        for et, _ in types:
+            shadow = records[core.DARKLOAD].get(et.name)
+            out.append({"event_type": et.name, **records[core.PRIMARY][et.name],
+                        **({"darkload": shadow} if shadow is not None else {})})
         if publish:
             try:
                 self.capacity_alerts(self.capacity(now, name), now)
@@ -248,12 +299,13 @@ class Gabo:
                 log.event(logger, log.WARNING, f"capacity check failed: {exc}")
         return out
 
-    def choose_shard_bits(self, et: EventType, inputs: core.ScaleInputs) -> int:
+    def choose_shard_bits(self, et: EventType, inputs: core.ScaleInputs, stream: str = core.PRIMARY) -> int:
         """Shards per period from the volume: what the workers can move at the most workers allowed, over
         one period (the most a period can hold while delivery keeps up), so each shard's merge stays
-        within ``core.SHARD_EVENTS`` events. ``spec.shards`` overrides."""
-        if et.spec.shards:
-            return et.spec.shards.bit_length() - 1
+        within ``core.SHARD_EVENTS`` events. ``spec.shards`` (the shadow: ``spec.darkload_shards``) overrides."""
+        fixed = _fixed_shards(et, stream)
+        if fixed:
+            return fixed.bit_length() - 1
         cadence = periods.partitioning(et.spec.partitioning)
         start = cadence.floor(core.parse_partition_key("20260101T0000"))
         width = (cadence.next(start) - start).total_seconds()
@@ -361,19 +413,20 @@ class Gabo:
             return max(4, fn.concurrency)
         return fn.max_instances * fn.concurrency
 
-    def backlog(self, et: EventType, now: datetime, budget_s: float) -> core.ScaleInputs:
+    def backlog(self, et: EventType, now: datetime, budget_s: float, stream: str = core.PRIMARY) -> core.ScaleInputs:
         """Scaler inputs: the backlog from the backlog source (Cloud Monitoring's ``num_undelivered_messages``
         and ``oldest_unacked_message_age`` in the cloud; the workers' pull statistics locally), and the
         per-worker rate from the workers' own reports in both cases."""
-        last = self.state.last_decision(et.name, now)
+        state = self.state_of(stream)
+        last = state.last_decision(et.name, now)
         current = int(last["workers"]) if last else et.spec.min_workers
-        source = self.backlog_source
+        source = self.backlog_source if stream == core.PRIMARY else self.backlog_source.for_stream(stream)
         try:
             b = source.backlog(et.name, now, current)
         except InfraError as exc:  # no metric: the rate and lag rules still work on what runs report
             log.event(logger, log.WARNING, f"backlog of {et.name} unknown: {exc}", labels={"event_type": et.name})
             b = Backlog(f"{source.kind}-unavailable")
-        runs = [r for r in self.state.recent_runs(et.name, now - timedelta(minutes=15)) if r.get("finished_at")]
+        runs = [r for r in state.recent_runs(et.name, now - timedelta(minutes=15)) if r.get("finished_at")]
         latest = sorted(runs, key=lambda r: r["finished_at"])[-max(1, current):] if runs else []
         rates = [float(r.get("rate") or 0) for r in latest if r.get("rate")]
         return core.ScaleInputs(current=current, min_workers=et.spec.min_workers, max_workers=et.spec.max_workers,
@@ -382,6 +435,13 @@ class Gabo:
                                 rate_per_worker=(sum(rates) / len(rates)) if rates else None,
                                 budget_s=budget_s, target_age_s=max(60.0, 2 * budget_s),
                                 source=b.source, sampled_at=core.iso(b.sampled_at) if b.sampled_at else None)
+
+
+def _fixed_shards(et: EventType, stream: str) -> int | None:
+    """The shard count the type fixes for ``stream`` (None: chosen from the volume)."""
+    if stream != core.PRIMARY and et.spec.darkload_shards:
+        return et.spec.darkload_shards
+    return et.spec.shards
 
 
 def _utc(v: Any) -> datetime:

@@ -180,6 +180,39 @@ class GcsSink:
         return f"gs://{self.bucket_name}/{self._name(key)}"
 
 
+class PrefixedSink:
+    """Another sink's objects under ``prefix`` (the darkload shadow's ``darkload/``): keys in and out are
+    relative to the prefix, so the staging and closing layout — and the code that reads it — is one."""
+
+    def __init__(self, inner: Sink, prefix: str) -> None:
+        self.inner = inner
+        self.prefix = prefix
+
+    def write(self, key: str, data: bytes) -> None:
+        self.inner.write(self.prefix + key, data)
+
+    def read(self, key: str) -> bytes:
+        return self.inner.read(self.prefix + key)
+
+    def list(self, prefix: str) -> list[str]:
+        n = len(self.prefix)
+        return [k[n:] for k in self.inner.list(self.prefix + prefix)]
+
+    def exists(self, key: str) -> bool:
+        return self.inner.exists(self.prefix + key)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(self.prefix + key)
+
+    def uri(self, key: str) -> str:
+        return self.inner.uri(self.prefix + key)
+
+
+def within(sink: Sink, prefix: str) -> Sink:
+    """``sink`` itself for no prefix, else its objects under ``prefix``."""
+    return PrefixedSink(sink, prefix) if prefix else sink
+
+
 def open_sink(url: str, client: Any = None) -> Sink:
     """``file://PATH`` (relative paths allowed) or ``gs://BUCKET[/PREFIX]``."""
     if url.startswith("gs://"):

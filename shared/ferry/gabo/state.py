@@ -7,15 +7,20 @@ that shard's worker), ``gabo_closed`` (the completion record of a closed partiti
 whoever creates it writes ``_SUCCESS`` and lands), ``gabo_finishers`` (takeovers of a crashed
 completion, one per attempt), ``gabo_cursors`` (one per type: the first period not yet known closed;
 written by the closer only), ``gabo_scaling`` (one per decision).
+
+The darkload shadow of a type (``core.DARKLOAD``) keeps the same records in collections of its own
+(``gabo_darkload_runs``, ``gabo_darkload_closed``, …): its runs never move the primary's watermark, its
+claims and completions never stand for the primary's.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from ferry.gabo.core import parse_iso, partition_key
+from ferry.gabo.core import PRIMARY, parse_iso, partition_key
 from ferry.store.base import Doc, DocumentStore, Op, Where
 
 RUNS, CLOSED, CURSORS, SCALING = "gabo_runs", "gabo_closed", "gabo_cursors", "gabo_scaling"
@@ -30,89 +35,98 @@ def shard_id(event_type: str, start: datetime, shard: str) -> str:
     return f"{closed_id(event_type, start)}~s{shard}"
 
 
+def collection(name: str, stream: str = PRIMARY) -> str:
+    """The collection of ``name`` (one of this module's) for ``stream``: ``gabo_runs`` → ``gabo_darkload_runs``."""
+    return name if stream == PRIMARY else name.replace("gabo_", f"gabo_{stream}_", 1)
+
+
 class GaboState:
-    def __init__(self, store: DocumentStore) -> None:
+    def __init__(self, store: DocumentStore, stream: str = PRIMARY) -> None:
         self.store = store
+        self.stream = stream
+        c = functools.partial(collection, stream=stream)
+        self.runs_c, self.closed_c, self.cursors_c, self.scaling_c = c(RUNS), c(CLOSED), c(CURSORS), c(SCALING)
+        self.closing_c, self.shards_c, self.finishers_c, self.waits_c = c(CLOSING), c(SHARDS), c(FINISHERS), c(WAITS)
 
     # runs -------------------------------------------------------------------------------------------
     def save_run(self, run_id: str, doc: Doc) -> None:
-        self.store.write([Op.set(RUNS, run_id, doc)])
+        self.store.write([Op.set(self.runs_c, run_id, doc)])
 
     def recent_runs(self, event_type: str, since: datetime) -> list[Doc]:
-        rows = self.store.query(RUNS, [Where("event_type", "==", event_type), Where("updated_at", ">=", since)],
+        rows = self.store.query(self.runs_c, [Where("event_type", "==", event_type), Where("updated_at", ">=", since)],
                                 order_by="updated_at")
         return [d for _, d in rows]
 
     # closed partitions ------------------------------------------------------------------------------
     def closed(self, event_type: str, starts: Sequence[datetime]) -> dict[datetime, Doc]:
         ids = {closed_id(event_type, s): s for s in starts}
-        found = self.store.get_many(CLOSED, list(ids)) if ids else {}
+        found = self.store.get_many(self.closed_c, list(ids)) if ids else {}
         return {ids[k]: v for k, v in found.items()}
 
     def mark_closed(self, event_type: str, start: datetime, doc: Doc) -> None:
-        self.store.write([Op.set(CLOSED, closed_id(event_type, start), doc)])
+        self.store.write([Op.set(self.closed_c, closed_id(event_type, start), doc)])
 
     def create_closed(self, event_type: str, start: datetime, doc: Doc) -> None:
         """The completion record, once. Raises Conflict when it exists (another run completes it)."""
-        self.store.write([Op.create(CLOSED, closed_id(event_type, start), doc)])
+        self.store.write([Op.create(self.closed_c, closed_id(event_type, start), doc)])
 
     def update_closed(self, event_type: str, start: datetime, doc: Doc) -> None:
-        self.store.write([Op.set(CLOSED, closed_id(event_type, start), doc, merge=True)])
+        self.store.write([Op.set(self.closed_c, closed_id(event_type, start), doc, merge=True)])
 
     def take_over(self, event_type: str, start: datetime, attempt: int, doc: Doc) -> None:
         """Claim attempt ``attempt`` at completing a period whose finisher went silent. Raises Conflict."""
-        self.store.write([Op.create(FINISHERS, f"{closed_id(event_type, start)}~{attempt}", doc)])
+        self.store.write([Op.create(self.finishers_c, f"{closed_id(event_type, start)}~{attempt}", doc)])
 
     # claims and shards ------------------------------------------------------------------------------
     def claims(self, event_type: str, starts: Sequence[datetime]) -> dict[datetime, Doc]:
         ids = {closed_id(event_type, s): s for s in starts}
-        found = self.store.get_many(CLOSING, list(ids)) if ids else {}
+        found = self.store.get_many(self.closing_c, list(ids)) if ids else {}
         return {ids[k]: v for k, v in found.items()}
 
     def claim(self, event_type: str, start: datetime, doc: Doc) -> None:
         """One close of a period at a time. Raises Conflict when another run holds (or held) it."""
-        self.store.write([Op.create(CLOSING, closed_id(event_type, start), doc)])
+        self.store.write([Op.create(self.closing_c, closed_id(event_type, start), doc)])
 
     def update_claim(self, event_type: str, start: datetime, doc: Doc) -> None:
-        self.store.write([Op.set(CLOSING, closed_id(event_type, start), doc, merge=True)])
+        self.store.write([Op.set(self.closing_c, closed_id(event_type, start), doc, merge=True)])
 
     def release_claim(self, event_type: str, start: datetime, labels: Sequence[str], reason: str,
                       now: datetime) -> None:
         """Give a claimed period back (its merge may not complete yet): shard records first, then the claim,
         so that a later close claims it afresh. The reason stays in ``gabo_close_waits``."""
-        self.store.write([Op.delete(SHARDS, shard_id(event_type, start, b)) for b in labels])
-        self.store.write([Op.set(WAITS, closed_id(event_type, start), {"event_type": event_type, "reason": reason,
+        self.store.write([Op.delete(self.shards_c, shard_id(event_type, start, b)) for b in labels])
+        self.store.write([Op.set(self.waits_c, closed_id(event_type, start), {"event_type": event_type, "reason": reason,
                                                                        "at": now}),
-                          Op.delete(CLOSING, closed_id(event_type, start))])
+                          Op.delete(self.closing_c, closed_id(event_type, start))])
 
     def shards(self, event_type: str, start: datetime, labels: Sequence[str]) -> dict[str, Doc]:
         ids = {shard_id(event_type, start, b): b for b in labels}
-        found = self.store.get_many(SHARDS, list(ids)) if ids else {}
+        found = self.store.get_many(self.shards_c, list(ids)) if ids else {}
         return {ids[k]: v for k, v in found.items()}
 
     def save_shard(self, event_type: str, start: datetime, shard: str, doc: Doc) -> None:
-        self.store.write([Op.set(SHARDS, shard_id(event_type, start, shard), doc, merge=True)])
+        self.store.write([Op.set(self.shards_c, shard_id(event_type, start, shard), doc, merge=True)])
 
     def recent_shards(self, event_type: str, since: datetime) -> list[Doc]:
         """Shard merges recorded since ``since`` (their counts and seconds: the capacity model)."""
-        rows = self.store.query(SHARDS, [Where("event_type", "==", event_type), Where("finished_at", ">=", since)],
+        rows = self.store.query(self.shards_c, [Where("event_type", "==", event_type), Where("finished_at", ">=", since)],
                                 order_by="finished_at", descending=True, limit=200)
         return [d for _, d in rows]
 
     def cursor(self, event_type: str) -> datetime | None:
-        doc = self.store.get(CURSORS, event_type)
+        doc = self.store.get(self.cursors_c, event_type)
         return parse_iso(doc["next"]) if doc and doc.get("next") else None
 
     def set_cursor(self, event_type: str, next_start: datetime, now: datetime) -> None:
-        self.store.write([Op.set(CURSORS, event_type, {"next": next_start.isoformat(), "updated_at": now})])
+        self.store.write([Op.set(self.cursors_c, event_type, {"next": next_start.isoformat(), "updated_at": now})])
 
     # scaling ----------------------------------------------------------------------------------------
     def record_decision(self, event_type: str, now: datetime, doc: dict[str, Any]) -> None:
-        self.store.write([Op.set(SCALING, f"{event_type}~{now.strftime('%Y%m%dT%H%M%S.%f')}",
+        self.store.write([Op.set(self.scaling_c, f"{event_type}~{now.strftime('%Y%m%dT%H%M%S.%f')}",
                                  {"event_type": event_type, "at": now, **doc})])
 
     def last_decision(self, event_type: str, now: datetime) -> Doc | None:
-        rows = self.store.query(SCALING, [Where("event_type", "==", event_type),
+        rows = self.store.query(self.scaling_c, [Where("event_type", "==", event_type),
                                           Where("at", ">=", now - timedelta(days=1))], order_by="at",
                                 descending=True, limit=1)
         return rows[0][1] if rows else None

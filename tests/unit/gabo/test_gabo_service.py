@@ -234,9 +234,13 @@ def test_scale_publishes_work_orders_and_records_decisions(env: Any) -> None:
     clock.set(T0 + timedelta(seconds=20))
     down = g.scale(clock.now())[0]
     assert down["workers"] == 1 and "drained" in down["reason"]
-    orders = broker.topics["gabo-work-orders"]
-    assert len(orders) == 1 + 2 + 1
-    assert json.loads(orders[0].data)["event_type"] == "play"
+    orders = [json.loads(m.data) for m in broker.topics["gabo-work-orders"]]
+    primary = [o for o in orders if o["stream"] == "primary"]
+    assert len(primary) == 1 + 2 + 1
+    assert primary[0]["event_type"] == "play"
+    # the darkload shadow (spec.darkload 0.5) is scaled on its own backlog: one order a tick, after the primary's
+    assert [o["stream"] for o in orders[:2]] == ["primary", "darkload"]
+    assert len(orders) - len(primary) == 3 and down["darkload"]["workers"] == 1
 
 
 class SlowStart(MemoryBroker):
