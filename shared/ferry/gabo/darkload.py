@@ -126,8 +126,7 @@ def report(g: Gabo, name: str, now: datetime, partition: str | None = None, limi
         try:
             starts = [cadence.parse(partition)]
         except ValueError as exc:
-            raise BadRequest(f"partition {partition!r} is not a partition of {name} ({et.spec.partitioning}): {exc}") \
-                from None
+            raise BadRequest(f"not a partition of {name} ({et.spec.partitioning}): {exc}") from None
     else:
         starts = []
         t = cadence.floor(now)

@@ -130,6 +130,8 @@ class GaboApplyHook:
         broker = self.services.broker
         for c in types:
             if c.action == "deleted" and c.force:
+                if cast(EventType, c.manifest).spec.darkload > 0:  # nothing is owed of the shadow's sample
+                    broker.delete_subscription(Names(c.manifest.name, core.DARKLOAD).subscription)
                 log.event(logger, 30, f"event type {c.manifest.name} deleted with --force: its subscription "
                           "is kept until its retention ends", labels={"event_type": c.manifest.name})
                 continue

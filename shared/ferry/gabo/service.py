@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from ferry.gabo.ingest import IngestResult
 
 logger = log.get("gabo")
+# How far back the darkload shadow's first close looks for empty periods to close (see _close_stream).
+SHADOW_CATCH_UP = timedelta(days=1)
 
 
 class Gabo:
@@ -166,8 +168,11 @@ class Gabo:
         return reports
 
     def _close_stream(self, closer: Closer, et: EventType, rec: ManifestRecord, now: datetime) -> CloseReport:
+        # A shadow starting on an old type walks its empty periods back to a day at most (the primary's
+        # closing covers the type's whole life; the shadow's first events are new ones).
+        since = rec.created_at if closer.stream == core.PRIMARY else max(rec.created_at, now - SHADOW_CATCH_UP)
         try:
-            return closer.close(et, now, rec.created_at)
+            return closer.close(et, now, since)
         except Exception as exc:  # one type's trouble never holds the others up
             log.event(logger, log.ERROR if closer.stream == core.PRIMARY else log.WARNING,
                       f"closing {closer.what(et.name)} failed: {exc}", labels={"event_type": et.name,

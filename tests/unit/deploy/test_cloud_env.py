@@ -66,7 +66,7 @@ def test_the_events_bucket_comes_before_the_functions(tmp_path: Path) -> None:
     assert res["iamConfiguration"] == {"uniformBucketLevelAccess": {"enabled": True},
                                        "publicAccessPrevention": "enforced"}
     assert res["lifecycle"]["rule"] == [{"action": {"type": "Delete"},
-                                         "condition": {"age": 400, "matchesPrefix": ["staging/"]}}]
+                                         "condition": {"age": 400, "matchesPrefix": ["staging/", "darkload/staging/"]}}]
     assert "retentionPolicy" not in res  # closing deletes and replaces staging objects
     last_account = max(i for i, k in enumerate(kinds) if k == "service_account")
     assert last_account < kinds.index("bucket") < kinds.index("bucket_iam") < kinds.index("function")

@@ -104,6 +104,20 @@ def test_ferry_deploy_takes_the_first_admins(tmp_path: Path) -> None:
                for s in functions)
 
 
+def test_the_darkload_report_reads_the_sink_and_alerts_with_scoped_grants_only(steps) -> None:  # type: ignore[no-untyped-def]
+    """The report runs in the API: it reads the events bucket (that bucket only; the API's grant there is
+    the drain's, which also writes) and publishes to ferry-alerts (that topic only); no project-wide
+    storage or Pub/Sub role."""
+    member = f"serviceAccount:ferry-api@{P}.iam.gserviceaccount.com"
+    buckets = {s.request["bucket"] for s in steps if s.kind == "bucket_iam" and s.request["member"] == member}
+    assert buckets == {f"{P}-ferry-events"}
+    topics = {s.request[4] for s in steps if s.kind == "iam" and s.expect["member"] == member
+              and s.request[1:4] == ["pubsub", "topics", "add-iam-policy-binding"]}
+    assert topics == {"ferry-alerts"}
+    project = {r for m, r in _project_grants(steps) if m == member}
+    assert project and not {r for r in project if r.startswith(("roles/storage.", "roles/pubsub."))}, project
+
+
 def test_no_function_is_public_and_people_facing_ones_name_their_invokers(steps) -> None:  # type: ignore[no-untyped-def]
     functions = {s.name: dict(a[2:].split("=", 1) if "=" in a else (a[2:], "") for a in s.request if a.startswith("--"))
                  for s in steps if s.kind == "function"}
