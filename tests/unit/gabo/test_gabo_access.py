@@ -40,10 +40,12 @@ def test_apply_grants_the_declared_accounts_on_the_types_own_resources_only(tmp_
     svc.apply.apply([_type(darkload=0.5)], T0)
     topics = {name: roles for (kind, name), roles in broker.policies.items() if kind == "topic"}
     subs = {name: roles for (kind, name), roles in broker.policies.items() if kind == "subscription"}
-    assert sorted(topics) == ["gabo-clicks", "gabo-clicks-dead-letter", "gabo-clicks-quarantine", "gabo-clicks-shadow"]
+    assert sorted(topics) == ["gabo-clicks", "gabo-clicks-dead-letter", "gabo-clicks-quarantine", "gabo-clicks-shadow",
+                              "gabo-clicks-shadow-dead-letter"]
     assert all(roles == {PUBLISHER: {INGEST, WORKER, API} | ({AGENT} if t.endswith("dead-letter") else set())}
                for t, roles in topics.items()), topics
     assert subs["gabo-clicks-delivery"] == {SUBSCRIBER: {WORKER, API, AGENT}}  # the agent dead-letters from it
+    assert subs["gabo-clicks-shadow-delivery"] == {SUBSCRIBER: {WORKER, API, AGENT}}  # the darkload shadow's too
     assert subs["gabo-clicks-quarantine-hold"] == {SUBSCRIBER: {WORKER, API}}
     assert ("topic", "ferry-partitions") not in broker.policies  # no landing topic, no other type's
     assert not [k for k in broker.policies if "clicks" not in k[1]]
