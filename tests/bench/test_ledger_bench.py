@@ -2,7 +2,7 @@
 
 - ingest with the ledger ÷ ingest without it (aim >= 0.9): the same IngestService, requests of 500
   events, rotating request by request which goes first (the shared machine's load drifts), after a
-  warm-up round each; the ratio of summed times, and the median per-request ratio — for the ledger as
+  warm-up round each; the median of the per-request ratios (and the ratio of summed times) — for the ledger as
   built (its registration committed while the events are checked, its record computed while the
   publishes are confirmed) and, in the same run, with its writes waiting in line (as first built);
 - Firestore writes per 1,000 events: ingest's ledger (2 per request and type: in flight, then
@@ -34,7 +34,7 @@ from ferry.gabo.service import Gabo
 
 pytestmark = [pytest.mark.bench, pytest.mark.emulator]
 
-N = int(os.environ.get("LEDGER_BENCH_EVENTS", "10000"))
+N = int(os.environ.get("LEDGER_BENCH_EVENTS", "30000"))
 BATCH = 500
 SCHEMA = {"type": "object", "required": ["user_id", "ms"],
           "properties": {"user_id": {"type": "string"}, "ms": {"type": "integer", "minimum": 0}}}
@@ -84,14 +84,16 @@ def test_ledger_benchmarks(emulators: Any, project_id: str, tmp_path: Path) -> N
             spent[name] += took[name]
         for name in per_request:
             per_request[name].append(took["none"] / took[name])
-    figures: dict[str, Any] = {"ingest_with_ledger_eps": round(N / spent["ledger"]),
+    # The headline is the median of the per-request ratios: a single stalled request (the shared
+    # machine, a Pub/Sub batch waiting for its timer) swings summed times by a third from run to run.
+    figures: dict[str, Any] = {"ledger_ratio": round(statistics.median(per_request["ledger"]), 2),
+                               "serial_ledger_ratio": round(statistics.median(per_request["serial"]), 2),
+                               "summed_time_ratio": round(spent["none"] / spent["ledger"], 2),
+                               "summed_time_ratio_serial": round(spent["none"] / spent["serial"], 2),
+                               "ingest_with_ledger_eps": round(N / spent["ledger"]),
                                "ingest_with_serial_ledger_eps": round(N / spent["serial"]),
                                "ingest_without_eps": round(N / spent["none"]),
-                               "ledger_ratio": round(spent["none"] / spent["ledger"], 2),
-                               "serial_ledger_ratio": round(spent["none"] / spent["serial"], 2),
-                               "median_request_ratio": round(statistics.median(per_request["ledger"]), 2),
-                               "median_request_ratio_serial": round(statistics.median(per_request["serial"]), 2),
-                               "load_average": os.getloadavg()[0]}
+                               "requests": len(per_request["ledger"]), "load_average": os.getloadavg()[0]}
 
     # writes per 1,000 events: N events of another type through ingest, delivery and a close ---------
     before = svc.store.stats.snapshot()

@@ -84,8 +84,8 @@ class IngestService:
 
         With a ledger, the request is registered in flight (``since`` = ``now``; committed while the events
         are checked) before its events are stamped (``stamp()``, no earlier than ``now``) and published,
-        and its accepted ids are recorded once every publish is confirmed: closing never closes a period
-        this request may still fill.
+        and its accepted ids are recorded while they are published (the answer waits for both): closing
+        never closes a period this request may still fill.
 
         Raises:
             InfraError: a publish was not confirmed (the client should retry the request).
@@ -156,18 +156,27 @@ class IngestService:
                 result.shadowed += 1
         stamped = {t: (periods.partitioning(types[t].event_type.spec.partitioning).floor(now), ids)
                    for t, ids in accepted_ids.items()}
-        # what the ledger will record is computed while the publishes are confirmed
-        record = _registrar().submit(Ledger.accepted_record, stamped) \
-            if self.ledger is not None and self.overlap else None
+        chunks = {t: Ledger.chunks(len(ids)) for t, ids in accepted_ids.items()}
+        ledger = self.ledger
+        # The accepted record is written while the events are published: the answer waits for both. Until
+        # the publish is confirmed the record's ids count as missing (the period waits); a failed publish
+        # deletes the record (the client is told to retry).
+        recorded = _registrar().submit(
+            lambda: ledger.confirm(request_id, Ledger.accepted_record(stamped), since=now, begun=begun)) \
+            if ledger is not None and self.overlap else None
         try:
             for topic, messages in out.items():
                 self.publisher.publish(topic, messages)
+            if recorded is not None:
+                recorded.result()
+            elif ledger is not None:
+                ledger.confirm(request_id, Ledger.accepted_record(stamped), since=now, begun=begun)
         except BaseException:
-            self._abandon(registered, request_id, begun)
+            if recorded is not None:
+                with contextlib.suppress(Exception):
+                    recorded.result()  # the deletion below comes after the record's write
+            self._abandon(registered, request_id, begun, chunks)
             raise
-        if self.ledger is not None:
-            self.ledger.confirm(request_id, record.result() if record else Ledger.accepted_record(stamped),
-                                since=now, begun=begun)
         if result.rejected:
             log.event(logger, log.WARNING, f"ingest rejected {len(result.rejected)} of {result.received} event(s)",
                       first=result.rejected[:3])
@@ -209,13 +218,14 @@ class IngestService:
                 refused.append((index, item, env if isinstance(env, core.Envelope) else None, str(reason)))
         return admitted, refused
 
-    def _abandon(self, registered: Future[None] | None, request_id: str, begun: list[str]) -> None:
-        """The request failed (the client is told to retry): its in-flight record, if it was written, goes."""
+    def _abandon(self, registered: Future[None] | None, request_id: str, begun: list[str],
+                 chunks: dict[str, int] | None = None) -> None:
+        """The request failed (the client is told to retry): its ledger records, if written, go."""
         if registered is None or self.ledger is None:
             return
         with contextlib.suppress(Exception):  # else its in-flight record expires (IN_FLIGHT_TTL)
             registered.result()
-            self.ledger.abandon(request_id, begun)
+            self.ledger.abandon(request_id, begun, chunks or {})
 
 
 REGISTER_EARLY_MAX = 16  # event types a request may register before they are read (else after)

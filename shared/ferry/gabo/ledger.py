@@ -6,8 +6,9 @@ Ingest writes one ``gabo_ledger`` document per request and event type (chunks of
    (the earliest instant its events may be stamped at): while it is in flight, no period ending after
    ``since`` may close — a paused or slow ingest keeps its period open (the watermark covers
    stamp → publish);
-2. once every publish is confirmed, the same document becomes ``accepted`` with the period its events
-   were stamped in, their count and an 8-byte digest of each accepted id (``digest``).
+2. while the events are published (the answer waits for both), the same document becomes ``accepted``
+   with the period its events were stamped in, their count and an 8-byte digest of each accepted id
+   (``digest``); a failed request deletes it.
 
 Closing asks :meth:`Ledger.completeness` whether a period may close: not while an ingest into it is in
 flight, and not while an accepted id is missing from what was delivered. It compares the two sides
@@ -195,7 +196,7 @@ class Ledger:
             if t not in accepted:
                 ops.append(Op.delete(LEDGER, self.doc_id(t, request_id)))
         for t, (start, count, blob) in accepted.items():
-            for n, i in enumerate(range(0, max(1, count), CHUNK)):  # each chunk in order too
+            for n, i in enumerate(range(0, Ledger.chunks(count) * CHUNK, CHUNK)):  # each chunk in order too
                 ops.append(Op.set(LEDGER, self.doc_id(t, request_id, n), {
                     "event_type": t, "state": "accepted", "since": since, "request": request_id,
                     "period": partition_key(start), "accepted": min(CHUNK, count - i),
@@ -203,9 +204,16 @@ class Ledger:
         if ops:
             self.store.write(ops)
 
-    def abandon(self, request_id: str, event_types: Sequence[str]) -> None:
-        """The publish failed (the client was told so): nothing of this request is owed."""
-        self.store.write([Op.delete(LEDGER, self.doc_id(t, request_id)) for t in event_types])
+    def abandon(self, request_id: str, event_types: Sequence[str], chunks: dict[str, int] | None = None) -> None:
+        """The request failed (the client was told so): nothing of it is owed — its documents go (``chunks``:
+        per type, how many its accepted record took)."""
+        self.store.write([Op.delete(LEDGER, self.doc_id(t, request_id, n))
+                          for t in event_types for n in range(max(1, (chunks or {}).get(t, 1)))])
+
+    @staticmethod
+    def chunks(count: int) -> int:
+        """Documents an accepted record of ``count`` ids takes."""
+        return max(1, -(-count // CHUNK))
 
     # delivery's side ----------------------------------------------------------------------------------
     def delivered(self, event_type: str, records: dict[datetime, tuple[str, bytes]]) -> None:
