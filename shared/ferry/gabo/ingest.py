@@ -160,10 +160,12 @@ class IngestService:
         ledger = self.ledger
         # The accepted record is written while the events are published: the answer waits for both. Until
         # the publish is confirmed the record's ids count as missing (the period waits); a failed publish
-        # deletes the record (the client is told to retry).
+        # deletes the record (the client is told to retry). Not when it mirrors events to a darkload
+        # shadow: the shadow's closing knows only the in-flight half of the ledger, which must then last
+        # until every publish is confirmed.
         recorded = _registrar().submit(
             lambda: ledger.confirm(request_id, Ledger.accepted_record(stamped), since=now, begun=begun)) \
-            if ledger is not None and self.overlap else None
+            if ledger is not None and self.overlap and not result.shadowed else None
         try:
             for topic, messages in out.items():
                 self.publisher.publish(topic, messages)

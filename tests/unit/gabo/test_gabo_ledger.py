@@ -99,6 +99,15 @@ def test_an_ingest_in_flight_holds_its_period_open(env: Any) -> None:
     # held by the ledger: in flight, or (its record is written beside the publish) its ids not delivered
     assert rep.open[0]["reason"] in ("1 ingest request(s) into play 2026-11-26T14:05 not yet confirmed",
                                      "10 accepted events of play 2026-11-26T14:05 are missing")
+    # it mirrors events to the darkload shadow (darkload 0.5): in flight until its publishes are
+    # confirmed, the one half of the ledger the shadow's closing reads
+    from ferry.domain.manifests import EventType
+    from ferry.gabo.ledger import InFlightGate
+
+    et = svc.manifests.get("EventType", "play").model_as(EventType)
+    start = T0.replace(second=0)
+    assert InFlightGate(Ledger(svc.store))(et, start, start + timedelta(minutes=1), clock.now()) == \
+        "1 ingest request(s) into play 2026-11-26T14:05 not yet confirmed"
     release.set()
     worker.join(30)
     g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
