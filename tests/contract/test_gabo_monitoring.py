@@ -143,3 +143,18 @@ def test_no_metric_point_or_no_permission_means_wait(env: Any) -> None:
     # the scaler still decides, on what the workers report, and records that the metric was unavailable
     d = g.scale(clock.now(), budget_s=50)[0]
     assert d["inputs"]["source"] == "monitoring-unavailable" and d["workers"] >= 1
+
+
+def test_the_darkload_shadow_reads_its_own_subscription(env: Any) -> None:
+    """The shadow's watermark and backlog come from gabo-<type>-shadow-delivery, never the primary's."""
+    g, _, fake, clock = env
+    now = clock.now()
+    metrics(fake, now - timedelta(minutes=1), 50, 600)  # the primary lags
+    fake.add(UNDELIVERED, "gabo-play-shadow-delivery", now - timedelta(minutes=1), 0)
+    fake.add(OLDEST_AGE, "gabo-play-shadow-delivery", now - timedelta(minutes=1), 0)
+    shadow = g.backlog_source.for_stream("darkload")
+    b = shadow.backlog("play", now)
+    assert (b.messages, b.oldest_age_s, b.drained) == (0, 0.0, True)
+    assert shadow.watermark("play", now) == now - timedelta(minutes=2)  # the sample time less the publish slack
+    assert g.backlog_source.watermark("play", now) == now - timedelta(minutes=12)  # the primary's own
+    assert {r.filter.rsplit('"', 2)[1] for r in fake.requests} == {SUB, "gabo-play-shadow-delivery"}

@@ -114,6 +114,11 @@ def test_the_darkload_report_shows_shadow_equals_primary_and_names_lost_ids(stac
     assert [(p["partition"], p["missing"], p["alerted"]) for p in again if p["state"] != "match"] == [
         (param, len(lost_ids), False)]  # the recent partitions: the others closed empty on both sides
 
+    people = stack.cli("darkload", "report", lossy, "--partition", param, env={"FERRY_NOW": clock.iso(plus_s=25)})
+    assert people.returncode == 3 and "mismatch" in people.stdout, people.stdout + people.stderr
+    words = " ".join(people.stdout.split())  # however the terminal wrapped it
+    assert f"{param}: {len(lost_ids)} missing — {bad['missing_ids'][0]}, " in words, people.stdout
+
     received = _settled(stack, path, 1)
     assert len(received) == 1, received  # the alert fired once
     body = received[0]["body"]
