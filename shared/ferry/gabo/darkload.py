@@ -12,11 +12,17 @@ partition's ids. The comparison itself (:func:`compare_ids`) is pure.
 
 A mismatch raises one owner-routed alert per partition (claimed by a ``create`` in
 ``gabo_darkload_alerts``, published to ``ferry-alerts`` like every alert the notify function routes).
+
+A closed partition does not change, so its comparison is kept (``gabo_darkload_results``, valid while
+both sides' ``closed_at`` and the fraction are the ones it was computed for) and a report of the recent
+partitions computes only the new ones, within a time budget: what does not fit is reported ``pending``
+(run the report again).
 """
 
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,8 +44,9 @@ if TYPE_CHECKING:
 logger = log.get("gabo.darkload")
 
 MAX_NAMED = 20  # ids named per side of a mismatch (every one is counted)
-ALERTS = "gabo_darkload_alerts"
+ALERTS, RESULTS = "gabo_darkload_alerts", "gabo_darkload_results"
 RECENT = 10  # partitions reported when none is named
+BUDGET_S = 60.0  # of comparing per report (the API function's timeout is 120 s)
 
 
 @dataclass
@@ -110,7 +117,8 @@ def compare_partition(primary: Sink, shadow: Sink, prefix: str, primary_bits: in
     return total
 
 
-def report(g: Gabo, name: str, now: datetime, partition: str | None = None, limit: int = RECENT) -> dict[str, Any]:
+def report(g: Gabo, name: str, now: datetime, partition: str | None = None, limit: int = RECENT,
+           budget_s: float = BUDGET_S) -> dict[str, Any]:
     """Per closed partition of ``name`` (``partition``, or those of the last ``limit`` periods before now):
     the shadow's ids and counts against the sampled subset of the primary's; a mismatch alerts the owner
     once per partition.
@@ -134,26 +142,40 @@ def report(g: Gabo, name: str, now: datetime, partition: str | None = None, limi
             t = cadence.prev(t)
             starts.append(t)
     sides = {s: g.state_of(s).closed(name, starts) for s in core.STREAMS}
+    kept = g.services.store.get_many(RESULTS, [result_id(name, cadence.format(t)) for t in starts])
+    deadline = time.monotonic() + budget_s
     rows = []
     for start in starts:
         docs = {s: sides[s].get(start) for s in core.STREAMS}
         if not partition and not any(docs.values()):
             continue  # before the type, or never staged on either side
-        rows.append(_partition_row(g, et, cadence, start, docs, now))
+        rows.append(_partition_row(g, et, cadence, start, docs, now, kept, deadline))
     mismatched = [r for r in rows if r["state"] == "mismatch"]
     return {"event_type": name, "fraction": et.spec.darkload, "partitions": rows,
             "summary": {"compared": sum(r["state"] != "pending" for r in rows), "mismatched": len(mismatched),
                         "pending": sum(r["state"] == "pending" for r in rows)}}
 
 
+def result_id(name: str, param: str) -> str:
+    return f"{name}~{param.replace('/', '_')}"
+
+
 def _partition_row(g: Gabo, et: EventType, cadence: periods.Cadence, start: datetime,
-                   docs: dict[str, dict[str, Any] | None], now: datetime) -> dict[str, Any]:
+                   docs: dict[str, dict[str, Any] | None], now: datetime, kept: dict[str, dict[str, Any]],
+                   deadline: float) -> dict[str, Any]:
     param = cadence.format(start)
     waiting = [s for s, d in docs.items() if (d or {}).get("state") != "closed"]
     if waiting:
         return {"partition": param, "state": "pending",
                 "reason": f"not closed yet: {' and '.join(waiting)}" + (" (the shadow)" if waiting == [core.DARKLOAD]
                                                                         else "")}
+    version = "|".join(str((docs[s] or {}).get("closed_at")) for s in core.STREAMS) + f"|{et.spec.darkload}"
+    known = kept.get(result_id(et.name, param))
+    if known is not None and known.get("version") == version:
+        return {**known["row"], **({"alerted": False} if known["row"]["state"] == "mismatch" else {})}
+    if time.monotonic() >= deadline:
+        return {"partition": param, "state": "pending",
+                "reason": "not compared yet: this report's time budget was spent on other partitions (run it again)"}
     bits = {s: int((d or {}).get("bits") or 0) for s, d in docs.items()}
     cmp = compare_partition(g.sink_of(core.PRIMARY), g.sink_of(core.DARKLOAD),
                             core.final_prefix(et.name, start, cadence), bits[core.PRIMARY], bits[core.DARKLOAD],
@@ -161,6 +183,8 @@ def _partition_row(g: Gabo, et: EventType, cadence: periods.Cadence, start: date
     row: dict[str, Any] = {"partition": param, "state": "match" if cmp.matches else "mismatch", **cmp.to_dict(),
                            "primary_shards": 1 << bits[core.PRIMARY], "shadow_shards": 1 << bits[core.DARKLOAD],
                            "compared_shards": 1 << min(bits.values())}
+    g.services.store.write([Op.set(RESULTS, result_id(et.name, param), {
+        "event_type": et.name, "partition": param, "version": version, "at": now, "row": row})])
     if not cmp.matches:
         row["alerted"] = alert(g, et, param, cmp, now)
     return row
@@ -178,7 +202,7 @@ def summary(et: EventType, param: str, cmp: Comparison) -> str:
 
 def alert(g: Gabo, et: EventType, param: str, cmp: Comparison, now: datetime) -> bool:
     """Alert the type's owner of a mismatch, once per partition. Returns whether this call raised it."""
-    key = f"{et.name}~{param.replace('/', '_')}"
+    key = result_id(et.name, param)
     text = summary(et, param, cmp)
     try:
         g.services.store.write([Op.create(ALERTS, key, {"event_type": et.name, "partition": param, "at": now,

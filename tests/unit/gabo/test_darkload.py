@@ -174,3 +174,30 @@ def test_a_type_without_darkload_has_no_shadow(env: Any) -> None:  # noqa: F811
     with pytest.raises(BadRequest, match="no darkload shadow"):
         g.deliver(WorkOrder(event_type="dl", stream="darkload", budget_s=1))
     assert g.close(clock.now(), "dl")[0].darkload is None
+
+
+def test_a_closed_partitions_comparison_is_kept_and_a_spent_budget_leaves_the_rest_pending(
+        env: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    svc, g, broker, _, clock = env
+    _apply(svc, darkload=0.5)
+    g.ingest(body([_ev(i) for i in range(40)]), T0)
+    _deliver_both(g)
+    clock.set(T0 + timedelta(minutes=1))
+    _deliver_both(g)
+    clock.set(T0 + timedelta(minutes=1, seconds=10))
+    g.close(clock.now(), "dl")
+    assert darkload.report(g, "dl", clock.now(), budget_s=0)["partitions"][0]["reason"].startswith(
+        "not compared yet")
+    first = darkload.report(g, "dl", clock.now())["partitions"]
+    assert [(p["state"], p["sampled_events"], p["primary_events"]) for p in first] == [
+        ("match", first[0]["shadow_events"], 40)] and 0 < first[0]["sampled_events"] < 40
+
+    def no_reading(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a kept comparison is read again")
+
+    monkeypatch.setattr(darkload, "compare_partition", no_reading)
+    assert darkload.report(g, "dl", clock.now(), budget_s=0)["partitions"] == first
+    # another fraction is another comparison
+    _apply(svc, darkload=0.25)
+    with pytest.raises(AssertionError, match="read again"):
+        darkload.report(g, "dl", clock.now())
