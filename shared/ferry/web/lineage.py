@@ -41,7 +41,7 @@ class Graph:
 
 def neighbourhood(services: Services, roots: list[str], now: datetime, depth: int = 2) -> Graph:
     """The graph within ``depth`` hops (an endpoint -> workflow -> endpoint chain is two) of the
-    ``roots`` endpoints, at most ``MAX_NODES`` nodes (a level that would start past it is not expanded).
+    ``roots`` endpoints; no more names are expanded once ``MAX_NODES`` nodes are drawn (``truncated``).
 
     Read a level at a time: the level's summaries in one batched get, then its producers, consumers and
     downstream endpoints by ``in`` / ``array_contains_any`` queries of ``MAX_IN`` names each (at most
@@ -75,6 +75,9 @@ def neighbourhood(services: Services, roots: list[str], now: datetime, depth: in
                 g.edges.add((g.add("endpoint", up), me))
                 nxt.append(up)
         for chunk in _chunks(level):
+            if len(g.nodes) >= MAX_NODES:  # the rest of the level stays as drawn leaves
+                g.truncated = True
+                break
             nxt += _expand(store, g, chunk, summaries)
         frontier = nxt
     _colour(services, g, summaries, now)

@@ -157,3 +157,23 @@ def test_lineage_reads_a_level_at_a_time(world, monkeypatch) -> None:
     # 3 levels with nodes (hub; out-*; d-*), each one batched get and 3 queries; the 4th level is empty
     assert not [c for c in graph_calls if c.startswith("get ")], graph_calls
     assert len([c for c in graph_calls if c.startswith(("get_many", "query")) and "manifests" not in c]) <= 12, graph_calls
+
+
+def test_lineage_stops_expanding_at_its_node_budget(world, monkeypatch) -> None:
+    """hub -> wf-i -> out-i -> d-i for 20 i, with a budget of 45 nodes and 5 names per query: the second
+    level is expanded one query batch at a time, and no further once the graph has 45 nodes."""
+    from ferry.web import lineage
+
+    svc, _, clock = world
+    many = [doc("Endpoint", "hub", partitioning="daily")]
+    for i in range(20):
+        many += [doc("Endpoint", f"out-{i:02d}", partitioning="daily"),
+                 doc("Endpoint", f"d-{i:02d}", partitioning="daily", upstream=[f"out-{i:02d}"]),
+                 doc("Workflow", f"wf-{i:02d}", schedule="daily", image="img", depends_on=["hub"],
+                     produces=f"out-{i:02d}")]
+    svc.apply.apply([KINDS[d["kind"]].model_validate(d) for d in many], clock.now())  # type: ignore[arg-type]
+    monkeypatch.setattr(lineage, "MAX_NODES", 45)
+    monkeypatch.setattr(lineage, "MAX_IN", 5)
+    g = lineage.neighbourhood(svc, ["hub"], clock.now(), depth=4)
+    assert g.truncated
+    assert len(g.nodes) == 46 and len([n for n in g.nodes if n.startswith("endpoint:d-")]) == 5
