@@ -226,6 +226,8 @@ def gabo_events_to_closed_partition(demo: Demo) -> None:
     demo.env["FERRY_NOW"] = later.isoformat()
     try:
         demo.ferry("deliver", "demo-click")
+        # darkload: 0.1 — the sampled events' shadow stream, delivered and closed apart into darkload/
+        demo.ferry("deliver", "demo-click", "--darkload")
         demo.env["FERRY_NOW"] = (later + timedelta(seconds=20)).isoformat()
         # --inline: merged in the API process (a handful of events); the scheduler's close orders the
         # close-shard function instead.
@@ -242,6 +244,8 @@ def gabo_events_to_closed_partition(demo: Demo) -> None:
         print(marker.read_text())
     print("quarantined (rejected by ingest, kept on gabo-demo-click-quarantine with their reason): see above")
     demo.ferry("get", "endpoints", "events.demo-click")
+    # the shadow's closed partition against the sampled events of the primary's, id by id
+    demo.ferry("darkload", "report", "demo-click", "--partition", mine[0]["partition"])
 
     # The landing starts the dependent workflow: its instance for the same minute (a minutely cron's
     # parameter is the PT1M partition's name) passes its gate and runs on the next Styx ticks.
