@@ -142,6 +142,10 @@ def test_status_shows_a_periods_missing_accepted_events_on_its_event_types_row(s
     assert [(m["partition"], m["missing"], m["accepted"]) for m in shown["missing_events"]] == [
         ("2026-11-26T12:00", 6, 20)]
     assert row("team-z") is None
+    from ferry.web.app import respond  # and the endpoint's web page lists it among its open alerts
+
+    status, _, html = respond(svc, "GET", "/endpoints/events.play", {}, {})
+    assert status == 200 and "6 accepted events of play 2026-11-26T12:00 are missing" in html
     ledger.delivered("play", {start: ("obj2", b"".join(digest(f"e{i}") for i in range(14, 20)))})
     assert gate(et, start, end, end + timedelta(minutes=12)) is None  # complete: the alert resolves
     assert row()["missing_events"] == []  # type: ignore[index]
