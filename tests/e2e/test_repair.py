@@ -59,20 +59,8 @@ spec:
     for w in (wf1, wf2):
         _json(stack, "backfill", "create", w, days[0], end, "--concurrency", "3")
 
-    http = httpx.Client(base_url=stack.api_url, timeout=60)
-    clock = [datetime.now(UTC)]
-
-    def tick() -> None:
-        clock[0] += timedelta(minutes=2)  # past the gate's re-check delay
-        http.post("/v1/tick", json={"budget_seconds": 20},
-                  headers={**stack.operator_headers, "X-Ferry-Now": clock[0].isoformat()}).raise_for_status()
-
-    def until(pred: Any, what: str, deadline: float = 90.0) -> None:
-        stop = time.monotonic() + deadline
-        while not pred():
-            assert time.monotonic() < stop, what
-            tick()
-            time.sleep(0.3)
+    ticks = Ticker(stack)
+    tick, until = ticks.tick, ticks.until
 
     def landed(endpoint: str) -> dict[str, dict[str, Any]]:
         return {p["partition"]: p for p in _json(stack, "get", "partitions", endpoint)["items"]}
@@ -94,12 +82,91 @@ spec:
     after = {e: landed(e)[day]["landed_at"] for e in (b, c)}
     assert after[b] > before[b] and after[c] > before[c] and after[c] > after[b]
 
-    def run_of(w: str) -> tuple[datetime, datetime]:
-        tl = _json(stack, "timeline", w, day)
-        statuses = [s for x in tl["triggers"][-1]["executions"] for s in x["statuses"]]
-        at = {s["event"]: datetime.fromisoformat(s["at"]) for s in statuses}
-        assert tl["triggers"][-1]["trigger_type"] == "backfill" and "terminate" in at
-        return at["submit"], at["terminate"]
-
-    (_, wf1_end), (wf2_start, _) = run_of(wf1), run_of(wf2)
+    (_, wf1_end), (wf2_start, _) = run_of(stack, wf1, day), run_of(stack, wf2, day)
     assert wf2_start >= wf1_end  # wf2 started only after wf1 had re-landed b
+
+
+class Ticker:
+    """``POST /v1/tick`` as the scheduler would, each two virtual minutes later (past the upstream gate's
+    re-check delay and the retry backoffs)."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.stack, self.clock = stack, datetime.now(UTC)
+        self.http = httpx.Client(base_url=stack.api_url, timeout=60)
+
+    def tick(self) -> None:
+        self.clock += timedelta(minutes=2)
+        self.http.post("/v1/tick", json={"budget_seconds": 20}, headers={
+            **self.stack.operator_headers, "X-Ferry-Now": self.clock.isoformat()}).raise_for_status()
+
+    def until(self, pred: Any, what: str, deadline: float = 90.0) -> None:
+        stop = time.monotonic() + deadline
+        while not pred():
+            assert time.monotonic() < stop, what
+            self.tick()
+            time.sleep(0.3)
+
+
+def run_of(stack: LocalStack, workflow: str, parameter: str) -> tuple[datetime, datetime]:
+    """When the instance's latest trigger's execution was submitted and when it terminated."""
+    tl = _json(stack, "timeline", workflow, parameter)
+    statuses = [s for x in tl["triggers"][-1]["executions"] for s in x["statuses"]]
+    at = {s["event"]: datetime.fromisoformat(s["at"]) for s in statuses}
+    assert tl["triggers"][-1]["trigger_type"] == "backfill" and "terminate" in at
+    return at["submit"], at["terminate"]
+
+
+def test_backfill_retry_keeps_the_backfills_concurrency(stack: LocalStack, tmp_path: Path) -> None:
+    """A backfill of concurrency 1 whose 3 instances failed (exit 50); the job fixed (re-applied);
+    ``ferry backfill retry`` re-runs the 3 one at a time: never more than 1 active, runs that do not overlap."""
+    team, name = f"team-{uuid.uuid4().hex[:6]}", f"flaky-{uuid.uuid4().hex[:6]}"
+    today = datetime.now(UTC).date()
+    days = [(today - timedelta(days=n)).isoformat() for n in (4, 3, 2)]
+    path = tmp_path / "flaky.yaml"
+
+    def apply(exit_code: int) -> None:
+        path.write_text(textwrap.dedent(f"""\
+            apiVersion: ferry/v1
+            kind: Team
+            metadata: {{name: {team}}}
+            spec: {{members: [alice]}}
+            ---
+            apiVersion: ferry/v1
+            kind: Workflow
+            metadata: {{name: {name}, owner: {team}}}
+            spec:
+              schedule: daily
+              image: local/job:1
+              command: [python, {JOB}]
+              args: ["{{}}", "--sleep", "0.5", "--exit", "{exit_code}"]
+              retry: {{max_tries: 1}}
+            """))
+        stack.cli("apply", "-f", str(path), user="alice", check=True)
+
+    apply(50)
+    bf = _json(stack, "backfill", "create", name, days[0], (today - timedelta(days=1)).isoformat(),
+               "--concurrency", "1")
+    ticks = Ticker(stack)
+
+    def show() -> Any:
+        return _json(stack, "backfill", "show", bf["id"])
+
+    ticks.until(lambda: show()["state"] == "done", "the backfill did not fail through")
+    assert show()["counts"] == {"ERROR": 3}
+
+    apply(0)
+    retried = _json(stack, "backfill", "retry", bf["id"])
+    assert retried["retried"] == days and retried["counts"] == {"QUEUED": 1, "PENDING": 2}
+    peak = 0
+
+    def finished() -> bool:
+        nonlocal peak
+        states = [i["state"] for i in _json(stack, "instances", name)["items"]]
+        peak = max(peak, sum(s not in ("DONE", "ERROR") for s in states))
+        return states.count("DONE") == 3
+
+    ticks.until(finished, "the retried instances did not finish", deadline=180)
+    assert peak == 1
+    runs = sorted(run_of(stack, name, d) for d in days)
+    assert all(nxt[0] >= prev[1] for prev, nxt in zip(runs, runs[1:], strict=False)), runs  # one at a time
+    assert show()["state"] == "done"
