@@ -231,8 +231,11 @@ def test_find_returns_the_execution_started_with_an_execution_id(platform: Platf
 
 def test_find_of_an_execution_never_started_is_none(platform: Platform) -> None:
     assert platform.launcher.find("Never_Launched", "contract-7") is None  # no job at all
-    platform.launcher.launch(platform.spec("contract-7a"))
-    assert platform.launcher.find("Contract_Job", "contract-7") is None
+    other = platform.launcher.launch(platform.spec("contract-7a"))
+    try:
+        assert platform.launcher.find("Contract_Job", "contract-7") is None
+    finally:
+        platform.launcher.cancel(other.handle)  # its job would wait for its go file forever
 
 
 def test_the_execution_knows_its_execution_id(platform: Platform) -> None:
