@@ -285,8 +285,9 @@ class Closer:
             try:
                 finished = self.run_shard(et, o, now) or finished
             except Exception as exc:  # recorded on the shard; the period stays open, other types go on
-                log.event(logger, log.ERROR, f"closing shard s{o.shard} of {self.what(et.name)} {cadence.format(start)} "
-                          f"failed: {exc}", labels={"event_type": et.name})
+                log.event(logger, log.ERROR if self.stream == core.PRIMARY else log.WARNING,
+                          f"closing shard s{o.shard} of {self.what(et.name)} {cadence.format(start)} "
+                          f"failed: {exc}", labels={"event_type": et.name, "stream": self.stream})
         if isinstance(finished, ClosedPartition):
             report.closed.append(finished)
             return True
