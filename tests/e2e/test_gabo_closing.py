@@ -160,3 +160,38 @@ def test_sigkilled_shard_worker_mid_merge_still_closes_once(stack: Any) -> None:
     assert json.loads(late_retry.communicate(timeout=120)[0])["completed"] is None
     assert landings(stack, name, start) == 1
     print(f"\nkilled after {written_before} part(s) of shard 0; peak RSS of the retry {report['peak_rss_mb']} MB")
+
+
+def test_one_close_run_interleaves_types_so_a_small_period_closes_before_a_big_ones_shards(stack: Any) -> None:
+    """Both periods fan out (the small one has more staging objects than a close merges inline) and are
+    decided by one scheduled close; the big type's name sorts first, so published type by type its 16
+    shard orders would queue ahead of the small type's one. Interleaved, the close-shard function gets
+    the small order among the first and its ``_SUCCESS`` is written before the big one's. (The bench
+    times the same with a 3,000,000-event period: tests/bench/test_gabo_pair_bench.py.)"""
+    from ferry.gabo.closing import INLINE_MAX_OBJECTS
+
+    start = t0().replace(second=0)
+    sink = Path(stack.home) / "sink"
+    tag = uuid.uuid4().hex[:6]
+    big, small = f"big-{tag}", f"small-{tag}"
+    for name in (big, small):
+        apply_type(stack, name)
+    write_period(LocalSink(sink), big, start, 200_000, 4)
+    assert write_period(LocalSink(sink), small, start, 100, 0, batch=15).objects > INLINE_MAX_OBJECTS
+    clock = VirtualClock(start + timedelta(seconds=75))
+    for name in (big, small):
+        cli(stack, "deliver", name, "--budget", "5", now=clock.iso())  # the drains after the period's end
+    time.sleep(5.5)
+    markers = {t: sink / core.final_prefix(t, start, PT1M) / core.SUCCESS for t in (big, small)}
+    began = time.time()
+    cli(stack, "close", now=clock.iso(plus_s=10))
+    end = time.monotonic() + 240
+    while not all(m.exists() for m in markers.values()):
+        assert time.monotonic() < end, {t: m.exists() for t, m in markers.items()}
+        time.sleep(0.2)
+    done = {t: m.stat().st_mtime - began for t, m in markers.items()}
+    assert done[small] < done[big], done
+    assert json.loads(markers[small].read_text())["events"] == 99
+    assert json.loads(markers[big].read_text())["shards"] == 16
+    assert landings(stack, big, start) == landings(stack, small, start) == 1
+    print(f"\nsmall closed {done[small]:.1f} s, big (200,000 events, 16 shards) {done[big]:.1f} s after the close run began")

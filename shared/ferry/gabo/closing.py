@@ -174,6 +174,9 @@ class Closer:
         self.gate = gate
         self.completion_gate = completion_gate
         self.max_part_bytes = max_part_bytes
+        # A list: orders are held (type, period, round, now, orders) until ``publish_held`` sends every
+        # type's orders interleaved. None: each period's orders are published as it is decided.
+        self.held: list[tuple[str, datetime, int, datetime, list[CloseOrder]]] | None = None
 
     def what(self, name: str) -> str:
         """What this closer closes, for logs and reasons: ``events.<type>``, or its darkload shadow."""
@@ -273,13 +276,16 @@ class Closer:
                labels: tuple[str, ...] | list[str], now: datetime, report: CloseReport, inline: bool = False) -> bool:
         orders = [CloseOrder(event_type=et.name, period=core.partition_key(start), shard=b, bits=bits, round=rnd,
                              stream=self.stream, now=core.iso(now)) for b in labels]
-        if self.publish is not None and not inline:
-            self.publish(orders)
-        self.state.update_claim(et.name, start, {"ordered_at": now, "round": rnd})
         report.ordered.append({"partition": cadence.format(start), "shards": 1 << bits, "ordered": len(orders),
                                "round": rnd})
         if self.publish is not None and not inline:
+            if self.held is not None:  # marked ordered once published (publish_held)
+                self.held.append((et.name, start, rnd, now, orders))
+            else:
+                self.publish(orders)
+                self.state.update_claim(et.name, start, {"ordered_at": now, "round": rnd})
             return False
+        self.state.update_claim(et.name, start, {"ordered_at": now, "round": rnd})
         finished = None
         for o in orders:
             try:
@@ -292,6 +298,22 @@ class Closer:
             report.closed.append(finished)
             return True
         return False
+
+    def publish_held(self, rotate: int = 0) -> int:
+        """Publish the held orders of every type decided, interleaved across types (``core.interleave``:
+        one order of each type before a second of any, who goes first rotating with ``rotate``), so a huge
+        period's shards never queue ahead of a small type's one; then mark each period ordered. A crash
+        before the publish leaves claims without ``ordered_at``: the next close orders them again."""
+        held, self.held = self.held or [], []
+        by_type: dict[str, list[CloseOrder]] = {}
+        for name, _, _, _, orders in held:
+            by_type.setdefault(name, []).extend(orders)
+        queue = core.interleave(by_type, start=rotate)
+        if queue and self.publish is not None:
+            self.publish(queue)
+        for name, start, rnd, now, _ in held:
+            self.state.update_claim(name, start, {"ordered_at": now, "round": rnd})
+        return len(queue)
 
     def _follow(self, et: EventType, cadence: periods.Cadence, start: datetime, claim: dict[str, Any],
                 now: datetime, report: CloseReport) -> bool:

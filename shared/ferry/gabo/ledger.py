@@ -49,8 +49,15 @@ PAGE = 50  # documents per read of a period's ledger: at most 40 MB of digests i
 
 def digest(event_id: str) -> bytes:
     """8 bytes per id: ``crc32(id)`` (the bits that name its shard) then 4 bytes of blake2b."""
+    return hashed(event_id)[1]
+
+
+def hashed(event_id: str, crc32: Any = zlib.crc32, blake2b: Any = hashlib.blake2b) -> tuple[int, bytes]:
+    """``(crc32(id), digest(id))``: the shard hash and the ledger digest of one id, computed once (delivery
+    calls it per event; the defaults bind the hash functions for speed)."""
     raw = event_id.encode()
-    return zlib.crc32(raw).to_bytes(4, "big") + hashlib.blake2b(raw, digest_size=4).digest()
+    h = crc32(raw)
+    return h, h.to_bytes(4, "big") + blake2b(raw, digest_size=4).digest()
 
 
 def digests(event_ids: Iterable[str]) -> set[bytes]:

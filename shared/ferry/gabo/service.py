@@ -159,12 +159,21 @@ class Gabo:
         if inline:
             for c in closers.values():
                 c.publish = None
+        else:
+            for c in closers.values():
+                c.held = []  # every type decided first, then their orders published interleaved
         reports = []
         for et, rec in self.event_types(name):
             rep = self._close_stream(closers[core.PRIMARY], et, rec, now)
             if et.spec.darkload > 0:  # after the primary, apart from it: its trouble is its own
                 rep.darkload = self._close_stream(closers[core.DARKLOAD], et, rec, now).to_dict()
             reports.append(rep)
+        if not inline:
+            for c in closers.values():
+                try:
+                    c.publish_held(rotate=int(now.timestamp() // 60))
+                except InfraError as exc:  # the claims stay unordered: the next close orders them again
+                    log.event(logger, log.ERROR, f"publishing close orders failed: {exc}", labels={"stream": c.stream})
         return reports
 
     def _close_stream(self, closer: Closer, et: EventType, rec: ManifestRecord, now: datetime) -> CloseReport:

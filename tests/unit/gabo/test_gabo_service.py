@@ -179,6 +179,39 @@ def test_deliver_close_land_with_duplicates_poison_and_late(env: Any, tmp_path: 
     assert len(late) == 1 and late[0].events == 1 and late[0].partition > "2026-11-26T14:05"
 
 
+def test_sharded_delivery_puts_every_id_in_its_shard_in_fewer_larger_objects(env: Any) -> None:
+    """Shard = top bits of crc32(id), every copy of an id in one shard; a sharded batch holds
+    min(shards, SHARDED_BATCH_FACTOR) times max_messages (fewer flushes, one object per shard each); the
+    ledger's delivered digests are the ids'; closing keeps every id once."""
+    from ferry.gabo import core, ledger
+    from ferry.gabo.delivery import SHARDED_BATCH_FACTOR
+
+    svc, g, broker, lands, clock = env
+    n, bits = 400, 2
+    g.ingest(body([ev(i) for i in range(n)] + [ev(5), ev(77)]), T0)  # two retried ids
+    assert WorkOrder(event_type="play", shard_bits=bits, max_messages=50).limits().max_messages == 50 * 4
+    assert WorkOrder(event_type="play", shard_bits=9, max_messages=50).limits().max_messages == 50 * SHARDED_BATCH_FACTOR
+    rep = g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5, max_messages=50, shard_bits=bits))
+    assert rep.written == n + 2
+    objects = g.sink.list("staging/play/")
+    seen: list[str] = []
+    for k in objects:
+        shard = k.split("/")[3]
+        ids = [json.loads(x)["id"] for x in core.gunzip_lines(g.sink.read(k))]
+        assert ids and all("s" + core.shard_of(i, bits) == shard for i in ids), (k, ids)
+        seen += ids
+    assert sorted(seen) == sorted([f"e{i}" for i in range(n)] + ["e5", "e77"])
+    # 402 messages in batches of 200: 3 flushes of at most 4 objects (not 9 flushes of 50)
+    assert len(objects) <= 3 * 4 and {k.split("/")[3] for k in objects} == {"s00", "s01", "s10", "s11"}
+    start = datetime(2026, 11, 26, 14, 5, tzinfo=UTC)
+    assert ledger.Ledger(svc.store).delivered_digests("play", start) == ledger.digests(f"e{i}" for i in range(n))
+    clock.set(T0 + timedelta(minutes=2))
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    clock.set(T0 + timedelta(minutes=2, seconds=10))
+    [c] = [c for c in g.close(clock.now())[0].closed if c.partition == "2026-11-26T14:05"]
+    assert (c.events, c.duplicates, c.shards) == (n, 2, 4)
+
+
 def test_crash_after_marker_before_cleanup_is_finished_by_rerun(env: Any) -> None:
     svc, g, broker, lands, clock = env
     g.ingest(body([ev(i) for i in range(10)]), T0)
@@ -413,3 +446,31 @@ def test_close_gates_keep_a_period_open_with_their_reason_then_let_it_close(env:
     [c] = [c for c in rep.closed if c.partition == "2026-11-26T14:05"]
     assert (c.events, c.duplicates) == (30, 1)
     assert [a[1] for a, _ in lands.calls].count("2026-11-26T14:05") == 1
+
+
+def test_close_orders_of_all_types_are_published_interleaved_then_marked_ordered(env: Any) -> None:
+    """One close run decides every type first, then publishes their orders round-robin: a big period's
+    eight shards never queue ahead of a small type's one (whose period fans out: more than
+    INLINE_MAX_OBJECTS staging objects)."""
+    from fakes.staging import write_period
+    from ferry.gabo.closing import INLINE_MAX_OBJECTS
+
+    svc, g, broker, lands, clock = env
+    small = EventType.model_validate({"metadata": {"name": "tiny", "owner": "team-a"},
+                                      "spec": {"partitioning": "PT1M", "close_after": "PT10S"}})
+    svc.apply.apply([small], T0)
+    start = datetime(2026, 11, 26, 14, 5, tzinfo=UTC)
+    write_period(g.sink, "play", start, 800, 3, batch=100)
+    assert write_period(g.sink, "tiny", start, 60, 0, batch=10).objects > INLINE_MAX_OBJECTS
+    clock.set(T0 + timedelta(minutes=2))
+    for name in ("play", "tiny"):
+        g.deliver(WorkOrder(event_type=name, until_drained=True, budget_s=5))
+    clock.set(T0 + timedelta(minutes=2, seconds=10))
+    seen = len(broker.topics[CLOSE_ORDERS_TOPIC])
+    Gabo.close(g, clock.now())  # decide and publish only
+    queue = [decode_close_order(m.data) for m in broker.topics[CLOSE_ORDERS_TOPIC][seen:]]
+    assert len(queue) == 8 + 1 and "tiny" in {o.event_type for o in queue[:2]}
+    assert all(g.state.claims(n, [start])[start]["ordered_at"] for n in ("play", "tiny"))
+    for o in queue:
+        g.close_shard(o, clock.now())
+    assert sorted(a[0] for a, _ in lands.calls if a[1] == "2026-11-26T14:05") == ["events.play", "events.tiny"]
