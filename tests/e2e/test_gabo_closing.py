@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -170,12 +170,12 @@ def test_one_close_run_interleaves_types_so_a_small_period_closes_before_a_big_o
     times the same with a 3,000,000-event period: tests/bench/test_gabo_pair_bench.py.)"""
     from ferry.gabo.closing import INLINE_MAX_OBJECTS
 
-    start = t0().replace(second=0)
     sink = Path(stack.home) / "sink"
     tag = uuid.uuid4().hex[:6]
     big, small = f"big-{tag}", f"small-{tag}"
     for name in (big, small):
         apply_type(stack, name)
+    start = datetime.now(UTC).replace(second=0, microsecond=0)  # no empty periods between creation and it
     write_period(LocalSink(sink), big, start, 200_000, 4)
     assert write_period(LocalSink(sink), small, start, 100, 0, batch=15).objects > INLINE_MAX_OBJECTS
     clock = VirtualClock(start + timedelta(seconds=75))

@@ -46,12 +46,18 @@ def run(request: Request, event_type: str, rate: float, duration: float, payload
     started = time.monotonic()
     sent = accepted = rejected = 0
     peak_backlog, workers, last_scale, last_poll = 0, [], -1e9, 0.0
+    model: list[int | None] = []  # the capacity model's workers for the rate of the last minute, at each decision
+    # Work orders end before the next decision (as the scheduler's 50 s orders every minute do): the
+    # scaler's worker count is then the number of workers running, not one generation among several.
+    budget = min(50.0, max(1.0, scale_every - 1.0))
 
     def scale() -> None:
         nonlocal last_scale
-        decisions = request("POST", "/v1/scale", {"event_type": event_type})["decisions"]
+        decisions = request("POST", "/v1/scale", {"event_type": event_type, "budget_s": budget})["decisions"]
         workers.append(int(decisions[0]["workers"]))
         last_scale = time.monotonic()
+        [cap] = request("GET", "/v1/capacity", params={"event_type": event_type})["capacity"]
+        model.append(cap["workers_now"])
 
     def progress() -> dict[str, Any]:
         return dict(request("GET", "/v1/gabo/progress", params={"event_type": event_type, "since": core.iso(since)}))
@@ -106,6 +112,7 @@ def run(request: Request, event_type: str, rate: float, duration: float, payload
             "sent": sent, "accepted": accepted, "rejected": rejected,
             "achieved_rate": round(accepted / sent_s, 1) if sent_s else 0.0, "peak_backlog": peak_backlog,
             "workers_chosen": workers, "max_workers_chosen": max(workers, default=0),
+            "model_workers": model, "scale_every_s": scale_every, "order_budget_s": budget,
             "drain_s": round(drained_at - started - sent_s, 1) if drained_at else None,
             "closed": closed, "closed_events": sum(int(x["events"] or 0) for x in closed),
             "open": [x for x in partitions if x["state"] != "closed"]}

@@ -1,13 +1,15 @@
 """Run one delivery work order in this process: ``python -m ferry.gabo.worker TYPE [--budget S] [--now ISO]``.
 
 What the ``deliver`` function does for a work order, as a plain process (local stack, tests, benchmarks).
-Prints the delivery report as JSON, with this process's peak resident memory (``peak_rss_mb``).
+Prints the delivery report as JSON, with this process's peak resident memory (``peak_rss_mb``) and the CPU
+time the work order took in it (``cpu_s``, every thread: what the worker costs whatever the broker's speed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 
 from ferry.bootstrap import process_services
 from ferry.clock import parse_instant
@@ -32,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     now = parse_instant(a.now, "--now") if a.now else None
     g = gabo(process_services())
     g.warm()
+    cpu = time.process_time()
     report = g.deliver(order, now)
-    print(json.dumps({**report.to_dict(), "peak_rss_mb": peak_rss_mb()}))
+    print(json.dumps({**report.to_dict(), "peak_rss_mb": peak_rss_mb(), "cpu_s": round(time.process_time() - cpu, 3)}))
     return 0
 
 

@@ -184,13 +184,15 @@ def test_sharded_delivery_puts_every_id_in_its_shard_in_fewer_larger_objects(env
     min(shards, SHARDED_BATCH_FACTOR) times max_messages (fewer flushes, one object per shard each); the
     ledger's delivered digests are the ids'; closing keeps every id once."""
     from ferry.gabo import core, ledger
-    from ferry.gabo.delivery import SHARDED_BATCH_FACTOR
+    from ferry.gabo.delivery import EXTEND_EVERY_S, SHARDED_BATCH_FACTOR
 
     svc, g, broker, lands, clock = env
     n, bits = 400, 2
     g.ingest(body([ev(i) for i in range(n)] + [ev(5), ev(77)]), T0)  # two retried ids
     assert WorkOrder(event_type="play", shard_bits=bits, max_messages=50).limits().max_messages == 50 * 4
     assert WorkOrder(event_type="play", shard_bits=9, max_messages=50).limits().max_messages == 50 * SHARDED_BATCH_FACTOR
+    assert WorkOrder(event_type="play", shard_bits=bits).limits().max_age_s < EXTEND_EVERY_S  # no lease extension
+    assert WorkOrder(event_type="play", max_messages=50).limits() == core.BatchLimits(50, 64 * 1024 * 1024, 10.0)
     rep = g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5, max_messages=50, shard_bits=bits))
     assert rep.written == n + 2
     objects = g.sink.list("staging/play/")
