@@ -265,7 +265,9 @@ def test_scaler_raises_workers_with_backlog_and_lowers_when_drained(stack: Any) 
     def send(first: int, n: int) -> None:
         lines = [json.dumps({"type": name, "id": f"s{i}", "payload": {"track_id": "t", "ms_played": i}})
                  for i in range(first, first + n)]
-        assert cli(stack, "send", name, "-", input="\n".join(lines))["accepted"] == n
+        # stamped 30 s ago: events that have waited (a full pull of fresh events only keeps pace)
+        waited = core.iso(datetime.now(UTC) - timedelta(seconds=30))
+        assert cli(stack, "send", name, "-", input="\n".join(lines), now=waited)["accepted"] == n
 
     def short_run() -> dict[str, Any]:
         r = cli(stack, "deliver", name, "--budget", "0.1", "--full-budget", "--max-messages", "50")

@@ -131,6 +131,7 @@ class _Batch:
         self.size = 0
         self.started = 0.0
         self.oldest: datetime | None = None
+        self.pull_oldest: datetime | None = None  # the oldest receive time of the last pull taken in
 
     def __len__(self) -> int:
         return len(self.ack_ids)
@@ -141,6 +142,7 @@ class _Batch:
             self.started = time.monotonic()
         name, max_bytes = self.event_type.name, self.event_type.spec.max_event_bytes
         oldest = self.oldest
+        pull_oldest: datetime | None = None
         lines: dict[tuple[datetime, str], list[bytes]] = {}  # this pull's lines per group: one compressor call each
         starts: dict[datetime, datetime] = {}  # ingest stamps a whole request with one received_at
         verdict, ack_ids, groups, size = core.verdict, self.ack_ids, self.groups, 0
@@ -173,13 +175,15 @@ class _Batch:
                     group = groups[gk] = ([], core.GzipLines())
                 group[0].append(m.message_id)
                 lines.setdefault(gk, []).append(m.data)
-            if oldest is None or received < oldest:
-                oldest = received
+            if pull_oldest is None or received < pull_oldest:
+                pull_oldest = received
+                if oldest is None or received < oldest:
+                    oldest = received
         self.size += size
         for gk, group_lines in lines.items():
             groups[gk][1].add_many(group_lines)
         lowered = oldest is not None and oldest != self.oldest
-        self.oldest = oldest
+        self.oldest, self.pull_oldest = oldest, pull_oldest
         return lowered
 
 
@@ -209,7 +213,7 @@ class DeliveryWorker:
         deadline = started + order.budget_s
         batch = _Batch(event_type, cadence, order.shard_bits or 0)
         last_extend = started
-        last_pull_full = False
+        last_pull_behind = False
         answered = False
         doc: dict[str, Any] = {"event_type": event_type.name, "run_id": run_id, "worker": order.worker,
                                "started_at": self.clock.now(), "finished_at": None, "drained_at": None,
@@ -258,7 +262,7 @@ class DeliveryWorker:
                 answered = answered or not isinstance(got, Unanswered)
                 if not got:
                     flush()
-                    last_pull_full = False
+                    last_pull_behind = False
                     if isinstance(got, Unanswered):
                         continue  # no answer in time (a loaded service): no evidence the subscription is empty
                     # Every message available before pull_at was returned to us (none) or is held by a
@@ -269,8 +273,10 @@ class DeliveryWorker:
                         break
                     continue
                 report.pulled += len(got)
-                last_pull_full = core.pull_full(len(got), want)
-                if batch.add(got):
+                lowered = batch.add(got)
+                lag = (pull_at - batch.pull_oldest).total_seconds() if batch.pull_oldest else None
+                last_pull_behind = core.pull_behind(len(got), want, lag)
+                if lowered:
                     # The closer may not pass the oldest event a live worker holds (a redelivered old
                     # event can arrive in any pull of a batch, not only its first).
                     save(holding_oldest=batch.oldest,
@@ -283,7 +289,7 @@ class DeliveryWorker:
                     last_extend = time.monotonic()
                     save(lease_until=self.clock.now() + timedelta(seconds=ACK_DEADLINE_S))
             flush()
-            report.saturated = last_pull_full and not report.drained
+            report.saturated = last_pull_behind and not report.drained
         finally:
             report.seconds = round(time.monotonic() - started, 3)
             log.unbind(with_labels)

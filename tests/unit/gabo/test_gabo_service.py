@@ -259,6 +259,7 @@ def test_scale_publishes_work_orders_and_records_decisions(env: Any) -> None:
     g.ingest(body([ev(i) for i in range(2000)]), T0)
     d0 = g.scale(clock.now())[0]
     assert d0["workers"] == 1
+    clock.set(T0 + timedelta(seconds=5))  # the events have waited 5 s: the worker is behind them
     g.deliver(WorkOrder(event_type="play", budget_s=0.05, max_messages=10))
     clock.set(T0 + timedelta(seconds=10))
     # the worker's last pulls were full when its budget ended: backlog remains → more workers
@@ -299,6 +300,7 @@ def test_a_spent_budget_still_gets_an_answered_pull_and_unanswered_pulls_are_no_
     g2 = Gabo(bootstrap(svc.settings, store=svc.store, clock=clock, broker=slow, publisher=svc.publisher,
                         sink=g.sink, datamon=Lands()))
     g.ingest(body([ev(i) for i in range(500)]), T0)
+    clock.set(T0 + timedelta(seconds=30))  # the events wait: the worker is behind them
     r = g2.deliver(WorkOrder(event_type="play", budget_s=1e-9, max_messages=10))
     # the budget was spent before the first pull: two unanswered pulls, then one answered and full
     assert (r.pulls, r.pulled, r.written, r.saturated, r.drained) == (3, 10, 10, True, False)
@@ -476,3 +478,19 @@ def test_close_orders_of_all_types_are_published_interleaved_then_marked_ordered
     for o in queue:
         g.close_shard(o, clock.now())
     assert sorted(a[0] for a, _ in lands.calls if a[1] == "2026-11-26T14:05") == ["events.play", "events.tiny"]
+
+
+def test_full_pulls_of_fresh_events_are_keeping_pace_not_a_backlog(env: Any) -> None:
+    """A worker at the head of the subscription gets full pulls too (whatever arrived while the previous
+    pull was under way): only full pulls of events older than BEHIND_LAG_S mean a backlog waits."""
+    from ferry.gabo import core
+
+    svc, g, broker, _, clock = env
+    g.ingest(body([ev(i) for i in range(500)]), T0)
+    fresh = g.deliver(WorkOrder(event_type="play", budget_s=1e-9, max_messages=10))
+    assert (fresh.pulled, fresh.saturated) == (10, False)
+    clock.set(T0 + timedelta(seconds=core.BEHIND_LAG_S + 1))
+    behind = g.deliver(WorkOrder(event_type="play", budget_s=1e-9, max_messages=10))
+    assert (behind.pulled, behind.saturated) == (10, True)
+    assert not core.pull_behind(99, 1000, 5.0) and core.pull_behind(100, 1000, 5.0)
+    assert not core.pull_behind(100, 1000, 0.2) and not core.pull_behind(100, 1000, None)
