@@ -226,7 +226,8 @@ def register(main: click.Group) -> None:
 
         def human(d: dict[str, Any]) -> None:
             console.print(f"{d['accepted']} accepted of {d['sent']} sent at {d['achieved_rate']}/s; peak backlog "
-                          f"{d['peak_backlog']}; workers chosen {d['workers_chosen']}; drained "
+                          f"{d['peak_backlog']}; workers chosen {' '.join(map(str, d['workers_chosen']))} (the "
+                          f"capacity model's: {' '.join('-' if m is None else str(m) for m in d['model_workers'])}); drained "
                           f"{d['drain_s']}s after the last request")
             table(d["closed"], ["partition", "events", "duplicates_dropped", "late_events", "shards"], title="closed")
             if d["open"]:

@@ -206,7 +206,9 @@ def test_sharded_delivery_puts_every_id_in_its_shard_in_fewer_larger_objects(env
     # 402 messages in batches of 200: 3 flushes of at most 4 objects (not 9 flushes of 50)
     assert len(objects) <= 3 * 4 and {k.split("/")[3] for k in objects} == {"s00", "s01", "s10", "s11"}
     start = datetime(2026, 11, 26, 14, 5, tzinfo=UTC)
-    assert ledger.Ledger(svc.store).delivered_digests("play", start) == ledger.digests(f"e{i}" for i in range(n))
+    delivered = ledger.Ledger(svc.store).delivered_digests("play", start)
+    assert set().union(*(delivered.take(g) for g in range(delivered.GROUPS))) == ledger.digests(
+        f"e{i}" for i in range(n))
     clock.set(T0 + timedelta(minutes=2))
     g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
     clock.set(T0 + timedelta(minutes=2, seconds=10))
