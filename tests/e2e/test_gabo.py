@@ -260,7 +260,9 @@ def test_scaler_raises_workers_with_backlog_and_lowers_when_drained(stack: Any) 
     subscription is empty rather than for a fixed time.
     """
     name = f"scale-{uuid.uuid4().hex[:6]}"
-    apply_type(stack, name, min_workers=1, max_workers=4)
+    # one staging shard: the scaler would shard the type from its short runs' speed, and a sharded batch
+    # holds several times --max-messages (the short runs must leave most of the backlog behind)
+    apply_type(stack, name, min_workers=1, max_workers=4, shards=1)
 
     def send(first: int, n: int) -> None:
         lines = [json.dumps({"type": name, "id": f"s{i}", "payload": {"track_id": "t", "ms_played": i}})
