@@ -59,7 +59,7 @@ def test_replay_delivers_the_quarantined_once_into_the_next_closed_partition(sta
     marker = close_until(stack, name, nxt, clock)
     ids, _ = final_ids(stack, name, nxt)
     assert sorted(ids) == sorted(missing)  # exactly those 100, once
-    assert (marker["events"], marker["late_events"]) == (100, 0), marker
+    assert (marker["events"], marker["late_events"], marker["replayed_events"]) == (100, 0, 100), marker
     assert sorted(final_ids(stack, name, p)[0]) == sorted(valid)  # the first partition is untouched
 
     again = cli(stack, "replay", name, "--from", "quarantine", now=clock.iso())

@@ -470,8 +470,10 @@ class Closer:
                 self.sink.delete(stale)
         staging = sorted(k for d in shards for k in d["staging"])
         totals = {k: sum(int(d[k]) for d in shards) for k in ("events", "duplicates", "late", "bytes")}
+        replayed = sum(int(d.get("replayed", 0)) for d in shards)  # shard records of older versions have none
         marker = {"event_type": name, "partition": param, "events": totals["events"],
                   "duplicates_dropped": totals["duplicates"], "late_events": totals["late"],
+                  "replayed_events": replayed,
                   "bytes": totals["bytes"], "parts": len(parts), "shards": len(shards),
                   "per_shard": {f"s{d['shard']}": {"events": d["events"], "duplicates": d["duplicates"],
                                                     "late": d["late"], "parts": len(d["parts"])} for d in shards},

@@ -234,10 +234,22 @@ def envelope(item: Any) -> Envelope | str:
     return Envelope(t, i, item["payload"], tm)
 
 
-def event_line(env: Envelope, received_at: datetime) -> bytes:
-    """The JSON line an event is published as, and delivered and stored as."""
-    doc = {"id": env.id, "type": env.type, "time": env.time, "received_at": iso(received_at), "payload": env.payload}
+def event_line(env: Envelope, received_at: datetime, replayed: bool = False) -> bytes:
+    """The JSON line an event is published as, and delivered and stored as. A replayed event (set aside,
+    then replayed by ``ferry replay``) says so before its payload (``"replayed":true``)."""
+    doc = {"id": env.id, "type": env.type, "time": env.time, "received_at": iso(received_at),
+           **({"replayed": True} if replayed else {}), "payload": env.payload}
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+REPLAYED_MARK, PAYLOAD_KEY = b'"replayed":true,"payload":', b'"payload":'
+
+
+def is_replayed(line: bytes) -> bool:
+    """Whether a stored line is a replayed event: the mark right before the first ``"payload":`` key (the
+    envelope's fields before it are strings, whose quotes are escaped, so a payload cannot fake it)."""
+    at = line.find(PAYLOAD_KEY)
+    return at >= 0 and line.startswith(REPLAYED_MARK, at - len(REPLAYED_MARK) + len(PAYLOAD_KEY))
 
 
 def iso(t: datetime) -> str:

@@ -77,10 +77,10 @@ class IngestService:
         self.overlap = overlap
 
     def ingest(self, items: list[Any], now: datetime, stamp: Callable[[], datetime] | None = None,
-               quarantine: bool = True) -> IngestResult:
+               quarantine: bool = True, replayed: bool = False) -> IngestResult:
         """Validate and publish ``items`` (parsed envelopes); every publish confirmed before returning.
         The invalid ones are quarantined (unless ``quarantine`` is False: a replay leaves them where
-        they were).
+        they were); ``replayed`` marks the accepted lines as replayed (``_SUCCESS`` counts them).
 
         With a ledger, the request is registered in flight (``since`` = ``now``; committed while the events
         are checked) before its events are stamped (``stamp()``, no earlier than ``now``) and published,
@@ -146,7 +146,7 @@ class IngestService:
                 result.quarantined += 1
         for env, t in admitted:
             names = core.Names(env.type)
-            msg = Message(core.event_line(env, now),
+            msg = Message(core.event_line(env, now, replayed),
                           {"event_type": env.type, "event_id": env.id, "received_at": received_at})
             out.setdefault(names.topic, []).append(msg)
             accepted_ids.setdefault(env.type, []).append(env.id)

@@ -74,6 +74,7 @@ class ShardResult:
     events: int = 0
     duplicates: int = 0
     late: int = 0
+    replayed: int = 0
     bytes: int = 0
     parts: list[str] = field(default_factory=list)
     staging: list[str] = field(default_factory=list)
@@ -179,6 +180,7 @@ def merge_shard(sink: Sink, keys: Sequence[str], out_prefix: str, shard: str,
                     parts.add(ln)
                     result.bytes += len(ln) + 1
                     result.late += late
+                    result.replayed += core.is_replayed(ln)
                 n += 1
         keep[oi] = bytearray()
     result.parts = parts.close()

@@ -106,7 +106,7 @@ def _replay_quarantined(gabo: Gabo, pulled: Sequence[Pulled], now: datetime) -> 
     from ferry.gabo.ledger import Ledger
 
     result = IngestService(gabo.services.manifests, gabo.services.publisher,
-                           Ledger(gabo.services.store)).ingest(items, now, quarantine=False)
+                           Ledger(gabo.services.store)).ingest(items, now, quarantine=False, replayed=True)
     rejected = {r["index"]: r["reason"] for r in result.rejected}
     done = [ack for i, ack in enumerate(index_of) if i not in rejected]
     bad.update({index_of[i]: reason for i, reason in rejected.items()})

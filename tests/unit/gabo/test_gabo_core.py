@@ -185,3 +185,12 @@ def test_interleave_alternates_types_and_rotates_its_start() -> None:
     assert core.interleave(orders) == ["b1", "s1", "b2", "b3"]
     assert core.interleave(orders, start=1) == ["s1", "b1", "b2", "b3"]
     assert core.interleave({}) == []
+
+
+def test_a_replayed_line_says_so_and_a_payload_cannot_fake_it() -> None:
+    env = core.Envelope("play", "e1", {"x": {"replayed": True, "payload": 1}, "s": '"replayed":true,"payload":'},
+                        "2026-11-26T14:00:00Z")
+    at = datetime(2026, 11, 26, 14, tzinfo=UTC)
+    assert core.is_replayed(core.event_line(env, at, replayed=True))
+    assert not core.is_replayed(core.event_line(env, at))  # the payload holds the mark's text twice
+    assert json.loads(core.event_line(env, at, replayed=True))["payload"] == env.payload

@@ -64,6 +64,9 @@ def test_replay_quarantined_after_a_schema_fix_once(env: Any, tmp_path: Path) ->
     closed = {c.partition: c for c in g.close(clock.now())[0].closed}
     assert closed["2026-11-26T14:05"].events == 110
     sink = tmp_path / "sink" / "events" / "play"
+    (success,) = sink.rglob("_SUCCESS")
+    marker = json.loads(success.read_text())
+    assert (marker["events"], marker["replayed_events"], marker["late_events"]) == (110, 100, 0)
     ids = _ids(sink)
     assert sorted(ids) == sorted([f"ok{i}" for i in range(10)] + [f"m{i}" for i in range(100)])
 
