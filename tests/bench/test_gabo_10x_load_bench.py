@@ -20,13 +20,10 @@ import json
 import os
 import statistics
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from ferry.dev import stack as stack_mod
 from ferry.dev.harness import LocalStack
 
 pytestmark = [pytest.mark.bench, pytest.mark.emulator, pytest.mark.timeout(3600)]
@@ -38,15 +35,6 @@ MAX_WORKERS = int(os.environ.get("GABO_10X_MAX_WORKERS", "4"))
 SCHEMA = {"type": "object", "required": ["track_id"], "properties": {"track_id": {"type": "string"}}}
 
 
-@pytest.fixture
-def local_stack(emulators: Any, tmp_path: Path) -> Iterator[LocalStack]:
-    config = stack_mod.StackConfig(home=tmp_path / "home", project=f"tenx-{uuid.uuid4().hex[:8]}", scheduler=False,
-                                   firestore=emulators.firestore, pubsub=emulators.pubsub)
-    running = LocalStack(stack_mod.up(config).state)
-    try:
-        yield running
-    finally:
-        running.down()
 
 
 def closed_ids(sink: Path, name: str) -> list[str]:

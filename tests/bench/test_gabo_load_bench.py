@@ -11,13 +11,9 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from ferry.dev import stack as stack_mod
 from ferry.dev.harness import LocalStack
 
 pytestmark = [pytest.mark.bench, pytest.mark.emulator, pytest.mark.timeout(3600)]
@@ -27,15 +23,6 @@ SECONDS = float(os.environ.get("GABO_LOAD_SECONDS", "20"))
 SCHEMA = {"type": "object", "required": ["track_id"], "properties": {"track_id": {"type": "string"}}}
 
 
-@pytest.fixture
-def local_stack(emulators: Any, tmp_path: Path) -> Iterator[LocalStack]:
-    config = stack_mod.StackConfig(home=tmp_path / "home", project=f"load-{uuid.uuid4().hex[:8]}", scheduler=False,
-                                   firestore=emulators.firestore, pubsub=emulators.pubsub)
-    running = LocalStack(stack_mod.up(config).state)
-    try:
-        yield running
-    finally:
-        running.down()
 
 
 def test_load_run_then_capacity(local_stack: LocalStack) -> None:

@@ -18,16 +18,13 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fakes.staging import write_period
 from ferry.datamon.repository import PARTITIONS, partition_id
-from ferry.dev import stack as stack_mod
 from ferry.dev.harness import LocalStack, ferry_executable, run_cli
 from ferry.domain import periods
 from ferry.gabo import core
@@ -40,15 +37,6 @@ BIG = int(os.environ.get("GABO_PAIR_EVENTS", "3000000"))
 PT1M = periods.partitioning("PT1M")
 
 
-@pytest.fixture
-def local_stack(emulators: Any, tmp_path: Path) -> Iterator[LocalStack]:
-    config = stack_mod.StackConfig(home=tmp_path / "home", project=f"pair-{uuid.uuid4().hex[:8]}", scheduler=False,
-                                   firestore=emulators.firestore, pubsub=emulators.pubsub)
-    running = LocalStack(stack_mod.up(config).state)
-    try:
-        yield running
-    finally:
-        running.down()
 
 
 def cli(stack: LocalStack, *args: str, now: str) -> dict[str, Any]:
