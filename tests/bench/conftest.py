@@ -20,8 +20,5 @@ def local_stack(emulators: Any, tmp_path: Path, request: pytest.FixtureRequest) 
     prefix = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")[:12]
     config = stack_mod.StackConfig(home=tmp_path / "home", project=f"{prefix}-{uuid.uuid4().hex[:8]}",
                                    scheduler=False, firestore=emulators.firestore, pubsub=emulators.pubsub)
-    running = LocalStack(stack_mod.up(config).state)
-    try:
+    with LocalStack.running(config) as running:
         yield running
-    finally:
-        running.down()

@@ -52,11 +52,8 @@ SCHEMA = {"type": "object", "required": ["n"], "properties": {"n": {"type": "int
 def soak_stack(tmp_path: Path) -> Iterator[LocalStack]:
     config = stack_mod.StackConfig(home=tmp_path / "home", project=f"soak-{uuid.uuid4().hex[:8]}",
                                    scheduler=True, deadline_s=600.0)
-    running = LocalStack(stack_mod.up(config).state)
-    try:
+    with LocalStack.running(config) as running:
         yield running
-    finally:
-        running.down()
 
 
 def rss_mb(state: dict[str, Any]) -> dict[str, float]:

@@ -29,12 +29,8 @@ def stack(emulators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local
     home = tmp_path_factory.mktemp("ferry-home")
     config = stack_mod.StackConfig(home=home, project=f"e2e-{uuid.uuid4().hex[:10]}", scheduler=False,
                                    firestore=emulators.firestore, pubsub=emulators.pubsub)
-    result = stack_mod.up(config)
-    running = LocalStack(result.state)
-    try:
+    with LocalStack.running(config) as running:
         yield running
-    finally:
-        running.down()
 
 
 @pytest.fixture(scope="session", autouse=True)

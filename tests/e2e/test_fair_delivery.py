@@ -39,11 +39,8 @@ SCHEMA = {"type": "object", "required": ["n"], "properties": {"n": {"type": "int
 def own_stack(emulators: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     config = stack_mod.StackConfig(home=tmp_path_factory.mktemp("fair-home"), project=f"fair-{uuid.uuid4().hex[:8]}",
                                    scheduler=False, firestore=emulators.firestore, pubsub=emulators.pubsub)
-    running = LocalStack(stack_mod.up(config).state)
-    try:
+    with LocalStack.running(config) as running:
         yield running
-    finally:
-        running.down()
 
 
 def _json(stack: LocalStack, *args: str, input: str | None = None) -> Any:

@@ -13,13 +13,13 @@ from ferry.broker.base import Message
 from ferry.datamon import domain, silences
 from ferry.datamon.domain.incidents import IncidentDecision
 from ferry.datamon.repository import DatamonRepository
+from ferry.notify.messages import ALERTS_TOPIC
 from ferry.store.base import Op, write_all_or_each
 
 if TYPE_CHECKING:
     from ferry.bootstrap import Services
 
 logger = log.get("datamon")
-ALERTS_TOPIC = "ferry-alerts"
 # A claim still unsent after this long belongs to an evaluator that died before publishing.
 OUTBOX_GRACE = timedelta(minutes=2)
 

@@ -10,6 +10,8 @@ import dataclasses
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +106,13 @@ class LocalStack:
 
     def down(self) -> dict[str, Any]:
         return stack_mod.down(self.home)
+
+    @classmethod
+    @contextmanager
+    def running(cls, config: stack_mod.StackConfig) -> Iterator[LocalStack]:
+        """A stack brought up with ``config`` for the ``with`` block, brought down after it (failed or not)."""
+        stack = cls(stack_mod.up(config).state)
+        try:
+            yield stack
+        finally:
+            stack.down()

@@ -15,7 +15,6 @@ from typing import Any
 from ferry.gabo import core
 
 # Alerts go where Datamon's do (owner-routed by the notification path that reads this topic).
-ALERTS_TOPIC = "ferry-alerts"
 HEADROOM = 10.0
 # A shard's merge: the interpreter and clients, plus ~250 bytes per id held (measured: tests/bench).
 MERGE_BASE_MB = 60.0

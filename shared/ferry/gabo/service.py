@@ -17,7 +17,6 @@ from ferry.broker.base import Message
 from ferry.domain import periods
 from ferry.domain.manifests import EventType, events_endpoint
 from ferry.errors import BadRequest, InfraError, NotFound
-from ferry.gabo import capacity as capacity_mod
 from ferry.gabo import core
 from ferry.gabo.backlog import Backlog, BacklogSource
 from ferry.gabo.broker import DeliveryBroker
@@ -36,6 +35,7 @@ from ferry.gabo.delivery import DeliveryReport, DeliveryWorker, OffsetClock, Wor
 from ferry.gabo.ledger import InFlightGate, Ledger, LedgerGate
 from ferry.gabo.sink import Sink, within
 from ferry.gabo.state import GaboState
+from ferry.notify import messages as msgs
 from ferry.store.manifests import ManifestRecord
 
 if TYPE_CHECKING:
@@ -401,14 +401,10 @@ class Gabo:
             except Conflict:
                 continue
             summary = f"{events_endpoint(c.event_type)}: {c.verdict} (peak {c.peak_eps:.0f} events/s, owner {c.owner})"
-            event = {"dedup_key": key, "event_action": "trigger", "severity": "warning", "summary": summary,
-                     "source": "ferry-gabo", "owner": c.owner,
-                     "payload": {"summary": summary, "severity": "warning", "source": "ferry-gabo",
-                                 "component": events_endpoint(c.event_type), "group": c.owner, "class": "capacity"},
-                     "custom_details": c.to_dict()}
-            self.services.publisher.publish(capacity_mod.ALERTS_TOPIC, [Message(json.dumps(event, default=str).encode(), {
-                "dedup_key": key, "event_action": "trigger", "endpoint": events_endpoint(c.event_type),
-                "owner": c.owner, "severity": "warning"})])
+            m = msgs.alert_message(c.owner, key, summary, severity="warning", kind="capacity",
+                                   subject=events_endpoint(c.event_type), source="ferry-gabo", details=c.to_dict())
+            self.services.publisher.publish(msgs.ALERTS_TOPIC, [
+                Message(m.data, {**m.attributes, "endpoint": events_endpoint(c.event_type)})])
             log.event(logger, log.WARNING, summary, labels={"event_type": c.event_type, "owner": c.owner},
                       capacity=c.to_dict())
             sent += 1

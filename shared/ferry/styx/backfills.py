@@ -123,8 +123,7 @@ def _check_within_start(styx: StyxService, wf: Any, partitions: list[str], rever
     names = [*wf.spec.depends_on, *([wf.spec.produces] if wf.spec.produces else [])]
     earliest, why = None, ""
     for name, rec in styx.services.manifests.get_many("Endpoint", names).items():
-        model = rec.model()
-        assert isinstance(model, Endpoint)
+        model = rec.model_as(Endpoint)
         spec = model.spec
         if spec.start is not None:
             floor = spec.cadence().floor(spec.start)

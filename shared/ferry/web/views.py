@@ -72,8 +72,7 @@ def endpoint(services: Services, name: str, now: datetime) -> dict[str, Any]:
     rec = services.manifests.get("Endpoint", name)
     if rec is None:
         raise NotFound(f"endpoint {name!r} not found")
-    model = rec.model()
-    assert isinstance(model, Endpoint)
+    model = rec.model_as(Endpoint)
     policy = domain.Policy.from_spec(rec.name, rec.owner or "", model.spec, rec.generation)
     store = services.store
     summary_doc = store.get(ENDPOINTS, name) or {}
@@ -118,8 +117,7 @@ def _attach_instances(services: Services, producers: list[dict[str, Any]], polic
     rec = services.manifests.get("Workflow", workflow)
     if rec is None:
         return
-    model = rec.model()
-    assert isinstance(model, Workflow)
+    model = rec.model_as(Workflow)
     cadence = model.spec.cadence()
     params = {p["partition"]: cadence.format(cadence.floor(policy.cadence.parse(p["partition"])))
               for p in partitions}
@@ -152,8 +150,7 @@ def workflow(services: Services, name: str, limit: int = PAGE) -> dict[str, Any]
     rec = services.manifests.get("Workflow", name)
     if rec is None:
         raise NotFound(f"workflow {name!r} not found")
-    model = rec.model()
-    assert isinstance(model, Workflow)
+    model = rec.model_as(Workflow)
     rows = services.store.query(INSTANCES, [Where("workflow", "==", name)], order_by="parameter", descending=True,
                                 limit=limit)
     instances = [instance_view(run_from_doc(d)) for _, d in rows]
@@ -228,8 +225,7 @@ def _event_type_row(services: Services, rec: Any, now: datetime) -> dict[str, An
     from ferry.gabo.state import CURSORS, RUNS, SCALING
 
     store = services.store
-    model = rec.model()
-    assert isinstance(model, EventType)
+    model = rec.model_as(EventType)
     decision = store.query(SCALING, [Where("event_type", "==", rec.name), Where("at", ">=", now - timedelta(days=1))],
                            order_by="at", descending=True, limit=1)
     runs = [d for _, d in store.query(RUNS, [Where("event_type", "==", rec.name),
