@@ -199,6 +199,9 @@ class ResourceSpec(_Strict):
 # $FERRY_HOME/secrets/<NAME>), or, in the local stack only, an environment variable or a file.
 SECRET_REF_PATTERN = r"^(projects/[^/\s]+/secrets/[^/\s]+/versions/[^/\s]+|env:[A-Za-z_][A-Za-z0-9_]*|file:\S+)$"
 SEVERITIES = ("info", "warning", "error", "critical")
+# An endpoint SLA's ``severity`` as the severity of the notifications its alerts raise.
+SLA_SEVERITY: dict[str, Literal["info", "warning", "error", "critical"]] = {
+    "page": "critical", "ticket": "error", "info": "info"}
 
 
 def _secret_ref(value: str) -> str:

@@ -22,25 +22,24 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import json
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from ferry import log
 from ferry.broker.base import Message
 from ferry.domain import periods
-from ferry.domain.manifests import EventType
+from ferry.domain.manifests import SLA_SEVERITY, EventType
 from ferry.errors import Conflict, FerryError
 from ferry.gabo.core import partition_key
+from ferry.notify import messages as msgs
 from ferry.store.base import Doc, DocumentStore, Op, Where
 
 logger = log.get("gabo.ledger")
 
 LEDGER, DELIVERED = "gabo_ledger", "gabo_delivered"
-ALERTS_TOPIC = "ferry-alerts"
 IN_FLIGHT_TTL = timedelta(minutes=5)
 CHUNK = 100_000  # digests per document: 800 KB, below Firestore's 1 MiB
 DIGEST = 8
@@ -346,6 +345,8 @@ class LedgerGate:
         doc = self.ledger.store.get(ALERTS, aid)
         if doc is not None and doc.get("open"):
             self.ledger.store.write([Op.set(ALERTS, aid, {"open": False, "resolved_at": now}, merge=True)])
+            self._publish(et, {**doc, "summary": f"the missing events of {et.name} {period} arrived: it closed"},
+                          "resolve")
 
     def _alert(self, et: EventType, period: str, verdict: Completeness, now: datetime) -> None:
         doc = shortfall_alert(et, period, verdict, now)
@@ -354,13 +355,24 @@ class LedgerGate:
         except Conflict:
             return  # raised already (by this or an overlapping close)
         log.event(logger, 40, doc["summary"], labels={"event_type": et.name, "owner": et.metadata.owner})
-        if self.publish is not None:
-            body = json.dumps({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in doc.items()})
-            try:
-                self.publish(ALERTS_TOPIC, [Message(body.encode(), {"owner": str(et.metadata.owner),
-                                                                    "kind": "gabo.missing", "alert": doc["id"]})])
-            except FerryError as exc:  # the alert stands (listed by `ferry alerts`); the reconcile restores the topic
-                log.event(logger, 40, f"alert {doc['id']} not published: {exc}", labels={"event_type": et.name})
+        self._publish(et, doc, "trigger")
+
+    def _publish(self, et: EventType, doc: Doc, action: Literal["trigger", "resolve"]) -> None:
+        """The alert (or its resolution) as a notification the ``notify`` function routes to the owner's
+        channels (one per action: its id is the alert's and the action)."""
+        if self.publish is None:
+            return
+        severity = SLA_SEVERITY.get(et.spec.sla.severity, "error")
+        m = msgs.alert_message(str(et.metadata.owner), doc["id"], doc["summary"], severity=severity, action=action,
+                               kind="gabo.missing", subject=et.endpoint_name, source="ferry-gabo",
+                               details={"partition": doc["partition"], "missing": doc["missing"],
+                                        "accepted": doc["accepted"]},
+                               notification_id=f"{doc['id']}:{action}")
+        try:
+            self.publish(msgs.ALERTS_TOPIC, [Message(m.data, {**m.attributes, "kind": "gabo.missing",
+                                                              "alert": doc["id"]})])
+        except FerryError as exc:  # the alert stands (listed by `ferry alerts`); the reconcile restores the topic
+            log.event(logger, 40, f"alert {doc['id']} not published: {exc}", labels={"event_type": et.name})
 
 
 class InFlightGate:

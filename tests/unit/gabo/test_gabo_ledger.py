@@ -269,3 +269,33 @@ def test_the_registration_commits_beside_the_checks_and_before_the_stamp(env: An
         IngestService(svc.manifests, Failing(), SlowLedger(svc.store)).ingest(items, T0, stamp)
     # the failed one's records (written beside its publish) are gone
     assert [d["state"] for _, d in svc.store.query(LEDGER)] == ["accepted"]
+
+
+def test_the_missing_events_alert_is_a_notification_notify_routes(env: Any) -> None:  # noqa: F811
+    """The shortfall alert reaches the owner's channels: what is published to ferry-alerts is a notification
+    (PagerDuty Events v2-shaped, owner-routed) — it was the alert document itself, which notify dead-lettered
+    as malformed — and its resolution follows under the same dedup key."""
+    from ferry.broker.base import Message
+    from ferry.notify.messages import AlertEvent
+
+    svc, g, broker, lands, clock = env
+    broker.ensure_topic("ferry-alerts")
+    g.ingest(body([ev(i) for i in range(20)]), T0)
+    lost = broker.pull("gabo-play-delivery", 6)
+    broker.subs["gabo-play-delivery"].leased.clear()
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    clock.set(T0 + timedelta(minutes=2))
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    for minutes in (15, 16):  # past the bound, however many closes run: one alert
+        _close_at(g, clock, T0 + timedelta(minutes=minutes))
+    [trigger] = [AlertEvent.model_validate_json(m.data) for m in broker.topics["ferry-alerts"]]
+    assert (trigger.event_action, trigger.owner, trigger.severity) == ("trigger", "team-a", "critical")
+    assert trigger.dedup_key == "events.play@2026-11-26T14:05#missing" and "6 accepted events" in trigger.summary
+    broker.publish("gabo-play", [Message(m.data, dict(m.attributes)) for m in lost])
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    clock.set(T0 + timedelta(minutes=17))
+    g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
+    _close_at(g, clock, T0 + timedelta(minutes=17, seconds=10))
+    events = [AlertEvent.model_validate_json(m.data) for m in broker.topics["ferry-alerts"]]
+    assert [(e.event_action, e.dedup_key) for e in events] == [("trigger", trigger.dedup_key),
+                                                               ("resolve", trigger.dedup_key)]

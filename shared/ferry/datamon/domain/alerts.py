@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 
 from ferry.datamon.domain.sla import Level, Policy
+from ferry.domain.manifests import SLA_SEVERITY
 
 
 class Action(enum.StrEnum):
@@ -22,4 +23,4 @@ class Action(enum.StrEnum):
 def pagerduty_severity(policy: Policy, lvl: Level) -> str:
     if lvl is Level.WARN or policy.severity == "info":
         return "warning" if policy.severity != "info" else "info"
-    return {"page": "critical", "ticket": "error"}.get(policy.severity, "error")
+    return SLA_SEVERITY.get(policy.severity, "error")
