@@ -1,0 +1,2 @@
+"""Delivered events as tables: an event type's schema as columns, Parquet parts, BigQuery tables and
+``ferry query`` (docs/gabo.md, "Reading delivered data")."""
