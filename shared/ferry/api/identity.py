@@ -8,6 +8,8 @@ Two identity modes, chosen explicitly (``FERRY_IDENTITY``):
   ``iss`` Google's, ``exp``/``iat`` in range and ``email_verified`` true. The token is read from
   ``X-Serverless-Authorization`` when present (the header Cloud Run itself verified; it then passes
   ``Authorization`` through unchecked), else from ``Authorization: Bearer``. Anything else is 401.
+- a person in a browser through Identity-Aware Proxy (when ``FERRY_IAP_AUDIENCE`` is set): the e-mail
+  of IAP's signed header ``x-goog-iap-jwt-assertion``, verified by :mod:`ferry.api.iap` (ES256).
 - ``header`` (the local stack and tests only): ``X-Ferry-User`` names the caller.
 
 Fail-closed: a deployed process (Cloud Run sets ``K_SERVICE``) with no explicit mode, with
@@ -27,9 +29,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ferry.api.iap import IapConfig, IapVerifier, assertion
 from ferry.errors import FerryError, Unauthenticated
 
 HEADER, OIDC = "header", "oidc"
@@ -216,6 +219,7 @@ class IdentityConfig:
     stack_secret: str = ""
     function: str = ""  # the infra/ function this process serves (FERRY_FUNCTION); "" in-process
     timeout_s: float | None = None  # that function's timeout (FERRY_TIMEOUT_S)
+    iap: IapConfig = field(default_factory=IapConfig)  # people in browsers through Identity-Aware Proxy (ferry.api.iap)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IdentityConfig:
@@ -225,7 +229,7 @@ class IdentityConfig:
         return cls(mode(env.get("FERRY_IDENTITY", ""), bool(env.get("K_SERVICE"))), split("FERRY_AUDIENCES"),
                    env.get("FERRY_CERTS_URL") or GOOGLE_CERTS_URL, split("FERRY_OPERATOR_CALLERS"),
                    env.get("FERRY_STACK_SECRET", ""), env.get("FERRY_FUNCTION", ""),
-                   float(timeout) if timeout else None)
+                   float(timeout) if timeout else None, IapConfig.from_env(env))
 
     def serves(self, owner: str) -> bool:
         """Whether this process serves an operational route of function ``owner``: only that function
@@ -244,13 +248,21 @@ class IdentityConfig:
 class Identifier:
     """Turns a request's headers (and query) into a :class:`Caller` under one :class:`IdentityConfig`."""
 
-    def __init__(self, config: IdentityConfig, verifier: TokenVerifier | None = None) -> None:
+    def __init__(self, config: IdentityConfig, verifier: TokenVerifier | None = None,
+                 iap: IapVerifier | None = None) -> None:
         self.config = config
         self.verifier = verifier or TokenVerifier(config.audiences, config.certs_url)
+        self.iap = iap or IapVerifier(config.iap)
 
     def caller(self, headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> Caller:
         lowered = {k.lower(): v for k, v in headers.items()}
         if self.config.mode == OIDC:
+            # A request through IAP: the proxy's signed assertion is the person (IAP then also sends
+            # X-Serverless-Authorization with its signature stripped, which must not be verified);
+            # with IAP not configured an assertion means nothing and the bearer token decides.
+            iap_assertion = assertion(headers)
+            if iap_assertion is not None and self.iap.enabled:
+                return Caller(self.iap.verify(iap_assertion))
             token = bearer(headers)
             if token is None:
                 raise Unauthenticated("an ID token is required (Authorization: Bearer <token>)")

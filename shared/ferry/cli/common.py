@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ferry import humane
+from ferry.cli.signin import SignIn, needs_token
 from ferry.errors import FerryError, InfraError, from_dict
 
 DEFAULT_API = "http://127.0.0.1:8700"
@@ -66,16 +67,17 @@ class Client:
             headers["X-Ferry-User"] = user
         if os.environ.get("FERRY_NOW"):  # local time travel; honoured only by a stack that allows it
             headers["X-Ferry-Now"] = os.environ["FERRY_NOW"]
-        token = _id_token(self.base)
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        self.signin: SignIn | None = None
+        if needs_token(self.base):  # a deployment: a Google ID token, or exit 5 naming what to run
+            self.signin = SignIn()
+            headers["Authorization"] = f"Bearer {self.signin.token(self.base)}"
         secret = _stack_secret(self.base)
         if secret:  # the local stack's operational routes (tick, evaluate, ...) take its secret
             headers["X-Ferry-Stack-Secret"] = secret
         self.http = httpx.Client(base_url=self.base, headers=headers, timeout=timeout)
 
     def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None,
-                content: bytes | None = None, content_type: str | None = None) -> Any:
+                content: bytes | None = None, content_type: str | None = None, retried: bool = False) -> Any:
         params = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             if content is not None:
@@ -85,6 +87,11 @@ class Client:
                 resp = self.http.request(method, path, json=body, params=params)
         except httpx.HTTPError as exc:
             raise InfraError(f"cannot reach the Ferry API at {self.base}: {exc} (is the stack up? `ferry dev up`)") from exc
+        if resp.status_code == 401 and self.signin is not None and not retried:
+            # the cached token was refused (revoked, or the clock moved): mint a new one, once
+            self.signin.forget()
+            self.http.headers["Authorization"] = f"Bearer {self.signin.token(self.base)}"
+            return self.request(method, path, body, params, content, content_type, retried=True)
         try:
             data = resp.json()
         except ValueError:
@@ -112,19 +119,6 @@ def _stack_secret(base: str) -> str | None:
     urls = {state.get("api_url")} | {c.get("url") for c in state.get("components", []) if isinstance(c, dict)}
     secret = state.get("stack_secret")
     return str(secret) if secret and base.rstrip("/") in {u.rstrip("/") for u in urls if u} else None
-
-
-def _id_token(base: str) -> str | None:
-    """In the cloud, functions require an ID token for their URL (docs/metadata-language.md); locally none is needed."""
-    if base.startswith(("http://127.", "http://localhost", "http://[::1]")) or os.environ.get("FERRY_NO_AUTH"):
-        return None
-    try:
-        import google.auth.transport.requests
-        import google.oauth2.id_token
-
-        return str(google.oauth2.id_token.fetch_id_token(google.auth.transport.requests.Request(), base))
-    except Exception:  # no credentials: the call goes out without one and the server says 401/403
-        return None
 
 
 OUTPUTS = ("table", "json", "yaml")
