@@ -94,13 +94,16 @@ def objects(schema: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
 
 def _roundtrip(cols: columns.Columns, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     schema = arrow.arrow_schema(cols)
-    rows = [columns.row(cols, e, late=i % 2 == 1) for i, e in enumerate(events)]
+    rows = [columns.row(cols, e, PERIOD, late=i % 2 == 1) for i, e in enumerate(events)]
     buf = io.BytesIO()
     pq.write_table(arrow.table(schema, rows), buf, compression="zstd")
     buf.seek(0)
     read = pq.read_table(buf)
     assert read.schema.equals(schema)
     return read.to_pylist()
+
+
+PERIOD = datetime(2026, 12, 7, 9, tzinfo=UTC)
 
 
 def _event(i: int, p: Any) -> dict[str, Any]:
@@ -118,7 +121,7 @@ def test_every_event_reads_back_equal_through_parquet(data: st.DataObject) -> No
     for i, (e, r) in enumerate(zip(events, _roundtrip(cols, events), strict=True)):
         assert columns.payload(cols, r) == e["payload"]
         assert r["_id"] == e["id"] and r["_late"] == (i % 2 == 1) and r["_replayed"] == (i % 4 == 1)
-        assert r["_received_at"] == datetime(2026, 12, 7, 9, 0, 1, 2, tzinfo=UTC)
+        assert r["_period"] == PERIOD and r["_received_at"] == datetime(2026, 12, 7, 9, 0, 1, 2, tzinfo=UTC)
         assert r["_event_time"] == (datetime(2026, 12, 7, 9, 0, 0, 500000, tzinfo=UTC) if i % 3 else None)
 
 
@@ -137,7 +140,7 @@ SCHEMA = {"type": "object", "required": ["user_id"], "properties": {
 def test_the_documented_mapping() -> None:
     cols = columns.columns(SCHEMA)
     assert [(c.name, c.describe()) for c in cols.all] == [
-        ("_id", "STRING"), ("_received_at", "TIMESTAMP"), ("_event_time", "TIMESTAMP"), ("_replayed", "BOOL"),
+        ("_id", "STRING"), ("_period", "TIMESTAMP"), ("_received_at", "TIMESTAMP"), ("_event_time", "TIMESTAMP"), ("_replayed", "BOOL"),
         ("_late", "BOOL"), ("user_id", "STRING"), ("count", "INT64"), ("score", "FLOAT64"), ("ok", "BOOL"),
         ("at", "TIMESTAMP"), ("day", "DATE"), ("device", "STRUCT<os STRING, version INT64>"),
         ("tags", "LIST<STRING>"), ("items", "LIST<STRUCT<sku STRING>>"), ("note", "STRING"), ("_extra", "STRING")]
@@ -148,15 +151,15 @@ def test_untyped_parts_are_one_json_string_mirroring_the_payload() -> None:
     cols = columns.columns(SCHEMA)
     p = {"user_id": "u1", "count": 3.0, "at": "2026-12-07T10:00:00+01:00", "device": {"os": "ios", "model": "x"},
          "either": 7, "dt": "d", "Weird name": 1, "matrix": [[1]], "note": None, "unknown": {"deep": [1, 2]}}
-    r = columns.row(cols, _event(0, p))
+    r = columns.row(cols, _event(0, p), PERIOD)
     assert r["count"] == 3 and r["at"] == datetime(2026, 12, 7, 9, tzinfo=UTC)
     assert r["device"] == {"os": "ios", "version": None}
     assert json.loads(r["_extra"]) == {"count": 3.0, "at": "2026-12-07T10:00:00+01:00", "device": {"model": "x"},
                                        "either": 7, "dt": "d", "Weird name": 1, "matrix": [[1]], "note": None,
                                        "unknown": {"deep": [1, 2]}}
     assert columns.payload(cols, r) == p
-    assert columns.row(cols, _event(0, {"user_id": "u"}))["_extra"] is None
-    assert json.loads(columns.row(cols, _event(0, [1, "x"]))["_extra"]) == [[1, "x"]]
+    assert columns.row(cols, _event(0, {"user_id": "u"}), PERIOD)["_extra"] is None
+    assert json.loads(columns.row(cols, _event(0, [1, "x"]), PERIOD)["_extra"]) == [[1, "x"]]
 
 
 def test_bigquery_fields() -> None:

@@ -3,8 +3,10 @@
 One pure mapping (docs/gabo.md, "Reading delivered data"), used by closing (Parquet parts), by the
 BigQuery table and by ``ferry query``:
 
-- Ferry's own columns first: ``_id`` (STRING), ``_received_at`` (TIMESTAMP), ``_event_time`` (the
-  envelope's ``time``, TIMESTAMP, null when not sent), ``_replayed`` and ``_late`` (BOOL);
+- Ferry's own columns first: ``_id`` (STRING), ``_period`` (TIMESTAMP: the start of the closed period
+  the event is in — the BigQuery table's partitioning column, the same locally), ``_received_at``
+  (TIMESTAMP), ``_event_time`` (the envelope's ``time``, TIMESTAMP, null when not sent), ``_replayed``
+  and ``_late`` (BOOL);
 - one column per property of the payload schema that has one plain type: ``string`` → STRING
   (``format: date-time`` → TIMESTAMP in microseconds UTC, ``format: date`` → DATE), ``integer`` → INT64,
   ``number`` → FLOAT64, ``boolean`` → BOOL, ``object`` with ``properties`` → a struct of its properties,
@@ -28,6 +30,7 @@ property can take one. Structs nest at most 15 deep (BigQuery's limit).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -44,8 +47,9 @@ _SHAPING = frozenset({"oneOf", "anyOf", "allOf", "$ref", "$dynamicRef", "not", "
 INT64 = (-(1 << 63), (1 << 63) - 1)
 EXACT_FLOAT = 1 << 53
 
-ID, RECEIVED_AT, EVENT_TIME, REPLAYED, LATE, EXTRA = "_id", "_received_at", "_event_time", "_replayed", "_late", "_extra"
-FERRY_COLUMNS = (ID, RECEIVED_AT, EVENT_TIME, REPLAYED, LATE)
+ID, PERIOD, RECEIVED_AT, EVENT_TIME = "_id", "_period", "_received_at", "_event_time"
+REPLAYED, LATE, EXTRA = "_replayed", "_late", "_extra"
+FERRY_COLUMNS = (ID, PERIOD, RECEIVED_AT, EVENT_TIME, REPLAYED, LATE)
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,8 @@ class Columns:
 
     payload: tuple[Column, ...]
     ferry: tuple[Column, ...] = field(default=(
-        Column(ID, "string", nullable=False), Column(RECEIVED_AT, "timestamp", nullable=False),
+        Column(ID, "string", nullable=False), Column(PERIOD, "timestamp", nullable=False),
+        Column(RECEIVED_AT, "timestamp", nullable=False),
         Column(EVENT_TIME, "timestamp"), Column(REPLAYED, "boolean", nullable=False),
         Column(LATE, "boolean", nullable=False)))
 
@@ -239,13 +244,19 @@ def payload_row(cols: Columns, payload: Any) -> dict[str, Any]:
     return out
 
 
-def row(cols: Columns, event: dict[str, Any], late: bool = False) -> dict[str, Any]:
-    """One stored event (``{id, type, time, received_at, replayed?, payload}``, as closing reads it) as
-    a row of ``cols``: Ferry's columns, then the payload's."""
-    received = parse_time(event["received_at"])
+def row(cols: Columns, event: dict[str, Any], period: datetime, late: bool = False) -> dict[str, Any]:
+    """One stored event (``{id, type, time, received_at, replayed?, payload}``, as closing reads it) of
+    the period starting at ``period`` as a row of ``cols``: Ferry's columns, then the payload's."""
+    received = _parse_cached(event["received_at"])
     t = event.get("time")
-    return {ID: event["id"], RECEIVED_AT: received, EVENT_TIME: parse_time(t) if isinstance(t, str) else None,
+    return {ID: event["id"], PERIOD: period, RECEIVED_AT: received,
+            EVENT_TIME: _parse_cached(t) if isinstance(t, str) else None,
             REPLAYED: bool(event.get("replayed", False)), LATE: late, **payload_row(cols, event.get("payload"))}
+
+
+@functools.lru_cache(maxsize=1024)  # an ingest request stamps one received_at on all its events
+def _parse_cached(text: str) -> datetime | None:
+    return parse_time(text)
 
 
 def _json(v: Any) -> str:
