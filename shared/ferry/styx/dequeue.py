@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ferry import log
@@ -21,11 +21,11 @@ from ferry.domain.manifests import Workflow
 from ferry.errors import Conflict, FerryError
 from ferry.store.base import Op
 from ferry.styx import machine as m
-from ferry.styx.launchers import Launched
+from ferry.styx.launchers import Launched, Throttled
 from ferry.styx.repository import StyxRepository
 from ferry.styx.scheduling import policy_of
 from ferry.styx.service import Applied, StyxService, slug
-from ferry.styx.slots import GLOBAL_POOL, Claims, held_and_tokens
+from ferry.styx.slots import GLOBAL_POOL, Claims, effective_rate, held_and_tokens
 
 if TYPE_CHECKING:
     from ferry.styx.tick import Tick, TickReport
@@ -35,6 +35,7 @@ logger = log.get("styx.tick")
 CHUNK_OPS = 200       # writes per batched dequeue commit (~40 instances; Firestore takes 500)
 FIRST_CHUNK_OPS = 25  # the first batches are smaller: (~5, 10, 20 instances) launches start sooner
 SUBMITTED_BATCH = 50  # launched executions recorded per batched commit
+THROTTLED_DELAY = timedelta(seconds=60)  # a launch the platform refused for its quota waits this long
 
 
 @dataclass
@@ -84,6 +85,8 @@ class DequeueStage:
         self.styx = tick.styx
         self.store = tick.services.store
         self.report = report
+        self.claims: Claims | None = None
+        self.throttled = False  # the platform answered 429: no more launches this tick
 
     def run(self, now: datetime) -> None:
         tick, report = self.tick, self.report
@@ -95,7 +98,8 @@ class DequeueStage:
         resources = tick.services.manifests.get_many("Resource", resource_names) if resource_names else {}
         minute = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
         tick.repo.expire_rate(minute)
-        claims = Claims(tick.repo, minute, tick.limits.submissions_per_minute)
+        rate = effective_rate(tick.limits.submissions_per_minute, tick.repo.throttle(), minute)
+        claims = self.claims = Claims(tick.repo, minute, rate)
         admitted = tick.executor.map(lambda run: self._admit(run, wfs.get(run.workflow), resources, now), queued)
         launches: list[Future[_Launch | None]] = []
         chunk: list[_Dequeue] = []
@@ -104,6 +108,9 @@ class DequeueStage:
             if item is None:
                 continue
             if not tick.in_budget(report):
+                break
+            if self.throttled:
+                report.rate_limited = True
                 break
             slots = claims.reserve(item.sizes)
             if slots is None:
@@ -228,7 +235,12 @@ class DequeueStage:
         policy = policy_of(wf.spec)
         assert run.execution_id
         try:
+            if self.throttled:  # a launch of this tick was refused for a quota: do not ask again now
+                raise Throttled("not launched: the platform refused another launch of this tick for its quota")
             launched = self.styx.launcher.launch(self.styx.launch_spec(wf, run, run.execution_id))
+        except Throttled as exc:
+            self._requeue(run, wf, policy, exc, now)
+            return None
         except Exception as exc:
             self.report.add("launch_failed")
             log_failure(logger, f"launch of {run.execution_id} failed", exc)
@@ -240,6 +252,30 @@ class DequeueStage:
                 log_failure(logger, f"recording the failed launch of {run.execution_id} failed", again)
             return None
         return _Launch(run, wf, policy, launched)
+
+    def _requeue(self, run: m.Run, wf: Workflow, policy: m.Policy, exc: Throttled, now: datetime) -> None:
+        """The platform refused the launch for its quota and started nothing: the instance goes back
+        to the queue (no try spent, slots released), this tick launches no more, and the rate of the
+        next minutes slows down (``slots.effective_rate``)."""
+        self.report.add("throttled")
+        first = not self.throttled
+        self.throttled = True
+        log.event(logger, log.WARNING, f"launch of {run.execution_id} refused for a quota; requeued: {exc.message}",
+                  labels={"workflow": run.workflow, "parameter": run.parameter})
+        try:
+            self.tick.apply(run, m.Requeue(f"platform quota: {exc.message}; requeued, no try spent",
+                                           delay=THROTTLED_DELAY), now, policy, wf)
+        except Conflict:
+            self.report.add("conflicts")
+        except Exception as again:
+            log_failure(logger, f"requeueing {run.execution_id} failed", again)
+        if first:
+            minute = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+            used = self.claims.used() if self.claims else 0
+            try:
+                self.tick.repo.record_throttle(minute, max(1, used // 2), now)
+            except Exception as again:
+                log_failure(logger, "recording the 429 failed", again)
 
     def record_submitted(self, done: list[_Launch], now: datetime) -> None:
         """Record launched executions as SUBMITTED: one batch, or one by one after a conflict."""

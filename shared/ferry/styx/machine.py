@@ -141,6 +141,16 @@ class Resubmit(Event):
 
 
 @dataclass(frozen=True)
+class Requeue(Event):
+    """The platform refused the launch for its quota (HTTP 429 / RESOURCE_EXHAUSTED: nothing was
+    started): back to the queue after ``delay``, its slots released and its try given back."""
+
+    name = "requeue"
+    _: KW_ONLY
+    delay: timedelta | None = None
+
+
+@dataclass(frozen=True)
 class Submitted(Event):
     name = "submitted"
     _: KW_ONLY
@@ -200,8 +210,8 @@ class MarkDone(Event):
     name = "markDone"
 
 
-EVENTS: tuple[type[Event], ...] = (TriggerExecution, Dequeue, Submit, Resubmit, Submitted, Started, Terminate,
-                                   RunError, Success, RetryAfter, Stop, Timeout, Halt, MarkDone)
+EVENTS: tuple[type[Event], ...] = (TriggerExecution, Dequeue, Submit, Resubmit, Requeue, Submitted, Started,
+                                   Terminate, RunError, Success, RetryAfter, Stop, Timeout, Halt, MarkDone)
 
 
 @dataclass(frozen=True)
@@ -289,6 +299,7 @@ LEGAL: dict[type[Event], frozenset[State]] = {
     Dequeue: frozenset({State.QUEUED}),
     Submit: frozenset({State.PREPARE}),
     Resubmit: frozenset({State.SUBMITTING}),
+    Requeue: frozenset({State.SUBMITTING}),
     Submitted: frozenset({State.SUBMITTING}),
     Started: frozenset({State.SUBMITTED}),
     Terminate: frozenset({State.SUBMITTED, State.RUNNING}),
@@ -359,6 +370,11 @@ def transition(run: Run, event: Event, now: datetime, policy: Policy) -> Step:
                                         f"{run.parameter} is submitting {run.execution_id}",
                                         {"state": str(run.state), "event": event.name})
             return Step(r, (Launch(event.execution_id),))
+        case Requeue():
+            return Step(replace(r, state=State.QUEUED, due_at=now + (event.delay or timedelta(0)), slots=(),
+                                tries=max(0, run.tries - 1), spent=max(0, run.spent - 1), execution_id=None,
+                                image=None, handle=None, log_uri=None),
+                        _release(run, lifetime=False))
         case Submitted():
             return Step(replace(r, state=State.SUBMITTED, handle=event.handle, log_uri=event.log_uri,
                                 submitted_at=now, deadline=now + policy.timeout))

@@ -12,6 +12,8 @@ Collections:
   ``styx_rate/{minute}#{n}``                 submission tokens: the n-th submission of that UTC minute
       (``2026-11-26T13:05``), created in the dequeue commit; ``n`` < the rate, so the rate holds across
       overlapping ticks. Past minutes' tokens are deleted by later ticks.
+  ``styx_rate/throttle``                     the last time the platform answered 429 (its minute and
+      the rate it left): the submission rate slows down after it and recovers minute by minute.
 
 Every state change is one atomic commit of the instance document, its new event documents and the
 slot claims/releases it implies. The event documents are written with ``create`` (a "must not exist"
@@ -37,6 +39,7 @@ WORKFLOWS = "styx_workflows"
 SLOTS = "styx_slots"
 BACKFILLS = "styx_backfills"
 RATE = "styx_rate"
+THROTTLE = "throttle"  # styx_rate/throttle: no ``minute`` field, so neither a token nor expired
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
@@ -171,6 +174,16 @@ class StyxRepository:
     def rate_ops(minute: str, number: int, instance: str, at: datetime) -> builtins.list[Op]:
         return [Op.create(RATE, f"{minute}#{number}", {"minute": minute, "number": number, "instance": instance,
                                                       "claimed_at": at})]
+
+    def throttle(self) -> Doc | None:
+        """The last 429 recorded (``throttled_minute``, ``rate``), if any."""
+        return self.store.get(RATE, THROTTLE)
+
+    def record_throttle(self, minute: str, rate: int, at: datetime) -> None:
+        """The platform refused a launch for its quota in ``minute``: submit at most ``rate`` a minute
+        from there on (recovering; ``slots.effective_rate``). Last writer wins: a plain set, no
+        transaction (overlapping ticks that both see a 429 write nearly the same thing)."""
+        self.store.write([Op.set(RATE, THROTTLE, {"throttled_minute": minute, "rate": rate, "at": at})])
 
     def expire_rate(self, minute: str, limit: int = 500) -> int:
         """Delete the tokens of minutes before ``minute`` (at most ``limit``); returns how many."""

@@ -14,6 +14,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ferry.styx.repository import StyxRepository
 
@@ -29,8 +30,13 @@ class Pool:
     size: int
     used: frozenset[int]
 
-    def free(self) -> list[int]:
-        return [n for n in range(self.size) if n not in self.used]
+    def free(self, taken: set[int] | frozenset[int] = frozenset()) -> list[int]:
+        """The slot numbers free, skipping ``taken`` too. A pool that shrank (a lowered concurrency, a
+        submission rate slowed after a 429) may have slots taken above its size: they count, so
+        fewer than ``size`` are ever taken."""
+        in_use = self.used | taken
+        room = self.size - len(in_use)
+        return [n for n in range(self.size) if n not in in_use][:max(0, room)]
 
 
 def slot_id(pool: str, number: int) -> str:
@@ -44,11 +50,32 @@ def choose(pools: Sequence[Pool], taken: dict[str, set[int]]) -> list[str] | Non
     costs a retry)."""
     out = []
     for pool in pools:
-        free = [n for n in pool.free() if n not in taken.get(pool.name, set())]
+        free = pool.free(taken.get(pool.name, set()))
         if not free:
             return None
         out.append(slot_id(pool.name, random.choice(free[:32])))
     return out
+
+
+def minutes_between(earlier: str, later: str) -> int:
+    """Whole minutes from ``earlier`` to ``later`` (both ``YYYY-MM-DDTHH:MM``, UTC)."""
+    from datetime import datetime
+
+    fmt = "%Y-%m-%dT%H:%M"
+    return int((datetime.strptime(later, fmt) - datetime.strptime(earlier, fmt)).total_seconds() // 60)
+
+
+def effective_rate(configured: int, throttle: dict[str, Any] | None, minute: str) -> int:
+    """The submissions allowed in ``minute``: the configured rate, unless the platform answered 429
+    recently. In the minute of the 429 only what was left (``rate``: half of what had been used by
+    then, so that minute is spent); then it grows back by a tenth of the configured rate a minute
+    (multiplicative decrease, additive increase)."""
+    if not throttle or "throttled_minute" not in throttle:
+        return configured
+    since = minutes_between(throttle["throttled_minute"], minute)
+    if since < 0:
+        return configured
+    return min(configured, int(throttle["rate"]) + since * max(1, configured // 10))
 
 
 def held_and_tokens(slots: Sequence[str]) -> tuple[tuple[str, ...], list[tuple[str, int]]]:
@@ -76,6 +103,12 @@ class Claims:
         self.pools: dict[str, Pool] = {}
         self.held: dict[str, set[int]] = defaultdict(set)
         self.lock = threading.Lock()
+
+    def used(self) -> int:
+        """Tokens of this minute taken so far (by any tick, as far as this one knows)."""
+        with self.lock:
+            pool = self.pools.get(self.rate_pool)
+            return len((pool.used if pool else frozenset()) | self.held[self.rate_pool])
 
     @property
     def exhausted(self) -> bool:

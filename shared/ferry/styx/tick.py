@@ -76,6 +76,7 @@ class TickReport:
     conflicts: int = 0
     adopted: int = 0      # lost submissions whose execution had started: recorded, not launched again
     resubmitted: int = 0  # lost submissions whose execution had not started: launched under the same id
+    throttled: int = 0    # launches the platform refused for a quota (429): requeued, no try spent
     errors: int = 0       # instances whose poll or dequeue failed unexpectedly (logged; the rest went on)
     budget_exhausted: bool = False
     rate_limited: bool = False  # this minute's submissions are used up (by this tick or others)

@@ -39,6 +39,7 @@ EXPECTED: dict[tuple[State, type[Event]], State] = {
     (State.QUEUED, Dequeue): State.PREPARE,
     (State.PREPARE, Submit): State.SUBMITTING,
     (State.SUBMITTING, Resubmit): State.SUBMITTING,
+    (State.SUBMITTING, m.Requeue): State.QUEUED,
     (State.SUBMITTING, Submitted): State.SUBMITTED,
     (State.SUBMITTED, Started): State.RUNNING,
     (State.SUBMITTED, Terminate): State.TERMINATED,
@@ -121,6 +122,17 @@ def test_event_documents_keep_the_log_s_shape() -> None:
 def test_every_pair_is_covered_by_the_table() -> None:
     legal = {(s, on) for on, states in m.LEGAL.items() for s in states}
     assert legal == set(EXPECTED)
+
+
+def test_requeue_gives_the_try_back_and_releases_the_slots() -> None:
+    """A launch the platform refused for its quota (nothing started): back to the queue after the
+    delay, the try it had counted given back, its slots released, no execution id left."""
+    run = run_in(State.SUBMITTING, tries=2, spent=2)
+    step = m.transition(run, m.Requeue("429", delay=timedelta(seconds=60)), NOW, POLICY)
+    assert step.run.state == State.QUEUED and step.run.due_at == NOW + timedelta(seconds=60)
+    assert (step.run.tries, step.run.spent) == (1, 1)
+    assert step.run.slots == () and step.run.execution_id is None and step.run.handle is None
+    assert step.decisions == (m.Release(("global#0", "resource.bq#1")),)
 
 
 def states(adv: m.Advance) -> list[tuple[str, str]]:

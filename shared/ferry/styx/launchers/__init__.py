@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal, Protocol
 
+from ferry.errors import InfraError
+
 
 @dataclass(frozen=True)
 class LaunchSpec:
@@ -42,6 +44,12 @@ class Status:
     message: str = ""
 
 
+class Throttled(InfraError):
+    """The platform refused the launch for a quota (HTTP 429 / gRPC RESOURCE_EXHAUSTED: the request
+    rate, running executions, the number of jobs) and **started nothing**: the instance goes back to
+    the queue without spending a try, and the submission rate slows down."""
+
+
 class Launcher(Protocol):
     """Where executions run. The contract every launcher keeps (tests/contract/test_launcher_contract.py
     runs it on each one; a new launcher passes it):
@@ -62,7 +70,8 @@ class Launcher(Protocol):
     """
 
     def launch(self, spec: LaunchSpec) -> Launched:
-        """Start one execution. Raises InfraError if it could not be started."""
+        """Start one execution. Raises Throttled if a platform quota refused it (nothing started),
+        InfraError if it could not be started."""
         ...
 
     def find(self, workflow: str, execution_id: str) -> Launched | None:

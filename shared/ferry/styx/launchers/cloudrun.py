@@ -19,7 +19,7 @@ from datetime import UTC
 from typing import Any
 
 from ferry.errors import InfraError, NotFound
-from ferry.styx.launchers import Launched, LaunchSpec, Status
+from ferry.styx.launchers import Launched, LaunchSpec, Status, Throttled
 
 
 @contextmanager
@@ -30,6 +30,8 @@ def _translated(what: str) -> Iterator[None]:
         yield
     except gexc.NotFound as exc:
         raise NotFound(f"{what}: {exc.message}") from exc
+    except gexc.TooManyRequests as exc:  # HTTP 429 / gRPC RESOURCE_EXHAUSTED (ResourceExhausted is one)
+        raise Throttled(f"Cloud Run {what}: {exc.message}") from exc
     except gexc.GoogleAPICallError as exc:
         raise InfraError(f"Cloud Run {what} failed: {exc.message}") from exc
 
