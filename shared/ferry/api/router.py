@@ -51,6 +51,8 @@ class Call:
                 self._json = json.loads(self.raw_body)
             except ValueError as exc:
                 raise BadRequest(f"the body is not valid JSON: {exc}") from None
+            except RecursionError:
+                raise BadRequest("the body nests objects and arrays deeper than the parser allows") from None
         return self._json
 
     def body(self, model: type[pydantic.BaseModel]) -> Any:

@@ -53,17 +53,41 @@ def _subschemas(node: Any) -> Iterator[dict[str, Any]]:
             stack.extend(cur)
 
 
+# Objects and arrays a schema may nest (its validators recurse per level: at 200 they exhaust Python's
+# stack). 160 holds a schema of objects nested 79 deep, beyond the 64 levels an event payload may have.
+MAX_SCHEMA_DEPTH = 160
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests objects and arrays more than ``limit`` deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        cur, d = stack.pop()
+        children = cur.values() if isinstance(cur, dict) else cur if isinstance(cur, list) else None
+        if children is None:
+            continue
+        if d > limit:
+            return True
+        stack.extend((v, d + 1) for v in children if isinstance(v, dict | list))
+    return False
+
+
 def check(schema: dict[str, Any]) -> None:
     """Everything that makes ``schema`` unusable at ingest, as one ValueError (at apply).
 
     Raises:
-        ValueError: invalid for its draft, an unresolvable ``$ref``, or a pattern RE2 refuses.
+        ValueError: nested deeper than ``MAX_SCHEMA_DEPTH``, invalid for its draft, an unresolvable
+            ``$ref``, or a pattern RE2 refuses.
     """
+    if _too_deep(schema, MAX_SCHEMA_DEPTH):
+        raise ValueError(f"the schema nests objects and arrays more than {MAX_SCHEMA_DEPTH} deep")
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+    except RecursionError:  # a $ref cycle the checker follows, or nesting within the bound but costly
+        raise ValueError("the schema could not be checked: it recurses too deeply") from None
     problems: list[str] = []
     for node in _subschemas(schema):
         if isinstance(node.get("pattern"), str):

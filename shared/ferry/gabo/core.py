@@ -202,6 +202,40 @@ class Envelope:
     time: str | None = None
 
 
+# ---- an event's size and validity: one rule, applied by ingest (per event) and by delivery (per line) ----
+#
+# An event is valid when its envelope is (``envelope``) and its payload encodes as standard JSON in UTF-8
+# (``encode_payload``: no NaN/Infinity, no number beyond a double's range such as 1e999999, no lone
+# surrogate) of at most ``max_event_bytes``. Its line (``event_line``) is the payload plus envelope fields
+# whose size is bounded here, so every valid event's line is at most ``line_limit(max_event_bytes)``: the
+# bound delivery checks. Whatever ingest accepts, delivery writes.
+MAX_ID_CHARS = 256
+MAX_TIME_CHARS = 64  # an ISO 8601 instant with a time zone and microseconds is 32; no fraction of 100,000 digits
+_ESCAPED = 6  # the most bytes one character of a string takes in a line (a control character: \u001f)
+# keys, quotes, received_at (27 ASCII characters for the years 1000-9999), the type name (63 ASCII) and
+# the replayed mark, with room to spare; id and time at their worst
+LINE_OVERHEAD = 256 + (MAX_ID_CHARS + MAX_TIME_CHARS) * _ESCAPED
+
+
+def line_limit(max_event_bytes: int) -> int:
+    """The largest line of a valid event of a type whose ``max_event_bytes`` is given."""
+    return max_event_bytes + LINE_OVERHEAD
+
+
+def _unicode(text: str) -> bool:
+    """Whether ``text`` is Unicode text UTF-8 can carry (JSON lets a string escape a lone surrogate)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(text: str) -> str:
+    """``text`` as an answer or a log may carry it: a lone surrogate is shown escaped (``\\ud800``)."""
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
 def envelope(item: Any) -> Envelope | str:
     """The envelope in ``item``, or the reason it is not one."""
     if isinstance(item, Unparsable):
@@ -210,14 +244,16 @@ def envelope(item: Any) -> Envelope | str:
         return "an event envelope is a JSON object {type, id, time?, payload}"
     unknown = set(item) - {"type", "id", "time", "payload"}
     if unknown:
-        return f"unknown envelope field(s): {', '.join(sorted(unknown))}"
+        return f"unknown envelope field(s): {', '.join(sorted(shown(u)[:100] for u in unknown))}"
     t, i = item.get("type"), item.get("id")
     if not isinstance(t, str) or not t:
         return "type is required (a string)"
     if not _TYPE_NAME.match(t):
         return f"type {t[:100]!r} is not an event type name (lowercase letters, digits, '.', '_', '-'; at most 63)"
-    if not isinstance(i, str) or not i or len(i) > 256:
-        return "id is required (a string of 1 to 256 characters)"
+    if not isinstance(i, str) or not i or len(i) > MAX_ID_CHARS:
+        return f"id is required (a string of 1 to {MAX_ID_CHARS} characters)"
+    if not _unicode(i):
+        return "id is not Unicode text: it holds a lone surrogate (\\ud800-\\udfff)"
     if "payload" not in item:
         return "payload is required"
     if depth_exceeds(item["payload"], MAX_DEPTH):
@@ -226,6 +262,10 @@ def envelope(item: Any) -> Envelope | str:
     if tm is not None:
         if not isinstance(tm, str):
             return "time must be an ISO 8601 string"
+        if len(tm) > MAX_TIME_CHARS:
+            return f"time is longer than {MAX_TIME_CHARS} characters: not an ISO 8601 instant"
+        if not _unicode(tm):
+            return "time is not Unicode text: it holds a lone surrogate (\\ud800-\\udfff)"
         try:
             if datetime.fromisoformat(tm.replace("Z", "+00:00")).tzinfo is None:
                 return "time needs a time zone"
@@ -234,12 +274,33 @@ def envelope(item: Any) -> Envelope | str:
     return Envelope(t, i, item["payload"], tm)
 
 
-def event_line(env: Envelope, received_at: datetime, replayed: bool = False) -> bytes:
-    """The JSON line an event is published as, and delivered and stored as. A replayed event (set aside,
-    then replayed by ``ferry replay``) says so before its payload (``"replayed":true``)."""
-    doc = {"id": env.id, "type": env.type, "time": env.time, "received_at": iso(received_at),
-           **({"replayed": True} if replayed else {}), "payload": env.payload}
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+def encode_payload(payload: Any) -> bytes | str:
+    """The payload as it stands in its line (compact JSON, UTF-8), or why it cannot: a number outside
+    JSON's grammar (NaN, Infinity, or one beyond a double's range, which parses as infinite) or a string
+    that is not Unicode text (a lone surrogate). Strict readers refuse both."""
+    try:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return "payload holds a number outside JSON's grammar (NaN, Infinity, or beyond a double's range such as 1e999999)"
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return "payload is not Unicode text: a string or key holds a lone surrogate (\\ud800-\\udfff)"
+
+
+def event_line(env: Envelope, received_at: datetime, replayed: bool = False, payload: bytes | None = None) -> bytes:
+    """The JSON line an event is published as, and delivered and stored as (``payload``: the payload's
+    bytes from ``encode_payload``, when they were computed already). A replayed event (set aside, then
+    replayed by ``ferry replay``) says so before its payload (``"replayed":true``)."""
+    head = {"id": env.id, "type": env.type, "time": env.time, "received_at": iso(received_at),
+            **({"replayed": True} if replayed else {})}
+    if payload is None:
+        encoded = encode_payload(env.payload)
+        if isinstance(encoded, str):
+            raise ValueError(encoded)
+        payload = encoded
+    text = json.dumps(head, separators=(",", ":"), ensure_ascii=False)
+    return text[:-1].encode() + b',"payload":' + payload + b"}"
 
 
 REPLAYED_MARK, PAYLOAD_KEY = b'"replayed":true,"payload":', b'"payload":'
@@ -335,14 +396,21 @@ def classify(m: Pulled, event_type: str, max_event_bytes: int) -> Accepted | Poi
     return Accepted(m, v[1], v[0])
 
 
+def _refuse_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
+
+
+_STRICT = json.JSONDecoder(parse_constant=_refuse_constant)  # NaN, Infinity, -Infinity: not JSON
+
+
 def verdict(m: Pulled, event_type: str, max_event_bytes: int) -> tuple[datetime, str] | str:
     """:func:`classify` without the wrapping (a worker calls it per message): the receive time and id of
     a deliverable event, or the reason the message is poison."""
-    if len(m.data) > max_event_bytes + 1024:  # the line adds envelope fields around the payload
-        return f"oversized: {len(m.data)} bytes > max_event_bytes {max_event_bytes}"
+    if len(m.data) > line_limit(max_event_bytes):  # the bound every line of a valid event is within
+        return f"oversized: {len(m.data)} bytes > {line_limit(max_event_bytes)} (max_event_bytes {max_event_bytes})"
     try:
-        doc = json.loads(m.data.decode())  # decoded here: json's encoding sniffing of bytes costs more
-    except ValueError:  # UnicodeDecodeError included
+        doc = _STRICT.decode(m.data.decode())  # decoded here: json's encoding sniffing of bytes costs more
+    except ValueError:  # UnicodeDecodeError and NaN/Infinity included
         return "unparseable: not JSON"
     if type(doc) is not dict or type(doc.get("id")) is not str or "payload" not in doc:
         return "unparseable: not an event line {id, payload, ...}"

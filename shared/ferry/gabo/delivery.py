@@ -125,7 +125,7 @@ class _Batch:
         self.ack_ids: list[str] = []
         # per (period start, shard): the message ids and the compressed lines
         self.groups: dict[tuple[datetime, str], tuple[list[str], core.GzipLines]] = {}
-        # per period, the ledger digests of the event ids this batch delivers (or dead-letters)
+        # per period, the ledger digests of the event ids this batch stages
         self.digests: dict[datetime, bytearray] = {}
         self.poison: list[core.Poison] = []
         self.size = 0
@@ -148,17 +148,14 @@ class _Batch:
         verdict, ack_ids, groups, size = core.verdict, self.ack_ids, self.groups, 0
         bits = self.shard_bits
         labels, shift = core.shard_labels(bits), 32 - bits
-        digests, digest, hashed = self.digests, ledger.digest, ledger.hashed
+        digests, hashed = self.digests, ledger.hashed
         for m in messages:
             ack_ids.append(m.ack_id)
             size += len(m.data)
             v = verdict(m, name, max_bytes)
-            if isinstance(v, str):  # poison: why
-                self.poison.append(core.Poison(m, v))
+            if isinstance(v, str):  # poison: why. Not delivered: the ledger counts only what reaches staging,
+                self.poison.append(core.Poison(m, v))  # so an accepted event dead-lettered keeps its period open
                 received = _received(m)
-                event_id = m.attributes.get("event_id")
-                if event_id:  # accounted for: on the dead-letter topic
-                    digests.setdefault(self.cadence.floor(received), bytearray()).extend(digest(event_id))
             else:
                 received = v[0]
                 start = starts.get(received)

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ferry import log
@@ -60,6 +60,7 @@ class IngestResult:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     quarantined: int = 0
     shadowed: int = 0
+    chunks: dict[str, int] = field(default_factory=dict)  # per type, the ledger documents its record takes
 
     def to_dict(self) -> dict[str, Any]:
         return {"received": self.received, "accepted": self.accepted, "rejected_count": len(self.rejected),
@@ -125,9 +126,23 @@ class IngestService:
             admitted, refused = self._check(items, envelopes, types, broken)
             if registered is not None:
                 registered.result()
+            self._publish(result, request_id, begun, registered, admitted, refused, types, now, stamp,
+                          quarantine, replayed)
         except BaseException:
-            self._abandon(registered, request_id, begun)
+            # whatever failed after the registration (a check, the stamp, an encoding, a publish, the
+            # record): the client is told to retry, and the request's ledger records go with it
+            self._abandon(registered, request_id, begun, result.chunks)
             raise
+        if result.rejected:
+            log.event(logger, log.WARNING, f"ingest rejected {len(result.rejected)} of {result.received} event(s)",
+                      first=result.rejected[:3])
+        return result
+
+    def _publish(self, result: IngestResult, request_id: str, begun: list[str], registered: Future[None] | None,
+                 admitted: list[tuple[core.Envelope, _Compiled, bytes]],
+                 refused: list[tuple[int, Any, core.Envelope | None, str]], types: dict[str, _Compiled],
+                 now: datetime, stamp: Callable[[], datetime] | None, quarantine: bool, replayed: bool) -> None:
+        """Stamp, publish the accepted events and the quarantined ones, and record what was accepted."""
         if stamp is not None:
             now = max(now, stamp())  # stamped after the registration committed: never before its ``since``
         received_at = core.iso(now)
@@ -144,9 +159,9 @@ class IngestService:
                     attrs["event_id"] = env.id
                 out.setdefault(core.Names(t.event_type.name).quarantine, []).append(Message(_raw(item), attrs))
                 result.quarantined += 1
-        for env, t in admitted:
+        for env, t, payload in admitted:
             names = core.Names(env.type)
-            msg = Message(core.event_line(env, now, replayed),
+            msg = Message(core.event_line(env, now, replayed, payload),
                           {"event_type": env.type, "event_id": env.id, "received_at": received_at})
             out.setdefault(names.topic, []).append(msg)
             accepted_ids.setdefault(env.type, []).append(env.id)
@@ -166,6 +181,7 @@ class IngestService:
         recorded = _registrar().submit(
             lambda: ledger.confirm(request_id, Ledger.accepted_record(stamped), since=now, begun=begun)) \
             if ledger is not None and self.overlap and not result.shadowed else None
+        result.chunks = chunks
         try:
             for topic, messages in out.items():
                 self.publisher.publish(topic, messages)
@@ -176,47 +192,50 @@ class IngestService:
         except BaseException:
             if recorded is not None:
                 with contextlib.suppress(Exception):
-                    recorded.result()  # the deletion below comes after the record's write
-            self._abandon(registered, request_id, begun, chunks)
+                    recorded.result()  # the caller's deletion comes after the record's write
             raise
-        if result.rejected:
-            log.event(logger, log.WARNING, f"ingest rejected {len(result.rejected)} of {result.received} event(s)",
-                      first=result.rejected[:3])
-        return result
-
 
     @staticmethod
     def _check(items: list[Any], envelopes: list[core.Envelope | str], types: dict[str, _Compiled],
-               broken: dict[str, str]) -> tuple[list[tuple[core.Envelope, _Compiled]],
+               broken: dict[str, str]) -> tuple[list[tuple[core.Envelope, _Compiled, bytes]],
                                               list[tuple[int, Any, core.Envelope | None, str]]]:
-        """Each event admitted (with its type) or refused (index, item, envelope, reason), in order."""
-        admitted: list[tuple[core.Envelope, _Compiled]] = []
+        """Each event admitted (with its type and its payload's bytes) or refused (index, item, envelope,
+        reason), in order. The size and validity rule is the one delivery applies (``core.envelope``,
+        ``core.encode_payload``, ``core.line_limit``): an admitted event's line is one delivery writes."""
+        admitted: list[tuple[core.Envelope, _Compiled, bytes]] = []
         refused: list[tuple[int, Any, core.Envelope | None, str]] = []
 
-        def check(env: core.Envelope | str) -> tuple[_Compiled, None] | tuple[None, str]:
+        def check(env: core.Envelope | str) -> tuple[_Compiled, bytes] | tuple[None, str]:
             if not isinstance(env, core.Envelope):
                 return None, env
             t = types.get(env.type)
             if t is None:
                 return None, broken.get(env.type) or f"unknown event type {json.dumps(env.type)}"
-            size = len(json.dumps(env.payload, separators=(",", ":"), ensure_ascii=False).encode())
-            if size > t.event_type.spec.max_event_bytes:
-                return None, f"payload of {size} bytes exceeds max_event_bytes {t.event_type.spec.max_event_bytes}"
+            payload = core.encode_payload(env.payload)
+            if isinstance(payload, str):
+                return None, payload
+            limit = t.event_type.spec.max_event_bytes
+            if len(payload) > limit:
+                return None, f"payload of {len(payload)} bytes exceeds max_event_bytes {limit}"
+            line = len(core.event_line(env, _SIZING_STAMP, True, payload))
+            if line > core.line_limit(limit):  # cannot happen while the envelope's bounds hold: the rule, checked
+                return None, f"event line of {line} bytes exceeds {core.line_limit(limit)}"
             error = next(iter(t.validator.iter_errors(env.payload)), None)
             if error is not None:
                 where = "/".join(str(p) for p in error.absolute_path) or "(payload)"
                 # the field path and the rule, never the payload's value (logs, quarantine attributes)
-                return None, schema_reason(where, str(error.validator), error.validator_value)
-            return t, None
+                return None, schema_reason(core.shown(where), str(error.validator), error.validator_value)
+            return t, payload
 
         for index, (item, env) in enumerate(zip(items, envelopes, strict=True)):
             try:
-                t, reason = check(env)
+                t, checked = check(env)
             except Exception as exc:  # noqa: BLE001 - one event's failure of any kind is its rejection
-                t, reason = None, f"could not be checked: {type(exc).__name__}: {exc}"[:1000]
-            if t is not None and isinstance(env, core.Envelope):
-                admitted.append((env, t))
+                t, checked = None, core.shown(f"could not be checked: {type(exc).__name__}: {exc}"[:1000])
+            if t is not None and isinstance(env, core.Envelope) and isinstance(checked, bytes):
+                admitted.append((env, t, checked))
             else:
+                reason = checked
                 refused.append((index, item, env if isinstance(env, core.Envelope) else None, str(reason)))
         return admitted, refused
 
@@ -230,6 +249,9 @@ class IngestService:
             self.ledger.abandon(request_id, begun, chunks or {})
 
 
+# A received_at of the longest form (every instant of the years 1000-9999 is as long): an event's line
+# is measured before it is stamped.
+_SIZING_STAMP = datetime(2026, 1, 1, tzinfo=UTC)
 REGISTER_EARLY_MAX = 16  # event types a request may register before they are read (else after)
 _REGISTRAR: ThreadPoolExecutor | None = None
 _REGISTRAR_LOCK = threading.Lock()
@@ -254,7 +276,7 @@ def _envelope(item: Any) -> core.Envelope | str:
 def _text(item: Any, key: str) -> str | None:
     """A string field of a rejected item, for the answer (anything else is not echoed back)."""
     value = item.get(key) if isinstance(item, dict) else None
-    return value[:256] if isinstance(value, str) else None
+    return core.shown(value[:256]) if isinstance(value, str) else None
 
 
 def _raw(item: Any) -> bytes:

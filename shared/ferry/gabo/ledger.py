@@ -40,7 +40,11 @@ from ferry.store.base import Doc, DocumentStore, Op, Where
 logger = log.get("gabo.ledger")
 
 LEDGER, DELIVERED = "gabo_ledger", "gabo_delivered"
-IN_FLIGHT_TTL = timedelta(minutes=5)
+# The longest an ingest request can live (the ingest function's timeout, infra/gabo.yaml) plus clock skew
+# between its instance and the closer's: an in-flight record older than this belongs to a request that
+# died before its answer — it holds its period no longer.
+INGEST_TIMEOUT = timedelta(seconds=60)
+IN_FLIGHT_TTL = INGEST_TIMEOUT + timedelta(seconds=10)
 CHUNK = 100_000  # digests per document: 800 KB, below Firestore's 1 MiB
 DIGEST = 8
 PAGE = 50  # documents per read of a period's ledger: at most 40 MB of digests in flight, usually KBs
@@ -223,8 +227,9 @@ class Ledger:
 
     # delivery's side ----------------------------------------------------------------------------------
     def delivered(self, event_type: str, records: dict[datetime, tuple[str, bytes]]) -> None:
-        """Record, per period, the digests of the event ids one flush staged or dead-lettered, under the
-        name of its staging object (before the ack; a redelivered batch rewrites its own record)."""
+        """Record, per period, the digests of the event ids one flush staged — only those: a dead-lettered
+        event is not delivered — under the name of its staging object (before the ack; a redelivered batch
+        rewrites its own record)."""
         ops = []
         for start, (name, blob) in records.items():
             key, blob = partition_key(start), sorted_blob(blob)
@@ -282,7 +287,7 @@ class Ledger:
         return self._in_flight[key]
 
     def completeness(self, event_type: str, start: datetime, end: datetime, now: datetime) -> Completeness:
-        """Compare what ingest accepted into a period with what delivery staged (or dead-lettered) of it.
+        """Compare what ingest accepted into a period with what delivery staged of it.
 
         Events delivered into another period (late ones moved on) count where ingest stamped them:
         delivery files an event under the period of its ``received_at``, as ingest does.
@@ -321,7 +326,7 @@ def shortfall_alert(et: EventType, period: str, verdict: Completeness, now: date
 
 class LedgerGate:
     """The close gate of the ledger: a period may close only when no ingest into it is in flight and
-    every id ingest accepted into it was delivered (staged or dead-lettered). Otherwise it waits, with
+    every id ingest accepted into it reached staging (a dead-lettered one did not). Otherwise it waits, with
     the reason; a shortfall still there ``MISSING_ALERT_AFTER`` past the period's close time raises one
     owner-routed alert (created once, published to ``ferry-alerts``)."""
 

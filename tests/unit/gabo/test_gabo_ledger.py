@@ -41,9 +41,11 @@ def test_a_period_with_accepted_events_not_delivered_does_not_close(env: Any) ->
     lost = broker.pull("gabo-play-delivery", 6)  # as if lost with the emulator's memory: never delivered
     broker.subs["gabo-play-delivery"].leased.clear()
     g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
-    clock.set(T0 + timedelta(minutes=2))
+    # the period ended (14:06), its grace passed (14:06:10); the paused request could still be alive (its
+    # record expires 70 s after T0, when the ingest function's 60 s timeout has ended it for sure)
+    clock.set(T0 + timedelta(seconds=55))
     g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
-    rep = _close_at(g, clock, T0 + timedelta(minutes=2, seconds=10))
+    rep = _close_at(g, clock, T0 + timedelta(seconds=65))
     assert "2026-11-26T14:05" not in {c.partition for c in rep.closed}  # (the empty 14:06 closes)
     assert "2026-11-26T14:05" not in {a[1] for a, _ in lands.calls}
     assert rep.open == [{"partition": "2026-11-26T14:05", "state": "waiting",
@@ -92,9 +94,11 @@ def test_an_ingest_in_flight_holds_its_period_open(env: Any) -> None:
     assert paused.wait(30)
     g.ingest(body([ev(100)]), T0)
     g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
-    clock.set(T0 + timedelta(minutes=2))
+    # the period ended (14:06), its grace passed (14:06:10); the paused request could still be alive (its
+    # record expires 70 s after T0, when the ingest function's 60 s timeout has ended it for sure)
+    clock.set(T0 + timedelta(seconds=55))
     g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
-    rep = _close_at(g, clock, T0 + timedelta(minutes=2, seconds=10))
+    rep = _close_at(g, clock, T0 + timedelta(seconds=65))
     assert "2026-11-26T14:05" not in {c.partition for c in rep.closed}
     # held by the ledger: in flight, or (its record is written beside the publish) its ids not delivered
     assert rep.open[0]["reason"] in ("1 ingest request(s) into play 2026-11-26T14:05 not yet confirmed",
@@ -121,9 +125,9 @@ def test_an_ingest_in_flight_holds_its_period_open(env: Any) -> None:
 def test_an_ingest_that_died_in_flight_expires(env: Any) -> None:
     svc, g, _, _, clock = env
     Ledger(svc.store).begin("dead-request", ["play"], T0)
-    clock.set(T0 + timedelta(minutes=2))
+    clock.set(T0 + timedelta(seconds=55))
     g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
-    rep = _close_at(g, clock, T0 + timedelta(minutes=2, seconds=10))
+    rep = _close_at(g, clock, T0 + timedelta(seconds=65))
     assert "not yet confirmed" in rep.open[0]["reason"]
     g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5))
     clock.set(T0 + timedelta(minutes=7))

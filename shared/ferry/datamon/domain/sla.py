@@ -125,10 +125,15 @@ def parse_partition(policy: Policy, partition: str) -> datetime:
     """Start of the period ``partition`` names for this endpoint.
 
     Raises:
-        ValueError: not a parameter of the endpoint's partitioning, or before its ``start``.
+        ValueError: not a parameter of the endpoint's partitioning, before its ``start``, or a period that
+            ends past the year 9999.
     """
     cadence = policy.cadence
-    start = cadence.parse(partition)
+    try:
+        start = cadence.parse(partition)
+        cadence.next(start)  # its end must be an instant too (9999-12-31T23's is not)
+    except OverflowError:
+        raise ValueError(f"partition {partition} ends beyond the last instant a date can hold") from None
     if policy.start is not None and start < cadence.floor(policy.start):
         raise ValueError(f"partition {partition} is before the endpoint's start "
                          f"{cadence.format(cadence.floor(policy.start))}")
