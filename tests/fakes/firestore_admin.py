@@ -1,17 +1,40 @@
-"""A fake Firestore admin client (indexes only): list_indexes / create_index, as the library calls them."""
+"""A fake Firestore admin client: the database (get_database / create_database: a new project has none,
+NotFound until created) and its indexes (list_indexes / create_index), as the library calls them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore_admin_v1
+from google.cloud.firestore_admin_v1.types.database import Database
 
 
 @dataclass
 class FakeFirestoreAdmin:
     indexes: dict[str, list[firestore_admin_v1.Index]] = field(default_factory=dict)
     created: list[str] = field(default_factory=list)
+    databases: dict[str, Database] = field(default_factory=dict)
+
+    def get_database(self, request: dict[str, Any]) -> Database:
+        if request["name"] not in self.databases:
+            raise gexc.NotFound(f"Project or database does not exist: {request['name']}")
+        return self.databases[request["name"]]
+
+    def create_database(self, request: dict[str, Any]) -> Any:
+        name = f"{request['parent']}/databases/{request['database_id']}"
+        if name in self.databases:
+            raise gexc.AlreadyExists(f"Database {name} already exists")
+        db = Database(request["database"])
+        db.name = name
+        self.databases[name] = db
+        self.created.append(name)
+
+        class Operation:
+            def result(self, timeout: float | None = None) -> Database:
+                return db
+        return Operation()
 
     def list_indexes(self, request: dict[str, Any]) -> list[firestore_admin_v1.Index]:
         return list(self.indexes.get(request["parent"], []))

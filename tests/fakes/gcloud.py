@@ -25,6 +25,7 @@ class FakeGcloud:
     functions: dict[str, dict[str, Any]] = field(default_factory=dict)
     roles: dict[str, list[str]] = field(default_factory=dict)
     calls: list[list[str]] = field(default_factory=list)
+    compute: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (collection, name) -> resource
 
     def writes(self) -> list[list[str]]:
         """The calls that change something (not describe/list/get)."""
@@ -61,6 +62,40 @@ class FakeGcloud:
             case ["iam", "service-accounts", "describe", email]:
                 ok = email in self.service_accounts
                 return RunResult(0, json.dumps({"email": email})) if ok else RunResult(1, stderr="NOT_FOUND")
+            case ["compute", collection, "create", name]:
+                if (collection, name) in self.compute:
+                    return RunResult(1, stderr=f"ERROR: The resource '{name}' already exists")
+                missing = self._compute_missing(collection, flags)
+                if missing:
+                    return RunResult(1, stderr=f"ERROR: The resource '{missing}' was not found")
+                self.compute[(collection, name)] = {"name": name, "id": str(4200 + len(self.compute)),
+                                                    "flags": flags, "backends": [], "pathMatchers": []}
+                return RunResult(0)
+            case ["compute", collection, "describe", name]:
+                res = self.compute.get((collection, name))
+                if res is None:
+                    return RunResult(1, stderr=f"ERROR: The resource '{name}' was not found")
+                if flags.get("format") == "value(id)":
+                    return RunResult(0, res["id"] + "\n")
+                return RunResult(0, json.dumps(res))
+            case ["compute", "backend-services", "add-backend", name]:
+                neg = flags["network-endpoint-group"]
+                if ("backend-services", name) not in self.compute or ("network-endpoint-groups", neg) not in self.compute:
+                    return RunResult(1, stderr="ERROR: The resource was not found")
+                self.compute[("backend-services", name)]["backends"].append(
+                    {"group": f"regions/{flags['network-endpoint-group-region']}/networkEndpointGroups/{neg}"})
+                return RunResult(0)
+            case ["compute", "url-maps", "add-path-matcher", name]:
+                if ("url-maps", name) not in self.compute:
+                    return RunResult(1, stderr="ERROR: The resource was not found")
+                self.compute[("url-maps", name)]["pathMatchers"].append({"name": flags["path-matcher-name"]})
+                return RunResult(0)
+            case ["iap", "web", verb]:
+                target = flags["service"]
+                if ("backend-services", target) not in self.compute:
+                    return RunResult(1, stderr=f"NOT_FOUND: backend service {target}")
+                return self(["gcloud", "iap-web", verb, target, *[a for a in argv if a.startswith("--")
+                                                                 and not a.startswith("--service=")]])
             case [*resource, "add-iam-policy-binding", target]:
                 problem = self._resource_problem(resource, target) or self._member_problem(flags["member"])
                 if problem:
@@ -95,6 +130,15 @@ class FakeGcloud:
                     return RunResult(0, fn["serviceConfig"]["uri"] + "\n")
                 return RunResult(0, json.dumps(fn))
         return RunResult(2, stderr=f"FakeGcloud does not know: {' '.join(argv)}")
+
+    def _compute_missing(self, collection: str, flags: dict[str, str]) -> str | None:
+        """A reference to a compute resource that does not exist (the real API refuses it too)."""
+        refs = {"url-maps": [("backend-services", flags.get("default-service", ""))],
+                "target-https-proxies": [("url-maps", flags.get("url-map", "")),
+                                         ("ssl-certificates", flags.get("ssl-certificates", ""))],
+                "forwarding-rules": [("addresses", flags.get("address", "")),
+                                     ("target-https-proxies", flags.get("target-https-proxy", ""))]}
+        return next((n for c, n in refs.get(collection, []) if (c, n) not in self.compute), None)
 
     def _resource_problem(self, resource: list[str], target: str) -> str | None:
         if resource == ["run", "services"] and target not in self.functions:

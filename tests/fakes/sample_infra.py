@@ -31,3 +31,8 @@ SAMPLE: dict[str, Any] = {
     "indexes": [{"collection": "instances", "fields": [{"field": "state"}, {"field": "due_at"}]}],
     "admins": ["admin@example.com"],
 }
+
+# The same with people in browsers: a load balancer and Identity-Aware Proxy in front of the api.
+SAMPLE_WEB: dict[str, Any] = {**SAMPLE, "audiences": ["764086051850-6qr4p6gpi6hn506pt8ejuq83di341hur.apps.googleusercontent.com"],
+                              "web": {"domain": "ferry.example.com", "members": ["group:ferry-users@example.com"],
+                                      "functions": ["api"]}}

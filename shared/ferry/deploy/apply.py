@@ -196,6 +196,34 @@ class Applier:
         self.run(step.request)
         return Outcome(step, "updated")
 
+    def _database(self, step: Step) -> Outcome:
+        """The project's Firestore database: created in native mode when absent (waited for: its indexes
+        come next); one in Datastore mode stops the deploy — it cannot be converted."""
+        from google.cloud.firestore_admin_v1.types.database import Database
+
+        client = self._firestore_admin()
+        name = f"{step.request['parent']}/databases/{step.request['database_id']}"
+        try:
+            existing = client.get_database(request={"name": name})
+        except gexc.NotFound:
+            op = client.create_database(request={"parent": step.request["parent"],
+                                                 "database_id": step.request["database_id"],
+                                                 "database": Database(step.request["database"])})
+            op.result(timeout=600)
+            return Outcome(step, "created")
+        native = Database.DatabaseType.FIRESTORE_NATIVE
+        if existing.type_ != native:
+            raise InfraError(f"the Firestore database {name} is in {existing.type_.name}, not native mode; Ferry "
+                             "needs native mode and a database's mode cannot change — deploy to a new project")
+        return Outcome(step, "unchanged")
+
+    def _web(self, step: Step) -> Outcome:
+        probe = self._probe(step.probe or [])
+        if probe.returncode == 0 and step.expect.get("contains", "") in probe.stdout:
+            return Outcome(step, "unchanged")
+        self.run(step.request)
+        return Outcome(step, "created" if probe.returncode != 0 else "updated")
+
     def _index(self, step: Step) -> Outcome:
         from google.cloud import firestore_admin_v1
 
@@ -375,6 +403,21 @@ def function_urls(infra: Infra, project: str, region: str, runner: Runner) -> di
     return urls
 
 
+def backend_ids(infra: Infra, project: str, runner: Runner) -> dict[str, str]:
+    """The numeric ids of the backend services in front of the functions behind IAP (IAP's audience)."""
+    from ferry.deploy.planning import backend_service
+
+    ids = {}
+    for fn in infra.web.functions:
+        name = backend_service(fn)
+        r = runner(["gcloud", "compute", "backend-services", "describe", name, "--global", f"--project={project}",
+                    "--format=value(id)"])
+        if r.returncode != 0 or not r.stdout.strip():
+            raise InfraError(f"backend service {name} has no id: {r.stderr.strip()[-400:]}")
+        ids[name] = r.stdout.strip()
+    return ids
+
+
 def project_number(project: str, runner: Runner) -> str:
     r = runner(["gcloud", "projects", "describe", project, "--format=value(projectNumber)"])
     if r.returncode != 0 or not r.stdout.strip():
@@ -393,10 +436,15 @@ def deploy(infra: Infra, project: str, region: str, source_dir: str | Path, appl
     steps = plan(infra, project, region, source_dir, urls=urls, project_number=number)
     outcomes = []
     resolved = urls is not None
+    ids: dict[str, str] | None = None
     for i in range(len(steps)):
+        if steps[i].needs_backend_ids and ids is None:
+            # The backend services exist now: re-plan with their ids, IAP's audience (same order).
+            ids = backend_ids(infra, project, applier.runner)
+            steps = plan(infra, project, region, source_dir, urls=urls, project_number=number, backend_ids=ids)
         if steps[i].needs_urls and not resolved:
             # The functions exist now: re-plan with their real URLs (same inputs, same order).
-            steps = plan(infra, project, region, source_dir, project_number=number,
+            steps = plan(infra, project, region, source_dir, project_number=number, backend_ids=ids,
                          urls=function_urls(infra, project, region, applier.runner))
             resolved = True
         outcome = applier.apply(steps[i])

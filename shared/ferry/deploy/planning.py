@@ -6,8 +6,10 @@ Firestore admin) or a ``gcloud`` argv (services, service accounts, IAM, function
 prints exactly this; :mod:`ferry.deploy.apply` carries it out.
 
 Order matters: APIs → service accounts → their project roles → buckets and their bucket-scoped
-grants → Firestore indexes → topics → pull subscriptions → functions → invoker bindings → push
-subscriptions → scheduler jobs. Anything that calls a function (push subscriptions, scheduler jobs)
+grants → the Firestore database (native mode) → its indexes → topics → pull subscriptions → (with
+``web.domain``) the load balancer and IAP → functions → invoker bindings → push subscriptions →
+scheduler jobs. A new, empty project needs nothing else first but billing and a person allowed to
+deploy (docs/deploy.md). Anything that calls a function (push subscriptions, scheduler jobs)
 comes after the function and its invoker binding exist, so the first delivery is already
 authorized; a bucket exists before any function that writes to it.
 
@@ -31,8 +33,8 @@ from ferry.infra.model import Bucket, Function, Infra, PubSubTrigger, substitute
 from ferry.infra.pubsub import duration, pull_subscription_request, push_subscription_request
 
 Via = Literal["gcloud", "pubsub", "scheduler", "firestore_admin", "storage"]
-Kind = Literal["apis", "service_account", "custom_role", "iam", "bucket", "bucket_iam", "index", "topic",
-               "subscription", "function", "push_subscription", "scheduler_job"]
+Kind = Literal["apis", "service_account", "custom_role", "iam", "bucket", "bucket_iam", "database", "index",
+               "web", "topic", "subscription", "function", "push_subscription", "scheduler_job"]
 
 RUNTIME = "python312"
 DATABASE = "(default)"
@@ -40,14 +42,19 @@ APIS = (
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
+    "cloudresourcemanager.googleapis.com",  # project IAM policy reads and writes (gcloud projects …)
     "cloudscheduler.googleapis.com",
     "firestore.googleapis.com",
     "iam.googleapis.com",
+    "iamcredentials.googleapis.com",  # ID tokens for impersonated accounts (CI sign-in, docs/security.md)
     "logging.googleapis.com",
+    "monitoring.googleapis.com",  # Gabo's scaler and closer read subscription backlog (FERRY_BACKLOG)
     "pubsub.googleapis.com",
     "run.googleapis.com",
+    "secretmanager.googleapis.com",  # notification channel secrets (FERRY_SECRETS)
     "storage.googleapis.com",
 )
+WEB_APIS = ("compute.googleapis.com", "iap.googleapis.com")  # the load balancer and Identity-Aware Proxy
 # The only roles a Ferry identity may hold on the whole project, and why each cannot be narrower.
 # Everything else is granted on one resource (a topic, a bucket, a function, a service account).
 PROJECT_ROLES: dict[str, str] = {
@@ -92,6 +99,7 @@ class Step:
     probe: list[str] | None = None
     expect: dict[str, str] = field(default_factory=dict)
     needs_urls: bool = False
+    needs_backend_ids: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,6 +108,16 @@ class Step:
 def function_url(project: str, region: str, name: str) -> str:
     """The deterministic URL of a 2nd-gen function (used by dry runs; apply reads the real one)."""
     return f"https://{region}-{project}.cloudfunctions.net/{name}"
+
+
+def backend_service(fn: str) -> str:
+    """The backend service that fronts function ``fn`` behind the load balancer (one per serverless NEG)."""
+    return f"ferry-{fn}-web"
+
+
+def iap_audience(project_number: str, backend_id: str) -> str:
+    """The ``aud`` of IAP's signed header for a backend service (docs/security.md)."""
+    return f"/projects/{project_number}/global/backendServices/{backend_id}"
 
 
 def _sa(name: str, project: str) -> str:
@@ -162,7 +180,7 @@ def event_type_access(infra: Infra, project: str, project_number: str | None = N
 
 
 def function_env(infra: Infra, fn: Function, project: str, region: str,
-                 project_number: str | None = None) -> dict[str, str]:
+                 project_number: str | None = None, backend_ids: Mapping[str, str] | None = None) -> dict[str, str]:
     """A deployed function's environment: cloud_env, then the project and region, then its own env, then
     what identifies callers (its name, the audience its ID tokens carry, its operational callers), the
     first admins (infra's ``admins``) and the grants Gabo's provisioning makes.
@@ -175,7 +193,8 @@ def function_env(infra: Infra, fn: Function, project: str, region: str,
         raise ValidationError("name Ferry's first admins (e-mails): `admins:` in infra/core.yaml or "
                               "ferry deploy --admin EMAIL; without them anyone could create a team")
     env = {**cloud_env(infra, project, region), "GOOGLE_CLOUD_PROJECT": project, "FERRY_REGION": region,
-           **fn.env, "FERRY_FUNCTION": fn.name, "FERRY_AUDIENCES": function_url(project, region, fn.name),
+           **fn.env, "FERRY_FUNCTION": fn.name,
+           "FERRY_AUDIENCES": ",".join([function_url(project, region, fn.name), *infra.audiences]),
            "FERRY_TIMEOUT_S": str(fn.timeout_seconds), "FERRY_ADMINS": ",".join(infra.admins),
            **event_type_access(infra, project, project_number)}
     callers = operator_callers(infra, fn, project)
@@ -184,6 +203,10 @@ def function_env(infra: Infra, fn: Function, project: str, region: str,
     runners = sorted({t if "@" in t else _sa(t, project) for a in infra.service_accounts for t in a.act_as})
     if runners:  # what workflows may run as (apply refuses others); the first is the default runner
         env["FERRY_RUNNER_ACCOUNTS"] = ",".join(runners)
+    if infra.web.domain and fn.name in infra.web.functions:  # people in browsers, through IAP
+        backend = backend_service(fn.name)
+        env["FERRY_IAP_AUDIENCE"] = iap_audience(project_number or PROJECT_NUMBER_PLACEHOLDER,
+                                                 (backend_ids or {}).get(backend) or f"ID_OF_{backend}")
     if env.setdefault("FERRY_IDENTITY", "oidc") != "oidc":
         raise ValidationError(f"function {fn.name}: FERRY_IDENTITY must be oidc when deployed, not "
                               f"{env['FERRY_IDENTITY']!r} (header identity is for the local stack only)")
@@ -276,8 +299,89 @@ def _push_subscription(fn: Function, trig: PubSubTrigger, project: str, url: str
     return push_subscription_request(trig, project, url, _sa(trig.service_account, project))
 
 
+def _database_step(infra: Infra, project: str, region: str) -> Step:
+    """Ferry's Firestore database: ``(default)``, native mode (a new project has none; one in Datastore
+    mode cannot be converted — apply stops naming it)."""
+    location = substitute(infra.firestore_location, project, region)
+    return Step("database", DATABASE, f"Firestore database {DATABASE} in native mode in {location}",
+                "firestore_admin",
+                {"parent": f"projects/{project}", "database_id": DATABASE,
+                 "database": {"location_id": location, "type_": "FIRESTORE_NATIVE",
+                              "concurrency_mode": "OPTIMISTIC"}})
+
+
+def _web_step(name: str, description: str, create: list[str], describe: list[str], contains: str = "") -> Step:
+    """A load-balancer or IAP resource: describe it; create (or add) when it is absent (or lacks ``contains``)."""
+    return Step("web", name, description, "gcloud", [*create, "--quiet"], probe=[*describe, "--format=json"],
+                expect={"contains": contains} if contains else {})
+
+
+def _web_steps(infra: Infra, project: str, region: str) -> list[Step]:
+    """People in browsers: a global external HTTPS load balancer at ``web.domain`` (address, managed
+    certificate, URL map: /v1/* to the api, the rest to the dashboard), one serverless NEG and backend
+    service per function with IAP on, and who may pass IAP (docs/deploy.md, "People in a browser")."""
+    web = infra.web
+    p = f"--project={project}"
+    steps: list[Step] = [_web_step("address:ferry-web-ip", "a global IP address for the load balancer",
+                                   ["gcloud", "compute", "addresses", "create", "ferry-web-ip", "--global", p],
+                                   ["gcloud", "compute", "addresses", "describe", "ferry-web-ip", "--global", p])]
+    for fn in web.functions:
+        neg, backend = f"ferry-{fn}-neg", backend_service(fn)
+        steps += [
+            _web_step(f"neg:{neg}", f"serverless NEG {neg} → function {fn} (its Cloud Run service)",
+                      ["gcloud", "compute", "network-endpoint-groups", "create", neg, f"--region={region}",
+                       "--network-endpoint-type=serverless", f"--cloud-run-service={fn}", p],
+                      ["gcloud", "compute", "network-endpoint-groups", "describe", neg, f"--region={region}", p]),
+            _web_step(f"backend:{backend}", f"backend service {backend} with Identity-Aware Proxy on",
+                      ["gcloud", "compute", "backend-services", "create", backend, "--global",
+                       "--load-balancing-scheme=EXTERNAL_MANAGED", "--iap=enabled", p],
+                      ["gcloud", "compute", "backend-services", "describe", backend, "--global", p]),
+            _web_step(f"backend:{backend}:{neg}", f"NEG {neg} as the backend of {backend}",
+                      ["gcloud", "compute", "backend-services", "add-backend", backend, "--global",
+                       f"--network-endpoint-group={neg}", f"--network-endpoint-group-region={region}", p],
+                      ["gcloud", "compute", "backend-services", "describe", backend, "--global", p],
+                      contains=f"networkEndpointGroups/{neg}"),
+        ]
+    api = "api" if "api" in web.functions else web.functions[0]
+    default = next((f for f in web.functions if f != api), api)
+    steps += [
+        _web_step("url-map:ferry-web", f"URL map ferry-web: /v1/* → {api}, everything else → {default}",
+                  ["gcloud", "compute", "url-maps", "create", "ferry-web", f"--default-service={backend_service(default)}",
+                   "--global", p],
+                  ["gcloud", "compute", "url-maps", "describe", "ferry-web", "--global", p]),
+        _web_step("url-map:ferry-web:paths", f"route {web.domain}/v1/* to {backend_service(api)}",
+                  ["gcloud", "compute", "url-maps", "add-path-matcher", "ferry-web", "--path-matcher-name=ferry-paths",
+                   f"--default-service={backend_service(default)}", f"--new-hosts={web.domain}",
+                   f"--path-rules=/v1/*={backend_service(api)}", "--global", p],
+                  ["gcloud", "compute", "url-maps", "describe", "ferry-web", "--global", p], contains="ferry-paths"),
+        _web_step("ssl-certificate:ferry-web-cert", f"a Google-managed certificate for {web.domain}",
+                  ["gcloud", "compute", "ssl-certificates", "create", "ferry-web-cert", f"--domains={web.domain}",
+                   "--global", p],
+                  ["gcloud", "compute", "ssl-certificates", "describe", "ferry-web-cert", "--global", p]),
+        _web_step("https-proxy:ferry-web-proxy", "the HTTPS proxy (URL map + certificate)",
+                  ["gcloud", "compute", "target-https-proxies", "create", "ferry-web-proxy", "--url-map=ferry-web",
+                   "--ssl-certificates=ferry-web-cert", "--global", p],
+                  ["gcloud", "compute", "target-https-proxies", "describe", "ferry-web-proxy", "--global", p]),
+        _web_step("forwarding-rule:ferry-web-https", f"https://{web.domain} (port 443 on ferry-web-ip)",
+                  ["gcloud", "compute", "forwarding-rules", "create", "ferry-web-https", "--global",
+                   "--load-balancing-scheme=EXTERNAL_MANAGED", "--address=ferry-web-ip",
+                   "--target-https-proxy=ferry-web-proxy", "--ports=443", p],
+                  ["gcloud", "compute", "forwarding-rules", "describe", "ferry-web-https", "--global", p]),
+    ]
+    for fn in web.functions:
+        target = ["--resource-type=backend-services", f"--service={backend_service(fn)}", p]
+        for member in web.members:
+            steps.append(_iam_step(f"{backend_service(fn)}:iap:{member}",
+                                   f"let {member} through Identity-Aware Proxy to {fn}",
+                                   ["gcloud", "iap", "web", "add-iam-policy-binding", *target],
+                                   ["gcloud", "iap", "web", "get-iam-policy", *target],
+                                   member, "roles/iap.httpsResourceAccessor"))
+    return steps
+
+
 def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
-         urls: Mapping[str, str] | None = None, project_number: str | None = None) -> list[Step]:
+         urls: Mapping[str, str] | None = None, project_number: str | None = None,
+         backend_ids: Mapping[str, str] | None = None) -> list[Step]:
     """The complete ordered deployment of ``infra`` to ``project``/``region``.
 
     Args:
@@ -285,6 +389,7 @@ def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
         source_dir: the deploy bundle (``ferry.deploy.bundle.build``); functions deploy from it.
         urls: function name → URL; defaults to the deterministic ``cloudfunctions.net`` URL.
         project_number: for the Pub/Sub service agent's grants; a placeholder when None.
+        backend_ids: backend service name → numeric id (IAP's audience, read once they exist).
     Returns:
         Steps in the order they must be applied; the same inputs give the same plan.
     """
@@ -295,11 +400,12 @@ def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
     def url(name: str) -> str:
         return (urls or {}).get(name) or function_url(project, region, name)
 
-    steps: list[Step] = [Step("apis", "services", f"enable {len(APIS)} APIs", "gcloud",
-                              ["gcloud", "services", "enable", *APIS, f"--project={project}", "--quiet"],
+    apis = (*APIS, *WEB_APIS) if infra.web.domain else APIS
+    steps: list[Step] = [Step("apis", "services", f"enable {len(apis)} APIs", "gcloud",
+                              ["gcloud", "services", "enable", *apis, f"--project={project}", "--quiet"],
                               probe=["gcloud", "services", "list", "--enabled", f"--project={project}",
                                      "--format=value(config.name)"],
-                              expect={"apis": " ".join(APIS)})]
+                              expect={"apis": " ".join(apis)})]
 
     for sa in infra.service_accounts:
         email = _sa(sa.name, project)
@@ -338,6 +444,8 @@ def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
     for b in infra.buckets:
         steps += _bucket_steps(b, project, region)
 
+    # The database before its indexes and before any function that reads or writes it.
+    steps.append(_database_step(infra, project, region))
     for ix in infra.indexes:
         fields = [{"field_path": f.field, **({"array_config": f.array_config} if f.array_config
                                              else {"order": f.order or "ASCENDING"})} for f in ix.fields]
@@ -374,9 +482,16 @@ def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
         steps.append(Step("subscription", s.name, desc + ")", "pubsub", req))
     steps += dead_letter_grants
 
+    # The load balancer's backend services exist before the functions behind IAP: their ids are the
+    # audience of IAP's signed header, which those functions verify (FERRY_IAP_AUDIENCE).
+    if infra.web.domain:
+        steps += _web_steps(infra, project, region)
     for fn in infra.functions:
-        env = function_env(infra, fn, project, region, project_number)
-        steps.append(_function_step(fn, env, project, region, source_dir, digest))
+        env = function_env(infra, fn, project, region, project_number, backend_ids)
+        step = _function_step(fn, env, project, region, source_dir, digest)
+        if infra.web.domain and fn.name in infra.web.functions:
+            step = Step(**{**step.__dict__, "needs_backend_ids": True})
+        steps.append(step)
 
     # Who may call which function: scheduler jobs' and push subscriptions' identities, each only
     # on the functions it calls (roles/run.invoker on the function's Cloud Run service).
@@ -386,6 +501,9 @@ def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
     for fn, trig in infra.push_subscriptions():
         callers.setdefault((trig.service_account, fn.name), f"push subscription {trig.subscription}")
     people = {(m, f.name): f"people-facing function {f.name}" for f in infra.functions for m in f.invokers}
+    if infra.web.domain:  # IAP calls the functions behind it as its service agent
+        iap_agent = f"serviceAccount:service-{project_number or PROJECT_NUMBER_PLACEHOLDER}@gcp-sa-iap.iam.gserviceaccount.com"
+        people.update({(iap_agent, f): f"Identity-Aware Proxy in front of {f}" for f in infra.web.functions})
     for (member, fname), why in people.items():
         steps.append(_iam_step(f"{fname}:invoker:{member}", f"let {member} invoke {fname} ({why})",
                                ["gcloud", "run", "services", "add-iam-policy-binding", fname,

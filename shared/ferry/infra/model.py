@@ -239,6 +239,17 @@ class Bucket(_Strict):
         return self
 
 
+class Web(_Strict):
+    """People in browsers (docs/deploy.md): an external HTTPS load balancer at ``domain`` whose backend
+    services front ``functions`` through serverless NEGs, with Identity-Aware Proxy on each; ``members``
+    (users or groups) may pass IAP. Paths under ``/v1/`` go to the ``api`` function, the rest to the
+    first of the others (the dashboard). Empty ``domain``: no load balancer, no IAP."""
+
+    domain: str = ""
+    members: list[str] = Field(default_factory=list)
+    functions: list[str] = Field(default_factory=lambda: ["api", "dashboard"])
+
+
 class Infra(_Strict):
     service_accounts: list[ServiceAccount] = Field(default_factory=list)
     functions: list[Function] = Field(default_factory=list)
@@ -252,6 +263,11 @@ class Infra(_Strict):
     custom_roles: list[CustomRole] = Field(default_factory=list)
     # Ferry's first admins (e-mails): the deployment's switch to closed teams (FERRY_ADMINS).
     admins: list[str] = Field(default_factory=list)
+    # Where Ferry's Firestore database (native mode) lives: a Firestore location (default: the region).
+    firestore_location: str = "${region}"
+    # People's OAuth client ids whose ID tokens the API accepts besides its URL (docs/security.md).
+    audiences: list[str] = Field(default_factory=list)
+    web: Web = Field(default_factory=Web)
 
     @model_validator(mode="after")
     def _references(self) -> Infra:
@@ -295,6 +311,10 @@ class Infra(_Strict):
         for f in self.functions:
             if f.invokers and f.ingress == "internal-only":
                 problems.append(f"function {f.name}: people invoke it (invokers) but its ingress is internal-only")
+        if self.web.domain:
+            problems += [f"web: unknown function {f!r}" for f in self.web.functions if f not in functions]
+            if not self.web.members:
+                problems.append("web: name who may pass Identity-Aware Proxy (members: user:… or group:…)")
         problems += [f"admins: {a!r} is not an e-mail address" for a in self.admins
                      if not re.fullmatch(r"[^@\s,]+@[^@\s,]+\.[^@\s,]+", a)]
         problems += self._cloud_problems(accounts)
@@ -333,8 +353,10 @@ class Infra(_Strict):
         return [(f, f.pubsub) for f in self.functions if f.pubsub is not None]
 
 
-# Sections that are mappings (merged key by key); every other section is a list (concatenated).
+# Sections that are mappings (merged key by key); sections set once, in one file; every other section
+# is a list (concatenated).
 MAPPING_SECTIONS = ("cloud_env",)
+SINGLE_SECTIONS = ("web", "firestore_location")
 
 
 def load(directory: str | Path | None = None) -> Infra:
@@ -363,6 +385,12 @@ def load(directory: str | Path | None = None) -> Infra:
                                          f"from {origin[(key, k)]}")
                     section[k] = v
                     origin.setdefault((key, k), f)
+                continue
+            if key in SINGLE_SECTIONS:
+                if key in merged and merged[key] != items:
+                    raise ValueError(f"{f}: {key} is already set in {origin[(key, '')]}")
+                merged[key] = items
+                origin.setdefault((key, ""), f)
                 continue
             if not isinstance(items, list):
                 raise ValueError(f"{f}: section {key!r} must be a list")

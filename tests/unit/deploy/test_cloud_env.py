@@ -80,8 +80,10 @@ def test_the_gabo_workers_storage_role_is_scoped_to_the_bucket(tmp_path: Path) -
     assert project_storage == []
     grants = [s for s in steps if s.kind == "bucket_iam"]
     api = f"serviceAccount:ferry-api@{P}.iam.gserviceaccount.com"  # `ferry delete --drain` closes in the request
+    workflow = f"serviceAccount:ferry-workflow@{P}.iam.gserviceaccount.com"  # workflows read closed partitions
     assert [g.request for g in grants] == [{"bucket": "demo-ferry-events", "member": m, "role": "roles/storage.objectAdmin"}
-                                           for m in (worker, api)]
+                                           for m in (worker, api)] + [
+        {"bucket": "demo-ferry-events", "member": workflow, "role": "roles/storage.objectViewer"}]
     grant = grants[0]
     # the sink the functions get is that very bucket
     assert cloud_env(load(), P, R)["FERRY_SINK"] == f"gs://{grant.request['bucket']}"
