@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 
 logger = log.get("gabo.closing")
 
-MAX_PERIODS_PER_RUN = 500
+MAX_PERIODS_PER_RUN = 500  # periods not decided yet that one close run considers (a window)
+MAX_STUCK = 500  # ended periods held back (gate, claim, completion) a close run reconsiders
 CLOSE_ORDERS_TOPIC = "gabo-close-orders"
 # A completion (marker, landing, records) takes seconds; one silent for this long crashed.
 FINISH_LEASE = timedelta(minutes=2)
@@ -215,22 +216,36 @@ class Closer:
                 continue
             staging.setdefault(where[0], []).append(key)
             depth[where[0]] = min(depth.get(where[0], core.MAX_SHARD_BITS), len(where[1]))
-        cursor = self.state.cursor(name) or cadence.floor(created_at or now)
-        candidates = set(staging)
-        t = cursor
-        while t < cadence.floor(now) and len(candidates) < MAX_PERIODS_PER_RUN:
-            candidates.add(t)
+        # What this run decides (bounded: at most MAX_STUCK + MAX_PERIODS_PER_RUN periods, plus those with
+        # staging objects): the ended periods held back earlier (``stuck``), and the next window of
+        # periods not decided yet, from ``scan`` — so a stuck period never hides the ones after it, and a
+        # type however far behind catches up a window per run without re-reading what closed.
+        nxt, scan0, stuck0 = self.state.cursor_state(name)
+        cursor = nxt or cadence.floor(created_at or now)
+        scan = max(scan0 or cursor, cursor)
+        stuck = {s for s in stuck0 if cursor <= s < scan}
+        window: list[datetime] = []
+        t = scan
+        while t < cadence.floor(now) and len(window) < MAX_PERIODS_PER_RUN:
+            window.append(t)
             t = cadence.next(t)
+        window_end = t
+        candidates = set(staging) | stuck | set(window)
         ordered = sorted(candidates)
         closed_docs = self.state.closed(name, ordered)
         claims = self.state.claims(name, ordered)
         done = {s for s, d in closed_docs.items() if d.get("state", "closed") == "closed"}
-        closed = {s for s in candidates if s < cursor} | done
+
+        def known_closed(s: datetime) -> bool:  # closed by an earlier run, as the cursor records
+            return s < cursor or (s < scan and s not in stuck)
+
+        closed = {s for s in candidates if known_closed(s)} | done
+        held_by_time: list[datetime] = []  # periods that may not close yet by grace or watermark
 
         for start in ordered:
             keys = sorted(staging.get(start, []))
             if start in closed:
-                self._late_and_clean(name, cadence, start, keys, closed_docs.get(start), closed, cursor,
+                self._late_and_clean(name, cadence, start, keys, closed_docs.get(start), closed, known_closed,
                                      staging, candidates, report)
                 continue
             if start in closed_docs:  # completion under way, or crashed
@@ -244,6 +259,7 @@ class Closer:
                     closed.add(start)
                 continue
             if (cadence.next(start) > now if drain else core.closable(start, cadence, close_after, now, mark) is None):
+                held_by_time.append(start)
                 report.waiting.append(cadence.format(start))
                 if len(report.waits) < 20:
                     report.waits.append(core.why_waiting(start, cadence, close_after, now, mark))
@@ -264,12 +280,15 @@ class Closer:
             finished = self._order(et, cadence, start, bits, 0, shard_labels(bits), now, report, inline=inline)
             if finished:
                 closed.add(start)
-        # The cursor: first period not closed, so that empty periods are not revisited.
-        nxt = cursor
-        while nxt in closed:
-            nxt = cadence.next(nxt)
-        if nxt != cursor:
-            self.state.set_cursor(name, nxt, now)
+        # The cursor: the window is decided up to its first period held by time (grace, watermark: every
+        # later one is held too), and what ended but did not close before that is remembered as stuck.
+        new_scan = min((s for s in held_by_time if s >= scan), default=window_end)
+        held = sorted(s for s in candidates if cursor <= s < new_scan and s not in closed and not known_closed(s))
+        if len(held) > MAX_STUCK:  # the rest are decided again from the window
+            new_scan, held = held[MAX_STUCK], held[:MAX_STUCK]
+        new_cursor = held[0] if held else new_scan
+        if (new_cursor, new_scan, held) != (cursor, scan, sorted(stuck)) or nxt is None:
+            self.state.set_cursor(name, new_cursor, now, new_scan, held)
         return report
 
     def _order(self, et: EventType, cadence: periods.Cadence, start: datetime, bits: int, rnd: int,
@@ -370,7 +389,7 @@ class Closer:
         return True
 
     def _late_and_clean(self, name: str, cadence: periods.Cadence, start: datetime, keys: list[str],
-                        doc: dict[str, Any] | None, closed: set[datetime], cursor: datetime,
+                        doc: dict[str, Any] | None, closed: set[datetime], known_closed: Callable[[datetime], bool],
                         staging: dict[datetime, list[str]], candidates: set[datetime], report: CloseReport) -> None:
         if not keys:
             return
@@ -382,7 +401,7 @@ class Closer:
                 continue
             # late: received in a closed period → the next open one, in the same shard directory
             target = core.next_open(start, cadence, closed)
-            while target < cursor:
+            while known_closed(target):
                 target = core.next_open(target, cadence, closed)
             rel = key[len(core.staging_prefix(name, start)):]
             shard_dir, _, base = rel.rpartition("/")

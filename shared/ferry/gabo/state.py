@@ -114,11 +114,23 @@ class GaboState:
         return [d for _, d in rows]
 
     def cursor(self, event_type: str) -> datetime | None:
-        doc = self.store.get(self.cursors_c, event_type)
-        return parse_iso(doc["next"]) if doc and doc.get("next") else None
+        """The first period of ``event_type`` not known closed (every one before it is)."""
+        return self.cursor_state(event_type)[0]
 
-    def set_cursor(self, event_type: str, next_start: datetime, now: datetime) -> None:
-        self.store.write([Op.set(self.cursors_c, event_type, {"next": next_start.isoformat(), "updated_at": now})])
+    def cursor_state(self, event_type: str) -> tuple[datetime | None, datetime | None, list[datetime]]:
+        """``(next, scan, stuck)``: every period before ``next`` is closed; from ``next`` to ``scan`` every
+        one is closed but those in ``stuck`` (ended, yet held: by a gate, a claim, a completion); from
+        ``scan`` on nothing was decided yet. A record of an older version has ``next`` alone."""
+        doc = self.store.get(self.cursors_c, event_type) or {}
+        nxt = parse_iso(doc["next"]) if doc.get("next") else None
+        scan = parse_iso(doc["scan"]) if doc.get("scan") else nxt
+        return nxt, scan, [parse_iso(s) for s in doc.get("stuck") or []]
+
+    def set_cursor(self, event_type: str, next_start: datetime, now: datetime, scan: datetime | None = None,
+                   stuck: Sequence[datetime] = ()) -> None:
+        self.store.write([Op.set(self.cursors_c, event_type, {
+            "next": next_start.isoformat(), "scan": (scan or next_start).isoformat(),
+            "stuck": [s.isoformat() for s in stuck], "updated_at": now})])
 
     # scaling ----------------------------------------------------------------------------------------
     def record_decision(self, event_type: str, now: datetime, doc: dict[str, Any]) -> None:

@@ -49,7 +49,7 @@ class Stack:
     """Gabo on fakes, with the three steps a test drives: ingest a raw body, deliver until drained,
     close (inline) — and what a closed period holds."""
 
-    def __init__(self, tmp: Path, max_event_bytes: int = MAX) -> None:
+    def __init__(self, tmp: Path, max_event_bytes: int = MAX, applied_at: datetime = T0 - timedelta(minutes=1)) -> None:
         from ferry.gabo.broker import MemoryBroker
 
         self.clock = FixedClock(T0)
@@ -62,7 +62,7 @@ class Stack:
         et = EventType.model_validate({"metadata": {"name": "play", "owner": "team-a"},
                                        "spec": {"schema": SCHEMA, "partitioning": "PT1M", "close_after": "PT10S",
                                                 "max_event_bytes": max_event_bytes}})
-        self.svc.apply.apply([et], T0 - timedelta(minutes=1))
+        self.svc.apply.apply([et], applied_at)
 
     def ingest(self, raw: bytes, now: datetime = T0) -> Any:
         return self.g.ingest(raw, now)
