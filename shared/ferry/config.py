@@ -56,6 +56,10 @@ class Settings:
     styx_submit_rate: int = field(default_factory=lambda: _int("FERRY_STYX_SUBMIT_RATE", 600))
     styx_gate_recheck_s: int = field(default_factory=lambda: _int("FERRY_STYX_GATE_RECHECK_S", 60))
     styx_threads: int = field(default_factory=lambda: _int("FERRY_STYX_THREADS", 8))
+    # How long a submission may stay unrecorded before a later tick asks the launcher whether it
+    # started (adopt it) or never did (launch it again under its id); the submitting tick stops
+    # launching at half of it. Slow is not dead: this only decides when to ask, never what happened.
+    styx_submission_lost_s: int = field(default_factory=lambda: _int("FERRY_STYX_SUBMISSION_LOST_S", 120))
 
     # Grants Gabo's provisioning makes on each event type's own topics and subscriptions (IAM members,
     # comma-separated; set by ferry deploy from infra/'s event_type_access; empty locally: the emulator

@@ -30,6 +30,9 @@ class FakeLauncher:
             if self.fail_next:
                 msg, self.fail_next = self.fail_next, None
                 raise InfraError(msg)
+            for i, s in enumerate(self.launched):  # one execution per execution id, as the contract says
+                if s.workflow == spec.workflow and s.execution_id == spec.execution_id:
+                    return Launched(f"exec-{i + 1}", f"fake://exec-{i + 1}")
             self.launched.append(spec)
             handle = f"exec-{next(self._ids)}"
             self.status[handle] = Status("running")

@@ -11,6 +11,7 @@ spent per ~40 instances, not two per instance.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -178,7 +179,8 @@ class DequeueStage:
 
     def _dequeue_chunk(self, chunk: list[_Dequeue], claims: Claims, now: datetime) -> list[Future[_Launch | None]]:
         """Commit a chunk of dequeues in one batch (each on its own after a conflict); launch the ones
-        committed. Returns the launches under way."""
+        committed, within their lease (from before the commit). Returns the launches under way."""
+        leased = time.monotonic() + self.tick.lease.total_seconds()
         try:
             self.store.write([op for d in chunk for op in d.ops])
         except Conflict:
@@ -197,7 +199,7 @@ class DequeueStage:
             assert d.applied is not None
             self.styx.logged(d.applied)
             self.report.add("dequeued")
-            out.append(self.tick.executor.submit(self.launch, d.applied.run, d.wf, now))
+            out.append(self.tick.executor.submit(self.launch, d.applied.run, d.wf, now, leased))
         return out
 
     def _dequeue_alone(self, d: _Dequeue, claims: Claims, now: datetime) -> bool:
@@ -227,13 +229,22 @@ class DequeueStage:
                 raise
         return False
 
-    def launch(self, run: m.Run, wf: Workflow, now: datetime) -> _Launch | None:
+    def launch(self, run: m.Run, wf: Workflow, now: datetime, leased: float) -> _Launch | None:
         """Start the execution; the ``submitted`` commit is left to the caller (batched).
+
+        ``leased``: the monotonic instant after which this tick no longer launches it (it stalled: a
+        later tick may be recovering it; the instance is left SUBMITTING for that tick).
 
         Any error of this one launch (the platform refusing it, an env name the OS rejects, a bug) is
         this instance's: recorded as its ``runError`` (shown in its timeline), the others go on."""
         policy = policy_of(wf.spec)
         assert run.execution_id
+        if time.monotonic() >= leased:
+            self.report.add("lease_expired")
+            log.event(logger, log.WARNING, f"{run.workflow} {run.parameter}: not launching {run.execution_id}, "
+                      "this tick stalled past its lease (a later tick looks for it and launches it)",
+                      labels={"workflow": run.workflow, "parameter": run.parameter})
+            return None
         try:
             if self.throttled:  # a launch of this tick was refused for a quota: do not ask again now
                 raise Throttled("not launched: the platform refused another launch of this tick for its quota")
@@ -291,9 +302,9 @@ class DequeueStage:
                 try:
                     self.tick.apply(x.run, _submitted_event(x), now, x.policy, x.wf)
                     report.add("submitted")
-                except Conflict:  # halted meanwhile: do not leave the execution running
+                except Conflict:
                     report.add("conflicts")
-                    self._cancel(x)
+                    self._lost_race(x)
                 except Exception as exc:
                     report.add("errors")
                     log_failure(logger, f"recording the launch of {x.run.execution_id} failed", exc)
@@ -302,6 +313,17 @@ class DequeueStage:
             self.styx.logged(applied)
             self.styx.carry_out(applied, x.wf, now)
         report.add("submitted", len(done))
+
+    def _lost_race(self, x: _Launch) -> None:
+        """Our ``submitted`` commit lost: the instance changed since we read it. Cancel what we launched
+        only if the instance has left that execution (halted, say); if another tick adopted or
+        relaunched the same execution id (we stalled past our lease), it is the instance's execution:
+        leave it running. Decided on a fresh read, never on what this tick read before it stalled."""
+        fresh = self.tick.repo.get(x.run.workflow, x.run.parameter)
+        if fresh is not None and fresh.execution_id == x.run.execution_id and fresh.state in m.EXECUTING:
+            self.report.add("left_to_others")
+            return
+        self._cancel(x)
 
     def _cancel(self, x: _Launch) -> None:
         try:

@@ -39,9 +39,6 @@ if TYPE_CHECKING:
 
 logger = log.get("styx.tick")
 
-SUBMISSION_LOST_AFTER = timedelta(minutes=2)
-
-
 @dataclass(frozen=True)
 class TickLimits:
     max_active: int = 1000
@@ -53,12 +50,16 @@ class TickLimits:
     queued: int = 1000
     holding: int = 5000
     threads: int = 8
+    # A submission unrecorded for this long is looked for (``recover``); the submitting tick launches
+    # only within half of it (its lease), so a late launch cannot meet the recovering one.
+    submission_lost: timedelta = timedelta(minutes=2)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TickLimits:
         """The limits the deployment sets (``FERRY_STYX_*``, read once by ``Settings``)."""
         return cls(max_active=settings.styx_max_active, submissions_per_minute=settings.styx_submit_rate,
-                   gate_recheck=timedelta(seconds=settings.styx_gate_recheck_s), threads=settings.styx_threads)
+                   gate_recheck=timedelta(seconds=settings.styx_gate_recheck_s), threads=settings.styx_threads,
+                   submission_lost=timedelta(seconds=settings.styx_submission_lost_s))
 
 
 @dataclass
@@ -75,6 +76,8 @@ class TickReport:
     backfill_triggered: int = 0
     conflicts: int = 0
     adopted: int = 0      # lost submissions whose execution had started: recorded, not launched again
+    lease_expired: int = 0  # not launched: this tick stalled past its lease (a later tick recovers them)
+    left_to_others: int = 0  # launched, but another tick had recorded the same execution: left running
     resubmitted: int = 0  # lost submissions whose execution had not started: launched under the same id
     throttled: int = 0    # launches the platform refused for a quota (429): requeued, no try spent
     errors: int = 0       # instances whose poll or dequeue failed unexpectedly (logged; the rest went on)
@@ -144,7 +147,7 @@ class Tick:
         policy = policy_of(wf.spec) if wf else m.Policy()
         try:
             if run.state in (m.State.PREPARE, m.State.SUBMITTING):
-                if run.updated_at and now - run.updated_at > SUBMISSION_LOST_AFTER:
+                if run.updated_at and now - run.updated_at > self.limits.submission_lost:
                     self.recover(run, wf, policy, now, report)
                 return
             if run.state not in (m.State.SUBMITTED, m.State.RUNNING) or not run.handle:
@@ -171,26 +174,41 @@ class Tick:
             log_failure(logger, f"poll of {run.id} ({run.execution_id}) failed", exc)
 
     def recover(self, run: m.Run, wf: Workflow | None, policy: m.Policy, now: datetime, report: TickReport) -> None:
-        """An instance whose submission record was lost (the submitting tick died between its dequeue
-        commit and its ``submitted`` commit). Its execution id was fixed in that dequeue commit, so the
-        launcher can tell whether the execution started: if so it is adopted, else it is launched again
-        under the same id — no second execution, no try spent."""
-        if wf is None or run.state != m.State.SUBMITTING or not run.execution_id:
-            self.apply(run, m.RunError("submission lost (the submitting tick stopped)"), now, policy, wf)
+        """An instance whose submission is unrecorded past the lost-submission window: its tick died,
+        or is only slow (stalled, a launch call that hangs). Elapsed time alone decides nothing: the
+        execution id was fixed in the dequeue commit, so the launcher is asked. Started: adopted.
+        Not started: launched again under the same id (no try spent) — a launch is idempotent per
+        execution id, so a stalled tick that wakes and launches it too starts nothing more, and its
+        ``submitted`` commit, conditional on the instance it read, loses to ours and cancels nothing
+        (``DequeueStage.record_submitted``). Every write here is conditional too: two recovering ticks
+        race on the next event id and one wins."""
+        if not run.execution_id or run.state != m.State.SUBMITTING:
+            # PREPARE: dequeued without an execution id (nothing can have been launched)
+            self.apply(run, m.RunError("submission lost before an execution id was fixed"), now, policy, wf)
             return
-        found = self.styx.launcher.find(wf.name, run.execution_id)
+        launcher_wf = wf.name if wf else run.workflow
+        found = self.styx.launcher.find(launcher_wf, run.execution_id)
         if found is not None:
             self.apply(run, m.Submitted(f"adopted {run.execution_id}: it was launched, its submission record "
                                         "was lost", handle=found.handle, log_uri=found.log_uri), now, policy, wf)
             report.add("adopted")
             return
+        if wf is None:
+            self.apply(run, m.RunError("submission lost and its workflow deleted"), now, policy, wf)
+            return
+        leased = time.monotonic() + self.lease.total_seconds()
         again = self.apply(run, m.Resubmit(f"submission lost before its launch: launching {run.execution_id} "
                                            "again (no try spent)", execution_id=run.execution_id), now, policy, wf)
         report.add("resubmitted")
         stage = DequeueStage(self, report)
-        launched = stage.launch(again, wf, now)
+        launched = stage.launch(again, wf, now, leased)
         if launched is not None:
             stage.record_submitted([launched], now)
+
+    @property
+    def lease(self) -> timedelta:
+        """How long after its commit a submission may still be launched by the tick that made it."""
+        return self.limits.submission_lost / 2
 
     def apply(self, run: m.Run, event: m.Event, now: datetime, policy: m.Policy, wf: Workflow | None,
                extra: list[Op] | None = None, new: bool = False) -> m.Run:

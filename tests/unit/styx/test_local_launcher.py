@@ -88,3 +88,35 @@ def test_python_means_this_interpreter(tmp_path) -> None:
 
     assert _resolve(["python", "x.py"]) == [sys.executable, "x.py"]
     assert _resolve(["bash", "-c", "true"]) == ["bash", "-c", "true"]
+
+
+def test_of_two_wrappers_of_one_execution_id_exactly_one_runs_the_command(tmp_path) -> None:
+    """Two launches of one id racing (a stalled tick woke while another relaunched it): the pid file is
+    created exclusively, so the loser's wrapper exits without running anything."""
+    import subprocess
+
+    from ferry.styx.launchers.local import _WRAPPER
+
+    d = tmp_path / "styx" / "e10"
+    d.mkdir(parents=True)
+    ran = tmp_path / "ran"
+    argv = ["sh", "-c", f"echo x >> {ran}"]
+    procs = [subprocess.Popen(["sh", "-c", _WRAPPER, "sh", str(d / "log"), str(d / "exit"), str(d / "pid"), *argv])
+             for _ in range(4)]
+    assert [p.wait() for p in procs] == [0, 0, 0, 0]
+    assert ran.read_text() == "x\n"
+    assert int((d / "pid").read_text()) in {p.pid for p in procs}
+
+
+def test_a_launch_cancelled_before_its_wrapper_started_never_runs(tmp_path) -> None:
+    import subprocess
+
+    from ferry.styx.launchers.local import _WRAPPER
+
+    d = tmp_path / "styx" / "e11"
+    d.mkdir(parents=True)
+    LocalLauncher(tmp_path).cancel(str(d))
+    ran = tmp_path / "ran"
+    p = subprocess.Popen(["sh", "-c", _WRAPPER, "sh", str(d / "log"), str(d / "exit"), str(d / "pid"),
+                          "sh", "-c", f"echo x >> {ran}"])
+    assert p.wait() == 0 and not ran.exists() and not (d / "pid").exists()

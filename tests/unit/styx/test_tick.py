@@ -355,7 +355,7 @@ def _lose_the_record(monkeypatch, launched: bool) -> None:
 
     monkeypatch.setattr(DequeueStage, "record_submitted", lambda self, done, now: None)
     if not launched:
-        monkeypatch.setattr(DequeueStage, "launch", lambda self, run, wf, now: None)
+        monkeypatch.setattr(DequeueStage, "launch", lambda self, run, wf, now, leased: None)
 
 
 def test_a_launched_execution_whose_record_was_lost_is_adopted_not_run_again(svc, clock, tick, launcher, styx,
@@ -403,6 +403,83 @@ def test_an_execution_never_launched_is_launched_under_the_same_id_without_a_try
     assert len(timeline) == 1 and [s["event"] for s in timeline[0]["statuses"]] == ["submit", "resubmit", "submitted"]
     clock.advance(timedelta(minutes=3))
     assert tick().resubmitted == 0 and len(launcher.launched) == 1  # recorded now: nothing lost any more
+
+
+class _StallingLauncher:
+    """The fake launcher whose first ``launch`` call hangs until the test lets it go (a tick stalled in
+    its launch — SIGSTOP, a RunJob call that hangs): the others go through."""
+
+    def __init__(self, launch) -> None:
+        self.inner, self.stalled, self.go = launch, threading.Event(), threading.Event()
+        self._first = True
+
+    def launch(self, spec):
+        if self._first:
+            self._first = False
+            self.stalled.set()
+            assert self.go.wait(30)
+        return self.inner(spec)
+
+
+def test_a_stalled_tick_that_wakes_runs_nothing_twice_and_cancels_nothing(svc, clock, launcher, styx,
+                                                                           monkeypatch) -> None:
+    """23.4: tick A stalls inside its launch past the lost-submission window; tick B finds the execution
+    not started and launches it again under its id; A wakes and its launch goes through. One execution,
+    the instance keeps it (A's ``submitted`` commit loses and cancels nothing), one try."""
+    apply(svc, workflow("agg"))
+    styx.trigger("agg", P, clock.now())
+    stalling = _StallingLauncher(launcher.launch)
+    monkeypatch.setattr(launcher, "launch", stalling.launch)
+    a_report: list = []
+    a = threading.Thread(target=lambda: a_report.append(Tick(svc, TickLimits(max_active=100)).run(clock.now())))
+    a.start()
+    assert stalling.stalled.wait(30)
+    assert styx.instance("agg", P).state == m.State.SUBMITTING and not launcher.launched
+    clock.advance(timedelta(minutes=3))
+    b = Tick(svc, TickLimits(max_active=100)).run(clock.now())
+    assert b.resubmitted == 1 and len(launcher.launched) == 1
+    stalling.go.set()
+    a.join(30)
+    assert a_report[0].left_to_others == 1 and a_report[0].submitted == 0
+    assert len(launcher.launched) == 1 and launcher.cancelled == []
+    run = styx.instance("agg", P)
+    assert run.state in (m.State.SUBMITTED, m.State.RUNNING) and run.handle == "exec-1" and run.tries == 1
+    launcher.finish(launcher.launched[0], 0)
+    Tick(svc, TickLimits(max_active=100)).run(clock.now())
+    assert styx.instance("agg", P).state == m.State.DONE and len(launcher.launched) == 1
+
+
+def test_a_tick_stalled_past_its_lease_launches_nothing_and_the_next_one_does(svc, clock, launcher, styx,
+                                                                           monkeypatch) -> None:
+    """A tick that wakes after its lease (half the lost-submission window) leaves the instance to the
+    tick that recovers it, and that one only once the launcher says it never started."""
+    import ferry.styx.dequeue as dq
+
+    apply(svc, workflow("agg"))
+    styx.trigger("agg", P, clock.now())
+    real = dq.time.monotonic
+    with monkeypatch.context() as mp:  # the tick "sleeps" 61 s between its dequeue commit and its launch
+        original = dq.DequeueStage.launch
+
+        def late(self, run, wf, now, leased):
+            mp.setattr(dq.time, "monotonic", lambda: real() + 61)
+            return original(self, run, wf, now, leased)
+        mp.setattr(dq.DequeueStage, "launch", late)
+        report = Tick(svc, TickLimits(max_active=100)).run(clock.now())
+    assert report.lease_expired == 1 and not launcher.launched
+    clock.advance(timedelta(minutes=1))
+    assert Tick(svc, TickLimits(max_active=100)).run(clock.now()).resubmitted == 0  # not yet: it may be slow
+    clock.advance(timedelta(minutes=2))
+    assert Tick(svc, TickLimits(max_active=100)).run(clock.now()).resubmitted == 1
+    assert len(launcher.launched) == 1 and styx.instance("agg", P).tries == 1
+
+
+def test_the_lost_submission_window_is_a_setting(monkeypatch) -> None:
+    from ferry.config import Settings
+
+    monkeypatch.setenv("FERRY_STYX_SUBMISSION_LOST_S", "5")
+    limits = TickLimits.from_settings(Settings())
+    assert limits.submission_lost == timedelta(seconds=5)
 
 
 class _PickyLauncher:

@@ -67,6 +67,10 @@ class Launcher(Protocol):
     - ``find`` answers, from the platform alone, whether an execution with this execution id was
       started, and returns its handle: a tick that died between launching and recording the launch
       is repaired by adopting the execution instead of starting a second one.
+    - a second ``launch`` of an execution id already launched starts nothing and answers the same
+      handle (a tick that stalled past the lost-submission window wakes and launches what another tick
+      launched again: one execution). Cloud Run cannot keep this one (RunJob takes no id): there the
+      submitting tick's lease does (docs/styx.md, "Slow is not dead").
     """
 
     def launch(self, spec: LaunchSpec) -> Launched:

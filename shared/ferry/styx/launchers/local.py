@@ -1,10 +1,16 @@
 """The local launcher: runs ``command + args`` as a detached subprocess (the local stack's Cloud Run).
 
 Each execution gets a directory ``<log_dir>/styx/<execution_id>/`` with ``log`` (stdout+stderr),
-``pid`` (written by the wrapper itself: an execution started iff its ``pid`` exists, which is what
-``find`` looks at) and, once the job ends, ``exit`` (its exit code). A tiny ``sh`` wrapper writes ``exit``, so the
-execution outlives the process that launched it (an HTTP function request) and any later tick, in any
-process, can poll it from the files alone. The wrapper leads its own session: cancel kills the group.
+``pid`` (created by the wrapper itself, exclusively: an execution started iff its ``pid`` exists, which
+is what ``find`` looks at) and, once the job ends, ``exit`` (its exit code). A tiny ``sh`` wrapper writes
+``exit``, so the execution outlives the process that launched it (an HTTP function request) and any
+later tick, in any process, can poll it from the files alone. The wrapper leads its own session: cancel
+kills the group.
+
+A launch is idempotent per execution id: the wrapper creates ``pid`` with ``set -C`` (O_EXCL), so of two
+launches of one id — a tick that stalled past the lost-submission window and woke, and the tick that
+found the submission lost and launched it again — exactly one runs the command; the other's wrapper
+exits without running it, and both launches answer the same handle.
 """
 
 from __future__ import annotations
@@ -22,11 +28,15 @@ from ferry.dev.processes import pid_alive
 from ferry.errors import InfraError, NotFound
 from ferry.styx.launchers import Launched, LaunchSpec, Status
 
-# $1 log file, $2 exit file, $3 pid file, then the command. The wrapper records its own pid first, so an
-# execution that started has a pid file even if the process that launched it died a moment later
-# (``find``); pid and exit code land atomically (write then rename).
-_WRAPPER = ('log=$1; ex=$2; pf=$3; shift 3; echo $$ >"$pf.w"; mv "$pf.w" "$pf"; '
+# $1 log file, $2 exit file, $3 pid file, then the command. The wrapper claims the execution by creating
+# its pid file exclusively (``set -C``): a second wrapper of the same id (a late duplicate launch) finds it
+# and exits without running anything; so does a wrapper whose execution was cancelled before it started.
+# The exit code lands atomically (write then rename).
+_WRAPPER = ('log=$1; ex=$2; pf=$3; shift 3; [ -e "${pf%/*}/cancelled" ] && exit 0; '
+            'set -C; { echo $$ >"$pf"; } 2>/dev/null || exit 0; set +C; '
             '"$@" >>"$log" 2>&1; c=$?; echo $c >"$ex.tmp"; mv "$ex.tmp" "$ex"')
+# A launched execution whose wrapper has not claimed it yet is pending; after this long it never will.
+_START_WITHIN = 60.0
 
 
 def _resolve(argv: list[str]) -> list[str]:
@@ -48,9 +58,10 @@ class LocalLauncher:
         d = self.base / spec.execution_id
         d.mkdir(parents=True, exist_ok=True)
         log = d / "log"
-        log.write_text("")  # an execution id is used once; a launch that never started starts clean
-        for stale in ("exit", "cancelled"):
-            (d / stale).unlink(missing_ok=True)
+        if (d / "pid").exists():  # this execution id started already: the same execution, not a second one
+            return Launched(handle=str(d), log_uri=f"file://{log}")
+        log.touch()
+        (d / "launched").write_text(str(time.time()))
         env = {**os.environ, **spec.env, "FERRY_EXECUTION_ID": spec.execution_id}
         shell = shutil.which("sh") or "/bin/sh"
         try:
@@ -59,9 +70,6 @@ class LocalLauncher:
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         except OSError as exc:
             raise InfraError(f"could not start {argv[0]!r}: {exc}") from exc
-        pid = d / "pid.l"  # the same pid the wrapper records: whichever lands first, polls see it
-        pid.write_text(str(proc.pid))
-        pid.replace(d / "pid")
         # Reap it when it ends so a long-lived launching process keeps no zombies.
         threading.Thread(target=proc.wait, daemon=True).start()
         return Launched(handle=str(d), log_uri=f"file://{log}")
@@ -85,7 +93,13 @@ class LocalLauncher:
         try:
             pid = int((d / "pid").read_text())
         except (OSError, ValueError):
-            return Status("ended", None, f"no such local execution: {handle}")
+            try:
+                launched = float((d / "launched").read_text())
+            except (OSError, ValueError):
+                return Status("ended", None, f"no such local execution: {handle}")
+            if time.time() - launched < _START_WITHIN:
+                return Status("pending")  # launched; its wrapper has not claimed it yet
+            return Status("ended", None, "the execution never started")
         if pid_alive(pid):
             return Status("running")
         if exit_file.exists():  # it ended between the two looks
@@ -94,11 +108,13 @@ class LocalLauncher:
 
     def cancel(self, handle: str) -> None:
         d = Path(handle)
+        if not d.is_dir():
+            return
+        (d / "cancelled").write_text(str(time.time()))  # also keeps a wrapper not started yet from running
         try:
             pid = int((d / "pid").read_text())
         except (OSError, ValueError):
             return
-        (d / "cancelled").write_text(str(time.time()))
         try:
             os.killpg(pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
