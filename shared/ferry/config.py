@@ -59,6 +59,10 @@ class Settings:
     # How long a submission may stay unrecorded before a later tick asks the launcher whether it
     # started (adopt it) or never did (launch it again under its id); the submitting tick stops
     # launching at half of it. Slow is not dead: this only decides when to ask, never what happened.
+    # Smear natural triggers over this many seconds after their fire time (0, the default: none): each
+    # workflow keeps its own fixed delay, so a peak that the submission quota spreads over minutes
+    # anyway starts in a known order instead of all at :00 (docs/styx.md, "The :00 peak").
+    styx_smear_s: int = field(default_factory=lambda: _int("FERRY_STYX_SMEAR_S", 0))
     styx_submission_lost_s: int = field(default_factory=lambda: _int("FERRY_STYX_SUBMISSION_LOST_S", 120))
 
     # Grants Gabo's provisioning makes on each event type's own topics and subscriptions (IAM members,

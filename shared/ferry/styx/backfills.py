@@ -9,6 +9,7 @@ re-queues failed instances through the same slots (its ``retries`` queue, run be
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -47,7 +48,7 @@ def create(styx: StyxService, workflow: str, start: str, end: str, now: datetime
     doc = {"id": bf_id, "workflow": workflow, "start": start, "end": end, "partitions": partitions,
            "concurrency": concurrency, "reverse": reverse, "description": description, "env": dict(env or {}),
            "next_index": 0, "state": "active", "graceful": False, "skipped": [], "created_at": now,
-           "created_by": actor, "updated_at": now, "group": group}
+           "created_by": actor, "updated_at": now, "group": group, "team": owner}
     styx.services.store.write([Op.create(BACKFILLS, bf_id, doc)])
     progress(styx, doc, now)
     return show(styx, bf_id)
@@ -180,7 +181,10 @@ def progress(styx: StyxService, bf: dict[str, Any], now: datetime) -> int:
                                        trigger=m.Trigger("backfill", bf["id"], dict(bf.get("env") or {})),
                                        slots=(slot,))
             try:
-                styx.commit(before or m.Run(bf["workflow"], parameter), event, now, m.Policy(),
+                base = before or m.Run(bf["workflow"], parameter)
+                if bf.get("team") and base.team != bf["team"]:
+                    base = replace(base, team=bf["team"])
+                styx.commit(base, event, now, m.Policy(),
                             [Op.set(BACKFILLS, bf["id"], bump, merge=True)], new=before is None)
             except Conflict:
                 return triggered  # another tick is progressing this backfill

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from ferry.errors import Conflict, FerryError
 from ferry.store.base import Op
 from ferry.styx import machine as m
 from ferry.styx.launchers import Launched, Throttled
-from ferry.styx.repository import StyxRepository
+from ferry.styx.repository import StyxRepository, queue_of
 from ferry.styx.scheduling import policy_of
 from ferry.styx.service import Applied, StyxService, slug
 from ferry.styx.slots import GLOBAL_POOL, Claims, effective_rate, held_and_tokens
@@ -37,6 +38,9 @@ CHUNK_OPS = 200       # writes per batched dequeue commit (~40 instances; Firest
 FIRST_CHUNK_OPS = 25  # the first batches are smaller: (~5, 10, 20 instances) launches start sooner
 SUBMITTED_BATCH = 50  # launched executions recorded per batched commit
 THROTTLED_DELAY = timedelta(seconds=60)  # a launch the platform refused for its quota waits this long
+PROBE = 100           # due instances read in age order first: fewer means that is all of them
+MIN_EXAMINED = 50     # examined per tick when the queue is read per team, even with no token left
+ROUNDS = 4            # rounds of per-team reads per tick
 
 
 @dataclass
@@ -91,16 +95,18 @@ class DequeueStage:
 
     def run(self, now: datetime) -> None:
         tick, report = self.tick, self.report
-        queued = tick.repo.queued_due(now, tick.limits.queued)
+        minute = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+        rate = effective_rate(tick.limits.submissions_per_minute, tick.repo.throttle(), minute)
+        claims = self.claims = Claims(tick.repo, minute, rate)
+        queued = self.candidates(now, claims)
         if not queued:
             return
         wfs = tick.workflows({r.workflow for r in queued})
+        queued = fair_order(queued, lambda r: r.team or getattr(getattr(wfs.get(r.workflow), "metadata", None),
+                                                                "owner", None) or "")
         resource_names = sorted({res for wf in wfs.values() if wf for res in wf.spec.resources})
         resources = tick.services.manifests.get_many("Resource", resource_names) if resource_names else {}
-        minute = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
         tick.repo.expire_rate(minute)
-        rate = effective_rate(tick.limits.submissions_per_minute, tick.repo.throttle(), minute)
-        claims = self.claims = Claims(tick.repo, minute, rate)
         admitted = tick.executor.map(lambda run: self._admit(run, wfs.get(run.workflow), resources, now), queued)
         launches: list[Future[_Launch | None]] = []
         chunk: list[_Dequeue] = []
@@ -136,6 +142,50 @@ class DequeueStage:
                 self.record_submitted(done, now)
                 done = []
         self.record_submitted(done, now)
+
+    def candidates(self, now: datetime, claims: Claims) -> list[m.Run]:
+        """The QUEUED instances due that this tick examines — never one team's backlog alone.
+
+        A probe of the oldest due (``PROBE``) holds everything due when it is not full. When it is,
+        one team's backlog could hide the rest, so the queue is read per team (``styx_teams``, and
+        the teams in the probe) in rounds: each team with due work gets an equal share of what this
+        tick can submit (the minute's submission tokens left), and the teams that had more than their
+        share share what is left in the next round. Teams' scheduled work first; their backfills get
+        what is left (``repository.queue_of``). Reads stay near what can be submitted plus one a team:
+        a team's 3,000 due instances take their share, another team's 10 theirs."""
+        repo, limits = self.tick.repo, self.tick.limits
+        probe = repo.queued_due(now, min(PROBE, limits.queued))
+        if len(probe) < min(PROBE, limits.queued):
+            return probe
+        teams = sorted(set(repo.teams()) | {r.team for r in probe if r.team})
+        want = min(limits.queued, max(claims.tokens_left(), MIN_EXAMINED))
+        found = self._rounds([queue_of(t, backfill=False) for t in teams], want, now)
+        if len(found) < want:
+            found += self._rounds([queue_of(t, backfill=True) for t in teams], want - len(found), now)
+        seen = {r.id for r in found}
+        # instances without a team (triggered before teams were recorded) are only in the probe
+        return found + [r for r in probe if r.id not in seen and not r.team]
+
+    def _rounds(self, queues: list[str], want: int, now: datetime) -> list[m.Run]:
+        """Up to about ``want`` due instances of ``queues``, shared equally among the queues that
+        have them (a queue short of its share leaves the rest to the others)."""
+        repo = self.tick.repo
+        got: dict[str, list[m.Run]] = {q: [] for q in queues}
+        asked: dict[str, int] = dict.fromkeys(queues, 0)
+        active = list(queues)
+        for _ in range(ROUNDS):
+            if not active or not self.tick.in_budget(self.report):
+                break
+            examined = sum(len(v) for v in got.values())
+            share = max(1, -(-(want - examined) // len(active)))
+            for q in active:
+                asked[q] += share
+            for q, page in self.tick.executor.map(lambda q: (q, repo.queued_due_in(q, now, asked[q])), active):
+                got[q] = page
+            active = [q for q in active if len(got[q]) >= asked[q]]  # these may have more
+            if sum(len(v) for v in got.values()) >= want:
+                break
+        return [r for rs in got.values() for r in rs]
 
     def _admit(self, run: m.Run, wf: Workflow | None, resources: dict[str, Any], now: datetime) -> _Dequeue | None:
         """Whether ``run`` may be dequeued now (halting it if its workflow is gone or disabled, sending
@@ -330,6 +380,20 @@ class DequeueStage:
             self.styx.launcher.cancel(x.launched.handle)
         except Exception as exc:
             log_failure(logger, f"cancel of {x.run.execution_id} failed", exc)
+
+
+def fair_order(runs: Sequence[m.Run], team_of: Callable[[m.Run], str]) -> list[m.Run]:
+    """The order a tick hands out submission tokens and slots: scheduled work before backfills (a
+    backfill gets the capacity left), and within each, one instance per team in turn (round-robin;
+    a team's own oldest due first)."""
+    def rr(group: list[m.Run]) -> list[m.Run]:
+        by_team: dict[str, list[m.Run]] = {}
+        for r in sorted(group, key=lambda r: (r.due_at or datetime.min.replace(tzinfo=UTC), r.id)):
+            by_team.setdefault(team_of(r), []).append(r)
+        lanes = [by_team[t] for t in sorted(by_team)]
+        return [lane[i] for i in range(max((len(x) for x in lanes), default=0)) for lane in lanes if i < len(lane)]
+    scheduled = [r for r in runs if not r.backfill]
+    return rr(scheduled) + rr([r for r in runs if r.backfill])
 
 
 def _submitted_event(x: _Launch) -> m.Event:

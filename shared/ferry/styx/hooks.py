@@ -13,8 +13,8 @@ from ferry.domain.loading import Problem
 from ferry.domain.manifests import Manifest, Workflow
 from ferry.store.base import Op
 from ferry.store.manifests import ManifestRepository
-from ferry.styx.repository import WORKFLOWS
-from ferry.styx.scheduling import fire_time, first_period
+from ferry.styx.repository import TEAMS, WORKFLOWS
+from ferry.styx.scheduling import fire_time, first_period, smear
 
 if TYPE_CHECKING:
     from ferry.bootstrap import Services
@@ -23,16 +23,17 @@ if TYPE_CHECKING:
 _TIMING = ("schedule", "timezone", "offset")
 
 
-def trigger_state(wf: Workflow, now: datetime) -> dict[str, object]:
-    """The workflow's trigger state from ``now`` on: its next period and when it fires."""
+def trigger_state(wf: Workflow, now: datetime, smear_s: int = 0) -> dict[str, object]:
+    """The workflow's trigger state from ``now`` on: its next period and when it fires (``smear_s``:
+    ``FERRY_STYX_SMEAR_S``)."""
     cadence = wf.spec.cadence()
     offset = periods.parse_duration(wf.spec.offset)
     nxt = first_period(cadence, offset, now)
     doc: dict[str, object] = {"workflow": wf.name, "schedule": wf.spec.schedule, "timezone": wf.spec.timezone,
                               "offset": wf.spec.offset, "enabled": wf.spec.enabled,
-                              "next_period": cadence.format(nxt), "updated_at": now}
+                              "next_period": cadence.format(nxt), "updated_at": now, "team": wf.metadata.owner}
     if wf.spec.enabled:
-        doc["next_due"] = fire_time(cadence, offset, nxt)
+        doc["next_due"] = fire_time(cadence, offset, nxt) + smear(wf.name, smear_s)
     return doc
 
 
@@ -60,12 +61,19 @@ class StyxApplyHook:
             if c.action == "deleted":
                 out.append(Op.delete(WORKFLOWS, c.manifest.name))
                 continue
+            if c.action == "unchanged":
+                continue
+            owner = c.manifest.metadata.owner
+            out.append(Op.set(TEAMS, owner, {"team": owner, "updated_at": now}, merge=True))
             prev = c.previous.manifest.get("spec", {}) if c.previous else None
             spec = c.manifest.spec
             same_timing = prev is not None and all(prev.get(k) == getattr(spec, k) for k in _TIMING)
             if same_timing and prev is not None and prev.get("enabled", True) == spec.enabled:
-                continue  # keep the stored next trigger (a re-apply must not skip or repeat a period)
-            out.append(Op.set(WORKFLOWS, c.manifest.name, trigger_state(c.manifest, now)))
+                # keep the stored next trigger (a re-apply must not skip or repeat a period)
+                out.append(Op.set(WORKFLOWS, c.manifest.name, {"team": owner}, merge=True))
+                continue
+            out.append(Op.set(WORKFLOWS, c.manifest.name,
+                              trigger_state(c.manifest, now, self.services.settings.styx_smear_s)))
         return out
 
     def after(self, changes: Sequence[Change], now: datetime) -> None:

@@ -248,6 +248,7 @@ class Run:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     updated_at: datetime | None = None
+    team: str | None = None          # the owning team when triggered (the tick examines queues per team)
 
     @property
     def id(self) -> str:

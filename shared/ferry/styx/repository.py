@@ -9,6 +9,8 @@ Collections:
   ``styx_slots/{pool}#{n}``                  a claimed slot of a concurrency pool (resource, global,
       backfill); existence = taken.
   ``styx_backfills/{id}``                    backfills.
+  ``styx_teams/{team}``                      the teams that own workflows (written at apply): the tick
+      examines the queue per team when one team's backlog could hide another's due work.
   ``styx_rate/{minute}#{n}``                 submission tokens: the n-th submission of that UTC minute
       (``2026-11-26T13:05``), created in the dequeue commit; ``n`` < the rate, so the rate holds across
       overlapping ticks. Past minutes' tokens are deleted by later ticks.
@@ -40,7 +42,14 @@ SLOTS = "styx_slots"
 BACKFILLS = "styx_backfills"
 RATE = "styx_rate"
 THROTTLE = "throttle"  # styx_rate/throttle: no ``minute`` field, so neither a token nor expired
+TEAMS = "styx_teams"
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def queue_of(team: str, backfill: bool) -> str:
+    """The queue a QUEUED instance waits in (its ``queue`` field): its team's scheduled work or its
+    team's backfills, read separately so a team's backfills never hide its (or anyone's) schedule."""
+    return f"{team}|{'backfill' if backfill else 'scheduled'}"
 
 
 def event_id(instance: str, counter: int) -> str:
@@ -55,10 +64,12 @@ def run_to_doc(run: Run) -> Doc:
         "image": run.image, "log_uri": run.log_uri, "exit_code": run.exit_code, "message": run.message,
         "deadline": run.deadline, "slots": list(run.slots), "lifetime_slot": run.lifetime_slot,
         "submitted_at": run.submitted_at, "started_at": run.started_at, "ended_at": run.ended_at,
-        "updated_at": run.updated_at, "active": run.active,
+        "updated_at": run.updated_at, "active": run.active, "team": run.team,
     }
     if run.state == State.QUEUED and run.due_at is not None:
         doc["due_at"] = run.due_at
+        if run.team:
+            doc["queue"] = queue_of(run.team, backfill=bool(run.backfill))
     if run.state in HOLDING:
         doc["poll_at"] = run.submitted_at or run.updated_at
     return doc
@@ -73,7 +84,7 @@ def run_from_doc(doc: Doc) -> Run:
         message=doc.get("message", ""), due_at=doc.get("due_at"), deadline=doc.get("deadline"),
         slots=tuple(doc.get("slots") or ()), lifetime_slot=doc.get("lifetime_slot"),
         submitted_at=doc.get("submitted_at"), started_at=doc.get("started_at"), ended_at=doc.get("ended_at"),
-        updated_at=doc.get("updated_at"),
+        updated_at=doc.get("updated_at"), team=doc.get("team"),
     )
 
 
@@ -134,6 +145,16 @@ class StyxRepository:
     def queued_due(self, now: datetime, limit: int) -> builtins.list[Run]:
         rows = self.store.query(INSTANCES, [Where("due_at", "<=", now)], order_by="due_at", limit=limit)
         return [run_from_doc(d) for _, d in rows]
+
+    def queued_due_in(self, queue: str, now: datetime, limit: int) -> builtins.list[Run]:
+        """The QUEUED instances of one queue (``queue_of``) due at ``now``, oldest due first."""
+        rows = self.store.query(INSTANCES, [Where("queue", "==", queue), Where("due_at", "<=", now)],
+                                order_by="due_at", limit=limit)
+        return [run_from_doc(d) for _, d in rows]
+
+    def teams(self, limit: int = 5000) -> builtins.list[str]:
+        """The teams that own workflows (``styx_teams``)."""
+        return [i for i, _ in self.store.query(TEAMS, [], limit=limit)]
 
     def holding(self, limit: int) -> builtins.list[Run]:
         """Instances that hold an execution or are on their way to one (polled every tick)."""

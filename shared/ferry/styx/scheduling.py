@@ -7,6 +7,7 @@ A natural trigger for the period starting at P fires at ``end(P) + offset`` and 
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 
 from ferry.domain import periods
@@ -72,3 +73,12 @@ def upstream_partitions(cadence: periods.Cadence, parameter: str, upstream: peri
     end = cadence.next(start)
     first = upstream.floor(start)
     return [upstream.format(p) for p in periods.periods(upstream, first, end)]
+
+
+def smear(workflow: str, seconds: int) -> timedelta:
+    """A workflow's fixed delay of its natural triggers within ``seconds`` (0: none): the same for every
+    period of the workflow, spread evenly across workflows by a hash of its name (``FERRY_STYX_SMEAR_S``)."""
+    if seconds <= 0:
+        return timedelta(0)
+    digest = hashlib.sha256(workflow.encode()).digest()
+    return timedelta(seconds=int.from_bytes(digest[:4], "big") % seconds)

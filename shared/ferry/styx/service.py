@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -168,8 +168,11 @@ class StyxService:
         for _ in range(attempts):
             before = self.repo.get(workflow, parameter)
             event = make(before)
+            base = before or m.Run(workflow, parameter)
+            if base.team != wf.metadata.owner:
+                base = replace(base, team=wf.metadata.owner)
             try:
-                applied = self.commit(before or m.Run(workflow, parameter), event, now, policy, new=before is None)
+                applied = self.commit(base, event, now, policy, new=before is None)
             except Conflict:
                 continue
             self.carry_out(applied, wf, now)

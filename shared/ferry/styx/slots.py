@@ -116,6 +116,13 @@ class Claims:
         pool = self.pools.get(self.rate_pool)
         return pool is not None and len(pool.used | self.held[self.rate_pool]) >= self.rate
 
+    def tokens_left(self) -> int:
+        """This minute's submission tokens not taken yet (read once; shared with ``reserve``)."""
+        with self.lock:
+            if self.rate_pool not in self.pools:
+                self.pools[self.rate_pool] = self._load(self.rate_pool, self.rate)
+            return max(0, self.rate - len(self.pools[self.rate_pool].used | self.held[self.rate_pool]))
+
     def _load(self, name: str, size: int) -> Pool:
         used = self.repo.used_rate(self.minute) if name == self.rate_pool else self.repo.used_slots(name)
         return Pool(name, size, frozenset(used))

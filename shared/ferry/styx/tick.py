@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from ferry.store.base import Op, write_all_or_each
 from ferry.styx import machine as m
 from ferry.styx.dequeue import DequeueStage, log_failure
 from ferry.styx.repository import WORKFLOWS, StyxRepository
-from ferry.styx.scheduling import due_periods, fire_time, policy_of
+from ferry.styx.scheduling import due_periods, fire_time, policy_of, smear
 from ferry.styx.service import StyxService
 
 if TYPE_CHECKING:
@@ -53,13 +53,15 @@ class TickLimits:
     # A submission unrecorded for this long is looked for (``recover``); the submitting tick launches
     # only within half of it (its lease), so a late launch cannot meet the recovering one.
     submission_lost: timedelta = timedelta(minutes=2)
+    smear_s: int = 0               # FERRY_STYX_SMEAR_S: natural triggers spread over this many seconds
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TickLimits:
         """The limits the deployment sets (``FERRY_STYX_*``, read once by ``Settings``)."""
         return cls(max_active=settings.styx_max_active, submissions_per_minute=settings.styx_submit_rate,
                    gate_recheck=timedelta(seconds=settings.styx_gate_recheck_s), threads=settings.styx_threads,
-                   submission_lost=timedelta(seconds=settings.styx_submission_lost_s))
+                   submission_lost=timedelta(seconds=settings.styx_submission_lost_s),
+                   smear_s=settings.styx_smear_s)
 
 
 @dataclass
@@ -218,9 +220,19 @@ class Tick:
 
     # -- 2. natural triggers ------------------------------------------------------------------------
     def trigger_natural(self, now: datetime, report: TickReport) -> None:
-        due = self.repo.due_workflows(now, self.limits.due_workflows)
-        if not due:
-            return
+        """Every due workflow, a page of ``due_workflows`` at a time until none is left (the :00 peak
+        is triggered in one tick) or the budget ends."""
+        seen: set[str] = set()
+        while self.in_budget(report):
+            due = self.repo.due_workflows(now, self.limits.due_workflows)
+            fresh = [(name, state) for name, state in due if name not in seen]
+            if fresh:
+                self._trigger_page(fresh, now, report)
+                seen.update(name for name, _ in fresh)
+            if len(due) < self.limits.due_workflows or not fresh:
+                return  # all due ones seen (a workflow far behind catches up ``catch_up`` a tick)
+
+    def _trigger_page(self, due: list[tuple[str, dict[str, Any]]], now: datetime, report: TickReport) -> None:
         plans: list[tuple[str, dict[str, Any], list[datetime], datetime]] = []
         for name, state in due:
             cadence = periods.schedule(state["schedule"], state["timezone"])
@@ -245,12 +257,16 @@ class Tick:
                               labels={"workflow": name, "parameter": parameter})
                     continue
                 trig = m.Trigger("natural", f"natural-{parameter}")
-                adv = m.advance(before or m.Run(name, parameter),
+                base = before or m.Run(name, parameter)
+                if state.get("team") and base.team != state["team"]:
+                    base = replace(base, team=state["team"])
+                adv = m.advance(base,
                                 m.TriggerExecution("natural trigger", trigger=trig), now, m.Policy())
                 ops += self.repo.commit_ops(before, adv.log, now)
                 count += 1
             ops.append(Op.set(WORKFLOWS, name, {"next_period": cadence.format(nxt),
-                                                "next_due": fire_time(cadence, offset, nxt), "updated_at": now},
+                                                "next_due": fire_time(cadence, offset, nxt)
+                                                + smear(name, self.limits.smear_s), "updated_at": now},
                               merge=True))
             batches.append((ops, count))
         # One commit for all when nobody races us; per workflow when someone does (their trigger wins).

@@ -520,3 +520,81 @@ def test_one_instance_s_error_of_any_type_is_its_own_and_the_batch_goes_on(clock
     Tick(svc, TickLimits(max_active=100)).run(clock.now())
     assert [s.parameter for s in launcher.launched] == ["2026-11-26T11"]  # launched once, never again
     assert styx.instance("agg", "2026-11-26T11").tries == 1
+
+
+# -- fair queues (issue 23.8, 18.3) --------------------------------------------------------------------
+def _queued_docs(workflow: str, team: str | None, n: int, due, backfill: str | None = None):
+    from datetime import datetime
+
+    from ferry.store.base import Op
+    from ferry.styx.repository import INSTANCES, run_to_doc
+
+    start = datetime(2010, 1, 1, tzinfo=due.tzinfo)
+    trig = m.Trigger("backfill", backfill) if backfill else m.Trigger("natural", "natural")
+    return [Op.set(INSTANCES, m.instance_id(workflow, p), run_to_doc(
+        m.Run(workflow, p, state=m.State.QUEUED, counter=1, due_at=due, team=team, trigger=trig, backfill=backfill)))
+        for p in ((start + timedelta(hours=i)).strftime("%Y-%m-%dT%H") for i in range(n))]
+
+
+def test_another_teams_due_work_is_examined_behind_50k_queued_of_one_team(svc, clock, launcher, styx) -> None:
+    """23.8: team-a has 50,000 queued instances, all due long ago and gated on a partition that never
+    lands; team-b's instance, due now, is examined and submitted in the very next tick (in age order
+    the tick examined only team-a's oldest 1,000, a tick after tick)."""
+    apply(svc, {"apiVersion": "ferry/v1", "kind": "Endpoint", "metadata": {"name": "never", "owner": "team-a"},
+                "spec": {"partitioning": "hourly"}},
+          workflow("a-gated", owner="team-a", depends_on=["never"]), workflow("b-job", owner="team-b"))
+    svc.store.write(_queued_docs("a-gated", "team-a", 50_000, clock.now() - timedelta(days=1)))
+    styx.trigger("b-job", P, clock.now())
+    report = Tick(svc, TickLimits(max_active=100, queued=1000)).run(clock.now())
+    assert [s.workflow for s in launcher.launched] == ["b-job"], report.to_dict()
+    assert report.gated > 0  # team-a's due work is examined too, its share of the tick
+
+
+def test_fair_order_takes_teams_in_turn_and_backfills_last() -> None:
+    from datetime import UTC, datetime
+
+    from ferry.styx.dequeue import fair_order
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    runs = ([m.Run(f"a{i}", P, team="a", due_at=t) for i in range(5)] + [m.Run("b0", P, team="b", due_at=t)]
+            + [m.Run("bf", P, team="c", due_at=t - timedelta(days=1), backfill="bf-1")]
+            + [m.Run("c0", P, team="c", due_at=t + timedelta(seconds=1))])
+    order = [r.workflow for r in fair_order(runs, lambda r: r.team or "")]
+    assert order == ["a0", "b0", "c0", "a1", "a2", "a3", "a4", "bf"]
+
+
+def test_one_teams_3000_due_do_not_hold_back_another_teams_10(svc, clock, launcher) -> None:
+    """18.3: with the minute's quota (100 submissions) far below what is due, each team gets its turn:
+    team-b's 10 are all submitted in the first tick, team-a's 3,000 take their share."""
+    apply(svc, workflow("a-big", owner="team-a"), workflow("b-small", owner="team-b"))
+    svc.store.write(_queued_docs("a-big", "team-a", 3000, clock.now() - timedelta(seconds=1)))
+    svc.store.write(_queued_docs("b-small", "team-b", 10, clock.now()))
+    before = svc.store.stats.snapshot()
+    report = Tick(svc, TickLimits(max_active=1000, submissions_per_minute=100)).run(clock.now())
+    reads = svc.store.stats.since(before)["reads"]
+    by = {w: sum(1 for s in launcher.launched if s.workflow == w) for w in ("a-big", "b-small")}
+    assert report.submitted == 100 and by == {"a-big": 90, "b-small": 10}, (by, report.to_dict())
+    assert reads < 500, reads  # what can be submitted plus a probe, not the 3,010 queued
+
+
+def test_scheduled_instances_go_before_backfills(svc, clock, launcher) -> None:
+    apply(svc, workflow("a-bf", owner="team-a"), workflow("a-sched", owner="team-a"))
+    svc.store.write(_queued_docs("a-bf", "team-a", 200, clock.now() - timedelta(days=1), backfill="bf-x"))
+    svc.store.write(_queued_docs("a-sched", "team-a", 30, clock.now()))
+    Tick(svc, TickLimits(max_active=1000, submissions_per_minute=40)).run(clock.now())
+    assert [s.workflow for s in launcher.launched[:30]] == ["a-sched"] * 30
+    assert len(launcher.launched) == 40
+
+
+def test_the_smear_delays_each_workflows_natural_triggers_by_its_own_fixed_offset(svc, clock) -> None:
+    from ferry.styx.hooks import trigger_state
+    from ferry.styx.scheduling import smear
+
+    assert smear("x", 0) == timedelta(0)
+    offsets = {smear(f"wf-{i}", 600) for i in range(200)}
+    assert all(timedelta(0) <= o < timedelta(seconds=600) for o in offsets) and len(offsets) > 150
+    from ferry.domain.manifests import Workflow
+
+    wf = Workflow.model_validate(workflow("agg"))
+    plain, smeared = trigger_state(wf, clock.now()), trigger_state(wf, clock.now(), 600)
+    assert smeared["next_due"] - plain["next_due"] == smear("agg", 600)
