@@ -28,9 +28,9 @@ from ferry.store.manifests import ManifestRepository
 if TYPE_CHECKING:
     from ferry.api.identity import Identifier
     from ferry.datamon.port import Datamon
-    from ferry.gabo.backlog import BacklogSource
-    from ferry.gabo.broker import DeliveryBroker
-    from ferry.gabo.sink import Sink
+    from ferry.gabo.delivery.broker import DeliveryBroker
+    from ferry.gabo.delivery.sink import Sink
+    from ferry.gabo.scaling.backlog import BacklogSource
     from ferry.notify.secrets import SecretStore
     from ferry.styx.launchers import Launcher
 
@@ -147,7 +147,7 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, s
     if store is None:
         store = _store(settings)
     if settings.broker == "memory" and broker is None and publisher is None:
-        from ferry.gabo.broker import MemoryBroker
+        from ferry.gabo.delivery.broker import MemoryBroker
 
         broker = MemoryBroker(clock)
         for topic in PLATFORM_TOPICS:
@@ -192,24 +192,24 @@ def _publisher(services: Services) -> Publisher:
 
 def _broker(services: Services) -> DeliveryBroker:
     if services.settings.broker == "memory":
-        from ferry.gabo.broker import MemoryBroker
+        from ferry.gabo.delivery.broker import MemoryBroker
 
         return MemoryBroker(services.clock)
     if services.settings.broker == "pubsub":  # the emulator when PUBSUB_EMULATOR_HOST is set
-        from ferry.gabo.broker import PubSubBroker
+        from ferry.gabo.delivery.broker import PubSubBroker
 
         return PubSubBroker(services.settings.project)
     raise ValueError(f"unknown broker {services.settings.broker!r} (FERRY_BROKER): use pubsub or memory")
 
 
 def _sink(services: Services) -> Sink:
-    from ferry.gabo.sink import open_sink
+    from ferry.gabo.delivery.sink import open_sink
 
     return open_sink(services.settings.sink)
 
 
 def _backlog_source(services: Services) -> BacklogSource:
-    from ferry.gabo.backlog import open_backlog
+    from ferry.gabo.scaling.backlog import open_backlog
     from ferry.gabo.state import GaboState
 
     return open_backlog(services.settings.backlog, GaboState(services.store), services.settings.project)
@@ -255,7 +255,7 @@ def _identifier(services: Services) -> Identifier:
 
 
 def _gabo_hook(services: Services) -> ApplyHook:
-    from ferry.gabo.provision import GaboApplyHook
+    from ferry.gabo.provisioning.provision import GaboApplyHook
 
     return GaboApplyHook(services)
 

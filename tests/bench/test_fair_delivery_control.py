@@ -13,8 +13,8 @@ import pytest
 from e2e.test_fair_delivery import BUDGET_S, backlogs, own_stack, seconds_until_delivered  # noqa: F401
 from ferry.broker.base import Message
 from ferry.dev.harness import LocalStack
-from ferry.gabo import core
-from ferry.gabo.delivery import WorkOrder
+from ferry.gabo.delivery.service import WorkOrder
+from ferry.gabo.names import WORK_ORDERS_TOPIC
 
 pytestmark = [pytest.mark.bench, pytest.mark.emulator, pytest.mark.timeout(900)]
 
@@ -25,7 +25,7 @@ def test_orders_queued_by_type_starve_the_small_type(own_stack: LocalStack) -> N
     fifo = [WorkOrder(event_type=big, budget_s=BUDGET_S, worker=i) for i in range(3)] + [
         WorkOrder(event_type=small, budget_s=BUDGET_S, worker=0)]
     started = time.monotonic()
-    stack.services().publisher.publish(core.WORK_ORDERS_TOPIC, [
+    stack.services().publisher.publish(WORK_ORDERS_TOPIC, [
         Message(o.model_dump_json().encode(), {"event_type": o.event_type}) for o in fifo])
     after = seconds_until_delivered(stack, small, len(sent[small]), sent_at - timedelta(minutes=2), started)
     print(f"\nfair delivery control: orders queued by type — small delivered after {after} s (budget {BUDGET_S:.0f} s; "

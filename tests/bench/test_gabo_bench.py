@@ -36,10 +36,12 @@ from fakes.styx_launcher import FakeDatamon
 from ferry.bootstrap import Services, bootstrap
 from ferry.config import Settings
 from ferry.domain.manifests import EventType
-from ferry.gabo import core
-from ferry.gabo.broker import SubscriptionSpec
-from ferry.gabo.delivery import WorkOrder
-from ferry.gabo.provision import provision
+from ferry.gabo.closing.formats.ndjson import gunzip_lines
+from ferry.gabo.delivery.broker import SubscriptionSpec
+from ferry.gabo.delivery.service import WorkOrder
+from ferry.gabo.envelopes import Envelope, event_line, iso, parse_iso
+from ferry.gabo.names import Names
+from ferry.gabo.provisioning.provision import provision
 from ferry.gabo.service import Gabo
 
 pytestmark = [pytest.mark.bench, pytest.mark.emulator]
@@ -71,11 +73,11 @@ def publish_lines(project: str, topic: str, n: int, pad: int = 0, start: int = 0
     pub = pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(
         max_messages=1000, max_bytes=9 * 1024 * 1024, max_latency=0.01))
     path = f"projects/{project}/topics/{topic}"
-    now = core.iso(datetime.now(UTC))
+    now = iso(datetime.now(UTC))
     fs = []
     for i in range(start, start + n):
-        env = core.Envelope(topic.removeprefix("gabo-"), f"e{i}", {"user_id": "u" * (1 + pad), "ms": i})
-        fs.append(pub.publish(path, core.event_line(env, datetime.now(UTC)), event_type=env.type, event_id=env.id,
+        env = Envelope(topic.removeprefix("gabo-"), f"e{i}", {"user_id": "u" * (1 + pad), "ms": i})
+        fs.append(pub.publish(path, event_line(env, datetime.now(UTC)), event_type=env.type, event_id=env.id,
                               received_at=now))
     futures.wait(fs)
 
@@ -96,7 +98,7 @@ def raw_pull_ack(project: str, subscription: str, n: int) -> float:
 
 
 def worker_process(env: dict[str, str], name: str, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "ferry.gabo.worker", name, "--until-drained", "--budget", "300",
+    return subprocess.Popen([sys.executable, "-m", "ferry.gabo.delivery.worker", name, "--until-drained", "--budget", "300",
                              *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -108,7 +110,7 @@ def wait_report(p: subprocess.Popen[bytes]) -> dict[str, Any]:
 
 def test_gabo_benchmarks(emulators: Any, project_id: str, tmp_path: Path) -> None:
     svc, g, et = setup(project_id, tmp_path)
-    names = core.Names("bench")
+    names = Names("bench")
     env = {**os.environ, "GOOGLE_CLOUD_PROJECT": project_id, "FERRY_SINK": f"file://{tmp_path}/sink",
            "FERRY_STORE": "firestore", "FERRY_BROKER": "pubsub"}
     g.broker.ensure_subscription(SubscriptionSpec("bench-raw", names.topic, ack_deadline_s=60))  # type: ignore[union-attr]
@@ -195,7 +197,7 @@ def test_gabo_benchmarks(emulators: Any, project_id: str, tmp_path: Path) -> Non
             time.sleep(0.05)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            seen = sum(len(core.gunzip_lines(g.sink.read(k))) for k in g.sink.list("staging/"))
+            seen = sum(len(gunzip_lines(g.sink.read(k))) for k in g.sink.list("staging/"))
             if seen >= 4000:
                 break
             time.sleep(0.2)
@@ -207,7 +209,7 @@ def test_gabo_benchmarks(emulators: Any, project_id: str, tmp_path: Path) -> Non
     for k in g.sink.list("staging/"):
         mtime = (root / k).stat().st_mtime
         for ln in gzip.decompress((root / k).read_bytes()).splitlines():
-            lat.append(mtime - core.parse_iso(json.loads(ln)["received_at"]).timestamp())
+            lat.append(mtime - parse_iso(json.loads(ln)["received_at"]).timestamp())
     figures["e2e_p50_ms"], figures["e2e_p99_ms"] = round(pct(lat, 50) * 1000), round(pct(lat, 99) * 1000)
 
     print("\nGabo benchmark:", json.dumps(figures, indent=1))

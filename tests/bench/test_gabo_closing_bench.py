@@ -2,12 +2,12 @@
 
 - closing a PT1M period of 300k, 1M and 3M events (1% duplicate ids, 1,000 late), the full path: the
   decision in this process (claim, one order per shard captured), each order run as its own process
-  (``python -m ferry.gabo.closeshard``, what the close-shard function does; 2 at a time), the last shard
+  (``python -m ferry.gabo.closing.closeshard``, what the close-shard function does; 2 at a time), the last shard
   completing the period (``_SUCCESS``, one landing). Checked: every valid id exactly once (per shard:
   unique, valid, of that shard, as many as expected), the marker's counts. Reported: the peak RSS
   (VmHWM) of every closing process — aim flat and < 300 MB;
 - the scale-out curve: wall time to merge every shard of the 3M period with 1, 2 and 4 parallel merge
-  processes (``python -m ferry.gabo.merge``, merge only);
+  processes (``python -m ferry.gabo.closing.merge``, merge only);
 - closing throughput per process (events/s of one shard's merge, timed inside the process) ÷ a raw rewrite of the same staging
   bytes (read, gunzip, gzip at the finals' level, write; no parsing) — aim >= 0.3;
 - delivery with sharded staging (32 shards) ÷ unsharded, one worker process, same emulator, best of 3
@@ -39,18 +39,26 @@ from fakes.staging import write_period
 from ferry.bootstrap import bootstrap
 from ferry.config import Settings
 from ferry.domain.manifests import EventType
-from ferry.gabo import core
-from ferry.gabo.closing import CloseOrder
-from ferry.gabo.merge import FINAL_LEVEL, gzip_chunks, line_fields
+from ferry.gabo.closing.merge import FINAL_LEVEL, gzip_chunks, line_fields
+from ferry.gabo.closing.service import CloseOrder
+from ferry.gabo.delivery.sink import LocalSink
+from ferry.gabo.names import (
+    SUCCESS,
+    final_prefix,
+    partition_key,
+    shard_bits_for,
+    shard_labels,
+    shard_of,
+    shard_prefix,
+)
 from ferry.gabo.service import Gabo
-from ferry.gabo.sink import LocalSink
 
 pytestmark = [pytest.mark.bench, pytest.mark.emulator, pytest.mark.timeout(3600)]
 
 SIZES = [int(x) for x in os.environ.get("GABO_BENCH_CLOSE_SIZES", "300000,1000000,3000000").split(",")]
 START = datetime(2026, 11, 26, 14, 5, tzinfo=UTC)
 LATE = 1000
-# events per delivery round: a sharded type holds >= core.SHARD_EVENTS per period, so several batches
+# events per delivery round: a sharded type holds >= SHARD_EVENTS per period, so several batches
 DELIVERY_EVENTS = int(os.environ.get("GABO_BENCH_DELIVERY_EVENTS", "100000"))
 
 
@@ -61,7 +69,7 @@ def proc(args: list[str], env: dict[str, str]) -> dict[str, Any]:
 
 
 def expected_counts(n: int, bits: int) -> dict[str, int]:
-    labels, shift, out = core.shard_labels(bits), 32 - bits, {}
+    labels, shift, out = shard_labels(bits), 32 - bits, {}
     for j in range(n):
         if j % 100 == 99 and j < n - LATE:
             continue
@@ -79,7 +87,7 @@ def check_shard(sink: LocalSink, parts: list[str], n: int, bits: int, shard: str
                 eid = line_fields(ln)[0]
                 j = int(eid[1:])
                 assert eid not in seen and (j % 100 != 99 or j >= n - LATE) and j < n
-                assert core.shard_of(eid.decode(), bits) == shard
+                assert shard_of(eid.decode(), bits) == shard
                 seen.add(eid)
     assert len(seen) == want, (shard, len(seen), want)
 
@@ -92,7 +100,7 @@ def close_full(project: str, tmp: Path, n: int, workers: int = 2) -> dict[str, A
     et = EventType.model_validate({"metadata": {"name": name, "owner": "bench"},
                                    "spec": {"partitioning": "PT1M", "close_after": "PT10S"}})
     svc.apply.apply([et], START)
-    bits = core.shard_bits_for(n)
+    bits = shard_bits_for(n)
     t = time.monotonic()
     staged = write_period(LocalSink(sink_dir), name, START, n, bits, late=LATE)
     gen_s = time.monotonic() - t
@@ -109,17 +117,17 @@ def close_full(project: str, tmp: Path, n: int, workers: int = 2) -> dict[str, A
            "FERRY_STORE": "firestore", "FERRY_BROKER": "pubsub"}
     t = time.monotonic()
     with ThreadPoolExecutor(workers) as pool:
-        reps = list(pool.map(lambda o: proc(["ferry.gabo.closeshard", o.model_dump_json()], env), orders))
+        reps = list(pool.map(lambda o: proc(["ferry.gabo.closing.closeshard", o.model_dump_json()], env), orders))
     close_s = time.monotonic() - t
     done = [r["completed"] for r in reps if r["completed"]]
     assert len(done) == 1  # one shard process completed the period (and landed it, in its process)
-    marker = json.loads((sink_dir / core.final_prefix(name, START, core_pt1m()) / core.SUCCESS).read_text())
+    marker = json.loads((sink_dir / final_prefix(name, START, core_pt1m()) / SUCCESS).read_text())
     assert (marker["events"], marker["duplicates_dropped"], marker["late_events"]) == (
         staged.unique, staged.duplicates, LATE)
     sink = LocalSink(sink_dir)
     want = expected_counts(n, bits)
-    prefix = core.final_prefix(name, START, core_pt1m())
-    for b in core.shard_labels(bits):
+    prefix = final_prefix(name, START, core_pt1m())
+    for b in shard_labels(bits):
         check_shard(sink, sink.list(f"{prefix}part-s{b}-"), n, bits, b, want.get(b, 0))
     from ferry.datamon.repository import PARTITIONS, partition_id
 
@@ -139,22 +147,22 @@ def core_pt1m() -> Any:
 
 def scale_out(tmp: Path, n: int) -> dict[str, Any]:
     sink_dir = tmp / f"curve-{n}"
-    bits = core.shard_bits_for(n)
+    bits = shard_bits_for(n)
     write_period(LocalSink(sink_dir), "curve", START, n, bits, late=LATE)
     out: dict[str, Any] = {}
     for w in (1, 2, 4):
         t = time.monotonic()
         with ThreadPoolExecutor(w) as pool:
-            reps = list(pool.map(lambda b: proc(["ferry.gabo.merge", "--sink", f"file://{sink_dir}", "curve",
-                                                 core.partition_key(START), b], dict(os.environ)),
-                                 core.shard_labels(bits)))
+            reps = list(pool.map(lambda b: proc(["ferry.gabo.closing.merge", "--sink", f"file://{sink_dir}", "curve",
+                                                 partition_key(START), b], dict(os.environ)),
+                                 shard_labels(bits)))
         assert sum(r["events"] for r in reps) == n - (n - LATE) // 100
         out[f"wall_s_{w}w"] = round(time.monotonic() - t, 1)
     # one shard's merge vs a raw rewrite of its bytes, in this process
     sink = LocalSink(sink_dir)
-    b = core.shard_labels(bits)[0]
-    keys = sink.list(core.shard_prefix("curve", START, b))
-    rep = proc(["ferry.gabo.merge", "--sink", f"file://{sink_dir}", "curve", core.partition_key(START), b],
+    b = shard_labels(bits)[0]
+    keys = sink.list(shard_prefix("curve", START, b))
+    rep = proc(["ferry.gabo.closing.merge", "--sink", f"file://{sink_dir}", "curve", partition_key(START), b],
                dict(os.environ))
     events, merge_s = rep["events"], rep["seconds"]  # the merge's own time (no interpreter start-up)
     t = time.monotonic()
@@ -196,7 +204,7 @@ def delivery_sharded_ratio(project: str, tmp: Path, n: int = DELIVERY_EVENTS) ->
 
 def test_gabo_closing_benchmarks(emulators: Any, project_id: str, tmp_path: Path,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from ferry.gabo import closing
+    from ferry.gabo.closing import service as closing
 
     monkeypatch.setattr(closing, "INLINE_MAX_OBJECTS", 0)  # every period fans out (measured as processes)
     figures: dict[str, Any] = {"closing": [close_full(project_id, tmp_path, n) for n in SIZES]}

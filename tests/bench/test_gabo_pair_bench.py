@@ -27,9 +27,10 @@ from fakes.staging import write_period
 from ferry.datamon.repository import PARTITIONS, partition_id
 from ferry.dev.harness import LocalStack, ferry_executable, run_cli
 from ferry.domain import periods
-from ferry.gabo import core
-from ferry.gabo.closing import INLINE_MAX_OBJECTS
-from ferry.gabo.sink import LocalSink
+from ferry.gabo.closing.service import INLINE_MAX_OBJECTS
+from ferry.gabo.delivery.sink import LocalSink
+from ferry.gabo.envelopes import iso
+from ferry.gabo.names import SUCCESS, final_prefix, shard_bits_for
 
 pytestmark = [pytest.mark.bench, pytest.mark.emulator, pytest.mark.timeout(3600)]
 
@@ -58,7 +59,7 @@ def test_small_period_closes_without_waiting_for_a_3m_one(local_stack: LocalStac
     # the current minute (the types were applied in it or before): one period each to close, not the
     # empty periods between the types' creation and a period far ahead
     start = datetime.now(UTC).replace(second=0, microsecond=0)
-    bits = core.shard_bits_for(BIG)
+    bits = shard_bits_for(BIG)
     t = time.monotonic()
     staged = write_period(LocalSink(sink), names["big"], start, BIG, bits)
     generate_s = time.monotonic() - t
@@ -66,14 +67,14 @@ def test_small_period_closes_without_waiting_for_a_3m_one(local_stack: LocalStac
     assert write_period(LocalSink(sink), names["smallfan"], start, 100, 0, batch=15).objects > INLINE_MAX_OBJECTS
     now = start + timedelta(seconds=75)
     for name in names.values():  # the drains after the period's end that the closing watermark needs
-        cli(stack, "deliver", name, "--budget", "3", now=core.iso(now))
+        cli(stack, "deliver", name, "--budget", "3", now=iso(now))
     time.sleep(5.5)  # drains are trusted after a few seconds' settle
 
-    markers = {k: sink / core.final_prefix(n, start, PT1M) / core.SUCCESS for k, n in names.items()}
+    markers = {k: sink / final_prefix(n, start, PT1M) / SUCCESS for k, n in names.items()}
     load_before = os.getloadavg()
     began = time.time()
     close = subprocess.Popen([ferry_executable(), "close", "--json"], cwd=stack.home,
-                             env={**stack.env, "FERRY_NOW": core.iso(now + timedelta(seconds=10))},
+                             env={**stack.env, "FERRY_NOW": iso(now + timedelta(seconds=10))},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     decided_s = None
     end = time.monotonic() + 3000
@@ -97,7 +98,7 @@ def test_small_period_closes_without_waiting_for_a_3m_one(local_stack: LocalStac
         assert doc is not None and doc["landings"] == 1, (k, doc)
     seen: set[str] = set()
     lines = 0
-    for part in (sink / core.final_prefix(names["big"], start, PT1M)).glob("part-*.jsonl.gz"):
+    for part in (sink / final_prefix(names["big"], start, PT1M)).glob("part-*.jsonl.gz"):
         for ln in gzip.decompress(part.read_bytes()).splitlines():
             seen.add(json.loads(ln)["id"])
             lines += 1

@@ -26,10 +26,10 @@ from fakes.styx_launcher import FakeDatamon
 from ferry.bootstrap import bootstrap
 from ferry.config import Settings
 from ferry.domain.manifests import EventType
-from ferry.gabo import core
-from ferry.gabo.delivery import WorkOrder
-from ferry.gabo.ingest import IngestService
-from ferry.gabo.ledger import Ledger
+from ferry.gabo.delivery.service import WorkOrder
+from ferry.gabo.envelopes import parse_body
+from ferry.gabo.ingest.ledger import Ledger
+from ferry.gabo.ingest.service import IngestService
 from ferry.gabo.service import Gabo
 
 pytestmark = [pytest.mark.bench, pytest.mark.emulator]
@@ -51,7 +51,7 @@ def test_ledger_benchmarks(emulators: Any, project_id: str, tmp_path: Path) -> N
                                                         "max_event_bytes": 8192}}) for n in ("lb", "lc")], now)
 
     def batches(tag: str, type_: str = "lb") -> list[list[Any]]:
-        return [core.parse_body(b"\n".join(json.dumps({"type": type_, "id": f"{tag}-{b}-{i}",
+        return [parse_body(b"\n".join(json.dumps({"type": type_, "id": f"{tag}-{b}-{i}",
                                                        "payload": {"user_id": "u", "ms": i}}).encode()
                                            for i in range(BATCH))) for b in range(N // BATCH)]
 

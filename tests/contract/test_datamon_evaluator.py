@@ -15,7 +15,7 @@ from ferry.config import Settings
 from ferry.datamon import evaluation, landing, views
 from ferry.domain.manifests import KINDS
 from ferry.errors import ValidationError
-from ferry.gabo.broker import MemoryBroker
+from ferry.gabo.delivery.broker import MemoryBroker
 
 pytestmark = pytest.mark.emulator
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -7,9 +7,9 @@ import pytest
 
 from fakes import pubsub_iam
 from ferry.errors import InfraError
-from ferry.gabo.access import PUBLISHER, SUBSCRIBER, Access
-from ferry.gabo.broker import PubSubBroker
-from ferry.gabo.core import Names
+from ferry.gabo.delivery.broker import PubSubBroker
+from ferry.gabo.names import Names
+from ferry.gabo.provisioning.access import PUBLISHER, SUBSCRIBER, Access
 
 P = "proj-1"
 INGEST, WORKER = "serviceAccount:ferry-gabo-ingest@proj-1.iam.gserviceaccount.com", \
@@ -63,7 +63,7 @@ def test_a_missing_resource_is_an_infra_error(iam) -> None:  # type: ignore[no-u
 
 def test_provisioning_grants_go_through_the_real_client(iam) -> None:  # type: ignore[no-untyped-def]
     """What applying an EventType grants in the cloud, as requests the real client sends."""
-    from ferry.gabo.access import grant
+    from ferry.gabo.provisioning.access import grant
 
     fake, broker = iam
     n = Names("clicks")

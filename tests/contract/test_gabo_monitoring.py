@@ -21,11 +21,11 @@ from ferry.bootstrap import bootstrap
 from ferry.clock import FixedClock
 from ferry.config import Settings
 from ferry.domain.manifests import EventType
-from ferry.gabo.backlog import OLDEST_AGE, UNDELIVERED, CloudMonitoringBacklog
-from ferry.gabo.broker import MemoryBroker
-from ferry.gabo.delivery import WorkOrder
+from ferry.gabo.delivery.broker import MemoryBroker
+from ferry.gabo.delivery.service import WorkOrder
+from ferry.gabo.delivery.sink import LocalSink
+from ferry.gabo.scaling.backlog import OLDEST_AGE, UNDELIVERED, CloudMonitoringBacklog
 from ferry.gabo.service import Gabo
-from ferry.gabo.sink import LocalSink
 from ferry.store.memory import MemoryStore
 
 T0 = datetime(2026, 11, 26, 14, 5, 10, tzinfo=UTC)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ferry.errors import BadRequest, NotFound
-from ferry.gabo.sink import GcsSink, LocalSink, Sink, open_sink
+from ferry.gabo.delivery.sink import GcsSink, LocalSink, Sink, open_sink
 
 
 @pytest.fixture(params=["local", "gcs"])

@@ -21,7 +21,8 @@ import pytest
 
 from e2e.test_gabo import PT1M, SCHEMA, VirtualClock, cli
 from e2e.test_notify import _settled
-from ferry.gabo import core
+from ferry.gabo.envelopes import iso
+from ferry.gabo.names import SUCCESS, final_prefix, partition_key
 
 pytestmark = pytest.mark.emulator
 
@@ -60,7 +61,7 @@ def _deliver(stack: Any, name: str, clock: VirtualClock, want: int) -> None:
 
 
 def _markers(stack: Any, name: str, start: Any) -> list[Path]:
-    final = core.final_prefix(name, start, PT1M) + core.SUCCESS
+    final = final_prefix(name, start, PT1M) + SUCCESS
     return [Path(stack.home) / "sink" / final, Path(stack.home) / "sink" / "darkload" / final]
 
 
@@ -73,13 +74,13 @@ def test_the_darkload_report_shows_shadow_equals_primary_and_names_lost_ids(stac
     for name in (ok, lossy):
         lines = [json.dumps({"type": name, "id": f"{name}-{i}", "payload": {"track_id": "t", "ms_played": i}})
                  for i in range(N)]
-        sent = cli(stack, "send", name, "-", now=core.iso(start_t), input="\n".join(lines))
+        sent = cli(stack, "send", name, "-", now=iso(start_t), input="\n".join(lines))
         assert (sent["accepted"], sent["rejected_count"]) == (N, 0)
 
     clock = VirtualClock(start_t + timedelta(seconds=70))  # past the period's end: these drains let it close
     for name in (ok, lossy):
         _deliver(stack, name, clock, N)
-    shadow_staging = Path(stack.home) / "sink" / "darkload" / "staging" / lossy / core.partition_key(start)
+    shadow_staging = Path(stack.home) / "sink" / "darkload" / "staging" / lossy / partition_key(start)
     assert {p.name for p in shadow_staging.iterdir()} == {"s0", "s1"}  # the shadow's own shard count
     lost = sorted((shadow_staging / "s1").glob("*.jsonl.gz"))[0]
     lost_ids = {json.loads(x)["id"] for x in gzip.decompress(lost.read_bytes()).splitlines()}

@@ -23,7 +23,8 @@ import pytest
 
 from ferry.dev.harness import run_cli
 from ferry.domain import periods
-from ferry.gabo import core
+from ferry.gabo.envelopes import iso
+from ferry.gabo.names import SUCCESS, Names, final_prefix
 
 PT1M = periods.partitioning("PT1M")
 pytestmark = pytest.mark.emulator
@@ -40,7 +41,7 @@ class VirtualClock:
         return self.start + timedelta(seconds=time.monotonic() - self.real)
 
     def iso(self, plus_s: float = 0) -> str:
-        return core.iso(self.now() + timedelta(seconds=plus_s))
+        return iso(self.now() + timedelta(seconds=plus_s))
 
 
 def t0() -> datetime:
@@ -67,7 +68,7 @@ def cli(stack: Any, *args: str, now: str | None = None, input: str | None = None
 
 
 def final_ids(stack: Any, name: str, start: datetime) -> tuple[list[str], dict[str, Any]]:
-    prefix = Path(stack.home) / "sink" / core.final_prefix(name, start, PT1M)
+    prefix = Path(stack.home) / "sink" / final_prefix(name, start, PT1M)
     ids = []
     for part in sorted(prefix.glob("part-*.jsonl.gz")):
         ids += [json.loads(x)["id"] for x in gzip.decompress(part.read_bytes()).splitlines()]
@@ -78,7 +79,7 @@ def close_until(stack: Any, name: str, start: datetime, clock: VirtualClock, dea
                 deliver: bool = False) -> dict[str, Any]:
     """``ferry close`` (the scheduled decision: it claims the period and publishes one close order per shard,
     which the close-shard function merges) until the partition's ``_SUCCESS`` is there; its marker."""
-    marker = Path(stack.home) / "sink" / core.final_prefix(name, start, PT1M) / core.SUCCESS
+    marker = Path(stack.home) / "sink" / final_prefix(name, start, PT1M) / SUCCESS
     end = time.monotonic() + deadline_s
     reports = []
     while not marker.exists():
@@ -135,7 +136,7 @@ def test_20k_events_with_duplicates_and_invalid_close_exactly_once(stack: Any) -
             lines.append({"type": name, "id": f"e{i}", "payload": {"track_id": f"t{i}", "ms_played": i}})
             valid.add(f"e{i}")
     started = time.monotonic()
-    sent = cli(stack, "send", name, "-", now=core.iso(start_t), input="\n".join(json.dumps(x) for x in lines),
+    sent = cli(stack, "send", name, "-", now=iso(start_t), input="\n".join(json.dumps(x) for x in lines),
                exit_code=3)  # some were rejected
     assert (sent["received"], sent["accepted"], sent["rejected_count"]) == (20_000, 19_800, 200)
     ingest_s = time.monotonic() - started
@@ -149,14 +150,14 @@ def test_20k_events_with_duplicates_and_invalid_close_exactly_once(stack: Any) -
         return total >= 19_800 and reports[-1]["drained"]
 
     deliver_until(stack, name, clock, done)
-    partition = core.iso(start_t)[:16]
+    partition = iso(start_t)[:16]
     close_until(stack, name, start_t.replace(second=0), clock)
     ids, marker = final_ids(stack, name, start_t.replace(second=0))
     assert len(ids) == len(set(ids)) == len(valid) and set(ids) == valid
     assert (marker["events"], marker["duplicates_dropped"], marker["late_events"]) == (19_600, 200, 0)
     assert marker["bytes"] > 0
     # every invalid event is on the quarantine topic with its reason
-    q = drain_hold(stack, core.Names(name).hold(core.Names(name).quarantine), 200)
+    q = drain_hold(stack, Names(name).hold(Names(name).quarantine), 200)
     assert {m.attributes["event_id"] for m in q} == invalid
     assert all("ms_played" in m.attributes["reason"] for m in q)
     # landed in Datamon
@@ -198,10 +199,10 @@ def test_sigkilled_worker_mid_batch_still_closes_exactly_once(stack: Any) -> Non
     for attempt, delay in enumerate((0.03, 0.1, 0.01, 0.2, 0.05, 0.3)):
         ids = [f"c{attempt}-{i}" for i in range(n)]
         lines = [json.dumps({"type": name, "id": x, "payload": {"track_id": "t", "ms_played": 1}}) for x in ids]
-        cli(stack, "send", name, "-", now=core.iso(start_t), input="\n".join(lines))
+        cli(stack, "send", name, "-", now=iso(start_t), input="\n".join(lines))
         sent += ids
         objects_before = len(list(staging.rglob("*.jsonl.gz"))) if staging.exists() else 0
-        proc = subprocess.Popen([sys.executable, "-m", "ferry.gabo.worker", name, "--budget", "60",
+        proc = subprocess.Popen([sys.executable, "-m", "ferry.gabo.delivery.worker", name, "--budget", "60",
                                  "--max-messages", "2000", "--now", clock.iso()],
                                 env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=stack.home)
         try:
@@ -238,15 +239,15 @@ def test_poison_messages_end_on_the_dead_letter_topic(stack: Any) -> None:
     apply_type(stack, name, max_event_bytes=256)
     os.environ["PUBSUB_EMULATOR_HOST"] = stack.env["PUBSUB_EMULATOR_HOST"]
     pub = pubsub_v1.PublisherClient()
-    topic = f"projects/{stack.project}/topics/{core.Names(name).topic}"
+    topic = f"projects/{stack.project}/topics/{Names(name).topic}"
     poison = [b"not json at all", b'{"no": "id"}', json.dumps({"id": "big", "payload": "x" * 5000}).encode()]
     for p in poison:
         pub.publish(topic, p, origin="test").result()
     pub.publish(topic, json.dumps({"id": "fine", "type": name, "payload": {"track_id": "t", "ms_played": 1}}).encode(),
-                event_type=name, event_id="fine", received_at=core.iso(datetime.now(UTC))).result()
+                event_type=name, event_id="fine", received_at=iso(datetime.now(UTC))).result()
     reports = deliver_until(stack, name, None, lambda rs: sum(r["dead_lettered"] + r["written"] for r in rs) >= 4)
     assert (sum(r["dead_lettered"] for r in reports), sum(r["written"] for r in reports)) == (3, 1), reports
-    dl = drain_hold(stack, core.Names(name).hold(core.Names(name).dead_letter), 3)
+    dl = drain_hold(stack, Names(name).hold(Names(name).dead_letter), 3)
     assert sorted(m.data for m in dl) == sorted(poison)
     assert all(m.attributes["reason"] for m in dl)
 
@@ -268,7 +269,7 @@ def test_scaler_raises_workers_with_backlog_and_lowers_when_drained(stack: Any) 
         lines = [json.dumps({"type": name, "id": f"s{i}", "payload": {"track_id": "t", "ms_played": i}})
                  for i in range(first, first + n)]
         # stamped 30 s ago: events that have waited (a full pull of fresh events only keeps pace)
-        waited = core.iso(datetime.now(UTC) - timedelta(seconds=30))
+        waited = iso(datetime.now(UTC) - timedelta(seconds=30))
         assert cli(stack, "send", name, "-", input="\n".join(lines), now=waited)["accepted"] == n
 
     def short_run() -> dict[str, Any]:

@@ -26,9 +26,9 @@ import pytest
 from e2e.test_gabo import PT1M, VirtualClock, apply_type, cli, close_until, t0
 from fakes.staging import expected_ids, write_period
 from ferry.datamon.repository import PARTITIONS, partition_id
-from ferry.gabo import core
-from ferry.gabo.closing import CloseOrder
-from ferry.gabo.sink import LocalSink
+from ferry.gabo.closing.service import CloseOrder
+from ferry.gabo.delivery.sink import LocalSink
+from ferry.gabo.names import SUCCESS, final_prefix
 
 pytestmark = pytest.mark.emulator
 
@@ -45,7 +45,7 @@ def staged_type(stack: Any, events: int, bits: int, late: int = 0) -> tuple[str,
 
 
 def final_lines(stack: Any, name: str, start: Any) -> list[bytes]:
-    prefix = Path(stack.home) / "sink" / core.final_prefix(name, start, PT1M)
+    prefix = Path(stack.home) / "sink" / final_prefix(name, start, PT1M)
     return [ln for p in sorted(prefix.glob("part-*.jsonl.gz")) for ln in gzip.decompress(p.read_bytes()).splitlines()]
 
 
@@ -91,7 +91,7 @@ def test_a_small_type_closes_without_waiting_for_a_big_one(stack: Any) -> None:
     cli(stack, "deliver", small, "--budget", "5", now=clock.iso())
     time.sleep(5.5)
     sink = Path(stack.home) / "sink"
-    markers = {t: sink / core.final_prefix(t, start, PT1M) / core.SUCCESS for t in (big, small)}
+    markers = {t: sink / final_prefix(t, start, PT1M) / SUCCESS for t in (big, small)}
     from ferry.gabo.service import gabo
 
     g = gabo(stack.services())
@@ -128,11 +128,11 @@ def test_sigkilled_shard_worker_mid_merge_still_closes_once(stack: Any) -> None:
     assert [o.shard for o in captured] == ["0", "1"]
 
     def run(order: CloseOrder) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "ferry.gabo.closeshard", order.model_dump_json(),
+        return subprocess.Popen([sys.executable, "-m", "ferry.gabo.closing.closeshard", order.model_dump_json(),
                                  "--max-part-bytes", str(2 * 1024 * 1024)], env=stack.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
-    prefix = Path(stack.home) / "sink" / core.final_prefix(name, start, PT1M)
+    prefix = Path(stack.home) / "sink" / final_prefix(name, start, PT1M)
     victim = run(captured[0])
     end = time.monotonic() + 120
     while not list(prefix.glob("part-s0-*.jsonl.gz")):
@@ -142,7 +142,7 @@ def test_sigkilled_shard_worker_mid_merge_still_closes_once(stack: Any) -> None:
     os.kill(victim.pid, signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL
     written_before = len(list(prefix.glob("part-s0-*.jsonl.gz")))
-    assert not (prefix / core.SUCCESS).exists()
+    assert not (prefix / SUCCESS).exists()
 
     other = run(captured[1])
     assert other.wait(timeout=300) == 0
@@ -168,7 +168,7 @@ def test_one_close_run_interleaves_types_so_a_small_period_closes_before_a_big_o
     shard orders would queue ahead of the small type's one. Interleaved, the close-shard function gets
     the small order among the first and its ``_SUCCESS`` is written before the big one's. (The bench
     times the same with a 3,000,000-event period: tests/bench/test_gabo_pair_bench.py.)"""
-    from ferry.gabo.closing import INLINE_MAX_OBJECTS
+    from ferry.gabo.closing.service import INLINE_MAX_OBJECTS
 
     sink = Path(stack.home) / "sink"
     tag = uuid.uuid4().hex[:6]
@@ -182,7 +182,7 @@ def test_one_close_run_interleaves_types_so_a_small_period_closes_before_a_big_o
     for name in (big, small):
         cli(stack, "deliver", name, "--budget", "5", now=clock.iso())  # the drains after the period's end
     time.sleep(5.5)
-    markers = {t: sink / core.final_prefix(t, start, PT1M) / core.SUCCESS for t in (big, small)}
+    markers = {t: sink / final_prefix(t, start, PT1M) / SUCCESS for t in (big, small)}
     began = time.time()
     cli(stack, "close", now=clock.iso(plus_s=10))
     end = time.monotonic() + 240

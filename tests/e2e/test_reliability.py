@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ferry.gabo import core
+from ferry.gabo.envelopes import iso
 
 from .test_gabo import SCHEMA, VirtualClock, apply_type, cli, deliver_until, final_ids, t0
 
@@ -35,7 +35,7 @@ def test_one_malformed_event_of_each_kind_among_99_valid_ones(stack: Any) -> Non
            json.dumps({"type": name, "id": "regex", "payload": {"track_id": "t" * 30 + "!", "ms_played": 1}})]
     lines = [json.dumps(v) for v in valid[:40]] + bad + [json.dumps(v) for v in valid[40:]]
     started = time.monotonic()
-    sent = cli(stack, "send", name, "-", now=core.iso(start_t), input="\n".join(lines), exit_code=3)
+    sent = cli(stack, "send", name, "-", now=iso(start_t), input="\n".join(lines), exit_code=3)
     took = time.monotonic() - started
     assert (sent["received"], sent["accepted"], sent["rejected_count"]) == (104, 99, 5), sent
     reasons = {x["line"]: x["reason"] for x in sent["rejected"]}  # line numbers of the input, from 1
@@ -62,7 +62,7 @@ def test_apply_refuses_a_schema_ingest_could_not_evaluate(stack: Any, tmp_path: 
 
 def _send(stack: Any, name: str, ids: list[str], at: datetime) -> dict[str, Any]:
     lines = [json.dumps({"type": name, "id": i, "payload": {"track_id": f"t{i}", "ms_played": 1}}) for i in ids]
-    return cli(stack, "send", name, "-", now=core.iso(at), input="\n".join(lines))
+    return cli(stack, "send", name, "-", now=iso(at), input="\n".join(lines))
 
 
 def test_deleting_a_type_with_a_backlog_is_refused_and_drain_lands_every_id_once(stack: Any) -> None:
@@ -71,7 +71,7 @@ def test_deleting_a_type_with_a_backlog_is_refused_and_drain_lands_every_id_once
     start_t = t0()
     ids = [f"e{i}" for i in range(3000)]
     assert _send(stack, name, ids, start_t)["accepted"] == 3000
-    env = dict(stack.env, FERRY_NOW=core.iso(start_t + timedelta(seconds=70)))  # the period has ended
+    env = dict(stack.env, FERRY_NOW=iso(start_t + timedelta(seconds=70)))  # the period has ended
     refused = stack.cli("delete", "eventtype", name)
     text = refused.stdout + refused.stderr
     assert refused.returncode == 3, text
@@ -100,8 +100,8 @@ def test_ingest_paused_between_stamp_and_publish_lands_in_its_stamped_period(sta
     stamped in, none late."""
     import threading
 
-    from ferry.gabo.ingest import IngestService
-    from ferry.gabo.ledger import Ledger
+    from ferry.gabo.ingest.ledger import Ledger
+    from ferry.gabo.ingest.service import IngestService
 
     name = f"pause-{uuid.uuid4().hex[:6]}"
     apply_type(stack, name)
@@ -127,7 +127,7 @@ def test_ingest_paused_between_stamp_and_publish_lands_in_its_stamped_period(sta
         deliver_until(stack, name, clock, lambda rs: sum(r["written"] for r in rs) >= 2 and rs[-1]["drained"])
         time.sleep(6)  # drains are trusted after a few seconds
         held = cli(stack, "close", name, now=clock.iso(plus_s=20))["reports"][0]
-        partition = core.iso(start_t)[:16]
+        partition = iso(start_t)[:16]
         assert partition not in {c["partition"] for c in held["closed"]}
         # held by the ledger: the request in flight, or (its record is written beside the publish) its
         # 2,000 accepted ids not delivered

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ferry.gabo import core
+from ferry.gabo.envelopes import iso
 
 from .test_gabo import SCHEMA, VirtualClock, apply_type, cli, close_until, deliver_until, final_ids, t0
 
@@ -38,7 +38,7 @@ def test_replay_delivers_the_quarantined_once_into_the_next_closed_partition(sta
     lines = ([_event(name, i, {"track_id": "t", "ms_played": 1}) for i in valid]
              + [_event(name, i, {"track_id": "t"}) for i in missing]
              + [_event(name, i, {"track_id": "t", "ms_played": "long"}) for i in wrong])
-    sent = cli(stack, "send", name, "-", now=core.iso(sent_at), input="\n".join(lines), exit_code=3)
+    sent = cli(stack, "send", name, "-", now=iso(sent_at), input="\n".join(lines), exit_code=3)
     assert (sent["accepted"], sent["rejected_count"]) == (10, 105)
 
     clock = VirtualClock(p + timedelta(seconds=80))
@@ -49,7 +49,7 @@ def test_replay_delivers_the_quarantined_once_into_the_next_closed_partition(sta
     assert shown["items"] and all(i["reason"] for i in shown["items"])
 
     apply_type(stack, name, schema={**SCHEMA, "required": ["track_id"]})  # the fix: ms_played optional
-    first = cli(stack, "replay", name, "--from", "quarantine", now=core.iso(p + timedelta(seconds=90)))
+    first = cli(stack, "replay", name, "--from", "quarantine", now=iso(p + timedelta(seconds=90)))
     assert (first["replayed"], first["still_invalid"]) == (100, 5), first
     assert "ms_played" in first["reasons"][0]["reason"]
 

@@ -20,7 +20,8 @@ import pytest
 
 from ferry.dev import emulators as emu
 from ferry.dev.harness import ferry_executable, run_cli
-from ferry.gabo import core
+from ferry.gabo.envelopes import iso
+from ferry.gabo.names import final_prefix
 
 from .test_gabo import SCHEMA, VirtualClock, t0
 
@@ -82,7 +83,7 @@ def test_pubsub_restart_is_healed_and_lost_events_are_reported_missing(own: Own)
                                     "spec": {"schema": SCHEMA, "partitioning": "PT1M", "close_after": "PT10S"}}))
     own.run("apply", "-f", str(manifest))
     start_t = t0()
-    at = core.iso(start_t)
+    at = iso(start_t)
     assert _send(own, name, [f"lost{i}" for i in range(5000)], at)["accepted"] == 5000
 
     # killed with 5,000 accepted events in its memory; restarted bare, as a supervisor would
@@ -111,11 +112,11 @@ def test_pubsub_restart_is_healed_and_lost_events_are_reported_missing(own: Own)
     assert partition not in {c["partition"] for c in rep["closed"]}
     [held] = [h for h in rep["open"] if h["partition"] == partition]
     assert held["reason"] == f"5,000 accepted events of {name} {partition} are missing"
-    final = own.home / "sink" / core.final_prefix(name, start_t.replace(second=0), __import__(
+    final = own.home / "sink" / final_prefix(name, start_t.replace(second=0), __import__(
         "ferry.domain.periods", fromlist=["x"]).partitioning("PT1M"))
     assert not (final / "_SUCCESS").exists()
     # past the bound: an owner-routed alert naming the shortfall
-    own.run("close", name, now=core.iso(start_t + timedelta(minutes=13)))
+    own.run("close", name, now=iso(start_t + timedelta(minutes=13)))
     alerts = own.run("alerts")
     items = alerts["items"] if isinstance(alerts, dict) else alerts
     mine = [a for a in items if a.get("endpoint") == f"events.{name}"]
@@ -131,4 +132,4 @@ def test_pubsub_restart_is_healed_and_lost_events_are_reported_missing(own: Own)
     healed = own.run("scale", "--dry-run")["reconciled"]  # infra/'s are back already; the type's now
     assert f"gabo-{name}-delivery" in healed["subscriptions"] and "gabo-work-orders" not in healed["topics"]
     assert own.run("get", "eventtype", name)["metadata"]["name"] == name  # Firestore kept its data
-    assert _send(own, name, ["after-repair"], core.iso(start_t + timedelta(minutes=20)))["accepted"] == 1
+    assert _send(own, name, ["after-repair"], iso(start_t + timedelta(minutes=20)))["accepted"] == 1

@@ -1,6 +1,6 @@
 """Staging objects of one period written directly (no ingest, no delivery): the input of closing at volume.
 
-Lines are what ingest publishes (``core.event_line``'s compact shape, ~300 bytes), grouped as delivery
+Lines are what ingest publishes (``event_line``'s compact shape, ~300 bytes), grouped as delivery
 batches of ``batch`` events, each split per shard into ``staging/<type>/<period>/s<bits>/<hash>.jsonl.gz``.
 Every 100th line repeats an earlier id received later (a client's retry: the copy loses); ``late`` events
 are in ``late-`` objects (moved there by an earlier close). Ids are ``e<i>``: the expected ids of a shard
@@ -13,8 +13,10 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from ferry.gabo import core
-from ferry.gabo.sink import Sink
+from ferry.gabo.closing.formats.ndjson import gzip_lines
+from ferry.gabo.delivery.sink import Sink
+from ferry.gabo.envelopes import iso
+from ferry.gabo.names import shard_labels, staging_name
 
 PAD = "x" * 170
 
@@ -37,8 +39,8 @@ def write_period(sink: Sink, name: str, start: datetime, events: int, bits: int,
                  late: int = 0, dup_every: int = 100) -> Staged:
     """``events`` lines (duplicates included) of period ``start`` in ``2**bits`` shards; ``late`` of the
     unique ids in late objects. Returns what closing must find."""
-    labels, shift = core.shard_labels(bits), 32 - bits
-    stamp = core.iso(start)[:17]  # YYYY-mm-ddTHH:MM:
+    labels, shift = shard_labels(bits), 32 - bits
+    stamp = iso(start)[:17]  # YYYY-mm-ddTHH:MM:
     unique = dups = nbytes = objects = 0
     i = 0
     n_late_first = events - late  # the last ``late`` unique ids are late
@@ -56,11 +58,11 @@ def write_period(sink: Sink, name: str, start: datetime, events: int, bits: int,
             shard = labels[zlib.crc32(f"e{eid}".encode()) >> shift] if bits else ""
             groups.setdefault((shard, j >= n_late_first), []).append(ln)
         for (shard, is_late), lines in groups.items():
-            key = core.staging_name(name, start, [f"{i}-{shard}"], shard)
+            key = staging_name(name, start, [f"{i}-{shard}"], shard)
             if is_late:
                 head, _, base = key.rpartition("/")
                 key = f"{head}/late-{base}"
-            data = core.gzip_lines(lines, level=1)
+            data = gzip_lines(lines, level=1)
             sink.write(key, data)
             objects += 1
             nbytes += sum(len(x) + 1 for x in lines)

@@ -20,7 +20,7 @@ import httpx
 
 from ferry.api.identity import SECRET_HEADER
 from ferry.errors import InfraError
-from ferry.gabo.core import Names
+from ferry.gabo.names import Names
 from ferry.infra.model import Infra
 
 EXPORT_META = "*.overall_export_metadata"

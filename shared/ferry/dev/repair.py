@@ -5,7 +5,7 @@ emulator or a function process died). Each dead component is started again exact
 it — same port, same command, same environment — so the living ones keep talking to it; the Firestore
 emulator, if it lives, keeps its data. Then ``infra/``'s topics and subscriptions are re-provisioned
 (a restarted Pub/Sub emulator starts empty); every applied event type's come back with the next scale
-tick's reconcile (:mod:`ferry.gabo.reconcile`; the local scheduler fires it every minute, or
+tick's reconcile (:mod:`ferry.gabo.provisioning.reconcile`; the local scheduler fires it every minute, or
 ``ferry scale``).
 """
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ferry.api.identity import cap_budget
 from ferry.api.router import Call, Router
 from ferry.errors import FerryError
-from ferry.gabo.delivery import WorkOrder
+from ferry.gabo.delivery.service import WorkOrder
 from ferry.gabo.service import gabo
 
 router = Router()
@@ -81,13 +81,13 @@ def capacity(call: Call) -> dict[str, Any]:
               "(?event_type=&since=ISO): what a load run reports", tag="gabo")
 def progress(call: Call) -> dict[str, Any]:
     from ferry.errors import BadRequest
-    from ferry.gabo import core
+    from ferry.gabo.envelopes import parse_iso
 
     name, since = call.query.get("event_type"), call.query.get("since")
     if not name or not since:
         raise BadRequest("event_type and since (an ISO instant) are required")
     try:
-        start = core.parse_iso(since)
+        start = parse_iso(since)
     except ValueError:
         raise BadRequest(f"since is not an ISO instant with a time zone: {since!r}") from None
     return gabo(call.services).progress(name, start, call.now())

@@ -218,7 +218,7 @@ def register(main: click.Group) -> None:
         and the closed partitions' counts. Bounded and self-stopping; refuses a non-local API."""
         import json
 
-        from ferry.gabo import load as load_mod
+        from ferry.gabo.scaling import load as load_mod
 
         load_mod.check_target(str(ctx.client.base), rate, duration)
         report = load_mod.run(ctx.client.request, event_type, rate, duration, json.loads(payload), drive=drive,

@@ -17,11 +17,7 @@ from ferry.broker.base import Message
 from ferry.domain import periods
 from ferry.domain.manifests import EventType, events_endpoint
 from ferry.errors import BadRequest, InfraError, NotFound
-from ferry.gabo import core
-from ferry.gabo.backlog import Backlog, BacklogSource
-from ferry.gabo.broker import DeliveryBroker
-from ferry.gabo.capacity import Capacity, CapacityInputs, plan
-from ferry.gabo.closing import (
+from ferry.gabo.closing.service import (
     CLOSE_ORDERS_TOPIC,
     ClosedPartition,
     CloseGate,
@@ -31,16 +27,32 @@ from ferry.gabo.closing import (
     CompletionGate,
     complete_always,
 )
-from ferry.gabo.delivery import DeliveryReport, DeliveryWorker, OffsetClock, WorkOrder
-from ferry.gabo.ledger import InFlightGate, Ledger, LedgerGate
-from ferry.gabo.sink import Sink, within
+from ferry.gabo.delivery.broker import DeliveryBroker
+from ferry.gabo.delivery.service import DeliveryReport, DeliveryWorker, OffsetClock, WorkOrder
+from ferry.gabo.delivery.sink import Sink, within
+from ferry.gabo.envelopes import iso, parse_body, parse_iso
+from ferry.gabo.ingest.ledger import InFlightGate, Ledger, LedgerGate
+from ferry.gabo.names import (
+    DARKLOAD,
+    PRIMARY,
+    STREAMS,
+    WORK_ORDERS_TOPIC,
+    parse_partition_key,
+    shard_bits_for,
+    sink_root,
+    staging_prefix,
+    streams_of,
+)
+from ferry.gabo.scaling.backlog import Backlog, BacklogSource
+from ferry.gabo.scaling.capacity import Capacity, CapacityInputs, plan
+from ferry.gabo.scaling.scaler import ScaleInputs, decide_workers, fair_shares, interleave
 from ferry.gabo.state import GaboState
 from ferry.notify import messages as msgs
 from ferry.store.manifests import ManifestRecord
 
 if TYPE_CHECKING:
     from ferry.bootstrap import Services
-    from ferry.gabo.ingest import IngestResult
+    from ferry.gabo.ingest.service import IngestResult
 
 logger = log.get("gabo")
 # How far back the darkload shadow's first close looks for empty periods to close (see _close_stream).
@@ -52,7 +64,7 @@ class Gabo:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        # Completeness joins closing here: the ingest ledger's gate (see ferry.gabo.ledger).
+        # Completeness joins closing here: the ingest ledger's gate (see ferry.gabo.ingest.ledger).
         self.close_gate: CloseGate = LedgerGate(Ledger(services.store),
                                                 lambda topic, messages: services.publisher.publish(topic, messages))
         self.completion_gate: CompletionGate = complete_always
@@ -78,7 +90,7 @@ class Gabo:
 
     def sink_of(self, stream: str) -> Sink:
         """Where ``stream`` stages and closes: the sink, or its ``darkload/`` prefix for the shadow."""
-        return within(self.sink, core.sink_root(stream))
+        return within(self.sink, sink_root(stream))
 
     @property
     def backlog_source(self) -> BacklogSource:
@@ -100,16 +112,16 @@ class Gabo:
     def ingest(self, raw: bytes, now: datetime, stamp: Callable[[], datetime] | None = None) -> IngestResult:
         """Parse a body (JSON array or NDJSON) and ingest it, recording it in the ledger. Raises
         BadRequest on a malformed body."""
-        from ferry.gabo.ingest import IngestService  # jsonschema: not for delivery workers
+        from ferry.gabo.ingest.service import IngestService  # jsonschema: not for delivery workers
 
-        items = core.parse_body(raw)
+        items = parse_body(raw)
         return IngestService(self.services.manifests, self.services.publisher,
                              Ledger(self.services.store)).ingest(items, now, stamp)
 
     def warm(self) -> None:
         """Build the clients a delivery run uses and open the store's connection: process start-up (paid
         once per process or function instance), so that a run's timing is its work."""
-        from ferry.gabo.broker import PubSubBroker
+        from ferry.gabo.delivery.broker import PubSubBroker
         from ferry.gabo.state import RUNS
 
         if isinstance(self.broker, PubSubBroker):
@@ -120,7 +132,7 @@ class Gabo:
         """Run one delivery work order (``now`` shifts this run's clock: local time travel only)."""
         et, _ = self.event_type(order.event_type)
         clock = OffsetClock(now, self.services.clock) if now is not None else self.services.clock
-        if order.stream != core.PRIMARY and et.spec.darkload <= 0:
+        if order.stream != PRIMARY and et.spec.darkload <= 0:
             raise BadRequest(f"event type {et.name} has no darkload shadow (spec.darkload is 0)")
         if order.shard_bits is None:
             order = order.model_copy(update={"shard_bits": self.shard_bits(et, clock.now(), order.stream)})
@@ -128,17 +140,17 @@ class Gabo:
                                 self.state_of(order.stream), clock)
         return worker.run(order, et)
 
-    def shard_bits(self, et: EventType, now: datetime, stream: str = core.PRIMARY) -> int:
+    def shard_bits(self, et: EventType, now: datetime, stream: str = PRIMARY) -> int:
         """The stream's staging shards per period (as bits): ``spec.shards`` (the shadow's
         ``spec.darkload_shards``, else ``spec.shards``), or what the scaler last chose from the stream's
-        volume (see :func:`core.shard_bits_for`)."""
+        volume (see :func:`shard_bits_for`)."""
         fixed = _fixed_shards(et, stream)
         if fixed:
             return fixed.bit_length() - 1
         last = self.state_of(stream).last_decision(et.name, now)
         return int((last or {}).get("shard_bits") or 0)
 
-    def closer(self, stream: str = core.PRIMARY) -> Closer:
+    def closer(self, stream: str = PRIMARY) -> Closer:
         """The closer of ``stream``: the primary lands in Datamon behind the ledger's gates; the darkload
         shadow closes into its prefix with records of its own, lands nothing and alerts nobody."""
         def publish(orders: list[CloseOrder]) -> None:
@@ -146,7 +158,7 @@ class Gabo:
                 Message(o.model_dump_json().encode(), {"event_type": o.event_type, "stream": o.stream})
                 for o in orders])
 
-        if stream == core.PRIMARY:
+        if stream == PRIMARY:
             return Closer(self.sink, self.state, self.services.datamon, self.backlog_source, publish, self.close_gate,
                           completion_gate=self.completion_gate)
         return Closer(self.sink_of(stream), self.state_of(stream), None, self.backlog_source.for_stream(stream),
@@ -155,7 +167,7 @@ class Gabo:
     def close(self, now: datetime, name: str | None = None, inline: bool = False) -> list[CloseReport]:
         """Decide what may close, for one type or all, and order the shards' merges (``inline``: merge them
         here, in turn). Safe to run twice or concurrently with delivery and with itself."""
-        closers = {s: self.closer(s) for s in core.STREAMS}
+        closers = {s: self.closer(s) for s in STREAMS}
         if inline:
             for c in closers.values():
                 c.publish = None
@@ -164,9 +176,9 @@ class Gabo:
                 c.held = []  # every type decided first, then their orders published interleaved
         reports = []
         for et, rec in self.event_types(name):
-            rep = self._close_stream(closers[core.PRIMARY], et, rec, now)
+            rep = self._close_stream(closers[PRIMARY], et, rec, now)
             if et.spec.darkload > 0:  # after the primary, apart from it: its trouble is its own
-                rep.darkload = self._close_stream(closers[core.DARKLOAD], et, rec, now).to_dict()
+                rep.darkload = self._close_stream(closers[DARKLOAD], et, rec, now).to_dict()
             reports.append(rep)
         if not inline:
             for c in closers.values():
@@ -179,11 +191,11 @@ class Gabo:
     def _close_stream(self, closer: Closer, et: EventType, rec: ManifestRecord, now: datetime) -> CloseReport:
         # A shadow starting on an old type walks its empty periods back to a day at most (the primary's
         # closing covers the type's whole life; the shadow's first events are new ones).
-        since = rec.created_at if closer.stream == core.PRIMARY else max(rec.created_at, now - SHADOW_CATCH_UP)
+        since = rec.created_at if closer.stream == PRIMARY else max(rec.created_at, now - SHADOW_CATCH_UP)
         try:
             return closer.close(et, now, since)
         except Exception as exc:  # one type's trouble never holds the others up
-            log.event(logger, log.ERROR if closer.stream == core.PRIMARY else log.WARNING,
+            log.event(logger, log.ERROR if closer.stream == PRIMARY else log.WARNING,
                       f"closing {closer.what(et.name)} failed: {exc}", labels={"event_type": et.name,
                                                                               "stream": closer.stream})
             rep = CloseReport(et.name)
@@ -203,11 +215,11 @@ class Gabo:
         cursor = self.state.cursor(et.name) or cadence.floor(created_at)
         ledger = Ledger(self.services.store)
         accepted = ledger.accepted_since(et.name, cursor)
-        starts = [core.parse_partition_key(k) for k in accepted]
+        starts = [parse_partition_key(k) for k in accepted]
         closed = set(self.state.closed(et.name, starts))
         unclosed = {k: n for k, n, s in zip(accepted, accepted.values(), starts, strict=True) if s not in closed}
-        delivered = sum(ledger.delivered_count(et.name, core.parse_partition_key(k)) for k in unclosed)
-        staged = len(self.sink.list(core.staging_prefix(et.name)))
+        delivered = sum(ledger.delivered_count(et.name, parse_partition_key(k)) for k in unclosed)
+        staged = len(self.sink.list(staging_prefix(et.name)))
         total = sum(unclosed.values())
         return {"unclosed_periods": len(unclosed), "accepted": total, "delivered": min(delivered, total),
                 "undelivered": max(0, total - delivered), "staging_objects": staged}
@@ -235,9 +247,9 @@ class Gabo:
 
     def reconcile(self, now: datetime) -> dict[str, Any]:
         """Recreate missing topics and subscriptions (``infra/``'s and the applied types'); see
-        :mod:`ferry.gabo.reconcile`. Returns what it recreated."""
-        from ferry.gabo.access import Access
-        from ferry.gabo.reconcile import FORCED_DELETES, declared, reconcile
+        :mod:`ferry.gabo.provisioning.reconcile`. Returns what it recreated."""
+        from ferry.gabo.provisioning.access import Access
+        from ferry.gabo.provisioning.reconcile import FORCED_DELETES, declared, reconcile
 
         infra, urls = declared()
         forced = [d for _, d in self.services.store.query(FORCED_DELETES)]
@@ -247,20 +259,20 @@ class Gabo:
 
     def replay(self, name: str, source: str, now: datetime, since: datetime | None = None) -> dict[str, Any]:
         """Replay the type's quarantined or dead-lettered events that are valid now (see ``replay``)."""
-        from ferry.gabo.replay import replay
+        from ferry.gabo.replay.service import replay
 
         return replay(self, name, source, now, since)
 
     def darkload_report(self, name: str, now: datetime, partition: str | None = None) -> dict[str, Any]:
         """The darkload shadow's closed partitions against the sampled subset of the primary's (one, or
-        the recent ones); a mismatch alerts the owner once per partition (see ``ferry.gabo.darkload``)."""
-        from ferry.gabo.darkload import report
+        the recent ones); a mismatch alerts the owner once per partition (see ``ferry.gabo.darkload.service``)."""
+        from ferry.gabo.darkload.service import report
 
         return report(self, name, now, partition)
 
     def set_aside(self, name: str, source: str = "quarantine", limit: int = 20) -> dict[str, Any]:
         """Samples of the type's quarantined (or dead-lettered) messages with their reasons."""
-        from ferry.gabo.replay import samples
+        from ferry.gabo.replay.service import samples
 
         return samples(self, name, source, limit)
 
@@ -272,20 +284,20 @@ class Gabo:
         types = self.event_types(name)
         tick = int(now.timestamp() // 60)
         queue: list[WorkOrder] = []
-        records: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in core.STREAMS}
+        records: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in STREAMS}
         left = capacity
         # The primaries first; the darkload shadows share only the capacity the primaries leave.
-        for stream in core.STREAMS:
+        for stream in STREAMS:
             decided = []
             for et, _ in types:
-                if stream in core.streams_of(et.spec.darkload):
+                if stream in streams_of(et.spec.darkload):
                     inputs = self.backlog(et, now, budget_s, stream)
-                    decided.append((et, inputs, core.decide_workers(inputs), self.choose_shard_bits(et, inputs, stream)))
-            shares = core.fair_shares({et.name: d.workers for et, _, d, _ in decided}, left, start=tick)
+                    decided.append((et, inputs, decide_workers(inputs), self.choose_shard_bits(et, inputs, stream)))
+            shares = fair_shares({et.name: d.workers for et, _, d, _ in decided}, left, start=tick)
             orders = {et.name: [WorkOrder(event_type=et.name, budget_s=budget_s, worker=i, shard_bits=bits,
                                           stream=stream)
                                 for i in range(shares[et.name])] for et, _, _, bits in decided}
-            queue += core.interleave(orders, start=tick)
+            queue += interleave(orders, start=tick)
             left = None if left is None else max(0, left - sum(shares.values()))
             for et, inputs, decision, bits in decided:
                 granted = shares[et.name]
@@ -294,17 +306,17 @@ class Gabo:
                 record = {"workers": granted, "wanted": decision.workers, "reason": reason,
                           "inputs": inputs.to_dict(), "published": publish, "shard_bits": bits}
                 self.state_of(stream).record_decision(et.name, now, record)
-                log.event(logger, log.INFO, f"scale {et.name}{'' if stream == core.PRIMARY else ' (darkload)'}: "
+                log.event(logger, log.INFO, f"scale {et.name}{'' if stream == PRIMARY else ' (darkload)'}: "
                           f"{granted} worker(s) — {reason}", labels={"event_type": et.name, "stream": stream},
                           inputs=inputs.to_dict())
                 records[stream][et.name] = record
         if publish and queue:
-            self.services.publisher.publish(core.WORK_ORDERS_TOPIC, [
+            self.services.publisher.publish(WORK_ORDERS_TOPIC, [
                 Message(o.model_dump_json().encode(), {"event_type": o.event_type, "stream": o.stream}) for o in queue])
         out = []
         for et, _ in types:
-            shadow = records[core.DARKLOAD].get(et.name)
-            out.append({"event_type": et.name, **records[core.PRIMARY][et.name],
+            shadow = records[DARKLOAD].get(et.name)
+            out.append({"event_type": et.name, **records[PRIMARY][et.name],
                         **({"darkload": shadow} if shadow is not None else {})})
         if publish:
             try:
@@ -313,18 +325,18 @@ class Gabo:
                 log.event(logger, log.WARNING, f"capacity check failed: {exc}")
         return out
 
-    def choose_shard_bits(self, et: EventType, inputs: core.ScaleInputs, stream: str = core.PRIMARY) -> int:
+    def choose_shard_bits(self, et: EventType, inputs: ScaleInputs, stream: str = PRIMARY) -> int:
         """Shards per period from the volume: what the workers can move at the most workers allowed, over
         one period (the most a period can hold while delivery keeps up), so each shard's merge stays
-        within ``core.SHARD_EVENTS`` events. ``spec.shards`` (the shadow: ``spec.darkload_shards``) overrides."""
+        within ``SHARD_EVENTS`` events. ``spec.shards`` (the shadow: ``spec.darkload_shards``) overrides."""
         fixed = _fixed_shards(et, stream)
         if fixed:
             return fixed.bit_length() - 1
         cadence = periods.partitioning(et.spec.partitioning)
-        start = cadence.floor(core.parse_partition_key("20260101T0000"))
+        start = cadence.floor(parse_partition_key("20260101T0000"))
         width = (cadence.next(start) - start).total_seconds()
         rate = (inputs.rate_per_worker or 0.0) * max(1, inputs.current)
-        return core.shard_bits_for(rate * width)
+        return shard_bits_for(rate * width)
 
     def progress(self, name: str, since: datetime, now: datetime) -> dict[str, Any]:
         """What became of events received since ``since`` (a load run's view): delivered (the runs' written
@@ -352,7 +364,7 @@ class Gabo:
 
     def capacity(self, now: datetime, name: str | None = None) -> list[Capacity]:
         """Per type: the observed rate, per-worker throughput, workers now and at 10× the peak, headroom,
-        shards per period and the close cost per shard at 10×, and a verdict (``ferry.gabo.capacity``)."""
+        shards per period and the close cost per shard at 10×, and a verdict (``ferry.gabo.scaling.capacity``)."""
         return [plan(self.capacity_inputs(et, now)) for et, _ in self.event_types(name)]
 
     def capacity_inputs(self, et: EventType, now: datetime) -> CapacityInputs:
@@ -413,7 +425,7 @@ class Gabo:
     def delivery_capacity(self) -> int | None:
         """How many work orders the delivery function runs at once (``max_instances × concurrency`` of
         ``deliver`` in ``infra/``), or None when unknown."""
-        from ferry.gabo.reconcile import declared
+        from ferry.gabo.provisioning.reconcile import declared
 
         infra, local = declared()
         fn = next((f for f in infra.functions if f.name == "deliver"), None) if infra else None
@@ -423,14 +435,14 @@ class Gabo:
             return max(4, fn.concurrency)
         return fn.max_instances * fn.concurrency
 
-    def backlog(self, et: EventType, now: datetime, budget_s: float, stream: str = core.PRIMARY) -> core.ScaleInputs:
+    def backlog(self, et: EventType, now: datetime, budget_s: float, stream: str = PRIMARY) -> ScaleInputs:
         """Scaler inputs: the backlog from the backlog source (Cloud Monitoring's ``num_undelivered_messages``
         and ``oldest_unacked_message_age`` in the cloud; the workers' pull statistics locally), and the
         per-worker rate from the workers' own reports in both cases."""
         state = self.state_of(stream)
         last = state.last_decision(et.name, now)
         current = int(last["workers"]) if last else et.spec.min_workers
-        source = self.backlog_source if stream == core.PRIMARY else self.backlog_source.for_stream(stream)
+        source = self.backlog_source if stream == PRIMARY else self.backlog_source.for_stream(stream)
         try:
             b = source.backlog(et.name, now, current)
         except InfraError as exc:  # no metric: the rate and lag rules still work on what runs report
@@ -439,23 +451,23 @@ class Gabo:
         runs = [r for r in state.recent_runs(et.name, now - timedelta(minutes=15)) if r.get("finished_at")]
         latest = sorted(runs, key=lambda r: r["finished_at"])[-max(1, current):] if runs else []
         rates = [float(r.get("rate") or 0) for r in latest if r.get("rate")]
-        return core.ScaleInputs(current=current, min_workers=et.spec.min_workers, max_workers=et.spec.max_workers,
+        return ScaleInputs(current=current, min_workers=et.spec.min_workers, max_workers=et.spec.max_workers,
                                 undelivered=b.messages, oldest_age_s=b.oldest_age_s,
                                 drained=b.drained, saturated=b.saturated,
                                 rate_per_worker=(sum(rates) / len(rates)) if rates else None,
                                 budget_s=budget_s, target_age_s=max(60.0, 2 * budget_s),
-                                source=b.source, sampled_at=core.iso(b.sampled_at) if b.sampled_at else None)
+                                source=b.source, sampled_at=iso(b.sampled_at) if b.sampled_at else None)
 
 
 def _fixed_shards(et: EventType, stream: str) -> int | None:
     """The shard count the type fixes for ``stream`` (None: chosen from the volume)."""
-    if stream != core.PRIMARY and et.spec.darkload_shards:
+    if stream != PRIMARY and et.spec.darkload_shards:
         return et.spec.darkload_shards
     return et.spec.shards
 
 
 def _utc(v: Any) -> datetime:
-    return v if isinstance(v, datetime) else core.parse_iso(str(v))
+    return v if isinstance(v, datetime) else parse_iso(str(v))
 
 
 def gabo(services: Services) -> Gabo:

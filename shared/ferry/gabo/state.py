@@ -8,7 +8,7 @@ whoever creates it writes ``_SUCCESS`` and lands), ``gabo_finishers`` (takeovers
 completion, one per attempt), ``gabo_cursors`` (one per type: the first period not yet known closed;
 written by the closer only), ``gabo_scaling`` (one per decision).
 
-The darkload shadow of a type (``core.DARKLOAD``) keeps the same records in collections of its own
+The darkload shadow of a type (``names.DARKLOAD``) keeps the same records in collections of its own
 (``gabo_darkload_runs``, ``gabo_darkload_closed``, …): its runs never move the primary's watermark, its
 claims and completions never stand for the primary's.
 """
@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from ferry.gabo.core import PRIMARY, parse_iso, partition_key
+from ferry.gabo.envelopes import parse_iso
+from ferry.gabo.names import PRIMARY, partition_key
 from ferry.store.base import Doc, DocumentStore, Op, Where
 
 RUNS, CLOSED, CURSORS, SCALING = "gabo_runs", "gabo_closed", "gabo_cursors", "gabo_scaling"

@@ -11,7 +11,7 @@ from ferry.bootstrap import APPLY_HOOKS, PLATFORM_TOPICS, bootstrap, in_memory
 from ferry.broker.base import Message
 from ferry.clock import FixedClock
 from ferry.config import Settings
-from ferry.gabo.broker import MemoryBroker, SubscriptionSpec
+from ferry.gabo.delivery.broker import MemoryBroker, SubscriptionSpec
 
 T0 = datetime(2026, 11, 26, 12, tzinfo=UTC)
 

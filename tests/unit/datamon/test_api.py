@@ -113,7 +113,7 @@ def test_status_shows_a_periods_missing_accepted_events_on_its_event_types_row(s
 
     from ferry.datamon import evaluation
     from ferry.domain.manifests import EventType
-    from ferry.gabo.ledger import Ledger, LedgerGate, digest
+    from ferry.gabo.ingest.ledger import Ledger, LedgerGate, digest
 
     schema = {"type": "object"}
     apply(svc, {"kind": "Team", "metadata": {"name": "team-a"}, "spec": {"members": ["alice"]}},

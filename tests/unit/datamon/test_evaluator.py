@@ -10,7 +10,7 @@ from ferry.bootstrap import Services
 from ferry.clock import FixedClock
 from ferry.datamon import evaluation, landing, outbox, views
 from ferry.errors import Forbidden, NotFound
-from ferry.gabo.broker import MemoryBroker
+from ferry.gabo.delivery.broker import MemoryBroker
 
 from .conftest import T0, apply, endpoint
 

@@ -11,10 +11,13 @@ import pytest
 
 from ferry.domain.manifests import EventType
 from ferry.errors import BadRequest
-from ferry.gabo import core, darkload
-from ferry.gabo.delivery import WorkOrder
-from ferry.gabo.merge import merge_shard
-from ferry.gabo.sink import LocalSink, PrefixedSink
+from ferry.gabo.closing.formats.ndjson import gunzip_lines, gzip_lines
+from ferry.gabo.closing.merge import merge_shard
+from ferry.gabo.darkload import service as darkload
+from ferry.gabo.delivery.service import WorkOrder
+from ferry.gabo.delivery.sink import LocalSink, PrefixedSink
+from ferry.gabo.envelopes import Envelope, event_line
+from ferry.gabo.names import DARKLOAD, STREAMS, sampled, shard_labels, shard_of, staging_name
 from ferry.gabo.state import GaboState
 
 from .test_gabo_service import SCHEMA, T0, body, env  # noqa: F401  (the env fixture)
@@ -24,18 +27,18 @@ from .test_gabo_service import SCHEMA, T0, body, env  # noqa: F401  (the env fix
 
 def test_sampling_is_a_stable_hash_of_the_id() -> None:
     ids = [f"id-{i}" for i in range(10_000)]
-    half = [i for i in ids if core.sampled(i, 0.5)]
+    half = [i for i in ids if sampled(i, 0.5)]
     assert 4_700 < len(half) < 5_300
-    assert half == [i for i in ids if core.sampled(i, 0.5)]  # the same ids, every time
-    assert set(i for i in ids if core.sampled(i, 0.1)) <= set(half)  # a smaller fraction, a subset
-    assert all(core.sampled(i, 1.0) for i in ids) and not any(core.sampled(i, 0.0) for i in ids)
+    assert half == [i for i in ids if sampled(i, 0.5)]  # the same ids, every time
+    assert set(i for i in ids if sampled(i, 0.1)) <= set(half)  # a smaller fraction, a subset
+    assert all(sampled(i, 1.0) for i in ids) and not any(sampled(i, 0.0) for i in ids)
 
 
 def test_a_shadow_holding_the_sampled_ids_matches() -> None:
     primary = [f"e{i}" for i in range(1000)]
-    sampled = [i for i in primary if core.sampled(i, 0.3)]
-    c = darkload.compare_ids(reversed(sampled), primary, 0.3)
-    assert c.matches and (c.primary, c.sampled, c.shadow, c.missing, c.extra) == (1000, len(sampled), len(sampled), 0, 0)
+    picked = [i for i in primary if sampled(i, 0.3)]
+    c = darkload.compare_ids(reversed(picked), primary, 0.3)
+    assert c.matches and (c.primary, c.sampled, c.shadow, c.missing, c.extra) == (1000, len(picked), len(picked), 0, 0)
 
 
 def test_missing_and_extra_ids_are_counted_all_and_named_up_to_the_cap() -> None:
@@ -49,8 +52,8 @@ def test_missing_and_extra_ids_are_counted_all_and_named_up_to_the_cap() -> None
 
 def test_unsampled_primary_ids_are_not_expected_in_the_shadow() -> None:
     primary = [f"e{i}" for i in range(400)]
-    unsampled = [i for i in primary if not core.sampled(i, 0.25)]
-    c = darkload.compare_ids([i for i in primary if core.sampled(i, 0.25)], primary, 0.25)
+    unsampled = [i for i in primary if not sampled(i, 0.25)]
+    c = darkload.compare_ids([i for i in primary if sampled(i, 0.25)], primary, 0.25)
     assert c.matches and c.sampled == 400 - len(unsampled)
     wrong = darkload.compare_ids([*unsampled[:2]], [], 0.25)  # a shadow event ingest would not have sampled
     assert (wrong.extra, wrong.extra_ids) == (2, sorted(unsampled[:2]))
@@ -61,11 +64,11 @@ def _close(sink: LocalSink, prefix: str, ids: list[str], bits: int) -> None:
     start = T0.replace(second=0)
     by_shard: dict[str, list[bytes]] = {}
     for i in ids:
-        line = core.event_line(core.Envelope("dl", i, {"track_id": i}), T0)
-        by_shard.setdefault(core.shard_of(i, bits), []).append(line)
-    for shard in core.shard_labels(bits):
-        key = core.staging_name("dl", start, [shard], shard)
-        sink.write(key, core.gzip_lines(by_shard.get(shard, [])))
+        line = event_line(Envelope("dl", i, {"track_id": i}), T0)
+        by_shard.setdefault(shard_of(i, bits), []).append(line)
+    for shard in shard_labels(bits):
+        key = staging_name("dl", start, [shard], shard)
+        sink.write(key, gzip_lines(by_shard.get(shard, [])))
         merge_shard(sink, [key], prefix, shard)
 
 
@@ -88,7 +91,7 @@ def test_partitions_are_compared_shard_by_shard_at_the_smaller_shard_count(tmp_p
     assert (c.primary, c.shadow, c.missing, c.missing_ids, c.extra) == (3000, 2999, 1, ["e17"], 0)
     # one shard at a time: two calls, each holding only the ids of its shard (about half the partition)
     assert len(held) == 2 and sum(map(len, held)) == 2999 and max(map(len, held)) < 1700
-    assert all({core.shard_of(i, 1) for i in h} == {b} for h, b in zip(held, "01", strict=True))
+    assert all({shard_of(i, 1) for i in h} == {b} for h, b in zip(held, "01", strict=True))
 
 
 # ------------------------------------------------------------------------------- the shadow stream
@@ -105,7 +108,7 @@ def _ev(i: int) -> dict[str, Any]:
 
 
 def _deliver_both(g: Any) -> None:
-    for stream in core.STREAMS:
+    for stream in STREAMS:
         g.deliver(WorkOrder(event_type="dl", until_drained=True, budget_s=5, stream=stream))
 
 
@@ -130,7 +133,7 @@ def test_the_shadow_is_delivered_and_closed_apart_and_the_report_compares_it(env
     assert (marker["events"], marker["shards"]) == (60, 2)
     assert g.sink.exists("events/dl/dt=2026-11-26/hour=14/minute=05/_SUCCESS")
     assert [a[0] for a, _ in lands.calls].count("events.dl") == 1  # the primary landed; the shadow never does
-    assert GaboState(svc.store, core.DARKLOAD).closed("dl", [T0.replace(second=0)])  # its own records
+    assert GaboState(svc.store, DARKLOAD).closed("dl", [T0.replace(second=0)])  # its own records
 
     report = g.darkload_report("dl", clock.now())
     [row] = report["partitions"]
@@ -144,7 +147,7 @@ def test_the_shadow_is_delivered_and_closed_apart_and_the_report_compares_it(env
     _deliver_both(g)
     shadow_sink = PrefixedSink(g.sink, "darkload/")
     [lost] = [k for k in shadow_sink.list("staging/dl/20261126T1406/s1/")]
-    lost_ids = {json.loads(x)["id"] for x in core.gunzip_lines(shadow_sink.read(lost))}
+    lost_ids = {json.loads(x)["id"] for x in gunzip_lines(shadow_sink.read(lost))}
     shadow_sink.delete(lost)
     clock.set(t1 + timedelta(minutes=1))
     _deliver_both(g)

@@ -18,10 +18,10 @@ from ferry.broker.base import Message
 from ferry.clock import FixedClock
 from ferry.config import Settings
 from ferry.domain.manifests import EventType
-from ferry.gabo.delivery import WorkOrder
-from ferry.gabo.ledger import IN_FLIGHT_TTL, LEDGER, Ledger
+from ferry.gabo.delivery.service import WorkOrder
+from ferry.gabo.delivery.sink import LocalSink
+from ferry.gabo.ingest.ledger import IN_FLIGHT_TTL, LEDGER, Ledger
 from ferry.gabo.service import Gabo
-from ferry.gabo.sink import LocalSink
 from ferry.store.base import Where
 from ferry.store.memory import MemoryStore
 
@@ -50,7 +50,7 @@ class Stack:
     close (inline) — and what a closed period holds."""
 
     def __init__(self, tmp: Path, max_event_bytes: int = MAX, applied_at: datetime = T0 - timedelta(minutes=1)) -> None:
-        from ferry.gabo.broker import MemoryBroker
+        from ferry.gabo.delivery.broker import MemoryBroker
 
         self.clock = FixedClock(T0)
         self.broker = MemoryBroker(self.clock)

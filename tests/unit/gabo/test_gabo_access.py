@@ -10,8 +10,8 @@ from ferry.bootstrap import bootstrap
 from ferry.clock import FixedClock
 from ferry.config import Settings
 from ferry.domain.manifests import EventType
-from ferry.gabo.access import PUBLISHER, SUBSCRIBER, Access
-from ferry.gabo.broker import MemoryBroker
+from ferry.gabo.delivery.broker import MemoryBroker
+from ferry.gabo.provisioning.access import PUBLISHER, SUBSCRIBER, Access
 from ferry.gabo.service import Gabo
 from ferry.store.memory import MemoryStore
 
@@ -56,7 +56,7 @@ def test_grants_are_idempotent_and_keep_what_is_there(tmp_path: Path) -> None:
     svc = _services(tmp_path, broker, gabo_publishers=INGEST)
     svc.apply.apply([_type()], T0)
     broker.policies[("topic", "gabo-clicks")][PUBLISHER].add("user:owner@example.com")  # granted by hand
-    from ferry.gabo.provision import provision
+    from ferry.gabo.provisioning.provision import provision
 
     again = provision(broker, _type(), Access((INGEST,)))
     assert not [k for k, v in again.items() if v]  # nothing created, no policy changed

@@ -9,9 +9,10 @@ import pytest
 from ferry.bootstrap import bootstrap
 from ferry.clock import FixedClock
 from ferry.config import Settings
+from ferry.domain import periods
 from ferry.errors import InfraError
-from ferry.gabo import core
-from ferry.gabo.backlog import CloudMonitoringBacklog, PullStatsBacklog, metric_filter, open_backlog
+from ferry.gabo.closing.decide import PUBLISH_SLACK, closable, metric_watermark
+from ferry.gabo.scaling.backlog import CloudMonitoringBacklog, PullStatsBacklog, metric_filter, open_backlog
 from ferry.gabo.service import Gabo
 from ferry.gabo.state import GaboState
 from ferry.store.memory import MemoryStore
@@ -20,23 +21,23 @@ T = datetime(2026, 11, 26, 14, 8, 30, tzinfo=UTC)
 
 
 def test_metric_watermark_is_sample_time_minus_age_minus_publish_slack() -> None:
-    assert core.metric_watermark(0, T) == T - core.PUBLISH_SLACK          # nothing unacked
-    assert core.metric_watermark(150, T) == T - timedelta(seconds=150) - core.PUBLISH_SLACK
-    assert core.metric_watermark(150, T, timedelta(0)) == T - timedelta(seconds=150)
-    assert core.metric_watermark(-3, T, timedelta(0)) == T                 # a negative reading is no younger
+    assert metric_watermark(0, T) == T - PUBLISH_SLACK          # nothing unacked
+    assert metric_watermark(150, T) == T - timedelta(seconds=150) - PUBLISH_SLACK
+    assert metric_watermark(150, T, timedelta(0)) == T - timedelta(seconds=150)
+    assert metric_watermark(-3, T, timedelta(0)) == T                 # a negative reading is no younger
 
 
 def test_closable_with_a_metric_watermark_needs_the_oldest_unacked_younger_than_the_end() -> None:
-    cadence = core.periods.partitioning("PT1M")
+    cadence = periods.partitioning("PT1M")
     start = datetime(2026, 11, 26, 14, 5, tzinfo=UTC)   # ends 14:06
     now = datetime(2026, 11, 26, 14, 9, tzinfo=UTC)
     grace = timedelta(seconds=10)
     # sampled 14:08:30: oldest unacked is 90 s old → published 14:07:00 → minus 60 s slack = 14:06:00 ≥ end
-    assert core.closable(start, cadence, grace, now, core.metric_watermark(90, T)) is not None
-    assert core.closable(start, cadence, grace, now, core.metric_watermark(91, T)) is None
+    assert closable(start, cadence, grace, now, metric_watermark(90, T)) is not None
+    assert closable(start, cadence, grace, now, metric_watermark(91, T)) is None
     # the grace rule still holds whatever the metric says
-    assert core.closable(start, cadence, grace, datetime(2026, 11, 26, 14, 6, 5, tzinfo=UTC),
-                         core.metric_watermark(0, T)) is None
+    assert closable(start, cadence, grace, datetime(2026, 11, 26, 14, 6, 5, tzinfo=UTC),
+                         metric_watermark(0, T)) is None
 
 
 def test_metric_filter_names_metric_resource_and_subscription() -> None:

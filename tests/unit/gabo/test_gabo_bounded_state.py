@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from tests.unit.gabo.test_gabo_accepted_delivered import T0, Stack
 
-from ferry.gabo import closing
-from ferry.gabo.ledger import Ledger
+from ferry.gabo.closing import service as closing
+from ferry.gabo.ingest.ledger import Ledger
 from ferry.gabo.state import GaboState
 
 BEHIND = 130  # minutes (PT1M periods) the type is behind: more than two windows of WINDOW

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferry.gabo.capacity import CapacityInputs, plan
+from ferry.gabo.scaling.capacity import CapacityInputs, plan
 
 
 def inputs(**kw: Any) -> CapacityInputs:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from ferry.errors import Conflict
-from ferry.gabo.delivery import WorkOrder
-from ferry.gabo.ingest import IngestService
-from ferry.gabo.ledger import DELIVERED, LEDGER, Ledger
+from ferry.gabo.delivery.service import WorkOrder
+from ferry.gabo.ingest.ledger import DELIVERED, LEDGER, Ledger
+from ferry.gabo.ingest.service import IngestService
 
 from .test_gabo_service import T0, body, env, ev  # noqa: F401  (env: the fixture)
 
@@ -86,9 +86,9 @@ def test_an_ingest_in_flight_holds_its_period_open(env: Any) -> None:
             return broker.publish(topic, messages)
 
     slow = IngestService(svc.manifests, SlowPublisher(), Ledger(svc.store))
-    from ferry.gabo import core
+    from ferry.gabo.envelopes import parse_body
 
-    items = core.parse_body(body([ev(i) for i in range(10)]))
+    items = parse_body(body([ev(i) for i in range(10)]))
     worker = threading.Thread(target=slow.ingest, args=(items, T0))
     worker.start()
     assert paused.wait(30)
@@ -106,7 +106,7 @@ def test_an_ingest_in_flight_holds_its_period_open(env: Any) -> None:
     # it mirrors events to the darkload shadow (darkload 0.5): in flight until its publishes are
     # confirmed, the one half of the ledger the shadow's closing reads
     from ferry.domain.manifests import EventType
-    from ferry.gabo.ledger import InFlightGate
+    from ferry.gabo.ingest.ledger import InFlightGate
 
     et = svc.manifests.get("EventType", "play").model_as(EventType)
     start = T0.replace(second=0)
@@ -199,7 +199,7 @@ def test_the_completeness_check_compares_shard_by_shard_in_bounded_memory() -> N
     import random
     import tracemalloc
 
-    from ferry.gabo.ledger import ShardedDigests, compare_by_shard, digest
+    from ferry.gabo.ingest.ledger import ShardedDigests, compare_by_shard, digest
 
     rng = random.Random(10)
     ids = [f"ev-{rng.getrandbits(48):012x}" for _ in range(100_000)]
@@ -244,7 +244,7 @@ def test_the_registration_commits_beside_the_checks_and_before_the_stamp(env: An
     (else a close between the stamp and the commit could miss the request); a failed publish removes it."""
     import time
 
-    from ferry.gabo import core
+    from ferry.gabo.envelopes import parse_body
 
     svc, _, broker, _, _ = env
     committed: list[float] = []
@@ -261,7 +261,7 @@ def test_the_registration_commits_beside_the_checks_and_before_the_stamp(env: An
         stamped.append(time.monotonic())
         return T0
 
-    items = core.parse_body(body([ev(i) for i in range(5)]))
+    items = parse_body(body([ev(i) for i in range(5)]))
     assert IngestService(svc.manifests, broker, SlowLedger(svc.store)).ingest(items, T0, stamp).accepted == 5
     assert committed and stamped and stamped[0] >= committed[0]
 

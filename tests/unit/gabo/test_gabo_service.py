@@ -18,11 +18,11 @@ from ferry.clock import FixedClock
 from ferry.config import Settings
 from ferry.domain.manifests import EventType
 from ferry.errors import BadRequest, ValidationError
-from ferry.gabo.broker import MemoryBroker, Unanswered
-from ferry.gabo.closing import CLOSE_ORDERS_TOPIC
-from ferry.gabo.delivery import WorkOrder
+from ferry.gabo.closing.service import CLOSE_ORDERS_TOPIC
+from ferry.gabo.delivery.broker import MemoryBroker, Unanswered
+from ferry.gabo.delivery.service import WorkOrder
+from ferry.gabo.delivery.sink import LocalSink
 from ferry.gabo.service import Gabo, decode_close_order
-from ferry.gabo.sink import LocalSink
 from ferry.store.memory import MemoryStore
 
 T0 = datetime(2026, 11, 26, 14, 5, 10, tzinfo=UTC)
@@ -183,8 +183,11 @@ def test_sharded_delivery_puts_every_id_in_its_shard_in_fewer_larger_objects(env
     """Shard = top bits of crc32(id), every copy of an id in one shard; a sharded batch holds
     min(shards, SHARDED_BATCH_FACTOR) times max_messages (fewer flushes, one object per shard each); the
     ledger's delivered digests are the ids'; closing keeps every id once."""
-    from ferry.gabo import core, ledger
-    from ferry.gabo.delivery import EXTEND_EVERY_S, SHARDED_BATCH_FACTOR
+    from ferry.gabo.closing.formats.ndjson import gunzip_lines
+    from ferry.gabo.delivery.batching import BatchLimits
+    from ferry.gabo.delivery.service import EXTEND_EVERY_S, SHARDED_BATCH_FACTOR
+    from ferry.gabo.ingest import ledger
+    from ferry.gabo.names import shard_of
 
     svc, g, broker, lands, clock = env
     n, bits = 400, 2
@@ -192,15 +195,15 @@ def test_sharded_delivery_puts_every_id_in_its_shard_in_fewer_larger_objects(env
     assert WorkOrder(event_type="play", shard_bits=bits, max_messages=50).limits().max_messages == 50 * 4
     assert WorkOrder(event_type="play", shard_bits=9, max_messages=50).limits().max_messages == 50 * SHARDED_BATCH_FACTOR
     assert WorkOrder(event_type="play", shard_bits=bits).limits().max_age_s < EXTEND_EVERY_S  # no lease extension
-    assert WorkOrder(event_type="play", max_messages=50).limits() == core.BatchLimits(50, 64 * 1024 * 1024, 10.0)
+    assert WorkOrder(event_type="play", max_messages=50).limits() == BatchLimits(50, 64 * 1024 * 1024, 10.0)
     rep = g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5, max_messages=50, shard_bits=bits))
     assert rep.written == n + 2
     objects = g.sink.list("staging/play/")
     seen: list[str] = []
     for k in objects:
         shard = k.split("/")[3]
-        ids = [json.loads(x)["id"] for x in core.gunzip_lines(g.sink.read(k))]
-        assert ids and all("s" + core.shard_of(i, bits) == shard for i in ids), (k, ids)
+        ids = [json.loads(x)["id"] for x in gunzip_lines(g.sink.read(k))]
+        assert ids and all("s" + shard_of(i, bits) == shard for i in ids), (k, ids)
         seen += ids
     assert sorted(seen) == sorted([f"e{i}" for i in range(n)] + ["e5", "e77"])
     # 402 messages in batches of 200: 3 flushes of at most 4 objects (not 9 flushes of 50)
@@ -241,10 +244,11 @@ def test_redelivered_batch_after_crash_is_deduplicated(env: Any) -> None:
     broker.drop_leases("gabo-play-delivery")
     # another wrote a batch but died before acking
     got = broker.pull("gabo-play-delivery", 5)
-    from ferry.gabo import core
+    from ferry.gabo.closing.formats.ndjson import gzip_lines
+    from ferry.gabo.names import staging_name
 
     start = datetime(2026, 11, 26, 14, 5, tzinfo=UTC)
-    g.sink.write(core.staging_name("play", start, [m.message_id for m in got]), core.gzip_lines(m.data for m in got))
+    g.sink.write(staging_name("play", start, [m.message_id for m in got]), gzip_lines(m.data for m in got))
     broker.drop_leases("gabo-play-delivery")
     g.deliver(WorkOrder(event_type="play", until_drained=True, budget_s=5, max_messages=7))
     clock.set(T0 + timedelta(minutes=2))
@@ -315,35 +319,37 @@ def test_a_spent_budget_still_gets_an_answered_pull_and_unanswered_pulls_are_no_
 @pytest.mark.parametrize(("got", "want", "full"), [(50, 50, True), (49, 50, False), (100, 1000, True),
                                                    (99, 1000, False), (1000, 1000, True)])
 def test_pull_full_allows_for_the_services_answer_cap(got: int, want: int, full: bool) -> None:
-    from ferry.gabo import core
+    from ferry.gabo.delivery.batching import pull_full
 
-    assert core.pull_full(got, want) is full
+    assert pull_full(got, want) is full
 
 
 def test_a_batch_streams_lines_into_gzip_and_tracks_the_oldest_event_of_any_pull() -> None:
     from ferry.domain import periods
-    from ferry.gabo import core
-    from ferry.gabo.delivery import _Batch
+    from ferry.gabo.closing.formats.ndjson import gunzip_lines
+    from ferry.gabo.delivery.batching import Pulled
+    from ferry.gabo.delivery.service import _Batch
+    from ferry.gabo.envelopes import Envelope, event_line, iso
 
     et = EventType.model_validate({"metadata": {"name": "play", "owner": "team-a"},
                                    "spec": {"schema": SCHEMA, "partitioning": "PT1M", "max_event_bytes": 200}})
 
-    def pulled(i: int, at: datetime) -> core.Pulled:
-        line = core.event_line(core.Envelope("play", f"e{i}", {"track_id": "t"}), at)
-        return core.Pulled(f"a{i}", f"m{i}", line, {"received_at": core.iso(at)}, at)
+    def pulled(i: int, at: datetime) -> Pulled:
+        line = event_line(Envelope("play", f"e{i}", {"track_id": "t"}), at)
+        return Pulled(f"a{i}", f"m{i}", line, {"received_at": iso(at)}, at)
 
     batch = _Batch(et, periods.partitioning("PT1M"))
     first = [pulled(i, T0 + timedelta(seconds=30)) for i in range(3)]
     assert batch.add(first) and batch.oldest == T0 + timedelta(seconds=30)
     assert not batch.add([pulled(3, T0 + timedelta(seconds=40))])
     # a redelivered older event in a later pull lowers what the worker reports holding
-    assert batch.add([pulled(4, T0 - timedelta(minutes=5)), core.Pulled("a5", "m5", b"junk", {}, T0)])
+    assert batch.add([pulled(4, T0 - timedelta(minutes=5)), Pulled("a5", "m5", b"junk", {}, T0)])
     assert batch.oldest == T0 - timedelta(minutes=5)
     assert len(batch) == 6 and len(batch.poison) == 1
     start = T0.replace(second=0)
     ids, gz = batch.groups[(start, "")]
     assert ids == ["m0", "m1", "m2", "m3"]
-    assert core.gunzip_lines(gz.finish()) == [m.data for m in first] + [pulled(3, T0 + timedelta(seconds=40)).data]
+    assert gunzip_lines(gz.finish()) == [m.data for m in first] + [pulled(3, T0 + timedelta(seconds=40)).data]
 
 
 def test_every_failure_on_one_event_is_that_events_rejection(env: Any) -> None:
@@ -459,7 +465,7 @@ def test_close_orders_of_all_types_are_published_interleaved_then_marked_ordered
     eight shards never queue ahead of a small type's one (whose period fans out: more than
     INLINE_MAX_OBJECTS staging objects)."""
     from fakes.staging import write_period
-    from ferry.gabo.closing import INLINE_MAX_OBJECTS
+    from ferry.gabo.closing.service import INLINE_MAX_OBJECTS
 
     svc, g, broker, lands, clock = env
     small = EventType.model_validate({"metadata": {"name": "tiny", "owner": "team-a"},
@@ -485,14 +491,14 @@ def test_close_orders_of_all_types_are_published_interleaved_then_marked_ordered
 def test_full_pulls_of_fresh_events_are_keeping_pace_not_a_backlog(env: Any) -> None:
     """A worker at the head of the subscription gets full pulls too (whatever arrived while the previous
     pull was under way): only full pulls of events older than BEHIND_LAG_S mean a backlog waits."""
-    from ferry.gabo import core
+    from ferry.gabo.delivery.batching import BEHIND_LAG_S, pull_behind
 
     svc, g, broker, _, clock = env
     g.ingest(body([ev(i) for i in range(500)]), T0)
     fresh = g.deliver(WorkOrder(event_type="play", budget_s=1e-9, max_messages=10))
     assert (fresh.pulled, fresh.saturated) == (10, False)
-    clock.set(T0 + timedelta(seconds=core.BEHIND_LAG_S + 1))
+    clock.set(T0 + timedelta(seconds=BEHIND_LAG_S + 1))
     behind = g.deliver(WorkOrder(event_type="play", budget_s=1e-9, max_messages=10))
     assert (behind.pulled, behind.saturated) == (10, True)
-    assert not core.pull_behind(99, 1000, 5.0) and core.pull_behind(100, 1000, 5.0)
-    assert not core.pull_behind(100, 1000, 0.2) and not core.pull_behind(100, 1000, None)
+    assert not pull_behind(99, 1000, 5.0) and pull_behind(100, 1000, 5.0)
+    assert not pull_behind(100, 1000, 0.2) and not pull_behind(100, 1000, None)

@@ -16,7 +16,7 @@ from fakes.api_server import served
 from ferry.broker.base import Message
 from ferry.cli import main
 from ferry.domain.manifests import EventType
-from ferry.gabo.delivery import WorkOrder
+from ferry.gabo.delivery.service import WorkOrder
 
 from .test_gabo_service import SCHEMA, T0, body, env  # noqa: F401  (the env fixture)
 

@@ -60,7 +60,7 @@ def test_landings_and_alerts_are_granted_per_topic(steps) -> None:  # type: igno
 def test_nobody_holds_a_pubsub_data_role_on_the_project(steps) -> None:  # type: ignore[no-untyped-def]
     """The remaining finding: ingest and the Gabo worker held project-wide pubsub.publisher (per-type topics
     appear after the deploy), so either could publish forged landings to ferry-partitions. Now Gabo's
-    provisioning grants them on each type's own topics and subscriptions (ferry.gabo.access)."""
+    provisioning grants them on each type's own topics and subscriptions (ferry.gabo.provisioning.access)."""
     data = {(m, r) for m, r in _project_grants(steps) if r in ("roles/pubsub.publisher", "roles/pubsub.subscriber",
                                                               "roles/pubsub.editor")}
     assert data == set()

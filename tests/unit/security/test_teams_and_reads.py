@@ -130,7 +130,7 @@ def test_schema_errors_keep_the_field_and_rule_but_not_the_value() -> None:
     [rejected] = out["rejected"]
     assert "card" in rejected["reason"] and "type" in rejected["reason"]
     assert "4111" not in json.dumps(out)
-    from ferry.gabo.core import Names
+    from ferry.gabo.names import Names
 
     [quarantined] = svc.broker.take(Names("pay").quarantine)  # type: ignore[attr-defined]
     assert "card" in quarantined.attributes["reason"] and "4111" not in quarantined.attributes["reason"]

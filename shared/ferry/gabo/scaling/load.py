@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ferry.errors import BadRequest
-from ferry.gabo import core
+from ferry.gabo.envelopes import iso
 
 MAX_DURATION_S = 3600.0
 MAX_RATE = 100_000.0
@@ -60,7 +60,7 @@ def run(request: Request, event_type: str, rate: float, duration: float, payload
         model.append(cap["workers_now"])
 
     def progress() -> dict[str, Any]:
-        return dict(request("GET", "/v1/gabo/progress", params={"event_type": event_type, "since": core.iso(since)}))
+        return dict(request("GET", "/v1/gabo/progress", params={"event_type": event_type, "since": iso(since)}))
 
     while (elapsed := time.monotonic() - started) < duration:
         want = int(rate * elapsed) - sent
@@ -101,7 +101,7 @@ def run(request: Request, event_type: str, rate: float, duration: float, payload
             if time.monotonic() - last_scale >= scale_every:
                 scale()  # delivery runs record the drains the closing watermark needs
             request("POST", "/v1/close", {"event_type": event_type})
-        partitions = [x for x in progress()["partitions"] if x["partition"] <= core.iso(until)[:19]]
+        partitions = [x for x in progress()["partitions"] if x["partition"] <= iso(until)[:19]]
         touched = [x for x in partitions if x["events"] or x["state"] != "closed"]
         if partitions and all(x["state"] == "closed" for x in partitions) and \
                 sum(int(x["events"] or 0) for x in touched) >= accepted:

@@ -33,7 +33,7 @@ from ferry.broker.base import Message
 from ferry.domain import periods
 from ferry.domain.manifests import SLA_SEVERITY, EventType
 from ferry.errors import Conflict, FerryError
-from ferry.gabo.core import partition_key
+from ferry.gabo.names import partition_key
 from ferry.notify import messages as msgs
 from ferry.store.base import Doc, DocumentStore, Op, Where
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ferry.gabo.broker import DeliveryBroker, ResourceKind
-from ferry.gabo.core import STREAMS, Names
+from ferry.gabo.delivery.broker import DeliveryBroker, ResourceKind
+from ferry.gabo.names import STREAMS, Names
 
 if TYPE_CHECKING:
     from ferry.config import Settings

@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ferry.gabo import core
+from ferry.gabo.names import shard_bits_for
 
 # Alerts go where Datamon's do (owner-routed by the notification path that reads this topic).
 HEADROOM = 10.0
@@ -73,7 +73,7 @@ def plan(i: CapacityInputs) -> Capacity:
     cost per shard at 10×, and the verdict."""
     peak10 = HEADROOM * i.peak_eps
     per_period = peak10 * i.period_s
-    bits = core.shard_bits_for(per_period)
+    bits = shard_bits_for(per_period)
     shards = 1 << bits
     per_shard = int(math.ceil(per_period / shards))
     memory = round(MERGE_BASE_MB + per_shard * MERGE_BYTES_PER_ID / 1024 / 1024, 1)

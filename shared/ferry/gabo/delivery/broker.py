@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 from ferry.broker.base import Message
 from ferry.errors import InfraError, NotFound
-from ferry.gabo.core import Pulled
+from ferry.gabo.delivery.batching import Pulled
 
 RETENTION_S = 7 * 24 * 3600
 ResourceKind = Literal["topic", "subscription"]

@@ -12,7 +12,7 @@ time):
    ``part-s<shard>-NNNNN.jsonl.gz`` — a retried shard rewrites the very same objects.
 
 The shard's ids are the only thing held across objects; the shard count per period is chosen so that a
-shard's ids fit (``core.SHARD_EVENTS``).
+shard's ids fit (``SHARD_EVENTS``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ferry.gabo import core
-from ferry.gabo.sink import Sink
+from ferry.gabo.closing.formats.ndjson import GzipLines
+from ferry.gabo.delivery.sink import Sink
+from ferry.gabo.envelopes import is_replayed
+from ferry.gabo.names import (
+    final_prefix,
+    parse_partition_key,
+    shard_prefix,
+    staging_prefix,
+    staging_shard,
+)
 
 MAX_PART_BYTES = 128 * 1024 * 1024
 FINAL_LEVEL = 6
@@ -94,7 +102,7 @@ class _Parts:
     def __init__(self, sink: Sink, prefix: str, shard: str, max_bytes: int, level: int) -> None:
         self.sink, self.prefix, self.shard, self.max_bytes, self.level = sink, prefix, shard, max_bytes, level
         self.names: list[str] = []
-        self._gz: core.GzipLines | None = None
+        self._gz: GzipLines | None = None
         self._size = 0
         self._buf: list[bytes] = []
         self._buf_size = 0
@@ -112,7 +120,7 @@ class _Parts:
     def _spill(self) -> None:
         if self._buf:
             if self._gz is None:
-                self._gz = core.GzipLines(self.level)
+                self._gz = GzipLines(self.level)
             self._gz.add_many(self._buf)
             self._buf, self._buf_size = [], 0
 
@@ -180,7 +188,7 @@ def merge_shard(sink: Sink, keys: Sequence[str], out_prefix: str, shard: str,
                     parts.add(ln)
                     result.bytes += len(ln) + 1
                     result.late += late
-                    result.replayed += core.is_replayed(ln)
+                    result.replayed += is_replayed(ln)
                 n += 1
         keep[oi] = bytearray()
     result.parts = parts.close()
@@ -193,15 +201,15 @@ def merge_shard(sink: Sink, keys: Sequence[str], out_prefix: str, shard: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ferry.gabo.merge --sink URL TYPE PERIOD [SHARD]``: merge one shard in this process (no
+    """``python -m ferry.gabo.closing.merge --sink URL TYPE PERIOD [SHARD]``: merge one shard in this process (no
     records, no completion) and print its counts with this process's peak RSS (benchmarks, tests)."""
     import argparse
 
     from ferry.domain import periods
-    from ferry.gabo.sink import open_sink
-    from ferry.gabo.worker import peak_rss_mb
+    from ferry.gabo.delivery.sink import open_sink
+    from ferry.gabo.delivery.worker import peak_rss_mb
 
-    p = argparse.ArgumentParser(prog="python -m ferry.gabo.merge", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m ferry.gabo.closing.merge", description=main.__doc__)
     p.add_argument("--sink", required=True)
     p.add_argument("--partitioning", default="PT1M")
     p.add_argument("--max-part-bytes", type=int, default=MAX_PART_BYTES)
@@ -210,10 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("shard", nargs="?", default="")
     a = p.parse_args(argv)
     sink = open_sink(a.sink)
-    start = core.parse_partition_key(a.period)
-    prefix = core.shard_prefix(a.event_type, start, a.shard) if a.shard else core.staging_prefix(a.event_type, start)
-    keys = [k for k in sink.list(prefix) if core.staging_shard(k, a.event_type) is not None]
-    out = core.final_prefix(a.event_type, start, periods.partitioning(a.partitioning))
+    start = parse_partition_key(a.period)
+    prefix = shard_prefix(a.event_type, start, a.shard) if a.shard else staging_prefix(a.event_type, start)
+    keys = [k for k in sink.list(prefix) if staging_shard(k, a.event_type) is not None]
+    out = final_prefix(a.event_type, start, periods.partitioning(a.partitioning))
     r = merge_shard(sink, keys, out, a.shard, a.max_part_bytes)
     print(json.dumps({**r.to_dict(), "staging": len(r.staging), "peak_rss_mb": peak_rss_mb()}))
     return 0

@@ -3,7 +3,7 @@
 What should exist: the topics and pull subscriptions of ``infra/``, the push subscriptions of its
 functions' Pub/Sub triggers where their URLs are known (the local stack; in the cloud Eventarc owns
 them and ``ferry deploy`` converges them), and for every applied event type its topics and
-subscriptions (:func:`ferry.gabo.provision.provision`'s set) — except the delivery subscription of a
+subscriptions (:func:`ferry.gabo.provisioning.provision.provision`'s set) — except the delivery subscription of a
 type deleted with ``--force``, which is kept until its retention ends and then deleted here.
 
 Idempotent by construction: it lists what exists (two list calls), creates only what is missing
@@ -20,10 +20,10 @@ from typing import Any
 from ferry import log
 from ferry.domain.manifests import EventType
 from ferry.errors import InfraError
-from ferry.gabo.access import Access, grant
-from ferry.gabo.broker import DeliveryBroker, SubscriptionSpec
-from ferry.gabo.core import Names, streams_of
-from ferry.gabo.delivery import ACK_DEADLINE_S
+from ferry.gabo.delivery.broker import DeliveryBroker, SubscriptionSpec
+from ferry.gabo.delivery.service import ACK_DEADLINE_S
+from ferry.gabo.names import Names, streams_of
+from ferry.gabo.provisioning.access import Access, grant
 from ferry.infra.model import Infra
 
 logger = log.get("gabo.reconcile")

@@ -1,4 +1,4 @@
-"""Run one delivery work order in this process: ``python -m ferry.gabo.worker TYPE [--budget S] [--now ISO]``.
+"""Run one delivery work order in this process: ``python -m ferry.gabo.delivery.worker TYPE [--budget S] [--now ISO]``.
 
 What the ``deliver`` function does for a work order, as a plain process (local stack, tests, benchmarks).
 Prints the delivery report as JSON, with this process's peak resident memory (``peak_rss_mb``) and the CPU
@@ -13,12 +13,12 @@ import time
 
 from ferry.bootstrap import process_services
 from ferry.clock import parse_instant
-from ferry.gabo.delivery import WorkOrder
+from ferry.gabo.delivery.service import WorkOrder
 from ferry.gabo.service import gabo
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ferry.gabo.worker", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m ferry.gabo.delivery.worker", description=__doc__)
     p.add_argument("event_type")
     p.add_argument("--budget", type=float, default=50.0)
     p.add_argument("--until-drained", action="store_true")

@@ -9,7 +9,7 @@ Three steps (see docs/gabo.md, "Closing"):
    period to ``gabo-close-orders``. It merges nothing itself but small periods (one shard of at most
    ``INLINE_MAX_OBJECTS`` staging objects), so a small type never waits behind a big one's shards.
 2. ``Closer.run_shard`` (the ``close-shard`` function, one order) merges one shard's staging objects
-   into its parts with bounded memory (:mod:`ferry.gabo.merge`) and records the shard's counts.
+   into its parts with bounded memory (:mod:`ferry.gabo.closing.merge`) and records the shard's counts.
 3. The shard that finds every shard of its period recorded creates the completion record
    (``gabo_closed``, created once): only its creator writes ``_SUCCESS`` and lands the partition — one
    landing per period, ever. Staging objects are deleted last.
@@ -35,10 +35,25 @@ from ferry import log
 from ferry.domain import periods
 from ferry.domain.manifests import EventType, events_endpoint
 from ferry.errors import Conflict, InfraError, NotFound
-from ferry.gabo import core
-from ferry.gabo.backlog import BacklogSource, PullStatsBacklog
-from ferry.gabo.merge import MAX_PART_BYTES, ShardResult, merge_shard
-from ferry.gabo.sink import Sink
+from ferry.gabo.closing.decide import closable, next_open, why_waiting
+from ferry.gabo.closing.merge import MAX_PART_BYTES, ShardResult, merge_shard
+from ferry.gabo.delivery.sink import Sink
+from ferry.gabo.envelopes import iso, parse_iso
+from ferry.gabo.names import (
+    MAX_SHARD_BITS,
+    PRIMARY,
+    STREAM_PATTERN,
+    SUCCESS,
+    final_prefix,
+    parse_partition_key,
+    partition_key,
+    shard_labels,
+    shard_prefix,
+    staging_prefix,
+    staging_shard,
+)
+from ferry.gabo.scaling.backlog import BacklogSource, PullStatsBacklog
+from ferry.gabo.scaling.scaler import interleave
 from ferry.gabo.state import GaboState
 
 if TYPE_CHECKING:
@@ -95,22 +110,22 @@ class CloseOrder(BaseModel):
     event_type: str
     period: str = Field(description="the period's start, YYYYmmddTHHMM")
     shard: str = Field(default="", pattern="^[01]*$", description="the shard's hash bits")
-    bits: int = Field(default=0, ge=0, le=core.MAX_SHARD_BITS)
+    bits: int = Field(default=0, ge=0, le=MAX_SHARD_BITS)
     round: int = 0
-    stream: str = Field(pattern=core.STREAM_PATTERN, default=core.PRIMARY,
+    stream: str = Field(pattern=STREAM_PATTERN, default=PRIMARY,
                                                    description="the type's primary, or its darkload shadow")
     now: str | None = Field(default=None, description="the deciding close's clock (local time travel only)")
 
     @property
     def start(self) -> datetime:
-        return core.parse_partition_key(self.period)
+        return parse_partition_key(self.period)
 
     def clock_now(self, services: Any) -> datetime:
         """The worker's now: its clock, or (local stack, clock override allowed) no earlier than the
         deciding close's, so that a time-travelling close and its shards agree on leases."""
         now: datetime = services.clock.now()
         if self.now and services.settings.allow_clock_override:
-            return max(now, core.parse_iso(self.now))
+            return max(now, parse_iso(self.now))
         return now
 
 
@@ -154,10 +169,6 @@ class CloseReport:
         return out
 
 
-def shard_labels(bits: int) -> tuple[str, ...]:
-    return core.shard_labels(bits)
-
-
 class Closer:
     def __init__(self, sink: Sink, state: GaboState, datamon: Datamon | None, backlog: BacklogSource | None = None,
                  publish: Callable[[list[CloseOrder]], None] | None = None, gate: CloseGate = open_gate,
@@ -181,7 +192,7 @@ class Closer:
 
     def what(self, name: str) -> str:
         """What this closer closes, for logs and reasons: ``events.<type>``, or its darkload shadow."""
-        return events_endpoint(name) if self.stream == core.PRIMARY else f"the darkload shadow of {events_endpoint(name)}"
+        return events_endpoint(name) if self.stream == PRIMARY else f"the darkload shadow of {events_endpoint(name)}"
 
     def watermark(self, event_type: str, now: datetime) -> datetime | None:
         """Every event received before it is written (see the backlog source); None (wait) if unknown."""
@@ -206,16 +217,16 @@ class Closer:
         close_after = periods.parse_duration(et.spec.close_after)
         report = CloseReport(name)
         mark = self.watermark(name, now)
-        report.watermark = core.iso(mark) if mark else None
+        report.watermark = iso(mark) if mark else None
 
         staging: dict[datetime, list[str]] = {}
         depth: dict[datetime, int] = {}
-        for key in self.sink.list(core.staging_prefix(name)):
-            where = core.staging_shard(key, name)
+        for key in self.sink.list(staging_prefix(name)):
+            where = staging_shard(key, name)
             if where is None:
                 continue
             staging.setdefault(where[0], []).append(key)
-            depth[where[0]] = min(depth.get(where[0], core.MAX_SHARD_BITS), len(where[1]))
+            depth[where[0]] = min(depth.get(where[0], MAX_SHARD_BITS), len(where[1]))
         # What this run decides (bounded: at most MAX_STUCK + MAX_PERIODS_PER_RUN periods, plus those with
         # staging objects): the ended periods held back earlier (``stuck``), and the next window of
         # periods not decided yet, from ``scan`` — so a stuck period never hides the ones after it, and a
@@ -258,11 +269,11 @@ class Closer:
                 if finished:
                     closed.add(start)
                 continue
-            if (cadence.next(start) > now if drain else core.closable(start, cadence, close_after, now, mark) is None):
+            if (cadence.next(start) > now if drain else closable(start, cadence, close_after, now, mark) is None):
                 held_by_time.append(start)
                 report.waiting.append(cadence.format(start))
                 if len(report.waits) < 20:
-                    report.waits.append(core.why_waiting(start, cadence, close_after, now, mark))
+                    report.waits.append(why_waiting(start, cadence, close_after, now, mark))
                 continue
             reason = self.gate(et, start, cadence.next(start), now)
             if reason is not None:
@@ -293,8 +304,8 @@ class Closer:
 
     def _order(self, et: EventType, cadence: periods.Cadence, start: datetime, bits: int, rnd: int,
                labels: tuple[str, ...] | list[str], now: datetime, report: CloseReport, inline: bool = False) -> bool:
-        orders = [CloseOrder(event_type=et.name, period=core.partition_key(start), shard=b, bits=bits, round=rnd,
-                             stream=self.stream, now=core.iso(now)) for b in labels]
+        orders = [CloseOrder(event_type=et.name, period=partition_key(start), shard=b, bits=bits, round=rnd,
+                             stream=self.stream, now=iso(now)) for b in labels]
         report.ordered.append({"partition": cadence.format(start), "shards": 1 << bits, "ordered": len(orders),
                                "round": rnd})
         if self.publish is not None and not inline:
@@ -310,7 +321,7 @@ class Closer:
             try:
                 finished = self.run_shard(et, o, now) or finished
             except Exception as exc:  # recorded on the shard; the period stays open, other types go on
-                log.event(logger, log.ERROR if self.stream == core.PRIMARY else log.WARNING,
+                log.event(logger, log.ERROR if self.stream == PRIMARY else log.WARNING,
                           f"closing shard s{o.shard} of {self.what(et.name)} {cadence.format(start)} "
                           f"failed: {exc}", labels={"event_type": et.name, "stream": self.stream})
         if isinstance(finished, ClosedPartition):
@@ -319,7 +330,7 @@ class Closer:
         return False
 
     def publish_held(self, rotate: int = 0) -> int:
-        """Publish the held orders of every type decided, interleaved across types (``core.interleave``:
+        """Publish the held orders of every type decided, interleaved across types (``interleave``:
         one order of each type before a second of any, who goes first rotating with ``rotate``), so a huge
         period's shards never queue ahead of a small type's one; then mark each period ordered. A crash
         before the publish leaves claims without ``ordered_at``: the next close orders them again."""
@@ -327,7 +338,7 @@ class Closer:
         by_type: dict[str, list[CloseOrder]] = {}
         for name, _, _, _, orders in held:
             by_type.setdefault(name, []).extend(orders)
-        queue = core.interleave(by_type, start=rotate)
+        queue = interleave(by_type, start=rotate)
         if queue and self.publish is not None:
             self.publish(queue)
         for name, start, rnd, now, _ in held:
@@ -361,10 +372,10 @@ class Closer:
             self._order(et, cadence, start, bits, rnd + 1, missing, now, report)
         if state == "failing" and claim.get("state") != "failing":
             self.state.update_claim(et.name, start, {"state": "failing", "reason": report.open[-1]["reason"]})
-            log.event(logger, log.ERROR if self.stream == core.PRIMARY else log.WARNING,
+            log.event(logger, log.ERROR if self.stream == PRIMARY else log.WARNING,
                       f"closing {self.what(et.name)} {param} keeps failing: {report.open[-1]['reason']}",
                       labels={"event_type": et.name, "stream": self.stream, "parameter": param,
-                              **({"endpoint": events_endpoint(et.name)} if self.stream == core.PRIMARY else {})})
+                              **({"endpoint": events_endpoint(et.name)} if self.stream == PRIMARY else {})})
         return False
 
     def _take_over(self, et: EventType, cadence: periods.Cadence, start: datetime, doc: dict[str, Any],
@@ -400,12 +411,12 @@ class Closer:
                 report.cleaned += 1
                 continue
             # late: received in a closed period → the next open one, in the same shard directory
-            target = core.next_open(start, cadence, closed)
+            target = next_open(start, cadence, closed)
             while known_closed(target):
-                target = core.next_open(target, cadence, closed)
-            rel = key[len(core.staging_prefix(name, start)):]
+                target = next_open(target, cadence, closed)
+            rel = key[len(staging_prefix(name, start)):]
             shard_dir, _, base = rel.rpartition("/")
-            moved = f"{core.staging_prefix(name, target)}{shard_dir + '/' if shard_dir else ''}late-{base}"
+            moved = f"{staging_prefix(name, target)}{shard_dir + '/' if shard_dir else ''}late-{base}"
             self.sink.write(moved, self.sink.read(key))
             self.sink.delete(key)
             staging.setdefault(target, []).append(moved)
@@ -416,7 +427,7 @@ class Closer:
         """The ``_SUCCESS`` of a closed period (it lists the staging objects merged; the record does not:
         a large period's list outgrows a document)."""
         try:
-            return dict(json.loads(self.sink.read(core.final_prefix(name, start, cadence) + core.SUCCESS)))
+            return dict(json.loads(self.sink.read(final_prefix(name, start, cadence) + SUCCESS)))
         except NotFound:
             return {}
 
@@ -432,10 +443,10 @@ class Closer:
         cadence = periods.partitioning(et.spec.partitioning)
         if self.state.closed(name, [start]):
             return None  # completed (or being completed) by another run: a redelivered order
-        prefix = core.final_prefix(name, start, cadence)
-        keys = [k for k in self.sink.list(core.shard_prefix(name, start, shard) if shard
-                                          else core.staging_prefix(name, start))
-                if core.staging_shard(k, name) is not None]
+        prefix = final_prefix(name, start, cadence)
+        keys = [k for k in self.sink.list(shard_prefix(name, start, shard) if shard
+                                          else staging_prefix(name, start))
+                if staging_shard(k, name) is not None]
         try:
             result = merge_shard(self.sink, keys, prefix, shard, self.max_part_bytes)
         except NotFound:
@@ -481,7 +492,7 @@ class Closer:
                 docs: dict[str, dict[str, Any]], now: datetime) -> ClosedPartition:
         name, param = et.name, cadence.format(start)
         shards = [docs[b] for b in shard_labels(bits)]
-        prefix = core.final_prefix(name, start, cadence)
+        prefix = final_prefix(name, start, cadence)
         parts = sorted(p for d in shards for p in d["parts"])
         wanted = set(parts)
         for stale in self.sink.list(prefix):  # parts of an earlier attempt at another shard count
@@ -496,8 +507,8 @@ class Closer:
                   "bytes": totals["bytes"], "parts": len(parts), "shards": len(shards),
                   "per_shard": {f"s{d['shard']}": {"events": d["events"], "duplicates": d["duplicates"],
                                                     "late": d["late"], "parts": len(d["parts"])} for d in shards},
-                  "staging": staging, "closed_at": core.iso(now)}
-        self.sink.write(prefix + core.SUCCESS, json.dumps(marker, indent=1).encode())
+                  "staging": staging, "closed_at": iso(now)}
+        self.sink.write(prefix + SUCCESS, json.dumps(marker, indent=1).encode())
         location = self.sink.uri(prefix)
         endpoint = events_endpoint(name)
         if self.datamon is not None and not self.datamon.landed(endpoint, [param]):
@@ -521,7 +532,7 @@ def _utc(value: Any, default: datetime) -> datetime:
     if isinstance(value, datetime):
         return value
     if isinstance(value, str):
-        return core.parse_iso(value)
+        return parse_iso(value)
     return default
 
 

@@ -18,11 +18,10 @@ from ferry import log
 from ferry.domain.loading import Problem
 from ferry.domain.manifests import Endpoint, EventType, Manifest, event_type_of
 from ferry.errors import Conflict
-from ferry.gabo import core
-from ferry.gabo.access import Access, grant
-from ferry.gabo.broker import RETENTION_S, DeliveryBroker
-from ferry.gabo.core import Names
-from ferry.gabo.reconcile import FORCED_DELETES, type_resources
+from ferry.gabo.delivery.broker import RETENTION_S, DeliveryBroker
+from ferry.gabo.names import DARKLOAD, Names, streams_of
+from ferry.gabo.provisioning.access import Access, grant
+from ferry.gabo.provisioning.reconcile import FORCED_DELETES, type_resources
 from ferry.services.apply import Change, DeleteMode
 from ferry.store.base import Op
 from ferry.store.manifests import ManifestRecord, ManifestRepository
@@ -131,12 +130,12 @@ class GaboApplyHook:
         for c in types:
             if c.action == "deleted" and c.force:
                 if cast(EventType, c.manifest).spec.darkload > 0:  # nothing is owed of the shadow's sample
-                    broker.delete_subscription(Names(c.manifest.name, core.DARKLOAD).subscription)
+                    broker.delete_subscription(Names(c.manifest.name, DARKLOAD).subscription)
                 log.event(logger, 30, f"event type {c.manifest.name} deleted with --force: its subscription "
                           "is kept until its retention ends", labels={"event_type": c.manifest.name})
                 continue
             if c.action == "deleted":
-                for stream in core.streams_of(cast(EventType, c.manifest).spec.darkload):
+                for stream in streams_of(cast(EventType, c.manifest).spec.darkload):
                     broker.delete_subscription(Names(c.manifest.name, stream).subscription)
                 log.event(logger, log.INFO, f"event type {c.manifest.name} deleted: delivery stopped, data kept",
                           labels={"event_type": c.manifest.name})

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ferry import log
 from ferry.errors import InfraError
-from ferry.gabo import core
+from ferry.gabo.closing.decide import metric_watermark, watermark
+from ferry.gabo.envelopes import iso
+from ferry.gabo.names import PRIMARY, Names
 from ferry.gabo.state import GaboState
 
 if TYPE_CHECKING:
@@ -55,7 +57,7 @@ class Backlog:
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "messages": self.messages, "oldest_age_s": self.oldest_age_s,
-                "sampled_at": core.iso(self.sampled_at) if self.sampled_at else None,
+                "sampled_at": iso(self.sampled_at) if self.sampled_at else None,
                 "drained": self.drained, "saturated": self.saturated}
 
 
@@ -72,7 +74,7 @@ class BacklogSource(Protocol):
         ...
 
     def for_stream(self, stream: str) -> BacklogSource:
-        """The same source, reading the delivery of ``stream`` (``core.DARKLOAD``: the shadow's)."""
+        """The same source, reading the delivery of ``stream`` (``DARKLOAD``: the shadow's)."""
         ...
 
 
@@ -100,7 +102,7 @@ class PullStatsBacklog:
         drains = [r["drained_at"] for r in runs if r.get("drained_at") and r["drained_at"] <= now - SETTLE]
         holders = [(r.get("lease_until") or r["updated_at"], r.get("holding_oldest"))
                    for r in runs if not r.get("finished_at")]
-        return core.watermark(drains, holders)
+        return watermark(drains, holders)
 
 
 def metric_filter(metric_type: str, subscription: str) -> str:
@@ -114,7 +116,7 @@ class CloudMonitoringBacklog:
     kind = "monitoring"
 
     def __init__(self, project: str, client: monitoring_v3.MetricServiceClient | None = None,
-                 window: timedelta = WINDOW, stream: str = core.PRIMARY) -> None:
+                 window: timedelta = WINDOW, stream: str = PRIMARY) -> None:
         self.project = project
         self._client = client
         self.window = window
@@ -154,7 +156,7 @@ class CloudMonitoringBacklog:
         return best
 
     def backlog(self, event_type: str, now: datetime, current: int = 1) -> Backlog:
-        sub = core.Names(event_type, self.stream).subscription
+        sub = Names(event_type, self.stream).subscription
         messages = self.latest(UNDELIVERED, sub, now)
         age = self.latest(OLDEST_AGE, sub, now)
         times = [p[1] for p in (messages, age) if p is not None]
@@ -163,8 +165,8 @@ class CloudMonitoringBacklog:
                        drained=messages is not None and messages[0] == 0)
 
     def watermark(self, event_type: str, now: datetime) -> datetime | None:
-        age = self.latest(OLDEST_AGE, core.Names(event_type, self.stream).subscription, now)
-        return core.metric_watermark(age[0], age[1]) if age else None
+        age = self.latest(OLDEST_AGE, Names(event_type, self.stream).subscription, now)
+        return metric_watermark(age[0], age[1]) if age else None
 
 
 def open_backlog(kind: str, state: GaboState, project: str,

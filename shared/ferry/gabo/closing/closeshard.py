@@ -1,4 +1,4 @@
-"""Run one close order in this process: ``python -m ferry.gabo.closeshard ORDER_JSON [--max-part-bytes N]``.
+"""Run one close order in this process: ``python -m ferry.gabo.closing.closeshard ORDER_JSON [--max-part-bytes N]``.
 
 What the ``close-shard`` function does with a message of ``gabo-close-orders``, as a plain process (tests,
 benchmarks): merge one shard, record it, complete the period if it was the last. Prints whether this run
@@ -11,13 +11,13 @@ import argparse
 import json
 
 from ferry.bootstrap import process_services
-from ferry.gabo.merge import MAX_PART_BYTES
+from ferry.gabo.closing.merge import MAX_PART_BYTES
+from ferry.gabo.delivery.worker import peak_rss_mb
 from ferry.gabo.service import decode_close_order, gabo
-from ferry.gabo.worker import peak_rss_mb
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ferry.gabo.closeshard", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m ferry.gabo.closing.closeshard", description=__doc__)
     p.add_argument("order", help="the close order's JSON {event_type, period, shard, bits, round, now}")
     p.add_argument("--max-part-bytes", type=int, default=MAX_PART_BYTES)
     a = p.parse_args(argv)

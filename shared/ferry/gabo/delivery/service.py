@@ -23,9 +23,13 @@ from ferry.broker.base import Message, Publisher
 from ferry.clock import Clock
 from ferry.domain import periods
 from ferry.domain.manifests import EventType
-from ferry.gabo import core, ledger
-from ferry.gabo.broker import DeliveryBroker, Unanswered
-from ferry.gabo.sink import Sink
+from ferry.gabo.closing.formats.ndjson import GzipLines
+from ferry.gabo.delivery.batching import BatchLimits, Poison, Pulled, pull_behind, verdict
+from ferry.gabo.delivery.broker import DeliveryBroker, Unanswered
+from ferry.gabo.delivery.sink import Sink
+from ferry.gabo.envelopes import parse_iso
+from ferry.gabo.ingest import ledger
+from ferry.gabo.names import MAX_SHARD_BITS, PRIMARY, STREAM_PATTERN, Names, shard_labels, staging_name
 from ferry.gabo.state import GaboState
 
 logger = log.get("gabo.delivery")
@@ -65,16 +69,16 @@ class WorkOrder(BaseModel):
     max_age_s: float = Field(default=10.0, gt=0, le=600)
     until_drained: bool = Field(default=False, description="stop at the first empty pull (ferry deliver)")
     worker: int = 0
-    shard_bits: int | None = Field(default=None, ge=0, le=core.MAX_SHARD_BITS,
+    shard_bits: int | None = Field(default=None, ge=0, le=MAX_SHARD_BITS,
                                    description="staging shards per period = 2**shard_bits (default: the type's)")
-    stream: str = Field(pattern=core.STREAM_PATTERN,
-        default=core.PRIMARY, description="the type's primary delivery, or its darkload shadow's")
+    stream: str = Field(pattern=STREAM_PATTERN,
+        default=PRIMARY, description="the type's primary delivery, or its darkload shadow's")
 
-    def limits(self) -> core.BatchLimits:
+    def limits(self) -> BatchLimits:
         factor = min(1 << (self.shard_bits or 0), SHARDED_BATCH_FACTOR)
         if factor == 1:
-            return core.BatchLimits(self.max_messages, self.max_bytes, self.max_age_s)
-        return core.BatchLimits(min(self.max_messages * factor, 1_000_000), self.max_bytes,
+            return BatchLimits(self.max_messages, self.max_bytes, self.max_age_s)
+        return BatchLimits(min(self.max_messages * factor, 1_000_000), self.max_bytes,
                                 min(self.max_age_s, 0.9 * EXTEND_EVERY_S))
 
 
@@ -124,10 +128,10 @@ class _Batch:
         self.shard_bits = shard_bits
         self.ack_ids: list[str] = []
         # per (period start, shard): the message ids and the compressed lines
-        self.groups: dict[tuple[datetime, str], tuple[list[str], core.GzipLines]] = {}
+        self.groups: dict[tuple[datetime, str], tuple[list[str], GzipLines]] = {}
         # per period, the ledger digests of the event ids this batch stages
         self.digests: dict[datetime, bytearray] = {}
-        self.poison: list[core.Poison] = []
+        self.poison: list[Poison] = []
         self.size = 0
         self.started = 0.0
         self.oldest: datetime | None = None
@@ -136,7 +140,7 @@ class _Batch:
     def __len__(self) -> int:
         return len(self.ack_ids)
 
-    def add(self, messages: list[core.Pulled]) -> bool:
+    def add(self, messages: list[Pulled]) -> bool:
         """Take ``messages`` in. Returns True when they lowered the oldest receive time held."""
         if not self.ack_ids:
             self.started = time.monotonic()
@@ -145,16 +149,16 @@ class _Batch:
         pull_oldest: datetime | None = None
         lines: dict[tuple[datetime, str], list[bytes]] = {}  # this pull's lines per group: one compressor call each
         starts: dict[datetime, datetime] = {}  # ingest stamps a whole request with one received_at
-        verdict, ack_ids, groups, size = core.verdict, self.ack_ids, self.groups, 0
+        verdict_of, ack_ids, groups, size = verdict, self.ack_ids, self.groups, 0
         bits = self.shard_bits
-        labels, shift = core.shard_labels(bits), 32 - bits
+        labels, shift = shard_labels(bits), 32 - bits
         digests, hashed = self.digests, ledger.hashed
         for m in messages:
             ack_ids.append(m.ack_id)
             size += len(m.data)
-            v = verdict(m, name, max_bytes)
+            v = verdict_of(m, name, max_bytes)
             if isinstance(v, str):  # poison: why. Not delivered: the ledger counts only what reaches staging,
-                self.poison.append(core.Poison(m, v))  # so an accepted event dead-lettered keeps its period open
+                self.poison.append(Poison(m, v))  # so an accepted event dead-lettered keeps its period open
                 received = _received(m)
             else:
                 received = v[0]
@@ -169,7 +173,7 @@ class _Batch:
                 gk = (start, labels[h >> shift])
                 group = groups.get(gk)
                 if group is None:
-                    group = groups[gk] = ([], core.GzipLines())
+                    group = groups[gk] = ([], GzipLines())
                 group[0].append(m.message_id)
                 lines.setdefault(gk, []).append(m.data)
             if pull_oldest is None or received < pull_oldest:
@@ -201,7 +205,7 @@ class DeliveryWorker:
             NotFound: the type's subscription does not exist.
             InfraError: a write, publish or ack failed (unacked messages are redelivered).
         """
-        names = core.Names(event_type.name, order.stream)
+        names = Names(event_type.name, order.stream)
         cadence = periods.partitioning(event_type.spec.partitioning)
         limits = order.limits()
         run_id = f"{event_type.name}-{self.clock.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
@@ -232,7 +236,7 @@ class DeliveryWorker:
                 if time.monotonic() - max(batch.started, last_extend) > EXTEND_EVERY_S:
                     self._extend(names.subscription, batch)
                     last_extend = time.monotonic()
-                self._flush(batch, names, report, ledger_record=order.stream == core.PRIMARY)
+                self._flush(batch, names, report, ledger_record=order.stream == PRIMARY)
                 report.active_seconds = round(time.monotonic() - started, 3)
                 batch = _Batch(event_type, cadence, order.shard_bits or 0)
             save(holding_oldest=None)
@@ -272,7 +276,7 @@ class DeliveryWorker:
                 report.pulled += len(got)
                 lowered = batch.add(got)
                 lag = (pull_at - batch.pull_oldest).total_seconds() if batch.pull_oldest else None
-                last_pull_behind = core.pull_behind(len(got), want, lag)
+                last_pull_behind = pull_behind(len(got), want, lag)
                 if lowered:
                     # The closer may not pass the oldest event a live worker holds (a redelivered old
                     # event can arrive in any pull of a batch, not only its first).
@@ -299,7 +303,7 @@ class DeliveryWorker:
         if batch:
             self.broker.extend(subscription, batch.ack_ids, ACK_DEADLINE_S)
 
-    def _flush(self, batch: _Batch, names: core.Names, report: DeliveryReport, ledger_record: bool = True) -> None:
+    def _flush(self, batch: _Batch, names: Names, report: DeliveryReport, ledger_record: bool = True) -> None:
         if batch.poison:
             # Published (and confirmed) before the ack below: never dropped.
             self._publisher().publish(names.dead_letter, [
@@ -310,7 +314,7 @@ class DeliveryWorker:
         writes = []
         for start, shard in sorted(batch.groups):
             ids, lines = batch.groups.pop((start, shard))
-            writes.append((core.staging_name(names.event_type, start, ids, shard), lines.finish()))
+            writes.append((staging_name(names.event_type, start, ids, shard), lines.finish()))
             report.bytes += lines.raw_bytes
             report.written += len(ids)
             del lines
@@ -333,9 +337,9 @@ class DeliveryWorker:
         self.broker.ack(names.subscription, batch.ack_ids)
 
 
-def _received(m: core.Pulled) -> datetime:
+def _received(m: Pulled) -> datetime:
     raw = m.attributes.get("received_at")
     try:
-        return core.parse_iso(raw) if raw else m.publish_time
+        return parse_iso(raw) if raw else m.publish_time
     except ValueError:
         return m.publish_time

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ferry.broker.base import Message
 from ferry.errors import BadRequest
-from ferry.gabo import core
-from ferry.gabo.core import Names, Pulled
+from ferry.gabo.delivery.batching import Pulled, verdict
+from ferry.gabo.envelopes import parse_iso
+from ferry.gabo.names import Names
 
 if TYPE_CHECKING:
     from ferry.gabo.service import Gabo
@@ -42,7 +43,7 @@ def _hold(name: str, source: str) -> str:
 def _received(p: Pulled) -> datetime:
     raw = p.attributes.get("received_at")
     try:
-        return core.parse_iso(raw) if raw else p.publish_time
+        return parse_iso(raw) if raw else p.publish_time
     except ValueError:
         return p.publish_time
 
@@ -91,7 +92,7 @@ def replay(gabo: Gabo, name: str, source: str, now: datetime, since: datetime | 
 
 
 def _replay_quarantined(gabo: Gabo, pulled: Sequence[Pulled], now: datetime) -> tuple[list[str], dict[str, str]]:
-    from ferry.gabo.ingest import IngestService
+    from ferry.gabo.ingest.service import IngestService
 
     items, index_of = [], []
     bad: dict[str, str] = {}
@@ -103,7 +104,7 @@ def _replay_quarantined(gabo: Gabo, pulled: Sequence[Pulled], now: datetime) -> 
             bad[p.ack_id] = "unparseable: not JSON"
     if not items:
         return [], bad
-    from ferry.gabo.ledger import Ledger
+    from ferry.gabo.ingest.ledger import Ledger
 
     result = IngestService(gabo.services.manifests, gabo.services.publisher,
                            Ledger(gabo.services.store)).ingest(items, now, quarantine=False, replayed=True)
@@ -118,7 +119,7 @@ def _replay_dead_letters(gabo: Gabo, topic: str, event_type: str, max_bytes: int
     good: list[Pulled] = []
     bad: dict[str, str] = {}
     for p in pulled:
-        v = core.verdict(p, event_type, max_bytes)
+        v = verdict(p, event_type, max_bytes)
         if isinstance(v, str):
             bad[p.ack_id] = v
         else:

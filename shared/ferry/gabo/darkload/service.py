@@ -1,6 +1,6 @@
 """The darkload report: does the shadow's closed partition hold exactly the sampled subset of the primary's?
 
-Ingest mirrors the events whose id :func:`core.sampled` picks (a stable hash of the id) to the shadow
+Ingest mirrors the events whose id :func:`sampled` picks (a stable hash of the id) to the shadow
 stream, which has its own delivery and closing into the sink's ``darkload/`` prefix. For a partition that
 both streams closed, the report reads both sides' final parts and compares ids and counts.
 
@@ -32,9 +32,9 @@ from ferry import log
 from ferry.domain import periods
 from ferry.domain.manifests import EventType, events_endpoint
 from ferry.errors import BadRequest, Conflict, FerryError
-from ferry.gabo import core
-from ferry.gabo.merge import gzip_chunks, line_fields
-from ferry.gabo.sink import Sink
+from ferry.gabo.closing.merge import gzip_chunks, line_fields
+from ferry.gabo.delivery.sink import Sink
+from ferry.gabo.names import DARKLOAD, PRIMARY, STREAMS, final_prefix, sampled, shard_labels
 from ferry.notify import messages as msgs
 from ferry.store.base import Op
 
@@ -80,13 +80,13 @@ class Comparison:
 def compare_ids(shadow_ids: Iterable[str], primary_ids: Iterable[str], fraction: float,
                 cap: int = MAX_NAMED) -> Comparison:
     """Compare one shard: ``shadow_ids`` (held as a set: the shadow's ids of the shard) with the ids of
-    ``primary_ids`` that :func:`core.sampled` picks at ``fraction`` (streamed). Names up to ``cap`` ids per
+    ``primary_ids`` that :func:`sampled` picks at ``fraction`` (streamed). Names up to ``cap`` ids per
     side: missing ones in the primary's order, extra ones smallest first."""
     shadow = set(shadow_ids)
     out = Comparison(shadow=len(shadow))
     for i in primary_ids:
         out.primary += 1
-        if not core.sampled(i, fraction):
+        if not sampled(i, fraction):
             continue
         out.sampled += 1
         if i in shadow:
@@ -112,7 +112,7 @@ def compare_partition(primary: Sink, shadow: Sink, prefix: str, primary_bits: in
                       fraction: float, cap: int = MAX_NAMED) -> Comparison:
     """Shard by shard at the smaller shard count of the two sides (see the module's docstring)."""
     total = Comparison()
-    for b in core.shard_labels(min(primary_bits, shadow_bits)):
+    for b in shard_labels(min(primary_bits, shadow_bits)):
         total.add(compare_ids(closed_ids(shadow, prefix, b), closed_ids(primary, prefix, b), fraction, cap), cap)
     return total
 
@@ -141,12 +141,12 @@ def report(g: Gabo, name: str, now: datetime, partition: str | None = None, limi
         while len(starts) < limit:
             t = cadence.prev(t)
             starts.append(t)
-    sides = {s: g.state_of(s).closed(name, starts) for s in core.STREAMS}
+    sides = {s: g.state_of(s).closed(name, starts) for s in STREAMS}
     kept = g.services.store.get_many(RESULTS, [result_id(name, cadence.format(t)) for t in starts])
     deadline = time.monotonic() + budget_s
     rows = []
     for start in starts:
-        docs = {s: sides[s].get(start) for s in core.STREAMS}
+        docs = {s: sides[s].get(start) for s in STREAMS}
         if not partition and not any(docs.values()):
             continue  # before the type, or never staged on either side
         rows.append(_partition_row(g, et, cadence, start, docs, now, kept, deadline))
@@ -167,9 +167,9 @@ def _partition_row(g: Gabo, et: EventType, cadence: periods.Cadence, start: date
     waiting = [s for s, d in docs.items() if (d or {}).get("state") != "closed"]
     if waiting:
         return {"partition": param, "state": "pending",
-                "reason": f"not closed yet: {' and '.join(waiting)}" + (" (the shadow)" if waiting == [core.DARKLOAD]
+                "reason": f"not closed yet: {' and '.join(waiting)}" + (" (the shadow)" if waiting == [DARKLOAD]
                                                                         else "")}
-    version = "|".join(str((docs[s] or {}).get("closed_at")) for s in core.STREAMS) + f"|{et.spec.darkload}"
+    version = "|".join(str((docs[s] or {}).get("closed_at")) for s in STREAMS) + f"|{et.spec.darkload}"
     known = kept.get(result_id(et.name, param))
     if known is not None and known.get("version") == version:
         return {**known["row"], **({"alerted": False} if known["row"]["state"] == "mismatch" else {})}
@@ -177,11 +177,11 @@ def _partition_row(g: Gabo, et: EventType, cadence: periods.Cadence, start: date
         return {"partition": param, "state": "pending",
                 "reason": "not compared yet: this report's time budget was spent on other partitions (run it again)"}
     bits = {s: int((d or {}).get("bits") or 0) for s, d in docs.items()}
-    cmp = compare_partition(g.sink_of(core.PRIMARY), g.sink_of(core.DARKLOAD),
-                            core.final_prefix(et.name, start, cadence), bits[core.PRIMARY], bits[core.DARKLOAD],
+    cmp = compare_partition(g.sink_of(PRIMARY), g.sink_of(DARKLOAD),
+                            final_prefix(et.name, start, cadence), bits[PRIMARY], bits[DARKLOAD],
                             et.spec.darkload)
     row: dict[str, Any] = {"partition": param, "state": "match" if cmp.matches else "mismatch", **cmp.to_dict(),
-                           "primary_shards": 1 << bits[core.PRIMARY], "shadow_shards": 1 << bits[core.DARKLOAD],
+                           "primary_shards": 1 << bits[PRIMARY], "shadow_shards": 1 << bits[DARKLOAD],
                            "compared_shards": 1 << min(bits.values())}
     g.services.store.write([Op.set(RESULTS, result_id(et.name, param), {
         "event_type": et.name, "partition": param, "version": version, "at": now, "row": row})])

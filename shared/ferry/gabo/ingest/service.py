@@ -21,8 +21,9 @@ from ferry import log
 from ferry.broker.base import Message, Publisher
 from ferry.domain import periods, schemas
 from ferry.domain.manifests import EventType
-from ferry.gabo import core
-from ferry.gabo.ledger import Ledger
+from ferry.gabo.envelopes import Envelope, encode_payload, envelope, event_line, iso, line_limit, shown
+from ferry.gabo.ingest.ledger import Ledger
+from ferry.gabo.names import Names, sampled
 from ferry.services.redaction import schema_reason
 from ferry.store.manifests import ManifestRepository
 
@@ -93,7 +94,7 @@ class IngestService:
         """
         result = IngestResult(received=len(items))
         envelopes = [_envelope(i) for i in items]
-        wanted = sorted({e.type for e in envelopes if isinstance(e, core.Envelope)})
+        wanted = sorted({e.type for e in envelopes if isinstance(e, Envelope)})
         request_id = uuid.uuid4().hex
         # The in-flight registration commits while the types are read and the events checked (a thread
         # of its own: the commit waits on the network, the checks on the CPU); the stamp is taken only
@@ -139,13 +140,13 @@ class IngestService:
         return result
 
     def _publish(self, result: IngestResult, request_id: str, begun: list[str], registered: Future[None] | None,
-                 admitted: list[tuple[core.Envelope, _Compiled, bytes]],
-                 refused: list[tuple[int, Any, core.Envelope | None, str]], types: dict[str, _Compiled],
+                 admitted: list[tuple[Envelope, _Compiled, bytes]],
+                 refused: list[tuple[int, Any, Envelope | None, str]], types: dict[str, _Compiled],
                  now: datetime, stamp: Callable[[], datetime] | None, quarantine: bool, replayed: bool) -> None:
         """Stamp, publish the accepted events and the quarantined ones, and record what was accepted."""
         if stamp is not None:
             now = max(now, stamp())  # stamped after the registration committed: never before its ``since``
-        received_at = core.iso(now)
+        received_at = iso(now)
         out: dict[str, list[Message]] = {}
         accepted_ids: dict[str, list[str]] = {}
         for index, item, env, reason in refused:
@@ -157,16 +158,16 @@ class IngestService:
                 attrs = {"event_type": t.event_type.name, "received_at": received_at, "reason": reason[:1000]}
                 if env:
                     attrs["event_id"] = env.id
-                out.setdefault(core.Names(t.event_type.name).quarantine, []).append(Message(_raw(item), attrs))
+                out.setdefault(Names(t.event_type.name).quarantine, []).append(Message(_raw(item), attrs))
                 result.quarantined += 1
         for env, t, payload in admitted:
-            names = core.Names(env.type)
-            msg = Message(core.event_line(env, now, replayed, payload),
+            names = Names(env.type)
+            msg = Message(event_line(env, now, replayed, payload),
                           {"event_type": env.type, "event_id": env.id, "received_at": received_at})
             out.setdefault(names.topic, []).append(msg)
             accepted_ids.setdefault(env.type, []).append(env.id)
             result.accepted += 1
-            if core.sampled(env.id, t.event_type.spec.darkload):
+            if sampled(env.id, t.event_type.spec.darkload):
                 out.setdefault(names.shadow, []).append(msg)
                 result.shadowed += 1
         stamped = {t: (periods.partitioning(types[t].event_type.spec.partitioning).floor(now), ids)
@@ -196,47 +197,47 @@ class IngestService:
             raise
 
     @staticmethod
-    def _check(items: list[Any], envelopes: list[core.Envelope | str], types: dict[str, _Compiled],
-               broken: dict[str, str]) -> tuple[list[tuple[core.Envelope, _Compiled, bytes]],
-                                              list[tuple[int, Any, core.Envelope | None, str]]]:
+    def _check(items: list[Any], envelopes: list[Envelope | str], types: dict[str, _Compiled],
+               broken: dict[str, str]) -> tuple[list[tuple[Envelope, _Compiled, bytes]],
+                                              list[tuple[int, Any, Envelope | None, str]]]:
         """Each event admitted (with its type and its payload's bytes) or refused (index, item, envelope,
-        reason), in order. The size and validity rule is the one delivery applies (``core.envelope``,
-        ``core.encode_payload``, ``core.line_limit``): an admitted event's line is one delivery writes."""
-        admitted: list[tuple[core.Envelope, _Compiled, bytes]] = []
-        refused: list[tuple[int, Any, core.Envelope | None, str]] = []
+        reason), in order. The size and validity rule is the one delivery applies (``envelope``,
+        ``encode_payload``, ``line_limit``): an admitted event's line is one delivery writes."""
+        admitted: list[tuple[Envelope, _Compiled, bytes]] = []
+        refused: list[tuple[int, Any, Envelope | None, str]] = []
 
-        def check(env: core.Envelope | str) -> tuple[_Compiled, bytes] | tuple[None, str]:
-            if not isinstance(env, core.Envelope):
+        def check(env: Envelope | str) -> tuple[_Compiled, bytes] | tuple[None, str]:
+            if not isinstance(env, Envelope):
                 return None, env
             t = types.get(env.type)
             if t is None:
                 return None, broken.get(env.type) or f"unknown event type {json.dumps(env.type)}"
-            payload = core.encode_payload(env.payload)
+            payload = encode_payload(env.payload)
             if isinstance(payload, str):
                 return None, payload
             limit = t.event_type.spec.max_event_bytes
             if len(payload) > limit:
                 return None, f"payload of {len(payload)} bytes exceeds max_event_bytes {limit}"
-            line = len(core.event_line(env, _SIZING_STAMP, True, payload))
-            if line > core.line_limit(limit):  # cannot happen while the envelope's bounds hold: the rule, checked
-                return None, f"event line of {line} bytes exceeds {core.line_limit(limit)}"
+            line = len(event_line(env, _SIZING_STAMP, True, payload))
+            if line > line_limit(limit):  # cannot happen while the envelope's bounds hold: the rule, checked
+                return None, f"event line of {line} bytes exceeds {line_limit(limit)}"
             error = next(iter(t.validator.iter_errors(env.payload)), None)
             if error is not None:
                 where = "/".join(str(p) for p in error.absolute_path) or "(payload)"
                 # the field path and the rule, never the payload's value (logs, quarantine attributes)
-                return None, schema_reason(core.shown(where), str(error.validator), error.validator_value)
+                return None, schema_reason(shown(where), str(error.validator), error.validator_value)
             return t, payload
 
         for index, (item, env) in enumerate(zip(items, envelopes, strict=True)):
             try:
                 t, checked = check(env)
             except Exception as exc:  # noqa: BLE001 - one event's failure of any kind is its rejection
-                t, checked = None, core.shown(f"could not be checked: {type(exc).__name__}: {exc}"[:1000])
-            if t is not None and isinstance(env, core.Envelope) and isinstance(checked, bytes):
+                t, checked = None, shown(f"could not be checked: {type(exc).__name__}: {exc}"[:1000])
+            if t is not None and isinstance(env, Envelope) and isinstance(checked, bytes):
                 admitted.append((env, t, checked))
             else:
                 reason = checked
-                refused.append((index, item, env if isinstance(env, core.Envelope) else None, str(reason)))
+                refused.append((index, item, env if isinstance(env, Envelope) else None, str(reason)))
         return admitted, refused
 
     def _abandon(self, registered: Future[None] | None, request_id: str, begun: list[str],
@@ -266,9 +267,9 @@ def _registrar() -> ThreadPoolExecutor:
         return _REGISTRAR
 
 
-def _envelope(item: Any) -> core.Envelope | str:
+def _envelope(item: Any) -> Envelope | str:
     try:
-        return core.envelope(item)
+        return envelope(item)
     except Exception as exc:  # noqa: BLE001 - an envelope that breaks the check is its event's rejection
         return f"not an event envelope: {type(exc).__name__}"
 
@@ -276,7 +277,7 @@ def _envelope(item: Any) -> core.Envelope | str:
 def _text(item: Any, key: str) -> str | None:
     """A string field of a rejected item, for the answer (anything else is not echoed back)."""
     value = item.get(key) if isinstance(item, dict) else None
-    return core.shown(value[:256]) if isinstance(value, str) else None
+    return shown(value[:256]) if isinstance(value, str) else None
 
 
 def _raw(item: Any) -> bytes:

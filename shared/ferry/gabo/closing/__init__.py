@@ -1,0 +1,1 @@
+"""Closing: a period's staging objects merged into its final partition, once it may close."""

@@ -1,0 +1,1 @@
+"""The file formats a closed partition is written in."""

@@ -1,0 +1,1 @@
+"""Darkloading: a sampled shadow stream, compared with the primary when both close."""

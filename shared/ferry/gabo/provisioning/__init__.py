@@ -1,0 +1,1 @@
+"""Provisioning: a type's Pub/Sub resources and access grants, created and kept (reconcile)."""

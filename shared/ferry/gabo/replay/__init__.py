@@ -1,0 +1,1 @@
+"""Replay: set-aside events (dead letters, quarantine) published again."""
