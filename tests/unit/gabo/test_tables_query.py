@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ferry.errors import ValidationError
-from ferry.gabo import core
+from ferry.gabo.closing.formats.ndjson import gzip_lines
+from ferry.gabo.envelopes import iso
 from ferry.gabo.tables import columns, parquet, query
 
 SCHEMA = {"type": "object", "properties": {
@@ -25,7 +26,7 @@ H10 = datetime(2026, 12, 7, 10, tzinfo=UTC)
 def _line(i: int, start: datetime) -> bytes:
     p = {"user_id": f"u{i % 3}", "n": i, "at": "2026-12-07T10:00:00Z", "device": {"os": "ios", "model": "x"},
          "tags": ["a", "b"][: i % 3], "unknown": {"i": i}}
-    return json.dumps({"id": f"e{i}", "type": "t", "time": None, "received_at": core.iso(start), "payload": p},
+    return json.dumps({"id": f"e{i}", "type": "t", "time": None, "received_at": iso(start), "payload": p},
                       separators=(",", ":")).encode()
 
 
@@ -45,7 +46,7 @@ def _period(root: Path, start: datetime, n: int, fmt: str, closed: bool = True, 
         names = parts.close()
     else:
         names = [f"{prefix}part-s-00000.jsonl.gz"]
-        _write(root, names[0], core.gzip_lines([_line(i, start) for i in range(n)]))
+        _write(root, names[0], gzip_lines([_line(i, start) for i in range(n)]))
     if closed:
         _write(root, prefix + "_SUCCESS", b"{}")
     return names
