@@ -301,6 +301,17 @@ class FakeRunV2:
             self.tasks[execution].last_attempt_result = run_v2.TaskAttemptResult(
                 exit_code=exit_code, status=status_pb2.Status(code=0 if exit_code == 0 else 2))
 
+    def finish_older_than(self, seconds: float, exit_code: int = 0) -> int:
+        """The platform runs: every execution created at least ``seconds`` ago (by the fake's clock)
+        that is still running ends with ``exit_code``. Returns how many ended."""
+        with self._lock:
+            cutoff = self.clock() - seconds
+            due = [n for n, ex in self.executions.items()
+                   if not ex.completion_time and ex.create_time.timestamp() <= cutoff]
+            for n in due:
+                self.finish(n, exit_code)
+            return len(due)
+
     def count(self, method: str) -> int:
         with self._lock:
             return self.calls.count(method)
@@ -343,18 +354,23 @@ class FakeRunV2:
         return self.address
 
     def clients(self) -> tuple[Any, Any, Any]:
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud.run_v2.services.executions.transports import ExecutionsGrpcTransport
-        from google.cloud.run_v2.services.jobs.transports import JobsGrpcTransport
-        from google.cloud.run_v2.services.tasks.transports import TasksGrpcTransport
-
-        def channel() -> grpc.Channel:
-            return grpc.insecure_channel(self.address)
-        creds = AnonymousCredentials()
-        return (run_v2.JobsClient(transport=JobsGrpcTransport(channel=channel(), credentials=creds)),
-                run_v2.ExecutionsClient(transport=ExecutionsGrpcTransport(channel=channel(), credentials=creds)),
-                run_v2.TasksClient(transport=TasksGrpcTransport(channel=channel(), credentials=creds)))
+        return clients_for(self.address)
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop(grace=None)
+
+
+def clients_for(address: str) -> tuple[Any, Any, Any]:
+    """The real run_v2 Jobs, Executions and Tasks clients, talking to the fake at ``address`` (from
+    any process)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.run_v2.services.executions.transports import ExecutionsGrpcTransport
+    from google.cloud.run_v2.services.jobs.transports import JobsGrpcTransport
+    from google.cloud.run_v2.services.tasks.transports import TasksGrpcTransport
+
+    creds = AnonymousCredentials()
+    return (run_v2.JobsClient(transport=JobsGrpcTransport(channel=grpc.insecure_channel(address), credentials=creds)),
+            run_v2.ExecutionsClient(transport=ExecutionsGrpcTransport(channel=grpc.insecure_channel(address),
+                                                                      credentials=creds)),
+            run_v2.TasksClient(transport=TasksGrpcTransport(channel=grpc.insecure_channel(address), credentials=creds)))

@@ -316,11 +316,11 @@ class DequeueStage:
 
     def _requeue(self, run: m.Run, wf: Workflow, policy: m.Policy, exc: Throttled, now: datetime) -> None:
         """The platform refused the launch for its quota and started nothing: the instance goes back
-        to the queue (no try spent, slots released), this tick launches no more, and the rate of the
-        next minutes slows down (``slots.effective_rate``)."""
+        to the queue (no try spent, slots released). A request rate exceeded (``slow_down``): this tick
+        launches no more and the rate of the next minutes slows down (``slots.effective_rate``)."""
         self.report.add("throttled")
-        first = not self.throttled
-        self.throttled = True
+        first = exc.slow_down and not self.throttled
+        self.throttled = self.throttled or exc.slow_down
         log.event(logger, log.WARNING, f"launch of {run.execution_id} refused for a quota; requeued: {exc.message}",
                   labels={"workflow": run.workflow, "parameter": run.parameter})
         try:

@@ -102,9 +102,10 @@ def test_ferry_logs_prints_the_cloud_run_execution_entries(clock, datamon, cloud
     Tick(svc, TickLimits()).run(svc.clock.now())
     run = styx.instance("agg", P)
     execution = run.handle.rsplit("/", 1)[-1]
-    logging_fake.add(execution, "job: started", job="styx-agg")
-    logging_fake.add(execution, json={"message": "job: exiting 0"}, job="styx-agg")
-    logging_fake.add("styx-agg-someone-else", "not this one", job="styx-agg")
+    job = run.handle.split("/")[5]  # styx-agg-<digest of the workflow and its container>
+    logging_fake.add(execution, "job: started", job=job)
+    logging_fake.add(execution, json={"message": "job: exiting 0"}, job=job)
+    logging_fake.add(f"{job}-someone-else", "not this one", job=job)
     with served(svc) as url:
         result = CliRunner().invoke(main, ["logs", "agg", P, "--api", url], catch_exceptions=False)
         as_json = CliRunner().invoke(main, ["logs", "agg", P, "--api", url, "--json"], catch_exceptions=False)

@@ -35,13 +35,18 @@ def spec(**kw) -> LaunchSpec:
 
 
 def test_job_id_is_valid() -> None:
-    assert job_id("Aggregate_Plays.v2") == "styx-aggregate-plays-v2"
-    assert len(job_id("x" * 100)) <= 49
+    from fakes.run_v2 import JOB_ID
+
+    for name in ["Aggregate_Plays.v2", "x" * 63, "9lives", "-_.", "team.daily", "a" * 200]:
+        jid = job_id(name, {"workflow": name, "image": "img:1"})
+        assert JOB_ID.match(jid) and len(jid) <= 49, jid
+    assert job_id("Aggregate_Plays.v2", {"workflow": "Aggregate_Plays.v2"}).startswith("styx-aggregate-plays-v2-")
 
 
 def test_launch_creates_the_job_and_runs_it_with_overrides(fake, launcher) -> None:
     launched = launcher.launch(spec())
-    name = "projects/proj/locations/europe-west1/jobs/styx-aggregate-plays"
+    name = launcher.job_name(spec())
+    assert name.startswith("projects/proj/locations/europe-west1/jobs/styx-aggregate-plays-")
     job = fake.jobs[name]
     container = job.template.template.containers[0]
     assert container.image == "img:1" and list(container.command) == ["python", "-m", "agg"]
@@ -57,26 +62,40 @@ def test_launch_creates_the_job_and_runs_it_with_overrides(fake, launcher) -> No
     assert launched.handle.startswith(name + "/executions/") and launched.log_uri.startswith("https://")
 
 
-def test_job_is_ensured_once_and_updated_on_change(fake, launcher) -> None:
+def test_a_job_is_created_once_and_never_updated_a_new_shape_is_a_new_job(fake, launcher) -> None:
     launcher.launch(spec())
-    launcher.launch(spec(args=["x"]))
-    assert fake.calls.count("CreateJob") == 1 and fake.calls.count("GetJob") == 1
+    launcher.launch(spec(args=["x"]))  # args are overrides: the same job
+    assert fake.count("CreateJob") == 1 and fake.count("RunJob") == 2
     fresh = CloudRunLauncher("proj", "europe-west1", *fake.clients())
+    fresh.launch(spec())  # another process: CreateJob answers ALREADY_EXISTS, the job is verified
+    assert fake.count("GetJob") == 1 and len(fake.jobs) == 1
     fresh.launch(spec(image="img:2"))
-    assert fake.calls.count("UpdateJob") == 1
-    assert fake.jobs["projects/proj/locations/europe-west1/jobs/styx-aggregate-plays"] \
-        .template.template.containers[0].image == "img:2"
+    assert fake.count("UpdateJob") == 0 and len(fake.jobs) == 2
+    images = {j.template.template.containers[0].image for j in fake.jobs.values()}
+    assert images == {"img:1", "img:2"}
+    assert fake.runs[-1].name == fresh.job_name(spec(image="img:2"))
+
+
+def test_a_job_deleted_under_a_process_is_created_again(fake, launcher) -> None:
+    launcher.launch(spec())
+    del fake.jobs[launcher.job_name(spec())]  # evicted by another process
+    launched = launcher.launch(spec(execution_id="agg-2"))
+    assert launched.handle.startswith(launcher.job_name(spec()) + "/executions/")
+    assert fake.count("CreateJob") == 2
 
 
 def test_find_pages_through_the_job_s_executions_newest_first(fake, launcher) -> None:
     first = launcher.launch(spec(execution_id="agg-first"))
     for n in range(150):  # two pages of ListExecutions
         launcher.launch(spec(execution_id=f"agg-{n}"))
+    launcher.launch(spec(execution_id="agg-other-shape", image="img:2"))  # a second job of the workflow
+    launcher.launch(spec(workflow="Aggregate.Plays", execution_id="agg-first"))  # another workflow's
+    before = fake.count("ListExecutions")
     found = launcher.find("Aggregate_Plays", "agg-first")
     assert found is not None and found.handle == first.handle
-    assert fake.calls.count("ListExecutions") == 2
+    assert fake.count("ListExecutions") - before <= 3  # its two jobs; never the other workflow's
     newest = launcher.find("Aggregate_Plays", "agg-149")
-    assert newest is not None and fake.calls.count("ListExecutions") == 3  # found on the first page
+    assert newest is not None and newest.handle.startswith(launcher.job_name(spec()))
 
 
 def test_unknown_execution_is_not_found(launcher) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from ferry.errors import InfraError
 
@@ -47,7 +47,12 @@ class Status:
 class Throttled(InfraError):
     """The platform refused the launch for a quota (HTTP 429 / gRPC RESOURCE_EXHAUSTED: the request
     rate, running executions, the number of jobs) and **started nothing**: the instance goes back to
-    the queue without spending a try, and the submission rate slows down."""
+    the queue without spending a try. ``slow_down``: a request rate was exceeded, so the submission
+    rate slows down; False when the region is only full for now (jobs, running executions)."""
+
+    def __init__(self, message: str, details: Any = None, *, slow_down: bool = True) -> None:
+        super().__init__(message, details)
+        self.slow_down = slow_down
 
 
 class Launcher(Protocol):
