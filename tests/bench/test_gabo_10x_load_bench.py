@@ -15,7 +15,6 @@ figures, the per-worker throughput the model used, and the load average.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import statistics
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from fakes.parts import is_part, part_lines
 from ferry.dev.harness import LocalStack
 
 pytestmark = [pytest.mark.bench, pytest.mark.emulator, pytest.mark.timeout(3600)]
@@ -40,8 +40,8 @@ SCHEMA = {"type": "object", "required": ["track_id"], "properties": {"track_id":
 def closed_ids(sink: Path, name: str) -> list[str]:
     """Every event id in the type's final parts (``events/<type>/…/part-*.jsonl.gz``)."""
     ids: list[str] = []
-    for part in sorted((sink / "events" / name).rglob("part-*.jsonl.gz")):
-        ids += [json.loads(x)["id"] for x in gzip.decompress(part.read_bytes()).splitlines()]
+    for part in sorted(p for p in (sink / "events" / name).rglob("part-*") if is_part(p)):
+        ids += [json.loads(x)["id"] for x in part_lines(part)]
     return ids
 
 

@@ -12,7 +12,6 @@ the close began. Checked: each period's counts and one landing; the big period's
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from fakes.parts import part_lines, parts
 from fakes.staging import write_period
 from ferry.datamon.repository import PARTITIONS, partition_id
 from ferry.dev.harness import LocalStack, ferry_executable, run_cli
@@ -98,8 +98,8 @@ def test_small_period_closes_without_waiting_for_a_3m_one(local_stack: LocalStac
         assert doc is not None and doc["landings"] == 1, (k, doc)
     seen: set[str] = set()
     lines = 0
-    for part in (sink / final_prefix(names["big"], start, PT1M)).glob("part-*.jsonl.gz"):
-        for ln in gzip.decompress(part.read_bytes()).splitlines():
+    for part in parts(sink / final_prefix(names["big"], start, PT1M)):
+        for ln in part_lines(part):
             seen.add(json.loads(ln)["id"])
             lines += 1
     assert lines == len(seen) == staged.unique

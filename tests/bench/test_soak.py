@@ -18,7 +18,6 @@ the load runs. Then the load stops, the last periods close, and the run counts:
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import subprocess
@@ -33,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fakes.parts import part_lines, parts
 from ferry.dev import stack as stack_mod
 from ferry.dev.harness import LocalStack
 
@@ -80,11 +80,10 @@ def closed_ids(sink: Path, event_type: str) -> tuple[Counter[str], dict[str, int
     for marker in sorted(root.rglob("_SUCCESS")):
         summary = json.loads(marker.read_text() or "{}")
         in_parts = 0
-        for part in sorted(marker.parent.glob("part-*.jsonl.gz")):
-            with gzip.open(part, "rt", encoding="utf-8") as f:
-                for line in f:
-                    ids[json.loads(line)["id"]] += 1
-                    in_parts += 1
+        for part in parts(marker.parent):
+            for line in part_lines(part):
+                ids[json.loads(line)["id"]] += 1
+                in_parts += 1
         markers[str(marker.parent.relative_to(root))] = in_parts
         assert int(summary.get("events", in_parts)) == in_parts, (marker, summary, in_parts)
         late += int(summary.get("late_events") or 0)

@@ -14,7 +14,6 @@ periods close — with every id once — within a scheduler minute of their grac
 
 from __future__ import annotations
 
-import gzip
 import json
 import time
 import uuid
@@ -26,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from fakes.parts import part_lines, parts
 from ferry.dev import stack as stack_mod
 from ferry.dev.harness import LocalStack
 
@@ -52,9 +52,8 @@ def _json(stack: LocalStack, *args: str, input: str | None = None) -> Any:
 def _ids_closed(sink: Path, name: str) -> Counter[str]:
     ids: Counter[str] = Counter()
     for marker in (sink / "events" / name).rglob("_SUCCESS"):
-        for part in marker.parent.glob("part-*.jsonl.gz"):
-            with gzip.open(part, "rt", encoding="utf-8") as f:
-                ids.update(json.loads(line)["id"] for line in f)
+        for part in parts(marker.parent):
+            ids.update(json.loads(line)["id"] for line in part_lines(part))
     return ids
 
 

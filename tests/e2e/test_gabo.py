@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from fakes.parts import part_lines, parts
 from ferry.dev.harness import run_cli
 from ferry.domain import periods
 from ferry.gabo.envelopes import iso
@@ -70,8 +71,8 @@ def cli(stack: Any, *args: str, now: str | None = None, input: str | None = None
 def final_ids(stack: Any, name: str, start: datetime) -> tuple[list[str], dict[str, Any]]:
     prefix = Path(stack.home) / "sink" / final_prefix(name, start, PT1M)
     ids = []
-    for part in sorted(prefix.glob("part-*.jsonl.gz")):
-        ids += [json.loads(x)["id"] for x in gzip.decompress(part.read_bytes()).splitlines()]
+    for part in parts(prefix):
+        ids += [json.loads(x)["id"] for x in part_lines(part)]
     return ids, json.loads((prefix / "_SUCCESS").read_text())
 
 

@@ -8,7 +8,6 @@ close. ``tests/bench`` repeats the volume proofs at 3,000,000 events.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import signal
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 
 from e2e.test_gabo import PT1M, VirtualClock, apply_type, cli, close_until, t0
+from fakes.parts import part_lines, parts
 from fakes.staging import expected_ids, write_period
 from ferry.datamon.repository import PARTITIONS, partition_id
 from ferry.gabo.closing.service import CloseOrder
@@ -46,7 +46,7 @@ def staged_type(stack: Any, events: int, bits: int, late: int = 0) -> tuple[str,
 
 def final_lines(stack: Any, name: str, start: Any) -> list[bytes]:
     prefix = Path(stack.home) / "sink" / final_prefix(name, start, PT1M)
-    return [ln for p in sorted(prefix.glob("part-*.jsonl.gz")) for ln in gzip.decompress(p.read_bytes()).splitlines()]
+    return [ln for p in parts(prefix) for ln in part_lines(p)]
 
 
 def landings(stack: Any, name: str, start: Any) -> int:
@@ -135,13 +135,13 @@ def test_sigkilled_shard_worker_mid_merge_still_closes_once(stack: Any) -> None:
     prefix = Path(stack.home) / "sink" / final_prefix(name, start, PT1M)
     victim = run(captured[0])
     end = time.monotonic() + 120
-    while not list(prefix.glob("part-s0-*.jsonl.gz")):
+    while not parts(prefix, "part-s0-*"):
         assert victim.poll() is None, victim.stderr.read().decode()[-2000:] if victim.stderr else ""
         assert time.monotonic() < end
         time.sleep(0.002)
     os.kill(victim.pid, signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL
-    written_before = len(list(prefix.glob("part-s0-*.jsonl.gz")))
+    written_before = len(parts(prefix, "part-s0-*"))
     assert not (prefix / SUCCESS).exists()
 
     other = run(captured[1])

@@ -166,6 +166,9 @@ class EventTypeSpec(_Strict):
     darkload: float = Field(default=0.0, ge=0.0, le=1.0, description="fraction mirrored to the shadow topic")
     shards: int | None = Field(default=None, ge=1, le=1024,
                                description="staging shards per period, a power of two (default: from the volume)")
+    format: Literal["parquet", "ndjson"] = Field(
+        default="parquet", description="how closed periods are stored: typed Parquet columns from the schema "
+                                       "(queryable, read column by column) or the delivered gzip JSON lines")
     darkload_shards: int | None = Field(default=None, ge=1, le=1024,
                                         description="the darkload shadow's staging shards per period, a power of "
                                                     "two (default: as spec.shards)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import gzip
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from ferry.gabo.delivery.broker import MemoryBroker, Unanswered
 from ferry.gabo.delivery.service import WorkOrder
 from ferry.gabo.delivery.sink import LocalSink
 from ferry.gabo.service import Gabo, decode_close_order
+from ferry.gabo.tables import parquet
 from ferry.store.memory import MemoryStore
 
 T0 = datetime(2026, 11, 26, 14, 5, 10, tzinfo=UTC)
@@ -153,8 +153,8 @@ def test_deliver_close_land_with_duplicates_poison_and_late(env: Any, tmp_path: 
     closed = {c.partition: c for c in rep.closed}
     assert closed["2026-11-26T14:05"].events == 50 and closed["2026-11-26T14:05"].duplicates == 2
     prefix = tmp_path / "sink/events/play/dt=2026-11-26/hour=14/minute=05"
-    ids = [json.loads(x)["id"] for p in sorted(prefix.glob("part-*.jsonl.gz"))
-           for x in gzip.decompress(p.read_bytes()).splitlines()]
+    assert not list(prefix.glob("part-*.jsonl.gz"))  # Parquet is the default format
+    ids = [i for p in sorted(prefix.glob("part-*.parquet")) for i in parquet.ids(p.read_bytes())]
     assert sorted(ids) == sorted(f"e{i}" for i in range(50))
     marker = json.loads((prefix / "_SUCCESS").read_text())
     assert (marker["events"], marker["duplicates_dropped"], marker["late_events"]) == (50, 2, 0)

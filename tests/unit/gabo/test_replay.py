@@ -17,6 +17,7 @@ from ferry.broker.base import Message
 from ferry.cli import main
 from ferry.domain.manifests import EventType
 from ferry.gabo.delivery.service import WorkOrder
+from ferry.gabo.tables import parquet
 
 from .test_gabo_service import SCHEMA, T0, body, env  # noqa: F401  (the env fixture)
 
@@ -25,6 +26,8 @@ def _ids(root: Path) -> list[str]:
     out = []
     for part in sorted(root.rglob("part-*.jsonl.gz")):
         out += [json.loads(x)["id"] for x in gzip.decompress(part.read_bytes()).splitlines()]
+    for part in sorted(root.rglob("part-*.parquet")):
+        out += parquet.ids(part.read_bytes())
     return out
 
 

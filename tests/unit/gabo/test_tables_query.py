@@ -39,7 +39,7 @@ def _write(root: Path, key: str, data: bytes) -> None:
 def _period(root: Path, start: datetime, n: int, fmt: str, closed: bool = True, max_bytes: int = 1 << 30) -> list[str]:
     prefix = f"events/t/dt={start:%Y-%m-%d}/hour={start:%H}/"
     if fmt == "parquet":
-        parts = parquet.ParquetParts(lambda k, b: _write(root, k, b), prefix, "", COLS, start, max_bytes,
+        parts = parquet.ParquetParts(lambda k, b: _write(root, k, b), prefix, "", SCHEMA, start, max_bytes,
                                      row_group_rows=1000)
         for i in range(n):
             parts.add(_line(i, start), late=i == 0)
@@ -61,6 +61,9 @@ def test_parquet_parts_row_groups_and_deterministic_names(tmp_path: Path) -> Non
     again = _period(tmp_path / "again", H10, 2500, "parquet", max_bytes=200_000)
     assert [Path(n).name for n in again] == [Path(n).name for n in names]
     assert all((tmp_path / n).read_bytes() == (tmp_path / "again" / n).read_bytes() for n in names)
+    back = [e for n in names for e in parquet.events((tmp_path / n).read_bytes())]
+    assert [e["id"] for e in back] == [f"e{i}" for i in range(2500)]
+    assert [e["payload"] for e in back] == [json.loads(_line(i, H10))["payload"] for i in range(2500)]
 
 
 def test_only_closed_periods_are_tables_parquet_and_ndjson_alike(tmp_path: Path) -> None:

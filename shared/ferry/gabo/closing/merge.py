@@ -8,8 +8,10 @@ time):
    first received; copies received at the same instant are ordered by a CRC-32 of the line, then by
    position — a rule of the inputs alone, so the same inputs always give the same finals. Memory: one
    small entry per id (about 250 bytes), then one byte per line once the winners are known;
-2. the winning lines are streamed into gzip parts of at most ``max_part_bytes`` (uncompressed), named
-   ``part-s<shard>-NNNNN.jsonl.gz`` — a retried shard rewrites the very same objects.
+2. the winning lines are streamed into parts of at most ``max_part_bytes`` (uncompressed lines) in the
+   type's format (``spec.format``): Parquet parts ``part-s<shard>-NNNNN.parquet`` typed by the type's
+   columns (:mod:`ferry.gabo.tables.parquet`), or gzip NDJSON parts ``part-s<shard>-NNNNN.jsonl.gz`` —
+   a retried shard rewrites the very same objects.
 
 The shard's ids are the only thing held across objects; the shard count per period is chosen so that a
 shard's ids fit (``SHARD_EVENTS``).
@@ -21,9 +23,10 @@ import json
 import re
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from ferry.gabo.closing.formats.ndjson import GzipLines
 from ferry.gabo.delivery.sink import Sink
@@ -96,6 +99,32 @@ def part_name(prefix: str, shard: str, index: int) -> str:
     return f"{prefix}part-s{shard}-{index:05d}.jsonl.gz"
 
 
+class PartWriter(Protocol):
+    """Where a shard's winning lines go: ``add`` each (``late``: from a ``late-`` object), ``close`` for
+    the names of the parts written."""
+
+    def add(self, line: bytes, late: bool = False) -> None: ...
+
+    def close(self) -> list[str]: ...
+
+
+# (sink, prefix, shard, max_part_bytes) -> the part writer of one shard
+PartFormat = Callable[[Sink, str, str, int], PartWriter]
+
+
+def ndjson_parts(sink: Sink, prefix: str, shard: str, max_bytes: int) -> PartWriter:
+    return _Parts(sink, prefix, shard, max_bytes, FINAL_LEVEL)
+
+
+def parquet_parts(schema: Any, period: datetime) -> PartFormat:
+    """Parquet parts typed by the columns of the payload schema ``schema``, for the period ``period``."""
+    from ferry.gabo.tables import parquet
+
+    def make(sink: Sink, prefix: str, shard: str, max_bytes: int) -> PartWriter:
+        return parquet.ParquetParts(sink.write, prefix, shard, schema, period, max_bytes)
+    return make
+
+
 class _Parts:
     """Gzip parts written as they fill: memory holds one part's compressed bytes and a small line buffer."""
 
@@ -107,7 +136,7 @@ class _Parts:
         self._buf: list[bytes] = []
         self._buf_size = 0
 
-    def add(self, line: bytes) -> None:
+    def add(self, line: bytes, late: bool = False) -> None:
         n = len(line) + 1
         if self._size and self._size + n > self.max_bytes:
             self._finish()
@@ -138,8 +167,10 @@ class _Parts:
 
 
 def merge_shard(sink: Sink, keys: Sequence[str], out_prefix: str, shard: str,
-                max_part_bytes: int = MAX_PART_BYTES, level: int = FINAL_LEVEL) -> ShardResult:
-    """Merge the staging objects ``keys`` (one shard of one period) into parts under ``out_prefix``.
+                max_part_bytes: int = MAX_PART_BYTES, level: int = FINAL_LEVEL,
+                fmt: PartFormat | None = None) -> ShardResult:
+    """Merge the staging objects ``keys`` (one shard of one period) into parts under ``out_prefix``, in
+    the format ``fmt`` (None: gzip NDJSON at ``level``).
 
     Objects whose name starts with ``late-`` hold late events: their winning lines are counted as late.
     Parts of an earlier attempt of this shard beyond the ones rewritten are deleted.
@@ -175,7 +206,8 @@ def merge_shard(sink: Sink, keys: Sequence[str], out_prefix: str, shard: str,
     del best, stamps
 
     result = ShardResult(shard, events=events, duplicates=sum(counts) - events, staging=list(keys))
-    parts = _Parts(sink, out_prefix, shard, max_part_bytes, level)
+    parts: PartWriter = (fmt(sink, out_prefix, shard, max_part_bytes) if fmt is not None
+                         else _Parts(sink, out_prefix, shard, max_part_bytes, level))
     for oi, key in enumerate(keys):
         flags = keep[oi]
         if not any(flags):
@@ -185,7 +217,7 @@ def merge_shard(sink: Sink, keys: Sequence[str], out_prefix: str, shard: str,
         for lines in gzip_chunks(sink.read(key)):
             for ln in lines:
                 if flags[n]:
-                    parts.add(ln)
+                    parts.add(ln, late)
                     result.bytes += len(ln) + 1
                     result.late += late
                     result.replayed += is_replayed(ln)
@@ -213,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sink", required=True)
     p.add_argument("--partitioning", default="PT1M")
     p.add_argument("--max-part-bytes", type=int, default=MAX_PART_BYTES)
+    p.add_argument("--format", choices=("parquet", "ndjson"), default="ndjson")
+    p.add_argument("--schema", default='{"type": "object"}', help="the payload JSON Schema (Parquet columns)")
     p.add_argument("event_type")
     p.add_argument("period", help="YYYYmmddTHHMM")
     p.add_argument("shard", nargs="?", default="")
@@ -222,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     prefix = shard_prefix(a.event_type, start, a.shard) if a.shard else staging_prefix(a.event_type, start)
     keys = [k for k in sink.list(prefix) if staging_shard(k, a.event_type) is not None]
     out = final_prefix(a.event_type, start, periods.partitioning(a.partitioning))
-    r = merge_shard(sink, keys, out, a.shard, a.max_part_bytes)
+    fmt = parquet_parts(json.loads(a.schema), start) if a.format == "parquet" else None
+    r = merge_shard(sink, keys, out, a.shard, a.max_part_bytes, fmt=fmt)
     print(json.dumps({**r.to_dict(), "staging": len(r.staging), "peak_rss_mb": peak_rss_mb()}))
     return 0
 

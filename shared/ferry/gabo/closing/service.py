@@ -36,7 +36,7 @@ from ferry.domain import periods
 from ferry.domain.manifests import EventType, events_endpoint
 from ferry.errors import Conflict, InfraError, NotFound
 from ferry.gabo.closing.decide import closable, next_open, why_waiting
-from ferry.gabo.closing.merge import MAX_PART_BYTES, ShardResult, merge_shard
+from ferry.gabo.closing.merge import MAX_PART_BYTES, ShardResult, merge_shard, parquet_parts
 from ferry.gabo.delivery.sink import Sink
 from ferry.gabo.envelopes import iso, parse_iso
 from ferry.gabo.names import (
@@ -448,7 +448,8 @@ class Closer:
                                           else staging_prefix(name, start))
                 if staging_shard(k, name) is not None]
         try:
-            result = merge_shard(self.sink, keys, prefix, shard, self.max_part_bytes)
+            fmt = parquet_parts(et.spec.schema_, start) if et.spec.format == "parquet" else None
+            result = merge_shard(self.sink, keys, prefix, shard, self.max_part_bytes, fmt=fmt)
         except NotFound:
             if self.state.closed(name, [start]):
                 return None

@@ -35,6 +35,7 @@ from ferry.errors import BadRequest, Conflict, FerryError
 from ferry.gabo.closing.merge import gzip_chunks, line_fields
 from ferry.gabo.delivery.sink import Sink
 from ferry.gabo.names import DARKLOAD, PRIMARY, STREAMS, final_prefix, sampled, shard_labels
+from ferry.gabo.tables import parquet
 from ferry.notify import messages as msgs
 from ferry.store.base import Op
 
@@ -103,6 +104,9 @@ def compare_ids(shadow_ids: Iterable[str], primary_ids: Iterable[str], fraction:
 def closed_ids(sink: Sink, prefix: str, shard: str) -> Iterator[str]:
     """The ids of a closed partition's parts of ``shard`` (every finer shard it prefixes), streamed."""
     for key in sink.list(f"{prefix}part-s{shard}"):
+        if key.endswith(parquet.EXTENSION):
+            yield from parquet.ids(sink.read(key))
+            continue
         for lines in gzip_chunks(sink.read(key)):
             for ln in lines:
                 yield line_fields(ln)[0].decode()

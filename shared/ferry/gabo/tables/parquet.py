@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 from ferry.gabo.tables import arrow, columns
 
 EXTENSION = ".parquet"
+SCHEMA_KEY = b"ferry.payload_schema"
 BATCH_ROWS = 8192
 ROW_GROUP_ROWS = 262_144
 ROW_GROUP_BYTES = 96 * 1024 * 1024
@@ -37,11 +39,13 @@ def part_name(prefix: str, shard: str, index: int) -> str:
 class ParquetParts:
     """Parquet parts written as they fill (``add`` a winning line, ``close`` for the names written)."""
 
-    def __init__(self, write: Callable[[str, bytes], None], prefix: str, shard: str, cols: columns.Columns,
+    def __init__(self, write: Callable[[str, bytes], None], prefix: str, shard: str, payload_schema: Any,
                  period: datetime, max_bytes: int, row_group_rows: int = ROW_GROUP_ROWS) -> None:
-        self.write, self.prefix, self.shard, self.cols = write, prefix, shard, cols
+        self.write, self.prefix, self.shard = write, prefix, shard
+        self.cols = columns.columns(payload_schema)
         self.period, self.max_bytes, self.row_group_rows = period, max_bytes, row_group_rows
-        self.schema = arrow.arrow_schema(cols)
+        # self-describing: the payload schema the columns came from (reading a part back needs no manifest)
+        self.schema = arrow.arrow_schema(self.cols).with_metadata({SCHEMA_KEY: json.dumps(payload_schema)})
         self.names: list[str] = []
         self._lines: list[tuple[bytes, bool]] = []
         self._batches: list[pa.RecordBatch] = []
@@ -95,3 +99,22 @@ class ParquetParts:
     def close(self) -> list[str]:
         self._finish_part()
         return self.names
+
+
+def ids(blob: bytes) -> list[str]:
+    """The event ids of a Parquet part (its ``_id`` column only)."""
+    return [str(x) for x in pq.read_table(pa.BufferReader(blob), columns=[columns.ID]).column(0).to_pylist()]
+
+
+def events(blob: bytes) -> list[dict[str, Any]]:
+    """A Parquet part's events as the stored lines were (``{id, time, received_at, replayed?, payload}``;
+    times as read back), for tools and tests that read parts of either format."""
+    out = []
+    t = pq.read_table(pa.BufferReader(blob))
+    cols = columns.columns(json.loads((t.schema.metadata or {}).get(SCHEMA_KEY, b"{}")))
+    for r in t.to_pylist():
+        t = r.get(columns.EVENT_TIME)
+        out.append({"id": r[columns.ID], "time": columns.canonical_time(t) if t else None,
+                    "received_at": columns.canonical_time(r[columns.RECEIVED_AT]),
+                    **({"replayed": True} if r.get(columns.REPLAYED) else {}), "payload": columns.payload(cols, r)})
+    return out
