@@ -121,7 +121,7 @@ def _stack_secret(base: str) -> str | None:
     return str(secret) if secret and base.rstrip("/") in {u.rstrip("/") for u in urls if u} else None
 
 
-OUTPUTS = ("table", "json", "yaml")
+OUTPUTS = ("table", "json", "yaml", "csv")  # csv: ferry query
 
 
 @dataclass
@@ -207,7 +207,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | N
         console.print("(none)")
 
 
-GLOBAL_HELP = "Global options, anywhere on the line: -o table|json|yaml (--json), --api URL, --as USER."
+GLOBAL_HELP = "Global options, anywhere on the line: -o table|json|yaml|csv (--json), --api URL, --as USER."
 
 
 def examples_epilog(*examples: str, formats: str = "") -> str:

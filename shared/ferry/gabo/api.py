@@ -34,6 +34,33 @@ class ScaleRequest(_Strict):
     publish: bool = Field(default=True, description="publish the work orders (false: decide and record only)")
 
 
+class QueryRequest(_Strict):
+    sql: str = Field(min_length=1, max_length=100_000, description="SQL over events.<table>; closed periods only")
+    max_rows: int = Field(default=1000, ge=1, le=10_000)
+
+
+@router.route("/v1/query", ("GET",), summary="Where `ferry query` runs: DuckDB here (local stack) or BigQuery",
+              tag="gabo")
+def query_engine(call: Call) -> dict[str, Any]:
+    from ferry.gabo.tables import query
+
+    g = gabo(call.services)
+    return {**query.engine_of(g.sink, call.services.settings.project),
+            "tables": {query.table_name(et.name): f"{query.DATASET}.{query.table_name(et.name)}"
+                       for et, _ in g.event_types()}}
+
+
+@router.route("/v1/query", ("POST",), summary="SQL over the closed periods of event types (local stack: DuckDB)",
+              body=QueryRequest, tag="gabo")
+def run_query(call: Call) -> dict[str, Any]:
+    from ferry.gabo.tables import query
+
+    req: QueryRequest = call.body(QueryRequest)
+    g = gabo(call.services)
+    types = {et.name: et.spec.schema_ for et, _ in g.event_types()}
+    return query.query_closed(g.sink, types, req.sql, req.max_rows).to_dict()
+
+
 @router.route("/v1/events", ("POST",), summary="Ingest events (JSON array or NDJSON of {type, id, time?, payload})",
               tag="gabo", max_body_bytes=MAX_INGEST_BODY)
 def ingest(call: Call) -> dict[str, Any]:

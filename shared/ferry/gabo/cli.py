@@ -171,6 +171,46 @@ def register(main: click.Group) -> None:
                                   "next open period")
         ctx.emit(r, human)
 
+    @command(main, "query", example=(
+        'ferry query "SELECT user_id, count(*) AS n FROM events.demo_click GROUP BY 1 ORDER BY n DESC"',
+        'ferry query -o csv "SELECT * FROM events.demo_click WHERE _period >= TIMESTAMP \'2026-12-07 10:00:00+00\'"',
+        'ferry query --max-bytes 1000000000 "SELECT count(*) FROM events.demo_click WHERE _period = ..."'))
+    @click.argument("sql")
+    @click.option("--max-rows", default=1000, show_default=True, type=click.IntRange(1, 10_000),
+                  help="Rows shown at most (the rest are counted as truncated).")
+    @click.option("--max-bytes", type=click.IntRange(1), default=None,
+                  help="BigQuery: refuse a query whose dry-run estimate exceeds this many bytes, and cap its "
+                       "billing there. Example: --max-bytes 10000000000")
+    @click.option("--dry-run", is_flag=True, help="BigQuery: show the byte estimate only.")
+    def query(ctx: Ctx, sql: str, max_rows: int, max_bytes: int | None, dry_run: bool) -> None:
+        """SQL over delivered events: one table events.<type> per event type ('-' and '.' as '_'), its
+        closed periods only, partitioned by _period. Locally DuckDB over the stack's sink; in a deployment
+        BigQuery, with your credentials, after a dry-run estimate (shown on stderr)."""
+        import csv
+        import sys
+
+        where = ctx.client.get("/v1/query")
+        if where["engine"] == "bigquery":
+            from ferry.gabo.tables import bigquery
+
+            r = bigquery.BigQueryTables(where["project"], where["dataset"]).query(
+                sql, max_bytes=max_bytes, dry_run=dry_run, max_rows=max_rows,
+                progress=lambda m: click.echo(m, err=True)).to_dict()
+        else:
+            r = ctx.client.post("/v1/query", {"sql": sql, "max_rows": max_rows})
+        if ctx.output == "csv":
+            w = csv.writer(sys.stdout)
+            w.writerow(r["columns"])
+            w.writerows([[json.dumps(v) if isinstance(v, dict | list) else v for v in row] for row in r["rows"]])
+            return
+
+        def human(d: dict[str, Any]) -> None:
+            names = d["columns"]
+            table([dict(zip(names, row, strict=True)) for row in d["rows"]], names)
+            if d.get("truncated"):
+                console.print(f"(more than {len(d['rows'])} rows: the first {len(d['rows'])} shown; --max-rows)")
+        ctx.emit(r, human)
+
     @command(main, "scale", example="ferry scale play --dry-run")
     @click.argument("event_type", required=False)
     @click.option("--budget", "budget_s", default=50.0, show_default=True,

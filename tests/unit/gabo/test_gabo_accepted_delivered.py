@@ -60,7 +60,7 @@ class Stack:
         self.g = Gabo(self.svc)
         self.tmp = tmp
         et = EventType.model_validate({"metadata": {"name": "play", "owner": "team-a"},
-                                       "spec": {"schema": SCHEMA, "partitioning": "PT1M", "close_after": "PT10S",
+                                       "spec": {"schema": SCHEMA, "format": "ndjson", "partitioning": "PT1M", "close_after": "PT10S",
                                                 "max_event_bytes": max_event_bytes}})
         self.svc.apply.apply([et], applied_at)
 

@@ -88,3 +88,14 @@ def test_query_errors_are_validation_errors(tmp_path: Path) -> None:
     assert engine.query("SELECT count(*) FROM events.demo_click").rows == [[0]]
     with pytest.raises(ValidationError, match="query failed"):
         engine.query("SELECT nope FROM events.demo_click")
+
+
+def test_a_query_reads_nothing_but_the_closed_periods(tmp_path: Path) -> None:
+    _period(tmp_path / "sink", H10, 3, "parquet")
+    (tmp_path / "secret.csv").write_text("a,b\n1,2\n")
+    engine = query.DuckDBTables(tmp_path / "sink", {"t": COLS})
+    assert engine.query("SELECT count(*) FROM events.t").rows == [[3]]
+    for sql in (f"SELECT * FROM read_csv('{tmp_path}/secret.csv')", "SET enable_external_access = true",
+                f"SELECT * FROM read_parquet('{tmp_path}/sink/events/t/*/*/*.parquet')"[:0] + "ATTACH 'x.db'"):
+        with pytest.raises(ValidationError):
+            engine.query(sql)

@@ -59,6 +59,28 @@ def provision(broker: DeliveryBroker, et: EventType, access: Access = Access()) 
     return created
 
 
+def _schema_problems(i: int, et: EventType, repo: ManifestRepository) -> list[Problem]:
+    """A re-applied type's schema change that would break readers of its periods (ferry.gabo.tables.evolution)."""
+    from ferry.gabo.tables import evolution
+
+    rec = repo.get("EventType", et.name)
+    if rec is None:
+        return []
+    old = rec.model_as(EventType).spec.schema_
+    accepted = evolution.allowed(et.metadata.labels)
+    out = []
+    for path, why in evolution.breaking_changes(old, et.spec.schema_):
+        if path in accepted:
+            log.event(logger, log.WARNING, f"event type {et.name}: breaking schema change of {path} accepted by the "
+                      f"label {evolution.ESCAPE_LABEL} ({why})", labels={"event_type": et.name})
+            continue
+        out.append(Problem("(input)", i, f"spec.schema: {path}",
+                           f"field {path} {why}; only optional fields may be added (docs/gabo.md, \"Schema "
+                           f"evolution\"), or accept the break with the label {evolution.ESCAPE_LABEL}: {path}",
+                           et.kind, et.name))
+    return out
+
+
 class GaboApplyHook:
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -67,6 +89,8 @@ class GaboApplyHook:
         problems = []
         types = {m.name for m in manifests if isinstance(m, EventType)}
         for i, m in enumerate(manifests):
+            if isinstance(m, EventType):
+                problems.extend(_schema_problems(i, m, repo))
             owner_type = event_type_of(m.name) if m.kind == "Endpoint" else None
             if owner_type in types:
                 problems.append(Problem("(input)", i, "metadata.name",

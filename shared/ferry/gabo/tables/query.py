@@ -153,12 +153,19 @@ class DuckDBTables:
     def connect(self) -> Any:
         import duckdb
 
-        con = duckdb.connect(":memory:", config={"threads": 2})
+        # A query reads the closed periods and nothing else of this machine: only the sink's events/
+        # directory is open to it (no read_csv('/etc/...')), and the setting is locked.
+        events = str((self.root / "events").resolve()) + "/"
+        con = duckdb.connect(":memory:", config={"threads": 2, "autoload_known_extensions": False,
+                                                 "autoinstall_known_extensions": False})
+        con.execute("SET allowed_directories = ?", [[events]])
+        con.execute("SET enable_external_access = false")
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f"CREATE SCHEMA {DATASET}")
         for name, cols in sorted(self.types.items()):
             periods = closed_periods(self.root, name)
             con.execute(f'CREATE VIEW {DATASET}."{table_name(name)}" AS {view_sql(cols, periods)}')
+        con.execute("SET lock_configuration = true")
         return con
 
     def query(self, sql: str, max_rows: int = MAX_ROWS) -> Result:
@@ -180,3 +187,27 @@ class DuckDBTables:
             con.close()
         return Result(names, [[_plain(v) for v in r] for r in rows[:max_rows]], self.engine,
                       truncated=len(rows) > max_rows)
+
+
+def engine_of(sink: Any, project: str) -> dict[str, Any]:
+    """Where ``ferry query`` runs for a stack whose sink is ``sink``: DuckDB over a local sink's closed
+    periods (through the API), or BigQuery (from the CLI, with the caller's own credentials)."""
+    root = getattr(sink, "root", None)
+    if isinstance(root, Path):
+        return {"engine": "duckdb", "dataset": DATASET}
+    return {"engine": "bigquery", "project": project, "dataset": DATASET}
+
+
+def query_closed(sink: Any, event_types: Mapping[str, Any], sql: str, max_rows: int = MAX_ROWS) -> Result:
+    """``sql`` over the closed periods of ``event_types`` (name → payload JSON Schema) in a local sink.
+
+    Raises:
+        BadRequest: the sink is not local (a deployment's tables are BigQuery's: query them there).
+        ValidationError: the query failed.
+    """
+    from ferry.errors import BadRequest
+
+    root = getattr(sink, "root", None)
+    if not isinstance(root, Path):
+        raise BadRequest("this deployment's tables are in BigQuery: `ferry query` runs there from the CLI")
+    return DuckDBTables(root, {n: c.columns(s) for n, s in event_types.items()}).query(sql, max_rows)
