@@ -25,7 +25,6 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
 from ferry.gabo.closing.formats.ndjson import GzipLines
@@ -114,15 +113,6 @@ PartFormat = Callable[[Sink, str, str, int], PartWriter]
 
 def ndjson_parts(sink: Sink, prefix: str, shard: str, max_bytes: int) -> PartWriter:
     return _Parts(sink, prefix, shard, max_bytes, FINAL_LEVEL)
-
-
-def parquet_parts(schema: Any, period: datetime) -> PartFormat:
-    """Parquet parts typed by the columns of the payload schema ``schema``, for the period ``period``."""
-    from ferry.gabo.tables import parquet
-
-    def make(sink: Sink, prefix: str, shard: str, max_bytes: int) -> PartWriter:
-        return parquet.ParquetParts(sink.write, prefix, shard, schema, period, max_bytes)
-    return make
 
 
 class _Parts:
@@ -256,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     prefix = shard_prefix(a.event_type, start, a.shard) if a.shard else staging_prefix(a.event_type, start)
     keys = [k for k in sink.list(prefix) if staging_shard(k, a.event_type) is not None]
     out = final_prefix(a.event_type, start, periods.partitioning(a.partitioning))
+    from ferry.gabo.closing.formats.parquet import parquet_parts
+
     fmt = parquet_parts(json.loads(a.schema), start) if a.format == "parquet" else None
     r = merge_shard(sink, keys, out, a.shard, a.max_part_bytes, fmt=fmt)
     print(json.dumps({**r.to_dict(), "staging": len(r.staging), "peak_rss_mb": peak_rss_mb()}))

@@ -36,7 +36,8 @@ from ferry.domain import periods
 from ferry.domain.manifests import EventType, events_endpoint
 from ferry.errors import Conflict, InfraError, NotFound
 from ferry.gabo.closing.decide import closable, next_open, why_waiting
-from ferry.gabo.closing.merge import MAX_PART_BYTES, ShardResult, merge_shard, parquet_parts
+from ferry.gabo.closing.formats.parquet import parquet_parts
+from ferry.gabo.closing.merge import MAX_PART_BYTES, ShardResult, merge_shard
 from ferry.gabo.delivery.sink import Sink
 from ferry.gabo.envelopes import iso, parse_iso
 from ferry.gabo.names import (
