@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ferry.store.base import Op
 
 
 class Datamon(Protocol):
@@ -36,3 +39,13 @@ class Datamon(Protocol):
     def consumers(self, endpoint: str) -> list[tuple[str, str | None]]:
         """The workflows that depend on ``endpoint``, each with the endpoint it produces (or None)."""
         ...
+
+
+def retire_op(endpoint: str) -> Op:
+    """The write that retires ``endpoint`` from evaluation, for an apply's batch (a deleted event type's
+    ``events.<type>``): its summary goes, so no partition is expected and no incident opens; its manifest
+    and landed partitions stay readable. Writing the endpoint's manifest again brings it back (the
+    evaluator's manifest sync)."""
+    from ferry.datamon.repository import DatamonRepository
+
+    return DatamonRepository.delete_summary_op(endpoint)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ferry.datamon import domain
 from ferry.datamon.repository import DatamonRepository
-from ferry.domain.manifests import Endpoint
+from ferry.domain.manifests import Endpoint, retired
 from ferry.store.base import Op
 
 if TYPE_CHECKING:
@@ -38,6 +38,10 @@ def sync_manifests(services: Services, now: datetime) -> set[str]:
         for rec in changed:
             newest = max(newest, domain._utc(rec.updated_at) or newest)
             old = current.get(rec.name) or {}
+            if retired(rec.model_as(Endpoint).metadata.labels):  # not evaluated: no summary
+                if old:
+                    ops.append(repo.delete_summary_op(rec.name))
+                continue
             if old.get("generation") == rec.generation and "next_check" in old:
                 continue
             policy = domain.Policy.from_spec(rec.name, rec.owner or "", rec.model_as(Endpoint).spec, rec.generation)

@@ -277,6 +277,13 @@ class Workflow(_Manifest):
 
 
 EVENTS_PREFIX = "events."
+# An endpoint labelled so is retired (a deleted event type's ``events.<type>``): readable, with its
+# partitions, but no longer evaluated — no partition is expected of it.
+RETIRED_LABEL = "ferry.retired"
+
+
+def retired(labels: dict[str, str] | None) -> bool:
+    return bool((labels or {}).get(RETIRED_LABEL))
 
 
 def events_endpoint(event_type: str) -> str:

@@ -80,7 +80,14 @@ def deliver(call: Call) -> dict[str, Any]:
               tag="gabo", operational="close")
 def close(call: Call) -> dict[str, Any]:
     req: CloseRequest = call.body(CloseRequest) if call.raw_body else CloseRequest()
-    return {"reports": [r.to_dict() for r in gabo(call.services).close(call.now(), req.event_type, req.inline)]}
+    g = gabo(call.services)
+    out: dict[str, Any] = {"reports": [r.to_dict() for r in g.close(call.now(), req.event_type, req.inline)]}
+    if req.event_type is None:  # the scheduled close (every type): then the records whose retention passed
+        try:
+            out["cleanup"] = g.cleanup(call.now())
+        except FerryError as exc:  # the next run tries again; closing was done
+            out["cleanup"] = {"error": exc.message}
+    return out
 
 
 @router.route("/v1/scale", ("POST",), summary="Decide and publish delivery work orders per event type",

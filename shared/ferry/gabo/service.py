@@ -48,6 +48,7 @@ from ferry.gabo.scaling.capacity import Capacity, CapacityInputs, plan
 from ferry.gabo.scaling.scaler import ScaleInputs, decide_workers, fair_shares, interleave
 from ferry.gabo.state import GaboState
 from ferry.notify import messages as msgs
+from ferry.store.base import Op
 from ferry.store.manifests import ManifestRecord
 
 if TYPE_CHECKING:
@@ -245,6 +246,32 @@ class Gabo:
         return {"delivered": written, "runs": runs, "close": report.to_dict(),
                 "outstanding": self.outstanding(et, created_at, now)}
 
+    def cleanup(self, now: datetime) -> dict[str, Any]:
+        """Delete the records whose retention passed, bounded per run (see :mod:`ferry.gabo.retention`):
+        the applied types' (each stream), then every record of the types deleted longer ago than
+        ``DELETED_RETENTION``. One type's trouble never stops the others'."""
+        from ferry.gabo import retention
+
+        out = retention.Cleaned()
+        applied = set()
+        for et, rec in self.event_types():
+            applied.add(et.name)
+            cadence = periods.partitioning(et.spec.partitioning)
+            for stream in streams_of(et.spec.darkload):
+                try:
+                    retention.clean_stream(self.state_of(stream), et.name, cadence, cadence.floor(rec.created_at),
+                                           now, out, ledger=stream == PRIMARY)
+                except Exception as exc:  # noqa: BLE001 - the next run tries again
+                    log.event(logger, log.WARNING, f"cleaning up {et.name} failed: {exc}",
+                              labels={"event_type": et.name, "stream": stream})
+        for doc_id, doc in self.services.store.query(retention.DELETED_TYPES):
+            if doc.get("event_type") in applied or now < _utc(doc["keep_until"]):
+                continue
+            if retention.clean_deleted(self.services.store, doc["event_type"], out):
+                self.services.store.write([Op.delete(retention.DELETED_TYPES, doc_id)])
+                out.deleted_types.append(doc["event_type"])
+        return out.to_dict()
+
     def reconcile(self, now: datetime) -> dict[str, Any]:
         """Recreate missing topics and subscriptions (``infra/``'s and the applied types'); see
         :mod:`ferry.gabo.provisioning.reconcile`. Returns what it recreated."""
@@ -252,10 +279,13 @@ class Gabo:
         from ferry.gabo.provisioning.reconcile import FORCED_DELETES, declared, reconcile
 
         infra, urls = declared()
+        from ferry.gabo.retention import DELETED_TYPES
+
         forced = [d for _, d in self.services.store.query(FORCED_DELETES)]
+        deleted = [d for _, d in self.services.store.query(DELETED_TYPES)]
         return reconcile(self.broker, infra, [et for et, _ in self.event_types()], urls,
                          self.services.settings.project, forced, now,
-                         Access.from_settings(self.services.settings)).to_dict()
+                         Access.from_settings(self.services.settings), deleted).to_dict()
 
     def replay(self, name: str, source: str, now: datetime, since: datetime | None = None) -> dict[str, Any]:
         """Replay the type's quarantined or dead-lettered events that are valid now (see ``replay``)."""

@@ -129,9 +129,9 @@ class GaboState:
 
     def set_cursor(self, event_type: str, next_start: datetime, now: datetime, scan: datetime | None = None,
                    stuck: Sequence[datetime] = ()) -> None:
-        self.store.write([Op.set(self.cursors_c, event_type, {
+        self.store.write([Op.set(self.cursors_c, event_type, {  # merged: the cleanup keeps its pointers here
             "next": next_start.isoformat(), "scan": (scan or next_start).isoformat(),
-            "stuck": [s.isoformat() for s in stuck], "updated_at": now})])
+            "stuck": [s.isoformat() for s in stuck], "updated_at": now}, merge=True)])
 
     # scaling ----------------------------------------------------------------------------------------
     def record_decision(self, event_type: str, now: datetime, doc: dict[str, Any]) -> None:

@@ -390,7 +390,7 @@ class Closer:
             return False
         attempt = int(doc.get("attempt") or 1) + 1
         try:
-            self.state.take_over(et.name, start, attempt, {"at": now})
+            self.state.take_over(et.name, start, attempt, {"event_type": et.name, "at": now})
         except Conflict:
             report.skipped.append(param)
             return False

@@ -60,6 +60,10 @@ class DeliveryBroker(Protocol):
         """Delete if present. Returns True when it existed."""
         ...
 
+    def delete_topic(self, name: str) -> bool:
+        """Delete topic ``name`` if present (its subscriptions stay, detached). Returns True when it existed."""
+        ...
+
     def grant(self, kind: ResourceKind, name: str, role: str, members: Sequence[str]) -> bool:
         """Give ``members`` ``role`` on topic or subscription ``name`` only (kept: the others already
         there). Returns True when the policy changed. Raises InfraError."""
@@ -163,6 +167,17 @@ class PubSubBroker:
             return False
         except gexc.GoogleAPICallError as exc:
             raise InfraError(f"creating subscription {spec.name} failed: {exc}") from exc
+
+    def delete_topic(self, name: str) -> bool:
+        from google.api_core import exceptions as gexc
+
+        try:
+            self.publisher.delete_topic(request={"topic": self.topic_path(name)})
+            return True
+        except gexc.NotFound:
+            return False
+        except gexc.GoogleAPICallError as exc:
+            raise InfraError(f"deleting topic {name} failed: {exc}") from exc
 
     def delete_subscription(self, name: str) -> bool:
         from google.api_core import exceptions as gexc
@@ -314,6 +329,10 @@ class MemoryBroker:
     def delete_subscription(self, name: str) -> bool:
         with self._lock:
             return self.subs.pop(name, None) is not None
+
+    def delete_topic(self, name: str) -> bool:
+        with self._lock:
+            return self.topics.pop(name, None) is not None
 
     def grant(self, kind: ResourceKind, name: str, role: str, members: Sequence[str]) -> bool:
         with self._lock:

@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ferry import log
 from ferry.domain.loading import Problem
-from ferry.domain.manifests import Endpoint, EventType, Manifest, event_type_of
+from ferry.domain.manifests import RETIRED_LABEL, Endpoint, EventType, Manifest, event_type_of
 from ferry.errors import Conflict
 from ferry.gabo.delivery.broker import RETENTION_S, DeliveryBroker
+from ferry.gabo.envelopes import iso
 from ferry.gabo.names import DARKLOAD, Names, streams_of
 from ferry.gabo.provisioning.access import Access, grant
 from ferry.gabo.provisioning.reconcile import FORCED_DELETES, type_resources
+from ferry.gabo.retention import DELETED_TYPES, deletion_record
 from ferry.services.apply import Change, DeleteMode
 from ferry.store.base import Op
 from ferry.store.manifests import ManifestRecord, ManifestRepository
@@ -105,13 +107,37 @@ class GaboApplyHook:
                 continue
             name = c.manifest.endpoint_name
             if c.action == "deleted":
-                continue  # the endpoint stays: its partitions are still data that others depend on
+                # the endpoint stays (its partitions are still data that others depend on), retired: no
+                # partition is expected after the deletion; the type's resources and records go after
+                # their retention (retention.DELETED_RETENTION: the reconcile and the cleanup)
+                topics, subs = type_resources(c.manifest)
+                ops.append(Op.set(DELETED_TYPES, c.manifest.name,
+                                  deletion_record(c.manifest.name, now, topics, [s.name for s in subs])))
+                prev = repo.get("Endpoint", name)
+                if prev is not None:
+                    ops.extend(self._retire(prev, now))
+                continue
+            if c.action == "created":
+                ops.append(Op.delete(DELETED_TYPES, c.manifest.name))  # applied again: nothing to retire
             prev = repo.get("Endpoint", name)
             start = prev.model_as(Endpoint).spec.start if prev else None
             ep = endpoint_for(c.manifest, start or _floor(c.manifest, now))
-            if prev is None or prev.fingerprint != ep.fingerprint():
+            # a type created again rewrites its (retired) endpoint: the evaluator's sync takes it up again
+            if prev is None or prev.fingerprint != ep.fingerprint() or c.action == "created":
                 ops.append(repo.op_for(repo.record_for(ep, prev, now)))
         return ops
+
+    def _retire(self, prev: ManifestRecord, now: datetime) -> list[Op]:
+        """Retire the type's endpoint: labelled ``ferry.retired`` (the evaluator's sync keeps no summary of
+        it) and its summary deleted, so a deleted type opens no late incidents; the endpoint and its
+        partitions stay readable. Applying the type again rewrites the endpoint without the label."""
+        from ferry.datamon.port import retire_op
+
+        repo = self.services.manifests
+        ep = prev.model_as(Endpoint)
+        labels = {**ep.metadata.labels, RETIRED_LABEL: iso(now)}
+        retired_ep = ep.model_copy(update={"metadata": ep.metadata.model_copy(update={"labels": labels})})
+        return [repo.op_for(repo.record_for(retired_ep, prev, now)), retire_op(ep.metadata.name)]
 
     def before_delete(self, record: ManifestRecord, now: datetime, actor: str | None,
                       mode: DeleteMode) -> dict[str, Any] | None:

@@ -4,7 +4,8 @@ What should exist: the topics and pull subscriptions of ``infra/``, the push sub
 functions' Pub/Sub triggers where their URLs are known (the local stack; in the cloud Eventarc owns
 them and ``ferry deploy`` converges them), and for every applied event type its topics and
 subscriptions (:func:`ferry.gabo.provisioning.provision.provision`'s set) — except the delivery subscription of a
-type deleted with ``--force``, which is kept until its retention ends and then deleted here.
+type deleted with ``--force``, which is kept until its retention ends and then deleted here; so are a
+deleted type's remaining topics and hold subscriptions.
 
 Idempotent by construction: it lists what exists (two list calls), creates only what is missing
 (create-if-absent), and reports what it recreated — an empty report when nothing was missing.
@@ -36,7 +37,7 @@ FORCED_DELETES = "gabo_forced_deletes"
 class Reconciled:
     topics: list[str] = field(default_factory=list)
     subscriptions: list[str] = field(default_factory=list)
-    expired: list[str] = field(default_factory=list)  # kept subscriptions of force-deleted types, now gone
+    expired: list[str] = field(default_factory=list)  # resources of deleted types whose retention ended, now gone
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,10 +94,14 @@ def type_resources(et: EventType) -> tuple[list[str], list[SubscriptionSpec]]:
 def reconcile(broker: DeliveryBroker, infra: Infra | None, event_types: Sequence[EventType],
               push_urls: dict[str, str] | None = None, project: str = "",
               forced: Sequence[dict[str, Any]] = (), now: datetime | None = None,
-              access: Access = Access()) -> Reconciled:
+              access: Access = Access(), deleted: Sequence[dict[str, Any]] = ()) -> Reconciled:
     """Create the missing topics and subscriptions; delete kept subscriptions whose time is up.
 
     ``forced``: records of types deleted with ``--force`` (``subscription``, ``keep_until``).
+    ``deleted``: records of deleted types (``retention.deletion_record``): once ``keep_until`` passed,
+    and unless the type was applied again, their remaining subscriptions (the dead-letter and quarantine
+    holds, a kept delivery subscription) and topics are deleted — what they held was kept as long as a
+    subscription keeps messages.
     ``access``: granted again on an event type's resources this run recreated (a new resource has an
     empty policy).
     """
@@ -133,6 +138,15 @@ def reconcile(broker: DeliveryBroker, infra: Infra | None, event_types: Sequence
         if now is not None and rec.get("keep_until") and now >= rec["keep_until"] and name in have_subs:
             broker.delete_subscription(name)
             out.expired.append(name)
+    for rec in deleted:
+        if rec.get("event_type") in applied or now is None or not rec.get("keep_until") or now < rec["keep_until"]:
+            continue
+        for name in rec.get("subscriptions") or []:
+            if name in have_subs and broker.delete_subscription(name):
+                out.expired.append(name)
+        for name in rec.get("topics") or []:
+            if name in have_topics and broker.delete_topic(name):
+                out.expired.append(name)
     if out.topics or out.subscriptions:
         log.event(logger, 30, f"reconcile recreated {len(out.topics)} topic(s) and {len(out.subscriptions)} "
                   "subscription(s)", recreated=out.to_dict())
