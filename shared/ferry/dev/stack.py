@@ -171,6 +171,8 @@ def function_env(config: StackConfig, home: Path, firestore: str, pubsub: str, a
         "FERRY_LOG_DIR": str(home / "logs"),
         "FERRY_ALLOW_CLOCK_OVERRIDE": "1",
         "FERRY_IDENTITY": "header",  # X-Ferry-User: the local stack only (a deployed function refuses it)
+        # whom a browser acts as in the local web view when it names nobody (the CLI's default too)
+        "FERRY_DEFAULT_USER": config.default_user or default_identity(),
         # Operational routes (tick, evaluate, close, scale, deliver, pushes) take this stack's secret.
         "FERRY_STACK_SECRET": secret,
         "FERRY_TIMEOUT_S": str(fn.timeout_seconds),

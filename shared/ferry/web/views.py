@@ -61,7 +61,7 @@ def _lateness(landed_at: datetime | None, deadline: datetime, now: datetime) -> 
     return int(max(timedelta(0), (landed_at or now) - deadline).total_seconds())
 
 
-def endpoint(services: Services, name: str, now: datetime) -> dict[str, Any]:
+def endpoint(services: Services, name: str, now: datetime, before: str | None = None) -> dict[str, Any]:
     """An endpoint's page: SLA, owner, partitions (state, landed at, records, lateness, volume), open
     alerts, producing and consuming workflows with the producing instance of each partition shown,
     upstream and downstream endpoints. About 8 queries and ``PARTITIONS_SHOWN + NEIGHBOURS`` reads.
@@ -77,18 +77,34 @@ def endpoint(services: Services, name: str, now: datetime) -> dict[str, Any]:
     store = services.store
     summary_doc = store.get(ENDPOINTS, name) or {}
     row = status_row(name, summary_doc, now) or {"state": "pending", "open_partitions": [], "recent": []}
-    landed = {d["partition"]: d for _, d in store.query(PARTITIONS, [Where("endpoint", "==", name)],
-                                                          order_by="start", descending=True,
+    where = [Where("endpoint", "==", name)]
+    expected: set[str] = set()
+    if before:  # an older page: the periods before ``before`` (expected ones too, landed or not)
+        try:
+            until = policy.cadence.parse(before)
+        except ValueError:
+            raise NotFound(f"{before!r} is not a partition of {name}") from None
+        where.append(Where("start", "<", until))
+        first = policy.cadence.floor(model.spec.start) if model.spec.start else None
+        t = until
+        for _ in range(PARTITIONS_SHOWN):
+            t = policy.cadence.prev(t)
+            if first is not None and t < first:
+                break
+            expected.add(policy.cadence.format(t))
+    landed = {d["partition"]: d for _, d in store.query(PARTITIONS, where, order_by="start", descending=True,
                                                           limit=PARTITIONS_SHOWN)}
     states = {p["partition"]: p["state"] for p in row["recent"]}
     states.update({p["partition"]: p["state"] for p in row["open_partitions"]})
+    if before:
+        states = {p: s for p, s in states.items() if p in expected}
     producers = [{"workflow": i, **d} for i, d in store.query(LINEAGE, [Where("produces", "==", name)],
                                                              limit=NEIGHBOURS)]
     consumers = [{"workflow": i, **d} for i, d in store.query(LINEAGE, [Where("depends_on", "array_contains", name)],
                                                              limit=NEIGHBOURS)]
     downstream = [i for i, _ in store.query(ENDPOINTS, [Where("upstream_all", "array_contains", name)],
                                             limit=NEIGHBOURS)]
-    shown = sorted(set(landed) | set(states), key=policy.cadence.parse, reverse=True)[:PARTITIONS_SHOWN]
+    shown = sorted(set(landed) | set(states) | expected, key=policy.cadence.parse, reverse=True)[:PARTITIONS_SHOWN]
     bad = invalidations(services, name, [p for p in shown if p not in landed])
     partitions = []
     for p in shown:
@@ -96,7 +112,8 @@ def endpoint(services: Services, name: str, now: datetime) -> dict[str, Any]:
         start = policy.cadence.parse(p)
         deadline = domain.clocks(policy, start).late_at
         landed_at = domain._utc(doc.get("landed_at"))
-        state = states.get(p) or ("landed_late" if landed_at and landed_at > deadline else "ok")
+        state = states.get(p) or ("landed_late" if landed_at and landed_at > deadline else "ok" if landed_at
+                                  else "late" if now > deadline else "pending")
         partitions.append({"partition": p, "state": state, "landed_at": landed_at, "records": doc.get("records"),
                            "bytes": doc.get("bytes"), "landings": doc.get("landings"), "deadline": deadline,
                            "late_seconds": _lateness(landed_at, deadline, now) if landed_at or now > deadline else 0,
@@ -105,7 +122,8 @@ def endpoint(services: Services, name: str, now: datetime) -> dict[str, Any]:
     upstream = list(dict.fromkeys([*policy.upstream, *(summary_doc.get("upstream_all") or [])]))
     return {"name": name, "owner": rec.owner, "description": model.metadata.description, "spec": model.spec,
             "policy": policy, "row": row, "partitions": partitions, "alerts": open_alerts(services, name),
-            "producers": producers, "consumers": consumers, "upstream": upstream, "downstream": downstream}
+            "producers": producers, "consumers": consumers, "upstream": upstream, "downstream": downstream,
+            "before": before, "older": shown[-1] if len(shown) >= PARTITIONS_SHOWN else None}
 
 
 def _attach_instances(services: Services, producers: list[dict[str, Any]], policy: domain.Policy,
@@ -158,7 +176,7 @@ def workflow(services: Services, name: str, limit: int = PAGE) -> dict[str, Any]
         BACKFILLS, [Where("workflow", "==", name)], limit=20)]
     backfills.sort(key=lambda b: str(b["created_at"]), reverse=True)
     return {"name": name, "owner": rec.owner, "spec": model.spec, "description": model.metadata.description,
-            "instances": instances,
+            "instances": instances, "grid": run_grid(instances),
             "backfills": backfills}
 
 
@@ -208,8 +226,9 @@ def instance(services: Services, workflow: str, parameter: str, execution: str |
         pass  # no execution yet
     except FerryError as exc:  # the page still shows the timeline without its logs
         log_error = exc.message
+    rec = services.manifests.get("Workflow", workflow)
     return {"instance": timeline["instance"], "triggers": timeline["triggers"], "execution": shown,
-            "lines": lines, "log_error": log_error}
+            "lines": lines, "log_error": log_error, "owner": rec.owner if rec else None}
 
 
 # -- event types --------------------------------------------------------------------------------------
@@ -261,3 +280,102 @@ def event_type(services: Services, name: str, now: datetime) -> dict[str, Any]:
         except Exception as exc:  # the page still shows the numbers without the samples
             out[source] = {"items": [], "more": False, "error": f"{type(exc).__name__}: {exc}"}
     return out
+
+
+# -- actions' pages: backfills, the backfill launcher, the run grid -------------------------------------
+
+def _styx(services: Services) -> StyxService:
+    return StyxService(services)
+
+
+def backfill(services: Services, bf_id: str) -> dict[str, Any]:
+    """A backfill's page: per-partition states (Styx's own ``backfill show``) and the workflow's owner.
+
+    Raises:
+        NotFound: no such backfill.
+    """
+    from ferry.styx import backfills
+
+    out = backfills.show(_styx(services), bf_id)
+    rec = services.manifests.get("Workflow", out["workflow"])
+    out["owner"] = rec.owner if rec else None
+    return out
+
+
+def backfill_preview(services: Services, workflow_name: str, start: str, end: str, reverse: bool,
+                     downstream_of: str | None = None) -> dict[str, Any]:
+    """What a backfill of ``workflow_name`` over [start, end) would run — the partitions Styx's own
+    check computes (or why it would refuse) — and, with ``downstream_of``, the workflows that depend on
+    that endpoint (a reprocessing). Reads the workflow and at most ``NEIGHBOURS`` lineage documents."""
+    from ferry.styx import backfills
+
+    rec = services.manifests.get("Workflow", workflow_name)
+    if rec is None:
+        raise NotFound(f"workflow {workflow_name!r} not found")
+    out: dict[str, Any] = {"workflow": workflow_name, "owner": rec.owner, "start": start, "end": end,
+                           "reverse": reverse, "downstream_of": downstream_of, "partitions": [], "error": None,
+                           "downstream": []}
+    if downstream_of:
+        out["downstream"] = [i for i, _ in services.store.query(
+            LINEAGE, [Where("depends_on", "array_contains", downstream_of)], limit=NEIGHBOURS)]
+    if start and end:
+        try:
+            out["partitions"] = backfills.check(_styx(services), rec.model_as(Workflow), start, end, reverse)
+        except FerryError as exc:
+            out["error"] = exc.message
+    return out
+
+
+def run_grid(instances: list[dict[str, Any]]) -> dict[str, Any]:
+    """Instances × time, as a grid: a row per day (hourly and finer parameters, ``YYYY-MM-DDTHH``) or per
+    month (daily, ``YYYY-MM-DD``), a column per hour or day of the month; other parameters one row."""
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    columns: set[str] = set()
+    for i in instances:
+        p = str(i["parameter"])
+        if len(p) >= 13 and p[10] == "T":
+            row, col = p[:10], p[11:]
+        elif len(p) == 10 and p[4] == "-" and p[7] == "-":
+            row, col = p[:7], p[8:]
+        else:
+            row, col = "", p
+        rows.setdefault(row, {})[col] = i
+        columns.add(col)
+    return {"columns": sorted(columns), "rows": sorted(rows.items(), reverse=True)}
+
+
+# -- search ------------------------------------------------------------------------------------------
+
+SEARCH_KINDS = (("Endpoint", "endpoints"), ("Workflow", "workflows"), ("EventType", "eventtypes"), ("Team", "teams"))
+SEARCH_LIMIT = 20
+
+
+def search(services: Services, q: str, teams: list[str] | None = None, limit: int = SEARCH_LIMIT) -> dict[str, Any]:
+    """Names that start with ``q`` per kind (one range query each, ``limit`` rows), instances by id
+    (``workflow@parameter``, or an execution id: one get and one query); with ``teams``, what those
+    teams own instead (an owner query per kind and team). Reads are bounded by what is shown."""
+    from ferry.store.manifests import collection
+
+    found: dict[str, list[dict[str, Any]]] = {label: [] for _, label in SEARCH_KINDS}
+    found["instances"] = []
+    q = q.strip()
+    for kind, label in SEARCH_KINDS:
+        if teams:
+            if kind == "Team":
+                rows = list(services.store.get_many(collection(kind), teams).items())
+            else:
+                rows = []
+                for team in teams[:10]:
+                    rows += services.store.query(collection(kind), [Where("owner", "==", team)], limit=limit)
+        elif q:
+            rows = services.store.query(collection(kind), [Where("name", ">=", q), Where("name", "<", q + "\uf8ff")],
+                                        order_by="name", limit=limit)
+        else:
+            rows = []
+        found[label] = [{"name": i, "owner": d.get("owner"), "kind": kind} for i, d in rows][:limit]
+    if q and not teams:
+        ids = [q] if "@" in q else [m.instance_id(*q.split(None, 1))] if " " in q else []
+        docs = dict(services.store.get_many(INSTANCES, ids)) if ids else {}
+        docs.update(services.store.query(INSTANCES, [Where("execution_id", "==", q)], limit=5))
+        found["instances"] = [instance_view(run_from_doc(d)) for d in docs.values()]
+    return found
