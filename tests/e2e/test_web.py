@@ -206,3 +206,159 @@ def test_late_endpoint_to_failing_instance_in_chromium(stack: LocalStack, tmp_pa
     shots.take(page, "7-eventtypes")
     page.close()
     assert len(list(shots.dir.glob("*.png"))) == 7
+
+
+AXE = Path(__file__).parent / "assets" / "axe.min.js"
+WIDTHS = {"desktop": (1280, 800), "phone": (390, 844)}
+
+
+def _overflow(page: Any) -> int:
+    """How many pixels the page is wider than its window (0: no horizontal scrolling)."""
+    return int(page.evaluate("document.documentElement.scrollWidth - window.innerWidth"))
+
+
+def _audit(page: Any) -> list[str]:
+    """axe-core's serious and critical violations on the page (vendored, tests/e2e/assets)."""
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+                           ".map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))")
+    return [f"{v['id']} ({v['impact']}): {v['nodes']}" for v in result if v["impact"] in ("serious", "critical")]
+
+
+def test_repair_story_in_the_browser_only(stack: LocalStack, tmp_path: Path, browser: Any) -> None:
+    """Find the late endpoint by search, open the failing instance, retry it (after the fix is applied)
+    and watch it turn DONE without a reload, launch a downstream backfill from the form, ack the incident;
+    the same attempt as a non-owner is refused. Every page at 1,280 and 390 px: screenshots, no
+    horizontal overflow, no serious or critical accessibility violation."""
+    pre, team = f"fix-{uuid.uuid4().hex[:6]}", f"team-{uuid.uuid4().hex[:6]}"
+    raw, out, wf = f"{pre}-raw", f"{pre}-out", f"{pre}-agg"
+    today = datetime.now(UTC).date()
+    days = [(today - timedelta(days=n)).isoformat() for n in (3, 2, 1)]
+    manifests = f"""
+        apiVersion: ferry/v1
+        kind: Team
+        metadata: {{name: {team}}}
+        spec: {{members: [alice]}}
+        ---
+        apiVersion: ferry/v1
+        kind: Endpoint
+        metadata: {{name: {raw}, owner: {team}}}
+        spec: {{partitioning: daily, start: {days[0]}T00:00:00Z, sla: {{error_after: PT168H}}}}
+        ---
+        apiVersion: ferry/v1
+        kind: Endpoint
+        metadata: {{name: {out}, owner: {team}}}
+        spec: {{partitioning: daily, start: {days[0]}T00:00:00Z, sla: {{error_after: PT1M, alert_on_history: true}}}}
+        ---
+        apiVersion: ferry/v1
+        kind: Workflow
+        metadata: {{name: {wf}, owner: {team}}}
+        spec:
+          schedule: daily
+          image: local/job:1
+          command: [python, {JOB}]
+          args: ["{{}}"]
+          env: {{JOB_EXIT: "@CODE@"}}
+          depends_on: [{raw}]
+          produces: {out}
+          retry: {{max_tries: 1}}
+        """
+    _apply(stack, tmp_path, manifests.replace("@CODE@", "50"))
+    for d in days:
+        stack.cli("land", raw, d, "--records", "1000", user="alice", check=True)
+    stack.cli("trigger", wf, days[2], user="alice", check=True)
+    assert _tick_until(stack, wf, days[2], "ERROR")["exit_code"] == 50
+    stack.cli("evaluate", check=True)
+
+    base = stack.function_urls["dashboard"].rstrip("/") + "/"
+    shots = Shots(tmp_path)
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, extra_http_headers={"X-Ferry-User": "alice"})
+    page = context.new_page()
+    seen: list[str] = []
+
+    def check(name: str) -> None:
+        """Screenshots at both widths, no overflow at either, the accessibility audit at desktop width."""
+        for label, (w, h) in WIDTHS.items():
+            page.set_viewport_size({"width": w, "height": h})
+            assert _overflow(page) <= 0, f"{name} overflows by {_overflow(page)} px at {w} px"
+            shots.take(page, f"{name}-{label}-{w}")
+        page.set_viewport_size({"width": 1280, "height": 800})
+        assert _audit(page) == [], name
+        seen.append(name)
+
+    # Find the late endpoint by search.
+    page.goto(base)
+    check("endpoints")
+    page.fill("#q", out)
+    page.press("#q", "Enter")
+    page.wait_for_url("**/search?q=*")
+    check("search")
+    page.click(f'ul[data-kind="endpoints"] li[data-name="{out}"] a')
+    page.wait_for_url(f"**/endpoints/{out}")
+    assert page.locator(f'#partitions tr[data-partition="{days[2]}"]').get_attribute("data-state") == "late"
+    check("endpoint")
+
+    # Open the failing instance; the fix is applied; retry it and watch it turn DONE with no reload.
+    page.locator(f'#partitions tr[data-partition="{days[2]}"] a.instance').click()
+    page.wait_for_url(f"**/workflows/{wf}/instances/{days[2]}")
+    assert page.get_attribute("#instance-state", "data-state") == "ERROR"
+    check("instance")
+    _apply(stack, tmp_path, manifests.replace("@CODE@", "0"))
+    page.click('form[data-action="retry"] button')
+    page.wait_for_selector("#flash.ok")
+    assert "retrying" in page.inner_text("#flash")
+    page.evaluate("window.__same_page = true")
+    http = httpx.Client(base_url=stack.api_url, timeout=60)
+    end = time.monotonic() + 90
+    while page.get_attribute("#instance-state", "data-state") != "DONE":
+        assert time.monotonic() < end, page.get_attribute("#instance-state", "data-state")
+        http.post("/v1/tick", json={"budget_seconds": 20}, headers=stack.operator_headers).raise_for_status()
+        page.wait_for_timeout(1000)  # htmx refreshes the live part of the page every 3 s
+    assert page.evaluate("window.__same_page === true"), "the page was reloaded"
+    assert "exiting 0" in page.inner_text("#log")
+
+    # Launch a downstream backfill from the form, with its preview.
+    page.goto(f"{base}workflows/{wf}/backfill?downstream_of={raw}")
+    page.fill("#bf-start", days[0])
+    page.fill("#bf-end", days[2])
+    page.click("#backfill-preview-form button[type=submit]")
+    page.wait_for_selector("#preview")
+    assert "2 instance(s)" in page.inner_text("#preview") and wf in page.inner_text("#preview")
+    check("backfill-form")
+    page.click("#launch")
+    page.wait_for_selector("#flash.ok")
+    assert page.locator("#backfills tr[data-backfill]").count() == 1
+    check("workflow")
+    page.click("#backfills tr[data-backfill] a")
+    page.wait_for_url("**/backfills/*")
+    check("backfill")
+
+    # Ack the incident.
+    page.goto(f"{base}endpoints/{out}")
+    alert = page.locator("#alerts tr[data-alert]").first
+    alert_id = alert.get_attribute("data-alert")
+    alert.locator('form[data-action="ack"] button').click()
+    page.wait_for_selector("#flash.ok")
+    assert page.inner_text(f'#alerts tr[data-alert="{alert_id}"] .acked') == "yes"
+    for path, name in ((f"lineage?endpoint={out}", "lineage"), ("workflows", "workflows"), ("eventtypes", "eventtypes")):
+        page.goto(base + path)
+        check(name)
+
+    # The same attempt as a non-owner: the action is disabled, naming the owner; posted anyway, refused.
+    stranger = browser.new_context(viewport={"width": 1280, "height": 800},
+                                   extra_http_headers={"X-Ferry-User": "mallory"})
+    other = stranger.new_page()
+    other.goto(f"{base}workflows/{wf}/instances/{days[2]}")
+    button = other.locator('form[data-action="retry"] button')
+    assert button.is_disabled() and team in (button.get_attribute("title") or "")
+    other.evaluate("document.querySelector('form[data-action=\"retry\"] button').disabled = false")
+    other.click('form[data-action="retry"] button')
+    other.wait_for_selector("#flash.err")
+    assert "not a member" in other.inner_text("#flash")
+    # and a forged cross-site post (no token) changes nothing
+    forged = other.request.post(f"{base}actions/retry", form={"workflow": wf, "parameter": days[2]},
+                                headers={"Origin": "https://evil.example"}, max_redirects=0)
+    assert forged.status == 403
+    stranger.close()
+    context.close()
+    assert len(seen) == 10 and len(list(shots.dir.glob("*.png"))) == 20

@@ -107,7 +107,7 @@ def _utc(t: Any) -> str:
 ENV.filters.update(iso=_iso, utc=_utc, ago=_ago, dt=_dt,
                    urlpart=lambda s: quote(str(s), safe=""), seconds=_human_seconds, size=_size,
                    duration=lambda d: str(d))
-ENV.globals.update(colour=colour, LEGEND=LEGEND)
+ENV.globals.update(colour=colour, ink=lambda s: lineage.ink(colour(s)), LEGEND=LEGEND)
 
 
 def render(call: Call, template: str, section: str, **data: Any) -> str:

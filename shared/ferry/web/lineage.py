@@ -157,8 +157,31 @@ def _colour(services: Services, g: Graph, summaries: dict[str, dict[str, Any]], 
 NODE_W, NODE_H, COL_GAP, ROW_GAP, PAD = 190, 34, 70, 18, 16
 
 
-def layout(g: Graph) -> dict[str, tuple[int, int]]:
-    """Column = longest path from a source (cycles broken by visit order); row = order within it."""
+def ink(fill: str) -> str:
+    """Black or white, whichever contrasts more with ``fill`` (#rrggbb): WCAG's relative luminance."""
+    def channel(c: int) -> float:
+        v = c / 255
+        return v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (int(fill[i:i + 2], 16) for i in (1, 3, 5))
+    lum = 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+    return "#000" if (lum + 0.05) / 0.05 > 1.05 / (lum + 0.05) else "#fff"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each node sits, and each edge's route: the slots it passes (a long edge goes through empty
+    slots of the columns between its ends, so it never crosses a node)."""
+
+    pos: dict[str, tuple[int, int]]
+    routes: dict[tuple[str, str], list[tuple[int, int]]]
+
+
+def layout(g: Graph, sweeps: int = 4) -> Layout:
+    """A layered layout (Sugiyama's method, small): column = longest path from a source (cycles broken
+    by visit order); an edge longer than one column gets a virtual node in every column between; rows
+    within a column ordered by the barycentre of their neighbours, sweeping down and up, so that edges
+    cross each other rarely and never cross a node."""
     incoming: dict[str, list[str]] = {n: [] for n in g.nodes}
     for a, b in g.edges:
         if a in incoming and b in incoming:
@@ -174,35 +197,74 @@ def layout(g: Graph) -> dict[str, tuple[int, int]]:
 
     for n in sorted(g.nodes):
         col(n, frozenset())
-    rows: dict[int, int] = {}
-    pos = {}
-    for n in sorted(g.nodes, key=lambda n: (column[n], g.nodes[n]["name"])):
-        c = column[n]
-        pos[n] = (PAD + c * (NODE_W + COL_GAP), PAD + rows.get(c, 0) * (NODE_H + ROW_GAP))
-        rows[c] = rows.get(c, 0) + 1
-    return pos
+    # virtual nodes: one per column strictly between the ends of a forward edge
+    chains: dict[tuple[str, str], list[str]] = {}
+    up: dict[str, list[str]] = {n: [] for n in g.nodes}
+    down: dict[str, list[str]] = {n: [] for n in g.nodes}
+    for a, b in sorted(g.edges):
+        if a not in column or b not in column or column[b] <= column[a]:
+            continue
+        chain = [a] + [f"~{a}~{b}~{c}" for c in range(column[a] + 1, column[b])] + [b]
+        for i, v in enumerate(chain[1:-1], start=column[a] + 1):
+            column[v] = i
+            up.setdefault(v, [])
+            down.setdefault(v, [])
+        for x, y in zip(chain, chain[1:], strict=False):
+            down[x].append(y)
+            up[y].append(x)
+        chains[(a, b)] = chain
+    layers: dict[int, list[str]] = {}
+    for v in sorted(column, key=lambda v: (g.nodes[v]["name"] if v in g.nodes else v)):
+        layers.setdefault(column[v], []).append(v)
+    order = {v: i for vs in layers.values() for i, v in enumerate(vs)}
+    for sweep in range(sweeps):
+        cols = sorted(layers) if sweep % 2 == 0 else sorted(layers, reverse=True)
+        for c in cols[1:]:
+            near = up if sweep % 2 == 0 else down
+
+            def centre(v: str, near: dict[str, list[str]] = near) -> float:
+                ns = near.get(v) or []
+                return sum(order[n] for n in ns) / len(ns) if ns else order[v]
+
+            layers[c].sort(key=lambda v: (centre(v), order[v]))
+            order.update({v: i for i, v in enumerate(layers[c])})
+    slot = {v: (PAD + column[v] * (NODE_W + COL_GAP), PAD + order[v] * (NODE_H + ROW_GAP)) for v in column}
+    pos = {n: slot[n] for n in g.nodes}
+    routes = {edge: [slot[v] for v in chain] for edge, chain in chains.items()}
+    return Layout(pos, routes)
 
 
 def svg(g: Graph, colours: dict[str, str], focus: str | None = None) -> str:
     """The graph as an SVG document fragment: each node a link to its page."""
     from markupsafe import escape
 
-    pos = layout(g)
-    width = max((x for x, _ in pos.values()), default=0) + NODE_W + PAD
-    height = max((y for _, y in pos.values()), default=0) + NODE_H + PAD
+    plan = layout(g)
+    pos = plan.pos
+    slots = [xy for route in plan.routes.values() for xy in route] + list(pos.values())
+    width = max((x for x, _ in slots), default=0) + NODE_W + PAD
+    height = max((y for _, y in slots), default=0) + NODE_H + PAD
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" id="lineage" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" role="img" aria-label="lineage graph">',
            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
-           'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#888"/></marker></defs>']
+           'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#666"/></marker></defs>']
     for a, b in sorted(g.edges):
         if a not in pos or b not in pos:
             continue
-        (x1, y1), (x2, y2) = pos[a], pos[b]
-        sx, sy, ex, ey = x1 + NODE_W, y1 + NODE_H // 2, x2, y2 + NODE_H // 2
-        mid = (sx + ex) // 2
+        route = plan.routes.get((a, b))
+        if route is None:  # a back edge (a cycle): from the right of a, round to the left of b
+            (x1, y1), (x2, y2) = pos[a], pos[b]
+            route = [(x1, y1), (x2, y2)]
+        (x0, y0), hh = route[0], NODE_H // 2
+        cx, cy = x0 + NODE_W, y0 + hh
+        d = [f"M {cx} {cy}"]
+        for j, (x, y) in enumerate(route[1:], start=1):
+            mid = (cx + x) // 2
+            d.append(f"C {mid} {cy}, {mid} {y + hh}, {x} {y + hh}")
+            if j < len(route) - 1:  # through a virtual slot, level with it
+                cx, cy = x + NODE_W, y + hh
+                d.append(f"L {cx} {cy}")
         out.append(f'<path class="edge" data-from="{escape(a)}" data-to="{escape(b)}" '
-                   f'd="M {sx} {sy} C {mid} {sy}, {mid} {ey}, {ex} {ey}" fill="none" stroke="#888" '
-                   f'marker-end="url(#arrow)"/>')
+                   f'd="{" ".join(d)}" fill="none" stroke="#666" marker-end="url(#arrow)"/>')
     for nid, n in sorted(g.nodes.items()):
         x, y = pos[nid]
         state = str(n["state"])
@@ -211,9 +273,10 @@ def svg(g: Graph, colours: dict[str, str], focus: str | None = None) -> str:
         stroke = ' stroke="#000" stroke-width="3"' if nid == focus else ""
         label = n["name"] if len(n["name"]) <= 24 else n["name"][:23] + "…"
         out.append(f'<a href="{escape(n["href"])}" class="node" data-node="{escape(nid)}" data-kind="{n["kind"]}" '
-                   f'data-state="{escape(state)}"><title>{escape(n["kind"])} {escape(n["name"])}: {escape(state)}'
+                   f'data-state="{escape(state)}" aria-label="{escape(n["kind"])} {escape(n["name"])}: {escape(state)}">'
+                   f'<title>{escape(n["kind"])} {escape(n["name"])}: {escape(state)}'
                    f'</title><rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="{rx}" fill="{fill}"{stroke}/>'
-                   f'<text x="{x + NODE_W // 2}" y="{y + NODE_H // 2 + 5}" text-anchor="middle" fill="#fff" '
+                   f'<text x="{x + NODE_W // 2}" y="{y + NODE_H // 2 + 5}" text-anchor="middle" fill="{ink(fill)}" '
                    f'font-size="12">{escape(label)}</text></a>')
     out.append("</svg>")
     return "".join(out)

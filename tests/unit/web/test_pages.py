@@ -177,3 +177,32 @@ def test_lineage_stops_expanding_at_its_node_budget(world, monkeypatch) -> None:
     g = lineage.neighbourhood(svc, ["hub"], clock.now(), depth=4)
     assert g.truncated
     assert len(g.nodes) == 46 and len([n for n in g.nodes if n.startswith("endpoint:d-")]) == 5
+
+
+def test_lineage_layout_is_layered_and_no_edge_crosses_a_node() -> None:
+    """a -> b -> c -> d and a -> d, a -> c: the long edges pass through empty slots of the columns between
+    their ends (virtual nodes), every segment joins adjacent columns, so no edge is drawn through a node."""
+    from ferry.web import lineage
+
+    g = lineage.Graph()
+    for n in "abcdxy":
+        g.nodes[f"endpoint:{n}"] = {"kind": "endpoint", "name": n, "state": "ok", "href": f"/endpoints/{n}"}
+    g.edges |= {("endpoint:a", "endpoint:b"), ("endpoint:b", "endpoint:c"), ("endpoint:c", "endpoint:d"),
+                ("endpoint:a", "endpoint:d"), ("endpoint:a", "endpoint:c"), ("endpoint:x", "endpoint:y"),
+                ("endpoint:x", "endpoint:d")}
+    plan = lineage.layout(g)
+    step = lineage.NODE_W + lineage.COL_GAP
+    occupied = set(plan.pos.values())
+    assert len(occupied) == len(plan.pos)  # no two nodes share a slot
+    virtual: set[tuple[int, int]] = set()
+    for (a, b), route in plan.routes.items():
+        assert route[0] == plan.pos[a] and route[-1] == plan.pos[b]
+        for (x1, _), (x2, _) in zip(route, route[1:], strict=False):
+            assert x2 - x1 == step, (a, b, route)  # adjacent columns only: drawn in the gap between them
+        for slot in route[1:-1]:
+            assert slot not in occupied and slot not in virtual, (a, b, slot)
+            virtual.add(slot)
+    assert len(plan.routes[("endpoint:a", "endpoint:d")]) == 4
+    html = lineage.svg(g, {"ok": "#1b5e20"})
+    assert html.count('class="edge"') == 7 and 'fill="#fff"' in html
+    assert lineage.ink("#fbc02d") == "#000" and lineage.ink("#263238") == "#fff"
