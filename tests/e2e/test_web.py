@@ -305,8 +305,8 @@ def test_repair_story_in_the_browser_only(stack: LocalStack, tmp_path: Path, bro
     check("instance")
     _apply(stack, tmp_path, manifests.replace("@CODE@", "0"))
     page.click('form[data-action="retry"] button')
-    page.wait_for_selector("#flash.ok")
-    assert "retrying" in page.inner_text("#flash")
+    page.wait_for_selector("#flash")
+    assert "retrying" in page.inner_text("#flash.ok")
     page.evaluate("window.__same_page = true")
     http = httpx.Client(base_url=stack.api_url, timeout=60)
     end = time.monotonic() + 90

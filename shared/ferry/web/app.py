@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import jinja2
 
 from ferry.api.router import Call, Router
+from ferry.domain.periods import partitioning
 from ferry.errors import BadRequest, FerryError, MethodNotAllowed
 from ferry.web import actions, lineage, views
 
@@ -207,7 +208,14 @@ def eventtypes_page(call: Call) -> str:
 
 @pages.route("/eventtypes/<name>", summary="One event type with samples of what was set aside")
 def eventtype_page(call: Call, name: str) -> str:
-    return render(call, "eventtype.html", "eventtypes", t=views.event_type(call.services, name, call.now()))
+    t = views.event_type(call.services, name, call.now())
+    history = views.event_type_history(call.services, name, partitioning(t["spec"].partitioning), call.now())
+    charts = [views.bar_chart(history, key, title, colour, unit) for key, title, colour, unit in (
+        ("events", "events delivered per closed period", "#1565c0", ""),
+        ("late", "late events per closed period", "#7b1fa2", ""),
+        ("duplicates", "duplicates dropped per closed period", "#5d4037", ""),
+        ("delay_seconds", "closing delay (closed at − end of period)", "#ef6c00", " s"))]
+    return render(call, "eventtype.html", "eventtypes", t=t, history=history, charts=charts)
 
 
 @pages.route("/search", summary="Search names of endpoints, workflows, event types, teams; instance ids")
@@ -281,7 +289,7 @@ def _local_identity(services: Services, headers: dict[str, str], cookies: dict[s
 def handle(services: Services, method: str, path: str, query: dict[str, str], headers: dict[str, str],
            form: dict[str, str] | None = None, cookies: dict[str, str] | None = None) -> Reply:
     """One request to the web view. Never raises."""
-    cookies = cookies or {}
+    cookies = {k: unquote(v) for k, v in (cookies or {}).items()}  # set percent-encoded (_cookie)
     secure = headers.get("X-Forwarded-Proto", headers.get("x-forwarded-proto", "")) == "https"
     if path.startswith("/assets/"):
         name = path[len("/assets/"):]

@@ -379,3 +379,62 @@ def search(services: Services, q: str, teams: list[str] | None = None, limit: in
         docs.update(services.store.query(INSTANCES, [Where("execution_id", "==", q)], limit=5))
         found["instances"] = [instance_view(run_from_doc(d)) for d in docs.values()]
     return found
+
+
+# -- event types over time ------------------------------------------------------------------------------
+
+HISTORY_PERIODS = 24
+
+
+def event_type_history(services: Services, name: str, cadence: Any, now: datetime,
+                       periods: int = HISTORY_PERIODS) -> list[dict[str, Any]]:
+    """The type's last ``periods`` periods, oldest first: events delivered into each closed period, how
+    many arrived late, duplicates dropped, and the closing delay (closed at − end of the period); one
+    batched read of their completion records (``gabo_closed``)."""
+    from ferry.gabo.state import CLOSED, closed_id
+
+    starts: list[datetime] = []
+    t = cadence.floor(now)
+    for _ in range(periods):
+        t = cadence.prev(t)
+        starts.append(t)
+    starts.reverse()
+    ids = {closed_id(name, s): s for s in starts}
+    found = services.store.get_many(CLOSED, list(ids))
+    rows = []
+    for s in starts:
+        doc = found.get(closed_id(name, s)) or {}
+        closed_at = doc.get("closed_at") if doc.get("state") == "closed" else None
+        end = cadence.next(s)
+        rows.append({"partition": cadence.format(s), "closed": closed_at is not None,
+                     "events": int(doc.get("events") or 0), "late": int(doc.get("late") or 0),
+                     "duplicates": int(doc.get("duplicates") or 0), "replayed": int(doc.get("replayed_events") or 0),
+                     "delay_seconds": int((closed_at - end).total_seconds()) if closed_at else None})
+    return rows
+
+
+def bar_chart(rows: list[dict[str, Any]], key: str, title: str, colour: str, unit: str = "") -> str:
+    """A small bar chart as SVG (drawn here, no script): one bar per period, the value on hover, the
+    first and last period and the maximum labelled; periods with no value are drawn as gaps."""
+    from markupsafe import escape
+
+    width, height, pad, label_h = 480, 90, 4, 16
+    values = [r.get(key) for r in rows]
+    top = max([v for v in values if v is not None] or [0]) or 1
+    bw = (width - 2 * pad) / max(1, len(rows))
+    out = [f'<svg class="chart" data-series="{escape(key)}" width="{width}" height="{height + label_h}" '
+           f'viewBox="0 0 {width} {height + label_h}" role="img" aria-label="{escape(title)}">',
+           f'<title>{escape(title)}</title>']
+    for i, (r, v) in enumerate(zip(rows, values, strict=True)):
+        if v is None:
+            continue
+        h = max(1.0, (height - 2 * pad) * v / top) if v else 0
+        x, y = pad + i * bw, height - pad - h
+        out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(1.0, bw - 2):.1f}" height="{h:.1f}" fill="{colour}" '
+                   f'data-partition="{escape(r["partition"])}" data-value="{v}"><title>{escape(r["partition"])}: '
+                   f'{v}{escape(unit)}</title></rect>')
+    out.append(f'<text x="{pad}" y="{height + label_h - 3}" font-size="11" fill="#444">{escape(rows[0]["partition"]) if rows else ""}</text>')
+    out.append(f'<text x="{width - pad}" y="{height + label_h - 3}" font-size="11" fill="#444" text-anchor="end">'
+               f'{escape(rows[-1]["partition"]) if rows else ""}</text>')
+    out.append(f'<text x="{pad}" y="12" font-size="11" fill="#444">max {top}{escape(unit)}</text></svg>')
+    return "".join(out)

@@ -8,7 +8,7 @@ import json
 import re
 from datetime import timedelta
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -75,7 +75,7 @@ def test_retry_from_the_page_is_the_api_call_and_shows_its_result(team: Any) -> 
     assert str(StyxService(svc).instance("wf-agg", "2026-11-26T11").state) == "QUEUED"
     # the page the browser is sent back to shows the result once
     shown = handle(svc, "GET", "/workflows/wf-agg/instances/2026-11-26T11", {}, {"X-Ferry-User": OWNER}, None,
-                   {"ferry_flash": json.dumps(flash), "ferry_csrf": "x"})
+                   {"ferry_flash": quote(json.dumps(flash)), "ferry_csrf": "x"})  # as the browser sends it
     assert 'id="flash"' in shown.body and "retrying wf-agg" in shown.body
     assert any(v.startswith("ferry_flash=;") for k, v in shown.headers if k == "Set-Cookie")  # cleared
     # and it appears in the timeline (the retry is a new trigger)
@@ -196,3 +196,33 @@ def test_run_grid_and_partition_paging(team: Any) -> None:
     older, _ = page(svc, "/endpoints/raw", before="2026-11-26T11")
     rows = re.findall(r'<tr id="p-([^"]+)"', older.body)
     assert rows == ["2026-11-26T10", "2026-11-26T09"]  # the endpoint starts at 09:00
+
+
+def test_event_type_page_charts_its_closed_periods(team: Any) -> None:
+    """Per period: events delivered, late, duplicates and the closing delay, from the completion records
+    (one batched read); a period not closed is a gap."""
+    from datetime import UTC, datetime
+
+    from ferry.gabo.state import CLOSED, closed_id
+    from ferry.store.base import Op
+
+    svc, _, clock = team
+    et = KINDS["EventType"].model_validate({"apiVersion": "ferry/v1", "kind": "EventType",
+                                            "metadata": {"name": "play", "owner": "team-a"},
+                                            "spec": {"schema": {"type": "object"}, "partitioning": "hourly"}})
+    svc.apply.apply([et], clock.now(), OWNER)  # type: ignore[list-item]
+    now = clock.now()  # 14:00:30
+    closed = {datetime(2026, 11, 26, h, tzinfo=UTC): (100 * h, h, 120 + h) for h in (10, 11, 13)}
+    svc.store.write([Op.set(CLOSED, closed_id("play", s), {"state": "closed", "events": n, "late": late,
+                                                           "duplicates": 1, "closed_at": s + timedelta(hours=1, seconds=d)})
+                     for s, (n, late, d) in closed.items()])
+    reply, _ = page(svc, "/eventtypes/play")
+    assert reply.status == 200 and now.hour == 14
+    bars = {s: dict(re.findall(r'data-partition="([^"]+)" data-value="(\d+)"', chart))
+            for chart, s in re.findall(r'(<svg class="chart" data-series="(\w+)".*?</svg>)', reply.body, re.S)}
+    assert bars["events"] == {"2026-11-26T10": "1000", "2026-11-26T11": "1100", "2026-11-26T13": "1300",
+                              **{k: "0" for k in bars["events"] if k not in ("2026-11-26T10", "2026-11-26T11",
+                                                                               "2026-11-26T13")}}
+    assert bars["delay_seconds"] == {"2026-11-26T10": "130", "2026-11-26T11": "131", "2026-11-26T13": "133"}
+    assert bars["late"]["2026-11-26T13"] == "13" and "2026-11-26T12" not in bars["delay_seconds"]
+    assert "3 of 24 closed" in reply.body
