@@ -82,7 +82,7 @@ def evaluate(request):  # type: ignore[no-untyped-def]
 
 @functions_framework.http
 def dashboard(request):  # type: ignore[no-untyped-def]
-    """The unified web view (read-only pages: endpoints, lineage, workflows, event types)."""
+    """The unified web view: pages, and actions posted as the API calls the CLI makes (docs/web.md)."""
     from ferry.web.app import dashboard
 
     return dashboard(request, process_services())

@@ -1,5 +1,6 @@
 """The web view's pages, served by the ``dashboard`` function: server-side Jinja templates, one
-stylesheet, no JavaScript. Read-only: every page is a GET; the JSON reads it also answers
+stylesheet, htmx for live parts. Every page is a GET; actions are forms posted to ``/actions/NAME``,
+each run as the API call the CLI makes (``ferry.web.actions``); the JSON reads it also answers
 (``/v1/status``, ``/v1/alerts``) are Datamon's own routes.
 
 The pages go through a ``Router`` like the API's, so a page gets the same caller identity, clock
