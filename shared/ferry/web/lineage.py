@@ -244,7 +244,7 @@ def svg(g: Graph, colours: dict[str, str], focus: str | None = None) -> str:
     width = max((x for x, _ in slots), default=0) + NODE_W + PAD
     height = max((y for _, y in slots), default=0) + NODE_H + PAD
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" id="lineage" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="lineage graph">',
+           f'viewBox="0 0 {width} {height}" role="group" aria-label="lineage graph">',
            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
            'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#666"/></marker></defs>']
     for a, b in sorted(g.edges):
