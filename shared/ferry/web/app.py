@@ -50,6 +50,9 @@ LEGEND = [("ok", "landed on time"), ("landed_late", "landed after its deadline")
           ("late", "past its deadline, not landed")]
 
 
+STATE_FILTER = ("late", "at_risk", "warn", "landed_late", "pending", "ok")
+
+
 def colour(state: Any) -> str:
     return COLOURS.get(str(state), COLOURS.get(str(state).lower(), "#9e9e9e"))
 
@@ -157,9 +160,12 @@ def _limit(call: Call) -> int:
 
 @pages.route("/", summary="Endpoints, worst first within a page")
 def endpoints_page(call: Call) -> str:
-    page = views.endpoints(call.services, call.now(), call.arg("owner") or None, call.arg("after"), _limit(call))
+    state = call.arg("state") or None
+    if state and state not in STATE_FILTER:
+        raise BadRequest(f"state must be one of {', '.join(STATE_FILTER)}")
+    page = views.endpoints(call.services, call.now(), call.arg("owner") or None, call.arg("after"), _limit(call), state)
     return render(call, "endpoints.html", "endpoints", page=page, owner=call.arg("owner"), after=call.arg("after"),
-                  limit=_limit(call))
+                  limit=_limit(call), state_filter=state, states=STATE_FILTER)
 
 
 @pages.route("/endpoints/<name>", summary="One endpoint")

@@ -40,9 +40,12 @@ class Page:
 # -- endpoints ----------------------------------------------------------------------------------------
 
 def endpoints(services: Services, now: datetime, owner: str | None = None, after: str | None = None,
-              limit: int = PAGE) -> Page:
-    """One page of endpoints by name (worst first within the page): ``limit + 1`` summary reads."""
+              limit: int = PAGE, state: str | None = None) -> Page:
+    """One page of endpoints by name (worst first within the page): ``limit + 1`` summary reads.
+    ``state``: only those whose last evaluation left them in that state (``late``, ``warn``, …)."""
     where = [Where("owner", "==", owner)] if owner else []
+    if state:
+        where.append(Where("state", "==", state))
     rows = services.store.query(ENDPOINTS, where, limit=limit + 1, start_after=after)
     active = silences.active(services.store, now)
     items = [r for name, doc in rows[:limit] if (r := status_row(name, doc, now, active)) is not None]

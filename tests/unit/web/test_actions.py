@@ -226,3 +226,13 @@ def test_event_type_page_charts_its_closed_periods(team: Any) -> None:
     assert bars["delay_seconds"] == {"2026-11-26T10": "130", "2026-11-26T11": "131", "2026-11-26T13": "133"}
     assert bars["late"]["2026-11-26T13"] == "13" and "2026-11-26T12" not in bars["delay_seconds"]
     assert "3 of 24 closed" in reply.body
+
+
+def test_endpoints_filter_by_state_and_owner_in_a_shareable_url(team: Any) -> None:
+    svc, _, _ = team
+    reply, _ = page(svc, "/", state="late")
+    assert re.findall(r'<tr data-endpoint="([^"]+)"', reply.body) == ["agg"]
+    assert '<option value="late" selected>' in reply.body
+    reply, _ = page(svc, "/", state="late", owner="team-b")
+    assert re.findall(r'<tr data-endpoint="([^"]+)"', reply.body) == []
+    assert page(svc, "/", state="nonsense")[0].status == 400
