@@ -49,14 +49,15 @@ class Stack:
     """Gabo on fakes, with the three steps a test drives: ingest a raw body, deliver until drained,
     close (inline) — and what a closed period holds."""
 
-    def __init__(self, tmp: Path, max_event_bytes: int = MAX, applied_at: datetime = T0 - timedelta(minutes=1)) -> None:
+    def __init__(self, tmp: Path, max_event_bytes: int = MAX, applied_at: datetime = T0 - timedelta(minutes=1),
+                 sink: Any = None) -> None:
         from ferry.gabo.delivery.broker import MemoryBroker
 
         self.clock = FixedClock(T0)
         self.broker = MemoryBroker(self.clock)
         self.svc: Services = bootstrap(Settings(store="memory", broker="memory", sink=f"file://{tmp}/sink"),
                                        store=MemoryStore(), clock=self.clock, broker=self.broker,
-                                       sink=LocalSink(tmp / "sink"), datamon=Lands())
+                                       sink=sink or LocalSink(tmp / "sink"), datamon=Lands())
         self.g = Gabo(self.svc)
         self.tmp = tmp
         et = EventType.model_validate({"metadata": {"name": "play", "owner": "team-a"},
@@ -77,8 +78,10 @@ class Stack:
 
     def closed_lines(self) -> list[bytes]:
         out = []
-        for p in sorted((self.tmp / "sink" / "events" / "play").rglob("part-*.jsonl.gz")):
-            out += [ln for ln in gzip.decompress(p.read_bytes()).split(b"\n") if ln]
+        sink = self.svc.sink
+        for key in sink.list("events/play/"):
+            if key.rsplit("/", 1)[-1].startswith("part-"):
+                out += [ln for ln in gzip.decompress(sink.read(key)).split(b"\n") if ln]
         return out
 
     def closed_ids(self) -> list[str]:
