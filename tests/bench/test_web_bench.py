@@ -142,7 +142,14 @@ def test_web_view_at_10k_endpoints_2k_workflows(emulators, project_id: str) -> N
              ("endpoint page", f"/endpoints/{mid}", {}), ("lineage (first page)", "/lineage", {}),
              (f"lineage around {mid}, depth 2", "/lineage", {"endpoint": mid}),
              (f"lineage around {mid}, depth 6", "/lineage", {"endpoint": mid, "depth": "6"}),
-             ("workflows page", "/workflows", {}), ("workflow page", f"/workflows/wf-{N_WORKFLOWS // 2:05d}", {})]
+             ("workflows page", "/workflows", {}), ("workflow page", f"/workflows/wf-{N_WORKFLOWS // 2:05d}", {}),
+             # issue 22's pages: filters, search, history, the backfill launcher's preview
+             ("endpoints page, late only", "/", {"state": "late"}),
+             ("endpoint page, older partitions", f"/endpoints/{mid}", {"before": "2026-11-25T00"}),
+             ("search 'ep-012'", "/search", {"q": "ep-012"}),
+             ("search my teams", "/search", {"mine": "1"}),
+             ("backfill preview, 48 hours", f"/workflows/wf-{N_WORKFLOWS // 2:05d}/backfill",
+              {"start": "2026-11-24T00", "end": "2026-11-26T00"})]
     results = {}
     _count_calls(svc)
     for label, path, query in pages:
