@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from e2e.test_gabo import PT1M, VirtualClock, cli, close_until, deliver_until, t0
-from ferry.gabo import core
+from ferry.gabo.envelopes import iso
+from ferry.gabo.names import final_prefix
 from ferry.gabo.tables.columns import canonical_time
 from ferry.gabo.tables.query import table_name
 
@@ -60,15 +61,15 @@ def test_events_through_close_to_ferry_query(stack: Any) -> None:
     apply(stack, name, SCHEMA)
     start = t0()
     events = [{"id": f"e{i}", "payload": payload(i)} for i in range(3000)]
-    send(stack, name, events, core.iso(start))
+    send(stack, name, events, iso(start))
     later = [{"id": f"late{i}", "payload": payload(i)} for i in range(50)]  # the next period: not closed
-    send(stack, name, later, core.iso(start + timedelta(minutes=1)))
+    send(stack, name, later, iso(start + timedelta(minutes=1)))
     clock = VirtualClock(start + timedelta(seconds=70))
     deliver_until(stack, name, clock, lambda rs: sum(r["written"] for r in rs) >= 3050 and rs[-1]["drained"])
     period = start.replace(second=0)
     marker = close_until(stack, name, period, clock)
     assert marker["events"] == 3000
-    assert list((stack.home / "sink" / core.final_prefix(name, period, PT1M)).glob("part-*.parquet"))
+    assert list((stack.home / "sink" / final_prefix(name, period, PT1M)).glob("part-*.parquet"))
 
     # per-key counts equal to what this test computes from its input; the unclosed period is invisible
     want = Counter(e["payload"]["user_id"] for e in events)
@@ -99,7 +100,7 @@ def test_schema_evolution_refuses_removal_and_widens_on_addition(stack: Any) -> 
     table = f"events.{table_name(name)}"
     apply(stack, name, SCHEMA)
     start = t0() + timedelta(minutes=5)
-    send(stack, name, [{"id": f"a{i}", "payload": payload(i)} for i in range(20)], core.iso(start))
+    send(stack, name, [{"id": f"a{i}", "payload": payload(i)} for i in range(20)], iso(start))
 
     removed = {**SCHEMA, "properties": {k: v for k, v in SCHEMA["properties"].items() if k != "score"}}
     refused = apply(stack, name, removed, exit_code=3)
@@ -114,7 +115,7 @@ def test_schema_evolution_refuses_removal_and_widens_on_addition(stack: Any) -> 
     added = {**SCHEMA, "properties": {**SCHEMA["properties"], "country": {"type": "string"}}}
     apply(stack, name, added)
     nxt = start + timedelta(minutes=1)
-    send(stack, name, [{"id": f"b{i}", "payload": {**payload(i), "country": "SE"}} for i in range(10)], core.iso(nxt))
+    send(stack, name, [{"id": f"b{i}", "payload": {**payload(i), "country": "SE"}} for i in range(10)], iso(nxt))
     clock = VirtualClock(nxt + timedelta(seconds=70))
     deliver_until(stack, name, clock, lambda rs: sum(r["written"] for r in rs) >= 10 and rs[-1]["drained"])
     close_until(stack, name, nxt.replace(second=0), clock)

@@ -129,8 +129,9 @@ class BigQueryTables:
             source_format=bigquery.SourceFormat.PARQUET,
             write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE if whole else bigquery.WriteDisposition.WRITE_APPEND,
             create_disposition=bigquery.CreateDisposition.CREATE_NEVER)
-        config.parquet_options = bigquery.ParquetOptions()
-        config.parquet_options.enable_list_inference = True
+        options = bigquery.ParquetOptions()
+        options.enable_list_inference = True  # LIST<T> columns load as REPEATED T, not a RECORD of list.element
+        config.parquet_options = options
         job_id = f"ferry_load_{table_name(event_type)}_{start:%Y%m%dT%H%M}"
         if whole:
             job_id += f"_{datetime.now().strftime('%Y%m%d%H%M%S%f')}"  # a truncating retry is a new job
