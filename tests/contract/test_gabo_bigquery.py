@@ -113,9 +113,10 @@ def test_a_closed_period_is_visible_after_its_load_and_a_query_is_estimated_and_
         tables.query(sql, max_bytes=10)
     with pytest.raises(ValidationError, match="without a filter over column"):
         tables.query("SELECT count(*) FROM events.t")
-    typed = tables.query("SELECT _id, \"at\", device.os AS os, tags FROM events.t WHERE _period IS NOT NULL "
+    typed = tables.query("SELECT _id, _received_at, device.os AS os, tags FROM events.t WHERE _period IS NOT NULL "
                          "AND _id = 'e4'").rows
-    assert typed == [["e4", "2026-12-07T10:00:00Z", "ios", ["a"]]]
+    assert typed == [["e4", "2026-12-07T10:00:01Z", "ios", ["a"]]]
+    assert fake.failures == []
 
 
 def test_a_sub_hourly_period_is_appended_once(bq: Any) -> None:

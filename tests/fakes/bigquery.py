@@ -140,13 +140,20 @@ class FakeBigQuery:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.results: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
         self.requests: list[tuple[str, str, Any]] = []
+        self.failures: list[str] = []
         self.lock = threading.Lock()
 
     # --------------------------------------------------------------------------------- routing
     def __call__(self, environ: Any, start_response: Any) -> Any:
         req = Request(environ)
         with self.lock:
-            resp = self.handle(req)
+            try:
+                resp = self.handle(req)
+            except Exception as exc:  # a bug of the fake: said plainly (a 500 would be retried by the client)
+                import traceback
+
+                self.failures.append(traceback.format_exc())
+                resp = _err(400, "fakeBug", f"{type(exc).__name__}: {exc}")
         return resp(environ, start_response)
 
     def handle(self, req: Request) -> Response:
@@ -380,7 +387,7 @@ class FakeBigQuery:
             con.register(name, self.tables[key].rows())
             sql = sql.replace(ref, ref.split()[0] + " " + name)
         try:
-            result = con.execute(sql).fetch_arrow_table()
+            result = con.sql(sql).to_arrow_table()
         except duckdb.Error as exc:
             raise ValueError(str(exc).splitlines()[0]) from exc
         fields = [_bq_field(n, result.schema.field(n).type) for n in result.column_names]
@@ -395,7 +402,7 @@ class FakeBigQuery:
         if job is None or job_id not in self.results:
             return _err(404, "notFound", f"Not found: Job {job_id}")
         fields, rows = self.results[job_id]
-        int64_ts = args.get("formatOptions.useInt64Timestamp") == "true"
+        int64_ts = str(args.get("formatOptions.useInt64Timestamp", "")).lower() == "true"
         out = {"kind": "bigquery#getQueryResultsResponse", "jobReference": job["jobReference"], "jobComplete": True,
                "schema": {"fields": fields}, "totalRows": str(len(rows)), "cacheHit": False,
                "totalBytesProcessed": job["statistics"]["query"]["totalBytesProcessed"]}

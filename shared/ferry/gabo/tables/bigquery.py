@@ -173,8 +173,10 @@ class BigQueryTables:
         if dry_run:
             return Result([], [], "bigquery", bytes_processed=estimate, stats={"dry_run": True})
         try:
-            job = self.client.query(sql, job_config=bigquery.QueryJobConfig(
-                maximum_bytes_billed=max_bytes, default_dataset=default))
+            config = bigquery.QueryJobConfig(default_dataset=default)
+            if max_bytes is not None:
+                config.maximum_bytes_billed = max_bytes
+            job = self.client.query(sql, job_config=config)
             rows = job.result(max_results=max_rows + 1)
             names = [f.name for f in rows.schema]
             got = [[_plain(v) for v in r.values()] for r in rows]
