@@ -58,19 +58,25 @@ def api_url(emulators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         proc.wait(timeout=30)
 
 
-def _run(operation, headers: dict[str, str], failures: list[str]) -> int:  # type: ignore[no-untyped-def]
+def _run(operation, headers: dict[str, str], failures: list[str], examples: int = EXAMPLES,  # type: ignore[no-untyped-def]
+         seed: int | None = None, statuses: dict[int, int] | None = None) -> int:
+    """Run ``examples`` generated cases of ``operation``; ``seed`` None: the fixed derandomized sequence
+    (the suite's run), else that seed's (tests/bench/test_api_fuzz_bench.py, a second seed)."""
+    import hypothesis
     from hypothesis import HealthCheck, Phase, given, settings
     from schemathesis import checks as sc
 
     calls = 0
 
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+    @settings(max_examples=examples, deadline=None, derandomize=seed is None, database=None,
               phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy())
     def run(case) -> None:  # type: ignore[no-untyped-def]
         nonlocal calls
         calls += 1
         response = case.call(headers=headers, timeout=60)
+        if statuses is not None:
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
         try:
             case.validate_response(response, checks=[sc.not_a_server_error, sc.response_schema_conformance])
         except BaseException as exc:  # schemathesis raises exception groups
@@ -80,6 +86,8 @@ def _run(operation, headers: dict[str, str], failures: list[str]) -> int:  # typ
                             f"{response.text[:300]}")
             raise
 
+    if seed is not None:
+        run = hypothesis.seed(seed)(run)
     try:
         run()
     except BaseException as exc:  # recorded in failures; every operation still runs

@@ -55,8 +55,9 @@ def parse_document(doc: Any, file: str, index: int) -> tuple[Manifest | None, li
         return None, [Problem(file, index, "(document)", "a manifest must be a mapping with kind, metadata and spec")]
     kind = doc.get("kind")
     name = (doc.get("metadata") or {}).get("name") if isinstance(doc.get("metadata"), dict) else None
-    if kind not in KINDS:
-        reason = "missing kind" if kind is None else f"unknown kind {kind!r}"
+    name = name if isinstance(name, str) else None
+    if not isinstance(kind, str) or kind not in KINDS:  # an object or a list is no kind (nor hashable)
+        reason = "missing kind" if kind is None else f"unknown kind {kind!r}"[:200]
         return None, [Problem(file, index, "kind", f"{reason}; kinds: {', '.join(KINDS)}", None, name)]
     try:
         return KINDS[kind].model_validate(doc), []  # type: ignore[return-value]

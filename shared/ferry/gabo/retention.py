@@ -45,7 +45,7 @@ from ferry.gabo.state import (
 from ferry.store.base import DocumentStore, Op, Where
 
 CLOSING_RETENTION = timedelta(days=1)
-CLOSED_RETENTION = timedelta(days=7)
+CLOSED_RETENTION = timedelta(days=2)  # read by id only: a redelivered order, a takeover, recent reports
 RUN_RETENTION = timedelta(days=2)
 SCALING_RETENTION = timedelta(days=2)
 # A live delivery run saves its record at every pull that finds nothing, every flush and every lease

@@ -69,3 +69,11 @@ def test_an_event_with_a_lone_surrogate_id_is_rejected_and_the_rest_accepted(svc
     assert status == 200, body
     assert (body["accepted"], body["rejected_count"]) == (1, 1)
     assert body["rejected"][0]["index"] == 0
+
+
+@pytest.mark.parametrize("kind", [{}, [], {"a": 1}])
+def test_apply_of_a_manifest_whose_kind_is_not_a_string_is_a_422(svc: Services, kind: Any) -> None:
+    """Found by the second-seed fuzz run (seed 2, 50 examples): ``kind: {}`` was a 500 (unhashable dict)."""
+    status, body = call(svc, "POST", "/v1/apply", {"manifests": [{"kind": kind, "metadata": {"name": {}}}]})
+    assert status == 422, (status, body)
+    assert body["error"]["details"][0]["field"] == "kind"
