@@ -9,6 +9,7 @@ from google.cloud import pubsub_v1
 
 from fakes.sample_infra import SAMPLE
 from ferry.deploy import Applier, plan
+from ferry.deploy.planning import function_url
 from ferry.infra.model import Infra
 
 pytestmark = pytest.mark.emulator
@@ -45,7 +46,7 @@ def test_topics_and_subscriptions_are_created_then_unchanged(clients, project_id
     assert push.ack_deadline_seconds == 300
     assert push.push_config.push_endpoint == URLS["deliver"]
     assert push.push_config.oidc_token.service_account_email == f"ferry-pubsub-push@{project_id}.iam.gserviceaccount.com"
-    assert push.push_config.oidc_token.audience == URLS["deliver"]
+    assert push.push_config.oidc_token.audience == function_url(project_id, R, "deliver")  # its FERRY_AUDIENCES
     assert push.dead_letter_policy.dead_letter_topic == f"projects/{project_id}/topics/ferry-dead-letter"
     assert push.dead_letter_policy.max_delivery_attempts == 7
     assert push.retry_policy.minimum_backoff.total_seconds() == 5

@@ -12,6 +12,7 @@ from google.cloud import scheduler_v1
 from fakes.sample_infra import SAMPLE
 from fakes.scheduler import serve
 from ferry.deploy import Applier, plan
+from ferry.deploy.planning import function_url
 from ferry.infra.model import Infra, load
 
 P, R = "proj-1", "europe-west1"
@@ -43,7 +44,7 @@ def test_jobs_are_stored_with_oidc_cron_zone_url_and_body_then_unchanged(schedul
     assert json.loads(t.body) == {"source": "scheduler"}
     assert t.headers["Content-Type"] == "application/json"
     assert t.oidc_token.service_account_email == f"ferry-scheduler@{P}.iam.gserviceaccount.com"
-    assert t.oidc_token.audience == "https://tick-x-ew.a.run.app"
+    assert t.oidc_token.audience == function_url(P, R, "tick")  # the function's FERRY_AUDIENCES
     assert not t.oauth_token.service_account_email
 
     calls = len(fake.calls)
@@ -59,12 +60,13 @@ def test_a_changed_schedule_is_updated_with_a_field_mask(scheduler, tmp_path: Pa
     assert (outcome.action, outcome.detail) == ("updated", "schedule")
     job = fake.jobs[f"projects/{P}/locations/{R}/jobs/styx-tick"]
     assert job.schedule == "*/5 * * * *"
-    assert job.http_target.oidc_token.audience == "https://tick-x-ew.a.run.app"
-    # a moved function URL updates the target (and its OIDC audience)
+    assert job.http_target.oidc_token.audience == function_url(P, R, "tick")
+    # a moved function URL updates the target (its OIDC audience stays the configured one)
     outcome = Applier(scheduler=client).apply(
         _jobs(Infra.model_validate(changed), tmp_path, {**URLS, "tick": "https://tick-new.a.run.app"})[0])
     assert (outcome.action, outcome.detail) == ("updated", "http_target")
-    assert fake.jobs[job.name].http_target.oidc_token.audience == "https://tick-new.a.run.app"
+    assert fake.jobs[job.name].http_target.uri == "https://tick-new.a.run.app/tick"
+    assert fake.jobs[job.name].http_target.oidc_token.audience == function_url(P, R, "tick")
 
 
 def test_every_job_of_the_repository_infra_deploys(scheduler, tmp_path: Path) -> None:

@@ -4,8 +4,9 @@ Two identity modes, chosen explicitly (``FERRY_IDENTITY``):
 
 - ``oidc`` (every deployed function): the caller is the ``email`` of a Google-signed ID token, verified
   here with google-auth — RS256 signature against the certificates at ``FERRY_CERTS_URL`` (Google's by
-  default), ``aud`` one of the function's declared audiences (``FERRY_AUDIENCES``) or its own URL,
-  ``iss`` Google's, ``exp``/``iat`` in range and ``email_verified`` true. The token is read from
+  default), ``aud`` one of the function's declared audiences (``FERRY_AUDIENCES``, configuration only:
+  never derived from the request, whose Host header the caller chooses; an ``aud`` list is accepted when
+  one of its elements is declared), ``iss`` Google's, ``exp``/``iat`` in range and ``email_verified`` true. The token is read from
   ``X-Serverless-Authorization`` when present (the header Cloud Run itself verified; it then passes
   ``Authorization`` through unchecked), else from ``Authorization: Bearer``. Anything else is 401.
 - a person in a browser through Identity-Aware Proxy (when ``FERRY_IAP_AUDIENCE`` is set): the e-mail
@@ -147,12 +148,12 @@ class TokenVerifier:
                 self._expires = time.monotonic() + ttl
             return self._certs
 
-    def verify(self, token: str, extra_audiences: Sequence[str] = ()) -> str:
+    def verify(self, token: str) -> str:
         """The verified e-mail of ``token``; raises Unauthenticated naming what failed."""
         from google.auth import exceptions as gexc
         from google.auth import jwt
 
-        audiences = self.audiences + [a.rstrip("/") for a in extra_audiences if a]
+        audiences = self.audiences
         if not audiences:
             raise Unauthenticated("no audience is declared for this function (FERRY_AUDIENCES)")
         try:
@@ -164,10 +165,12 @@ class TokenVerifier:
         kid = header.get("kid")
         certs = self._certificates(kid if isinstance(kid, str) else None)
         try:
-            claims = jwt.decode(token, certs=dict(certs), audience=audiences,
-                                clock_skew_in_seconds=self.clock_skew_s)
+            # the audience is checked below: google-auth compares an ``aud`` list as a whole
+            claims = jwt.decode(token, certs=dict(certs), audience=None, clock_skew_in_seconds=self.clock_skew_s)
         except (gexc.GoogleAuthError, ValueError) as exc:
             raise Unauthenticated(f"the ID token does not verify: {_reason(exc)}") from None
+        if not audience_accepted(claims.get("aud"), audiences):
+            raise Unauthenticated("the ID token does not verify: audience")
         if claims.get("iss") not in self.issuers:
             raise Unauthenticated("the ID token was not issued by Google")
         email = claims.get("email")
@@ -176,6 +179,14 @@ class TokenVerifier:
         if claims.get("email_verified") is not True:
             raise Unauthenticated("the ID token's e-mail is not verified")
         return email
+
+
+def audience_accepted(aud: Any, audiences: Sequence[str]) -> bool:
+    """Whether a token's ``aud`` claim names one of ``audiences``: a string, or a list checked element-wise
+    (RFC 7519 §4.1.3: the recipient must identify itself with a value in the list). Anything else is not."""
+    wanted = {a.rstrip("/") for a in audiences if a}
+    claimed = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    return any(isinstance(a, str) and a and a.rstrip("/") in wanted for a in claimed)
 
 
 def _b64(part: str) -> bytes:
@@ -266,9 +277,7 @@ class Identifier:
             token = bearer(headers)
             if token is None:
                 raise Unauthenticated("an ID token is required (Authorization: Bearer <token>)")
-            host = lowered.get("host", "")
-            own = [f"https://{host}"] if host else []
-            email = self.verifier.verify(token, own)
+            email = self.verifier.verify(token)  # audiences from configuration only, never the Host header
             return Caller(email, email in self.config.operator_callers)
         user = (lowered.get("x-ferry-user") or "").strip() or None
         secret = lowered.get(SECRET_HEADER) or (query or {}).get(SECRET_QUERY) or ""

@@ -19,6 +19,7 @@ from ferry import log
 from ferry.api.http import read_body
 from ferry.api.identity import admit_operational, identifier_for
 from ferry.errors import FerryError, PayloadTooLarge
+from ferry.infra.pubsub import PROBE_ATTRIBUTE
 
 logger = log.get("push")
 # Pub/Sub's largest message (10 MB) base64-encoded in its JSON envelope fits; a chunked body is never
@@ -54,5 +55,7 @@ def serve_push(request: Any, owner: str, handle: Callable[[Any, bytes, dict[str,
                                                                             "message": "undecodable message data"}}
         log.event(logger, log.ERROR, f"refused push to {owner}: {status}", labels={"component": owner})
         return Response(json.dumps(body), status=status, mimetype="application/json")
+    if attributes.get(PROBE_ATTRIBUTE):  # a health probe: admitted and decoded, not handled
+        return Response(status=204)
     handle(svc, data, attributes)
     return Response(status=204)

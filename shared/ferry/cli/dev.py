@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ferry.cli.common import Ctx, command, console, examples_epilog, ferry_home, table
-from ferry.dev import ports, stack
+from ferry.dev import health, ports, stack
 
 
 def _component_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -108,14 +108,20 @@ def register(main: click.Group) -> None:
 
     @command(dev, "status", example="ferry dev status")
     def status(ctx: Ctx) -> None:
-        """Each component of the local stack: pid, port, alive?; each scheduler job's last firing."""
+        """Each component of the local stack: pid, port, alive?; each push subscription: does its function
+        take its pushes (a probe push through the subscription's endpoint)?; each scheduler job's last
+        firing. Exits 4 when a component is dead or a push subscription is broken."""
         state = stack.status(ferry_home())
         if state is None:
             ctx.emit({"running": False, "home": str(ferry_home()), "components": []},
                      lambda d: console.print(f"no local stack in {d['home']} (`ferry dev up` starts one)"))
             return
         running, dead = stack.is_running(state)
-        state.update(running=running, dead=dead)
+        pubsub_alive = any(c["kind"] == "emulator" and c["name"] == "pubsub" and c.get("alive") is not False
+                           for c in state.get("components", []))
+        subs = health.push_health(state) if pubsub_alive else []
+        broken = [s["subscription"] for s in subs if not s["ok"]]
+        state.update(running=running, dead=dead, subscriptions=subs, broken=broken, healthy=running and not broken)
 
         def human(d: dict[str, Any]) -> None:
             table(_component_rows(d), ["component", "kind", "pid", "port", "alive", "where"],
@@ -129,9 +135,19 @@ def register(main: click.Group) -> None:
                                  "schedule_time": last.get("schedule_time"), "status": last.get("status"),
                                  "latency_ms": last.get("latency_ms")})
                 table(rows, ["job", "last_fired", "schedule_time", "status", "latency_ms"], title="scheduler")
+            if d["subscriptions"]:
+                table([{"subscription": s["subscription"], "function": s["function"],
+                        "push": "ok" if s["ok"] else "BROKEN", "status": s["status"], "problem": s["problem"] or ""}
+                       for s in d["subscriptions"]], ["subscription", "function", "push", "status", "problem"],
+                      title="push subscriptions")
             if d["dead"]:
                 console.print(f"[red]not running: {', '.join(d['dead'])}[/] — logs under {stack.log_dir(Path(d['home']))}")
+            if d["broken"]:
+                console.print(f"[red]broken push subscription(s): {', '.join(d['broken'])}[/] — `ferry dev up` "
+                              "repairs them")
         ctx.emit(state, human)
+        if not state["healthy"]:
+            raise SystemExit(4)
 
     @command(dev, "fire", example="ferry dev fire gabo-scale")
     @click.argument("job")

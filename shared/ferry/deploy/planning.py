@@ -295,8 +295,11 @@ def _dead_letter_steps(kind: str, name: str, topic: str, dead_letter_topic: str,
     ]
 
 
-def _push_subscription(fn: Function, trig: PubSubTrigger, project: str, url: str) -> dict[str, Any]:
-    return push_subscription_request(trig, project, url, _sa(trig.service_account, project))
+def _push_subscription(fn: Function, trig: PubSubTrigger, project: str, region: str, url: str) -> dict[str, Any]:
+    # the token's audience is the one the function is configured to accept (FERRY_AUDIENCES): the
+    # function never derives an audience from the request
+    return push_subscription_request(trig, project, url, oidc_account=_sa(trig.service_account, project),
+                                     audience=function_url(project, region, fn.name))
 
 
 def _database_step(infra: Infra, project: str, region: str) -> Step:
@@ -534,7 +537,7 @@ def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
                           f"push {trig.topic} → function {fn.name} (OIDC as {trig.service_account}, ack "
                           f"{trig.ack_deadline_seconds}s, backoff {trig.min_backoff_seconds}..{trig.max_backoff_seconds}s, "
                           f"dead letters to {trig.dead_letter_topic} after {trig.max_delivery_attempts} attempts)",
-                          "pubsub", _push_subscription(fn, trig, project, url(fn.name)), needs_urls=True))
+                          "pubsub", _push_subscription(fn, trig, project, region, url(fn.name)), needs_urls=True))
         dead_letter_grants += _dead_letter_steps("push subscription", trig.subscription, trig.topic,
                                                  trig.dead_letter_topic, project, agent)
     steps += dead_letter_grants
@@ -556,8 +559,9 @@ def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
                                    "http_method": "POST",
                                    "headers": {"Content-Type": "application/json"},
                                    "body": json.dumps(j.body, sort_keys=True).encode(),
+                                   # the audience the function is configured to accept (FERRY_AUDIENCES)
                                    "oidc_token": {"service_account_email": _sa(j.service_account, project),
-                                                  "audience": target},
+                                                  "audience": function_url(project, region, j.function)},
                                },
                            }}, needs_urls=True))
     return _dedupe(steps)

@@ -30,7 +30,6 @@ from typing import Any
 
 import httpx
 
-from ferry.api.identity import SECRET_QUERY
 from ferry.dev import data, ports, processes, receiver
 from ferry.dev import emulators as emu
 from ferry.dev.scheduler import FiringRecord
@@ -214,9 +213,11 @@ def _wait_all(targets: dict[str, tuple[str, subprocess.Popen[bytes], Path]], dea
                          {n: str(t[2]) for n, t in pending.items()})
 
 
-def provision(infra: Infra, project: str, urls: dict[str, str], pubsub_host: str, secret: str = "") -> list[str]:
+def provision(infra: Infra, project: str, urls: dict[str, str], pubsub_host: str, secret: str) -> list[str]:
     """Create the topics and subscriptions of ``infra`` in the Pub/Sub emulator (idempotent: existing
-    ones are left alone). Returns notes about what the emulator would not take."""
+    ones are left alone, an existing push subscription's endpoint is set to this stack's). ``secret``: the
+    stack's (``state["stack_secret"]``), which every push endpoint carries. Returns notes about what the
+    emulator would not take."""
     from google.api_core import exceptions as gexc
     from google.cloud import pubsub_v1
 
@@ -262,11 +263,8 @@ def provision(infra: Infra, project: str, urls: dict[str, str], pubsub_host: str
         for s in infra.subscriptions:
             create_subscription(pull_subscription_request(s, project))
         for fn, trig in infra.push_subscriptions():
-            # The topic in the path lets functions-framework turn the raw push envelope into a CloudEvent
-            # with the right source, as Eventarc would deliver it.
-            # The stack's secret rides in the query: the function admits only this push (and the scheduler).
-            endpoint = f"{urls[fn.name]}/projects/{project}/topics/{trig.topic}?{SECRET_QUERY}={secret}"
-            push_subscription(push_subscription_request(trig, project, endpoint))
+            # The stack's secret rides in the endpoint: the function admits only this push (and the scheduler).
+            push_subscription(push_subscription_request(trig, project, urls[fn.name], secret=secret))
     except gexc.GoogleAPICallError as exc:
         raise InfraError(f"creating the topics and subscriptions of infra/ failed: {exc}") from exc
     finally:
@@ -314,7 +312,18 @@ def up(config: StackConfig) -> UpResult:
     if previous is not None:
         running, dead = is_running(previous)
         if running:
-            return UpResult(previous, already_running=True)
+            # alive is not working: a push subscription its function refuses is provisioned again
+            from ferry.dev.health import push_health
+
+            broken = [r["subscription"] for r in push_health(previous) if not r["ok"]]
+            if not broken:
+                return UpResult(previous, already_running=True)
+            previous["notes"] = list(previous.get("notes", [])) + provision(
+                load_infra(previous), previous["project"], function_urls(previous),
+                previous["env"]["PUBSUB_EMULATOR_HOST"], previous["stack_secret"])
+            previous["repaired"] = broken
+            _write_state(home, previous)
+            return UpResult(previous, seconds=time.monotonic() - t0)
         if any(processes.ours(c) for c in previous.get("components", [])):
             # half-running: restart what died in place, keep what lives (and the Firestore data)
             from ferry.dev.repair import repair

@@ -276,7 +276,7 @@ class Gabo:
         """Recreate missing topics and subscriptions (``infra/``'s and the applied types'); see
         :mod:`ferry.gabo.provisioning.reconcile`. Returns what it recreated."""
         from ferry.gabo.provisioning.access import Access
-        from ferry.gabo.provisioning.reconcile import FORCED_DELETES, declared, reconcile
+        from ferry.gabo.provisioning.reconcile import FORCED_DELETES, declared, reconcile, stack_secret
 
         infra, urls = declared()
         from ferry.gabo.retention import DELETED_TYPES
@@ -285,7 +285,8 @@ class Gabo:
         deleted = [d for _, d in self.services.store.query(DELETED_TYPES)]
         return reconcile(self.broker, infra, [et for et, _ in self.event_types()], urls,
                          self.services.settings.project, forced, now,
-                         Access.from_settings(self.services.settings), deleted).to_dict()
+                         Access.from_settings(self.services.settings), deleted,
+                         secret=stack_secret()).to_dict()
 
     def replay(self, name: str, source: str, now: datetime, since: datetime | None = None) -> dict[str, Any]:
         """Replay the type's quarantined or dead-lettered events that are valid now (see ``replay``)."""

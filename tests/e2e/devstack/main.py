@@ -34,5 +34,7 @@ def probe(request):  # type: ignore[no-untyped-def]
 @functions_framework.cloud_event
 def probe_event(event):  # type: ignore[no-untyped-def]
     message = event.data["message"]
+    if (message.get("attributes") or {}).get("ferry_probe"):
+        return  # `ferry dev status`'s health probe: acked, not handled (as ferry.api.push does)
     _record({"function": "probe-event", "type": event["type"], "source": event["source"],
              "data": base64.b64decode(message["data"]).decode(), "attributes": message.get("attributes", {})})

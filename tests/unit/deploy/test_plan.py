@@ -91,9 +91,10 @@ def test_push_subscription_carries_oidc_dead_letters_and_retry(infra: Infra, tmp
         "topic": f"projects/{P}/topics/events",
         "ack_deadline_seconds": 300,
         "message_retention_duration": {"seconds": 7 * 86400},
+        # the token's audience is the function's configured one (its FERRY_AUDIENCES), not its run.app host
         "push_config": {"push_endpoint": urls["deliver"],
                         "oidc_token": {"service_account_email": f"ferry-pubsub-push@{P}.iam.gserviceaccount.com",
-                                       "audience": urls["deliver"]}},
+                                       "audience": function_url(P, R, "deliver")}},
         "dead_letter_policy": {"dead_letter_topic": f"projects/{P}/topics/ferry-dead-letter",
                                "max_delivery_attempts": 7},
         "retry_policy": {"minimum_backoff": {"seconds": 5}, "maximum_backoff": {"seconds": 120}},
@@ -182,4 +183,6 @@ def test_the_repository_infra_plans_completely(tmp_path: Path) -> None:
         assert j.request["job"]["http_target"]["oidc_token"]["service_account_email"]
     for s in _by(steps, "push_subscription").values():
         assert s.request["dead_letter_policy"]["max_delivery_attempts"] >= 5
-        assert s.request["push_config"]["oidc_token"]["audience"] == s.request["push_config"]["push_endpoint"]
+        # the audience the function accepts (FERRY_AUDIENCES): configuration, never the request's Host
+        fn = next(f for f, t in infra.push_subscriptions() if t.subscription == s.name)
+        assert s.request["push_config"]["oidc_token"]["audience"] == function_url("demo", "europe-west1", fn.name)

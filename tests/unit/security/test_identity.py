@@ -102,12 +102,25 @@ def test_serverless_authorization_wins_and_never_falls_back(iss: Issuer) -> None
     assert status == 401
 
 
-def test_the_functions_own_url_is_an_audience(iss: Issuer) -> None:
-    token = iss.token("ana@example.com", "https://api-abc123-ew.a.run.app")
-    status, body = whoami(oidc_services(iss), {"Authorization": f"Bearer {token}", "Host": "api-abc123-ew.a.run.app"})
-    assert (status, body["user"]) == (200, "ana@example.com")
-    status, _ = whoami(oidc_services(iss), {"Authorization": f"Bearer {token}", "Host": "other.a.run.app"})
+def test_the_host_header_is_no_audience(iss: Issuer) -> None:
+    """Issue 23, finding 6: the Host header used to add ``https://<Host>`` to the accepted audiences — a
+    token minted for another service passed when the request named that service as its Host."""
+    token = iss.token("ana@example.com", "https://other-abc123-ew.a.run.app")
+    status, _ = whoami(oidc_services(iss), {"Authorization": f"Bearer {token}", "Host": "other-abc123-ew.a.run.app"})
     assert status == 401
+    status, body = whoami(oidc_services(iss), {"Authorization": f"Bearer {iss.token('ana@example.com', AUD)}",
+                                              "Host": "other-abc123-ew.a.run.app"})
+    assert (status, body["user"]) == (200, "ana@example.com")  # a configured audience, whatever the Host
+
+
+@pytest.mark.parametrize(("aud", "status"), [([AUD], 200), (["https://elsewhere.example", AUD], 200),
+                                             ([AUD + "/"], 200), (["https://elsewhere.example"], 401),
+                                             ([], 401), ([None, 3], 401), ({"aud": AUD}, 401)])
+def test_an_aud_list_is_checked_element_wise(iss: Issuer, aud: object, status: int) -> None:
+    """Issue 23, findings 6 and 9: an ``aud`` list holding the right audience was refused (google-auth
+    compares the list as a whole); a list without it, or a malformed claim, still is."""
+    token = iss.token("ana@example.com", aud)  # type: ignore[arg-type]
+    assert whoami(oidc_services(iss), {"Authorization": f"Bearer {token}"})[0] == status
 
 
 def test_x_ferry_user_means_nothing_in_oidc_mode(iss: Issuer) -> None:

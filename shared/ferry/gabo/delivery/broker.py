@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 from ferry.broker.base import Message
 from ferry.errors import InfraError, NotFound
 from ferry.gabo.delivery.batching import Pulled
+from ferry.infra.pubsub import push_config_matches
 
 RETENTION_S = 7 * 24 * 3600
 ResourceKind = Literal["topic", "subscription"]
@@ -40,7 +41,6 @@ class SubscriptionSpec:
     retention_s: int = RETENTION_S
     dead_letter_topic: str | None = None
     max_delivery_attempts: int = 5
-    push_endpoint: str | None = None  # a push subscription to this URL (the local stack's functions)
 
 
 class DeliveryBroker(Protocol):
@@ -54,6 +54,12 @@ class DeliveryBroker(Protocol):
 
     def ensure_subscription(self, spec: SubscriptionSpec) -> bool:
         """Create the subscription if absent, else bring its ack deadline / dead-letter policy in line."""
+        ...
+
+    def ensure_push_subscription(self, request: Mapping[str, Any]) -> bool:
+        """Create the push subscription ``request`` (as :func:`ferry.infra.pubsub.push_subscription_request`
+        builds it) if absent, else set its push config when it differs. Returns True when it was created
+        or its push config corrected. Raises InfraError."""
         ...
 
     def delete_subscription(self, name: str) -> bool:
@@ -144,7 +150,7 @@ class PubSubBroker:
     def ensure_subscription(self, spec: SubscriptionSpec) -> bool:
         from google.api_core import exceptions as gexc
         from google.protobuf import duration_pb2, field_mask_pb2
-        from google.pubsub_v1.types import DeadLetterPolicy, PushConfig, Subscription
+        from google.pubsub_v1.types import DeadLetterPolicy, Subscription
 
         dlp = (DeadLetterPolicy(dead_letter_topic=self.topic_path(spec.dead_letter_topic),
                                 max_delivery_attempts=spec.max_delivery_attempts)
@@ -152,8 +158,7 @@ class PubSubBroker:
         sub = Subscription(name=self.sub_path(spec.name), topic=self.topic_path(spec.topic),
                            ack_deadline_seconds=spec.ack_deadline_s,
                            message_retention_duration=duration_pb2.Duration(seconds=spec.retention_s),
-                           dead_letter_policy=dlp,
-                           push_config=PushConfig(push_endpoint=spec.push_endpoint) if spec.push_endpoint else None)
+                           dead_letter_policy=dlp)
         try:
             self.subscriber.create_subscription(request=sub)
             return True
@@ -178,6 +183,35 @@ class PubSubBroker:
             return False
         except gexc.GoogleAPICallError as exc:
             raise InfraError(f"deleting topic {name} failed: {exc}") from exc
+
+    def ensure_push_subscription(self, request: Mapping[str, Any]) -> bool:
+        from google.api_core import exceptions as gexc
+
+        name = request["name"].rsplit("/", 1)[-1]
+        try:
+            try:
+                self.subscriber.create_subscription(request=dict(request))
+                return True
+            except gexc.InvalidArgument:
+                if "dead_letter_policy" not in request:
+                    raise
+                # the emulator refuses some dead-letter policies: the push matters more
+                self.subscriber.create_subscription(
+                    request={k: v for k, v in request.items() if k != "dead_letter_policy"})
+                return True
+        except gexc.AlreadyExists:
+            pass
+        except gexc.GoogleAPICallError as exc:
+            raise InfraError(f"creating push subscription {name} failed: {exc}") from exc
+        try:
+            have = self.subscriber.get_subscription(request={"subscription": request["name"]})
+            if push_config_matches(have.push_config, request["push_config"]):
+                return False
+            self.subscriber.modify_push_config(request={"subscription": request["name"],
+                                                        "push_config": request["push_config"]})
+            return True
+        except gexc.GoogleAPICallError as exc:
+            raise InfraError(f"correcting push subscription {name} failed: {exc}") from exc
 
     def delete_subscription(self, name: str) -> bool:
         from google.api_core import exceptions as gexc
@@ -286,6 +320,7 @@ class MemoryBroker:
         self.subs: dict[str, _Sub] = {}
         # (kind, name) → role → members: the grants made (IAM policies of the real service)
         self.policies: dict[tuple[str, str], dict[str, set[str]]] = {}
+        self.push_configs: dict[str, dict[str, Any]] = {}  # push subscriptions' configs (name → push_config)
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         self._clock = clock
@@ -324,6 +359,16 @@ class MemoryBroker:
                 self.subs[spec.name].spec = spec
                 return False
             self.subs[spec.name] = _Sub(spec)
+            return True
+
+    def ensure_push_subscription(self, request: Mapping[str, Any]) -> bool:
+        name = request["name"].rsplit("/", 1)[-1]
+        with self._lock:
+            if name in self.subs and self.push_configs.get(name) == request["push_config"]:
+                return False
+            if name not in self.subs:
+                self.subs[name] = _Sub(SubscriptionSpec(name, request["topic"].rsplit("/", 1)[-1]))
+            self.push_configs[name] = dict(request["push_config"])
             return True
 
     def delete_subscription(self, name: str) -> bool:

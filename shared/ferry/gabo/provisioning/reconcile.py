@@ -1,8 +1,9 @@
 """Self-healing Pub/Sub: recreate what should exist and does not, on every scale tick.
 
 What should exist: the topics and pull subscriptions of ``infra/``, the push subscriptions of its
-functions' Pub/Sub triggers where their URLs are known (the local stack; in the cloud Eventarc owns
-them and ``ferry deploy`` converges them), and for every applied event type its topics and
+functions' Pub/Sub triggers where their URLs are known (the local stack, built by the one builder of
+push subscriptions, :func:`ferry.infra.pubsub.push_subscription_request`; in the cloud ``ferry deploy``
+converges them), and for every applied event type its topics and
 subscriptions (:func:`ferry.gabo.provisioning.provision.provision`'s set) — except the delivery subscription of a
 type deleted with ``--force``, which is kept until its retention ends and then deleted here; so are a
 deleted type's remaining topics and hold subscriptions.
@@ -26,6 +27,7 @@ from ferry.gabo.delivery.service import ACK_DEADLINE_S
 from ferry.gabo.names import Names, streams_of
 from ferry.gabo.provisioning.access import Access, grant
 from ferry.infra.model import Infra
+from ferry.infra.pubsub import push_subscription_request
 
 logger = log.get("gabo.reconcile")
 
@@ -45,10 +47,8 @@ class Reconciled:
                 "notes": self.notes}
 
 
-def wanted(infra: Infra | None, event_types: Iterable[EventType],
-           push_urls: dict[str, str] | None = None,
-           project: str = "") -> tuple[list[str], list[SubscriptionSpec]]:
-    """Every topic and subscription that should exist (pure: from the declarations)."""
+def wanted(infra: Infra | None, event_types: Iterable[EventType]) -> tuple[list[str], list[SubscriptionSpec]]:
+    """Every topic and pull subscription that should exist (pure: from the declarations)."""
     topics: list[str] = []
     subs: list[SubscriptionSpec] = []
     if infra is not None:
@@ -56,19 +56,22 @@ def wanted(infra: Infra | None, event_types: Iterable[EventType],
         subs += [SubscriptionSpec(s.name, s.topic, ack_deadline_s=s.ack_deadline_seconds,
                                   dead_letter_topic=s.dead_letter_topic, max_delivery_attempts=s.max_delivery_attempts)
                  for s in infra.subscriptions]
-        for fn, trig in infra.push_subscriptions():
-            if push_urls and fn.name in push_urls:
-                # the topic in the path: functions-framework builds the CloudEvent's source from it
-                endpoint = f"{push_urls[fn.name]}/projects/{project}/topics/{trig.topic}"
-                subs.append(SubscriptionSpec(trig.subscription, trig.topic, ack_deadline_s=trig.ack_deadline_seconds,
-                                             dead_letter_topic=trig.dead_letter_topic,
-                                             max_delivery_attempts=trig.max_delivery_attempts,
-                                             push_endpoint=endpoint))
     for et in event_types:
         et_topics, et_subs = type_resources(et)
         topics += et_topics
         subs += et_subs
     return list(dict.fromkeys(topics)), list({s.name: s for s in subs}.values())
+
+
+def wanted_push(infra: Infra | None, push_urls: dict[str, str] | None, project: str,
+                secret: str) -> list[dict[str, Any]]:
+    """The push subscriptions of ``infra``'s Pub/Sub-triggered functions whose URLs are known (the local
+    stack), as :func:`ferry.infra.pubsub.push_subscription_request` builds them for ``ferry dev up``: the
+    same endpoint with the stack's ``secret``, the same dead-letter and retry policies."""
+    if infra is None or not push_urls or not secret:
+        return []
+    return [push_subscription_request(trig, project, push_urls[fn.name], secret=secret)
+            for fn, trig in infra.push_subscriptions() if fn.name in push_urls]
 
 
 def type_resources(et: EventType) -> tuple[list[str], list[SubscriptionSpec]]:
@@ -94,9 +97,13 @@ def type_resources(et: EventType) -> tuple[list[str], list[SubscriptionSpec]]:
 def reconcile(broker: DeliveryBroker, infra: Infra | None, event_types: Sequence[EventType],
               push_urls: dict[str, str] | None = None, project: str = "",
               forced: Sequence[dict[str, Any]] = (), now: datetime | None = None,
-              access: Access = Access(), deleted: Sequence[dict[str, Any]] = ()) -> Reconciled:
+              access: Access = Access(), deleted: Sequence[dict[str, Any]] = (),
+              secret: str = "") -> Reconciled:
     """Create the missing topics and subscriptions; delete kept subscriptions whose time is up.
 
+    ``push_urls``/``secret``: the local stack's function URLs and secret — its push subscriptions are
+    created when missing and their push config corrected when it is not the one ``ferry dev up`` makes
+    (a repair that left them refusing every push is mended on the next tick).
     ``forced``: records of types deleted with ``--force`` (``subscription``, ``keep_until``).
     ``deleted``: records of deleted types (``retention.deletion_record``): once ``keep_until`` passed,
     and unless the type was applied again, their remaining subscriptions (the dead-letter and quarantine
@@ -106,7 +113,7 @@ def reconcile(broker: DeliveryBroker, infra: Infra | None, event_types: Sequence
     empty policy).
     """
     out = Reconciled()
-    topics, subs = wanted(infra, event_types, push_urls, project)
+    topics, subs = wanted(infra, event_types)
     have_topics, have_subs = broker.existing()
     # a topic first, then what subscribes to it (a dead-letter topic before its subscription too)
     for t in topics:
@@ -125,6 +132,10 @@ def reconcile(broker: DeliveryBroker, infra: Infra | None, event_types: Sequence
             created = broker.ensure_subscription(replace(s, dead_letter_topic=None))
         if created:
             out.subscriptions.append(s.name)
+    for request in wanted_push(infra, push_urls, project, secret):
+        # checked even when it exists: its endpoint may carry no (or another stack's) secret
+        if broker.ensure_push_subscription(request):
+            out.subscriptions.append(request["name"].rsplit("/", 1)[-1])
     remade = set(out.topics) | set(out.subscriptions)
     for et in event_types if remade else ():
         type_topics, type_subs = type_resources(et)
@@ -151,6 +162,21 @@ def reconcile(broker: DeliveryBroker, infra: Infra | None, event_types: Sequence
         log.event(logger, 30, f"reconcile recreated {len(out.topics)} topic(s) and {len(out.subscriptions)} "
                   "subscription(s)", recreated=out.to_dict())
     return out
+
+
+def stack_secret() -> str:
+    """The local stack's secret (its push endpoints carry it), from its record under ``FERRY_HOME``; ""
+    outside a local stack."""
+    import os
+    from pathlib import Path
+
+    home = os.environ.get("FERRY_HOME")
+    if not home:
+        return ""
+    from ferry.dev import stack
+
+    state = stack.read_state(Path(home))
+    return str((state or {}).get("stack_secret") or "")
 
 
 def declared() -> tuple[Infra | None, dict[str, str] | None]:
