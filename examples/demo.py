@@ -124,9 +124,9 @@ def datamon_late_alert_resolves(demo: Demo) -> None:
     receiver_url = demo.state["receiver_url"]
     secrets = demo.home / "secrets"  # what Secret Manager holds in the cloud
     secrets.mkdir(exist_ok=True)
-    (secrets / "demo-pagerduty").write_text("0123456789abcdef0123456789abcdef")
-    (secrets / "demo-slack").write_text(f"{receiver_url}/slack/team-datamon")
-    (secrets / "demo-webhook").write_text(f"{receiver_url}/webhook/team-datamon")
+    (secrets / "team-datamon--demo-pagerduty").write_text("0123456789abcdef0123456789abcdef")
+    (secrets / "team-datamon--demo-slack").write_text(f"{receiver_url}/slack/team-datamon")
+    (secrets / "team-datamon--demo-webhook").write_text(f"{receiver_url}/webhook/team-datamon")
     start = (datetime.now(UTC) - timedelta(minutes=4)).replace(second=0, microsecond=0)
     manifest = (EXAMPLES / "datamon" / "late-endpoint.yaml").read_text()
     manifest = re.sub(r"start: .*", f"start: {start.strftime('%Y-%m-%dT%H:%M:%SZ')}", manifest)

@@ -46,7 +46,8 @@ def test_notifications_per_incident_and_delivery_rate(emulators, project_id: str
     url = f"http://127.0.0.1:{port}"
     try:
         teams = [KINDS["Team"].model_validate({"metadata": {"name": f"team-{t:02d}"}, "spec": {"channels": [
-            {"name": "hook", "type": "webhook", "secret": "env:BENCH_HOOK", "min_severity": "info"}]}})
+            {"name": "hook", "type": "webhook", "secret": f"env:FERRY_SECRET_TEAM_{t:02d}__HOOK",
+             "min_severity": "info"}]}})
             for t in range(TEAMS)]
         svc.apply.apply(teams, NOW, None)  # type: ignore[arg-type]
         _, late = _seed(svc)
@@ -56,7 +57,8 @@ def test_notifications_per_incident_and_delivery_rate(emulators, project_id: str
         messages = publisher.take("ferry-alerts")  # type: ignore[attr-defined]
         incidents = sum(1 for a in views.alerts(svc, limit=1000)["items"] if a["open"])
 
-        notifier = Notifier(svc.store, svc.publisher, LocalSecrets(tmp_path, {"BENCH_HOOK": f"{url}/webhook/bench"}),
+        notifier = Notifier(svc.store, svc.publisher, LocalSecrets(tmp_path, {f"FERRY_SECRET_TEAM_{t:02d}__HOOK": f"{url}/webhook/bench"
+                                                                  for t in range(TEAMS)}),
                             svc.clock, HttpSender())
 
         def deliver(batch: list) -> float:  # type: ignore[type-arg]

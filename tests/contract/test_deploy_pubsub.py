@@ -34,10 +34,11 @@ def _pubsub_steps(infra: Infra, project: str, tmp_path: Path):
 def test_topics_and_subscriptions_are_created_then_unchanged(clients, project_id: str, tmp_path: Path) -> None:
     pub, sub = clients
     steps = _pubsub_steps(Infra.model_validate(SAMPLE), project_id, tmp_path)
-    assert [s.kind for s in steps] == ["topic"] * 3 + ["subscription", "push_subscription"]
+    # the declared pull subscription and the dead-letter topic's hold (every dead-letter topic has one)
+    assert [s.kind for s in steps] == ["topic"] * 3 + ["subscription"] * 2 + ["push_subscription"]
 
     first = [Applier(publisher=pub, subscriber=sub).apply(s).action for s in steps]
-    assert first == ["created"] * 5
+    assert first == ["created"] * 6
 
     topics = {t.name.rsplit("/", 1)[1] for t in pub.list_topics(request={"project": f"projects/{project_id}"})}
     assert topics == {"events", "ferry-dead-letter", "alerts"}
@@ -55,8 +56,12 @@ def test_topics_and_subscriptions_are_created_then_unchanged(clients, project_id
     assert pull.ack_deadline_seconds == 30 and not pull.push_config.push_endpoint
     assert pull.dead_letter_policy.max_delivery_attempts == 10
 
+    hold = sub.get_subscription(request={"subscription": f"projects/{project_id}/subscriptions/ferry-dead-letter-hold"})
+    assert hold.topic == f"projects/{project_id}/topics/ferry-dead-letter"
+    assert hold.message_retention_duration.total_seconds() == 7 * 86400
+
     second = [Applier(publisher=pub, subscriber=sub).apply(s).action for s in steps]
-    assert second == ["unchanged"] * 5
+    assert second == ["unchanged"] * 6
 
 
 def test_a_changed_ack_deadline_is_updated_in_place(clients, project_id: str, tmp_path: Path) -> None:
@@ -73,7 +78,7 @@ def test_a_changed_ack_deadline_is_updated_in_place(clients, project_id: str, tm
                 for s in _pubsub_steps(Infra.model_validate(changed), project_id, tmp_path)}
     assert {n: o.action for n, o in outcomes.items()} == {
         "events": "unchanged", "ferry-dead-letter": "unchanged", "alerts": "unchanged",
-        "alerts-audit": "updated", "events-deliver": "updated"}
+        "alerts-audit": "updated", "ferry-dead-letter-hold": "unchanged", "events-deliver": "updated"}
     assert outcomes["events-deliver"].detail == "ack_deadline_seconds"
     got = sub.get_subscription(request={"subscription": f"projects/{project_id}/subscriptions/events-deliver"})
     assert got.ack_deadline_seconds == 420

@@ -33,7 +33,7 @@ def _setup(stack: Any) -> tuple[str, str, str]:
     """A team whose webhook posts to the stack's receiver, and two darkloaded event types it owns."""
     tag = uuid.uuid4().hex[:6]
     team, path = f"team-dl-{tag}", f"/webhook/darkload-{tag}"
-    secret = Path(stack.home) / f"dl-{tag}.secret"
+    secret = Path(stack.home) / f"{team}--dl-{tag}.secret"  # the team's own secret: <team>--<name>
     secret.write_text(f"{stack.receiver_url}{path}\n")
     docs: list[dict[str, Any]] = [{"apiVersion": "ferry/v1", "kind": "Team", "metadata": {"name": team}, "spec": {
         "members": ["alice"], "channels": [{"name": "ops", "type": "webhook", "secret": f"file:{secret}"}]}}]

@@ -54,7 +54,7 @@ def _setup(stack: LocalStack, tmp: Path, kind: str = "webhook", min_severity: st
     whose yesterday is late (a one-minute deadline)."""
     name, team = f"nt-{uuid.uuid4().hex[:8]}", f"team-{uuid.uuid4().hex[:6]}"
     path = f"/{kind}/{name}"
-    secret = tmp / f"{name}.secret"
+    secret = tmp / f"{team}--{name}.secret"  # the team's own secret: <team>--<name> (docs/security.md)
     secret.write_text(f"{stack.receiver_url}{path}\n")
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     manifest = tmp / f"{name}.yaml"
@@ -114,10 +114,10 @@ def test_pagerduty_and_slack_shaped_deliveries(stack: LocalStack, tmp_path: Path
     assert slack["status"] == 200 and slack["body"]["blocks"][0]["type"] == "header"
 
     # PagerDuty: the routing key from a Secret Manager reference, read locally from $FERRY_HOME/secrets.
-    secret = f"pd-{uuid.uuid4().hex[:8]}"
+    pd_team = f"team-{uuid.uuid4().hex[:6]}"
+    secret = f"{pd_team}--pd-{uuid.uuid4().hex[:8]}"
     (stack.home / "secrets").mkdir(exist_ok=True)
     (stack.home / "secrets" / secret).write_text("P" * 32)
-    pd_team = f"team-{uuid.uuid4().hex[:6]}"
     manifest = tmp_path / "pd.yaml"
     manifest.write_text(f"""apiVersion: ferry/v1
 kind: Team

@@ -75,6 +75,7 @@ def _until(pred: Any, what: str, deadline_s: float) -> Any:
         time.sleep(2)
 
 
+@pytest.mark.timeout(900)
 def test_after_the_pubsub_emulator_is_killed_dev_up_repairs_and_events_flow_again(own: Own) -> None:
     healthy = own.run("dev", "status")
     assert healthy["healthy"] and {s["subscription"] for s in healthy["subscriptions"]} >= {

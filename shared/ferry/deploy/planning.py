@@ -56,7 +56,9 @@ APIS = (
 )
 WEB_APIS = ("compute.googleapis.com", "iap.googleapis.com")  # the load balancer and Identity-Aware Proxy
 # The only roles a Ferry identity may hold on the whole project, and why each cannot be narrower.
-# Everything else is granted on one resource (a topic, a bucket, a function, a service account).
+# Everything else is granted on one resource (a topic, a bucket, a function, a service account). Not
+# secretmanager.secretAccessor: notify reads a channel secret only when its team granted it on that one
+# secret (docs/security.md, "Channel secrets") — never every secret of the project.
 PROJECT_ROLES: dict[str, str] = {
     "roles/datastore.user": "Firestore has no per-collection IAM; the data model is one database",
     "roles/datastore.viewer": "read-only Firestore (the dashboard, ingest's event types)",
@@ -64,8 +66,6 @@ PROJECT_ROLES: dict[str, str] = {
     "roles/monitoring.viewer": "Gabo's scaler reads subscription backlog metrics",
     "roles/pubsub.viewer": "Gabo's workers read subscription metadata of per-type subscriptions",
     "roles/run.developer": "Styx creates one Cloud Run job per workflow at run time (ferry-styx only)",
-    "roles/secretmanager.secretAccessor": "notification channels name their secrets by reference in Team "
-                                          "manifests applied after the deploy (ferry-notify only)",
     "custom:ferryEventTypeProvisioner": "applying an EventType creates its topics and subscriptions and grants "
                                         "access on those (IAM has no 'topics created later' scope); the "
                                         "scale tick's reconcile recreates missing ones",
@@ -75,7 +75,6 @@ PROJECT_ROLES: dict[str, str] = {
 PROJECT_ROLE_HOLDERS: dict[str, tuple[str, ...]] = {
     "custom:ferryEventTypeProvisioner": ("ferry-api", "ferry-gabo-worker"),
     "roles/run.developer": ("ferry-styx",),
-    "roles/secretmanager.secretAccessor": ("ferry-notify",),
 }
 # Shown in a dry run when the project number is not given; resolved with gcloud before applying.
 PROJECT_NUMBER_PLACEHOLDER = "PROJECT_NUMBER"
@@ -475,7 +474,7 @@ def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
                                        member, role))
 
     dead_letter_grants: list[Step] = []
-    for s in infra.subscriptions:
+    for s in infra.pull_subscriptions():
         req = pull_subscription_request(s, project)
         desc = f"pull subscription {s.name} on {s.topic} (ack {s.ack_deadline_seconds}s, retention {s.retention}"
         if s.dead_letter_topic:

@@ -174,7 +174,7 @@ def save(state: dict[str, Any], infra: Infra, alive_names: set[str], drain_first
         subs = {Names(t).subscription: t for t in types}
         if drain_first and api and types:
             out["drained"] = drain(api, types, secret=secret)
-        infra_subs = {s.name: None for s in infra.subscriptions}
+        infra_subs = {s.name: None for s in infra.pull_subscriptions()}
         counts = pending_messages(pubsub, state["project"], [*subs, *infra_subs])
         out["undelivered"] = {name: {"messages": n, "event_type": subs.get(name)} for name, n in counts.items()}
     if keep_data and "firestore" in alive_names:

@@ -260,7 +260,7 @@ def provision(infra: Infra, project: str, urls: dict[str, str], pubsub_host: str
                 publisher.create_topic(name=topic_path(project, t.name))
             except gexc.AlreadyExists:
                 pass
-        for s in infra.subscriptions:
+        for s in infra.pull_subscriptions():
             create_subscription(pull_subscription_request(s, project))
         for fn, trig in infra.push_subscriptions():
             # The stack's secret rides in the endpoint: the function admits only this push (and the scheduler).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -196,6 +197,20 @@ class EventTypeSpec(_Strict):
 
 class ResourceSpec(_Strict):
     concurrency: int = Field(ge=0, le=100_000)
+    # Teams besides the owner whose workflows may use this resource (its slots): nobody else's may.
+    # (None when not given: a stored Resource's document, and its fingerprint, stay as they were)
+    grants: list[Name] | None = Field(default=None, description="teams (besides the owner) whose workflows "
+                                                                 "may use this resource")
+
+
+def resource_grant_problem(resource: str, owner: str, grants: Sequence[str], workflow_owner: str) -> str | None:
+    """Why a workflow of ``workflow_owner`` may not use the resource (None: it may) — a Resource belongs to
+    its owner; another team uses it only by an explicit grant in the Resource manifest."""
+    if workflow_owner == owner or workflow_owner in grants:
+        return None
+    return (f"resource {resource!r} belongs to {owner}, which grants it to "
+            f"{', '.join(grants) if grants else 'no other team'}: add {workflow_owner} to its spec.grants "
+            f"(by {owner}) to use it")
 
 
 # Where a secret lives: a Secret Manager version (cloud; locally FERRY_SECRET_<NAME> or
@@ -212,6 +227,43 @@ def _secret_ref(value: str) -> str:
         raise ValueError("must be a secret reference — projects/P/secrets/S/versions/V, env:NAME or file:PATH — "
                          "never the routing key or webhook URL itself")
     return value
+
+
+# A channel secret belongs to a team by its name: ``<team>--<name>`` (the Secret Manager secret's id,
+# a local file's name) or ``FERRY_SECRET_<TEAM>__<NAME>`` (an environment variable, local stack only).
+# Checked at apply and again by notify before it reads one (docs/security.md, "Channel secrets").
+TEAM_SECRET_SEPARATOR = "--"
+
+
+def secret_env_name(secret: str) -> str:
+    """The environment variable the local stack reads for secret ``secret`` (``FERRY_SECRET_<S>``)."""
+    return "FERRY_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", secret).upper()
+
+
+def channel_secret_problem(team: str, ref: str) -> str | None:
+    """Why team ``team`` may not use secret reference ``ref`` for a channel (None: it may).
+
+    The secret must be the team's own: a Secret Manager secret or a file named ``<team>--<name>``, an
+    environment variable named ``FERRY_SECRET_<TEAM>__<NAME>``. So a channel can name neither another
+    team's secret nor anything of the stack's own (``FERRY_STACK_SECRET``, ``state.json``, a project
+    secret of another purpose)."""
+    prefix = team + TEAM_SECRET_SEPARATOR
+    if TEAM_SECRET_SEPARATOR in team:
+        return (f"team {team!r}: a team whose name holds {TEAM_SECRET_SEPARATOR!r} cannot own channel secrets "
+                f"({TEAM_SECRET_SEPARATOR!r} ends the team's part of a secret's name)")
+    m = re.fullmatch(r"projects/[^/]+/secrets/([^/]+)/versions/[^/]+", ref)
+    if m:
+        name, want = m.group(1), f"a secret named {prefix}<name>"
+    elif ref.startswith("env:"):
+        name, want = ref[4:], f"an environment variable named {secret_env_name(prefix)}<NAME>"
+        prefix = secret_env_name(prefix)
+    elif ref.startswith("file:"):
+        name, want = ref[5:].replace("\\", "/").rsplit("/", 1)[-1], f"a file named {prefix}<name>"
+    else:
+        return f"{ref!r} is not a secret reference"
+    if not name.startswith(prefix) or len(name) == len(prefix):
+        return f"{ref!r} is not a secret of team {team}: a channel of {team} reads {want}"
+    return None
 
 
 SecretRef = Annotated[str, AfterValidator(_secret_ref),

@@ -352,6 +352,35 @@ class Infra(_Strict):
     def push_subscriptions(self) -> list[tuple[Function, PubSubTrigger]]:
         return [(f, f.pubsub) for f in self.functions if f.pubsub is not None]
 
+    def dead_letter_topics(self) -> list[str]:
+        """Every topic that a push trigger or a subscription dead-letters to."""
+        named = [trig.dead_letter_topic for _, trig in self.push_subscriptions()]
+        named += [s.dead_letter_topic for s in self.subscriptions if s.dead_letter_topic]
+        return sorted(set(named))
+
+    def dead_letter_holds(self) -> list[Subscription]:
+        """A ``<topic>-hold`` pull subscription for every dead-letter topic that no declared subscription
+        reads: a topic without a subscription drops what is published to it, so a dead letter nobody
+        holds is lost. Kept ``HOLD_RETENTION`` (Pub/Sub's longest), read by ``ferry dead-letters`` and
+        re-published by ``ferry replay --dead-letters``."""
+        read = {s.topic for s in self.subscriptions}
+        return [Subscription(name=hold_name(t), topic=t, retention=HOLD_RETENTION)
+                for t in self.dead_letter_topics() if t not in read]
+
+    def pull_subscriptions(self) -> list[Subscription]:
+        """The declared pull subscriptions and the dead-letter holds: what ``ferry dev up``, the
+        reconcile and ``ferry deploy`` create."""
+        return [*self.subscriptions, *self.dead_letter_holds()]
+
+
+HOLD_RETENTION = "P7D"
+
+
+def hold_name(topic: str) -> str:
+    """The subscription that keeps what reaches dead-letter topic ``topic`` (Gabo's per-type holds are
+    named the same way: ``gabo.core.Names.hold``)."""
+    return f"{topic}-hold"
+
 
 # Sections that are mappings (merged key by key); sections set once, in one file; every other section
 # is a list (concatenated).

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from ferry.domain.manifests import secret_env_name
 from ferry.errors import InfraError
 
 VERSION = re.compile(r"^projects/([^/]+)/secrets/([^/]+)/versions/([^/]+)$")
@@ -27,6 +28,15 @@ CACHE_SECONDS = 300.0
 
 class SecretUnavailable(InfraError):
     """A secret could not be read (missing, no permission, the service failed)."""
+
+
+class SecretRefused(SecretUnavailable):
+    """A reference the channel may not use (not its team's secret, or the stack's own credential):
+    never read, and no later try can change that."""
+
+
+# The stack's own credentials: whatever a reference says, their values are never a channel's secret.
+STACK_CREDENTIALS = ("FERRY_STACK_SECRET",)
 
 
 class SecretStore(Protocol):
@@ -40,7 +50,7 @@ class SecretStore(Protocol):
 
 
 def env_name(secret: str) -> str:
-    return "FERRY_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", secret).upper()
+    return secret_env_name(secret)
 
 
 class LocalSecrets:
@@ -51,7 +61,12 @@ class LocalSecrets:
         self.environ = environ if environ is not None else os.environ
 
     def resolve(self, ref: str) -> str:
+        return self._not_a_stack_credential(self._read(ref), ref)
+
+    def _read(self, ref: str) -> str:
         if ref.startswith("env:"):
+            if not ref[4:].startswith("FERRY_SECRET_"):
+                raise SecretRefused(f"secret {ref}: only FERRY_SECRET_* variables hold channel secrets")
             value = self.environ.get(ref[4:])
             if not value:
                 raise SecretUnavailable(f"secret {ref}: environment variable {ref[4:]} is not set")
@@ -66,6 +81,13 @@ class LocalSecrets:
         if value:
             return value.strip()
         return self._file(self.home / "secrets" / name, ref)
+
+    def _not_a_stack_credential(self, value: str, ref: str) -> str:
+        for name in STACK_CREDENTIALS:
+            own = (self.environ.get(name) or "").strip()
+            if own and value == own:
+                raise SecretRefused(f"secret {ref}: holds the stack's own credential ({name}); never sent to a channel")
+        return value
 
     def _file(self, path: Path, ref: str) -> str:
         try:

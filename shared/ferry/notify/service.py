@@ -25,11 +25,11 @@ import pydantic
 from ferry import log
 from ferry.broker.base import Message, Publisher
 from ferry.clock import Clock
-from ferry.domain.manifests import Channel, Team
+from ferry.domain.manifests import Channel, Team, channel_secret_problem
 from ferry.errors import Conflict, InfraError
 from ferry.notify import messages as msgs
 from ferry.notify.port import CHANNELS
-from ferry.notify.secrets import SecretStore, SecretUnavailable
+from ferry.notify.secrets import SecretRefused, SecretStore, SecretUnavailable
 from ferry.notify.sender import HttpSender, Sent
 from ferry.store.base import DocumentStore, Op
 from ferry.store.manifests import ManifestRepository
@@ -119,8 +119,8 @@ class Notifier:
         try:
             url, body, headers = self._request(event, nid, team, channel)
             sent = self.sender.post(url, body, headers)
-        except SecretUnavailable as exc:
-            sent = Sent(False, None, 0, exc.message)
+        except SecretUnavailable as exc:  # a refused reference: no retry can fix it
+            sent = Sent(False, None, 0, exc.message, permanent=isinstance(exc, SecretRefused))
         done = self.clock.now()
         if sent.ok:
             self.store.write([
@@ -184,6 +184,11 @@ class Notifier:
 
     def _request(self, event: msgs.AlertEvent, nid: str, team: str,
                  channel: Channel) -> tuple[str, dict[str, Any], dict[str, str]]:
+        # checked at apply too; again here: a Team stored before the rule, or an apply path that skipped it,
+        # must not make notify read another team's secret or the stack's own
+        why = channel_secret_problem(team, channel.secret)
+        if why:
+            raise SecretRefused(f"channel {team}:{channel.name}: {why}")
         secret = self.secrets.resolve(channel.secret)
         headers = {"User-Agent": "ferry-notify", "Idempotency-Key": f"{nid}~{channel.name}"}
         if channel.type == "pagerduty":

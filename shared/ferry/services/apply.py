@@ -13,7 +13,17 @@ from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ferry.domain.loading import Problem, duplicates, parse_document
-from ferry.domain.manifests import Endpoint, Manifest, Workflow, event_type_of, events_endpoint
+from ferry.domain.manifests import (
+    Endpoint,
+    Manifest,
+    Resource,
+    Team,
+    Workflow,
+    channel_secret_problem,
+    event_type_of,
+    events_endpoint,
+    resource_grant_problem,
+)
 from ferry.errors import Conflict, NotFound, ValidationError
 from ferry.services import ownership
 from ferry.services.authz import Authorizer
@@ -86,21 +96,47 @@ class DeleteGuard(Protocol):
 
 
 class ResourceReferences:
-    """A workflow may only use declared resources (in this apply or already stored)."""
+    """A workflow may only use declared resources (in this apply or already stored) that its team owns
+    or was granted (the Resource's ``spec.grants``): another team's resource is not a shared pool."""
 
     def check(self, manifests: Sequence[Manifest], repo: ManifestRepository) -> list[Problem]:
-        declared = {m.name for m in manifests if m.kind == "Resource"}
-        wanted = {r for m in manifests if isinstance(m, Workflow) for r in m.spec.resources} - declared
-        stored = set(repo.get_many("Resource", sorted(wanted))) if wanted else set()
+        declared = {m.name: m for m in manifests if isinstance(m, Resource)}
+        wanted = {r for m in manifests if isinstance(m, Workflow) for r in m.spec.resources} - set(declared)
+        stored = {name: rec.model() for name, rec in repo.get_many("Resource", sorted(wanted)).items()} \
+            if wanted else {}
         problems = []
         for i, m in enumerate(manifests):
             if isinstance(m, Workflow):
                 for j, r in enumerate(m.spec.resources):
-                    if r not in declared and r not in stored:
+                    res = declared.get(r) or stored.get(r)
+                    if not isinstance(res, Resource):
                         problems.append(Problem("(input)", i, f"spec.resources[{j}]",
                                                 f"resource {r!r} is not declared (apply a Resource named {r})",
                                                 m.kind, m.name))
+                        continue
+                    if res.metadata.owner is None:
+                        continue  # an unowned Resource is a pool every team shares (docs/styx.md)
+                    why = resource_grant_problem(r, res.metadata.owner, res.spec.grants or [], m.metadata.owner)
+                    if why:
+                        problems.append(Problem("(input)", i, f"spec.resources[{j}]", why, m.kind, m.name))
         return problems
+
+    def ops(self, changes: Sequence[Change], now: datetime) -> list[Op]:
+        return []
+
+    def after(self, changes: Sequence[Change], now: datetime) -> None:
+        return None
+
+
+class ChannelSecrets:
+    """A Team's channels read only the team's own secrets (``domain.manifests.channel_secret_problem``:
+    ``<team>--<name>``): never another team's, never the stack's own credentials."""
+
+    def check(self, manifests: Sequence[Manifest], repo: ManifestRepository) -> list[Problem]:
+        return [Problem("(input)", i, f"spec.channels[{j}].secret", why, m.kind, m.name)
+                for i, m in enumerate(manifests) if isinstance(m, Team)
+                for j, c in enumerate(m.spec.channels)
+                for why in [channel_secret_problem(m.name, c.secret)] if why]
 
     def ops(self, changes: Sequence[Change], now: datetime) -> list[Op]:
         return []
@@ -161,7 +197,7 @@ class ApplyService:
     def __init__(self, repo: ManifestRepository, authorizer: Authorizer, hooks: Sequence[ApplyHook] = ()) -> None:
         self.repo = repo
         self.authorizer = authorizer
-        self.hooks: list[ApplyHook] = [ResourceReferences(), EndpointReferences(), *hooks]
+        self.hooks: list[ApplyHook] = [ResourceReferences(), ChannelSecrets(), EndpointReferences(), *hooks]
 
     def plan(self, manifests: Sequence[Manifest], now: datetime) -> list[Change]:
         by_kind: dict[str, list[Manifest]] = defaultdict(list)

@@ -176,7 +176,9 @@ def test_the_repository_infra_plans_completely(tmp_path: Path) -> None:
     assert set(_by(steps, "function")) == {f.name for f in infra.functions}
     assert set(_by(steps, "topic")) == {t.name for t in infra.topics}
     assert set(_by(steps, "push_subscription")) == {t.subscription for _, t in infra.push_subscriptions()}
-    assert set(_by(steps, "subscription")) == {s.name for s in infra.subscriptions}
+    # declared pull subscriptions and a hold for every dead-letter topic (a topic nobody reads drops messages)
+    assert set(_by(steps, "subscription")) == {s.name for s in infra.subscriptions} | {
+        "ferry-dead-letter-hold", "ferry-alerts-dead-letter-hold"}
     jobs = _by(steps, "scheduler_job")
     assert set(jobs) == {j.name for j in infra.scheduler_jobs}
     for j in jobs.values():

@@ -17,6 +17,7 @@ from ferry.notify.service import Notifier
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 ROUTING_KEY = "R" * 32
 PD_URL = "https://events.pagerduty.test/v2/enqueue"
+STACK_SECRET = "the-stacks-own-operational-secret"
 
 
 class Script:
@@ -60,8 +61,11 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 def notifier(svc: Services, script: Script, sleeps: list[float]) -> Notifier:
-    env = {"HOOK": "https://hooks.example.test/ferry", "SLACK": "https://hooks.slack.test/services/T/B/X",
-           "PD": ROUTING_KEY}
+    # team-a's own secrets (FERRY_SECRET_<TEAM>__<NAME>: docs/security.md, "Channel secrets")
+    env = {"FERRY_SECRET_TEAM_A__HOOK": "https://hooks.example.test/ferry",
+           "FERRY_SECRET_TEAM_A__SLACK": "https://hooks.slack.test/services/T/B/X",
+           "FERRY_SECRET_TEAM_A__PD": ROUTING_KEY, "FERRY_STACK_SECRET": STACK_SECRET,
+           "FERRY_SECRET_TEAM_B__HOOK": "https://hooks.team-b.test/b"}
     sender = HttpSender(httpx.Client(transport=httpx.MockTransport(script)), sleep=sleeps.append)
     return Notifier(svc.store, svc.publisher, LocalSecrets("/nonexistent", env), svc.clock, sender, PD_URL)
 

@@ -24,9 +24,9 @@ SLACK = "https://hooks.slack.test/services/T/B/X"
 
 def channels(svc: Services) -> None:
     apply(svc, team("team-a",
-                    {"name": "pager", "type": "pagerduty", "secret": "env:PD", "min_severity": "critical"},
-                    {"name": "chat", "type": "slack", "secret": "env:SLACK", "min_severity": "warning"},
-                    {"name": "hook", "type": "webhook", "secret": "env:HOOK", "min_severity": "info"}))
+                    {"name": "pager", "type": "pagerduty", "secret": "env:FERRY_SECRET_TEAM_A__PD", "min_severity": "critical"},
+                    {"name": "chat", "type": "slack", "secret": "env:FERRY_SECRET_TEAM_A__SLACK", "min_severity": "warning"},
+                    {"name": "hook", "type": "webhook", "secret": "env:FERRY_SECRET_TEAM_A__HOOK", "min_severity": "info"}))
 
 
 def late(severity: str = "critical", action: str = "trigger") -> tuple[bytes, dict[str, str]]:
@@ -97,12 +97,12 @@ def test_a_permanent_refusal_is_dead_lettered_at_once(svc: Services, notifier: N
 
 
 def test_a_missing_secret_fails_the_channel_not_the_others(svc: Services, notifier: Notifier) -> None:
-    apply(svc, team("team-a", {"name": "hook", "type": "webhook", "secret": "env:NOPE", "min_severity": "info"},
-                    {"name": "chat", "type": "slack", "secret": "env:SLACK"}))
+    apply(svc, team("team-a", {"name": "hook", "type": "webhook", "secret": "env:FERRY_SECRET_TEAM_A__NOPE", "min_severity": "info"},
+                    {"name": "chat", "type": "slack", "secret": "env:FERRY_SECRET_TEAM_A__SLACK"}))
     with pytest.raises(DeliveryPending):
         notifier.handle(*late())
     [row] = failing_channels(svc.store)
-    assert row["channel"] == "hook" and "NOPE is not set" in row["last_error"]
+    assert row["channel"] == "hook" and "FERRY_SECRET_TEAM_A__NOPE is not set" in row["last_error"]
 
 
 def test_unroutable_notifications_are_dead_lettered_and_visible(svc: Services, notifier: Notifier) -> None:

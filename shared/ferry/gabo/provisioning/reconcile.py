@@ -55,7 +55,7 @@ def wanted(infra: Infra | None, event_types: Iterable[EventType]) -> tuple[list[
         topics += [t.name for t in infra.topics]
         subs += [SubscriptionSpec(s.name, s.topic, ack_deadline_s=s.ack_deadline_seconds,
                                   dead_letter_topic=s.dead_letter_topic, max_delivery_attempts=s.max_delivery_attempts)
-                 for s in infra.subscriptions]
+                 for s in infra.pull_subscriptions()]
     for et in event_types:
         et_topics, et_subs = type_resources(et)
         topics += et_topics
