@@ -50,13 +50,22 @@ def _locked() -> Iterator[Path]:
 
 
 def bindable(port: int, host: str = "127.0.0.1") -> bool:
-    """Nothing listens on ``port`` and it can be bound now."""
+    """Nothing listens on ``port`` and a server can bind it now.
+
+    Probed the way the servers bind (``SO_REUSEADDR``: werkzeug, gunicorn and the Java emulators set it):
+    connections of a stack just stopped linger in TIME_WAIT for a minute and refuse a plain bind, but not
+    the server's — without it ``ferry dev up --base-port B`` right after ``down`` failed on its own old
+    ports. A listener still refuses the bind (Linux allows no second bind next to a listening socket).
+    """
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
             return False
-    return True
+    with socket.socket() as probe:  # a listener on another address of this host answers here
+        probe.settimeout(0.2)
+        return probe.connect_ex((host, port)) != 0
 
 
 def _recorded_ports(home: str) -> set[int]:

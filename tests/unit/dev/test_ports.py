@@ -78,3 +78,43 @@ def test_stacks_started_at_once_never_share_a_port(tmp_path: Path, claims: Path)
     every = [port for g in got for port in g.values()]
     assert len(every) == len(set(every)) == 18, got
     assert sum(1 for g in got if g["a"] == base) == 1  # exactly one stack got the stable ports
+
+
+def _time_wait_port() -> int:
+    """A port whose server closed first: its side of the connection lingers in TIME_WAIT."""
+    import socket
+
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = server.accept()
+        conn.close()  # the server's active close: TIME_WAIT on (127.0.0.1, port)
+        client.recv(1)
+        client.close()
+    return int(port)
+
+
+def test_a_port_in_time_wait_is_bindable_as_the_servers_bind_it() -> None:
+    """Issue 23, finding 9: ``dev up --base-port`` right after ``down`` failed on its old ports, whose
+    connections lingered in TIME_WAIT (a plain bind refuses them; the servers bind with SO_REUSEADDR)."""
+    import socket
+
+    from ferry.dev.ports import bindable
+
+    port = _time_wait_port()
+    with socket.socket() as plain:
+        try:
+            plain.bind(("127.0.0.1", port))
+            time_wait = False
+        except OSError:
+            time_wait = True
+    assert time_wait, "the setup left no TIME_WAIT socket"
+    assert bindable(port)
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        assert not bindable(port)  # a listener still takes it
