@@ -178,6 +178,36 @@ def test_a_publish_reaches_the_pubsub_triggered_function(dev: CliStack) -> None:
     assert event["source"].endswith("projects/devstack-test/topics/probe-topic")
 
 
+def _clients(dev: CliStack) -> tuple[Any, Any]:
+    from google.cloud import pubsub_v1
+
+    before = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = json.loads((dev.home / "state.json").read_text())["env"]["PUBSUB_EMULATOR_HOST"]
+    try:
+        return pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    finally:
+        if before is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST")
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = before
+
+
+def _publish(dev: CliStack, topic: str, data: bytes, **attributes: str) -> None:
+    publisher, subscriber = _clients(dev)
+    publisher.publish(f"projects/devstack-test/topics/{topic}", data, **attributes).result(timeout=30)
+    subscriber.close()
+
+
+def _pull(dev: CliStack, subscription: str) -> list[Any]:
+    publisher, subscriber = _clients(dev)
+    try:
+        return list(_poll(lambda: subscriber.pull(request={
+            "subscription": f"projects/devstack-test/subscriptions/{subscription}", "max_messages": 10},
+            timeout=10).received_messages, 30))
+    finally:
+        subscriber.close()
+
+
 def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -198,6 +228,8 @@ def test_down_stops_everything_it_started_and_keeps_the_data(dev: CliStack) -> N
     assert landed.returncode == 0, landed.stderr
     before = {k: json.loads(dev.run(*k.split(), "-o", "json").stdout) for k in ("get endpoints", "status")}
     state = json.loads(dev.run("dev", "status", "--json").stdout)
+    # a dead letter nobody else keeps (issue 23, finding 9): down counts and keeps it, up brings it back
+    _publish(dev, "ferry-dead-letter", b"dead", CloudPubSubDeadLetterSourceSubscription="probe-pull")
     groups = [c["pid"] for c in state["components"] if c.get("pid")]
     java = [p for p in stack_mod.stack_pids(state) if "java" in Path(f"/proc/{p}/cmdline").read_bytes().decode()]
     assert len(java) == 2, "both Java emulators run in the stack's process groups"
@@ -213,6 +245,7 @@ def test_down_stops_everything_it_started_and_keeps_the_data(dev: CliStack) -> N
     # what cannot survive is named: the probe message published earlier still waits in the pull subscription
     assert down["undelivered"]["probe-pull"]["messages"] >= 1
     assert down["exported"] and (Path(down["exported"])).is_dir()
+    assert down["held"] == {"ferry-dead-letter-hold": 1} and down["held_kept"] is True
 
     # up again: the same ports, the same endpoints and landed partitions
     up = dev.run("dev", "up", "--json", "--infra", str(HERE / "infra"), "--source", str(HERE / "main.py"),
@@ -221,6 +254,10 @@ def test_down_stops_everything_it_started_and_keeps_the_data(dev: CliStack) -> N
     again = json.loads(up.stdout)
     assert again["api_url"] == dev.state["api_url"]
     assert any("restored" in n for n in again["notes"]), again["notes"]
+    assert again["held_restored"] == {"ferry-dead-letter-hold": 1}
+    [held] = _pull(dev, "ferry-dead-letter-hold")
+    assert held.message.data == b"dead" and held.message.attributes["CloudPubSubDeadLetterSourceSubscription"] == \
+        "probe-pull"
     after = {k: json.loads(dev.run(*k.split(), "-o", "json").stdout) for k in ("get endpoints", "status")}
     assert [i["metadata"] for i in after["get endpoints"]["items"]] == \
         [i["metadata"] for i in before["get endpoints"]["items"]]

@@ -90,6 +90,9 @@ def register(main: click.Group) -> None:
                 what = f"event type {u['event_type']}" if u.get("event_type") else "infra/"
                 console.print(f"[yellow]lost:[/] {u['messages']} undelivered message(s) in subscription {sub} "
                               f"({what}) — `ferry dev down --drain` delivers event types first")
+            for sub, n in d.get("held", {}).items():
+                console.print(f"held: {n} message(s) in {sub} (quarantined events or dead letters) — "
+                              + ("kept: the next `ferry dev up` brings them back" if d.get("held_kept") else "lost"))
             names = ", ".join(s["name"] for s in d["stopped"]) or "nothing"
             console.print(f"stopped {names}")
             if d["already_gone"]:

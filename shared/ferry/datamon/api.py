@@ -71,7 +71,13 @@ def invalidate(call: Call, name: str, partition: str) -> dict[str, Any]:
 @router.route("/v1/evaluate", ("POST",), tag=TAG, operational="evaluate",
               summary="Run one SLA evaluation now (what the scheduler does)")
 def evaluate(call: Call) -> dict[str, Any]:
-    return evaluation.evaluate(call.services, now=call.now())
+    from ferry.notify.port import sweep_stuck
+
+    result = evaluation.evaluate(call.services, now=call.now())
+    # deliveries that stopped without a trace (no redelivery came): retried or dead-lettered, every run
+    result["deliveries_swept"] = sweep_stuck(call.services.store, call.services.publisher, call.now(),
+                                             call.services.settings.notify_max_attempts)
+    return result
 
 
 class AckRequest(BaseModel):
@@ -145,11 +151,13 @@ def silence_end(call: Call, sid: str) -> dict[str, Any]:
 
 @router.route("/v1/status", tag=TAG, summary="The unified view: every endpoint's state, worst first")
 def status(call: Call) -> dict[str, Any]:
-    from ferry.notify.port import failing_channels
+    from ferry.notify.port import failing_channels, stuck_deliveries
 
     owner = call.arg("owner") or None
     result = views.status(call.services, now=call.now(), owner=owner)
     result["channels"] = [c for c in failing_channels(call.services.store) if owner in (None, c.get("team"))]
+    result["stuck_deliveries"] = [d for d in stuck_deliveries(call.services.store, call.now())
+                                  if owner in (None, d.get("team"))]
     return result
 
 

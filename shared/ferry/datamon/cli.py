@@ -95,6 +95,9 @@ def register(main: click.Group) -> None:
             if d.get("channels"):
                 table(d["channels"], ["team", "channel", "type", "last_error", "last_failure_at", "last_dead_lettered_at"],
                       title="failing notification channels", styles={"channel": lambda v: "bold red"})
+            if d.get("stuck_deliveries"):
+                table(d["stuck_deliveries"], ["team", "channel", "status", "attempts", "since", "error"],
+                      title="notifications stuck (the next evaluation retries or dead-letters them)")
         ctx.emit(data, human)
 
     @command(main, "alerts", example=("ferry alerts --owner team-playback", "ferry alerts --severity error --all"))

@@ -413,6 +413,11 @@ def up(config: StackConfig) -> UpResult:
             state["restored_from"] = str(restored.parent)
             state["notes"].append(f"data kept by the last `ferry dev down` restored ({restored.parent.name}); "
                                   f"topics and subscriptions of {n} event type(s) recreated")
+            held = data.restore_held(pubsub, config.project, home)  # quarantined events, dead letters
+            if held:
+                state["held_restored"] = held
+                state["notes"].append(f"{sum(held.values())} held message(s) (quarantine, dead letters) "
+                                      f"published again to {len(held)} hold(s)")
 
         if config.scheduler:
             log = log_dir(home) / "scheduler.log"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -50,17 +52,27 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+# Worker threads of the POSTs: a try that outlives its deadline is abandoned to its thread (which its
+# per-read timeouts end), not waited for.
+_POSTS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="notify-post")
+
+
 class HttpSender:
     """POSTs JSON with ``tries`` attempts per call: exponential backoff with jitter on 429, 5xx and
     transport errors, or exactly the server's ``Retry-After`` when it gives one. A ``Retry-After``
-    longer than ``max_retry_after`` ends the call (the caller retries later: Pub/Sub redelivers)."""
+    longer than ``max_retry_after`` ends the call (the caller retries later: Pub/Sub redelivers).
+
+    Each try has a whole deadline (``deadline``, seconds), not only httpx's per-read ``timeout``: a
+    webhook that accepts the connection and then trickles (or never finishes) its answer is a failed try
+    after ``deadline``, so a call always ends within ``tries × deadline`` plus its backoffs."""
 
     def __init__(self, client: httpx.Client | None = None, *, tries: int = 3, backoff: float = 0.5,
                  max_backoff: float = 8.0, max_retry_after: float = 30.0, timeout: float = 10.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 deadline: float = 15.0, sleep: Callable[[float], None] = time.sleep) -> None:
         self._client = client
         self.tries, self.backoff, self.max_backoff = tries, backoff, max_backoff
         self.max_retry_after, self.timeout, self.sleep = max_retry_after, timeout, sleep
+        self.deadline = deadline
 
     @property
     def client(self) -> httpx.Client:
@@ -92,8 +104,11 @@ class HttpSender:
         def once() -> int:
             nonlocal tries
             tries += 1
+            attempt = _POSTS.submit(self.client.post, url, json=body, headers=headers)
             try:
-                response = self.client.post(url, json=body, headers=headers)
+                response = attempt.result(timeout=self.deadline)
+            except FutureTimeout:
+                raise _Retry(None, f"no answer within {self.deadline:g}s", None) from None
             except httpx.TransportError as exc:
                 raise _Retry(None, f"{type(exc).__name__}: {exc}", None) from exc
             if response.status_code in RETRYABLE:

@@ -10,7 +10,9 @@ A failing channel is retried within the call (``HttpSender``), then by Pub/Sub r
 raises); after ``max_attempts`` calls — or at once for an answer no retry can fix (a 4xx) — the
 notification goes to the dead-letter topic ``ferry-alerts-dead-letter`` with the channel and the error,
 and the channel is marked failing in ``notify_channels`` (``ferry status`` lists it) until a delivery
-to it succeeds again. A message nobody can route is dead-lettered too: never dropped silently.
+to it succeeds again. A message nobody can route is dead-lettered too: never dropped silently. A delivery that stops without
+a trace (left ``failed`` or ``sending``: Pub/Sub never redelivered, notify was killed mid-POST) is found
+by the sweep (:mod:`ferry.notify.sweep`, every evaluation) and retried or dead-lettered.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ferry.notify import messages as msgs
 from ferry.notify.port import CHANNELS
 from ferry.notify.secrets import SecretRefused, SecretStore, SecretUnavailable
 from ferry.notify.sender import HttpSender, Sent
+from ferry.notify.sweep import kept_message
 from ferry.store.base import DocumentStore, Op
 from ferry.store.manifests import ManifestRepository
 
@@ -112,7 +115,7 @@ class Notifier:
                  attributes: dict[str, str]) -> str:
         did = delivery_id(nid, team, channel.name)
         now = self.clock.now()
-        attempt = self._claim(did, nid, team, channel, event, now)
+        attempt = self._claim(did, nid, team, channel, event, now, kept_message(data, attributes))
         if attempt is None:
             return "duplicate"
         labels = {"owner": team, "channel": channel.name, "component": "notify"}
@@ -146,7 +149,7 @@ class Notifier:
         return "retry"
 
     def _claim(self, did: str, nid: str, team: str, channel: Channel, event: msgs.AlertEvent,
-               now: datetime) -> int | None:
+               now: datetime, message: dict[str, Any]) -> int | None:
         """This call's attempt number for the delivery, or None when it is done already.
 
         Raises:
@@ -154,7 +157,8 @@ class Notifier:
         """
         doc: dict[str, Any] = {"notification": nid, "team": team, "channel": channel.name, "type": channel.type,
                "dedup_key": event.dedup_key, "event_action": event.event_action, "status": "sending",
-               "attempts": 1, "claimed_at": now}
+               "attempts": 1, "claimed_at": now,
+               "message": message}  # kept for the sweep (ferry.notify.sweep) should Pub/Sub never redeliver
         try:
             self.store.write([Op.create(DELIVERIES, did, doc)])
             return 1
