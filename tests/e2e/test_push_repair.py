@@ -22,10 +22,11 @@ from typing import Any
 
 import pytest
 
+from fakes.parts import part_lines, parts
 from ferry.dev import emulators as emu
 from ferry.dev.harness import ferry_executable, run_cli
 from ferry.domain import periods
-from ferry.gabo import core
+from ferry.gabo.names import SUCCESS, final_prefix
 
 from .test_gabo import SCHEMA
 
@@ -104,18 +105,11 @@ def test_after_the_pubsub_emulator_is_killed_dev_up_repairs_and_events_flow_agai
     sent_at = datetime.now(UTC)
     assert own.run("send", name, "-", input=lines)["accepted"] == len(ids)
     minute = sent_at.replace(second=0, microsecond=0)
-    final = own.home / "sink" / core.final_prefix(name, minute, periods.partitioning("PT1M"))
+    final = own.home / "sink" / final_prefix(name, minute, periods.partitioning("PT1M"))
     # the period ends within a minute, closes 10 s later; scale and close fire every minute
-    _until(lambda: (final / core.SUCCESS).exists(), f"{final} was never closed after the repair", 420)
-    success = json.loads((final / core.SUCCESS).read_text())
-    written = [json.loads(line)["id"] for part in sorted(final.glob("part-*.jsonl.gz")) for line in _lines(part)]
+    _until(lambda: (final / SUCCESS).exists(), f"{final} was never closed after the repair", 420)
+    success = json.loads((final / SUCCESS).read_text())
+    written = [json.loads(line)["id"] for part in parts(final) for line in part_lines(part)]
     assert sorted(written) == sorted(ids), success
     assert own.run("dev", "status")["healthy"]
 
-
-def _lines(path: Path) -> list[str]:
-    import gzip
-
-    raw = path.read_bytes()
-    text = gzip.decompress(raw).decode() if path.name.endswith(".gz") else raw.decode()
-    return [line for line in text.splitlines() if line.strip()]

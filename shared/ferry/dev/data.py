@@ -232,7 +232,7 @@ def restore_held(pubsub_host: str, project: str, home: Path) -> dict[str, int]:
 
 def type_holds(manifest: dict[str, Any]) -> dict[str, str]:
     """An event type's hold subscriptions → their topics: its quarantine's, and each stream's dead
-    letters' (``ferry.gabo.reconcile.type_resources``)."""
+    letters' (``ferry.gabo.provisioning.reconcile.type_resources``)."""
     name = manifest["metadata"]["name"]
     held = [Names(name).quarantine]
     held += [Names(name, stream).dead_letter for stream in streams_of(float((manifest.get("spec") or {}).get("darkload") or 0))]

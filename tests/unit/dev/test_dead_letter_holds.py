@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from ferry.broker.base import Message
 from ferry.domain.periods import parse_duration
-from ferry.gabo.broker import MemoryBroker
-from ferry.gabo.reconcile import reconcile
+from ferry.gabo.delivery.broker import MemoryBroker
+from ferry.gabo.provisioning.reconcile import reconcile
 from ferry.infra import model
 
 
