@@ -223,7 +223,7 @@ class FakeRunV2:
             job_short = req.name.rsplit("/", 1)[-1]
             name = f"{req.name}/executions/{job_short}-{n:05d}"
             now = _ts(self.clock())
-            ex = run_v2.Execution(name=name, job=job_short, task_count=1, running_count=1, create_time=now,
+            ex = run_v2.Execution(name=name, job=job_short, task_count=1, running_count=1, create_time=now, start_time=now,
                                   log_uri=f"https://console.cloud.google.com/logs/viewer?execution={n}",
                                   template=_with_overrides(job.template.template, req.overrides))
             self.executions[name] = ex

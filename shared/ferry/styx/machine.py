@@ -168,11 +168,14 @@ class Terminate(Event):
     name = "terminate"
     _: KW_ONLY
     exit_code: int | None                   # None: ended without one (counts as -1)
+    ran_seconds: float | None = None        # the job's own run time, when the platform tells it
 
 
 @dataclass(frozen=True)
 class RunError(Event):
     name = "runError"
+    _: KW_ONLY
+    ran_seconds: float | None = None
 
 
 @dataclass(frozen=True)

@@ -402,8 +402,9 @@ def build_timeline(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         at = iso(e.get("at"))
         status = {"counter": e["counter"], "event": e["event"], "state": e["state"], "at": at,
                   "message": e.get("message", "")}
-        if "delay_seconds" in e:
-            status["delay_seconds"] = e["delay_seconds"]
+        for key in ("delay_seconds", "ran_seconds"):
+            if key in e:
+                status[key] = e[key]
         if e["event"] == "triggerExecution" or not triggers:
             trig = e.get("trigger") or {}
             triggers.append({"trigger_type": trig.get("type"), "trigger_id": trig.get("id"),
@@ -422,6 +423,8 @@ def build_timeline(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 execution["log_uri"] = e["log_uri"]
             if e["event"] == "terminate":
                 execution["exit_code"] = e.get("exit_code")
+            if e.get("ran_seconds") is not None:
+                execution["ran_seconds"] = e["ran_seconds"]  # the job's own run time (the platform's clock)
             if e["event"] in ("retryAfter", "stop", "success", "halt"):
                 execution = None  # the execution is over; later events belong to the trigger
         else:

@@ -156,11 +156,13 @@ class Tick:
                 return
             status = self.styx.launcher.poll(run.handle)
             if status.phase == "ended":
+                ran = status.ran_seconds
                 if status.exit_code is not None:
-                    self.apply(run, m.Terminate(f"exited {status.exit_code}", exit_code=status.exit_code),
-                               now, policy, wf)
+                    self.apply(run, m.Terminate(f"exited {status.exit_code}", exit_code=status.exit_code,
+                                                ran_seconds=ran), now, policy, wf)
                 else:
-                    self.apply(run, m.RunError(status.message or "ended without an exit code"), now, policy, wf)
+                    self.apply(run, m.RunError(status.message or "ended without an exit code", ran_seconds=ran),
+                               now, policy, wf)
                 report.add("ended")
             elif run.deadline is not None and now >= run.deadline:
                 self.apply(run, m.Timeout(f"ran longer than {wf.spec.timeout if wf else 'its timeout'}"

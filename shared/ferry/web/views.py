@@ -218,8 +218,12 @@ def instance(services: Services, workflow: str, parameter: str, execution: str |
     timeline = styx.timeline(workflow, parameter)
     for t in timeline["triggers"]:
         for x in t["executions"]:
+            ran = [s["ran_seconds"] for s in x["statuses"] if s.get("ran_seconds") is not None]
             ats = [datetime.fromisoformat(s["at"]) for s in x["statuses"] if s.get("at")]
-            x["duration_seconds"] = int((ats[-1] - ats[0]).total_seconds()) if len(ats) > 1 else None
+            # the job's own run time when the launcher told it; else from submission to the last status seen
+            x["duration_seconds"] = int(ran[-1]) if ran else \
+                int((ats[-1] - ats[0]).total_seconds()) if len(ats) > 1 else None
+            x["duration_measured"] = bool(ran)
     lines: list[str] = []
     shown, log_error = execution or timeline["instance"]["execution_id"], None
     try:

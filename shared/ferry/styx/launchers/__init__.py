@@ -7,7 +7,7 @@ root (``ferry.bootstrap``) builds the one ``settings.launcher`` names.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from ferry.errors import InfraError
@@ -42,6 +42,14 @@ class Status:
     phase: Literal["pending", "running", "ended"]
     exit_code: int | None = None      # when ended; None = ended without one (killed, failed to start)
     message: str = ""
+    started_at: datetime | None = None  # when the platform started the job (its run time is ended - started),
+    ended_at: datetime | None = None    # when known: not when a tick happened to notice
+
+    @property
+    def ran_seconds(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return max(0.0, round((self.ended_at - self.started_at).total_seconds(), 3))
 
 
 class Throttled(InfraError):

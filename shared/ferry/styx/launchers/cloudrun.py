@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from ferry.errors import InfraError, NotFound
@@ -393,9 +393,10 @@ class CloudRunLauncher:
             if not tasks:
                 return Status("ended", 0 if ex.succeeded_count else None, "no task found")
             result = tasks[0].last_attempt_result
+            times = {"started_at": _when(ex.start_time), "ended_at": _when(ex.completion_time)}
             if result.status.code and not result.exit_code:
-                return Status("ended", None, result.status.message or "task failed without an exit code")
-            return Status("ended", int(result.exit_code))
+                return Status("ended", None, result.status.message or "task failed without an exit code", **times)
+            return Status("ended", int(result.exit_code), **times)
         if ex.running_count:
             return Status("running")
         return Status("pending")
@@ -469,3 +470,13 @@ def default_runner() -> str | None:
 
     accounts = [a.strip() for a in os.environ.get("FERRY_RUNNER_ACCOUNTS", "").split(",") if a.strip()]
     return accounts[0] if accounts else None
+
+
+def _when(value: Any) -> datetime | None:
+    """A proto Timestamp field as an aware datetime (None when unset)."""
+    if not value:
+        return None
+    at = value if isinstance(value, datetime) else None
+    if at is None:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

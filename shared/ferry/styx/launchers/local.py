@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ferry.dev.processes import pid_alive
@@ -85,9 +86,11 @@ class LocalLauncher:
         exit_file = d / "exit"
         if exit_file.exists():
             try:
-                return Status("ended", int(exit_file.read_text().strip()))
+                code = int(exit_file.read_text().strip())
             except ValueError:
                 pass
+            else:  # the wrapper wrote pid as the job started and exit as it ended: the job's own run time
+                return Status("ended", code, started_at=_mtime(d / "pid"), ended_at=_mtime(exit_file))
         if (d / "cancelled").exists():
             return Status("ended", None, "cancelled")
         try:
@@ -136,3 +139,10 @@ class LocalLauncher:
         if not log.exists():
             raise NotFound(f"no log file for execution {handle}")
         return log.read_text(errors="replace").splitlines()[-limit:]
+
+
+def _mtime(path: Path) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except OSError:
+        return None
