@@ -13,9 +13,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-## the whole suite: unit tests, contract suites against fakes and the emulators, end-to-end
+# Parallel test workers (pytest-xdist): each has its own emulator pair and stacks; a module stays on one
+# worker (--dist loadscope), heaviest modules first (tests/conftest.py orders them). TEST_WORKERS=0: one process
+# (the default until the parallel run is measured green on the whole suite).
+TEST_WORKERS ?= 0
+
+## the whole suite: unit tests, contract suites against fakes and the emulators, end-to-end;
+## the 20 slowest tests are listed at the end of every run
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests --ignore=tests/bench
+	$(PY) -m pytest -q -p no:cacheprovider tests --ignore=tests/bench -n $(TEST_WORKERS) --dist loadscope \
+	  --no-loadscope-reorder --durations=20
 
 ## fast unit tests only
 unit: setup

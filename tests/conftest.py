@@ -1,5 +1,12 @@
 """Shared fixtures: the official emulators once per session, a fresh project id per test.
 
+``make test`` runs the suite on pytest-xdist workers (``-n``, ``--dist loadscope``: a module stays on
+one worker, so its module-scoped stacks are started once). Each worker is a session of its own: its
+own emulator pair on free ports, its own FIRESTORE_EMULATOR_HOST / PUBSUB_EMULATOR_HOST, its own
+temporary directories (``tmp_path_factory``) and so its own FERRY_HOMEs. A fixture that needs a stack,
+a home or a port takes it from these (never a fixed path or port), and works unchanged with or without
+workers.
+
 Tests marked ``emulator`` need the Pub/Sub and Firestore emulators. Where the Google Cloud SDK or its
 emulators are missing they are reported as SKIPPED with the reason in the header and the summary —
 never passed silently. Set FERRY_REQUIRE_EMULATORS=1 to turn that into a failure (CI does).
@@ -17,8 +24,9 @@ import pytest
 
 from ferry.dev import emulators as emu
 
-# Fails the session when a query the tests made needs a Firestore index infra/ does not declare.
-pytest_plugins = ["conftest_indexes"]
+# conftest_indexes fails the session when a query the tests made needs a Firestore index infra/ does not
+# declare; conftest_cli_output when a CLI output of the e2e suite carries a Python repr.
+pytest_plugins = ["conftest_indexes", "conftest_cli_output"]
 
 _MISSING = emu.missing()
 
@@ -34,6 +42,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         skipped = len(terminalreporter.stats.get("skipped", []))
         terminalreporter.write_line(
             f"!!! {skipped} test(s) SKIPPED because the emulators are unavailable: {_MISSING}", red=True, bold=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Here as well as at collection: under xdist the controller does not collect, and the run must stop
+    # before any worker starts.
+    if _MISSING and os.environ.get("FERRY_REQUIRE_EMULATORS") == "1":
+        raise pytest.UsageError(f"FERRY_REQUIRE_EMULATORS=1 but {_MISSING}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -55,7 +70,7 @@ class Emulators:
 
 @pytest.fixture(scope="session")
 def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulators]:
-    """Both emulators, started once per test session in their own process groups."""
+    """Both emulators, started once per test session (per xdist worker) in their own process groups."""
     logs = tmp_path_factory.mktemp("emulators")
     started: list[emu.RunningEmulator] = []
     try:

@@ -6,6 +6,10 @@ in subprocesses (the local stack) append theirs to ``FERRY_QUERY_SHAPES_FILE``. 
 session every shape is checked against ``infra/`` (``FERRY_INFRA_DIR`` overrides) and a missing index
 fails the run, naming the collection, the fields and the YAML to add.
 
+With pytest-xdist every worker keeps a shapes file of its own (its stacks' functions inherit it) and
+hands its shapes to the controller when it finishes; the controller checks the union once, so the
+verdict and the report are the same as in a single-process run.
+
 Tests that make ad-hoc queries on purpose (the store's own contract suite) are exempt, as is any
 test marked ``unindexed_queries``.
 """
@@ -17,6 +21,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,16 +29,24 @@ from ferry.store import base
 from ferry.store.base import QueryShape
 
 EXEMPT_FILES = ("tests/contract/test_document_store.py", "tests/unit/deploy/test_indexes.py")
+WORKER_OUTPUT_KEY = "ferry_query_shapes"
 _checked: set[QueryShape] = set()
+_from_workers: set[QueryShape] = set()
 _shapes_file: Path | None = None
 _report: list[str] = []
 _summary: list[str] = []
 
 
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     global _shapes_file
     config.addinivalue_line("markers", "unindexed_queries: the test's queries are not checked against infra/ indexes")
-    if "FERRY_QUERY_SHAPES_FILE" not in os.environ:
+    # A worker always starts a file of its own: the one inherited from the controller would mix the
+    # in-process shapes of every worker (exempt ones included) into each worker's subprocess shapes.
+    if "FERRY_QUERY_SHAPES_FILE" not in os.environ or _is_worker(config):
         fd, name = tempfile.mkstemp(prefix="ferry-query-shapes-", suffix=".jsonl")
         os.close(fd)
         _shapes_file = Path(name)
@@ -66,8 +79,19 @@ def _subprocess_shapes() -> set[QueryShape]:
             continue
         if d.get("pid") == os.getpid():
             continue  # this process's shapes were collected per test (with exemptions)
-        out.add(QueryShape(d["collection"], tuple(tuple(f) for f in d["filters"]), d["order_by"], d["descending"]))
+        out.add(_shape(d["collection"], d["filters"], d["order_by"], d["descending"]))
     return out
+
+
+def _shape(collection: str, filters: Any, order_by: str | None, descending: bool) -> QueryShape:
+    return QueryShape(collection, tuple(tuple(f) for f in filters), order_by, descending)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist (controller): a worker finished — take the shapes it saw."""
+    for collection, filters, order_by, descending in getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY, []):
+        _from_workers.add(_shape(collection, filters, order_by, descending))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -75,9 +99,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from ferry.deploy.indexes import as_yaml, describe, missing, required
     from ferry.infra.model import load
 
-    shapes = _checked | _subprocess_shapes()
+    shapes = _checked | _subprocess_shapes() | _from_workers
     if _shapes_file is not None:
         _shapes_file.unlink(missing_ok=True)
+    if _is_worker(session.config):  # the controller checks the union of every worker's shapes
+        session.config.workeroutput[WORKER_OUTPUT_KEY] = [  # type: ignore[attr-defined]
+            [s.collection, [list(f) for f in s.filters], s.order_by, s.descending] for s in shapes]
+        return
     if not shapes:
         return
     infra_dir = os.environ.get("FERRY_INFRA_DIR")

@@ -27,7 +27,7 @@ def test_a_function_in_a_subprocess_queries_too():
 '''
 
 
-def _run(tmp_path: Path, indexes: str) -> subprocess.CompletedProcess[str]:
+def _run(tmp_path: Path, indexes: str, *args: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "infra").mkdir(exist_ok=True)
     (tmp_path / "infra" / "x.yaml").write_text(indexes)
     (tmp_path / "suite").mkdir(exist_ok=True)
@@ -37,8 +37,8 @@ def _run(tmp_path: Path, indexes: str) -> subprocess.CompletedProcess[str]:
     env.update(FERRY_INFRA_DIR=str(tmp_path / "infra"),
                PYTHONPATH=os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-                           "--rootdir", str(tmp_path / "suite"), str(tmp_path / "suite")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                           "--rootdir", str(tmp_path / "suite"), *args, str(tmp_path / "suite")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_an_undeclared_index_fails_the_session_and_says_what_to_add(tmp_path: Path) -> None:
@@ -48,6 +48,15 @@ def test_an_undeclared_index_fails_the_session_and_says_what_to_add(tmp_path: Pa
     assert "instances: due_at <=, state ==" in r.stdout
     assert "alerts: open ==, order by raised_at desc" in r.stdout  # from the subprocess
     assert "collection: instances" in r.stdout and "field: due_at" in r.stdout
+
+
+def test_under_xdist_workers_the_controller_checks_every_workers_shapes(tmp_path: Path) -> None:
+    # a worker's gaps (in-process and from a subprocess) reach the controller, which fails the run
+    r = _run(tmp_path, "indexes: []\n", "-n", "1")
+    assert "2 passed" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 1, r.stdout
+    assert "instances: due_at <=, state ==" in r.stdout
+    assert "alerts: open ==, order by raised_at desc" in r.stdout
 
 
 def test_declared_indexes_pass(tmp_path: Path) -> None:
