@@ -51,7 +51,22 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"FERRY_REQUIRE_EMULATORS=1 but {_MISSING}")
 
 
+# Heavy directories first (a stable sort: each module keeps its order): with ``--dist loadscope
+# --no-loadscope-reorder`` workers take whole modules in this order, so the long end-to-end modules start
+# at once and the many short unit modules fill the workers' ends evenly.
+HEAVY_FIRST = ("e2e", "contract")
+
+
+def _weight(item: pytest.Item) -> int:
+    try:
+        top = Path(str(item.path)).relative_to(Path(__file__).parent).parts[0]
+    except (ValueError, IndexError):
+        top = ""
+    return HEAVY_FIRST.index(top) if top in HEAVY_FIRST else len(HEAVY_FIRST)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_weight)
     if not _MISSING:
         return
     if os.environ.get("FERRY_REQUIRE_EMULATORS") == "1":
