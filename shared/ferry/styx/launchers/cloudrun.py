@@ -393,10 +393,11 @@ class CloudRunLauncher:
             if not tasks:
                 return Status("ended", 0 if ex.succeeded_count else None, "no task found")
             result = tasks[0].last_attempt_result
-            times = {"started_at": _when(ex.start_time), "ended_at": _when(ex.completion_time)}
+            started, ended = _when(ex.start_time), _when(ex.completion_time)
             if result.status.code and not result.exit_code:
-                return Status("ended", None, result.status.message or "task failed without an exit code", **times)
-            return Status("ended", int(result.exit_code), **times)
+                return Status("ended", None, result.status.message or "task failed without an exit code",
+                              started_at=started, ended_at=ended)
+            return Status("ended", int(result.exit_code), started_at=started, ended_at=ended)
         if ex.running_count:
             return Status("running")
         return Status("pending")
