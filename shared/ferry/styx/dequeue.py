@@ -10,6 +10,7 @@ spent per ~40 instances, not two per instance.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -103,7 +104,7 @@ class DequeueStage:
             return
         wfs = tick.workflows({r.workflow for r in queued})
         queued = fair_order(queued, lambda r: r.team or getattr(getattr(wfs.get(r.workflow), "metadata", None),
-                                                                "owner", None) or "")
+                                                                "owner", None) or "", salt=minute)
         resource_names = sorted({res for wf in wfs.values() if wf for res in wf.spec.resources})
         resources = tick.services.manifests.get_many("Resource", resource_names) if resource_names else {}
         tick.repo.expire_rate(minute)
@@ -382,15 +383,16 @@ class DequeueStage:
             log_failure(logger, f"cancel of {x.run.execution_id} failed", exc)
 
 
-def fair_order(runs: Sequence[m.Run], team_of: Callable[[m.Run], str]) -> list[m.Run]:
+def fair_order(runs: Sequence[m.Run], team_of: Callable[[m.Run], str], salt: str = "") -> list[m.Run]:
     """The order a tick hands out submission tokens and slots: scheduled work before backfills (a
     backfill gets the capacity left), and within each, one instance per team in turn (round-robin;
-    a team's own oldest due first)."""
+    a team's own oldest due first). The teams' turn order is shuffled by ``salt`` (the tick's minute),
+    so when there are more teams than tokens no team is always last."""
     def rr(group: list[m.Run]) -> list[m.Run]:
         by_team: dict[str, list[m.Run]] = {}
         for r in sorted(group, key=lambda r: (r.due_at or datetime.min.replace(tzinfo=UTC), r.id)):
             by_team.setdefault(team_of(r), []).append(r)
-        lanes = [by_team[t] for t in sorted(by_team)]
+        lanes = [by_team[t] for t in sorted(by_team, key=lambda t: hashlib.sha256(f"{salt}|{t}".encode()).digest())]
         return [lane[i] for i in range(max((len(x) for x in lanes), default=0)) for lane in lanes if i < len(lane)]
     scheduled = [r for r in runs if not r.backfill]
     return rr(scheduled) + rr([r for r in runs if r.backfill])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -235,46 +235,55 @@ class Tick:
                 return  # all due ones seen (a workflow far behind catches up ``catch_up`` a tick)
 
     def _trigger_page(self, due: list[tuple[str, dict[str, Any]]], now: datetime, report: TickReport) -> None:
-        plans: list[tuple[str, dict[str, Any], list[datetime], datetime]] = []
-        for name, state in due:
-            cadence = periods.schedule(state["schedule"], state["timezone"])
-            offset = periods.parse_duration(state["offset"])
-            start = cadence.parse(state["next_period"])
-            todo, nxt = due_periods(cadence, offset, start, now, self.limits.catch_up)
-            plans.append((name, state, todo, nxt))
-        ids = [m.instance_id(name, periods.schedule(s["schedule"], s["timezone"]).format(p))
-               for name, s, todo, _ in plans for p in todo]
-        existing = self.repo.get_many(ids)
-        batches: list[tuple[list[Op], int]] = []
-        for name, state, todo, nxt in plans:
-            cadence = periods.schedule(state["schedule"], state["timezone"])
-            offset = periods.parse_duration(state["offset"])
-            ops: list[Op] = []
-            count = 0
-            for p in todo:
-                parameter = cadence.format(p)
-                before = existing.get(m.instance_id(name, parameter))
-                if before is not None and before.active:
-                    log.event(logger, log.WARNING, f"{name} {parameter}: natural trigger skipped, instance is {before.state}",
-                              labels={"workflow": name, "parameter": parameter})
-                    continue
-                trig = m.Trigger("natural", f"natural-{parameter}")
-                base = before or m.Run(name, parameter)
-                if state.get("team") and base.team != state["team"]:
-                    base = replace(base, team=state["team"])
-                adv = m.advance(base,
-                                m.TriggerExecution("natural trigger", trigger=trig), now, m.Policy())
-                ops += self.repo.commit_ops(before, adv.log, now)
-                count += 1
-            ops.append(Op.set(WORKFLOWS, name, {"next_period": cadence.format(nxt),
-                                                "next_due": fire_time(cadence, offset, nxt)
-                                                + smear(name, self.limits.smear_s), "updated_at": now},
-                              merge=True))
-            batches.append((ops, count))
-        # One commit for all when nobody races us; per workflow when someone does (their trigger wins).
-        committed = write_all_or_each(self.services.store, batches, lambda b: b[0], batch_ops=450)
-        report.triggered += sum(n for _, n in committed.items)
+        """Trigger a page of due workflows without reading their instances first: a natural trigger's
+        instance is new, so it is created (a create precondition). Only a workflow whose commit finds
+        an instance already there (triggered ad hoc or by a backfill before its time, or by a racing
+        tick) reads it and decides again (``_trigger_read``) — one read less per due instance."""
+        plans = [_TriggerPlan.of(name, state, now, self.limits.catch_up) for name, state in due]
+        for plan in plans:
+            plan.ops = self._trigger_ops(plan, {}, now)
+
+        def one(plan: _TriggerPlan) -> bool:
+            try:
+                self.services.store.write(plan.ops)
+                return True
+            except Conflict:
+                pass
+            existing = self.repo.get_many([m.instance_id(plan.name, plan.cadence.format(p)) for p in plan.todo])
+            plan.ops = self._trigger_ops(plan, existing, now)
+            try:
+                self.services.store.write(plan.ops)
+                return True
+            except Conflict:
+                report.add("conflicts")  # another tick triggered it meanwhile: theirs stands
+                return False
+        committed = write_all_or_each(self.services.store, plans, lambda pl: pl.ops, one=one, batch_ops=450)
+        report.triggered += sum(pl.count for pl in committed.items)
         report.conflicts += committed.conflicts
+
+    def _trigger_ops(self, plan: _TriggerPlan, existing: dict[str, m.Run], now: datetime) -> list[Op]:
+        ops: list[Op] = []
+        plan.count = 0
+        team = plan.state.get("team")
+        for p in plan.todo:
+            parameter = plan.cadence.format(p)
+            before = existing.get(m.instance_id(plan.name, parameter))
+            if before is not None and before.active:
+                log.event(logger, log.WARNING, f"{plan.name} {parameter}: natural trigger skipped, instance is "
+                          f"{before.state}", labels={"workflow": plan.name, "parameter": parameter})
+                continue
+            trig = m.Trigger("natural", f"natural-{parameter}")
+            base = before or m.Run(plan.name, parameter)
+            if team and base.team != team:
+                base = replace(base, team=team)
+            adv = m.advance(base, m.TriggerExecution("natural trigger", trigger=trig), now, m.Policy())
+            ops += self.repo.commit_ops(before, adv.log, now)
+            plan.count += 1
+        ops.append(Op.set(WORKFLOWS, plan.name, {"next_period": plan.cadence.format(plan.nxt),
+                                                 "next_due": fire_time(plan.cadence, plan.offset, plan.nxt)
+                                                 + smear(plan.name, self.limits.smear_s), "updated_at": now},
+                          merge=True))
+        return ops
 
     # -- 3. backfills ----------------------------------------------------------------------------------
     def progress_backfills(self, now: datetime, report: TickReport) -> None:
@@ -292,6 +301,27 @@ class Tick:
     # -- 4. dequeue and submit (``dequeue``) -----------------------------------------------------------
     def dequeue(self, now: datetime, report: TickReport) -> None:
         DequeueStage(self, report).run(now)
+
+
+@dataclass
+class _TriggerPlan:
+    """One due workflow's natural triggers this tick: its periods due and its next period after them."""
+
+    name: str
+    state: dict[str, Any]
+    cadence: periods.Cadence
+    offset: timedelta
+    todo: list[datetime]
+    nxt: datetime
+    ops: list[Op] = field(default_factory=list)
+    count: int = 0
+
+    @classmethod
+    def of(cls, name: str, state: dict[str, Any], now: datetime, catch_up: int) -> _TriggerPlan:
+        cadence = periods.schedule(state["schedule"], state["timezone"])
+        offset = periods.parse_duration(state["offset"])
+        todo, nxt = due_periods(cadence, offset, cadence.parse(state["next_period"]), now, catch_up)
+        return cls(name, state, cadence, offset, todo, nxt)
 
 
 def tick(services: Services, now: datetime | None = None, budget: float = 45.0) -> TickReport:

@@ -559,8 +559,12 @@ def test_fair_order_takes_teams_in_turn_and_backfills_last() -> None:
     runs = ([m.Run(f"a{i}", P, team="a", due_at=t) for i in range(5)] + [m.Run("b0", P, team="b", due_at=t)]
             + [m.Run("bf", P, team="c", due_at=t - timedelta(days=1), backfill="bf-1")]
             + [m.Run("c0", P, team="c", due_at=t + timedelta(seconds=1))])
-    order = [r.workflow for r in fair_order(runs, lambda r: r.team or "")]
-    assert order == ["a0", "b0", "c0", "a1", "a2", "a3", "a4", "bf"]
+    for salt in ("2026-01-01T00:00", "2026-01-01T00:01", "x"):
+        order = [r.workflow for r in fair_order(runs, lambda r: r.team or "", salt=salt)]
+        assert sorted(order[:3]) == ["a0", "b0", "c0"]  # one of each team first, in a per-minute order
+        assert order[3:] == ["a1", "a2", "a3", "a4", "bf"]  # then the rest of a; the backfill last
+    firsts = {fair_order(runs, lambda r: r.team or "", salt=f"m{i}")[0].team for i in range(30)}
+    assert firsts == {"a", "b", "c"}  # no team is always first (or always last)
 
 
 def test_one_teams_3000_due_do_not_hold_back_another_teams_10(svc, clock, launcher) -> None:
