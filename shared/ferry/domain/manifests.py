@@ -133,6 +133,17 @@ class Retry(_Strict):
     max_backoff: Duration = "PT45M"
 
 
+class WorkflowAlerts(_Strict):
+    """Who hears of a failing workflow: an instance ending ERROR (out of tries, exit 50, timeout, run
+    error) opens one incident per workflow for its owning team (docs/styx.md, "When a run fails")."""
+
+    severity: Literal["page", "ticket", "info", "off"] = Field(
+        default="ticket", description="the incident's severity as an SLA's (page: critical, ticket: error, "
+                                      "info: info); off: no incident")
+    renotify_after: Duration = Field(default="PT4H", description="re-notify an open, unacknowledged incident "
+                                                                 "this often")
+
+
 class WorkflowSpec(_Strict):
     schedule: Schedule
     timezone: TimeZone = "UTC"
@@ -150,6 +161,7 @@ class WorkflowSpec(_Strict):
     memory: str = "512Mi"
     service_account: str | None = None
     enabled: bool = True
+    alerts: WorkflowAlerts = Field(default_factory=WorkflowAlerts)
 
     def cadence(self) -> periods.Cadence:
         return periods.schedule(self.schedule, self.timezone)

@@ -29,6 +29,7 @@ from ferry.errors import Conflict
 from ferry.store.base import Op, write_all_or_each
 from ferry.styx import machine as m
 from ferry.styx.dequeue import DequeueStage, log_failure
+from ferry.styx.failures import FailureAlerts
 from ferry.styx.repository import WORKFLOWS, StyxRepository
 from ferry.styx.scheduling import due_periods, fire_time, policy_of, smear
 from ferry.styx.service import StyxService
@@ -82,6 +83,9 @@ class TickReport:
     left_to_others: int = 0  # launched, but another tick had recorded the same execution: left running
     resubmitted: int = 0  # lost submissions whose execution had not started: launched under the same id
     throttled: int = 0    # launches the platform refused for a quota (429): requeued, no try spent
+    alerts_triggered: int = 0   # failure incidents opened (one per workflow: docs/styx.md)
+    alerts_renotified: int = 0
+    alerts_resolved: int = 0
     errors: int = 0       # instances whose poll or dequeue failed unexpectedly (logged; the rest went on)
     budget_exhausted: bool = False
     rate_limited: bool = False  # this minute's submissions are used up (by this tick or others)
@@ -106,6 +110,7 @@ class Tick:
         self.repo: StyxRepository = self.styx.repo
         self.limits = limits or TickLimits.from_settings(services.settings)
         self._workflows: dict[str, Workflow | None] = {}
+        self.failures = FailureAlerts(services)
 
     def run(self, now: datetime, budget: float = 45.0) -> TickReport:
         """One tick at ``now``, for at most ``budget`` seconds of wall time."""
@@ -119,6 +124,13 @@ class Tick:
                     report.budget_exhausted = True
                     break
                 stage(now, report)
+        try:
+            alerted = self.failures.flush(now)
+            report.alerts_triggered, report.alerts_resolved = alerted["trigger"], alerted["resolve"]
+            report.alerts_renotified = alerted["renotify"]
+        except Exception as exc:  # the ends are committed; their alerts are the next end's or the sweep's
+            report.add("errors")
+            log_failure(logger, "settling failure alerts failed", exc)
         report.seconds = round(time.monotonic() - started, 3)
         log.event(logger, log.INFO, "tick", **report.to_dict())
         return report
@@ -218,6 +230,7 @@ class Tick:
                extra: list[Op] | None = None, new: bool = False) -> m.Run:
         applied = self.styx.commit(run, event, now, policy, extra or [], new=new)
         self.styx.carry_out(applied, wf, now)
+        self.failures.record(applied.run, applied.log, wf, now)
         return applied.run
 
     # -- 2. natural triggers ------------------------------------------------------------------------
