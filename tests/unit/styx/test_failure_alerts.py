@@ -11,7 +11,7 @@ import pytest
 
 from ferry.domain.manifests import Workflow
 from ferry.errors import InfraError
-from ferry.gabo.broker import MemoryBroker
+from ferry.gabo.delivery.broker import MemoryBroker
 from ferry.styx import machine as m
 from ferry.styx.failures import ALERTS, NOTIFICATIONS, FailureAlerts
 from ferry.styx.tick import Tick, TickLimits

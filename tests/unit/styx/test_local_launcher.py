@@ -42,7 +42,11 @@ def test_exit_code_env_and_log(tmp_path) -> None:
 def test_running_then_cancel(tmp_path) -> None:
     launcher = LocalLauncher(tmp_path)
     launched = launcher.launch(spec("e2", "--sleep", "30"))
-    assert launcher.poll(launched.handle).phase == "running"
+    assert launcher.poll(launched.handle).phase in ("pending", "running")  # pending until its wrapper starts
+    deadline = time.monotonic() + 30
+    while launcher.poll(launched.handle).phase != "running":
+        assert time.monotonic() < deadline, "the execution never started"
+        time.sleep(0.05)
     launcher.cancel(launched.handle)
     status = wait_ended(launcher, launched.handle)
     assert status.exit_code is None and status.message == "cancelled"
