@@ -225,8 +225,17 @@ def _launcher(services: Services) -> Launcher:
         return LocalLauncher(services.settings.log_dir)
     if kind == "cloudrun":
         from ferry.styx.launchers.cloudrun import CloudRunLauncher
+        from ferry.styx.repository import StyxRepository
+        from ferry.styx.slots import ApiTokens
 
-        return CloudRunLauncher(services.settings.project, services.settings.region)
+        s = services.settings
+        if s.styx_max_active > s.cloudrun_max_running:
+            raise ValueError(f"FERRY_STYX_MAX_ACTIVE={s.styx_max_active} is more than Cloud Run runs at once in "
+                             f"the region (FERRY_CLOUDRUN_MAX_RUNNING={s.cloudrun_max_running})")
+        # CreateJob and DeleteJob take tokens of a per-minute pool every tick shares (RunJob: the dequeue's)
+        tokens = ApiTokens(StyxRepository(services.store), s.cloudrun_write_rate, services.clock)
+        return CloudRunLauncher(s.project, s.region, max_jobs=s.cloudrun_max_jobs,
+                                idle_grace=float(s.cloudrun_idle_grace_s), quota=tokens.take)
     raise ValueError(f"unknown launcher {kind!r} (FERRY_LAUNCHER): use local or cloudrun")
 
 

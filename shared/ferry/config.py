@@ -56,6 +56,14 @@ class Settings:
     styx_submit_rate: int = field(default_factory=lambda: _int("FERRY_STYX_SUBMIT_RATE", 600))
     styx_gate_recheck_s: int = field(default_factory=lambda: _int("FERRY_STYX_GATE_RECHECK_S", 60))
     styx_threads: int = field(default_factory=lambda: _int("FERRY_STYX_THREADS", 8))
+    # Cloud Run's limits in the region (docs/styx.md, "Cloud Run jobs: isolation and limits"): the jobs
+    # Styx keeps (a pool evicting idle ones), running executions (FERRY_STYX_MAX_ACTIVE may not exceed it),
+    # and how long a job's last execution must have ended before its job may be evicted.
+    cloudrun_max_jobs: int = field(default_factory=lambda: _int("FERRY_CLOUDRUN_MAX_JOBS", 1000))
+    cloudrun_max_running: int = field(default_factory=lambda: _int("FERRY_CLOUDRUN_MAX_RUNNING", 1000))
+    cloudrun_idle_grace_s: int = field(default_factory=lambda: _int("FERRY_CLOUDRUN_IDLE_GRACE_S", 600))
+    # CreateJob + DeleteJob a minute, all ticks together (the region's "Write requests per minute" quota)
+    cloudrun_write_rate: int = field(default_factory=lambda: _int("FERRY_CLOUDRUN_WRITE_RATE", 120))
     # How long a submission may stay unrecorded before a later tick asks the launcher whether it
     # started (adopt it) or never did (launch it again under its id); the submitting tick stops
     # launching at half of it. Slow is not dead: this only decides when to ask, never what happened.

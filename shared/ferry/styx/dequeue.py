@@ -92,7 +92,7 @@ class DequeueStage:
         self.store = tick.services.store
         self.report = report
         self.claims: Claims | None = None
-        self.throttled = False  # the platform answered 429: no more launches this tick
+        self.throttled = False  # a launch was refused for a quota: no more launches this tick
 
     def run(self, now: datetime) -> None:
         tick, report = self.tick, self.report
@@ -317,11 +317,11 @@ class DequeueStage:
 
     def _requeue(self, run: m.Run, wf: Workflow, policy: m.Policy, exc: Throttled, now: datetime) -> None:
         """The platform refused the launch for its quota and started nothing: the instance goes back
-        to the queue (no try spent, slots released). A request rate exceeded (``slow_down``): this tick
-        launches no more and the rate of the next minutes slows down (``slots.effective_rate``)."""
+        to the queue (no try spent, slots released), and this tick launches no more. A request rate
+        exceeded (``slow_down``): the rate of the next minutes slows down (``slots.effective_rate``)."""
         self.report.add("throttled")
         first = exc.slow_down and not self.throttled
-        self.throttled = self.throttled or exc.slow_down
+        self.throttled = True
         log.event(logger, log.WARNING, f"launch of {run.execution_id} refused for a quota; requeued: {exc.message}",
                   labels={"workflow": run.workflow, "parameter": run.parameter})
         try:

@@ -14,6 +14,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from ferry.styx.repository import StyxRepository
@@ -83,6 +84,39 @@ def held_and_tokens(slots: Sequence[str]) -> tuple[tuple[str, ...], list[tuple[s
     held = tuple(s for s in slots if not s.startswith(RATE_PREFIX))
     tokens = [s[len(RATE_PREFIX):].rsplit("#", 1) for s in slots if s.startswith(RATE_PREFIX)]
     return held, [(minute, int(n)) for minute, n in tokens]
+
+
+WRITES = "+w"  # the write tokens' minute key: ``2026-11-26T13:05+w`` sorts inside its minute (expired with it)
+
+
+class ApiTokens:
+    """A per-minute Admin API quota for a launcher's own requests (CreateJob and DeleteJob: Cloud Run's
+    "Write requests per minute per region"; RunJob's "Job run requests" are the dequeue's ``rate``
+    tokens), shared by every tick and process: token ``n`` of a minute is the document
+    ``styx_rate/{minute}+w#{n}``, created with a must-not-exist precondition — no transaction (the
+    Firestore emulator deadlocks concurrent transactions on one document); two takers of one number:
+    one commit fails and picks again. Past minutes' tokens expire with the submission tokens.
+    """
+
+    def __init__(self, repo: StyxRepository, rate: int, clock: Any) -> None:
+        self.repo, self.rate, self.clock = repo, rate, clock
+
+    def take(self, what: str) -> bool:
+        """One token of this UTC minute for ``what``; False when the minute's are spent."""
+        from ferry.errors import Conflict
+
+        now = self.clock.now()
+        minute = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M") + WRITES
+        for _ in range(5):
+            free = Pool(RATE_PREFIX + minute, self.rate, frozenset(self.repo.used_rate(minute))).free()
+            if not free:
+                return False
+            try:
+                self.repo.store.write(self.repo.rate_ops(minute, random.choice(free[:32]), what, now))
+                return True
+            except Conflict:
+                continue
+        return False
 
 
 class Claims:

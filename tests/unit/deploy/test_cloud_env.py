@@ -240,5 +240,5 @@ def test_dry_run_shows_the_cloud_environment_and_the_bucket(tmp_path: Path) -> N
     out = json.loads(r.output)
     assert out["cloud_env"] == {"FERRY_IDENTITY": "oidc", "FERRY_LAUNCHER": "cloudrun",
                                 "FERRY_SINK": "gs://demo-ferry-events", "FERRY_BACKLOG": "monitoring",
-                                "FERRY_SECRETS": "secretmanager"}
+                                "FERRY_SECRETS": "secretmanager", "FERRY_STYX_SUBMIT_RATE": "180"}
     assert [s["kind"] for s in out["steps"]].index("bucket") < [s["kind"] for s in out["steps"]].index("function")

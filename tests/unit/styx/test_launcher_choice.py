@@ -49,3 +49,28 @@ def test_an_unknown_launcher_is_refused(monkeypatch: pytest.MonkeyPatch) -> None
                     clock=FixedClock(T0))
     with pytest.raises(ValueError, match="unknown launcher 'k8s'"):
         _ = svc.launcher
+
+
+def test_the_deploy_plan_keeps_submissions_under_cloud_run_s_job_run_quota(tmp_path: Path) -> None:
+    functions = {s.name: deployed_env(s) for s in plan(load(), "demo", "europe-west1", tmp_path) if s.kind == "function"}
+    assert functions["styx-tick"]["FERRY_STYX_SUBMIT_RATE"] == "180"  # "Job run requests per minute per region"
+
+
+def test_the_cloud_run_launcher_gets_the_region_s_limits_and_the_shared_quota(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FERRY_CLOUDRUN_MAX_JOBS", "900")
+    svc = bootstrap(Settings(store="memory", broker="memory", launcher="cloudrun", cloudrun_write_rate=3),
+                    clock=FixedClock(T0))
+    launcher = svc.launcher
+    assert isinstance(launcher, CloudRunLauncher) and launcher.max_jobs == 900 and launcher.quota is not None
+    assert [launcher.quota("CreateJob") for _ in range(4)] == [True, True, True, False]  # 3 a minute, all ticks
+    assert len(svc.store.query("styx_rate", [])) == 3
+    from ferry.styx.repository import StyxRepository
+
+    assert StyxRepository(svc.store).expire_rate("2026-11-26T12:01") == 3  # they expire with their minute
+
+
+def test_more_active_instances_than_cloud_run_runs_at_once_is_refused() -> None:
+    svc = bootstrap(Settings(store="memory", broker="memory", launcher="cloudrun", styx_max_active=1500),
+                    clock=FixedClock(T0))
+    with pytest.raises(ValueError, match="FERRY_CLOUDRUN_MAX_RUNNING=1000"):
+        _ = svc.launcher

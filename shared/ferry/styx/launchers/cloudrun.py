@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import random
 import re
 import threading
 import time
@@ -211,7 +212,8 @@ class CloudRunLauncher:
 
     def _take(self, method: str) -> None:
         if self.quota is not None and not self.quota(method):
-            raise Throttled(f"Cloud Run {method}: this minute's Admin API quota is spent (FERRY_STYX_SUBMIT_RATE)")
+            raise Throttled(f"Cloud Run {method}: this minute's write requests are spent (FERRY_CLOUDRUN_WRITE_RATE)",
+                            slow_down=False)  # Ferry's own count: nothing was refused, nothing to slow down
 
     def _create(self, name: str, job: Any) -> None:
         """Create the job ``name`` (an id made from ``job``'s content). At ``max_jobs``, or refused for
@@ -302,28 +304,36 @@ class CloudRunLauncher:
         idle = sorted(((since, j) for j in self._pool if (since := self._idle_since(j)) is not None),
                       key=lambda p: p[0])
         wanted = max(1, self._jobs_held() - self.max_jobs + EVICT_BATCH)
+        # the least recently used, in a random order: two processes evicting at once rarely pick the same
+        candidates = [j for _, j in idle[:3 * wanted]]
+        random.shuffle(candidates)
+        candidates += [j for _, j in idle[3 * wanted:]]
         made = 0
-        for _, job in idle:
+        for job in candidates:
             if made >= wanted:
                 break
-            if self._running(job.name):
-                continue
-            self._take("DeleteJob")
             try:
+                if self._running(job.name):
+                    continue
+                self._take("DeleteJob")
                 with _translated(f"delete job {job.name}"):
                     self.jobs.delete_job(request=run_v2.DeleteJobRequest(name=job.name, etag=job.etag)).result()
-            except NotFound:
-                pass  # another process evicted it: the room is made all the same
+            except NotFound:  # another process evicted it (and made its own room with it)
+                self._forget(job.name)
+                continue
             except InfraError as exc:
                 if isinstance(exc.__cause__, (gexc.Aborted, gexc.FailedPrecondition)):
                     continue  # run since it was listed: not idle
                 raise
-            self._pool = [j for j in self._pool if j.name != job.name]
-            with self._lock:
-                self._known.discard(job.name)
+            self._forget(job.name)
             made += 1
         self.evicted += made
         return made > 0
+
+    def _forget(self, job: str) -> None:
+        self._pool = [j for j in self._pool or [] if j.name != job]
+        with self._lock:
+            self._known.discard(job)
 
     def _running(self, job: str) -> bool:
         """Whether any of the job's (newest 100) executions has not completed."""
