@@ -52,7 +52,7 @@ def send(stack: Any, name: str, events: list[dict[str, Any]], at: str) -> None:
 
 
 def query(stack: Any, sql: str, exit_code: int = 0) -> Any:
-    return cli(stack, "query", sql, exit_code=exit_code)
+    return cli(stack, "query", sql, "--max-rows", "10000", exit_code=exit_code)
 
 
 def test_events_through_close_to_ferry_query(stack: Any) -> None:
