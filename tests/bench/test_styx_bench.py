@@ -41,6 +41,9 @@ class NeverLanded:
     def landed(self, endpoint, partitions):
         return set()
 
+    def locations(self, endpoint, partitions):
+        return {}
+
     def land(self, endpoint, partition, **_k):
         return {}
 

@@ -70,6 +70,7 @@ class FakeDatamon:
         self.source = source
         self.partitions: set[tuple[str, str]] = set()
         self.landings: list[tuple[str, str]] = []
+        self.where: dict[tuple[str, str], str | None] = {}
 
     def landed(self, endpoint: str, partitions: Any) -> set[str]:
         return {p for p in partitions if (endpoint, p) in self.partitions}
@@ -79,7 +80,11 @@ class FakeDatamon:
         assert source == self.source
         self.partitions.add((endpoint, partition))
         self.landings.append((endpoint, partition))
+        self.where[(endpoint, partition)] = stats.get("location")
         return {"endpoint": endpoint, "partition": partition}
+
+    def locations(self, endpoint: str, partitions: Any) -> dict[str, str | None]:
+        return {p: self.where.get((endpoint, p)) for p in partitions if (endpoint, p) in self.partitions}
 
     def invalidate(self, endpoint: str, partition: str, *, reason: str, actor: str | None, now: datetime,
                    check: bool = True) -> dict[str, Any]:

@@ -139,6 +139,12 @@ class Landings:
     def landed(self, endpoint: str, partitions: Sequence[str]) -> set[str]:
         return landed(self.services, endpoint, partitions)
 
+    def locations(self, endpoint: str, partitions: Sequence[str]) -> dict[str, str | None]:
+        if not partitions:
+            return {}
+        found = DatamonRepository(self.services.store).partitions(endpoint, partitions)
+        return {p: d.get("location") for p, d in found.items()}
+
     def invalidate(self, endpoint: str, partition: str, *, reason: str, actor: str | None, now: datetime,
                    check: bool = True) -> dict[str, Any]:
         from ferry.datamon.partitions import invalidate

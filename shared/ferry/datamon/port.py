@@ -30,6 +30,11 @@ class Datamon(Protocol):
         """Which of ``partitions`` of ``endpoint`` have landed (one batched read)."""
         ...
 
+    def locations(self, endpoint: str, partitions: Sequence[str]) -> dict[str, str | None]:
+        """Where each landed one of ``partitions`` is (the ``location`` it landed with; None if not
+        given), by partition; partitions not landed are absent (one batched read)."""
+        ...
+
     def invalidate(self, endpoint: str, partition: str, *, reason: str, actor: str | None, now: datetime,
                    check: bool = True) -> dict[str, Any]:
         """Mark a landed partition bad (it is not landed any more, and late until it re-lands);

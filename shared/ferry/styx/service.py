@@ -9,6 +9,7 @@ a fresh read (or, in the tick, left to the writer that won).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -339,13 +340,39 @@ class StyxService:
         env = {**wf.spec.env, **(run.trigger.env if run.trigger else {}),
                "FERRY_WORKFLOW": wf.name, "FERRY_PARAMETER": run.parameter, "FERRY_EXECUTION_ID": execution_id,
                "FERRY_TRIGGER_TYPE": run.trigger.type if run.trigger else "",
-               "FERRY_TRIGGER_ID": run.trigger.id if run.trigger else "", "FERRY_TRIES": str(run.tries)}
+               "FERRY_TRIGGER_ID": run.trigger.id if run.trigger else "", "FERRY_TRIES": str(run.tries),
+               **self.input_env(wf, run.parameter)}
         return LaunchSpec(workflow=wf.name, parameter=run.parameter, execution_id=execution_id,
                           image=wf.spec.image, command=list(wf.spec.command),
                           args=[run.parameter if a == "{}" else a for a in wf.spec.args], env=env,
                           timeout=periods.parse_duration(wf.spec.timeout), cpu=wf.spec.cpu,
                           memory=wf.spec.memory, service_account=wf.spec.service_account,
                           labels={"ferry-workflow": slug(wf.name)[:63]})
+
+    def input_env(self, wf: Workflow, parameter: str) -> dict[str, str]:
+        """What an execution is told of its inputs (docs/styx.md, "Inputs"): per ``depends_on`` endpoint
+        the landed partitions it waited for and where they are, so a job reads them without knowing
+        Ferry's layout — ``FERRY_INPUT_<ENDPOINT>`` (the locations, space-separated),
+        ``FERRY_INPUT_<ENDPOINT>_PARTITIONS``, ``FERRY_INPUT_<ENDPOINT>_TABLE`` (event endpoints: the
+        table ``events.<type>``), and all of it as JSON in ``FERRY_INPUTS``."""
+        cadence = wf.spec.cadence()
+        inputs = []
+        out: dict[str, str] = {}
+        for endpoint in wf.spec.depends_on:
+            wanted = upstream_partitions(cadence, parameter, self.upstream_cadence(endpoint) or cadence)
+            where = self.datamon.locations(endpoint, wanted)
+            partitions = [p for p in wanted if p in where]
+            locations = [str(where[p]) for p in partitions if where[p]]
+            key = "FERRY_INPUT_" + re.sub(r"[^A-Z0-9]", "_", endpoint.upper())
+            out[key] = " ".join(locations)
+            out[f"{key}_PARTITIONS"] = " ".join(partitions)
+            item: dict[str, Any] = {"endpoint": endpoint, "partitions": partitions, "locations": locations}
+            event_type = event_type_of(endpoint)
+            if event_type is not None:
+                item["table"] = out[f"{key}_TABLE"] = "events." + event_type.replace("-", "_").replace(".", "_")
+            inputs.append(item)
+        out["FERRY_INPUTS"] = json.dumps(inputs, separators=(",", ":"))
+        return out
 
     def gate(self, wf: Workflow, parameter: str) -> list[str]:
         """The upstream partitions (``endpoint partition``) not landed yet; empty = may launch."""

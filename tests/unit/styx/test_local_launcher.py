@@ -124,3 +124,33 @@ def test_a_launch_cancelled_before_its_wrapper_started_never_runs(tmp_path) -> N
     p = subprocess.Popen(["sh", "-c", _WRAPPER, "sh", str(d / "log"), str(d / "exit"), str(d / "pid"),
                           "sh", "-c", f"echo x >> {ran}"])
     assert p.wait() == 0 and not ran.exists() and not (d / "pid").exists()
+
+
+def test_an_execution_gets_only_the_documented_environment(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Never the stack's own environment: its secret and its sink stay with the stack."""
+    import json as _json
+    import sys as _sys
+    import time as _time
+    from datetime import timedelta as _td
+
+    from ferry.styx.launchers import LaunchSpec as _Spec
+    from ferry.styx.launchers.local import PASSED_THROUGH
+    from ferry.styx.launchers.local import LocalLauncher as _Local
+
+    monkeypatch.setenv("FERRY_STACK_SECRET", "s3cret")
+    monkeypatch.setenv("FERRY_SINK", "file:///stack/sink")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/stack/key.json")
+    out = tmp_path / "env.json"
+    code = f"import json, os; open({str(out)!r}, 'w').write(json.dumps(dict(os.environ)))"
+    spec = _Spec(workflow="w", parameter="2026-12-07", execution_id="x-env", image="img",
+                 command=[_sys.executable, "-c", code], args=[], env={"FERRY_INPUT_EVENTS_T": "file:///in/"},
+                 timeout=_td(minutes=1))
+    launched = _Local(tmp_path / "logs").launch(spec)
+    end = _time.monotonic() + 60
+    while _Local(tmp_path / "logs").poll(launched.handle).phase != "ended":
+        assert _time.monotonic() < end
+        _time.sleep(0.05)
+    env = _json.loads(out.read_text())
+    assert env["FERRY_INPUT_EVENTS_T"] == "file:///in/" and env["FERRY_EXECUTION_ID"] == "x-env"
+    assert not {"FERRY_STACK_SECRET", "FERRY_SINK", "GOOGLE_APPLICATION_CREDENTIALS"} & set(env)
+    assert set(env) - {"FERRY_INPUT_EVENTS_T", "FERRY_EXECUTION_ID"} <= set(PASSED_THROUGH) | {"PWD", "SHLVL", "_", "LC_CTYPE"}

@@ -36,6 +36,9 @@ from ferry.styx.launchers import Launched, LaunchSpec, Status
 _WRAPPER = ('log=$1; ex=$2; pf=$3; shift 3; [ -e "${pf%/*}/cancelled" ] && exit 0; '
             'set -C; { echo $$ >"$pf"; } 2>/dev/null || exit 0; set +C; '
             '"$@" >>"$log" 2>&1; c=$?; echo $c >"$ex.tmp"; mv "$ex.tmp" "$ex"')
+# What a local execution gets of the launching process's environment (as a Cloud Run job gets its
+# container's): finding programs and a home, locale and time zone — nothing of the stack.
+PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH")
 # A launched execution whose wrapper has not claimed it yet is pending; after this long it never will.
 _START_WITHIN = 60.0
 
@@ -63,7 +66,10 @@ class LocalLauncher:
             return Launched(handle=str(d), log_uri=f"file://{log}")
         log.touch()
         (d / "launched").write_text(str(time.time()))
-        env = {**os.environ, **spec.env, "FERRY_EXECUTION_ID": spec.execution_id}
+        # Only what is documented (docs/styx.md, "Inputs"): the machine's basics, the spec's env (the
+        # workflow's, the trigger's, FERRY_*), never the stack's own environment (its secret, its sink).
+        env = {**{k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}, **spec.env,
+               "FERRY_EXECUTION_ID": spec.execution_id}
         shell = shutil.which("sh") or "/bin/sh"
         try:
             proc = subprocess.Popen([shell, "-c", _WRAPPER, "sh", str(log), str(d / "exit"), str(d / "pid"), *argv],
