@@ -27,8 +27,8 @@ from ferry.gabo.tables import arrow, columns
 EXTENSION = ".parquet"
 SCHEMA_KEY = b"ferry.payload_schema"
 BATCH_ROWS = 8192
-ROW_GROUP_ROWS = 262_144
-ROW_GROUP_BYTES = 96 * 1024 * 1024
+ROW_GROUP_ROWS = 65_536
+ROW_GROUP_BYTES = 32 * 1024 * 1024
 COMPRESSION = "zstd"
 
 
