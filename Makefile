@@ -31,11 +31,12 @@ unit: setup
 bench: setup
 	$(PY) -m pytest -q -p no:cacheprovider -s tests/bench
 
-## ruff, mypy, and the import contracts of docs/architecture.md (pyproject.toml, [tool.importlinter])
+## ruff, mypy, the import contracts of docs/architecture.md (pyproject.toml, [tool.importlinter]), no import cycle
 lint: setup
 	$(VENV)/bin/ruff check shared functions tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit/architecture  # no import cycle, type-only imports too
 
 demo: setup
 	$(PY) examples/demo.py

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ferry.gabo.scaling.backlog import BacklogSource
     from ferry.notify.secrets import SecretStore
     from ferry.styx.launchers import Launcher
+    from ferry.styx.service import StyxService
 
 T = TypeVar("T")
 HookFactory = Callable[["Services"], ApplyHook]
@@ -126,6 +127,13 @@ class Services:
 
         first = [a.strip() for a in os.environ.get("FERRY_ADMINS", "").split(",") if a.strip()]
         return Authorizer(self.manifests, self.settings.admin_team, first)
+
+    @property
+    def styx(self) -> StyxService:
+        """Styx's service on this root's store, launcher, Datamon port and authorizer."""
+        from ferry.styx.service import StyxService
+
+        return StyxService(self.store, self.launcher, self.datamon, self.authorizer, self.publisher)
 
     @property
     def apply(self) -> ApplyService:
@@ -246,9 +254,9 @@ def _secrets(services: Services) -> SecretStore:
 
 
 def _datamon(services: Services) -> Datamon:
-    from ferry.datamon.landing import Landings
+    from ferry.datamon.inprocess import Landings
 
-    return Landings(services)
+    return Landings(services.store, lambda: services.authorizer)
 
 
 # -- the apply hooks, in the order they run ---------------------------------------------------------
@@ -278,7 +286,7 @@ def _datamon_hook(services: Services) -> ApplyHook:
 def _styx_hook(services: Services) -> ApplyHook:
     from ferry.styx.hooks import StyxApplyHook
 
-    return StyxApplyHook(services)
+    return StyxApplyHook(services.settings.styx_smear_s, lambda: services.styx)
 
 
 APPLY_HOOKS: tuple[HookFactory, ...] = (_gabo_hook, _datamon_hook, _styx_hook)

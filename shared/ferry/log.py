@@ -82,3 +82,18 @@ def get(name: str) -> logging.Logger:
 def event(logger: logging.Logger, level: int, message: str, labels: dict[str, Any] | None = None, **fields: Any) -> None:
     """Log one structured entry: ``labels`` become Cloud Logging labels, ``fields`` top-level keys."""
     logger.log(level, message, extra={"labels": labels or {}, "fields": fields})
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. Not ``ru_maxrss``: on Linux that keeps the high-water mark of the image
+    it was exec'd from (the parent's, after a fork or vfork), so it can report the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -86,7 +86,7 @@ def test_tick_with_100_due_among_10000_workflows(emulators, project_id, tmp_path
     before = svc.store.stats.snapshot()
     wall = time.monotonic()
     tick_started = time.time()
-    report = Tick(svc, TickLimits()).run(now, budget=60)
+    report = Tick(svc.styx, TickLimits()).run(now, budget=60)
     wall = time.monotonic() - wall
     io = svc.store.stats.since(before)
     starts = wait_started(tmp_path, 100)
@@ -107,7 +107,7 @@ def test_tick_with_100_due_among_10000_workflows(emulators, project_id, tmp_path
 
     # the next tick only polls what runs: its reads follow the work in flight, not the 10,000
     before = svc.store.stats.snapshot()
-    Tick(svc, TickLimits()).run(now + timedelta(seconds=30))
+    Tick(svc.styx, TickLimits()).run(now + timedelta(seconds=30))
     io2 = svc.store.stats.since(before)
     print(f"[styx bench] following tick (100 in flight, none due): reads {io2['reads']}, writes {io2['writes']}")
     assert io2["reads"] <= 5 * 100 + 50

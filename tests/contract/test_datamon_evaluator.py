@@ -46,12 +46,12 @@ def svc(emulators, project_id: str) -> Services:  # type: ignore[no-untyped-def]
 
 
 def test_land_is_idempotent_on_firestore(svc: Services) -> None:
-    first = landing.land(svc, "e0", "2026-11-26T06", now=T0, records=1)
-    again = landing.land(svc, "e0", "2026-11-26T06", now=T0 + timedelta(minutes=5), records=2)
+    first = landing.land(svc.store, "e0", "2026-11-26T06", now=T0, records=1)
+    again = landing.land(svc.store, "e0", "2026-11-26T06", now=T0 + timedelta(minutes=5), records=2)
     assert again["relanded"] and again["landed_at"] == first["landed_at"] and again["landings"] == 2
     with pytest.raises(ValidationError):
-        landing.land(svc, "e0", "2026-11-26T05", now=T0)
-    assert landing.landed(svc, "e0", ["2026-11-26T05", "2026-11-26T06"]) == {"2026-11-26T06"}
+        landing.land(svc.store, "e0", "2026-11-26T05", now=T0)
+    assert landing.landed(svc.store, "e0", ["2026-11-26T05", "2026-11-26T06"]) == {"2026-11-26T06"}
 
 
 def test_lifecycle_and_quiet_second_evaluation(svc: Services) -> None:
@@ -59,12 +59,12 @@ def test_lifecycle_and_quiet_second_evaluation(svc: Services) -> None:
     assert r["notifications"]["trigger"] == 5  # one incident per endpoint: 06..10 late at 12:00 (11 pending)
     incidents = views.alerts(svc)["items"]
     assert len(incidents) == 5 and {i["count"] for i in incidents} == {5} and len(sent(svc)) == 5
-    landing.land(svc, "e3", "2026-11-26T08", now=T0)
+    landing.land(svc.store, "e3", "2026-11-26T08", now=T0)
     evaluation.evaluate(svc, now=T0 + timedelta(minutes=1))
     assert sent(svc) == []  # the landing updated the incident without a notification
     assert views.alerts(svc, endpoint="e3")["items"][0]["count"] == 4
     for h in (6, 7, 9, 10):
-        landing.land(svc, "e3", f"2026-11-26T{h:02d}", now=T0)
+        landing.land(svc.store, "e3", f"2026-11-26T{h:02d}", now=T0)
     evaluation.evaluate(svc, now=T0 + timedelta(minutes=1, seconds=30))
     resolves = [e for e in sent(svc) if e["event_action"] == "resolve"]
     assert [e["dedup_key"] for e in resolves] == ["e3~1"]

@@ -18,7 +18,6 @@ from ferry.errors import Conflict
 from ferry.styx import backfills, resources
 from ferry.styx import machine as m
 from ferry.styx.repository import EVENTS, SLOTS, StyxRepository
-from ferry.styx.service import StyxService
 from ferry.styx.tick import Tick, TickLimits
 
 pytestmark = pytest.mark.emulator
@@ -56,7 +55,7 @@ def run_ticks(svc, n: int, now: datetime, limits: TickLimits | None = None):
     barrier = threading.Barrier(n)
 
     def one(_: int):
-        t = Tick(svc, limits or TickLimits(max_active=6))
+        t = Tick(svc.styx, limits or TickLimits(max_active=6))
         barrier.wait()
         return t.run(now)
     with ThreadPoolExecutor(n) as pool:
@@ -79,7 +78,7 @@ def test_overlapping_ticks_launch_once_and_never_leak_slots(svc, launcher) -> No
     holders = slot_holders(svc)
     active = {r.id for r in repo.holding(100)}
     assert {h for h in holders.values()} == active and len(holders) == 8  # 4 resource + 4 global
-    usage = resources.listing(svc)[0]["usage"]  # one range query on the slots' pool names
+    usage = resources.listing(svc.store)[0]["usage"]  # one range query on the slots' pool names
     assert usage["in_use"] == 4 and set(usage["holders"]) == active
 
     for round_ in range(6):  # finish everything running, tick concurrently, until all are DONE
@@ -102,7 +101,7 @@ def test_overlapping_ticks_launch_once_and_never_leak_slots(svc, launcher) -> No
 
 def test_concurrent_triggers_of_one_instance_have_one_winner(svc) -> None:
     apply(svc, wf("solo"))
-    styx = StyxService(svc)
+    styx = svc.styx
     barrier = threading.Barrier(4)
     results: list[str] = []
 
@@ -122,7 +121,7 @@ def test_concurrent_triggers_of_one_instance_have_one_winner(svc) -> None:
 
 def test_backfill_concurrency_holds_with_overlapping_ticks(svc, launcher) -> None:
     apply(svc, wf("daily", schedule="daily"))
-    styx = StyxService(svc)
+    styx = svc.styx
     bf = backfills.create(styx, "daily", "2026-11-01", "2026-11-07", T0, concurrency=2)
     now = T0
     peak = 0
@@ -141,7 +140,7 @@ def test_backfill_concurrency_holds_with_overlapping_ticks(svc, launcher) -> Non
 def test_backfill_retry_runs_the_failed_through_the_backfills_slots(svc, launcher) -> None:
     """A backfill of concurrency 1 whose 3 instances failed: ``backfill retry`` re-runs them one at a time."""
     apply(svc, wf("flaky", schedule="daily"))
-    styx = StyxService(svc)
+    styx = svc.styx
     bf = backfills.create(styx, "flaky", "2026-11-01", "2026-11-04", T0, concurrency=1)
     now = T0
 

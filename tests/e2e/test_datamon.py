@@ -195,4 +195,4 @@ def test_landing_through_the_partitions_topic(stack: LocalStack, tmp_path: Path)
             break
         time.sleep(0.3)
     assert doc is not None and doc["records"] == 7 and doc["landings"] == 2, doc
-    assert landing.landed(svc, name, [partition]) == {partition}
+    assert landing.landed(svc.store, name, [partition]) == {partition}

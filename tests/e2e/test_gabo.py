@@ -164,7 +164,7 @@ def test_20k_events_with_duplicates_and_invalid_close_exactly_once(stack: Any) -
     # landed in Datamon
     from ferry.datamon.landing import landed
 
-    assert landed(stack.services(), f"events.{name}", [partition]) == {partition}
+    assert landed(stack.services().store, f"events.{name}", [partition]) == {partition}
     # closing twice is harmless: no second order, no second landing
     again = cli(stack, "close", name, now=clock.iso(plus_s=25))["reports"][0]
     assert all(c["partition"] != partition for c in again["closed"] + again["ordered"])

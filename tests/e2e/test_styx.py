@@ -207,7 +207,7 @@ def test_backfill_of_six_days_with_concurrency_two_lands_its_partitions(styx: St
     from ferry.datamon.landing import landed
 
     days = [f"2026-10-0{d}" for d in range(1, 7)]
-    assert landed(styx.stack.services(), ep, days) == set(days)
+    assert landed(styx.stack.services().store, ep, days) == set(days)
     assert bf["id"] in styx.cli("backfill", "ls").stdout
 
 

@@ -20,7 +20,6 @@ from ferry.domain.manifests import Workflow
 from ferry.styx import machine as m
 from ferry.styx.launchers.cloudrun import CloudRunLauncher
 from ferry.styx.repository import StyxRepository
-from ferry.styx.service import StyxService
 from ferry.styx.slots import ApiTokens
 from ferry.styx.tick import Tick, TickLimits
 
@@ -62,13 +61,13 @@ def drive(workflows: int, job_limit: int = 1000, rate: int = 600, write_rate: in
             "kind": "Workflow", "metadata": {"name": n, "owner": f"team{i % 300}"},
             "spec": {"schedule": "hourly", "image": f"registry/{n}:1", "args": ["{}"]}}) for i, n in enumerate(names)],
             clock.now())
-        styx = StyxService(svc)
+        styx = svc.styx
         for n in names:
             styx.trigger(n, "2026-11-01T00", clock.now())
         limits = TickLimits(max_active=1000, submissions_per_minute=rate, queued=2000, holding=2000)
         reports, started, minutes = [], time.monotonic(), 0
         for minutes in range(1, max_minutes + 1):
-            reports.append(Tick(svc, limits).run(clock.now()))
+            reports.append(Tick(svc.styx, limits).run(clock.now()))
             if os.environ.get("S18_DEBUG"):
                 r = reports[-1]
                 print(minutes, len(fake.jobs), fake.running, f"dq={r.dequeued} sub={r.submitted} thr={r.throttled} "

@@ -41,9 +41,9 @@ class PartitionMessage(LandRequest):
               summary="Report a partition of an endpoint landed (idempotent)")
 def land(call: Call, name: str) -> dict[str, Any]:
     req: LandRequest = call.body(LandRequest)
-    owner = landing.policy_for(call.services, name).owner
+    owner = landing.policy_for(call.services.manifests, name).owner
     call.services.authorizer.check(call.actor, [owner], "land partitions of")
-    return landing.land(call.services, name, req.partition, now=call.now(), records=req.records,
+    return landing.land(call.services.store, name, req.partition, now=call.now(), records=req.records,
                         bytes=req.bytes, location=req.location, source=req.source, actor=call.actor,
                         allow_future=req.allow_future)
 
@@ -56,7 +56,7 @@ class InvalidateRequest(BaseModel):
 @router.route("/v1/endpoints/<name>/partitions", tag=TAG,
               summary="Landed partitions of an endpoint (?from=&to= partitions, [from, to)), newest first")
 def list_partitions(call: Call, name: str) -> dict[str, Any]:
-    return {"items": partitions.listing(call.services, name, now=call.now(), start=call.arg("from"),
+    return {"items": partitions.listing(call.services.store, name, now=call.now(), start=call.arg("from"),
                                         end=call.arg("to"), limit=call.int_arg("limit", 200, 1, 1000))}
 
 
@@ -64,7 +64,7 @@ def list_partitions(call: Call, name: str) -> dict[str, Any]:
               summary="Mark a landed partition bad (owners only): late again until it re-lands")
 def invalidate(call: Call, name: str, partition: str) -> dict[str, Any]:
     req: InvalidateRequest = call.body(InvalidateRequest)
-    return partitions.invalidate(call.services, name, partition, reason=req.reason, actor=call.actor,
+    return partitions.invalidate(call.services.store, call.services.authorizer, name, partition, reason=req.reason, actor=call.actor,
                                  now=call.now())
 
 
@@ -132,7 +132,7 @@ def ack(call: Call, alert: str) -> dict[str, Any]:
               summary="Silence an endpoint or an owner for a while (owning team or admins)")
 def silence(call: Call) -> dict[str, Any]:
     req: SilenceRequest = call.body(SilenceRequest)
-    team = req.owner if req.endpoint is None else landing.policy_for(call.services, req.endpoint).owner
+    team = req.owner if req.endpoint is None else landing.policy_for(call.services.manifests, req.endpoint).owner
     call.services.authorizer.check(call.actor, [team], "silence alerts of")
     return silences.create(call.services.store, endpoint=req.endpoint, owner=req.owner, team=team or "",
                            duration=req.duration, reason=req.reason, actor=call.actor, now=call.now())
@@ -187,7 +187,7 @@ def handle_partition_message(services: Services, data: bytes,
     try:
         now = requested_now((attributes or {}).get("ferry_now"), svc.clock, svc.settings.allow_clock_override,
                             "ferry_now")
-        return landing.land(svc, msg.endpoint, msg.partition, now=now, records=msg.records, bytes=msg.bytes,
+        return landing.land(svc.store, msg.endpoint, msg.partition, now=now, records=msg.records, bytes=msg.bytes,
                             location=msg.location, source=msg.source, allow_future=msg.allow_future)
     except InfraError:
         raise

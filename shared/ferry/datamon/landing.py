@@ -13,22 +13,24 @@ from ferry.datamon import domain
 from ferry.datamon.repository import DatamonRepository
 from ferry.domain.manifests import Endpoint
 from ferry.errors import Conflict, NotFound, ValidationError
+from ferry.store.base import DocumentStore
+from ferry.store.manifests import ManifestRepository
 
 if TYPE_CHECKING:
-    from ferry.bootstrap import Services
+    pass
 
 logger = log.get("datamon")
 # Re-landings kept on a partition document (the newest ones).
 MAX_RELANDINGS = 20
 
 
-def policy_for(services: Services, endpoint: str) -> domain.Policy:
+def policy_for(manifests: ManifestRepository, endpoint: str) -> domain.Policy:
     """The endpoint's SLA policy from its manifest.
 
     Raises:
         NotFound: no such endpoint.
     """
-    rec = services.manifests.get("Endpoint", endpoint)
+    rec = manifests.get("Endpoint", endpoint)
     if rec is None:
         raise NotFound(f"endpoint {endpoint!r} not found", {"endpoint": endpoint})
     return domain.Policy.from_spec(rec.name, rec.owner or "", rec.model_as(Endpoint).spec, rec.generation)
@@ -39,7 +41,7 @@ def _check_stat(name: str, value: int | None) -> None:
         raise ValidationError(f"{name} must be a non-negative integer", [{"field": name, "reason": "negative"}])
 
 
-def land(services: Services, endpoint: str, partition: str, *, now: datetime, records: int | None = None,
+def land(store: DocumentStore, endpoint: str, partition: str, *, now: datetime, records: int | None = None,
          bytes: int | None = None, location: str | None = None, source: str = "api",  # noqa: A002
          actor: str | None = None, allow_future: bool = False) -> dict[str, Any]:
     """Record that a partition of ``endpoint`` has landed.
@@ -56,7 +58,7 @@ def land(services: Services, endpoint: str, partition: str, *, now: datetime, re
             before the endpoint's start, or its period has not ended at ``now`` (unless
             ``allow_future``), or a stat is negative.
     """
-    policy = policy_for(services, endpoint)
+    policy = policy_for(ManifestRepository(store), endpoint)
     try:
         start = domain.parse_partition(policy, partition)
     except ValueError as exc:
@@ -72,7 +74,7 @@ def land(services: Services, endpoint: str, partition: str, *, now: datetime, re
     doc: dict[str, Any] = {"endpoint": endpoint, "partition": partition, "start": start, "end": end,
                            "owner": policy.owner, "landed_at": now, "last_landed_at": now, "landings": 1,
                            "relandings": [], **stats}
-    repo = DatamonRepository(services.store)
+    repo = DatamonRepository(store)
     try:
         repo.create_partition(doc)
         relanded = False
@@ -116,42 +118,9 @@ def _record(doc: dict[str, Any], relanded: bool, late_seconds: float) -> dict[st
             "late_seconds": max(0, int(late_seconds))}
 
 
-def landed(services: Services, endpoint: str, partitions: Sequence[str]) -> set[str]:
+def landed(store: DocumentStore, endpoint: str, partitions: Sequence[str]) -> set[str]:
     """Which of ``partitions`` of ``endpoint`` have landed (one batched read; unknown names are
     simply not landed)."""
     if not partitions:
         return set()
-    return set(DatamonRepository(services.store).partitions(endpoint, partitions))
-
-
-class Landings:
-    """Datamon's port (``ferry.datamon.port.Datamon``) in this process, on ``services``' store."""
-
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
-    def land(self, endpoint: str, partition: str, *, now: datetime, records: int | None = None,
-             bytes: int | None = None, location: str | None = None,  # noqa: A002
-             source: str = "api", actor: str | None = None, allow_future: bool = False) -> dict[str, Any]:
-        return land(self.services, endpoint, partition, now=now, records=records, bytes=bytes,
-                    location=location, source=source, actor=actor, allow_future=allow_future)
-
-    def landed(self, endpoint: str, partitions: Sequence[str]) -> set[str]:
-        return landed(self.services, endpoint, partitions)
-
-    def locations(self, endpoint: str, partitions: Sequence[str]) -> dict[str, str | None]:
-        if not partitions:
-            return {}
-        found = DatamonRepository(self.services.store).partitions(endpoint, partitions)
-        return {p: d.get("location") for p, d in found.items()}
-
-    def invalidate(self, endpoint: str, partition: str, *, reason: str, actor: str | None, now: datetime,
-                   check: bool = True) -> dict[str, Any]:
-        from ferry.datamon.partitions import invalidate
-
-        return invalidate(self.services, endpoint, partition, reason=reason, actor=actor, now=now, check=check)
-
-    def consumers(self, endpoint: str) -> list[tuple[str, str | None]]:
-        from ferry.datamon.partitions import consumers
-
-        return consumers(self.services, endpoint)
+    return set(DatamonRepository(store).partitions(endpoint, partitions))

@@ -16,10 +16,11 @@ from ferry.datamon import domain
 from ferry.datamon.landing import policy_for
 from ferry.datamon.repository import ENDPOINTS, LINEAGE, PARTITIONS, partition_id
 from ferry.errors import BadRequest, ValidationError
-from ferry.store.base import Op, Where
+from ferry.store.base import DocumentStore, Op, Where
+from ferry.store.manifests import ManifestRepository
 
 if TYPE_CHECKING:
-    from ferry.bootstrap import Services
+    from ferry.services.authz import Authorizer
 
 INVALIDATIONS = "datamon_invalidations"
 MAX_LISTED = 1000
@@ -29,7 +30,7 @@ def _iso(v: Any) -> Any:
     return v.isoformat() if isinstance(v, datetime) else v
 
 
-def listing(services: Services, endpoint: str, *, now: datetime, start: str | None = None, end: str | None = None,
+def listing(store: DocumentStore, endpoint: str, *, now: datetime, start: str | None = None, end: str | None = None,
             limit: int = 200) -> list[dict[str, Any]]:
     """Landed partitions of ``endpoint`` in [start, end) (partition names), newest first, with their
     state (ok / landed_late), landing time, stats and lateness. At most ``limit`` reads.
@@ -37,7 +38,7 @@ def listing(services: Services, endpoint: str, *, now: datetime, start: str | No
     Raises:
         NotFound: unknown endpoint. BadRequest: a bound is not a partition of the endpoint.
     """
-    policy = policy_for(services, endpoint)
+    policy = policy_for(ManifestRepository(store), endpoint)
     where = [Where("endpoint", "==", endpoint)]
     try:
         if start:
@@ -46,7 +47,7 @@ def listing(services: Services, endpoint: str, *, now: datetime, start: str | No
             where.append(Where("start", "<", policy.cadence.parse(end)))
     except ValueError as exc:
         raise BadRequest(f"a bound is not a {policy.partitioning} partition of {endpoint}: {exc}") from None
-    rows = services.store.query(PARTITIONS, where, order_by="start", descending=True, limit=min(limit, MAX_LISTED))
+    rows = store.query(PARTITIONS, where, order_by="start", descending=True, limit=min(limit, MAX_LISTED))
     out = []
     for _, d in rows:
         start_at = domain._utc(d["start"])
@@ -61,7 +62,7 @@ def listing(services: Services, endpoint: str, *, now: datetime, start: str | No
     return out
 
 
-def invalidate(services: Services, endpoint: str, partition: str, *, reason: str, actor: str | None,
+def invalidate(store: DocumentStore, authorizer: Authorizer, endpoint: str, partition: str, *, reason: str, actor: str | None,
                now: datetime, check: bool = True) -> dict[str, Any]:
     """Mark a landed partition bad: it is no longer landed, and is late again until it re-lands.
 
@@ -76,15 +77,14 @@ def invalidate(services: Services, endpoint: str, partition: str, *, reason: str
     """
     if not reason.strip():
         raise ValidationError("an invalidation needs a reason (--reason)", [{"field": "reason", "reason": "empty"}])
-    policy = policy_for(services, endpoint)
+    policy = policy_for(ManifestRepository(store), endpoint)
     if check:
-        services.authorizer.check(actor, [policy.owner], "invalidate partitions of")
+        authorizer.check(actor, [policy.owner], "invalidate partitions of")
     try:
         start = domain.parse_partition(policy, partition)
     except ValueError as exc:
         raise ValidationError(str(exc), [{"field": "partition", "reason": str(exc)}]) from None
     pid = partition_id(endpoint, partition)
-    store = services.store
     doc = store.get(PARTITIONS, pid)
     record: dict[str, Any] = {"endpoint": endpoint, "partition": partition, "owner": policy.owner, "reason": reason, "by": actor,
               "at": now, "start": start}
@@ -108,19 +108,19 @@ def invalidate(services: Services, endpoint: str, partition: str, *, reason: str
             "previous": {k: _iso(v) for k, v in record["previous"].items()}}
 
 
-def invalidations(services: Services, endpoint: str, partitions: list[str]) -> dict[str, dict[str, Any]]:
+def invalidations(store: DocumentStore, endpoint: str, partitions: list[str]) -> dict[str, dict[str, Any]]:
     """The latest invalidation of each of ``partitions`` (one query per endpoint, bounded)."""
     if not partitions:
         return {}
     wanted = set(partitions)
     out: dict[str, dict[str, Any]] = {}
-    for _, d in services.store.query(INVALIDATIONS, [Where("endpoint", "==", endpoint)], limit=200):
+    for _, d in store.query(INVALIDATIONS, [Where("endpoint", "==", endpoint)], limit=200):
         if d["partition"] in wanted and (d["partition"] not in out or d["at"] > out[d["partition"]]["at"]):
             out[d["partition"]] = d
     return out
 
 
-def consumers(services: Services, endpoint: str, limit: int = 200) -> list[tuple[str, str | None]]:
+def consumers(store: DocumentStore, endpoint: str, limit: int = 200) -> list[tuple[str, str | None]]:
     """The workflows that depend on ``endpoint``, with what each produces (Datamon's lineage)."""
     return [(wf, d.get("produces")) for wf, d in
-            services.store.query(LINEAGE, [Where("depends_on", "array_contains", endpoint)], limit=limit)]
+            store.query(LINEAGE, [Where("depends_on", "array_contains", endpoint)], limit=limit)]

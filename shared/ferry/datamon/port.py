@@ -2,7 +2,7 @@
 
 Styx (a workflow's ``produces`` partition, its upstream gate) and Gabo (a closed hour of events) use
 this Protocol, handed out by the composition root as ``Services.datamon``; they never import
-Datamon's modules. The in-process implementation is ``ferry.datamon.landing.Landings``; tests give a fake.
+Datamon's modules. The in-process implementation is ``ferry.datamon.inprocess.Landings``; tests give a fake.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from ferry.dev import layout
 from ferry.infra.pubsub import PROBE_ATTRIBUTE, push_config_matches, push_subscription_request
 
 
@@ -47,10 +48,9 @@ def push_health(state: dict[str, Any], timeout_s: float = 10.0) -> list[dict[str
     its secret), ``status`` (the probe's HTTP status, or None), ``ok`` and ``problem`` (why not)."""
     from google.api_core import exceptions as gexc
 
-    from ferry.dev import stack
 
-    infra = stack.load_infra(state)
-    urls = stack.function_urls(state)
+    infra = layout.load_infra(state)
+    urls = layout.function_urls(state)
     project, secret = state["project"], str(state.get("stack_secret") or "")
     rows: list[dict[str, Any]] = []
     subscriber = _subscriber(state["env"]["PUBSUB_EMULATOR_HOST"])

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ferry.dev import data, processes, receiver
+from ferry.dev import data, layout, processes, receiver
 from ferry.dev import emulators as emu
 
 
@@ -36,10 +36,8 @@ def repair(state: dict[str, Any], config: Any) -> dict[str, Any]:
     Raises:
         InfraError: a restarted component did not become ready in time.
     """
-    from ferry.dev import stack
-
     home = Path(state["home"])
-    infra = stack.load_infra(state)
+    infra = layout.load_infra(state)
     env = state["env"]
     firestore, pubsub = env["FIRESTORE_EMULATOR_HOST"], env["PUBSUB_EMULATOR_HOST"]
     kinds = {k.name: k for k in (emu.PUBSUB, emu.FIRESTORE)}
@@ -58,7 +56,7 @@ def repair(state: dict[str, Any], config: Any) -> dict[str, Any]:
             # receiver's URL
             fn_config = replace(config, extra_env={**receiver.stack_env(state["receiver_url"]), **config.extra_env}
                                 if state.get("receiver_url") else config.extra_env)
-            proc = processes.spawn(args, log, stack.function_env(fn_config, home, firestore, pubsub,
+            proc = processes.spawn(args, log, layout.function_env(fn_config, home, firestore, pubsub,
                                                                   state.get("api_url"), fn, state["stack_secret"]),
                                    Path(state["source"]).parent)
             waits.append((c["url"], proc, log))
@@ -69,7 +67,7 @@ def repair(state: dict[str, Any], config: Any) -> dict[str, Any]:
             waits.append((c["url"], proc, log))
         elif c["kind"] == "scheduler":
             proc = processes.spawn([sys.executable, "-m", "ferry.dev.scheduler", "--state",
-                                    str(stack.state_path(home))], log, {**os.environ, "PYTHONUNBUFFERED": "1"})
+                                    str(layout.state_path(home))], log, {**os.environ, "PYTHONUNBUFFERED": "1"})
         else:
             continue
         c.update(pid=proc.pid, start_time=processes.start_time(proc.pid), restarted_at=datetime.now(UTC).isoformat())
@@ -77,8 +75,8 @@ def repair(state: dict[str, Any], config: Any) -> dict[str, Any]:
     for url, proc, log in waits:
         emu.wait_http(url, config.deadline_s, proc, log)
     # the stack's own secret: the push endpoints must carry the one its functions were started with
-    state["notes"] = list(state.get("notes", [])) + stack.provision(infra, state["project"],
-                                                                  stack.function_urls(state), pubsub,
+    state["notes"] = list(state.get("notes", [])) + layout.provision(infra, state["project"],
+                                                                  layout.function_urls(state), pubsub,
                                                                   state["stack_secret"])
     if "pubsub" in repaired and state.get("api_url"):
         # a restarted emulator starts empty: the event types' topics and subscriptions now, not at the next

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from ferry.clock import Clock, SystemClock
+from ferry.dev import layout
 from ferry.domain.periods import CronCadence
 from ferry.infra.model import SchedulerJob
 
@@ -115,6 +116,11 @@ class FiringRecord:
             os.replace(tmp, self.last_path)
 
 
+def firing_record(home: Path) -> FiringRecord:
+    """The local stack's record of its scheduler's firings (under ``home``)."""
+    return FiringRecord(layout.log_dir(home) / "scheduler.log", Path(home) / "scheduler-last.json")
+
+
 def fire(job: SchedulerJob, base_url: str, schedule_time: datetime, record: FiringRecord | None = None,
          client: httpx.Client | None = None, manual: bool = False, secret: str = "") -> dict[str, Any]:
     """POST one firing to the job's target the way Cloud Scheduler does; record and return the outcome."""
@@ -167,15 +173,13 @@ def run(jobs: Sequence[SchedulerJob], urls: Mapping[str, str], record: FiringRec
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ferry.dev import stack
-
     parser = argparse.ArgumentParser(prog="python -m ferry.dev.scheduler", description=__doc__.splitlines()[0])
     parser.add_argument("--state", required=True, help="the local stack's state.json")
     args = parser.parse_args(argv)
     state = json.loads(Path(args.state).read_text())
-    infra = stack.load_infra(state)
-    urls = stack.function_urls(state)
-    record = stack.firing_record(Path(state["home"]))
+    infra = layout.load_infra(state)
+    urls = layout.function_urls(state)
+    record = firing_record(Path(state["home"]))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

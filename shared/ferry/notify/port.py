@@ -10,10 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from ferry.notify.records import CHANNELS
 from ferry.store.base import DocumentStore, Where
-
-# One document per (team, channel): its last delivery's outcome (written by ferry.notify.service).
-CHANNELS = "notify_channels"
 
 
 def failing_channels(store: DocumentStore) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from ferry.clock import Clock
 from ferry.domain.manifests import Channel, Team, channel_secret_problem
 from ferry.errors import Conflict, InfraError
 from ferry.notify import messages as msgs
-from ferry.notify.port import CHANNELS
+from ferry.notify.records import CHANNELS, DELIVERIES
 from ferry.notify.secrets import SecretRefused, SecretStore, SecretUnavailable
 from ferry.notify.sender import HttpSender, Sent
 from ferry.notify.sweep import kept_message
@@ -38,7 +38,6 @@ from ferry.store.base import DocumentStore, Op
 from ferry.store.manifests import ManifestRepository
 
 logger = log.get("notify")
-DELIVERIES = "notify_deliveries"
 DEAD_LETTER_TOPIC = "ferry-alerts-dead-letter"
 # A claim younger than this belongs to an instance still delivering it.
 LEASE = timedelta(minutes=2)

@@ -28,11 +28,10 @@ from typing import Any, Literal
 from ferry import log
 from ferry.broker.base import Message, Publisher
 from ferry.notify import messages as msgs
-from ferry.notify.port import CHANNELS
+from ferry.notify.records import CHANNELS, DELIVERIES
 from ferry.store.base import DocumentStore, Op, Where
 
 logger = log.get("notify.sweep")
-DELIVERIES = "notify_deliveries"
 DEAD_LETTER_TOPIC = "ferry-alerts-dead-letter"
 STUCK_AFTER = timedelta(minutes=15)
 

@@ -52,7 +52,7 @@ class BackfillHaltRequest(BaseModel):
 
 
 def _styx(call: Call) -> StyxService:
-    return StyxService(call.services)
+    return call.services.styx
 
 
 def _optional(call: Call, model: type[BaseModel]) -> Any:
@@ -167,10 +167,10 @@ def logs(call: Call, workflow: str, parameter: str) -> dict[str, Any]:
               operational="styx-tick")
 def run_tick(call: Call) -> dict[str, Any]:
     from ferry.api.identity import cap_budget
-    from ferry.styx.tick import Tick
+    from ferry.styx.tick import Tick, TickLimits
 
     req: TickRequest = _optional(call, TickRequest)
-    return Tick(call.services).run(call.now(), cap_budget(call.services, req.budget_seconds)).to_dict()
+    return Tick(call.services.styx, TickLimits.from_settings(call.services.settings)).run(call.now(), cap_budget(call.services, req.budget_seconds)).to_dict()
 
 
 @router.route("/v1/backfills", ("POST",), body=BackfillRequest, tag=TAG, summary="Create a backfill")
@@ -200,9 +200,9 @@ def halt_backfill(call: Call, backfill_id: str) -> dict[str, Any]:
 
 @router.route("/v1/styx/resources", summary="Resources with their usage (slots in use, holders)", tag=TAG)
 def resource_usage(call: Call) -> dict[str, Any]:
-    return {"items": resources.listing(call.services, call.arg("owner"))}
+    return {"items": resources.listing(call.services.store, call.arg("owner"))}
 
 
 @router.route("/v1/styx/resources/<name>", summary="One resource with its usage", tag=TAG)
 def one_resource_usage(call: Call, name: str) -> dict[str, Any]:
-    return resources.one(call.services, name)
+    return resources.one(call.services.store, name)

@@ -40,7 +40,7 @@ def create(styx: StyxService, workflow: str, start: str, end: str, now: datetime
         Conflict: a partition in range has an active instance or is in another active backfill.
     """
     wf, owner = styx.workflow(workflow)
-    styx.services.authorizer.check(actor, [owner], "backfill")
+    styx.authorizer.check(actor, [owner], "backfill")
     if concurrency < 1:
         raise BadRequest("concurrency must be at least 1")
     partitions = check(styx, wf, start, end, reverse)
@@ -49,7 +49,7 @@ def create(styx: StyxService, workflow: str, start: str, end: str, now: datetime
            "concurrency": concurrency, "reverse": reverse, "description": description, "env": dict(env or {}),
            "next_index": 0, "state": "active", "graceful": False, "skipped": [], "created_at": now,
            "created_by": actor, "updated_at": now, "group": group, "team": owner}
-    styx.services.store.write([Op.create(BACKFILLS, bf_id, doc)])
+    styx.store.write([Op.create(BACKFILLS, bf_id, doc)])
     progress(styx, doc, now)
     return show(styx, bf_id)
 
@@ -89,12 +89,12 @@ def retry(styx: StyxService, bf_id: str, now: datetime, actor: str | None = None
         NotFound: unknown backfill.
         Conflict: no failed instance to retry, or the backfill changed while this retry read it.
     """
-    got = styx.services.store.get_versioned(BACKFILLS, [bf_id]).get(bf_id)
+    got = styx.store.get_versioned(BACKFILLS, [bf_id]).get(bf_id)
     if got is None:
         raise NotFound(f"backfill {bf_id!r} not found")
     bf, version = got
     _, owner = styx.workflow(bf["workflow"])
-    styx.services.authorizer.check(actor, [owner], "retry")
+    styx.authorizer.check(actor, [owner], "retry")
     pending = set(bf.get("retries", [])[bf.get("retry_index", 0):])
     runs = styx.repo.get_many([m.instance_id(bf["workflow"], p) for p in bf["partitions"][:bf["next_index"]]])
     failed = sorted(r.parameter for r in runs.values()
@@ -104,7 +104,7 @@ def retry(styx: StyxService, bf_id: str, now: datetime, actor: str | None = None
                        + (f" ({len(pending)} already waiting for a slot)" if pending else ""))
     # Conditional on the version read: two retries at once append once; a tick's progress writes only
     # the indexes, never the lists.
-    styx.services.store.write([Op.set(BACKFILLS, bf_id, {**bf, "retries": [*bf.get("retries", []), *failed],
+    styx.store.write([Op.set(BACKFILLS, bf_id, {**bf, "retries": [*bf.get("retries", []), *failed],
                                                          "retry_index": bf.get("retry_index", 0),
                                                          "state": "active", "updated_at": now},
                                       if_version=version)])
@@ -123,7 +123,7 @@ def _check_within_start(styx: StyxService, wf: Any, partitions: list[str], rever
     first = cadence.parse(partitions[-1] if reverse else partitions[0])
     names = [*wf.spec.depends_on, *([wf.spec.produces] if wf.spec.produces else [])]
     earliest, why = None, ""
-    for name, rec in styx.services.manifests.get_many("Endpoint", names).items():
+    for name, rec in styx.manifests.get_many("Endpoint", names).items():
         model = rec.model_as(Endpoint)
         spec = model.spec
         if spec.start is not None:
@@ -165,14 +165,14 @@ def progress(styx: StyxService, bf: dict[str, Any], now: datetime) -> int:
             if field == "retry_index" and (before is None or before.backfill != bf["id"]
                                            or before.state != m.State.ERROR):
                 # retried, re-triggered or halted by someone else since: not this backfill's to re-run
-                styx.services.store.write([Op.set(BACKFILLS, bf["id"], bump, merge=True)])
+                styx.store.write([Op.set(BACKFILLS, bf["id"], bump, merge=True)])
                 index += 1
                 continue
             if field == "next_index" and before is not None and before.active:
                 if before.backfill != bf["id"]:  # triggered by someone else since the backfill began
                     skipped = [*(bf.get("skipped") or []), parameter]
                     bf["skipped"] = skipped
-                    styx.services.store.write([Op.set(BACKFILLS, bf["id"], {**bump, "skipped": skipped},
+                    styx.store.write([Op.set(BACKFILLS, bf["id"], {**bump, "skipped": skipped},
                                                       merge=True)])
                 index += 1  # (or another tick triggered it for this backfill a moment ago: our read was older)
                 continue
@@ -196,14 +196,14 @@ def progress(styx: StyxService, bf: dict[str, Any], now: datetime) -> int:
 
 def _finish(styx: StyxService, bf_id: str, now: datetime) -> None:
     """Mark the backfill done — conditional on a fresh read, so a retry appended meanwhile keeps it active."""
-    got = styx.services.store.get_versioned(BACKFILLS, [bf_id]).get(bf_id)
+    got = styx.store.get_versioned(BACKFILLS, [bf_id]).get(bf_id)
     if got is None:
         return
     bf, version = got
     if bf["state"] != "active" or bf.get("retry_index", 0) < len(bf.get("retries") or []):
         return
     try:
-        styx.services.store.write([Op.set(BACKFILLS, bf_id, {**bf, "state": "done", "updated_at": now},
+        styx.store.write([Op.set(BACKFILLS, bf_id, {**bf, "state": "done", "updated_at": now},
                                           if_version=version)])
     except Conflict:
         pass  # it changed since: the next tick looks again
@@ -246,10 +246,10 @@ def halt(styx: StyxService, bf_id: str, now: datetime, graceful: bool = False, a
     if bf is None:
         raise NotFound(f"backfill {bf_id!r} not found")
     _, owner = styx.workflow(bf["workflow"])
-    styx.services.authorizer.check(actor, [owner], "halt")
+    styx.authorizer.check(actor, [owner], "halt")
     if bf["state"] != "active":
         raise Conflict(f"backfill {bf_id} is {bf['state']}, not active")
-    styx.services.store.write([Op.set(BACKFILLS, bf_id, {"state": "halted", "graceful": graceful,
+    styx.store.write([Op.set(BACKFILLS, bf_id, {"state": "halted", "graceful": graceful,
                                                          "halted_at": now, "updated_at": now}, merge=True)])
     runs = styx.repo.get_many([m.instance_id(bf["workflow"], p) for p in bf["partitions"][:bf["next_index"]]])
     for run in runs.values():

@@ -31,7 +31,7 @@ from ferry.styx.service import Applied, StyxService, slug
 from ferry.styx.slots import GLOBAL_POOL, Claims, effective_rate, held_and_tokens
 
 if TYPE_CHECKING:
-    from ferry.styx.tick import Tick, TickReport
+    from ferry.styx.stages import TickReport, TickRun
 
 logger = log.get("styx.tick")
 
@@ -86,10 +86,10 @@ def execution_id_of(run: m.Run, submit_counter: int) -> str:
 class DequeueStage:
     """One tick's dequeue stage (its thread pool, budget and workflow cache are the tick's)."""
 
-    def __init__(self, tick: Tick, report: TickReport) -> None:
+    def __init__(self, tick: TickRun, report: TickReport) -> None:
         self.tick = tick
         self.styx = tick.styx
-        self.store = tick.services.store
+        self.store = tick.store
         self.report = report
         self.claims: Claims | None = None
         self.throttled = False  # a launch was refused for a quota: no more launches this tick
@@ -106,7 +106,7 @@ class DequeueStage:
         queued = fair_order(queued, lambda r: r.team or getattr(getattr(wfs.get(r.workflow), "metadata", None),
                                                                 "owner", None) or "", salt=minute)
         resource_names = sorted({res for wf in wfs.values() if wf for res in wf.spec.resources})
-        resources = tick.services.manifests.get_many("Resource", resource_names) if resource_names else {}
+        resources = tick.manifests.get_many("Resource", resource_names) if resource_names else {}
         tick.repo.expire_rate(minute)
         admitted = tick.executor.map(lambda run: self._admit(run, wfs.get(run.workflow), resources, now), queued)
         launches: list[Future[_Launch | None]] = []

@@ -35,12 +35,13 @@ from ferry.domain import periods
 from ferry.domain.manifests import SLA_SEVERITY, Workflow
 from ferry.errors import Conflict, FerryError
 from ferry.notify import messages as msgs
-from ferry.store.base import Op, Where
+from ferry.store.base import DocumentStore, Op, Where
+from ferry.store.manifests import ManifestRepository
 from ferry.styx import machine as m
 from ferry.styx.repository import WORKFLOWS
 
 if TYPE_CHECKING:
-    from ferry.bootstrap import Services
+    from ferry.broker.base import Publisher
 
 logger = log.get("styx.alerts")
 
@@ -164,9 +165,10 @@ def succeeded(applied_log: tuple[tuple[m.Event, m.Run], ...]) -> bool:
 class FailureAlerts:
     """One tick's failure alerts: ``record`` the ends as they are committed, ``flush`` once."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.store = services.store
+    def __init__(self, store: DocumentStore, publisher: Publisher) -> None:
+        self.store = store
+        self.manifests = ManifestRepository(store)
+        self.publisher = publisher
         self._ended: dict[str, list[Ended]] = {}
         self._wfs: dict[str, Workflow] = {}
         self._lock = threading.Lock()
@@ -203,7 +205,7 @@ class FailureAlerts:
             return counts
         missing = sorted(todo - set(wfs))
         if missing:
-            for name, rec in self.services.manifests.get_many("Workflow", missing).items():
+            for name, rec in self.manifests.get_many("Workflow", missing).items():
                 wfs[name] = rec.model_as(Workflow)
         for name in sorted(todo):
             wf = wfs.get(name)
@@ -271,7 +273,7 @@ class FailureAlerts:
                           alert={"dedup_key": n.doc["id"], "action": n.action, "severity": severity})
             if messages:
                 try:
-                    self.services.publisher.publish(msgs.ALERTS_TOPIC, list(messages.values()))
+                    self.publisher.publish(msgs.ALERTS_TOPIC, list(messages.values()))
                 except FerryError as exc:  # claimed: Datamon's outbox publishes it later
                     log.event(logger, log.ERROR, f"failure alert of {wf.name} not published yet: {exc}",
                               labels={"workflow": wf.name})

@@ -4,7 +4,7 @@ workflows."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -17,8 +17,8 @@ from ferry.styx.repository import TEAMS, WORKFLOWS
 from ferry.styx.scheduling import fire_time, first_period, smear
 
 if TYPE_CHECKING:
-    from ferry.bootstrap import Services
     from ferry.services.apply import Change
+    from ferry.styx.service import StyxService
 
 _TIMING = ("schedule", "timezone", "offset")
 
@@ -38,8 +38,12 @@ def trigger_state(wf: Workflow, now: datetime, smear_s: int = 0) -> dict[str, ob
 
 
 class StyxApplyHook:
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    """Styx's part of ``ferry apply``: ``smear_s`` spreads natural triggers; ``styx`` (asked only when a
+    workflow is deleted or disabled) halts its active instances."""
+
+    def __init__(self, smear_s: int, styx: Callable[[], StyxService]) -> None:
+        self.smear_s = smear_s
+        self.styx = styx
 
     def check(self, manifests: Sequence[Manifest], repo: ManifestRepository) -> list[Problem]:
         problems = []
@@ -73,18 +77,16 @@ class StyxApplyHook:
                 out.append(Op.set(WORKFLOWS, c.manifest.name, {"team": owner}, merge=True))
                 continue
             out.append(Op.set(WORKFLOWS, c.manifest.name,
-                              trigger_state(c.manifest, now, self.services.settings.styx_smear_s)))
+                              trigger_state(c.manifest, now, self.smear_s)))
         return out
 
     def after(self, changes: Sequence[Change], now: datetime) -> None:
-        from ferry.styx.service import StyxService
-
         styx = None
         for c in changes:
             if not isinstance(c.manifest, Workflow) or c.action == "unchanged":
                 continue
             if c.action == "deleted" or not c.manifest.spec.enabled:
-                styx = styx or StyxService(self.services)
+                styx = styx or self.styx()
                 if c.action == "deleted":
                     styx.halt_active(c.manifest.name, now, "workflow deleted")
                 else:

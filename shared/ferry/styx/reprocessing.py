@@ -47,7 +47,7 @@ def downstream(styx: StyxService, endpoint: str) -> list[tuple[str, str | None]]
                 queue.append(out)
     by_output = {out: wf for wf, out in produces.items() if out}
     for wf in produces:
-        rec = styx.services.manifests.get("Workflow", wf)
+        rec = styx.manifests.get("Workflow", wf)
         model = rec.model() if rec else None
         deps = model.spec.depends_on if isinstance(model, Workflow) else []
         edges[wf] = {by_output[d] for d in deps if d in by_output and by_output[d] != wf}
@@ -82,10 +82,10 @@ def create(styx: StyxService, endpoint: str, start: str, end: str, now: datetime
         Forbidden: the actor may not backfill one of the workflows (nothing is created).
         Conflict: a workflow has active instances or backfills in range (nothing is created).
     """
-    rec = styx.services.manifests.get("Endpoint", endpoint)
+    rec = styx.manifests.get("Endpoint", endpoint)
     if rec is None:
         raise NotFound(f"endpoint {endpoint!r} not found")
-    styx.services.authorizer.check(actor, [rec.owner], "reprocess downstream of")
+    styx.authorizer.check(actor, [rec.owner], "reprocess downstream of")
     model = rec.model()
     assert isinstance(model, Endpoint)
     cadence = model.spec.cadence()
@@ -101,13 +101,13 @@ def create(styx: StyxService, endpoint: str, start: str, end: str, now: datetime
     plans = []
     for wf_name, _ in chain:  # every check before anything is written
         wf, owner = styx.workflow(wf_name)
-        styx.services.authorizer.check(actor, [owner], "backfill")
+        styx.authorizer.check(actor, [owner], "backfill")
         first, last = _range_for(wf, lo, hi)
         backfills.check(styx, wf, first, last, False)
         plans.append((wf, first, last))
     for wf, first, last in plans:
         if wf.spec.produces:
-            out_rec = styx.services.manifests.get("Endpoint", wf.spec.produces)
+            out_rec = styx.manifests.get("Endpoint", wf.spec.produces)
             out_model = out_rec.model() if out_rec else None
             if isinstance(out_model, Endpoint):
                 out_cadence = out_model.spec.cadence()
@@ -122,7 +122,7 @@ def create(styx: StyxService, endpoint: str, start: str, end: str, now: datetime
                               description, {}, actor,
                               group=rp_id)
         made.append({"workflow": wf.name, "backfill": bf["id"], "start": first, "end": last})
-    styx.services.store.write([Op.create(REPROCESSINGS, rp_id, {
+    styx.store.write([Op.create(REPROCESSINGS, rp_id, {
         "id": rp_id, "endpoint": endpoint, "start": start, "end": end, "workflows": made, "created_at": now,
         "created_by": actor, "description": description})])
     return show(styx, rp_id)
@@ -130,7 +130,7 @@ def create(styx: StyxService, endpoint: str, start: str, end: str, now: datetime
 
 def show(styx: StyxService, rp_id: str) -> dict[str, Any]:
     """A reprocessing with the progress of each workflow's backfill, in dependency order."""
-    doc = styx.services.store.get(REPROCESSINGS, rp_id)
+    doc = styx.store.get(REPROCESSINGS, rp_id)
     if doc is None:
         raise NotFound(f"reprocessing {rp_id!r} not found")
     rows = []

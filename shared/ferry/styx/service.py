@@ -22,15 +22,17 @@ from ferry.domain import periods
 from ferry.domain.manifests import Endpoint, EventType, Workflow, event_type_of
 from ferry.errors import BadRequest, Conflict, FerryError, InfraError, NotFound
 from ferry.services.ownership import may_produce
-from ferry.store.base import Op
+from ferry.store.base import DocumentStore, Op
+from ferry.store.manifests import ManifestRepository
 from ferry.styx import machine as m
 from ferry.styx.launchers import Launcher, LaunchSpec
 from ferry.styx.repository import StyxRepository
 from ferry.styx.scheduling import policy_of, upstream_partitions
 
 if TYPE_CHECKING:
-    from ferry.bootstrap import Services
+    from ferry.broker.base import Publisher
     from ferry.datamon.port import Datamon
+    from ferry.services.authz import Authorizer
 
 logger = log.get("styx")
 
@@ -47,22 +49,30 @@ class Applied:
 
 
 class StyxService:
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.repo = StyxRepository(services.store)
+    """Styx's operations on the ports they use.
 
-    @property
-    def launcher(self) -> Launcher:
-        return self.services.launcher
+    Args:
+        store: the document store (Styx's collections, the manifests).
+        launcher: where instances run (Cloud Run jobs, local processes).
+        datamon: Datamon's port: where a succeeded instance lands its partition and the upstream gate
+            reads landings.
+        authorizer: who may trigger, retry, halt or backfill what.
+        publisher: where the tick's failure alerts are published.
+    """
 
-    @property
-    def datamon(self) -> Datamon:
-        """Where a succeeded instance lands its partition and the upstream gate reads landings."""
-        return self.services.datamon
+    def __init__(self, store: DocumentStore, launcher: Launcher, datamon: Datamon, authorizer: Authorizer,
+                 publisher: Publisher) -> None:
+        self.store = store
+        self.manifests = ManifestRepository(store)
+        self.repo = StyxRepository(store)
+        self.launcher = launcher
+        self.datamon = datamon
+        self.authorizer = authorizer
+        self.publisher = publisher
 
     # -- workflows ---------------------------------------------------------------------------------
     def workflow(self, name: str) -> tuple[Workflow, str | None]:
-        rec = self.services.manifests.get("Workflow", name)
+        rec = self.manifests.get("Workflow", name)
         if rec is None:
             raise NotFound(f"workflow {name!r} not found")
         return rec.model_as(Workflow), rec.owner
@@ -143,7 +153,7 @@ class StyxService:
         endpoint = wf.spec.produces
         assert endpoint
         partition = parameter
-        rec = self.services.manifests.get("Endpoint", endpoint)
+        rec = self.manifests.get("Endpoint", endpoint)
         if rec is not None:
             declared = rec.model_as(Endpoint)
             if not may_produce(declared, wf.metadata.owner):  # checked at apply; the endpoint may have changed
@@ -187,7 +197,7 @@ class StyxService:
         """Trigger an instance now (ad hoc; ``ignore_deps``: without waiting for its upstream
         partitions). Raises Conflict (409) if it is active."""
         wf, owner = self.workflow(workflow)
-        self.services.authorizer.check(actor, [owner], "trigger")
+        self.authorizer.check(actor, [owner], "trigger")
         self.check_parameter(wf, parameter)
         trig = m.Trigger(trigger_type, trigger_id or f"{trigger_type}-{now.strftime('%Y%m%dT%H%M%S')}",
                          dict(env or {}), ignore_deps)
@@ -208,7 +218,7 @@ class StyxService:
         trigger of type ``retry`` carrying it, so the timeline shows what changed.
         """
         wf, owner = self.workflow(workflow)
-        self.services.authorizer.check(actor, [owner], "retry")
+        self.authorizer.check(actor, [owner], "retry")
 
         def make(before: m.Run | None) -> m.Event:
             if before is None:
@@ -234,7 +244,7 @@ class StyxService:
         """Mark an instance DONE without running it (its owning team only): from no instance, QUEUED or
         ERROR; recorded in its timeline with who and why, and its ``produces`` partition lands."""
         wf, owner = self.workflow(workflow)
-        self.services.authorizer.check(actor, [owner], "mark done")
+        self.authorizer.check(actor, [owner], "mark done")
         self.check_parameter(wf, parameter)
 
         def make(before: m.Run | None) -> m.Event:
@@ -248,12 +258,12 @@ class StyxService:
     def halt(self, workflow: str, parameter: str, now: datetime, actor: str | None = None,
              reason: str | None = None, check: bool = True) -> m.Run:
         """Stop an active instance (cancelling its execution). Raises IllegalTransition if it ended."""
-        rec = self.services.manifests.get("Workflow", workflow)
+        rec = self.manifests.get("Workflow", workflow)
         wf = rec.model_as(Workflow) if rec else None
         if check:
             if rec is None:
                 raise NotFound(f"workflow {workflow!r} not found")
-            self.services.authorizer.check(actor, [rec.owner], "halt")
+            self.authorizer.check(actor, [rec.owner], "halt")
 
         def make(before: m.Run | None) -> m.Event:
             if before is None:
@@ -306,7 +316,7 @@ class StyxService:
             raise BadRequest(f"unknown state {state!r}: one of {', '.join(s.value for s in m.State)}") from None
         names = None
         if owner:
-            names = [r.name for r in self.services.manifests.all("Workflow", owner=owner)]
+            names = [r.name for r in self.manifests.all("Workflow", owner=owner)]
             if not names:
                 return []
         return [instance_view(r) for r in self.repo.by_state(wanted, names, since, limit)]
@@ -386,12 +396,12 @@ class StyxService:
         return missing
 
     def upstream_cadence(self, endpoint: str) -> periods.Cadence | None:
-        rec = self.services.manifests.get("Endpoint", endpoint)
+        rec = self.manifests.get("Endpoint", endpoint)
         if rec is not None:
             return rec.model_as(Endpoint).spec.cadence()
         event_type = event_type_of(endpoint)
         if event_type is not None:
-            et = self.services.manifests.get("EventType", event_type)
+            et = self.manifests.get("EventType", event_type)
             if et is not None:
                 return periods.partitioning(et.model_as(EventType).spec.partitioning, "UTC")
         return None

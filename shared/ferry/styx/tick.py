@@ -15,7 +15,6 @@ the same commit as the dequeue and released in the same commit as the end, so no
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -27,90 +26,30 @@ from ferry.domain import periods
 from ferry.domain.manifests import Workflow
 from ferry.errors import Conflict
 from ferry.store.base import Op, write_all_or_each
+from ferry.store.manifests import ManifestRepository
 from ferry.styx import machine as m
 from ferry.styx.dequeue import DequeueStage, log_failure
 from ferry.styx.failures import FailureAlerts
 from ferry.styx.repository import WORKFLOWS, StyxRepository
 from ferry.styx.scheduling import due_periods, fire_time, policy_of, smear
 from ferry.styx.service import StyxService
+from ferry.styx.stages import TickLimits, TickReport
 
 if TYPE_CHECKING:
     from ferry.bootstrap import Services
-    from ferry.config import Settings
 
 logger = log.get("styx.tick")
 
-@dataclass(frozen=True)
-class TickLimits:
-    max_active: int = 1000
-    # submissions per UTC minute, whatever the number of ticks (tokens styx_rate/{minute}#{n})
-    submissions_per_minute: int = 600
-    gate_recheck: timedelta = timedelta(seconds=60)
-    catch_up: int = 100            # natural triggers per workflow per tick, when far behind
-    due_workflows: int = 1000
-    queued: int = 1000
-    holding: int = 5000
-    threads: int = 8
-    # A submission unrecorded for this long is looked for (``recover``); the submitting tick launches
-    # only within half of it (its lease), so a late launch cannot meet the recovering one.
-    submission_lost: timedelta = timedelta(minutes=2)
-    smear_s: int = 0               # FERRY_STYX_SMEAR_S: natural triggers spread over this many seconds
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> TickLimits:
-        """The limits the deployment sets (``FERRY_STYX_*``, read once by ``Settings``)."""
-        return cls(max_active=settings.styx_max_active, submissions_per_minute=settings.styx_submit_rate,
-                   gate_recheck=timedelta(seconds=settings.styx_gate_recheck_s), threads=settings.styx_threads,
-                   submission_lost=timedelta(seconds=settings.styx_submission_lost_s),
-                   smear_s=settings.styx_smear_s)
-
-
-@dataclass
-class TickReport:
-    triggered: int = 0
-    dequeued: int = 0
-    submitted: int = 0
-    launch_failed: int = 0
-    started: int = 0
-    ended: int = 0
-    timed_out: int = 0
-    gated: int = 0
-    waiting_for_slots: int = 0
-    backfill_triggered: int = 0
-    conflicts: int = 0
-    adopted: int = 0      # lost submissions whose execution had started: recorded, not launched again
-    lease_expired: int = 0  # not launched: this tick stalled past its lease (a later tick recovers them)
-    left_to_others: int = 0  # launched, but another tick had recorded the same execution: left running
-    resubmitted: int = 0  # lost submissions whose execution had not started: launched under the same id
-    throttled: int = 0    # launches the platform refused for a quota (429): requeued, no try spent
-    alerts_triggered: int = 0   # failure incidents opened (one per workflow: docs/styx.md)
-    alerts_renotified: int = 0
-    alerts_resolved: int = 0
-    errors: int = 0       # instances whose poll or dequeue failed unexpectedly (logged; the rest went on)
-    budget_exhausted: bool = False
-    rate_limited: bool = False  # this minute's submissions are used up (by this tick or others)
-    seconds: float = 0.0
-
-    def add(self, name: str, n: int = 1) -> None:
-        """Count ``n`` more of ``name`` (the tick's threads count concurrently)."""
-        with _REPORT_LOCK:
-            setattr(self, name, getattr(self, name) + n)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-_REPORT_LOCK = threading.Lock()
-
-
 class Tick:
-    def __init__(self, services: Services, limits: TickLimits | None = None) -> None:
-        self.services = services
-        self.styx = StyxService(services)
-        self.repo: StyxRepository = self.styx.repo
-        self.limits = limits or TickLimits.from_settings(services.settings)
+    """One tick of Styx's service ``styx`` within ``limits``."""
+
+    def __init__(self, styx: StyxService, limits: TickLimits) -> None:
+        self.styx = styx
+        self.store = styx.store
+        self.repo: StyxRepository = styx.repo
+        self.limits = limits
         self._workflows: dict[str, Workflow | None] = {}
-        self.failures = FailureAlerts(services)
+        self.failures = FailureAlerts(styx.store, styx.publisher)
 
     def run(self, now: datetime, budget: float = 45.0) -> TickReport:
         """One tick at ``now``, for at most ``budget`` seconds of wall time."""
@@ -141,10 +80,14 @@ class Tick:
             return False
         return True
 
+    @property
+    def manifests(self) -> ManifestRepository:
+        return self.styx.manifests
+
     def workflows(self, names: set[str]) -> dict[str, Workflow | None]:
         missing = sorted(n for n in names if n not in self._workflows)
         if missing:
-            found = self.services.manifests.get_many("Workflow", missing)
+            found = self.styx.manifests.get_many("Workflow", missing)
             for n in missing:
                 self._workflows[n] = found[n].model_as(Workflow) if n in found else None
         return {n: self._workflows[n] for n in names}
@@ -258,19 +201,19 @@ class Tick:
 
         def one(plan: _TriggerPlan) -> bool:
             try:
-                self.services.store.write(plan.ops)
+                self.store.write(plan.ops)
                 return True
             except Conflict:
                 pass
             existing = self.repo.get_many([m.instance_id(plan.name, plan.cadence.format(p)) for p in plan.todo])
             plan.ops = self._trigger_ops(plan, existing, now)
             try:
-                self.services.store.write(plan.ops)
+                self.store.write(plan.ops)
                 return True
             except Conflict:
                 report.add("conflicts")  # another tick triggered it meanwhile: theirs stands
                 return False
-        committed = write_all_or_each(self.services.store, plans, lambda pl: pl.ops, one=one, batch_ops=450)
+        committed = write_all_or_each(self.store, plans, lambda pl: pl.ops, one=one, batch_ops=450)
         report.triggered += sum(pl.count for pl in committed.items)
         report.conflicts += committed.conflicts
 
@@ -338,5 +281,6 @@ class _TriggerPlan:
 
 
 def tick(services: Services, now: datetime | None = None, budget: float = 45.0) -> TickReport:
-    """Run one tick with the process's launcher (what the scheduler's function and the API call)."""
-    return Tick(services).run(now or services.clock.now(), budget)
+    """Run one tick with the process's launcher (what the scheduler's function and the API call): an entry
+    point's, on the composition root's services."""
+    return Tick(services.styx, TickLimits.from_settings(services.settings)).run(now or services.clock.now(), budget)

@@ -20,10 +20,11 @@ from ferry.errors import FerryError, NotFound
 from ferry.store.base import Where
 from ferry.styx import machine as m
 from ferry.styx.repository import BACKFILLS, INSTANCES, run_from_doc
-from ferry.styx.service import StyxService, instance_view
+from ferry.styx.service import instance_view
 
 if TYPE_CHECKING:
     from ferry.bootstrap import Services
+    from ferry.styx.service import StyxService
 
 PAGE = 50          # rows of a list page
 PARTITIONS_SHOWN = 30
@@ -108,7 +109,7 @@ def endpoint(services: Services, name: str, now: datetime, before: str | None = 
     downstream = [i for i, _ in store.query(ENDPOINTS, [Where("upstream_all", "array_contains", name)],
                                             limit=NEIGHBOURS)]
     shown = sorted(set(landed) | set(states) | expected, key=policy.cadence.parse, reverse=True)[:PARTITIONS_SHOWN]
-    bad = invalidations(services, name, [p for p in shown if p not in landed])
+    bad = invalidations(services.store, name, [p for p in shown if p not in landed])
     partitions = []
     for p in shown:
         doc = landed.get(p) or {}
@@ -214,7 +215,7 @@ def instance(services: Services, workflow: str, parameter: str, execution: str |
     Raises:
         NotFound: no such instance.
     """
-    styx = StyxService(services)
+    styx = services.styx
     timeline = styx.timeline(workflow, parameter)
     for t in timeline["triggers"]:
         for x in t["executions"]:
@@ -292,7 +293,7 @@ def event_type(services: Services, name: str, now: datetime) -> dict[str, Any]:
 # -- actions' pages: backfills, the backfill launcher, the run grid -------------------------------------
 
 def _styx(services: Services) -> StyxService:
-    return StyxService(services)
+    return services.styx
 
 
 def backfill(services: Services, bf_id: str) -> dict[str, Any]:

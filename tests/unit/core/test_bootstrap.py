@@ -47,9 +47,9 @@ def test_apply_hooks_come_from_an_explicit_list() -> None:
 
 
 def test_tick_limits_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ferry.styx.tick import Tick
+    from ferry.styx.tick import TickLimits
 
     monkeypatch.setenv("FERRY_STYX_MAX_ACTIVE", "7")
     monkeypatch.setenv("FERRY_STYX_THREADS", "3")
-    tick = Tick(bootstrap(Settings(store="memory", broker="memory")))
-    assert (tick.limits.max_active, tick.limits.threads) == (7, 3)
+    limits = TickLimits.from_settings(bootstrap(Settings(store="memory", broker="memory")).settings)
+    assert (limits.max_active, limits.threads) == (7, 3)

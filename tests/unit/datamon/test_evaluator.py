@@ -43,8 +43,8 @@ def test_must_show_one_incident_updated_by_landings_resolved_by_the_last(late: S
     [incident] = views.alerts(late)["items"]
     assert incident["id"] == "plays~1" and incident["count"] == 11 and incident["open"] is True
 
-    landing.land(late, "plays", "2026-11-26T05", now=T0 + timedelta(minutes=1))
-    landing.land(late, "plays", "2026-11-26T00", now=T0 + timedelta(minutes=1))
+    landing.land(late.store, "plays", "2026-11-26T05", now=T0 + timedelta(minutes=1))
+    landing.land(late.store, "plays", "2026-11-26T00", now=T0 + timedelta(minutes=1))
     evaluation.evaluate(late, now=T0 + timedelta(minutes=2))
     assert events(late) == []  # a landing updates the incident, quietly
     [incident] = views.alerts(late)["items"]
@@ -55,7 +55,7 @@ def test_must_show_one_incident_updated_by_landings_resolved_by_the_last(late: S
     assert events(late) == [] and late.store.stats.since(before)["writes"] == 0
 
     for h in [*range(1, 5), *range(6, 11)]:
-        landing.land(late, "plays", f"2026-11-26T{h:02d}", now=T0 + timedelta(minutes=4))
+        landing.land(late.store, "plays", f"2026-11-26T{h:02d}", now=T0 + timedelta(minutes=4))
     evaluation.evaluate(late, now=T0 + timedelta(minutes=5))
     [resolved] = events(late)
     assert (resolved["event_action"], resolved["dedup_key"]) == ("resolve", "plays~1")
@@ -125,7 +125,7 @@ def test_dst_stockholm_daily(svc: Services, clock: FixedClock) -> None:
     apply(svc, endpoint("daily-sthlm", partitioning="daily", timezone="Europe/Stockholm",
                         start="2026-03-28T00:00:00+01:00", sla={"error_after": "PT2H"}))
     # 2026-03-29 is 23 hours long in Stockholm: it ends 2026-03-29T22:00Z; deadline 2026-03-30T00:00Z.
-    landing.land(svc, "daily-sthlm", "2026-03-28", now=datetime(2026, 3, 28, 23, 30, tzinfo=UTC))
+    landing.land(svc.store, "daily-sthlm", "2026-03-28", now=datetime(2026, 3, 28, 23, 30, tzinfo=UTC))
     evaluation.evaluate(svc, now=datetime(2026, 3, 29, 23, 59, tzinfo=UTC))
     assert events(svc) == []
     evaluation.evaluate(svc, now=datetime(2026, 3, 30, 0, 0, tzinfo=UTC))
@@ -136,7 +136,7 @@ def test_dst_stockholm_daily(svc: Services, clock: FixedClock) -> None:
 def test_weekdays_calendar_no_weekend_alerts(svc: Services) -> None:
     apply(svc, endpoint("biz", partitioning="daily", start="2026-11-26T00:00:00Z",
                         sla={"error_after": "PT1H", "calendar": "weekdays"}))
-    landing.land(svc, "biz", "2026-11-26", now=datetime(2026, 11, 27, 0, 30, tzinfo=UTC))  # Thursday
+    landing.land(svc.store, "biz", "2026-11-26", now=datetime(2026, 11, 27, 0, 30, tzinfo=UTC))  # Thursday
     for day, hour in ((28, 12), (29, 12), (29, 23)):  # Saturday, Sunday
         evaluation.evaluate(svc, now=datetime(2026, 11, day, hour, tzinfo=UTC))
         assert events(svc) == [], f"alert on a weekend: {day} {hour}"
@@ -155,7 +155,7 @@ def test_at_risk_from_declared_and_workflow_lineage(svc: Services) -> None:
     apply(svc, endpoint("agg", partitioning="daily", start="2026-11-26T00:00:00Z",
                         sla={"error_after": "PT6H"}, upstream=["raw"]))
     for h in range(0, 10):
-        landing.land(svc, "raw", f"2026-11-26T{h:02d}", now=T0)
+        landing.land(svc.store, "raw", f"2026-11-26T{h:02d}", now=T0)
     # raw 10 is late at 12:00; agg's 2026-11-26 day has not even ended: at risk, and so is report.
     evaluation.evaluate(svc, now=T0)
     view = {r["endpoint"]: r for r in views.status(svc, now=T0)["endpoints"]}
@@ -165,7 +165,7 @@ def test_at_risk_from_declared_and_workflow_lineage(svc: Services) -> None:
     assert [r["endpoint"] for r in views.status(svc, now=T0)["endpoints"]][:3] == ["raw", "agg", "report"]
     # raw catches up: the risk clears.
     for h in range(10, 12):
-        landing.land(svc, "raw", f"2026-11-26T{h:02d}", now=T0)
+        landing.land(svc.store, "raw", f"2026-11-26T{h:02d}", now=T0)
     evaluation.evaluate(svc, now=T0 + timedelta(minutes=5))
     view = {r["endpoint"]: r for r in views.status(svc, now=T0 + timedelta(minutes=5))["endpoints"]}
     assert view["raw"]["state"] == "ok" and view["agg"]["state"] != "at_risk"
@@ -177,7 +177,7 @@ def test_reads_grow_with_due_not_history(svc: Services, clock: FixedClock) -> No
                             sla={"error_after": "PT2H", "warn_after": "PT1H"}))
     evaluation.evaluate(svc, now=T0)  # registers them; 11 just ended: pending, looked at until it lands
     for i in range(40):
-        landing.land(svc, f"e{i:02d}", "2026-11-26T11", now=T0 + timedelta(minutes=10))
+        landing.land(svc.store, f"e{i:02d}", "2026-11-26T11", now=T0 + timedelta(minutes=10))
     before = svc.store.stats.snapshot()
     r1 = evaluation.evaluate(svc, now=T0 + timedelta(minutes=30))  # also moves the sync cursor past them
     assert r1["endpoints"] == 40 and svc.store.stats.since(before)["writes"] == 40 + 1
@@ -269,7 +269,7 @@ def test_an_owner_silence_and_a_never_sent_incident_resolves_quietly(late: Servi
                     actor="alice", now=T0)
     evaluation.evaluate(late, now=T0)
     for h in range(0, 11):
-        landing.land(late, "plays", f"2026-11-26T{h:02d}", now=T0 + timedelta(minutes=1))
+        landing.land(late.store, "plays", f"2026-11-26T{h:02d}", now=T0 + timedelta(minutes=1))
     result = evaluation.evaluate(late, now=T0 + timedelta(minutes=2))
     assert events(late) == [] and result["held"] == 1  # the resolve of a trigger nobody got: held too
     assert views.alerts(late)["items"] == []
@@ -282,7 +282,7 @@ def test_ack_stops_renotification(late: Services) -> None:
     evaluation.evaluate(late, now=T0 + timedelta(hours=5))  # renotify_after PT4H passed
     assert events(late) == []
     for h in range(0, 17):  # everything ended by 17:00
-        landing.land(late, "plays", f"2026-11-26T{h:02d}", now=T0 + timedelta(hours=5))
+        landing.land(late.store, "plays", f"2026-11-26T{h:02d}", now=T0 + timedelta(hours=5))
     evaluation.evaluate(late, now=T0 + timedelta(hours=5, minutes=1))
     assert [e["event_action"] for e in events(late)] == ["resolve"]  # resolution is still sent
 
@@ -292,12 +292,12 @@ def test_a_landing_with_a_tenth_of_its_usual_records_raises_one_low_volume_alert
                         sla={"error_after": "PT6H"}, volume={"min_ratio": 0.5, "window": 4}))
     day = datetime(2026, 10, 1, tzinfo=UTC)
     while day < datetime(2026, 11, 25, tzinfo=UTC):  # weekdays 1000 records, weekends 300: slots differ
-        landing.land(svc, "sales", day.date().isoformat(), records=300 if day.weekday() >= 5 else 1000,
+        landing.land(svc.store, "sales", day.date().isoformat(), records=300 if day.weekday() >= 5 else 1000,
                      now=T0 - timedelta(hours=1))
         day += timedelta(days=1)
     result = evaluation.evaluate(svc, now=T0 - timedelta(minutes=30))
     assert result["low_volume"] == 0 and events(svc) == []  # weekends compared with weekends: no alarm
-    landing.land(svc, "sales", "2026-11-25", records=100, now=T0)  # a Wednesday: 10% of the usual
+    landing.land(svc.store, "sales", "2026-11-25", records=100, now=T0)  # a Wednesday: 10% of the usual
     result = evaluation.evaluate(svc, now=T0 + timedelta(minutes=1))
     [sent] = events(svc)
     assert result["low_volume"] == 1 and sent["payload"]["class"] == "low_volume"

@@ -78,15 +78,14 @@ def test_produces_must_name_an_endpoint_of_the_team_or_one_that_grants_it() -> N
 def test_a_landing_is_checked_again_when_it_is_recorded() -> None:
     """A granted team B its endpoint, B's workflow was applied, then A withdrew the grant: B's success
     must no longer land A's partition (the apply-time check alone would not see the change)."""
-    from ferry.styx.service import StyxService
 
     svc = world()
     granted = {**_plays(), "spec": {**_plays()["spec"], "producers": ["team-b"]}}
     assert apply(svc, A, granted)[0] == 200
     assert apply(svc, B, _wf("team-b"))[0] == 200
     wf = svc.manifests.get("Workflow", "wf-team-b").model_as(Workflow)  # type: ignore[union-attr]
-    StyxService(svc).land_produced(wf, "2026-11-26T03", NOW)
+    svc.styx.land_produced(wf, "2026-11-26T03", NOW)
     assert svc.datamon.landed("plays-hourly", ["2026-11-26T03"]) == {"2026-11-26T03"}
     assert apply(svc, A, _plays())[0] == 200  # the grant withdrawn
-    StyxService(svc).land_produced(wf, "2026-11-26T04", NOW)
+    svc.styx.land_produced(wf, "2026-11-26T04", NOW)
     assert svc.datamon.landed("plays-hourly", ["2026-11-26T04"]) == set()

@@ -37,16 +37,14 @@ def svc(clock: FixedClock, launcher: FakeLauncher, datamon: FakeDatamon) -> Serv
 @pytest.fixture
 def tick(svc: Services):
     def run(limits: TickLimits | None = None):
-        t = Tick(svc, limits or TickLimits(max_active=100))
+        t = Tick(svc.styx, limits or TickLimits(max_active=100))
         return t.run(svc.clock.now())
     return run
 
 
 @pytest.fixture
 def styx(svc: Services):
-    from ferry.styx.service import StyxService
-
-    return StyxService(svc)
+    return svc.styx
 
 
 def workflow(name: str, owner: str = "team-a", **spec: Any) -> dict[str, Any]:

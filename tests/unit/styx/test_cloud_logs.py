@@ -92,14 +92,13 @@ def test_unreachable_cloud_logging_is_retried_briefly_then_an_infra_error(loggin
 
 def test_ferry_logs_prints_the_cloud_run_execution_entries(clock, datamon, cloud, run_fake, logging_fake) -> None:
     from ferry.bootstrap import in_memory
-    from ferry.styx.service import StyxService
     from ferry.styx.tick import Tick, TickLimits
 
     svc = in_memory(clock, launcher=cloud, datamon=datamon)  # what the API's StyxService launches with
     apply(svc, workflow("agg"))
-    styx = StyxService(svc)
+    styx = svc.styx
     styx.trigger("agg", P, svc.clock.now())
-    Tick(svc, TickLimits()).run(svc.clock.now())
+    Tick(svc.styx, TickLimits()).run(svc.clock.now())
     run = styx.instance("agg", P)
     execution = run.handle.rsplit("/", 1)[-1]
     job = run.handle.split("/")[5]  # styx-agg-<digest of the workflow and its container>

@@ -111,18 +111,17 @@ def test_the_tick_runs_a_workflow_on_cloud_run(fake, launcher) -> None:
     from ferry.clock import FixedClock
     from ferry.domain.manifests import Workflow
     from ferry.styx import machine as m
-    from ferry.styx.service import StyxService
     from ferry.styx.tick import Tick, TickLimits
 
     svc = in_memory(FixedClock(datetime(2026, 11, 26, 12, tzinfo=UTC)), launcher=launcher, datamon=FakeDatamon())
     svc.apply.apply([Workflow.model_validate({"kind": "Workflow", "metadata": {"name": "agg", "owner": "t"},
                                               "spec": {"schedule": "hourly", "image": "img", "args": ["{}"]}})],
                     svc.clock.now())
-    styx = StyxService(svc)
+    styx = svc.styx
     styx.trigger("agg", "2026-11-01T00", svc.clock.now())
-    Tick(svc, TickLimits()).run(svc.clock.now())
+    Tick(svc.styx, TickLimits()).run(svc.clock.now())
     run = styx.instance("agg", "2026-11-01T00")
     assert run.state == m.State.SUBMITTED and run.log_uri.startswith("https://")
     fake.finish(run.handle, 0)
-    Tick(svc, TickLimits()).run(svc.clock.now())
+    Tick(svc.styx, TickLimits()).run(svc.clock.now())
     assert styx.instance("agg", "2026-11-01T00").state == m.State.DONE

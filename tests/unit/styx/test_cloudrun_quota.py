@@ -16,7 +16,6 @@ from ferry.domain.manifests import Workflow
 from ferry.styx import machine as m
 from ferry.styx.launchers import Throttled
 from ferry.styx.launchers.cloudrun import CloudRunLauncher
-from ferry.styx.service import StyxService
 from ferry.styx.slots import effective_rate
 from ferry.styx.tick import Tick, TickLimits
 
@@ -70,15 +69,15 @@ def test_a_429_storm_requeues_without_spending_a_try_and_all_are_submitted_once(
     svc = in_memory(clock, launcher=launcher, datamon=FakeDatamon())
     names = [f"wf-{i:03d}" for i in range(100)]
     svc.apply.apply([_workflow(n) for n in names], clock.now())
-    styx = StyxService(svc)
+    styx = svc.styx
     for n in names:
         styx.trigger(n, "2026-11-01T00", clock.now())
     limits = TickLimits(max_active=1000, submissions_per_minute=100)
 
     fake.refuse_runs(10**6)  # the storm: every RunJob refused
-    reports = [Tick(svc, limits).run(clock.now()) for _ in range(2)]
+    reports = [Tick(svc.styx, limits).run(clock.now()) for _ in range(2)]
     clock.advance(timedelta(minutes=1))
-    reports.append(Tick(svc, limits).run(clock.now()))
+    reports.append(Tick(svc.styx, limits).run(clock.now()))
     assert not fake.executions
     assert reports[0].throttled >= 1
     assert reports[1].throttled == 0  # the same minute: the requeued wait, no more 429s asked for
@@ -90,7 +89,7 @@ def test_a_429_storm_requeues_without_spending_a_try_and_all_are_submitted_once(
     for _ in range(30):
         clock.advance(timedelta(minutes=1))
         before = len(fake.runs)
-        reports.append(Tick(svc, limits).run(clock.now()))
+        reports.append(Tick(svc.styx, limits).run(clock.now()))
         runs_per_minute.append(len(fake.runs) - before)
         if len(fake.runs) == len(names):
             break

@@ -22,7 +22,6 @@ from ferry.datamon import landing
 from ferry.errors import BadRequest, ValidationError
 from ferry.styx import backfills
 from ferry.styx import machine as m
-from ferry.styx.service import StyxService
 from ferry.styx.tick import Tick, TickLimits
 
 from .conftest import apply, workflow
@@ -79,10 +78,10 @@ def test_logs_of_an_earlier_execution_the_timeline_shows(svc, clock, tick, launc
 def test_logs_follow_prints_new_lines_until_the_instance_ends(clock, datamon) -> None:
     launcher = GrowingLogs()
     svc = in_memory(clock, launcher=launcher, datamon=datamon)
-    styx = StyxService(svc)
+    styx = svc.styx
 
     def tick() -> None:
-        Tick(svc, TickLimits(max_active=100)).run(svc.clock.now())
+        Tick(svc.styx, TickLimits(max_active=100)).run(svc.clock.now())
     apply(svc, workflow("agg"))
     at(clock, 13, 0, 5)
     tick()
@@ -155,10 +154,10 @@ def test_land_refuses_a_partition_whose_period_has_not_ended(svc, clock) -> None
     apply(svc, endpoint("plays", start="2026-11-26T00:00:00Z"))
     now = clock.now()  # 12:00:30
     with pytest.raises(ValidationError) as err:
-        landing.land(svc, "plays", "2026-11-26T12", now=now)
+        landing.land(svc.store, "plays", "2026-11-26T12", now=now)
     assert "has not ended yet" in err.value.message and "--allow-future" in err.value.message
-    assert landing.land(svc, "plays", "2026-11-26T11", now=now)["relanded"] is False
-    assert landing.land(svc, "plays", "2026-11-26T12", now=now, allow_future=True)["relanded"] is False
+    assert landing.land(svc.store, "plays", "2026-11-26T11", now=now)["relanded"] is False
+    assert landing.land(svc.store, "plays", "2026-11-26T12", now=now, allow_future=True)["relanded"] is False
     with served(svc) as url:
         refused = run(url, "land", "plays", "2026-11-26T13")
         forced = run(url, "land", "plays", "2026-11-26T13", "--allow-future", "--json")

@@ -29,7 +29,7 @@ def sent(svc) -> list[dict[str, Any]]:
 
 
 def run_tick(svc):
-    return Tick(svc, TickLimits(max_active=100)).run(svc.clock.now())
+    return Tick(svc.styx, TickLimits(max_active=100)).run(svc.clock.now())
 
 
 def fail_all(svc, launcher, code: int = 3) -> None:
@@ -160,11 +160,11 @@ def test_two_ticks_settling_the_same_failure_send_one_notification(svc, clock, l
     run_tick(svc)
     fail_all(svc, launcher)
     wf = svc.manifests.get("Workflow", "agg").model_as(Workflow)
-    t = Tick(svc, TickLimits(max_active=100))
+    t = Tick(svc.styx, TickLimits(max_active=100))
     t.failures.flush = lambda now, open_incidents=None: {"trigger": 0, "renotify": 0, "resolve": 0}  # type: ignore[method-assign]
     t.run(clock.now())  # commits the ERROR; its own flush is what the crash loses
     run = styx.instance("agg", P)
-    a, b = FailureAlerts(svc), FailureAlerts(svc)
+    a, b = FailureAlerts(svc.store, svc.publisher), FailureAlerts(svc.store, svc.publisher)
     log_ = ((m.Stop("exited 3; gave up"), run),)
     a.record(run, log_, wf, clock.now())
     b.record(run, log_, wf, clock.now())

@@ -19,7 +19,6 @@ from ferry.datamon import evaluation, landing, partitions, views
 from ferry.errors import Forbidden
 from ferry.styx import backfills, reprocessing
 from ferry.styx import machine as m
-from ferry.styx.service import StyxService
 from ferry.styx.tick import Tick, TickLimits
 
 from .conftest import apply, workflow
@@ -45,24 +44,24 @@ class Chain:
         self.clock = FixedClock(T0)
         self.launcher = FakeLauncher()
         self.svc: Services = in_memory(self.clock, launcher=self.launcher)
-        self.styx = StyxService(self.svc)
+        self.styx = self.svc.styx
         apply(self.svc, {"kind": "Team", "metadata": {"name": "team-a"}, "spec": {"members": ["alice"]}},
               endpoint("a"), endpoint("b"), endpoint("c"),
               workflow("wf1", schedule="daily", depends_on=["a"], produces="b"),
               workflow("wf2", schedule="daily", depends_on=["b"], produces="c"), actor="alice")
         for d in WEEK:
-            landing.land(self.svc, "a", d, now=self.now())
+            landing.land(self.svc.store, "a", d, now=self.now())
         for wf in ("wf1", "wf2"):
             backfills.create(self.styx, wf, WEEK[0], "2026-11-26", self.now(), concurrency=7, actor="alice")
         self.drain()
-        assert landing.landed(self.svc, "c", WEEK) == set(WEEK)
+        assert landing.landed(self.svc.store, "c", WEEK) == set(WEEK)
 
     def now(self) -> datetime:
         return self.clock.now()
 
     def tick(self) -> None:
         self.clock.advance(timedelta(minutes=2))  # past the gate's re-check delay
-        Tick(self.svc, TickLimits(max_active=100)).run(self.now())
+        Tick(self.svc.styx, TickLimits(max_active=100)).run(self.now())
 
     def drain(self, rounds: int = 12) -> None:
         """Tick, finishing every running execution with exit 0, until nothing runs or waits."""
@@ -81,11 +80,11 @@ def test_invalidate_then_reprocess_downstream_in_dependency_order(chain: Chain) 
     svc, styx = chain.svc, chain.styx
     before = {e: svc.store.get("datamon_partitions", f"{e}@{DAY}")["landed_at"] for e in ("b", "c")}
     with pytest.raises(Forbidden):
-        partitions.invalidate(svc, "a", DAY, reason="bad", actor="mallory", now=chain.now())
-    inv = partitions.invalidate(svc, "a", DAY, reason="duplicated rows from the source", actor="alice",
+        partitions.invalidate(svc.store, svc.authorizer, "a", DAY, reason="bad", actor="mallory", now=chain.now())
+    inv = partitions.invalidate(svc.store, svc.authorizer, "a", DAY, reason="duplicated rows from the source", actor="alice",
                                 now=chain.now())
     assert inv["invalidated"] is True and inv["by"] == "alice" and inv["previous"]["landings"] == 1
-    assert landing.landed(svc, "a", [DAY]) == set()
+    assert landing.landed(svc.store, "a", [DAY]) == set()
     evaluated = evaluation.evaluate(svc, now=chain.now())
     assert evaluated["states"].get("late") == 1  # a's day is late again (its owner's view; notified as
     # any late partition, unless it was due before the endpoint was registered: history, see docs)
@@ -101,12 +100,12 @@ def test_invalidate_then_reprocess_downstream_in_dependency_order(chain: Chain) 
     launched_before = len(chain.launcher.launched)
     rp = reprocessing.create(styx, "a", DAY, "2026-11-23", chain.now(), actor="alice")
     assert [w["workflow"] for w in rp["workflows"]] == ["wf1", "wf2"]
-    assert landing.landed(svc, "b", [DAY]) == set() and landing.landed(svc, "c", [DAY]) == set()
+    assert landing.landed(svc.store, "b", [DAY]) == set() and landing.landed(svc.store, "c", [DAY]) == set()
     chain.drain(3)
     assert len(chain.launcher.launched) == launched_before  # both wait: A's day has not re-landed
     assert "a " + DAY in styx.instance("wf1", DAY).message
 
-    landing.land(svc, "a", DAY, now=chain.now())  # the producer lands the fixed partition
+    landing.land(svc.store, "a", DAY, now=chain.now())  # the producer lands the fixed partition
     chain.tick()
     new = chain.launcher.launched[launched_before:]
     assert [(s.workflow, s.parameter) for s in new] == [("wf1", DAY)]  # wf2 still waits for B
@@ -175,7 +174,7 @@ def test_backfill_retry_and_retry_with_env(chain: Chain) -> None:
 
 def test_trigger_ignore_deps_and_mark_done(chain: Chain) -> None:
     svc, styx = chain.svc, chain.styx
-    partitions.invalidate(svc, "a", DAY, reason="bad", actor="alice", now=chain.now())
+    partitions.invalidate(svc.store, svc.authorizer, "a", DAY, reason="bad", actor="alice", now=chain.now())
     with served(svc) as url:
         forced = run(url, "trigger", "wf1", DAY, "--ignore-deps", "--json")
         chain.tick()
@@ -193,7 +192,7 @@ def test_trigger_ignore_deps_and_mark_done(chain: Chain) -> None:
     assert refused.exit_code == 5
     assert marked.exit_code == 0, marked.output
     assert json.loads(marked.stdout)["state"] == "DONE"
-    assert landing.landed(svc, "c", ["2026-11-27"]) == {"2026-11-27"}  # its output landed
+    assert landing.landed(svc.store, "c", ["2026-11-27"]) == {"2026-11-27"}  # its output landed
     events = [e for t in json.loads(timeline.stdout)["triggers"] for e in t["events"]]
     assert events[-1]["event"] == "markDone" and "by alice: computed by hand" in events[-1]["message"]
     assert again.exit_code == 3 and "mark-done applies to" in again.output

@@ -16,7 +16,6 @@ from ferry.domain.manifests import KINDS
 from ferry.styx.launchers import LaunchSpec, Status
 from ferry.styx.launchers.cloudrun import CloudRunLauncher
 from ferry.styx.launchers.local import LocalLauncher
-from ferry.styx.service import StyxService
 from ferry.styx.tick import Tick, TickLimits
 
 JOB = str(Path(__file__).resolve().parents[3] / "examples" / "styx" / "job.py")
@@ -66,8 +65,8 @@ def test_the_tick_records_the_run_time_and_the_instance_page_shows_it() -> None:
                                            "metadata": {"name": "agg", "owner": "team-a"},
                                            "spec": {"schedule": "hourly", "image": "img"}})
     svc.apply.apply([wf], clock.now())  # type: ignore[list-item]
-    StyxService(svc).trigger("agg", "2026-11-26T11", clock.now())
-    Tick(svc, TickLimits(max_active=10)).run(clock.now())
+    svc.styx.trigger("agg", "2026-11-26T11", clock.now())
+    Tick(svc.styx, TickLimits(max_active=10)).run(clock.now())
     (launched,) = launcher.launched
     started = clock.now()
     real_poll = launcher.poll
@@ -81,8 +80,8 @@ def test_the_tick_records_the_run_time_and_the_instance_page_shows_it() -> None:
     launcher.poll = poll  # type: ignore[method-assign]
     launcher.finish(launched, 0)
     clock.advance(timedelta(hours=1))
-    Tick(svc, TickLimits(max_active=10)).run(clock.now())
-    timeline = StyxService(svc).timeline("agg", "2026-11-26T11")
+    Tick(svc.styx, TickLimits(max_active=10)).run(clock.now())
+    timeline = svc.styx.timeline("agg", "2026-11-26T11")
     statuses = [s for t in timeline["triggers"] for x in t["executions"] for s in x["statuses"]]
     assert [s.get("ran_seconds") for s in statuses if s["event"] == "terminate"] == [75.0]
     from ferry.web.app import respond

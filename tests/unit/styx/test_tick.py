@@ -139,11 +139,11 @@ def test_resource_pool_limits_and_releases(svc, clock, tick, launcher, styx) -> 
     assert report.submitted == 1 and report.waiting_for_slots == 1
     from ferry.styx import resources
 
-    assert [u["usage"]["in_use"] for u in resources.listing(svc)] == [1]
+    assert [u["usage"]["in_use"] for u in resources.listing(svc.store)] == [1]
     launcher.finish(launcher.launched[0], 0)
     tick()
     assert len(launcher.launched) == 2
-    assert resources.one(svc, "slots")["usage"]["holders"] == [f"{launcher.launched[1].workflow}@2026-11-26T12"]
+    assert resources.one(svc.store, "slots")["usage"]["holders"] == [f"{launcher.launched[1].workflow}@2026-11-26T12"]
     launcher.finish(launcher.launched[1], 0)
     tick()
     assert svc.store.query(SLOTS) == []
@@ -236,7 +236,7 @@ def test_reads_grow_with_due_work_not_with_workflows(svc, clock, launcher, datam
           *(workflow(f"h{i:02d}") for i in range(10)))
     at(clock, 13, 0, 5)
     before = svc.store.stats.snapshot()
-    report = Tick(svc, TickLimits()).run(clock.now())
+    report = Tick(svc.styx, TickLimits()).run(clock.now())
     used = svc.store.stats.since(before)
     assert report.submitted == 10
     assert used["reads"] <= 5 * 10 + 10, used
@@ -245,7 +245,7 @@ def test_reads_grow_with_due_work_not_with_workflows(svc, clock, launcher, datam
 def test_concurrent_ticks_launch_each_instance_once(svc, clock, launcher, datamon) -> None:
     apply(svc, resource("pool", 3), *(workflow(f"w{i}", resources=["pool"]) for i in range(8)))
     at(clock, 13, 0, 5)
-    ticks = [Tick(svc, TickLimits()) for _ in range(4)]
+    ticks = [Tick(svc.styx, TickLimits()) for _ in range(4)]
     threads = [threading.Thread(target=t.run, args=(clock.now(),)) for t in ticks]
     for t in threads:
         t.start()
@@ -332,7 +332,7 @@ def test_overlapping_ticks_share_the_submission_rate(svc, clock, launcher, datam
 
     apply(svc, *(workflow(f"w{i}") for i in range(10)))
     at(clock, 13, 0, 5)
-    ticks = [Tick(svc, TickLimits(submissions_per_minute=4))
+    ticks = [Tick(svc.styx, TickLimits(submissions_per_minute=4))
              for _ in range(4)]
     barrier = threading.Barrier(len(ticks))
 
@@ -431,12 +431,12 @@ def test_a_stalled_tick_that_wakes_runs_nothing_twice_and_cancels_nothing(svc, c
     stalling = _StallingLauncher(launcher.launch)
     monkeypatch.setattr(launcher, "launch", stalling.launch)
     a_report: list = []
-    a = threading.Thread(target=lambda: a_report.append(Tick(svc, TickLimits(max_active=100)).run(clock.now())))
+    a = threading.Thread(target=lambda: a_report.append(Tick(svc.styx, TickLimits(max_active=100)).run(clock.now())))
     a.start()
     assert stalling.stalled.wait(30)
     assert styx.instance("agg", P).state == m.State.SUBMITTING and not launcher.launched
     clock.advance(timedelta(minutes=3))
-    b = Tick(svc, TickLimits(max_active=100)).run(clock.now())
+    b = Tick(svc.styx, TickLimits(max_active=100)).run(clock.now())
     assert b.resubmitted == 1 and len(launcher.launched) == 1
     stalling.go.set()
     a.join(30)
@@ -445,7 +445,7 @@ def test_a_stalled_tick_that_wakes_runs_nothing_twice_and_cancels_nothing(svc, c
     run = styx.instance("agg", P)
     assert run.state in (m.State.SUBMITTED, m.State.RUNNING) and run.handle == "exec-1" and run.tries == 1
     launcher.finish(launcher.launched[0], 0)
-    Tick(svc, TickLimits(max_active=100)).run(clock.now())
+    Tick(svc.styx, TickLimits(max_active=100)).run(clock.now())
     assert styx.instance("agg", P).state == m.State.DONE and len(launcher.launched) == 1
 
 
@@ -465,12 +465,12 @@ def test_a_tick_stalled_past_its_lease_launches_nothing_and_the_next_one_does(sv
             mp.setattr(dq.time, "monotonic", lambda: real() + 61)
             return original(self, run, wf, now, leased)
         mp.setattr(dq.DequeueStage, "launch", late)
-        report = Tick(svc, TickLimits(max_active=100)).run(clock.now())
+        report = Tick(svc.styx, TickLimits(max_active=100)).run(clock.now())
     assert report.lease_expired == 1 and not launcher.launched
     clock.advance(timedelta(minutes=1))
-    assert Tick(svc, TickLimits(max_active=100)).run(clock.now()).resubmitted == 0  # not yet: it may be slow
+    assert Tick(svc.styx, TickLimits(max_active=100)).run(clock.now()).resubmitted == 0  # not yet: it may be slow
     clock.advance(timedelta(minutes=2))
-    assert Tick(svc, TickLimits(max_active=100)).run(clock.now()).resubmitted == 1
+    assert Tick(svc.styx, TickLimits(max_active=100)).run(clock.now()).resubmitted == 1
     assert len(launcher.launched) == 1 and styx.instance("agg", P).tries == 1
 
 
@@ -501,14 +501,13 @@ def test_one_instance_s_error_of_any_type_is_its_own_and_the_batch_goes_on(clock
     """Regression: an env name ``A=B`` made ``launch`` raise ValueError, the tick 500ed every minute and an
     innocent instance of the same batch ran twice."""
     from ferry.bootstrap import in_memory
-    from ferry.styx.service import StyxService
 
     svc = in_memory(clock, launcher=_PickyLauncher(launcher), datamon=datamon)
-    styx = StyxService(svc)
+    styx = svc.styx
     apply(svc, workflow("agg"))
     styx.trigger("agg", "2026-11-26T10", clock.now(), env={"A=B": "x"})  # past any validation (stored before it)
     styx.trigger("agg", "2026-11-26T11", clock.now())
-    report = Tick(svc, TickLimits(max_active=100)).run(clock.now())
+    report = Tick(svc.styx, TickLimits(max_active=100)).run(clock.now())
     assert report.launch_failed == 1 and report.submitted == 1
     bad, good = styx.instance("agg", "2026-11-26T10"), styx.instance("agg", "2026-11-26T11")
     assert bad.state == m.State.QUEUED and bad.tries == 1  # failed, retried later like any failure
@@ -517,7 +516,7 @@ def test_one_instance_s_error_of_any_type_is_its_own_and_the_batch_goes_on(clock
     assert any("ValueError" in s["message"] for s in statuses if s["event"] == "runError")
     assert good.state == m.State.SUBMITTED and good.tries == 1
     clock.advance(timedelta(minutes=5))
-    Tick(svc, TickLimits(max_active=100)).run(clock.now())
+    Tick(svc.styx, TickLimits(max_active=100)).run(clock.now())
     assert [s.parameter for s in launcher.launched] == ["2026-11-26T11"]  # launched once, never again
     assert styx.instance("agg", "2026-11-26T11").tries == 1
 
@@ -545,7 +544,7 @@ def test_another_teams_due_work_is_examined_behind_50k_queued_of_one_team(svc, c
           workflow("a-gated", owner="team-a", depends_on=["never"]), workflow("b-job", owner="team-b"))
     svc.store.write(_queued_docs("a-gated", "team-a", 50_000, clock.now() - timedelta(days=1)))
     styx.trigger("b-job", P, clock.now())
-    report = Tick(svc, TickLimits(max_active=100, queued=1000)).run(clock.now())
+    report = Tick(svc.styx, TickLimits(max_active=100, queued=1000)).run(clock.now())
     assert [s.workflow for s in launcher.launched] == ["b-job"], report.to_dict()
     assert report.gated > 0  # team-a's due work is examined too, its share of the tick
 
@@ -574,7 +573,7 @@ def test_one_teams_3000_due_do_not_hold_back_another_teams_10(svc, clock, launch
     svc.store.write(_queued_docs("a-big", "team-a", 3000, clock.now() - timedelta(seconds=1)))
     svc.store.write(_queued_docs("b-small", "team-b", 10, clock.now()))
     before = svc.store.stats.snapshot()
-    report = Tick(svc, TickLimits(max_active=1000, submissions_per_minute=100)).run(clock.now())
+    report = Tick(svc.styx, TickLimits(max_active=1000, submissions_per_minute=100)).run(clock.now())
     reads = svc.store.stats.since(before)["reads"]
     by = {w: sum(1 for s in launcher.launched if s.workflow == w) for w in ("a-big", "b-small")}
     assert report.submitted == 100 and by == {"a-big": 90, "b-small": 10}, (by, report.to_dict())
@@ -585,7 +584,7 @@ def test_scheduled_instances_go_before_backfills(svc, clock, launcher) -> None:
     apply(svc, workflow("a-bf", owner="team-a"), workflow("a-sched", owner="team-a"))
     svc.store.write(_queued_docs("a-bf", "team-a", 200, clock.now() - timedelta(days=1), backfill="bf-x"))
     svc.store.write(_queued_docs("a-sched", "team-a", 30, clock.now()))
-    Tick(svc, TickLimits(max_active=1000, submissions_per_minute=40)).run(clock.now())
+    Tick(svc.styx, TickLimits(max_active=1000, submissions_per_minute=40)).run(clock.now())
     assert [s.workflow for s in launcher.launched[:30]] == ["a-sched"] * 30
     assert len(launcher.launched) == 40
 

@@ -14,7 +14,6 @@ import pytest
 
 from ferry.bootstrap import Services
 from ferry.domain.manifests import KINDS
-from ferry.styx.service import StyxService
 from ferry.styx.tick import Tick, TickLimits
 from ferry.web.app import Reply, handle
 
@@ -68,11 +67,11 @@ def test_a_page_hands_out_an_anti_forgery_token_and_its_forms_carry_it(team: Any
 
 def test_retry_from_the_page_is_the_api_call_and_shows_its_result(team: Any) -> None:
     svc, launcher, clock = team
-    before = StyxService(svc).timeline("wf-agg", "2026-11-26T11")
+    before = svc.styx.timeline("wf-agg", "2026-11-26T11")
     reply, flash = post(svc, "retry", {"workflow": "wf-agg", "parameter": "2026-11-26T11"})
     assert reply.status == 303 and ("Location", "/here") in reply.headers
     assert flash == {"ok": True, "message": "retrying wf-agg 2026-11-26T11"}
-    assert str(StyxService(svc).instance("wf-agg", "2026-11-26T11").state) == "QUEUED"
+    assert str(svc.styx.instance("wf-agg", "2026-11-26T11").state) == "QUEUED"
     # the page the browser is sent back to shows the result once
     shown = handle(svc, "GET", "/workflows/wf-agg/instances/2026-11-26T11", {}, {"X-Ferry-User": OWNER}, None,
                    {"ferry_flash": quote(json.dumps(flash)), "ferry_csrf": "x"})  # as the browser sends it
@@ -80,8 +79,8 @@ def test_retry_from_the_page_is_the_api_call_and_shows_its_result(team: Any) -> 
     assert any(v.startswith("ferry_flash=;") for k, v in shown.headers if k == "Set-Cookie")  # cleared
     # and it appears in the timeline (the retry is a new trigger)
     clock.advance(timedelta(minutes=1))
-    Tick(svc, TickLimits(max_active=100)).run(clock.now())
-    timeline = StyxService(svc).timeline("wf-agg", "2026-11-26T11")
+    Tick(svc.styx, TickLimits(max_active=100)).run(clock.now())
+    timeline = svc.styx.timeline("wf-agg", "2026-11-26T11")
     def events(tl: dict[str, Any]) -> list[str]:
         return [e["event"] for t in tl["triggers"] for e in t["events"]]
 
@@ -98,7 +97,7 @@ def test_a_non_owner_sees_the_action_disabled_with_the_owner_and_is_refused(team
     assert "disabled" not in re.search(r'data-action="retry".*?<button([^>]*)>', mine.body, re.S).group(1)
     reply, flash = post(svc, "retry", {"workflow": "wf-agg", "parameter": "2026-11-26T11"}, user=STRANGER)
     assert reply.status == 303 and flash["ok"] is False and "not a member of team-a" in flash["message"]
-    assert str(StyxService(svc).instance("wf-agg", "2026-11-26T11").state) == "ERROR"
+    assert str(svc.styx.instance("wf-agg", "2026-11-26T11").state) == "ERROR"
 
 
 @pytest.mark.parametrize("case", ["no token", "wrong token", "cross-site origin", "cross-site fetch"])
@@ -112,7 +111,7 @@ def test_forged_posts_are_refused(team: Any, case: str) -> None:
     }[case]
     reply, _ = post(svc, "retry", {"workflow": "wf-agg", "parameter": "2026-11-26T11"}, **kwargs)
     assert reply.status == 403
-    assert str(StyxService(svc).instance("wf-agg", "2026-11-26T11").state) == "ERROR"  # nothing happened
+    assert str(svc.styx.instance("wf-agg", "2026-11-26T11").state) == "ERROR"  # nothing happened
     ok, _ = post(svc, "retry", {"workflow": "wf-agg", "parameter": "2026-11-26T11"},
                  headers={"Origin": "https://ferry.example", "Host": "ferry.example", "Sec-Fetch-Site": "same-origin"})
     assert ok.status == 303

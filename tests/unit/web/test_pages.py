@@ -15,7 +15,6 @@ from ferry.bootstrap import Services, in_memory
 from ferry.clock import FixedClock
 from ferry.datamon import evaluation, landing
 from ferry.domain.manifests import KINDS
-from ferry.styx.service import StyxService
 from ferry.styx.tick import Tick, TickLimits
 from ferry.web.app import respond
 
@@ -46,18 +45,18 @@ def world() -> tuple[Services, FakeLauncher, FixedClock]:
                  doc("Workflow", "wf-agg", schedule="hourly", image="img", depends_on=["raw"], produces="agg",
                      retry={"max_tries": 1})]
     svc.apply.apply([KINDS[d["kind"]].model_validate(d) for d in manifests], clock.now())  # type: ignore[arg-type]
-    styx = StyxService(svc)
+    styx = svc.styx
     for h in ("09", "10", "11"):
-        landing.land(svc, "raw", f"2026-11-26T{h}", now=clock.now())
+        landing.land(svc.store, "raw", f"2026-11-26T{h}", now=clock.now())
         styx.trigger("wf-agg", f"2026-11-26T{h}", clock.now())
     clock.advance(timedelta(minutes=1))
-    Tick(svc, TickLimits(max_active=100)).run(clock.now())
+    Tick(svc.styx, TickLimits(max_active=100)).run(clock.now())
     for spec in launcher.launched:
         launcher.finish(spec, 0 if spec.parameter != "2026-11-26T11" else 50)
     clock.advance(timedelta(minutes=1))
-    Tick(svc, TickLimits(max_active=100)).run(clock.now())
+    Tick(svc.styx, TickLimits(max_active=100)).run(clock.now())
     clock.set(T0 + timedelta(hours=2))
-    landing.land(svc, "raw", "2026-11-26T12", now=clock.now())
+    landing.land(svc.store, "raw", "2026-11-26T12", now=clock.now())
     evaluation.evaluate(svc, now=clock.now())
     return svc, launcher, clock
 

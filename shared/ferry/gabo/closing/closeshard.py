@@ -12,8 +12,8 @@ import json
 
 from ferry.bootstrap import process_services
 from ferry.gabo.closing.merge import MAX_PART_BYTES
-from ferry.gabo.delivery.worker import peak_rss_mb
 from ferry.gabo.service import decode_close_order, gabo
+from ferry.log import peak_rss_mb
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,10 +23,11 @@ import json
 import re
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from ferry.gabo.closing.formats import PartFormat, PartWriter
 from ferry.gabo.closing.formats.ndjson import GzipLines
 from ferry.gabo.delivery.sink import Sink
 from ferry.gabo.envelopes import is_replayed
@@ -96,19 +97,6 @@ class ShardResult:
 
 def part_name(prefix: str, shard: str, index: int) -> str:
     return f"{prefix}part-s{shard}-{index:05d}.jsonl.gz"
-
-
-class PartWriter(Protocol):
-    """Where a shard's winning lines go: ``add`` each (``late``: from a ``late-`` object), ``close`` for
-    the names of the parts written."""
-
-    def add(self, line: bytes, late: bool = False) -> None: ...
-
-    def close(self) -> list[str]: ...
-
-
-# (sink, prefix, shard, max_part_bytes) -> the part writer of one shard
-PartFormat = Callable[[Sink, str, str, int], PartWriter]
 
 
 def ndjson_parts(sink: Sink, prefix: str, shard: str, max_bytes: int) -> PartWriter:
@@ -229,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ferry.domain import periods
     from ferry.gabo.delivery.sink import open_sink
-    from ferry.gabo.delivery.worker import peak_rss_mb
+    from ferry.log import peak_rss_mb
 
     p = argparse.ArgumentParser(prog="python -m ferry.gabo.closing.merge", description=main.__doc__)
     p.add_argument("--sink", required=True)

@@ -15,6 +15,7 @@ from ferry.bootstrap import process_services
 from ferry.clock import parse_instant
 from ferry.gabo.delivery.service import WorkOrder
 from ferry.gabo.service import gabo
+from ferry.log import peak_rss_mb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,21 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     report = g.deliver(order, now)
     print(json.dumps({**report.to_dict(), "peak_rss_mb": peak_rss_mb(), "cpu_s": round(time.process_time() - cpu, 3)}))
     return 0
-
-
-def peak_rss_mb() -> float:
-    """This process's own peak RSS. Not ``ru_maxrss``: on Linux that keeps the high-water mark of the image
-    it was exec'd from (the parent's, after a fork or vfork), so it can report the parent's peak."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ferry.gabo.closing.merge import PartFormat, PartWriter
+from ferry.gabo.closing.formats import PartFormat, PartWriter
 from ferry.gabo.delivery.sink import Sink
 from ferry.gabo.tables import parquet
 
