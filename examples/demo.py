@@ -246,6 +246,8 @@ def gabo_events_to_closed_partition(demo: Demo) -> None:
     demo.ferry("get", "endpoints", "events.demo-click")
     # the shadow's closed partition against the sampled events of the primary's, id by id
     demo.ferry("darkload", "report", "demo-click", "--partition", mine[0]["partition"])
+    # the delivered events as a table: closed periods only, typed columns from the type's schema
+    demo.ferry("query", "SELECT user_id, count(*) AS events FROM events.demo_click GROUP BY 1 ORDER BY 1")
 
     # The landing starts the dependent workflow: its instance for the same minute (a minutely cron's
     # parameter is the PT1M partition's name) passes its gate and runs on the next Styx ticks.
