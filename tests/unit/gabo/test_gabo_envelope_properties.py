@@ -128,3 +128,23 @@ def test_every_accepted_event_is_in_its_closed_period_once_and_every_rejection_h
         for d in lines:  # as sent (one of the copies: closing keeps one)
             assert json.dumps(d["payload"], sort_keys=True) in accepted[d["id"]]
         assert stack.dead_lettered() == []
+
+
+def test_the_worst_envelope_around_a_payload_of_max_event_bytes_fits_the_line_limit() -> None:
+    """Why ingest need not measure the line: the largest envelope the rule admits — an id of 256 control
+    characters (6 bytes each, escaped), a 64-character time, the longest type name, the replayed mark, a
+    received_at of the longest form — around a payload of exactly max_event_bytes is within
+    ``line_limit``, the bound delivery checks."""
+    from datetime import UTC, datetime
+
+    from ferry.gabo.envelopes import Envelope, encode_payload, envelope, event_line, line_limit
+
+    item = {"type": "t" * 63, "id": "\x01" * MAX_ID_CHARS, "time": "2026-11-26T14:05:00." + "9" * 38 + "+00:00",
+            "payload": _sized_payload(MAX, "\U0001F600")}
+    env = envelope(item)
+    assert isinstance(env, Envelope) and len(env.time or "") == MAX_TIME_CHARS
+    payload = encode_payload(env.payload)
+    assert isinstance(payload, bytes) and MAX - 4 < len(payload) <= MAX
+    line = event_line(env, datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), True, payload)
+    assert len(line) <= line_limit(MAX), (len(line), line_limit(MAX))
+    assert len(line) - len(payload) > 1536  # the escapes are counted: the bound is not loose by accident
