@@ -108,6 +108,33 @@ def test_the_00_peak_of_5000_due_among_20000_workflows(emulators, project_id) ->
             real_poll(self, now, report)
             poll_reads[0] += svc.store.stats.since(at)["reads"]
         Tick.poll = poll  # type: ignore[method-assign]
+        from ferry.styx.dequeue import DequeueStage
+        from ferry.styx.failures import FailureAlerts
+        from ferry.styx.repository import StyxRepository
+        from ferry.styx.slots import Claims
+
+        breakdown: Counter[str] = Counter()
+        patched = []
+
+        def measure(owner_cls, name: str, label: str) -> None:
+            real = getattr(owner_cls, name)
+
+            def wrapped(*a, **k):
+                at = svc.store.stats.snapshot()
+                try:
+                    return real(*a, **k)
+                finally:
+                    breakdown[label] += svc.store.stats.since(at)["reads"]
+            setattr(owner_cls, name, wrapped)
+            patched.append((owner_cls, name, real))
+        for owner_cls, name, label in ((Tick, "trigger_natural", "natural triggers"),
+                                       (DequeueStage, "candidates", "queue (probe, teams, per-team)"),
+                                       (Tick, "workflows", "workflow manifests"),
+                                       (StyxRepository, "expire_rate", "expired rate tokens"),
+                                       (Claims, "_load", "slots and tokens in use"),
+                                       (FailureAlerts, "flush", "failure alerts"),
+                                       (Tick, "progress_backfills", "backfills")):
+            measure(owner_cls, name, label)
         before = svc.store.stats.snapshot()
         walls, reports = [], []
         for minute in range(20):
@@ -124,6 +151,8 @@ def test_the_00_peak_of_5000_due_among_20000_workflows(emulators, project_id) ->
         io = svc.store.stats.since(before)
     finally:
         Tick.poll = real_poll  # type: ignore[method-assign]
+        for owner_cls, name, real in patched:
+            setattr(owner_cls, name, real)
         fake.stop()
 
     runs = Counter(ex for _, ex, _ in submitted)
@@ -145,6 +174,9 @@ def test_the_00_peak_of_5000_due_among_20000_workflows(emulators, project_id) ->
           f"twice {len(twice)}; Firestore reads {io['reads']:,}: triggering and submitting {reads:.2f} per due "
           f"instance, polling {poll_reads[0] / DUE:.2f} per due instance (one poll each: they end within the "
           f"minute); writes {io['writes']:,}; RunJob refused {len(fake.refused)}")
+    print("[styx peak] reads by part (per due instance): " + ", ".join(
+        f"{k} {v / DUE:.2f}" for k, v in breakdown.most_common()) + f"; polling (incl. its manifests) "
+        f"{poll_reads[0] / DUE:.2f}")
     for team in ("team-big", "team-small", "team-00", "team-50", "team-98"):
         d = sorted(delays[team])
         print(f"[styx peak] {team}: {len(d)} submitted, delay first {d[0]:.0f}s, median "

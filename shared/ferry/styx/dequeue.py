@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ CHUNK_OPS = 200       # writes per batched dequeue commit (~40 instances; Firest
 FIRST_CHUNK_OPS = 25  # the first batches are smaller: (~5, 10, 20 instances) launches start sooner
 SUBMITTED_BATCH = 50  # launched executions recorded per batched commit
 THROTTLED_DELAY = timedelta(seconds=60)  # a launch the platform refused for its quota waits this long
-PROBE = 100           # due instances read in age order first: fewer means that is all of them
+PROBE = 25            # due instances read in age order first: fewer means that is all of them
+TEAMS_TTL = 300.0     # seconds a process keeps the list of teams (styx_teams) between ticks
 MIN_EXAMINED = 50     # examined per tick when the queue is read per team, even with no token left
 ROUNDS = 4            # rounds of per-team reads per tick
 
@@ -158,7 +160,8 @@ class DequeueStage:
         probe = repo.queued_due(now, min(PROBE, limits.queued))
         if len(probe) < min(PROBE, limits.queued):
             return probe
-        teams = sorted(set(repo.teams()) | {r.team for r in probe if r.team})
+        teams = sorted(set(self._teams()) | {r.team for r in probe if r.team}
+                       | {t for t in self.tick.triggered_teams if t})
         want = min(limits.queued, max(claims.tokens_left(), MIN_EXAMINED))
         found = self._rounds([queue_of(t, backfill=False) for t in teams], want, now)
         if len(found) < want:
@@ -166,6 +169,16 @@ class DequeueStage:
         seen = {r.id for r in found}
         # instances without a team (triggered before teams were recorded) are only in the probe
         return found + [r for r in probe if r.id not in seen and not r.team]
+
+    def _teams(self) -> list[str]:
+        """The teams that own workflows, read at most every ``TEAMS_TTL`` seconds per process (a team
+        new since then is found by the probe, or by the natural triggers of this tick)."""
+        store = self.tick.repo.store
+        at, teams = _TEAMS.get(store, (0.0, []))
+        if time.monotonic() - at > TEAMS_TTL:
+            teams = self.tick.repo.teams()
+            _TEAMS[store] = (time.monotonic(), teams)
+        return teams
 
     def _rounds(self, queues: list[str], want: int, now: datetime) -> list[m.Run]:
         """Up to about ``want`` due instances of ``queues``, shared equally among the queues that
@@ -381,6 +394,9 @@ class DequeueStage:
             self.styx.launcher.cancel(x.launched.handle)
         except Exception as exc:
             log_failure(logger, f"cancel of {x.run.execution_id} failed", exc)
+
+
+_TEAMS: weakref.WeakKeyDictionary[Any, tuple[float, list[str]]] = weakref.WeakKeyDictionary()
 
 
 def fair_order(runs: Sequence[m.Run], team_of: Callable[[m.Run], str], salt: str = "") -> list[m.Run]:

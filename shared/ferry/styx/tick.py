@@ -50,6 +50,7 @@ class Tick:
         self.limits = limits
         self._workflows: dict[str, Workflow | None] = {}
         self.failures = FailureAlerts(styx.store, styx.publisher)
+        self.triggered_teams: set[str] = set()  # teams whose workflows this tick triggered (fair queues)
 
     def run(self, now: datetime, budget: float = 45.0) -> TickReport:
         """One tick at ``now``, for at most ``budget`` seconds of wall time."""
@@ -101,6 +102,8 @@ class Tick:
         list(self.executor.map(lambda r: self._poll_one(r, wfs.get(r.workflow), now, report), runs))
 
     def _poll_one(self, run: m.Run, wf: Workflow | None, now: datetime, report: TickReport) -> None:
+        if not self.in_budget(report):
+            return  # the next tick polls it
         policy = policy_of(wf.spec) if wf else m.Policy()
         try:
             if run.state in (m.State.PREPARE, m.State.SUBMITTING):
@@ -196,6 +199,7 @@ class Tick:
         an instance already there (triggered ad hoc or by a backfill before its time, or by a racing
         tick) reads it and decides again (``_trigger_read``) — one read less per due instance."""
         plans = [_TriggerPlan.of(name, state, now, self.limits.catch_up) for name, state in due]
+        self.triggered_teams.update(str(state["team"]) for _, state in due if state.get("team"))
         for plan in plans:
             plan.ops = self._trigger_ops(plan, {}, now)
 
