@@ -110,6 +110,8 @@ class MemoryStore:
     # -- writes --------------------------------------------------------------------------------
     def _apply(self, ops: list[Op]) -> None:
         for op in ops:
+            if op.kind == "set" and op.merge and op.if_version is not None:  # as the Firestore adapter refuses
+                raise ValueError("a preconditioned set must be a plain document without merge")
             if op.kind == "create" and op.id in self._data.get(op.collection, {}):
                 raise Conflict(f"{op.collection}/{op.id} already exists")
             if op.if_version is not None and self._versions.get((op.collection, op.id)) != op.if_version:

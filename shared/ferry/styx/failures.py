@@ -252,8 +252,9 @@ class FailureAlerts:
             ops: list[Op] = []
             new_id = out.incident["id"] if out.incident else None
             if new_id != current_id or out.number != int(state.get("incidents") or 0):
-                ops.append(Op.set(WORKFLOWS, wf.name, {"incident": new_id, "incidents": out.number},
-                                  merge=True, if_version=version))
+                # the whole document under a precondition on the version read (Firestore takes no merge there)
+                ops.append(Op.set(WORKFLOWS, wf.name, {**state, "incident": new_id, "incidents": out.number},
+                                  if_version=version))
             for iid, doc in out.writes.items():
                 ops.append(Op.create(ALERTS, iid, doc) if iid != current_id else Op.set(ALERTS, iid, doc, merge=True))
             notes = {n.claim_id: n for n in out.notes}  # a trigger and its resolve in one tick: both sent
