@@ -92,6 +92,7 @@ class TickRun(Protocol):
     store: DocumentStore
     limits: TickLimits
     executor: ThreadPoolExecutor
+    triggered_teams: set[str]  # teams whose workflows this tick triggered (the queue reads them)
 
     @property
     def lease(self) -> timedelta: ...
