@@ -11,7 +11,7 @@ from ferry.api.router import Call, Router
 from ferry.domain.manifests import Env
 from ferry.domain.names import NAME_PATTERN
 from ferry.errors import BadRequest
-from ferry.styx import backfills, resources
+from ferry.styx import backfills, overview, resources
 from ferry.styx.service import StyxService, instance_view
 
 router = Router()
@@ -206,3 +206,29 @@ def resource_usage(call: Call) -> dict[str, Any]:
 @router.route("/v1/styx/resources/<name>", summary="One resource with its usage", tag=TAG)
 def one_resource_usage(call: Call, name: str) -> dict[str, Any]:
     return resources.one(call.services.store, name)
+
+
+
+def _readable(call: Call, item: dict[str, Any]) -> dict[str, Any]:
+    """A workflow's env only for its team and admins (as ``GET /v1/workflows`` shows it)."""
+    from ferry.services.redaction import redact_env
+
+    spec = item.get("spec") or {}
+    if spec.get("env"):
+        owner = (item.get("metadata") or {}).get("owner")
+        spec["env"] = redact_env(spec["env"], call.services.authorizer.may_read(call.actor, owner))
+    return item
+
+
+@router.route("/v1/styx/workflows", summary="Workflows (as /v1/workflows) with their next run in status", tag=TAG)
+def workflows_next(call: Call) -> dict[str, Any]:
+    out = overview.listing(call.services.store, call.arg("owner"), call.int_arg("limit", 100, 1, 1000),
+                           call.arg("page_token"))
+    out["items"] = [_readable(call, i) for i in out["items"]]
+    return out
+
+
+@router.route("/v1/styx/workflows/<name>", summary="One workflow with its next run and last runs in status",
+              tag=TAG)
+def workflow_next(call: Call, name: str) -> dict[str, Any]:
+    return _readable(call, overview.one(call.services.store, name))

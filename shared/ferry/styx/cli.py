@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -282,6 +283,8 @@ def register(main: click.Group) -> None:
     GET_EXTENSIONS["backfills"] = lambda ctx, name, owner: (
         ctx.emit(ctx.client.get(f"/v1/backfills/{name}"), _backfill) if name else _list_backfills(ctx, None))
     GET_EXTENSIONS["backfill"] = GET_EXTENSIONS["backfills"]
+    GET_EXTENSIONS["workflows"] = lambda ctx, name, owner: _workflows(ctx, name, owner)
+    GET_EXTENSIONS["workflow"] = GET_EXTENSIONS["workflows"]
 
 
 FOLLOW_LINES = 10_000  # lines asked per poll with --follow (the launcher returns the newest ones)
@@ -379,3 +382,72 @@ def _resources(ctx: Ctx, name: str | None, owner: str | None) -> None:
     data = ctx.client.get("/v1/styx/resources", owner=owner)
     ctx.emit(data, lambda d: table([_resource_row(i) for i in d["items"]],
                                    ["name", "owner", "concurrency", "in_use", "holders"]))
+
+
+WIDTH = 80  # `ferry get workflows` fits 80 columns; names are never cut (the other columns give way)
+
+
+def next_run_text(next_run: str | None, now: datetime) -> str:
+    """A next run as people read it in a table: ``in 42m``, ``in 3h05m``, ``in 2d``, ``due`` or ``off``."""
+    if not next_run:
+        return "off"
+    secs = int((datetime.fromisoformat(next_run) - now).total_seconds())
+    if secs <= 0:
+        return "due"
+    if secs < 3600:
+        return f"in {max(1, secs // 60)}m"
+    if secs < 86400:
+        return f"in {secs // 3600}h{secs % 3600 // 60:02d}m"
+    return f"in {secs // 86400}d"
+
+
+def _workflows(ctx: Ctx, name: str | None, owner: str | None) -> None:
+    """``ferry get workflows [NAME]``: the manifests, as for any kind, with ``status.next_run`` (the next
+    natural trigger) and, for one workflow, ``status.last_runs`` (its newest instances)."""
+    from ferry.cli.core import manifest_order
+
+    if name:
+        item = ctx.client.get(f"/v1/styx/workflows/{quote(name, safe='')}")  # 404 -> exit 3
+        import yaml
+
+        ctx.emit(manifest_order(item),
+                 lambda i: click.echo(yaml.safe_dump(i, sort_keys=False, allow_unicode=True), nl=False))
+        return
+    items: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page = ctx.client.get("/v1/styx/workflows", owner=owner, limit=1000, page_token=token)
+        items += page["items"]
+        token = page.get("next_page_token")
+        if not token:
+            break
+    now = datetime.now(UTC)
+
+    def human(d: dict[str, Any]) -> None:
+        rows = [(i["metadata"]["name"], str(i["metadata"].get("owner") or ""), str(i["spec"].get("schedule")),
+                 next_run_text((i.get("status") or {}).get("next_run"), now)) for i in d["items"]]
+        for line in columns_within(["NAME", "OWNER", "SCHEDULE", "NEXT RUN"], rows, WIDTH):
+            click.echo(line)
+        if not rows:
+            click.echo("(none)")
+    ctx.emit({"items": items}, human)
+
+
+def columns_within(header: list[str], rows: Sequence[tuple[str, ...]], width: int) -> list[str]:
+    """Aligned columns in at most ``width`` characters: the first (names) and last (short) whole, the
+    middle ones sharing what is left, cut with ``…`` only when they must be."""
+    gap = 2
+    widths = [max([len(h), *(len(r[c]) for r in rows)]) for c, h in enumerate(header)]
+    room = width - widths[0] - widths[-1] - gap * (len(header) - 1)
+    middle = list(range(1, len(header) - 1))
+    while sum(widths[c] for c in middle) > max(room, len(middle)):
+        widest = max(middle, key=lambda c: widths[c])
+        widths[widest] -= 1
+
+    def cell(text: str, c: int) -> str:
+        w = widths[c]
+        return (text if len(text) <= w else text[:max(0, w - 1)] + "…").ljust(w)
+    out = []
+    for r in [tuple(header), *rows]:
+        out.append((" " * gap).join(cell(t, c) for c, t in enumerate(r)).rstrip())
+    return out

@@ -30,6 +30,7 @@ PAGE = 50          # rows of a list page
 PARTITIONS_SHOWN = 30
 NEIGHBOURS = 50    # producing/consuming workflows and downstream endpoints shown on an endpoint page
 LOG_LINES = 200
+LAST_RUNS_SHOWN = 12  # instances in a workflow's strip on the workflow list
 
 
 @dataclass(frozen=True)
@@ -153,13 +154,21 @@ def _attach_instances(services: Services, producers: list[dict[str, Any]], polic
 # -- workflows ----------------------------------------------------------------------------------------
 
 def workflows(services: Services, owner: str | None = None, after: str | None = None, limit: int = PAGE) -> Page:
+    """One page of workflows by name, each with its next natural trigger and the states of its last
+    instances (a strip, newest on the right, so a failing workflow stands out): one batched read of
+    the next runs and one query of at most ``LAST_RUNS_SHOWN`` instances per workflow shown."""
+    from ferry.styx.overview import last_runs, next_runs
+
     page, cursor = services.manifests.list("Workflow", owner, limit=limit, after=after)
+    nxt = next_runs(services.store, [r.name for r in page])
     items = []
     for rec in page:
         spec = rec.manifest.get("spec", {})
+        last = last_runs(services.store, rec.name, LAST_RUNS_SHOWN)
         items.append({"name": rec.name, "owner": rec.owner, "schedule": spec.get("schedule"),
                       "produces": spec.get("produces"), "depends_on": spec.get("depends_on") or [],
-                      "enabled": spec.get("enabled", True), "image": spec.get("image")})
+                      "enabled": spec.get("enabled", True), "image": spec.get("image"), **nxt[rec.name],
+                      "last_runs": last[::-1], "failing": bool(last) and last[0]["state"] == "ERROR"})
     return Page(items, cursor)
 
 

@@ -205,3 +205,18 @@ def test_lineage_layout_is_layered_and_no_edge_crosses_a_node() -> None:
     html = lineage.svg(g, {"ok": "#1b5e20"})
     assert html.count('class="edge"') == 7 and 'fill="#fff"' in html
     assert lineage.ink("#fbc02d") == "#000" and lineage.ink("#263238") == "#fff"
+
+
+def test_the_workflow_list_shows_the_next_run_and_a_strip_of_the_last_runs(world) -> None:
+    """Issue 18.5: each workflow's next natural trigger, and its last instances' states as a strip
+    (oldest on the left) linking to each instance; a workflow whose newest instance failed stands out."""
+    svc, _, _ = world
+    status, html = get(svc, "/workflows")
+    assert status == 200
+    row = re.search(r'<tr data-workflow="wf-agg"( class="failing")?>.*?</tr>', html, re.S)
+    assert row is not None and row.group(1)  # 11 ended ERROR: the newest instance failed
+    cells = re.findall(r'href="([^"]+)" data-state="([^"]+)" title="([^"]+)"', row.group(0))
+    assert [(s, t) for _, s, t in cells] == [("DONE", "2026-11-26T09: DONE"), ("DONE", "2026-11-26T10: DONE"),
+                                            ("ERROR", "2026-11-26T11: ERROR")]
+    assert cells[2][0].endswith("/workflows/wf-agg/instances/2026-11-26T11")
+    assert '<time datetime="2026-11-26T13:00:00+00:00"' in row.group(0)  # hourly: 12 fires at 13:00
