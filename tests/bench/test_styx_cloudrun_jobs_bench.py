@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from fakes.cloudrun_region import drive, report
 from ferry.styx import machine as m
+
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(3600)]
 
 
 def test_20000_workflows_never_hold_more_jobs_than_the_region_allows() -> None:

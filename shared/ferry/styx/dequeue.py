@@ -330,11 +330,11 @@ class DequeueStage:
 
     def _requeue(self, run: m.Run, wf: Workflow, policy: m.Policy, exc: Throttled, now: datetime) -> None:
         """The platform refused the launch for its quota and started nothing: the instance goes back
-        to the queue (no try spent, slots released), and this tick launches no more. A request rate
-        exceeded (``slow_down``): the rate of the next minutes slows down (``slots.effective_rate``)."""
+        to the queue (no try spent, slots released), and this tick launches no more (``stop``). A request
+        rate exceeded (``slow_down``): the rate of the next minutes slows down (``slots.effective_rate``)."""
         self.report.add("throttled")
         first = exc.slow_down and not self.throttled
-        self.throttled = True
+        self.throttled = self.throttled or exc.stop
         log.event(logger, log.WARNING, f"launch of {run.execution_id} refused for a quota; requeued: {exc.message}",
                   labels={"workflow": run.workflow, "parameter": run.parameter})
         try:

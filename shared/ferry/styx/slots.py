@@ -107,12 +107,12 @@ class ApiTokens:
 
         now = self.clock.now()
         minute = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M") + WRITES
-        for _ in range(5):
+        for _ in range(20):  # a lost race re-reads: only a minute with no number left says no
             free = Pool(RATE_PREFIX + minute, self.rate, frozenset(self.repo.used_rate(minute))).free()
             if not free:
                 return False
             try:
-                self.repo.store.write(self.repo.rate_ops(minute, random.choice(free[:32]), what, now))
+                self.repo.store.write(self.repo.rate_ops(minute, random.choice(free), what, now))
                 return True
             except Conflict:
                 continue

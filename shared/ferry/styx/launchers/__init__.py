@@ -56,11 +56,14 @@ class Throttled(InfraError):
     """The platform refused the launch for a quota (HTTP 429 / gRPC RESOURCE_EXHAUSTED: the request
     rate, running executions, the number of jobs) and **started nothing**: the instance goes back to
     the queue without spending a try. ``slow_down``: a request rate was exceeded, so the submission
-    rate slows down; False when the region is only full for now (jobs, running executions)."""
+    rate slows down; False when the region is only full for now (jobs, running executions).
+    ``stop``: the tick's other launches would be refused too, so it launches no more (False: this one
+    lost a race for room another launch may not)."""
 
-    def __init__(self, message: str, details: Any = None, *, slow_down: bool = True) -> None:
+    def __init__(self, message: str, details: Any = None, *, slow_down: bool = True, stop: bool = True) -> None:
         super().__init__(message, details)
         self.slow_down = slow_down
+        self.stop = stop
 
 
 class Launcher(Protocol):

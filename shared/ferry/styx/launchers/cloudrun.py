@@ -255,8 +255,12 @@ class CloudRunLauncher:
                 with self._evict_lock:  # full (other jobs, other processes)? else it was the request rate
                     self._list()
                     if len(self._pool or []) < min(self.max_jobs, JOB_LIMIT):
-                        raise
-                    if attempt or not self._evict():
+                        if attempt:  # room, yet refused twice: the write rate (slow down)
+                            raise
+                        continue  # another process made room meanwhile: try again
+                    if attempt:  # room made, then taken by another process's create: this launch waits
+                        raise Throttled(exc.message, slow_down=False, stop=False) from exc
+                    if not self._evict():
                         self._full_until = self.clock() + FULL_WAIT
                         raise Throttled(exc.message, slow_down=False) from exc
 
