@@ -31,6 +31,8 @@ class Settings:
     # "pubsub" (the emulator when PUBSUB_EMULATOR_HOST is set) or "memory"
     broker: BrokerKind = field(default_factory=lambda: cast(BrokerKind, _env("FERRY_BROKER", "pubsub")))
     sink: str = field(default_factory=lambda: _env("FERRY_SINK", "file://.ferry/sink"))
+    # Gabo's BigQuery dataset of event type tables (docs/gabo.md, "BigQuery tables"); "" = none (local)
+    bigquery_dataset: str = field(default_factory=lambda: os.environ.get("FERRY_BIGQUERY_DATASET", ""))
     # Styx's job launcher: "local" (a subprocess; the local stack) or "cloudrun" (Cloud Run jobs; cloud_env)
     launcher: LauncherKind = field(default_factory=lambda: cast(LauncherKind, _env("FERRY_LAUNCHER", "local")))
     # Gabo's backlog source: "pull" (the workers' own statistics; local — the emulator has no metrics)

@@ -176,5 +176,5 @@ def _partitions(ctx: Ctx, endpoint: str | None, start: str | None, end: str | No
     data = ctx.client.get(f"/v1/endpoints/{quote(endpoint, safe='')}/partitions", **{"from": start, "to": end},
                           limit=1000)
     rows = [{**r, "late": _lag(r["late_seconds"]) if r["late_seconds"] else ""} for r in data["items"]]
-    ctx.emit(data, lambda d: table(rows, ["partition", "state", "landed_at", "records", "bytes", "landings", "late",
+    ctx.emit(data, lambda d: table(rows, ["partition", "state", "landed_at", "records", "bytes", "location", "landings", "late",
                                           "source"], styles={"state": lambda v: STATE_STYLES.get(v, "")}))

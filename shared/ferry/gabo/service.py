@@ -47,6 +47,8 @@ from ferry.gabo.scaling.backlog import Backlog, BacklogSource
 from ferry.gabo.scaling.capacity import Capacity, CapacityInputs, plan
 from ferry.gabo.scaling.scaler import ScaleInputs, decide_workers, fair_shares, interleave
 from ferry.gabo.state import GaboState
+from ferry.gabo.tables.bigquery import Tables
+from ferry.gabo.tables.bigquery import from_settings as tables_from
 from ferry.notify import messages as msgs
 from ferry.store.base import Op
 from ferry.store.manifests import ManifestRecord
@@ -72,6 +74,8 @@ class Gabo:
         # The darkload shadow closes on its own watermark once no ingest into the period is in flight; it
         # never waits for (nor alerts on) the primary's completeness: the darkload report compares them.
         self.shadow_gate: CloseGate = InFlightGate(Ledger(services.store))
+        # The deployment's BigQuery tables (None locally): a closed period is loaded after its _SUCCESS.
+        self.tables: Tables | None = tables_from(services.settings)
 
     @property
     def broker(self) -> DeliveryBroker:
@@ -161,7 +165,7 @@ class Gabo:
 
         if stream == PRIMARY:
             return Closer(self.sink, self.state, self.services.datamon, self.backlog_source, publish, self.close_gate,
-                          completion_gate=self.completion_gate)
+                          completion_gate=self.completion_gate, tables=self.tables)
         return Closer(self.sink_of(stream), self.state_of(stream), None, self.backlog_source.for_stream(stream),
                       publish, self.shadow_gate)
 

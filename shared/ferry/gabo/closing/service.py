@@ -56,6 +56,7 @@ from ferry.gabo.names import (
 from ferry.gabo.scaling.backlog import BacklogSource, PullStatsBacklog
 from ferry.gabo.scaling.scaler import interleave
 from ferry.gabo.state import GaboState
+from ferry.gabo.tables.bigquery import Tables
 
 if TYPE_CHECKING:
     from ferry.datamon.port import Datamon
@@ -173,7 +174,8 @@ class CloseReport:
 class Closer:
     def __init__(self, sink: Sink, state: GaboState, datamon: Datamon | None, backlog: BacklogSource | None = None,
                  publish: Callable[[list[CloseOrder]], None] | None = None, gate: CloseGate = open_gate,
-                 max_part_bytes: int = MAX_PART_BYTES, completion_gate: CompletionGate = complete_always) -> None:
+                 max_part_bytes: int = MAX_PART_BYTES, completion_gate: CompletionGate = complete_always,
+                 tables: Tables | None = None) -> None:
         """``publish`` hands shard orders to the close-shard workers (None: run them here, in turn);
         ``datamon`` is where a closed partition lands (a taken-over completion lands only if Datamon has
         no landing of it; None: nothing lands — the darkload shadow). The stream closed is ``state``'s
@@ -187,6 +189,7 @@ class Closer:
         self.gate = gate
         self.completion_gate = completion_gate
         self.max_part_bytes = max_part_bytes
+        self.tables = tables  # where a closed period is loaded into its table (deployed), after _SUCCESS
         # A list: orders are held (type, period, round, now, orders) until ``publish_held`` sends every
         # type's orders interleaved. None: each period's orders are published as it is decided.
         self.held: list[tuple[str, datetime, int, datetime, list[CloseOrder]]] | None = None
@@ -490,6 +493,17 @@ class Closer:
             return None
         return self._finish(et, cadence, start, bits, docs, now)
 
+    def _load_table(self, et: EventType, cadence: periods.Cadence, start: datetime, parts: list[str]) -> None:
+        """Make the closed period queryable in its table (deployed; after ``_SUCCESS``: never a partial
+        period). A failure leaves the period closed (the files are the truth) and is logged as an error."""
+        if self.tables is None or self.stream != PRIMARY or not parts:
+            return
+        try:
+            self.tables.load_period(et.name, start, cadence.next(start) - start, [self.sink.uri(p) for p in parts])
+        except Exception as exc:
+            log.event(logger, log.ERROR, f"loading {self.what(et.name)} {cadence.format(start)} into its table "
+                      f"failed: {exc}", labels={"event_type": et.name, "parameter": cadence.format(start)})
+
     def _finish(self, et: EventType, cadence: periods.Cadence, start: datetime, bits: int,
                 docs: dict[str, dict[str, Any]], now: datetime) -> ClosedPartition:
         name, param = et.name, cadence.format(start)
@@ -512,6 +526,7 @@ class Closer:
                   "staging": staging, "closed_at": iso(now)}
         self.sink.write(prefix + SUCCESS, json.dumps(marker, indent=1).encode())
         location = self.sink.uri(prefix)
+        self._load_table(et, cadence, start, [p for p in parts if p.endswith(".parquet")])
         endpoint = events_endpoint(name)
         if self.datamon is not None and not self.datamon.landed(endpoint, [param]):
             self.datamon.land(endpoint, param, now=now, records=totals["events"], bytes=totals["bytes"],

@@ -11,7 +11,7 @@ a type deletes its delivery subscription only: topics, staging and partitions st
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from ferry import log
@@ -24,6 +24,7 @@ from ferry.gabo.names import DARKLOAD, Names, streams_of
 from ferry.gabo.provisioning.access import Access, grant
 from ferry.gabo.provisioning.reconcile import FORCED_DELETES, type_resources
 from ferry.gabo.retention import DELETED_TYPES, deletion_record
+from ferry.gabo.tables.bigquery import from_settings as tables_from
 from ferry.services.apply import Change, DeleteMode
 from ferry.store.base import Op
 from ferry.store.manifests import ManifestRecord, ManifestRepository
@@ -192,9 +193,21 @@ class GaboApplyHook:
                 continue
             created = provision(broker, cast(EventType, c.manifest),  # `types` holds EventTypes only
                                 Access.from_settings(self.services.settings))
+            et = cast(EventType, c.manifest)
+            tables = tables_from(self.services.settings)
+            if tables is not None and et.spec.format == "parquet":  # the type's table, widened on additions
+                created[f"table:{et.name}"] = tables.ensure_table(et.name, et.spec.schema_, _width(et)) != "unchanged"
             if any(created.values()):
                 log.event(logger, log.INFO, f"provisioned event type {c.manifest.name}",
                           labels={"event_type": c.manifest.name}, created=[k for k, v in created.items() if v])
+
+
+def _width(et: EventType) -> timedelta:
+    from ferry.domain import periods
+
+    cadence = periods.partitioning(et.spec.partitioning)
+    start = cadence.floor(datetime(2026, 1, 5, tzinfo=UTC))
+    return cadence.next(start) - start
 
 
 def _floor(et: EventType, now: datetime) -> datetime:

@@ -27,13 +27,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from ferry.errors import BadRequest, InfraError, ValidationError
 from ferry.gabo.tables import columns as c
 from ferry.gabo.tables.query import DATASET, MAX_ROWS, Result, _plain, table_name
 
 READ_ROLE = "roles/bigquery.dataViewer"
+
+
+class Tables(Protocol):
+    """Where closed periods become queryable tables (the port closing and apply use)."""
+
+    def ensure_table(self, event_type: str, payload_schema: Any, width: timedelta) -> str: ...
+
+    def load_period(self, event_type: str, start: datetime, width: timedelta, uris: Sequence[str]) -> str: ...
+
+
+def from_settings(settings: Any) -> Tables | None:
+    """The deployment's tables (``FERRY_BIGQUERY_DATASET`` set), or None (the local stack: ``ferry query``
+    reads the sink)."""
+    if not getattr(settings, "bigquery_dataset", ""):
+        return None
+    return BigQueryTables(settings.project, settings.bigquery_dataset)
 
 
 def partition_type(width: timedelta) -> str:
