@@ -58,6 +58,9 @@ class Tick:
         # stages stop starting work a tenth of the budget early (at most 5 s): launches in flight, their
         # records and the failure alerts finish within it, so the tick ends inside its budget
         self.deadline = started + budget - min(5.0, budget / 10)
+        # natural triggers take at most half of it: the dequeue stage always gets its turn (a peak
+        # larger than a tick can trigger continues in the next tick, its first stage after polling)
+        self.trigger_deadline = started + budget / 2
         report = TickReport()
         with ThreadPoolExecutor(self.limits.threads) as executor:
             self.executor = executor  # the stages' threads (not a concurrency pool: see ``slots``)
@@ -186,7 +189,7 @@ class Tick:
         """Every due workflow, a page of ``due_workflows`` at a time until none is left (the :00 peak
         is triggered in one tick) or the budget ends."""
         seen: set[str] = set()
-        while self.in_budget(report):
+        while self.in_budget(report) and time.monotonic() < getattr(self, "trigger_deadline", self.deadline):
             due = self.repo.due_workflows(now, self.limits.due_workflows)
             fresh = [(name, state) for name, state in due if name not in seen]
             if fresh:
