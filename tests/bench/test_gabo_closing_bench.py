@@ -52,6 +52,7 @@ from ferry.gabo.names import (
     shard_prefix,
 )
 from ferry.gabo.service import Gabo
+from ferry.gabo.tables import parquet
 
 pytestmark = [pytest.mark.bench, pytest.mark.emulator, pytest.mark.timeout(3600)]
 
@@ -82,13 +83,15 @@ def check_shard(sink: LocalSink, parts: list[str], n: int, bits: int, shard: str
     """Every id of the shard once: unique, a valid id (not a repeated copy), of this shard, as many as written."""
     seen: set[bytes] = set()
     for p in parts:
-        for lines in gzip_chunks(sink.read(p)):
-            for ln in lines:
-                eid = line_fields(ln)[0]
-                j = int(eid[1:])
-                assert eid not in seen and (j % 100 != 99 or j >= n - LATE) and j < n
-                assert shard_of(eid.decode(), bits) == shard
-                seen.add(eid)
+        if p.endswith(parquet.EXTENSION):  # the default format: the _id column
+            ids = [i.encode() for i in parquet.ids(sink.read(p))]
+        else:
+            ids = [line_fields(ln)[0] for lines in gzip_chunks(sink.read(p)) for ln in lines]
+        for eid in ids:
+            j = int(eid[1:])
+            assert eid not in seen and (j % 100 != 99 or j >= n - LATE) and j < n
+            assert shard_of(eid.decode(), bits) == shard
+            seen.add(eid)
     assert len(seen) == want, (shard, len(seen), want)
 
 
