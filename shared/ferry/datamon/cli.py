@@ -78,6 +78,10 @@ def register(main: click.Group) -> None:
     def status(ctx: Ctx, owner: str | None) -> None:
         """The unified view: every endpoint's state, worst first."""
         data = ctx.client.get("/v1/status", owner=owner)
+        # what the holds keep (dead letters, quarantine): a dead letter nobody counts is a silent drop
+        held = ctx.client.get("/v1/dead-letters")["holds"]
+        types = {r["endpoint"][len("events."):] for r in data.get("endpoints", []) if r["endpoint"].startswith("events.")}
+        data["dead_letters"] = [h for h in held if h["messages"] and (owner is None or h["event_type"] in types)]
 
         def human(d: dict[str, Any]) -> None:
             rows = [{**r, "lag": _lag(r.get("lag_seconds")),
@@ -95,6 +99,10 @@ def register(main: click.Group) -> None:
             if d.get("channels"):
                 table(d["channels"], ["team", "channel", "type", "last_error", "last_failure_at", "last_dead_lettered_at"],
                       title="failing notification channels", styles={"channel": lambda v: "bold red"})
+            if d.get("dead_letters"):
+                table([{**h, "messages": "1000+" if h["capped"] else h["messages"]} for h in d["dead_letters"]],
+                      ["subscription", "topic", "event_type", "messages"],
+                      title="held (dead letters, quarantine) — `ferry replay` sends them back")
             if d.get("stuck_deliveries"):
                 table(d["stuck_deliveries"], ["team", "channel", "status", "attempts", "since", "error"],
                       title="notifications stuck (the next evaluation retries or dead-letters them)")
@@ -178,3 +186,4 @@ def _partitions(ctx: Ctx, endpoint: str | None, start: str | None, end: str | No
     rows = [{**r, "late": _lag(r["late_seconds"]) if r["late_seconds"] else ""} for r in data["items"]]
     ctx.emit(data, lambda d: table(rows, ["partition", "state", "landed_at", "records", "bytes", "location", "landings", "late",
                                           "source"], styles={"state": lambda v: STATE_STYLES.get(v, "")}))
+

@@ -294,6 +294,35 @@ def _dead_letter_steps(kind: str, name: str, topic: str, dead_letter_topic: str,
     ]
 
 
+def _hold_access_steps(infra: Infra, project: str) -> list[Step]:
+    """``ferry dead-letters`` and ``ferry replay --dead-letters`` (API routes) read infra/'s dead-letter
+    holds and publish what they keep back to its source topics: the accounts that handle set-aside
+    messages (``event_type_access``: subscribe / publish) get exactly that, on those resources only."""
+    readers = [a.name for a in infra.service_accounts if "subscribe" in a.event_type_access]
+    writers = [a.name for a in infra.service_accounts if "publish" in a.event_type_access]
+    steps = []
+    for hold in infra.dead_letter_holds():
+        sources = sorted({trig.topic for _, trig in infra.push_subscriptions() if trig.dead_letter_topic == hold.topic}
+                         | {s.topic for s in infra.subscriptions if s.dead_letter_topic == hold.topic})
+        for account in readers:
+            steps.append(_iam_step(f"{hold.name}:subscriber:{account}", f"let {account} read and replay the dead "
+                                   f"letters held by {hold.name}",
+                                   ["gcloud", "pubsub", "subscriptions", "add-iam-policy-binding", hold.name,
+                                    f"--project={project}"],
+                                   ["gcloud", "pubsub", "subscriptions", "get-iam-policy", hold.name,
+                                    f"--project={project}"],
+                                   f"serviceAccount:{_sa(account, project)}", "roles/pubsub.subscriber"))
+        for topic in sources:
+            for account in writers:
+                steps.append(_iam_step(f"{topic}:publisher:{account}", f"let {account} replay dead letters of "
+                                       f"{hold.topic} to {topic}",
+                                       ["gcloud", "pubsub", "topics", "add-iam-policy-binding", topic,
+                                        f"--project={project}"],
+                                       ["gcloud", "pubsub", "topics", "get-iam-policy", topic, f"--project={project}"],
+                                       f"serviceAccount:{_sa(account, project)}", "roles/pubsub.publisher"))
+    return steps
+
+
 def _push_subscription(fn: Function, trig: PubSubTrigger, project: str, region: str, url: str) -> dict[str, Any]:
     # the token's audience is the one the function is configured to accept (FERRY_AUDIENCES): the
     # function never derives an audience from the request
@@ -483,6 +512,7 @@ def plan(infra: Infra, project: str, region: str, source_dir: str | Path,
                                                      project, agent)
         steps.append(Step("subscription", s.name, desc + ")", "pubsub", req))
     steps += dead_letter_grants
+    steps += _hold_access_steps(infra, project)
 
     # The load balancer's backend services exist before the functions behind IAP: their ids are the
     # audience of IAP's signed header, which those functions verify (FERRY_IAP_AUDIENCE).

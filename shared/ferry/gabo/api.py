@@ -142,6 +142,27 @@ def replay(call: Call, name: str) -> dict[str, Any]:
     return g.replay(name, req.from_, call.now(), req.since)
 
 
+@router.route("/v1/dead-letters", tag="gabo",
+              summary="Every hold subscription (infra/'s dead-letter topics, each event type's quarantine and "
+                      "dead letters) with how many messages it keeps (at most 1,000 counted)")
+def dead_letters(call: Call) -> dict[str, Any]:
+    return {"holds": gabo(call.services).dead_letters()}
+
+
+class DeadLetterReplay(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    topic: str = Field(description="one of infra/'s dead-letter topics (or its hold subscription)")
+
+
+@router.route("/v1/dead-letters/replay", ("POST",), body=DeadLetterReplay, tag="gabo",
+              summary="Publish what an infra/ dead-letter topic's hold keeps back where it came from (Ferry admins)")
+def dead_letters_replay(call: Call) -> dict[str, Any]:
+    req: DeadLetterReplay = call.body(DeadLetterReplay)
+    authz = call.services.authorizer
+    authz.check(call.actor, [authz.admin_team], "replay Ferry's dead letters as")
+    return gabo(call.services).replay_dead_letters(req.topic, call.now())
+
+
 @router.route("/v1/eventtypes/<name>/set-aside", tag="gabo",
               summary="Samples of quarantined (?from=dead-letter: dead-lettered) messages with their reasons")
 def set_aside(call: Call, name: str) -> dict[str, Any]:

@@ -276,13 +276,29 @@ def register(main: click.Group) -> None:
         if report["closed_events"] < report["accepted"]:
             sys.exit(3)
 
-    @command(main, "replay", example="ferry replay play --from quarantine")
-    @click.argument("event_type")
+    @command(main, "replay", example=("ferry replay play --from quarantine",
+                                       "ferry replay --dead-letters ferry-alerts-dead-letter"))
+    @click.argument("event_type", required=False)
     @click.option("--from", "source", type=click.Choice(["quarantine", "dead-letter"]), default="quarantine",
                   show_default=True, help="Where the events were set aside.")
     @click.option("--since", default=None, help="Only what was received since this ISO instant.")
-    def replay(ctx: Ctx, event_type: str, source: str, since: str | None) -> None:
-        """Replay set-aside events that are valid now (after a schema fix); the rest stay where they were."""
+    @click.option("--dead-letters", "topic", default=None, metavar="TOPIC",
+                  help="Instead of an event type: publish what one of infra/'s dead-letter topics keeps back "
+                       "where it came from (Ferry admins). Example: --dead-letters ferry-dead-letter")
+    def replay(ctx: Ctx, event_type: str | None, source: str, since: str | None, topic: str | None) -> None:
+        """Replay set-aside events that are valid now (after a schema fix); the rest stay where they were.
+        With --dead-letters TOPIC: the work orders, close orders, landings or notifications Ferry
+        dead-lettered (`ferry dead-letters` lists them)."""
+        if (event_type is None) == (topic is None):
+            raise BadRequest("name an event type, or --dead-letters TOPIC (not both)")
+        if topic is not None:
+            r = ctx.client.post("/v1/dead-letters/replay", {"topic": topic})
+            ctx.emit(r, lambda d: console.print(
+                f"{d['replayed']} replayed from {d['subscription']}"
+                + (f" ({', '.join(f'{n} to {t}' for t, n in sorted(d['to'].items()))})" if d["to"] else "")
+                + (f"; {d['unroutable']} unroutable, left in the hold" if d["unroutable"] else "")))
+            return
+        assert event_type is not None
         body: dict[str, Any] = {"from": source}
         if since:
             body["since"] = since
@@ -294,6 +310,15 @@ def register(main: click.Group) -> None:
             if d["reasons"]:
                 table(d["reasons"], ["reason", "count"], title="still invalid")
         ctx.emit(r, human)
+
+    @command(main, "dead-letters", example="ferry dead-letters")
+    def dead_letters(ctx: Ctx) -> None:
+        """What every hold keeps: infra/'s dead-letter topics (work orders, close orders, landings,
+        notifications) and each event type's quarantine and dead letters. `ferry replay` sends them back."""
+        r = ctx.client.get("/v1/dead-letters")
+        ctx.emit(r, lambda d: table([{**h, "messages": ("1000+" if h["capped"] else h["messages"])}
+                                     for h in d["holds"]], ["subscription", "topic", "event_type", "messages"],
+                                    title="held messages"))
 
     from ferry.cli.core import GET_EXTENSIONS
 

@@ -16,7 +16,7 @@ from ferry import log
 from ferry.broker.base import Message
 from ferry.domain import periods
 from ferry.domain.manifests import EventType, events_endpoint
-from ferry.errors import BadRequest, InfraError, NotFound
+from ferry.errors import BadRequest, FerryError, InfraError, NotFound
 from ferry.gabo.closing.service import (
     CLOSE_ORDERS_TOPIC,
     ClosedPartition,
@@ -291,6 +291,39 @@ class Gabo:
                          self.services.settings.project, forced, now,
                          Access.from_settings(self.services.settings), deleted,
                          secret=stack_secret()).to_dict()
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Every hold subscription (infra/'s dead-letter topics, each type's quarantine and dead letters)
+        with how many messages it keeps (see :mod:`ferry.gabo.replay.holds`)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ferry.gabo.provisioning.reconcile import declared
+        from ferry.gabo.replay import holds
+
+        infra, _ = declared()
+
+        def row(h: holds.Hold) -> dict[str, Any]:
+            try:
+                n: int | None = holds.count(self.broker, h)
+            except FerryError:
+                n = None  # a hold the reconcile has not (re)created yet
+            return {"subscription": h.subscription, "topic": h.topic, "event_type": h.event_type,
+                    "messages": n, "capped": n == holds.COUNT_CAP}
+
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(row, holds.holds(infra, [et for et, _ in self.event_types()])))
+
+    def replay_dead_letters(self, topic: str, now: datetime) -> dict[str, Any]:
+        """Publish what an infra/ dead-letter topic's hold keeps back where it came from."""
+        from ferry.gabo.provisioning.reconcile import declared
+        from ferry.gabo.replay import holds
+        from ferry.notify.port import reopen_delivery
+
+        infra, _ = declared()
+        if infra is None:
+            raise NotFound("no infra/ description here: its dead-letter topics are unknown")
+        return holds.replay(self.broker, self.services.publisher, self.services.store, infra, topic,
+                            reopen_delivery, now)
 
     def replay(self, name: str, source: str, now: datetime, since: datetime | None = None) -> dict[str, Any]:
         """Replay the type's quarantined or dead-lettered events that are valid now (see ``replay``)."""

@@ -40,3 +40,20 @@ def stuck_deliveries(store: DocumentStore, now: datetime) -> list[dict[str, Any]
     return [{"delivery": did, "team": d.get("team"), "channel": d.get("channel"), "status": d.get("status"),
              "attempts": d.get("attempts"), "since": (last_activity(d) or now).isoformat(), "error": d.get("error")}
             for did, d in stuck(store, now)]
+
+
+def reopen_delivery(store: DocumentStore, data: bytes, attributes: dict[str, str], now: datetime) -> str | None:
+    """Make the delivery a notify dead letter names (its ``channel`` attribute, ``team:name``) deliverable
+    again — ``failed`` with its attempts reset — so a replayed notification is tried on that channel
+    (the channels already delivered stay delivered). Returns the delivery's id, None without a channel."""
+    from ferry.notify.messages import notification_id_of
+    from ferry.notify.sweep import DELIVERIES
+    from ferry.store.base import Op
+
+    channel = attributes.get("channel") or ""
+    if ":" not in channel or channel.endswith(":-"):
+        return None  # unrouted: no delivery was ever claimed
+    did = f"{notification_id_of(data, attributes)}~{channel}"
+    if store.get(DELIVERIES, did) is not None:
+        store.write([Op.set(DELIVERIES, did, {"status": "failed", "attempts": 0, "swept_at": now}, merge=True)])
+    return did

@@ -56,6 +56,11 @@ class DeliveryBroker(Protocol):
         """Create the subscription if absent, else bring its ack deadline / dead-letter policy in line."""
         ...
 
+    def count_available(self, subscription: str, cap: int) -> int:
+        """How many messages ``subscription`` has available now (at most ``cap``; pulled without waiting
+        and handed straight back — a lower bound). Raises NotFound, InfraError."""
+        ...
+
     def ensure_push_subscription(self, request: Mapping[str, Any]) -> bool:
         """Create the push subscription ``request`` (as :func:`ferry.infra.pubsub.push_subscription_request`
         builds it) if absent, else set its push config when it differs. Returns True when it was created
@@ -183,6 +188,30 @@ class PubSubBroker:
             return False
         except gexc.GoogleAPICallError as exc:
             raise InfraError(f"deleting topic {name} failed: {exc}") from exc
+
+    def count_available(self, subscription: str, cap: int) -> int:
+        from google.api_core import exceptions as gexc
+
+        path = self.sub_path(subscription)
+        seen: dict[str, str] = {}
+        try:
+            while len(seen) < cap:
+                resp = self.subscriber.pull(request={"subscription": path, "max_messages": min(1000, cap - len(seen)),
+                                                     "return_immediately": True}, timeout=10)
+                fresh = [(m.message.message_id, m.ack_id) for m in resp.received_messages
+                         if m.message.message_id not in seen]
+                if not fresh:
+                    break
+                seen.update(fresh)
+            ack_ids = list(seen.values())
+            for i in range(0, len(ack_ids), 1000):
+                self.subscriber.modify_ack_deadline(request={"subscription": path, "ack_ids": ack_ids[i:i + 1000],
+                                                             "ack_deadline_seconds": 0})
+        except gexc.NotFound as exc:
+            raise NotFound(f"subscription {subscription} does not exist") from exc
+        except gexc.GoogleAPICallError as exc:
+            raise InfraError(f"counting the messages of {subscription} failed: {exc}") from exc
+        return len(seen)
 
     def ensure_push_subscription(self, request: Mapping[str, Any]) -> bool:
         from google.api_core import exceptions as gexc
@@ -360,6 +389,13 @@ class MemoryBroker:
                 return False
             self.subs[spec.name] = _Sub(spec)
             return True
+
+    def count_available(self, subscription: str, cap: int) -> int:
+        with self._lock:
+            sub = self.subs.get(subscription)
+            if sub is None:
+                raise NotFound(f"subscription {subscription} does not exist")
+            return min(cap, len(sub.available))
 
     def ensure_push_subscription(self, request: Mapping[str, Any]) -> bool:
         name = request["name"].rsplit("/", 1)[-1]
