@@ -14,6 +14,7 @@ from ferry.notify.secrets import (
     CachedSecrets,
     LocalSecrets,
     SecretManagerSecrets,
+    SecretRefused,
     SecretUnavailable,
     env_name,
 )
@@ -78,11 +79,14 @@ def test_secret_manager_permission_denied_and_local_references() -> None:
 
 def test_local_env_and_file_references(tmp_path: Path) -> None:
     (tmp_path / "k").write_text("from-file\n")
-    store = LocalSecrets(tmp_path, {"A": "from-env", env_name("team-a-hook"): "mapped"})
-    assert store.resolve("env:A") == "from-env" and store.resolve(f"file:{tmp_path / 'k'}") == "from-file"
+    store = LocalSecrets(tmp_path, {"FERRY_SECRET_A": "from-env", env_name("team-a-hook"): "mapped", "A": "x"})
+    assert store.resolve("env:FERRY_SECRET_A") == "from-env"
+    assert store.resolve(f"file:{tmp_path / 'k'}") == "from-file"
     assert store.resolve(REF) == "mapped"  # FERRY_SECRET_TEAM_A_HOOK before $FERRY_HOME/secrets/team-a-hook
     with pytest.raises(SecretUnavailable, match="not set"):
-        store.resolve("env:B")
+        store.resolve("env:FERRY_SECRET_B")
+    with pytest.raises(SecretRefused):  # only FERRY_SECRET_* variables are channel secrets (issue 23)
+        store.resolve("env:A")
 
 
 def test_the_cache_reads_each_secret_once_per_ttl() -> None:
