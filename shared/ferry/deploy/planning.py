@@ -295,32 +295,17 @@ def _dead_letter_steps(kind: str, name: str, topic: str, dead_letter_topic: str,
 
 
 def _hold_access_steps(infra: Infra, project: str) -> list[Step]:
-    """``ferry dead-letters`` and ``ferry replay --dead-letters`` (API routes) read infra/'s dead-letter
-    holds and publish what they keep back to its source topics: the accounts that handle set-aside
-    messages (``event_type_access``: subscribe / publish) get exactly that, on those resources only."""
-    readers = [a.name for a in infra.service_accounts if "subscribe" in a.event_type_access]
-    writers = [a.name for a in infra.service_accounts if "publish" in a.event_type_access]
-    steps = []
-    for hold in infra.dead_letter_holds():
-        sources = sorted({trig.topic for _, trig in infra.push_subscriptions() if trig.dead_letter_topic == hold.topic}
-                         | {s.topic for s in infra.subscriptions if s.dead_letter_topic == hold.topic})
-        for account in readers:
-            steps.append(_iam_step(f"{hold.name}:subscriber:{account}", f"let {account} read and replay the dead "
-                                   f"letters held by {hold.name}",
-                                   ["gcloud", "pubsub", "subscriptions", "add-iam-policy-binding", hold.name,
-                                    f"--project={project}"],
-                                   ["gcloud", "pubsub", "subscriptions", "get-iam-policy", hold.name,
-                                    f"--project={project}"],
-                                   f"serviceAccount:{_sa(account, project)}", "roles/pubsub.subscriber"))
-        for topic in sources:
-            for account in writers:
-                steps.append(_iam_step(f"{topic}:publisher:{account}", f"let {account} replay dead letters of "
-                                       f"{hold.topic} to {topic}",
-                                       ["gcloud", "pubsub", "topics", "add-iam-policy-binding", topic,
-                                        f"--project={project}"],
-                                       ["gcloud", "pubsub", "topics", "get-iam-policy", topic, f"--project={project}"],
-                                       f"serviceAccount:{_sa(account, project)}", "roles/pubsub.publisher"))
-    return steps
+    """``ferry dead-letters`` and ``ferry replay --dead-letters`` are API routes: the ``api`` function's
+    account reads infra/'s dead-letter holds (subscriber on each hold, nothing else). It gets no new
+    publish grant: it already publishes to ``ferry-alerts`` (notifications replay), while publishing work
+    orders, close orders or landings stays with their own publishers (docs/gabo.md)."""
+    readers = sorted({f.service_account for f in infra.functions if f.name == "api"})
+    return [_iam_step(f"{hold.name}:subscriber:{account}", f"let {account} count and replay the dead letters "
+                      f"held by {hold.name}",
+                      ["gcloud", "pubsub", "subscriptions", "add-iam-policy-binding", hold.name, f"--project={project}"],
+                      ["gcloud", "pubsub", "subscriptions", "get-iam-policy", hold.name, f"--project={project}"],
+                      f"serviceAccount:{_sa(account, project)}", "roles/pubsub.subscriber")
+            for hold in infra.dead_letter_holds() for account in readers]
 
 
 def _push_subscription(fn: Function, trig: PubSubTrigger, project: str, region: str, url: str) -> dict[str, Any]:
