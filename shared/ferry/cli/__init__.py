@@ -9,14 +9,14 @@ from typing import Any
 import click
 
 from ferry import __version__
-from ferry.cli import completion, core, deploy, dev
+from ferry.cli import common, completion, core, deploy, dev
 from ferry.cli.common import OUTPUTS, GlobalOptions
 from ferry.datamon import cli as datamon_cli
 from ferry.gabo import cli as gabo_cli
 from ferry.styx import cli as styx_cli
 
 # Options every command understands, wherever they stand: (names, takes a value)
-GLOBAL_OPTIONS = {"--json": False, "-o": True, "--output": True, "--api": True, "--as": True}
+GLOBAL_OPTIONS = {"--json": False, "-o": True, "--output": True, "--api": True, "--as": True, "--stack": True}
 
 
 def hoist_global_options(args: list[str]) -> list[str]:
@@ -53,7 +53,7 @@ class FerryGroup(click.Group):
 @click.group(cls=FerryGroup, context_settings={"help_option_names": ["-h", "--help"]},
              epilog="\b\nExamples:\n  $ ferry dev up\n  $ ferry apply -f examples/manifests/\n"
                     "  $ ferry status -o json\n\nEnvironment: FERRY_USER (as --as), FERRY_API (as --api), "
-                    "FERRY_HOME (the local stack's directory; default: the nearest .ferry/ here or above), "
+                    "FERRY_HOME (as --stack), "
                     "FERRY_NOW (an ISO instant the local stack takes as now, e.g. 2026-11-26T15:00:00Z).")
 @click.version_option(__version__, prog_name="ferry")
 @click.option("-o", "--output", type=click.Choice(OUTPUTS), default=None,
@@ -61,15 +61,21 @@ class FerryGroup(click.Group):
 @click.option("--json", "as_json", is_flag=True, help="Same as -o json.")
 @click.option("--api", default=None, metavar="URL",
               help="Ferry API base URL (env FERRY_API; default: the local stack). Example: --api http://127.0.0.1:8700")
+@click.option("--stack", default=None, metavar="HOME",
+              help="The local stack to talk to: its .ferry directory or the folder holding it (env FERRY_HOME; "
+                   "default: the nearest .ferry/ here or above, else the one running stack `ferry dev up` "
+                   "registered). Example: --stack ~/src/ferry")
 @click.option("--as", "user", default=None, metavar="USER",
               help="Act as this user, an e-mail (env FERRY_USER; default: the local stack's, see `ferry whoami`). "
                    "Example: --as alice@example.com")
 @click.pass_context
-def main(ctx: click.Context, output: str | None, as_json: bool, api: str | None, user: str | None) -> None:
+def main(ctx: click.Context, output: str | None, as_json: bool, api: str | None, stack: str | None,
+         user: str | None) -> None:
     """Ferry: Datamon (is my data late?), Styx (what ran?), Gabo (did every event arrive?).
 
     Exit codes: 0 ok, 2 bad arguments, 3 rejected input, 4 server or infrastructure error, 5 not authorized.
     """
+    common.STACK_OVERRIDE = stack
     ctx.obj = GlobalOptions(output=output or ("json" if as_json else "table"), api=api,
                             user=user or os.environ.get("FERRY_USER") or None)
 

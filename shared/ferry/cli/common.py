@@ -33,8 +33,9 @@ ANONYMOUS_HINT = "--as USER or FERRY_USER=USER"
 def ferry_home(start: Path | None = None) -> Path:
     """Where the local stack keeps its state: FERRY_HOME, else the nearest ``.ferry`` directory in the
     current directory or one of its parents (as git finds ``.git``), else ``./.ferry``."""
-    if os.environ.get("FERRY_HOME"):
-        return Path(os.environ["FERRY_HOME"]).resolve()
+    given = STACK_OVERRIDE or os.environ.get("FERRY_HOME")
+    if given:
+        return Path(given).expanduser().resolve()
     here = (start or Path.cwd()).resolve()
     for d in (here, *here.parents):
         if (d / HOME_DIR).is_dir():
@@ -42,19 +43,98 @@ def ferry_home(start: Path | None = None) -> Path:
     return here / HOME_DIR
 
 
-def stack_state() -> dict[str, Any]:
-    """The local stack's recorded state (``{}`` when none is recorded or it is unreadable)."""
+STACK_OVERRIDE: str | None = None  # --stack HOME (set by the root command for this invocation)
+
+
+class NoStack(InfraError):
+    """The CLI found no running local stack to talk to (and no --api was given)."""
+
+    code = "no_stack"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The local stack the CLI talks to: its home, its recorded state and how it was found."""
+
+    home: Path
+    state: dict[str, Any]
+    found: str
+
+
+def _read_state(home: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads((ferry_home() / "state.json").read_text())
+        data = json.loads((home / "state.json").read_text())
     except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _explicit_home() -> tuple[Path, str] | None:
+    given = STACK_OVERRIDE or os.environ.get("FERRY_HOME")
+    if not given:
+        return None
+    home = Path(given).expanduser().resolve()
+    if (home / HOME_DIR).is_dir() and not (home / "state.json").exists():  # --stack ~/repo means ~/repo/.ferry
+        home = home / HOME_DIR
+    return home, "--stack" if STACK_OVERRIDE else "FERRY_HOME"
+
+
+def locate_stack() -> Stack | None:
+    """The running local stack for this command: ``--stack``/FERRY_HOME; else the nearest ``.ferry`` here
+    or above (as git finds ``.git``; a stopped one there means none); else the one stack in the per-user
+    registry of running stacks (ferry.dev.registry). Several running stacks and no way to choose is a
+    NoStack naming them."""
+    explicit = _explicit_home()
+    if explicit is not None:
+        state = _read_state(explicit[0])
+        return Stack(explicit[0], state, explicit[1]) if state else None
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents):
+        if (d / HOME_DIR).is_dir():
+            state = _read_state(d / HOME_DIR)
+            return Stack(d / HOME_DIR, state, "this folder") if state else None
+    from ferry.dev import registry
+
+    alive = registry.running()
+    if len(alive) == 1:
+        return Stack(alive[0][0], alive[0][1], "the registry of running stacks")
+    if len(alive) > 1:
+        raise NoStack(f"{len(alive)} local stacks are running and none is in this folder: name one with "
+                      f"--stack HOME (or FERRY_HOME=HOME)", {"stacks": [str(h) for h, _ in alive]})
+    return None
+
+
+def stack_home() -> Path:
+    """Where the stack of this command lives (located, else where ``ferry dev up`` would put it)."""
+    found = locate_stack()
+    return found.home if found else ferry_home()
+
+
+def stack_state() -> dict[str, Any]:
+    """The located local stack's recorded state (``{}`` when there is none)."""
+    try:
+        found = locate_stack()
+    except NoStack:
         return {}
-    return data if isinstance(data, dict) else {}
+    return found.state if found else {}
+
+
+NO_STACK_HINT = ("start one with `ferry dev up` in Ferry's repository (then any folder finds it), name one with "
+                 "--stack HOME, or talk to a deployment with --api URL")
 
 
 def default_api() -> str:
+    """FERRY_API, else the located local stack's API; never a guess at a default port (NoStack, exit 4)."""
     if os.environ.get("FERRY_API"):
         return os.environ["FERRY_API"]
-    return str(stack_state().get("api_url") or DEFAULT_API)
+    found = locate_stack()
+    if found is None or not found.state.get("api_url"):
+        explicit = _explicit_home()
+        where = f"in {explicit[0]}" if explicit else "in this folder or the registry of running stacks"
+        raise NoStack(f"no local stack is running {where}: {NO_STACK_HINT}")
+    if found.found == "the registry of running stacks":
+        click.echo(f"(local stack {found.home}, API {found.state['api_url']})", err=True)
+    return str(found.state["api_url"])
 
 
 class Client:
@@ -111,11 +191,8 @@ class Client:
 
 
 def _stack_secret(base: str) -> str | None:
-    """The secret of the local stack (found from FERRY_HOME / ./.ferry) when ``base`` is one of its URLs."""
-    try:
-        state = json.loads((ferry_home() / "state.json").read_text())
-    except (OSError, ValueError):
-        return None
+    """The secret of the located local stack when ``base`` is one of its URLs (never sent elsewhere)."""
+    state = stack_state()
     urls = {state.get("api_url")} | {c.get("url") for c in state.get("components", []) if isinstance(c, dict)}
     secret = state.get("stack_secret")
     return str(secret) if secret and base.rstrip("/") in {u.rstrip("/") for u in urls if u} else None
@@ -128,10 +205,15 @@ OUTPUTS = ("table", "json", "yaml", "csv")  # csv: ferry query
 class Ctx:
     """What a command gets: where the API is, who the caller is (and why), how to print."""
 
-    api: str
+    api_option: str | None
     output: str = "table"
     user: str | None = None
     user_source: str = "none"
+
+    @functools.cached_property
+    def api(self) -> str:
+        """The API this command talks to (resolved when first needed: offline commands need none)."""
+        return self.api_option or default_api()
 
     @property
     def json(self) -> bool:
@@ -168,10 +250,9 @@ def resolve_user(given: str | None) -> tuple[str | None, str]:
     recorded for the local stack this CLI talks to."""
     if given:
         return given, "--as/FERRY_USER"
-    default = stack_state().get("default_user")
-    if default and not os.environ.get("FERRY_API"):
-        return str(default), "the local stack's default (recorded by `ferry dev up`)"
-    if default and os.environ.get("FERRY_API") == stack_state().get("api_url"):
+    state = stack_state()
+    default = state.get("default_user")
+    if default and os.environ.get("FERRY_API") in (None, "", state.get("api_url")):
         return str(default), "the local stack's default (recorded by `ferry dev up`)"
     return None, "none"
 
@@ -182,7 +263,7 @@ def make_ctx() -> Ctx:
     if not isinstance(opts, GlobalOptions):  # a command invoked outside ``ferry`` (tests)
         opts = GlobalOptions(user=os.environ.get("FERRY_USER") or None)
     user, source = resolve_user(opts.user)
-    return Ctx(opts.api or default_api(), opts.output, user, source)
+    return Ctx(opts.api, opts.output, user, source)
 
 
 console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
@@ -207,7 +288,8 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | N
         console.print("(none)")
 
 
-GLOBAL_HELP = "Global options, anywhere on the line: -o table|json|yaml|csv (--json), --api URL, --as USER."
+GLOBAL_HELP = ("Global options, anywhere on the line: -o table|json|yaml|csv (--json), --api URL, --stack HOME, "
+               "--as USER.")
 
 
 def examples_epilog(*examples: str, formats: str = "") -> str:
@@ -250,7 +332,7 @@ def command(group: click.Group, name: str | None = None, example: str | tuple[st
 def fail(exc: FerryError, output: str | bool = "table") -> None:
     """Print one error once — as data for ``-o json|yaml``, else a message and its details on stderr."""
     if output in ("json", "yaml", True):
-        Ctx("", "yaml" if output == "yaml" else "json").emit(exc.to_dict())
+        Ctx(None, "yaml" if output == "yaml" else "json").emit(exc.to_dict())
     else:
         click.secho(f"error: {exc.message}", fg="red", err=True)
         details = exc.details

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import click
@@ -233,7 +234,11 @@ def register(main: click.Group) -> None:
     def whoami(ctx: Ctx) -> None:
         """Who you are to Ferry: the identity this CLI sends, and the caller, teams and admin rights the
         API resolved from it."""
+        from ferry.cli.common import locate_stack
+
         data: dict[str, Any] = {"you": ctx.user, "from": ctx.user_source, "api": ctx.api}
+        found = locate_stack() if not ctx.api_option and not os.environ.get("FERRY_API") else None
+        data["stack"] = {"home": str(found.home), "found": found.found} if found else None
         try:
             data["api_sees"] = ctx.client.get("/v1/whoami")
         except NotFound:
@@ -243,7 +248,8 @@ def register(main: click.Group) -> None:
 
         def human(d: dict[str, Any]) -> None:
             seen = d["api_sees"] or {}
-            console.print(f"you are {d['you'] or 'anonymous'} (from {d['from']}), API {d['api']}")
+            stack = f" (local stack {d['stack']['home']}, found in {d['stack']['found']})" if d.get("stack") else ""
+            console.print(f"you are {d['you'] or 'anonymous'} (from {d['from']}), API {d['api']}{stack}")
             if "error" in seen:
                 console.print(f"the API did not answer: {seen['error']}")
                 return

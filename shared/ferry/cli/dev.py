@@ -8,8 +8,15 @@ from typing import Any
 
 import click
 
-from ferry.cli.common import Ctx, command, console, examples_epilog, ferry_home, table
-from ferry.dev import health, ports, stack
+from ferry.cli.common import Ctx, command, console, examples_epilog, ferry_home, stack_home, table
+from ferry.dev import health, ports, registry, stack
+
+SECRETS = ("stack_secret",)
+
+
+def _public(state: dict[str, Any]) -> dict[str, Any]:
+    """The stack's state without its secrets (`-o json` output may land in logs and issues)."""
+    return {k: v for k, v in state.items() if k not in SECRETS}
 
 
 def _component_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -55,7 +62,8 @@ def register(main: click.Group) -> None:
                                    strict_ports=base_port is not None,
                                    scheduler=not no_scheduler, deadline_s=deadline_s)
         result = stack.up(config)
-        data = {**result.state, "already_running": result.already_running}
+        registry.register(config.home, result.state.get("api_url"))  # any folder finds it now
+        data = {**_public(result.state), "already_running": result.already_running}
 
         def human(d: dict[str, Any]) -> None:
             table(_component_rows(d), ["component", "kind", "pid", "where", "log"])
@@ -78,7 +86,9 @@ def register(main: click.Group) -> None:
         """Stop everything `ferry dev up` started in this FERRY_HOME (and nothing else), keeping its data:
         documents, sink and logs come back with the next `ferry dev up`. Undelivered Pub/Sub messages
         cannot survive: they are named before the stack stops (--drain delivers them first)."""
-        result = stack.down(ferry_home(), drain=drain)
+        home = stack_home()
+        result = stack.down(home, drain=drain)
+        registry.unregister(home)
 
         def human(d: dict[str, Any]) -> None:
             if "message" in d:
@@ -104,7 +114,9 @@ def register(main: click.Group) -> None:
     @command(dev, "reset", example="ferry dev reset")
     def reset(ctx: Ctx) -> None:
         """Stop the local stack if it runs and delete everything it kept (documents, sink, logs)."""
-        result = stack.reset(ferry_home())
+        home = stack_home()
+        result = stack.reset(home)
+        registry.unregister(home)
         ctx.emit(result, lambda d: console.print(
             f"reset {d['home']}: removed {', '.join(d['removed']) or 'nothing'}"
             + (f"; stopped {len(d['stopped'])} component(s)" if d.get("stopped") else "")))
@@ -114,9 +126,10 @@ def register(main: click.Group) -> None:
         """Each component of the local stack: pid, port, alive?; each push subscription: does its function
         take its pushes (a probe push through the subscription's endpoint)?; each scheduler job's last
         firing. Exits 4 when a component is dead or a push subscription is broken."""
-        state = stack.status(ferry_home())
+        home = stack_home()
+        state = stack.status(home)
         if state is None:
-            ctx.emit({"running": False, "home": str(ferry_home()), "components": []},
+            ctx.emit({"running": False, "home": str(home), "components": []},
                      lambda d: console.print(f"no local stack in {d['home']} (`ferry dev up` starts one)"))
             return
         running, dead = stack.is_running(state)
@@ -125,6 +138,7 @@ def register(main: click.Group) -> None:
         subs = health.push_health(state) if pubsub_alive else []
         broken = [s["subscription"] for s in subs if not s["ok"]]
         state.update(running=running, dead=dead, subscriptions=subs, broken=broken, healthy=running and not broken)
+        state = _public(state)
 
         def human(d: dict[str, Any]) -> None:
             table(_component_rows(d), ["component", "kind", "pid", "port", "alive", "where"],
@@ -156,7 +170,7 @@ def register(main: click.Group) -> None:
     @click.argument("job")
     def fire(ctx: Ctx, job: str) -> None:
         """Fire one scheduler job of infra/ now, as Cloud Scheduler would."""
-        entry = stack.fire_job(ferry_home(), job)
+        entry = stack.fire_job(stack_home(), job)
         ctx.emit(entry, lambda e: console.print(
             f"fired {e['job']} → {e['url']}: status {e.get('status')} in {e['latency_ms']} ms"
             + (f" ({e['error']})" if e.get("error") else "")))
