@@ -23,7 +23,6 @@ from ferry import humane
 from ferry.cli.signin import SignIn, needs_token
 from ferry.errors import FerryError, InfraError, from_dict
 
-DEFAULT_API = "http://127.0.0.1:8700"
 
 
 HOME_DIR = ".ferry"
