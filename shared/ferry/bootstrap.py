@@ -126,7 +126,7 @@ class Services:
         import os
 
         first = [a.strip() for a in os.environ.get("FERRY_ADMINS", "").split(",") if a.strip()]
-        return Authorizer(self.manifests, self.settings.admin_team, first)
+        return Authorizer(self.manifests, self.settings.admin_team, first, require_teams=self.settings.require_teams)
 
     @property
     def styx(self) -> StyxService:

@@ -41,6 +41,9 @@ class Settings:
     log_dir: str = field(default_factory=lambda: _env("FERRY_LOG_DIR", ".ferry/logs"))
     max_body_bytes: int = field(default_factory=lambda: _int("FERRY_MAX_BODY_BYTES", 10 * 1024 * 1024))
     admin_team: str = field(default_factory=lambda: _env("FERRY_ADMIN_TEAM", "admins"))
+    # Every object's owner must be a declared Team (`ferry dev up` sets it; deployed functions have it
+    # through FERRY_ADMINS, which closes teams). Off: undeclared owners are open (test fixtures only).
+    require_teams: bool = field(default_factory=lambda: _env("FERRY_REQUIRE_TEAMS", "") in ("1", "true", "yes"))
     # "oidc": the verified ID token's e-mail (every deployed function); "header": X-Ferry-User (local
     # stack only). Unset ("") means "header" locally and refuses to start when deployed (ferry.api.identity).
     identity: IdentityKind = field(default_factory=lambda: cast(IdentityKind, os.environ.get("FERRY_IDENTITY", "")))

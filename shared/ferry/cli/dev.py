@@ -60,7 +60,9 @@ def register(main: click.Group) -> None:
                                    source=Path(source) if source else None,
                                    base_port=ports.DEFAULT_BASE_PORT if base_port is None else base_port,
                                    strict_ports=base_port is not None,
-                                   scheduler=not no_scheduler, deadline_s=deadline_s)
+                                   scheduler=not no_scheduler, deadline_s=deadline_s,
+                                   # safe by default: an owner must be a declared Team (a typo is refused)
+                                   extra_env={"FERRY_REQUIRE_TEAMS": "1"})
         result = stack.up(config)
         registry.register(config.home, result.state.get("api_url"))  # any folder finds it now
         data = {**_public(result.state), "already_running": result.already_running}

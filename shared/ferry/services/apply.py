@@ -273,7 +273,8 @@ class ApplyService:
         self.authorizer.check_team_change(actor, [c.manifest.name for c in moving if c.manifest.kind == "Team"])
         declared_here = {m.name for m in manifests if m.kind == "Team"}
         self.authorizer.check_owners_declared([(c.manifest.kind, c.manifest.name, c.manifest.metadata.owner)
-                                               for c in moving if c.manifest.metadata.owner not in declared_here])
+                                               for c in moving if c.manifest.metadata.owner not in declared_here],
+                                              declared_here)
         owner_of = self.authorizer.owner_of
         owners = ({owner_of(c.manifest.kind, c.manifest.metadata.owner) for c in moving}
                   | {owner_of(c.previous.kind, c.previous.owner) for c in moving if c.previous})

@@ -25,12 +25,13 @@ class Authorizer:
     """
 
     def __init__(self, manifests: ManifestRepository, admin_team: str = "admins",
-                 first_admins: Iterable[str] = ()) -> None:
+                 first_admins: Iterable[str] = (), require_teams: bool = False) -> None:
         self.manifests = manifests
         self.admin_team = admin_team
         # Set at deploy time (FERRY_ADMINS): admins before the admin team exists, and the switch to
         # closed teams — creating a Team needs an admin, objects must name a declared owner.
         self.first_admins = frozenset(first_admins)
+        self.require_teams = require_teams or self.closed  # owners must be declared Teams
         self._teams: dict[str, Team] | None = None
 
     @property
@@ -57,19 +58,43 @@ class Authorizer:
             return False
         return True
 
-    def check_owners_declared(self, owners: Iterable[tuple[str, str, str | None]]) -> None:
-        """Closed teams: every object must name a declared team (kind, name, owner); raises ValidationError."""
+    def check_owners_declared(self, owners: Iterable[tuple[str, str, str | None]],
+                              declared_here: Iterable[str] = ()) -> None:
+        """Every object must name a declared team (kind, name, owner) — one in the store or in the same
+        apply; raises ValidationError with a "did you mean" and how to declare it."""
+        import difflib
+
         from ferry.errors import ValidationError
 
-        if not self.closed:
+        if not self.require_teams:
             return
+        owners = list(owners)
         named = {o for _, _, o in owners if o}
         teams = self._load(named)
         bad = [(k, n, o) for k, n, o in owners if o and o not in teams]
-        if bad:
-            raise ValidationError(f"{len(bad)} object(s) name an undeclared owner: a Ferry admin creates the Team first",
-                                  [{"kind": k, "name": n, "field": "metadata.owner", "reason": f"no Team {o}"}
-                                   for k, n, o in bad])
+        if not bad:
+            return
+        known = sorted({*self._all_teams(), *declared_here})
+        details = []
+        for k, n, o in bad:
+            close = difflib.get_close_matches(o, known, n=1, cutoff=0.75)
+            details.append({"kind": k, "name": n, "field": "metadata.owner",
+                            "reason": f"{o} is not a declared Team" + (f" — did you mean {close[0]}?" if close else "")})
+        first = next((d["reason"] for d in details if "did you mean" in d["reason"]), details[0]["reason"])
+        who = "a Ferry admin applies" if self.closed else "apply"
+        raise ValidationError(
+            f"{len(bad)} object(s) name an undeclared owner ({first}); nothing was applied. To declare a team, "
+            f"{who} a Team manifest first or in the same apply: kind: Team, metadata: {{name: TEAM}}, "
+            "spec: {members: [...], admins: [...]} (docs/metadata-language.md)", details)
+
+    def _all_teams(self) -> list[str]:
+        names: list[str] = []
+        after = None
+        while True:
+            page, after = self.manifests.list("Team", limit=500, after=after)
+            names += [r.name for r in page]
+            if after is None or len(names) > 5000:
+                return names
 
     def owner_of(self, kind: str, owner: str | None) -> str | None:
         """Who owns an object: its ``metadata.owner``; shared pools (Resources) belong to the admins."""
