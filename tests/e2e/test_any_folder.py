@@ -1,7 +1,7 @@
 """One CLI, any folder (issue 21), end to end: `ferry dev up` in the repository, then from a folder
-outside it — a team's own repository — `apply`, `tick`, `evaluate` and `status` work (the stack is found
+outside it — a team's own repository — `apply`, `tick`, `evaluate`, `status` and `send` work (the stack is found
 in the per-user registry and its secret sent for the operational calls); `ferry dev status -o json` prints
-no secret; `ferry dev down` from there too; then the stack is down and every call is exit 4 naming how to
+no secret; `ferry dev down` from there too, delivering the 50 sent events first (nothing lost by default); then the stack is down and every call is exit 4 naming how to
 start one, instead of talking to whatever listens on a default port."""
 
 from __future__ import annotations
@@ -41,8 +41,12 @@ def test_the_cli_works_from_a_folder_outside_the_repository(tmp_path: Path) -> N
         (elsewhere / "ferry.yaml").write_text(
             f"kind: Team\nmetadata: {{name: {team}}}\nspec: {{members: [ana@example.com], admins: [ana@example.com]}}\n"
             f"---\nkind: Endpoint\nmetadata: {{name: {name}, owner: {team}}}\n"
-            "spec: {partitioning: daily, sla: {error_after: PT2H}}\n")
-        for args in (("apply", "-f", "ferry.yaml", "--as", "ana@example.com"), ("tick",), ("evaluate",), ("status",)):
+            "spec: {partitioning: daily, sla: {error_after: PT2H}}\n"
+            f"---\nkind: EventType\nmetadata: {{name: {name}-click, owner: {team}}}\n"
+            "spec: {schema: {type: object}, partitioning: hourly, close_after: PT10M}\n")
+        (elsewhere / "events.ndjson").write_text("".join(f'{{"id": "e{i}", "n": {i}}}\n' for i in range(50)))
+        for args in (("apply", "-f", "ferry.yaml", "--as", "ana@example.com"), ("tick",), ("evaluate",), ("status",),
+                     ("send", f"{name}-click", "events.ndjson")):
             r = ferry(*args, cwd=elsewhere)
             assert r.returncode == 0, (args, r.stdout, r.stderr)
             assert f"local stack {home}" in r.stderr, "it says which stack it talks to"
@@ -50,8 +54,10 @@ def test_the_cli_works_from_a_folder_outside_the_repository(tmp_path: Path) -> N
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["home"] == str(home)
         assert secret not in status.stdout and "stack_secret" not in status.stdout
-        down = ferry("dev", "down", cwd=elsewhere)
+        down = ferry("dev", "down", "-o", "json", cwd=elsewhere)  # drains by default: nothing accepted is lost
         assert down.returncode == 0, down.stdout + down.stderr
+        stopped = json.loads(down.stdout)
+        assert stopped["drained"][f"{name}-click"] == 50 and stopped["lost_events"] == 0, stopped
     finally:
         if stack_mod.read_state(home) is not None:
             stack_mod.down(home)

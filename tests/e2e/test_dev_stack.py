@@ -268,7 +268,7 @@ def test_down_stops_everything_it_started_and_keeps_the_data(dev: CliStack) -> N
     assert json.loads(relanded.stdout)["relanded"] is True
 
     # reset: stopped, and nothing is kept
-    reset = dev.run("dev", "reset", "--json")
+    reset = dev.run("dev", "reset", "--yes", "--json")
     assert reset.returncode == 0, reset.stderr
     assert "data" in json.loads(reset.stdout)["removed"] and not (dev.home / "data").exists()
 

@@ -99,6 +99,6 @@ def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
             for key in step.expect:
                 assert key in both, f"{where}: expected a line with {key!r}\n{out.stdout}\n{out.stderr}"
     finally:
-        subprocess.run([ferry_executable(), "dev", "reset"], cwd=project, env=env, capture_output=True, timeout=120)
+        subprocess.run([ferry_executable(), "dev", "reset", "--yes"], cwd=project, env=env, capture_output=True, timeout=120)
         slowest = ", ".join(f"`{c}` {s:.1f}s" for s, c in sorted(timings, reverse=True)[:4])
         print(f"README tour: {len(timings)} commands in {time.monotonic() - started:.1f}s (slowest: {slowest})")

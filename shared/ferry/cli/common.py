@@ -23,8 +23,6 @@ from ferry import humane
 from ferry.cli.signin import SignIn, needs_token
 from ferry.errors import FerryError, InfraError, from_dict
 
-
-
 HOME_DIR = ".ferry"
 ANONYMOUS_HINT = "--as USER or FERRY_USER=USER"
 

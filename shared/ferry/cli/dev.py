@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import click
 
 from ferry.cli.common import Ctx, command, console, examples_epilog, ferry_home, stack_home, table
 from ferry.dev import health, ports, registry, stack
+from ferry.errors import BadRequest
 
 SECRETS = ("stack_secret",)
 
@@ -81,16 +83,21 @@ def register(main: click.Group) -> None:
                 console.print(f"[yellow]note:[/] {note}")
         ctx.emit(data, human)
 
-    @command(dev, "down", example=("ferry dev down", "ferry dev down --drain"))
-    @click.option("--drain", is_flag=True,
-                  help="Deliver every event type's undelivered events into the sink before stopping.")
+    @command(dev, "down", example=("ferry dev down", "ferry dev down --no-drain"))
+    @click.option("--drain/--no-drain", default=True, show_default=True,
+                  help="Deliver every event type's accepted, undelivered events into the sink before stopping "
+                       "(--no-drain throws them away, and says how many).")
     def down(ctx: Ctx, drain: bool) -> None:
         """Stop everything `ferry dev up` started in this FERRY_HOME (and nothing else), keeping its data:
-        documents, sink and logs come back with the next `ferry dev up`. Undelivered Pub/Sub messages
-        cannot survive: they are named before the stack stops (--drain delivers them first)."""
+        documents, sink and logs come back with the next `ferry dev up`. Accepted events are delivered
+        first (they cannot survive in the Pub/Sub emulator); if any are still lost, it says so and exits 4
+        — unless --no-drain asked to throw them away."""
         home = stack_home()
         result = stack.down(home, drain=drain)
         registry.unregister(home)
+        lost_events = {sub: u for sub, u in result.get("undelivered", {}).items()
+                       if u.get("event_type") and u.get("messages")}
+        result["lost_events"] = sum(int(u["messages"]) for u in lost_events.values())
 
         def human(d: dict[str, Any]) -> None:
             if "message" in d:
@@ -99,9 +106,15 @@ def register(main: click.Group) -> None:
             for name, n in d.get("drained", {}).items():
                 console.print(f"drained event type {name}: {n} event(s) delivered into the sink")
             for sub, u in d.get("undelivered", {}).items():
-                what = f"event type {u['event_type']}" if u.get("event_type") else "infra/"
-                console.print(f"[yellow]lost:[/] {u['messages']} undelivered message(s) in subscription {sub} "
-                              f"({what}) — `ferry dev down --drain` delivers event types first")
+                if not u.get("messages"):
+                    continue
+                if u.get("event_type"):
+                    verb = "threw away (--no-drain)" if not drain else "lost"
+                    console.print(f"[yellow]{verb}:[/] {u['messages']} accepted, undelivered event(s) of event type "
+                                  f"{u['event_type']} (subscription {sub})")
+                else:
+                    console.print(f"[yellow]lost:[/] {u['messages']} undelivered message(s) in subscription {sub} "
+                                  "(infra/; the Pub/Sub emulator keeps nothing)")
             for sub, n in d.get("held", {}).items():
                 console.print(f"held: {n} message(s) in {sub} (quarantined events or dead letters) — "
                               + ("kept: the next `ferry dev up` brings them back" if d.get("held_kept") else "lost"))
@@ -112,11 +125,22 @@ def register(main: click.Group) -> None:
             if d.get("exported"):
                 console.print(f"data kept in {d['exported']} — `ferry dev up` brings it back, `ferry dev reset` wipes it")
         ctx.emit(result, human)
+        if drain and result["lost_events"]:
+            click.secho(f"error: {result['lost_events']} accepted event(s) could not be delivered before the stack "
+                        "stopped (see above); `ferry dev down --no-drain` throws them away on purpose", fg="red", err=True)
+            raise SystemExit(4)
 
-    @command(dev, "reset", example="ferry dev reset")
-    def reset(ctx: Ctx) -> None:
-        """Stop the local stack if it runs and delete everything it kept (documents, sink, logs)."""
+    @command(dev, "reset", example=("ferry dev reset", "ferry dev reset --yes"))
+    @click.option("--yes", "-y", is_flag=True, help="Do not ask (required without a terminal).")
+    def reset(ctx: Ctx, yes: bool) -> None:
+        """Stop the local stack if it runs and delete everything it kept (documents, sink, logs): asks
+        first; without a terminal, --yes."""
         home = stack_home()
+        if not yes:
+            if not sys.stdin.isatty():
+                raise BadRequest(f"ferry dev reset deletes everything the local stack in {home} kept (documents, "
+                                 "sink, logs) and there is no terminal to ask: pass --yes")
+            click.confirm(f"Delete everything the local stack in {home} kept (documents, sink, logs)?", abort=True)
         result = stack.reset(home)
         registry.unregister(home)
         ctx.emit(result, lambda d: console.print(
