@@ -135,26 +135,51 @@ def register(main: click.Group) -> None:
         ctx.emit(result, human)
 
     @command(main, "validate", example=("ferry validate -f examples/",
-                                        "ferry validate -f workflows.yaml -f resources.yaml"))
+                                        "ferry validate -f workflows.yaml -f resources.yaml",
+                                        "ferry validate -f workflows.yaml --against-stack"))
     @click.option("-f", "--filename", "paths", multiple=True, required=True, type=click.Path(), help=FILES_HELP)
-    def validate(ctx: Ctx, paths: tuple[str, ...]) -> None:
+    @click.option("--strict", is_flag=True, help="Offline: a reference to an object not in the given files is an "
+                                                 "error (exit 3), not a warning.")
+    @click.option("--against-stack", is_flag=True,
+                  help="Also check references against what is applied (a dry-run apply on the API: local stack or "
+                       "--api); writes nothing.")
+    def validate(ctx: Ctx, paths: tuple[str, ...], strict: bool, against_stack: bool) -> None:
         """Check manifests offline — no stack, no network: the schema of every field (cron schedules,
         ISO 8601 durations such as PT2H, time zones), and the references between the given files.
+        A reference to an object that is not in the files (another team's endpoint, applied already)
+        is a warning, exit 0 — unless --strict; --against-stack resolves them against what is applied.
         Exit 3 naming file and field when anything is wrong (for CI and pre-commit hooks)."""
         try:
             sourced = loading.load_sourced(paths)
         except ValidationError as exc:
             raise ValidationError(exc.message.replace("; nothing was applied", ""), exc.details) from None
-        problems = offline_problems(sourced)
+        found = offline_problems(sourced)
+        warnings = [] if strict or against_stack else [p for p in found if p.get("reference")]
+        problems = [p for p in found if p not in warnings]
+        if against_stack:
+            try:
+                ctx.client.post("/v1/apply", {"manifests": [m.to_doc() for _, m in sourced], "dry_run": True,
+                                              "sources": [f for f, _ in sourced]})
+                problems = []  # the stack resolved every reference; anything else it would have refused
+            except ValidationError as exc:
+                problems = exc.details if isinstance(exc.details, list) else [{"reason": exc.message}]
         if problems:
             raise ValidationError(f"{len(problems)} problem(s) in manifests", problems)
         counts: dict[str, int] = {}
         for _, m in sourced:
             counts[m.kind] = counts.get(m.kind, 0) + 1
         files = len({f for f, _ in sourced})
-        ctx.emit({"valid": True, "files": files, "manifests": counts},
-                 lambda d: console.print(f"valid: {sum(counts.values())} manifest(s) in {humane.plural(files, 'file')} "
-                                         f"({', '.join(f'{n} {k}' for k, n in counts.items()) or 'none'})"))
+
+        def human(d: dict[str, Any]) -> None:
+            for w in d["warnings"]:
+                click.secho(f"warning: {w['file']}[{w['document']}] {w.get('kind')}/{w.get('name')} {w['field']}: "
+                            f"{w['reference']} is not in these files — fine if it is applied already "
+                            "(--against-stack checks, --strict refuses)", fg="yellow", err=True)
+            console.print(f"valid: {sum(counts.values())} manifest(s) in {humane.plural(files, 'file')} "
+                          f"({', '.join(f'{n} {k}' for k, n in counts.items()) or 'none'})"
+                          + (f", {humane.plural(len(d['warnings']), 'unresolved reference')}" if d["warnings"] else "")
+                          + (" — references checked against the stack" if against_stack else ""))
+        ctx.emit({"valid": True, "files": files, "manifests": counts, "warnings": warnings}, human)
 
     @command(main, "get", example=("ferry get endpoints", "ferry get workflow aggregate-plays -o yaml"))
     @click.argument("kind")

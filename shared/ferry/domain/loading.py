@@ -14,6 +14,10 @@ from ferry.domain.manifests import KINDS, Manifest
 from ferry.errors import ValidationError
 
 YAML_SUFFIXES = (".yaml", ".yml")
+STDIN = "-"  # ``-f -``: the manifests come on standard input
+# What the API adds to an object it returns (``ferry get -o yaml``), dropped on the way back in so the
+# output of ``get`` re-applies unchanged (as kubectl does with ``status``).
+SERVER_FIELDS = ("status", "usage")
 # libyaml's safe loader when PyYAML has it: the same documents, ~8x faster on big directories.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -26,6 +30,7 @@ class Problem:
     reason: str
     kind: str | None = None
     name: str | None = None
+    reference: str | None = None  # the object named that does not exist (offline: maybe applied already)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -59,6 +64,7 @@ def parse_document(doc: Any, file: str, index: int) -> tuple[Manifest | None, li
     if not isinstance(kind, str) or kind not in KINDS:  # an object or a list is no kind (nor hashable)
         reason = "missing kind" if kind is None else f"unknown kind {kind!r}"[:200]
         return None, [Problem(file, index, "kind", f"{reason}; kinds: {', '.join(KINDS)}", None, name)]
+    doc = {k: v for k, v in doc.items() if k not in SERVER_FIELDS}
     try:
         return KINDS[kind].model_validate(doc), []  # type: ignore[return-value]
     except pydantic.ValidationError as exc:
@@ -94,7 +100,11 @@ def parse_text(text: str, file: str) -> tuple[list[Manifest], list[Problem]]:
 
 def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
     files: list[Path] = []
-    for p in map(Path, paths):
+    for given in paths:
+        if str(given) == STDIN:
+            files.append(Path(STDIN))
+            continue
+        p = Path(given)
         if p.is_dir():
             files.extend(sorted(f for f in p.rglob("*") if f.suffix in YAML_SUFFIXES and f.is_file()))
         elif p.is_file():
@@ -119,14 +129,36 @@ def load_sourced(paths: Iterable[str | Path]) -> list[tuple[str, Manifest]]:
     sourced: list[tuple[str, Manifest]] = []
     problems: list[Problem] = []
     for f in manifest_files(paths):
-        found, bad = parse_text(f.read_text(encoding="utf-8"), str(f))
-        sourced.extend((str(f), m) for m in found)
+        text, unreadable = read_text(f)
+        if unreadable:
+            problems.append(unreadable)
+            continue
+        name = "(stdin)" if str(f) == STDIN else str(f)
+        found, bad = parse_text(text, name)
+        sourced.extend((name, m) for m in found)
         problems.extend(bad)
     problems.extend(duplicates([m for _, m in sourced]))
     if problems:
         raise ValidationError(f"{len(problems)} problem(s) in manifests; nothing was applied",
                               [p.to_dict() for p in problems])
     return sourced
+
+
+def read_text(f: Path) -> tuple[str, Problem | None]:
+    """The UTF-8 text of a manifest file (``-``: standard input), or the problem naming the file."""
+    import sys
+
+    name = "(stdin)" if str(f) == STDIN else str(f)
+    try:
+        raw = sys.stdin.buffer.read() if str(f) == STDIN else f.read_bytes()
+    except OSError as exc:
+        return "", Problem(name, 0, "(file)", f"cannot be read: {exc.strerror or exc}")
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return "", Problem(name, 0, "(file)", f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}): "
+                                               "manifests are UTF-8 YAML — re-save it as UTF-8 (e.g. `iconv -f latin1 "
+                                               "-t utf-8`), or is this a binary file?")
 
 
 def duplicates(manifests: list[Manifest]) -> list[Problem]:

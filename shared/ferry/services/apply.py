@@ -112,7 +112,7 @@ class ResourceReferences:
                     if not isinstance(res, Resource):
                         problems.append(Problem("(input)", i, f"spec.resources[{j}]",
                                                 f"resource {r!r} is not declared (apply a Resource named {r})",
-                                                m.kind, m.name))
+                                                m.kind, m.name, reference=f"Resource/{r}"))
                         continue
                     if res.metadata.owner is None:
                         continue  # an unowned Resource is a pool every team shares (docs/styx.md)
@@ -157,7 +157,7 @@ class EndpointReferences:
         stored = set(repo.get_many("Endpoint", wanted)) if wanted else set()
         return [Problem("(input)", i, field, f"endpoint {name!r} does not exist (apply an Endpoint named {name}"
                         + (f", or an EventType named {event_type_of(name)}" if event_type_of(name) else "") + ")",
-                        m.kind, m.name)
+                        m.kind, m.name, reference=f"Endpoint/{name}")
                 for i, m, field, name in refs if name not in declared and name not in stored]
 
     def ops(self, changes: Sequence[Change], now: datetime) -> list[Op]:
