@@ -64,7 +64,8 @@ def list_kind(call: Call, plural: str) -> dict[str, Any]:
 def get_one(call: Call, plural: str, name: str) -> dict[str, Any]:
     rec = call.services.manifests.get(KIND_BY_PLURAL[plural], name)
     if rec is None:
-        raise NotFound(f"{KIND_BY_PLURAL[plural]} {name!r} not found")
+        kind = KIND_BY_PLURAL[plural]
+        raise NotFound(f"{kind} {name!r} not found{call.services.manifests.did_you_mean(kind, name)}")
     return readable(call, rec.to_api())
 
 

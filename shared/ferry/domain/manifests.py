@@ -406,7 +406,12 @@ def kind_of(word: str) -> str:
     for kind, plural in PLURALS.items():
         if lowered in (kind.lower(), plural):
             return kind
-    raise ValueError(f"unknown kind {word!r}; kinds: {', '.join(PLURALS.values())}")
+    import difflib
+
+    words = [w for k, p in PLURALS.items() for w in (k.lower(), p)]
+    close = difflib.get_close_matches(lowered, words, n=1, cutoff=0.7)
+    hint = f" — did you mean {close[0]}?" if close else ""
+    raise ValueError(f"unknown kind {word!r}{hint}; kinds: {', '.join(PLURALS.values())}")
 
 
 def json_schema(kind: str) -> dict[str, Any]:

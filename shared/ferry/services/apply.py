@@ -299,7 +299,7 @@ class ApplyService:
         """
         rec, version = self.repo.get_versioned(kind, [name]).get(name, (None, None))
         if rec is None:
-            raise NotFound(f"{kind} {name!r} not found")
+            raise NotFound(f"{kind} {name!r} not found{self.repo.did_you_mean(kind, name)}")
         if kind == "Team":
             self.authorizer.check_team_change(actor, [name])
         self.authorizer.check(actor, [self.authorizer.owner_of(kind, rec.owner)], "delete")

@@ -67,6 +67,21 @@ class ManifestRepository:
         return {n: (ManifestRecord.from_doc(d), v)
                 for n, (d, v) in self.store.get_versioned(collection(kind), names).items()}
 
+    def did_you_mean(self, kind: str, name: str, scan: int = 2000) -> str:
+        """`` — did you mean X?`` for the stored ``kind`` name closest to a ``name`` that was not found
+        (among the first ``scan`` names), or ``""``."""
+        import difflib
+
+        names: list[str] = []
+        after = None
+        while len(names) < scan:
+            page, after = self.list(kind, limit=500, after=after)
+            names += [r.name for r in page]
+            if after is None:
+                break
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+        return f" — did you mean {close[0]}?" if close else ""
+
     def list(self, kind: str, owner: str | None = None, limit: int = 100,
              after: str | None = None) -> tuple[list[ManifestRecord], str | None]:
         """One page ordered by name; returns the page and the cursor of the next one (or None)."""

@@ -81,3 +81,15 @@ def test_a_file_that_is_not_utf8_is_exit_3_naming_it(api: str, tmp_path: Path, c
         assert r.exit_code == 3, r.output
         assert "m.yaml" in r.output and "is not UTF-8 text" in r.output
         assert "Traceback" not in r.output
+
+
+def test_unknown_names_and_kinds_get_a_did_you_mean(api: str, tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(TEAM + "---\n" + ENDPOINT)
+    assert ferry("apply", "-f", "m.yaml", "--api", api).exit_code == 0
+    for args in (("get", "endpoint", "plyas"), ("delete", "endpoint", "plyas"), ("land", "plyas", "2026-11-26T14")):
+        r = ferry(*args, "--api", api)
+        assert r.exit_code != 0 and "did you mean plays?" in r.output, (args, r.output)
+    r = ferry("get", "endponts", "--api", api)
+    assert r.exit_code == 3 and "did you mean endpoints?" in r.output
+    r = ferry("get", "endpoint", "zzz-nothing-like-it", "--api", api)
+    assert "not found" in r.output and "did you mean" not in r.output
