@@ -266,23 +266,53 @@ def make_ctx() -> Ctx:
 console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 
 
+# Columns whose values people copy into the next command: never cut, never wrapped.
+ID_COLUMNS = frozenset({"id", "name", "endpoint", "workflow", "instance", "partition", "parameter", "event_type",
+                        "event_id", "backfill", "component", "job", "subscription", "team", "channel", "kind"})
+SQUEEZED_WIDTH = 10  # what another column may shrink to (its text wraps) before columns are dropped
+
+
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | None = None,
           styles: dict[str, Callable[[Any], str]] | None = None) -> None:
-    """Print rows as a table for people (``--json`` prints the data instead)."""
+    """Print rows as a table for people (``--json`` prints the data instead).
+
+    It fits the terminal: id-like columns (ID_COLUMNS) keep their whole values; the others wrap, and
+    when even that does not fit, the last of them are dropped (named under the table; ``-o json`` has all).
+    """
+    texts = {c: [escape(humane.text(r.get(c))) for r in rows] for c in columns}
+    header = {c: c.upper().replace("_", " ") for c in columns}
+    natural = {c: max([len(header[c])] + [len(t) for t in texts[c]]) for c in columns}
+
+    def need(cols: Sequence[str]) -> int:  # borders and padding: 3 per column, 1 at the end
+        return sum((natural[c] if c in ID_COLUMNS else min(natural[c], SQUEEZED_WIDTH)) + 3 for c in cols) + 1
+
+    shown, hidden = list(columns), []
+    while need(shown) > console.width:
+        droppable = [c for c in shown[1:] if c not in ID_COLUMNS]
+        if not droppable:
+            break
+        drop = next((c for c in reversed(droppable) if c != "state"), droppable[-1])  # a state goes last
+        shown.remove(drop)
+        hidden.insert(0, drop)
     t = Table(title=title, show_lines=False, header_style="bold")
-    for c in columns:
-        t.add_column(c.upper().replace("_", " "))
-    for r in rows:
+    for c in shown:
+        if c in ID_COLUMNS:
+            t.add_column(header[c], no_wrap=True, min_width=natural[c])
+        else:
+            t.add_column(header[c], overflow="fold")
+    for i, r in enumerate(rows):
         cells = []
-        for c in columns:
-            v = r.get(c)
-            text = escape(humane.text(v))
+        for c in shown:
+            v, text = r.get(c), texts[c][i]
             style = (styles or {}).get(c)
             cells.append(f"[{style(v)}]{text}[/]" if style and style(v) else text)
         t.add_row(*cells)
     console.print(t)
     if not rows:
         console.print("(none)")
+    if hidden:
+        hidden.sort(key=list(columns).index)
+        console.print(f"(not shown at this width: {', '.join(header[c].lower() for c in hidden)}; -o json has them)")
 
 
 GLOBAL_HELP = ("Global options, anywhere on the line: -o table|json|yaml|csv (--json), --api URL, --stack HOME, "

@@ -92,7 +92,9 @@ def register(main: click.Group) -> None:
                     for r in d["endpoints"]]
             for r in rows:
                 r["incident"] = "; ".join(
-                    ([f"{r['incident']['count']} late"] if r.get("incident") else [])
+                    # the incident's own level (warn/error), the word `ferry alerts` shows: not "late"
+                    ([f"{r['incident']['level']}: {humane.plural(r['incident']['count'], 'partition')}"]
+                     if r.get("incident") else [])
                     + [f"{m['missing'] or 0:,} events missing in {m['partition']}" for m in r.get("missing_events") or []]
                 ) + (" (silenced)" if r.get("silenced") else "")
             table(rows, ["endpoint", "owner", "partitioning", "state", "last_landed", "lag", "incident", "recent"],

@@ -206,8 +206,9 @@ def register(main: click.Group) -> None:
         """Run a workflow over a range of past partitions."""
 
     @command(backfill, "create", formats=parameter_formats("START and END each"),
-             example=("ferry backfill create aggregate-plays 2026-11-01T00 2026-11-08T00 --concurrency 4",
-                      "ferry backfill create --downstream-of plays-hourly 2026-11-26T14 2026-11-26T15"))
+             example=("ferry backfill create aggregate-plays 2026-11-01T00 2026-11-08T00 \\\n"
+                      "      --concurrency 4",
+                      "ferry backfill create --downstream-of plays-hourly \\\n      2026-11-26T14 2026-11-26T15"))
     @click.argument("args", nargs=-1, metavar="WORKFLOW START END | --downstream-of ENDPOINT START END")
     @click.option("--downstream-of", "endpoint", default=None,
                   help="Re-run every workflow downstream of this endpoint for [START, END), in dependency order.")
