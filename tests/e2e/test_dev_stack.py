@@ -87,7 +87,8 @@ def test_status_shows_every_component_alive(dev: CliStack) -> None:
 
 def test_apply_then_get_lists_the_endpoints(dev: CliStack, tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(
-        "kind: Endpoint\nmetadata: {name: plays-hourly, owner: team-playback}\nspec: {partitioning: hourly}\n"
+        "kind: Team\nmetadata: {name: team-playback}\nspec: {members: [dev@example.com], admins: [dev@example.com]}\n"
+        "---\nkind: Endpoint\nmetadata: {name: plays-hourly, owner: team-playback}\nspec: {partitioning: hourly}\n"
         "---\nkind: Resource\nmetadata: {name: bigquery-slots}\nspec: {concurrency: 10}\n")
     (tmp_path / "b.yaml").write_text(
         "kind: Endpoint\nmetadata: {name: plays-daily, owner: team-playback}\nspec: {partitioning: daily}\n")

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from ferry.dev import emulators as emu
+from ferry.dev import stack as stack_mod
 from ferry.dev.harness import ferry_executable, run_cli
 from ferry.gabo.envelopes import iso
 from ferry.gabo.names import final_prefix
@@ -79,8 +80,11 @@ def _send(stack: Own, name: str, ids: list[str], at: str) -> dict[str, Any]:
 def test_pubsub_restart_is_healed_and_lost_events_are_reported_missing(own: Own) -> None:
     name = f"heal-{uuid.uuid4().hex[:6]}"
     manifest = own.home / f"{name}.json"
-    manifest.write_text(json.dumps({"kind": "EventType", "metadata": {"name": name, "owner": "team-e2e"},
-                                    "spec": {"schema": SCHEMA, "partitioning": "PT1M", "close_after": "PT10S"}}))
+    me = stack_mod.default_identity(own.home)  # who the CLI is on this stack (an owner must be a declared Team)
+    team = {"kind": "Team", "metadata": {"name": "team-e2e"}, "spec": {"members": [me], "admins": [me]}}
+    manifest.write_text(json.dumps(team) + "\n---\n" + json.dumps(
+        {"kind": "EventType", "metadata": {"name": name, "owner": "team-e2e"},
+         "spec": {"schema": SCHEMA, "partitioning": "PT1M", "close_after": "PT10S"}}))
     own.run("apply", "-f", str(manifest))
     start_t = t0()
     at = iso(start_t)
