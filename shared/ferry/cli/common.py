@@ -286,7 +286,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | N
     def need(cols: Sequence[str]) -> int:  # borders and padding: 3 per column, 1 at the end
         return sum((natural[c] if c in ID_COLUMNS else min(natural[c], SQUEEZED_WIDTH)) + 3 for c in cols) + 1
 
-    shown, hidden = list(columns), []
+    shown, hidden = list(columns), list[str]()
     while need(shown) > console.width:
         droppable = [c for c in shown[1:] if c not in ID_COLUMNS]
         if not droppable:
