@@ -172,9 +172,9 @@ def register(main: click.Group) -> None:
         ctx.emit(r, human)
 
     @command(main, "query", example=(
-        'ferry query "SELECT user_id, count(*) AS n FROM events.demo_click GROUP BY 1 ORDER BY n DESC"',
-        'ferry query -o csv "SELECT * FROM events.demo_click WHERE _period >= TIMESTAMP \'2026-12-07 10:00:00+00\'"',
-        'ferry query --max-bytes 1000000000 "SELECT count(*) FROM events.demo_click WHERE _period = ..."'))
+        'ferry query "SELECT user_id, count(*) AS n FROM events.demo_click \\\n      GROUP BY 1 ORDER BY n DESC"',
+        'ferry query -o csv "SELECT * FROM events.demo_click \\\n      WHERE _period >= TIMESTAMP \'2026-12-07 10:00:00+00\'"',
+        'ferry query --max-bytes 1000000000 \\\n      "SELECT count(*) FROM events.demo_click WHERE _period = ..."'))
     @click.argument("sql")
     @click.option("--max-rows", default=1000, show_default=True, type=click.IntRange(1, 10_000),
                   help="Rows shown at most (the rest are counted as truncated).")
