@@ -68,6 +68,8 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliStack]:
                         env=env, capture_output=True, text=True, timeout=180, cwd=home)
     assert up.returncode == 0, up.stderr
     state = json.loads(up.stdout)
+    assert "stack_secret" not in state, "dev up -o json prints no secret"
+    state["stack_secret"] = json.loads((home / "state.json").read_text())["stack_secret"]  # only the file has it
     try:
         yield CliStack(home, env, state)
     finally:
@@ -86,8 +88,9 @@ def test_status_shows_every_component_alive(dev: CliStack) -> None:
 
 
 def test_apply_then_get_lists_the_endpoints(dev: CliStack, tmp_path: Path) -> None:
+    me = dev.state["default_user"]  # who this CLI is on the stack; an owner must be a declared Team
     (tmp_path / "a.yaml").write_text(
-        "kind: Team\nmetadata: {name: team-playback}\nspec: {members: [dev@example.com], admins: [dev@example.com]}\n"
+        f"kind: Team\nmetadata: {{name: team-playback}}\nspec: {{members: [{me}], admins: [{me}]}}\n"
         "---\nkind: Endpoint\nmetadata: {name: plays-hourly, owner: team-playback}\nspec: {partitioning: hourly}\n"
         "---\nkind: Resource\nmetadata: {name: bigquery-slots}\nspec: {concurrency: 10}\n")
     (tmp_path / "b.yaml").write_text(
