@@ -32,7 +32,7 @@ def policy_for(manifests: ManifestRepository, endpoint: str) -> domain.Policy:
     """
     rec = manifests.get("Endpoint", endpoint)
     if rec is None:
-        raise NotFound(f"endpoint {endpoint!r} not found{services.manifests.did_you_mean('Endpoint', endpoint)}",
+        raise NotFound(f"endpoint {endpoint!r} not found{manifests.did_you_mean('Endpoint', endpoint)}",
                        {"endpoint": endpoint})
     return domain.Policy.from_spec(rec.name, rec.owner or "", rec.model_as(Endpoint).spec, rec.generation)
 

@@ -74,7 +74,7 @@ class StyxService:
     def workflow(self, name: str) -> tuple[Workflow, str | None]:
         rec = self.manifests.get("Workflow", name)
         if rec is None:
-            raise NotFound(f"workflow {name!r} not found{self.services.manifests.did_you_mean('Workflow', name)}")
+            raise NotFound(f"workflow {name!r} not found{self.manifests.did_you_mean('Workflow', name)}")
         return rec.model_as(Workflow), rec.owner
 
     @staticmethod
