@@ -28,7 +28,7 @@ class TickLimits:
     submissions_per_minute: int = 600
     gate_recheck: timedelta = timedelta(seconds=60)
     catch_up: int = 100            # natural triggers per workflow per tick, when far behind
-    due_workflows: int = 500      # due workflows per page of the natural-trigger stage
+    due_workflows: int = 200      # due workflows per page of the natural-trigger stage (its budget checks)
     queued: int = 1000
     holding: int = 5000
     threads: int = 8
