@@ -278,6 +278,25 @@ def _event_type_row(services: Services, rec: Any, now: datetime) -> dict[str, An
             "quarantine_topic": f"gabo-{rec.name}-quarantine"}
 
 
+def _table_of(g: Any, et: Any) -> dict[str, Any]:
+    """The type's table: its columns (from the schema) and a few rows of its newest closed period (the
+    local stack's sink; a deployment's rows are BigQuery's, not sampled here)."""
+    from ferry.gabo.tables import columns, query
+
+    cols = columns.columns(et.spec.schema_)
+    out: dict[str, Any] = {"table": f"{query.DATASET}.{query.table_name(et.name)}", "format": et.spec.format,
+                           "columns": [{"name": c.name, "type": c.describe(), "nullable": c.nullable} for c in cols.all],
+                           "sample": None}
+    try:
+        t = f"{query.DATASET}.{query.table_name(et.name)}"
+        out["sample"] = query.query_closed(g.sink, {et.name: et.spec.schema_},
+                                           f"SELECT * FROM {t} WHERE _period = (SELECT max(_period) FROM {t}) "
+                                           "ORDER BY _received_at, _id LIMIT 5").to_dict()
+    except Exception as exc:  # not local, or unreadable: the page shows the columns without rows
+        out["sample_error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
 def event_type(services: Services, name: str, now: datetime) -> dict[str, Any]:
     """One event type: its numbers (as on the list) and samples of what was quarantined and
     dead-lettered, with their reasons (a look at the hold subscriptions; nothing is consumed).
@@ -291,6 +310,7 @@ def event_type(services: Services, name: str, now: datetime) -> dict[str, Any]:
     et, rec = g.event_type(name)
     out: dict[str, Any] = {"name": et.name, "owner": rec.owner, "spec": et.spec,
                            "row": _event_type_row(services, rec, now)}
+    out.update(_table_of(g, et))
     for source in ("quarantine", "dead-letter"):
         try:
             out[source] = g.set_aside(name, source, limit=10)
