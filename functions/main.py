@@ -40,7 +40,7 @@ def ingest(request):  # type: ignore[no-untyped-def]
 def deliver(request):  # type: ignore[no-untyped-def]
     """One delivery work order pushed from gabo-work-orders; an exception means nack (redelivery)."""
     from ferry.api.push import serve_push
-    from ferry.gabo.service import deliver_pushed
+    from ferry.gabo.api import deliver_pushed
 
     return serve_push(request, "deliver", deliver_pushed)
 
@@ -58,7 +58,7 @@ def close_shard(request):  # type: ignore[no-untyped-def]
     """One close order pushed from gabo-close-orders: merge one shard, complete the period if it was the
     last. An exception means nack: Pub/Sub redelivers, then dead-letters (the period stays open, visible)."""
     from ferry.api.push import serve_push
-    from ferry.gabo.service import close_shard_pushed
+    from ferry.gabo.api import close_shard_pushed
 
     return serve_push(request, "close-shard", close_shard_pushed)
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ferry.gabo.delivery.broker import DeliveryBroker
     from ferry.gabo.delivery.sink import Sink
     from ferry.gabo.scaling.backlog import BacklogSource
+    from ferry.gabo.service import Gabo
     from ferry.notify.secrets import SecretStore
     from ferry.styx.launchers import Launcher
     from ferry.styx.service import StyxService
@@ -127,6 +128,18 @@ class Services:
 
         first = [a.strip() for a in os.environ.get("FERRY_ADMINS", "").split(",") if a.strip()]
         return Authorizer(self.manifests, self.settings.admin_team, first, require_teams=self.settings.require_teams)
+
+    @property
+    def gabo(self) -> Gabo:
+        """Gabo's facade on this root's ports (cheap: the adapters are the root's, each built once)."""
+        from ferry.gabo.provisioning.access import Access
+        from ferry.gabo.service import Gabo
+        from ferry.gabo.tables.bigquery import from_settings as tables_from
+
+        return Gabo(store=self.store, publisher=self.publisher, broker=self.broker, sink=self.sink,
+                    backlog_source=self.backlog_source, datamon=self.datamon, clock=self.clock,
+                    project=self.settings.project, access=Access.from_settings(self.settings),
+                    tables=tables_from(self.settings))
 
     @property
     def styx(self) -> StyxService:
@@ -272,9 +285,12 @@ def _identifier(services: Services) -> Identifier:
 
 
 def _gabo_hook(services: Services) -> ApplyHook:
+    from ferry.gabo.provisioning.access import Access
     from ferry.gabo.provisioning.provision import GaboApplyHook
+    from ferry.gabo.tables.bigquery import from_settings as tables_from
 
-    return GaboApplyHook(services)
+    return GaboApplyHook(services.store, lambda: services.broker, Access.from_settings(services.settings),
+                         lambda: services.gabo, lambda: tables_from(services.settings))
 
 
 def _datamon_hook(services: Services) -> ApplyHook:

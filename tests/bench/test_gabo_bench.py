@@ -59,7 +59,7 @@ def pct(values: list[float], p: float) -> float:
 def setup(project: str, tmp: Path, name: str = "bench") -> tuple[Services, Gabo, EventType]:
     svc = bootstrap(Settings(project=project, store="firestore", broker="pubsub", sink=f"file://{tmp}/sink"),
                     datamon=FakeDatamon("gabo"))  # the bench measures delivery, not landing
-    g = Gabo(svc)
+    g = svc.gabo
     et = EventType.model_validate({"metadata": {"name": name, "owner": "bench"},
                                    "spec": {"schema": SCHEMA, "partitioning": "PT1M", "max_event_bytes": 8192}})
     svc.apply.apply([et], datetime.now(UTC))  # records the type (and provisions it: Gabo's apply hook)

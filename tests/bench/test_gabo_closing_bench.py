@@ -51,7 +51,6 @@ from ferry.gabo.names import (
     shard_of,
     shard_prefix,
 )
-from ferry.gabo.service import Gabo
 from ferry.gabo.tables import parquet
 
 pytestmark = [pytest.mark.bench, pytest.mark.emulator, pytest.mark.timeout(3600)]
@@ -99,7 +98,7 @@ def close_full(project: str, tmp: Path, n: int, workers: int = 2) -> dict[str, A
     sink_dir = tmp / f"close-{n}"
     name = f"vol{n}"
     svc = bootstrap(Settings(project=project, store="firestore", broker="pubsub", sink=f"file://{sink_dir}"))
-    g = Gabo(svc)
+    g = svc.gabo
     et = EventType.model_validate({"metadata": {"name": name, "owner": "bench"},
                                    "spec": {"partitioning": "PT1M", "close_after": "PT10S"}})
     svc.apply.apply([et], START)

@@ -24,7 +24,6 @@ from ferry.domain.manifests import EventType
 from ferry.gabo import retention
 from ferry.gabo.delivery.broker import MemoryBroker
 from ferry.gabo.delivery.service import WorkOrder
-from ferry.gabo.service import Gabo
 
 pytestmark = pytest.mark.emulator
 
@@ -60,7 +59,7 @@ def test_documents_per_collection_after_a_soak_and_after_the_cleanup(emulators: 
     store = FirestoreStore(project_id)
     svc = bootstrap(Settings(store="memory", broker="memory", sink="file:///unused"), store=store, clock=clock,
                     broker=broker, sink=MemorySink(), datamon=Lands())
-    g = Gabo(svc)
+    g = svc.gabo
     types = [EventType.model_validate({"metadata": {"name": n, "owner": "team-a"},
                                        "spec": {"schema": {"type": "object"}, "partitioning": "PT1M",
                                                 "close_after": "PT10S"}}) for n in ("idle", "busy")]

@@ -30,7 +30,6 @@ from ferry.gabo.delivery.service import WorkOrder
 from ferry.gabo.envelopes import parse_body
 from ferry.gabo.ingest.ledger import Ledger
 from ferry.gabo.ingest.service import IngestService
-from ferry.gabo.service import Gabo
 
 pytestmark = [pytest.mark.bench, pytest.mark.emulator]
 
@@ -44,7 +43,7 @@ SCHEMA = {"type": "object", "required": ["user_id", "ms"],
 def test_ledger_benchmarks(emulators: Any, project_id: str, tmp_path: Path) -> None:
     svc = bootstrap(Settings(project=project_id, store="firestore", broker="pubsub", sink=f"file://{tmp_path}/sink"),
                     datamon=FakeDatamon("gabo"))
-    g = Gabo(svc)
+    g = svc.gabo
     now = datetime.now(UTC)
     svc.apply.apply([EventType.model_validate({"metadata": {"name": n, "owner": "bench"},
                                                "spec": {"schema": SCHEMA, "partitioning": "PT1M",

@@ -41,7 +41,7 @@ def env(tmp_path: Path) -> Iterator[tuple[Gabo, MemoryBroker, monitoring.FakeMet
                                  backlog="monitoring"), store=MemoryStore(), clock=clock, broker=broker,
                         sink=LocalSink(tmp_path / "sink"), datamon=FakeDatamon("gabo"),
                         backlog_source=CloudMonitoringBacklog("ferry-test", client))
-        g = Gabo(svc)
+        g = svc.gabo
         et = EventType.model_validate({"metadata": {"name": "play", "owner": "team-a"},
                                        "spec": {"schema": {"type": "object"}, "partitioning": "PT1M",
                                                 "close_after": "PT10S", "min_workers": 1, "max_workers": 8}})

@@ -129,14 +129,12 @@ def test_a_big_backlog_does_not_starve_a_small_type(own_stack: LocalStack) -> No
 
 
 def _progress(stack: LocalStack, name: str, since: datetime) -> dict[str, Any]:
-    from ferry.gabo.service import Gabo
 
-    return Gabo(stack.services()).progress(name, since, datetime.now(UTC))
+    return stack.services().gabo.progress(name, since, datetime.now(UTC))
 
 
 def _runs(stack: LocalStack, names: list[str], since: datetime) -> dict[str, list[tuple[str, Any]]]:
-    from ferry.gabo.service import Gabo
 
-    g = Gabo(stack.services())
+    g = stack.services().gabo
     return {n: [(str(r.get("started_at"))[11:19], r.get("written")) for r in g.state.recent_runs(n, since)]
             for n in names}

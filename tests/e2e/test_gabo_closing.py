@@ -92,9 +92,8 @@ def test_a_small_type_closes_without_waiting_for_a_big_one(stack: Any) -> None:
     time.sleep(5.5)
     sink = Path(stack.home) / "sink"
     markers = {t: sink / final_prefix(t, start, PT1M) / SUCCESS for t in (big, small)}
-    from ferry.gabo.service import gabo
 
-    g = gabo(stack.services())
+    g = stack.services().gabo
     held: list[CloseOrder] = []
     closer = g.closer()
     closer.publish = held.extend
@@ -117,9 +116,8 @@ def test_sigkilled_shard_worker_mid_merge_still_closes_once(stack: Any) -> None:
     after it wrote its first part: the retry (Pub/Sub's redelivery) completes the period once."""
     n, bits = 200_000, 1
     name, start, clock, staged = staged_type(stack, n, bits)
-    from ferry.gabo.service import gabo
 
-    g = gabo(stack.services())
+    g = stack.services().gabo
     captured: list[CloseOrder] = []
     closer = g.closer()
     closer.publish = captured.extend

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,7 +11,10 @@ from ferry.api.identity import cap_budget
 from ferry.api.router import Call, Router
 from ferry.errors import FerryError
 from ferry.gabo.delivery.service import WorkOrder
-from ferry.gabo.service import gabo
+from ferry.gabo.service import decode_close_order, decode_work_order
+
+if TYPE_CHECKING:
+    from ferry.bootstrap import Services
 
 router = Router()
 
@@ -44,7 +47,7 @@ class QueryRequest(_Strict):
 def query_engine(call: Call) -> dict[str, Any]:
     from ferry.gabo.tables import query
 
-    g = gabo(call.services)
+    g = call.services.gabo
     return {**query.engine_of(g.sink, call.services.settings.project),
             "tables": {query.table_name(et.name): f"{query.DATASET}.{query.table_name(et.name)}"
                        for et, _ in g.event_types()}}
@@ -56,7 +59,7 @@ def run_query(call: Call) -> dict[str, Any]:
     from ferry.gabo.tables import query
 
     req: QueryRequest = call.body(QueryRequest)
-    g = gabo(call.services)
+    g = call.services.gabo
     types = {et.name: et.spec.schema_ for et, _ in g.event_types()}
     return query.query_closed(g.sink, types, req.sql, req.max_rows).to_dict()
 
@@ -64,7 +67,7 @@ def run_query(call: Call) -> dict[str, Any]:
 @router.route("/v1/events", ("POST",), summary="Ingest events (JSON array or NDJSON of {type, id, time?, payload})",
               tag="gabo", max_body_bytes=MAX_INGEST_BODY)
 def ingest(call: Call) -> dict[str, Any]:
-    return gabo(call.services).ingest(call.raw_body, call.now(), stamp=call.now).to_dict()
+    return call.services.gabo.ingest(call.raw_body, call.now(), stamp=call.now).to_dict()
 
 
 @router.route("/v1/deliver", ("POST",), summary="Run one delivery work order now", body=WorkOrder, tag="gabo",
@@ -73,14 +76,14 @@ def deliver(call: Call) -> dict[str, Any]:
     order: WorkOrder = call.body(WorkOrder)
     order = order.model_copy(update={"budget_s": cap_budget(call.services, order.budget_s)})
     now = call.now() if call.services.settings.allow_clock_override else None
-    return gabo(call.services).deliver(order, now).to_dict()
+    return call.services.gabo.deliver(order, now).to_dict()
 
 
 @router.route("/v1/close", ("POST",), summary="Close every partition that may close now", body=CloseRequest,
               tag="gabo", operational="close")
 def close(call: Call) -> dict[str, Any]:
     req: CloseRequest = call.body(CloseRequest) if call.raw_body else CloseRequest()
-    g = gabo(call.services)
+    g = call.services.gabo
     out: dict[str, Any] = {"reports": [r.to_dict() for r in g.close(call.now(), req.event_type, req.inline)]}
     if req.event_type is None:  # the scheduled close (every type): then the records whose retention passed
         try:
@@ -95,7 +98,7 @@ def close(call: Call) -> dict[str, Any]:
 def scale(call: Call) -> dict[str, Any]:
     req: ScaleRequest = call.body(ScaleRequest) if call.raw_body else ScaleRequest()
     budget = cap_budget(call.services, req.budget_s)
-    g = gabo(call.services)
+    g = call.services.gabo
     try:  # first: a lost topic would fail the work orders' publish below
         reconciled: dict[str, Any] = g.reconcile(call.now())
     except FerryError as exc:
@@ -108,7 +111,7 @@ def scale(call: Call) -> dict[str, Any]:
               "workers now and at 10x the peak, headroom, shards, close cost per shard, verdict", tag="gabo")
 def capacity(call: Call) -> dict[str, Any]:
     name = call.query.get("event_type") or None
-    return {"capacity": [c.to_dict() for c in gabo(call.services).capacity(call.now(), name)]}
+    return {"capacity": [c.to_dict() for c in call.services.gabo.capacity(call.now(), name)]}
 
 
 @router.route("/v1/gabo/progress", ("GET",), summary="Delivered and closed since an instant, for one event type "
@@ -124,7 +127,7 @@ def progress(call: Call) -> dict[str, Any]:
         start = parse_iso(since)
     except ValueError:
         raise BadRequest(f"since is not an ISO instant with a time zone: {since!r}") from None
-    return gabo(call.services).progress(name, start, call.now())
+    return call.services.gabo.progress(name, start, call.now())
 
 
 class ReplayRequest(_Strict):
@@ -136,7 +139,7 @@ class ReplayRequest(_Strict):
               summary="Replay quarantined or dead-lettered events that are valid now (the type's owners)")
 def replay(call: Call, name: str) -> dict[str, Any]:
     req: ReplayRequest = call.body(ReplayRequest) if call.raw_body else ReplayRequest()
-    g = gabo(call.services)
+    g = call.services.gabo
     _, rec = g.event_type(name)
     call.services.authorizer.check(call.actor, [rec.owner], "replay events of")
     return g.replay(name, req.from_, call.now(), req.since)
@@ -166,11 +169,27 @@ def dead_letters_replay(call: Call) -> dict[str, Any]:
 @router.route("/v1/eventtypes/<name>/set-aside", tag="gabo",
               summary="Samples of quarantined (?from=dead-letter: dead-lettered) messages with their reasons")
 def set_aside(call: Call, name: str) -> dict[str, Any]:
-    return gabo(call.services).set_aside(name, call.arg("from") or "quarantine", call.int_arg("limit", 20, 1, 100))
+    return call.services.gabo.set_aside(name, call.arg("from") or "quarantine", call.int_arg("limit", 20, 1, 100))
 
 
 @router.route("/v1/gabo/types/<name>/darkload", tag="gabo",
               summary="Darkload report: per closed partition (?partition=, else the recent ones), the shadow's ids "
                       "and counts against the sampled subset of the primary's; a mismatch alerts the owner once")
 def darkload(call: Call, name: str) -> dict[str, Any]:
-    return gabo(call.services).darkload_report(name, call.now(), call.arg("partition") or None)
+    return call.services.gabo.darkload_report(name, call.now(), call.arg("partition") or None)
+
+
+# -- pushed orders (the deliver and close-shard functions' bodies) ----------------------------------
+
+def deliver_pushed(services: Services, data: bytes, attributes: dict[str, str]) -> None:
+    """The ``deliver`` function's body: one pushed work order, its budget capped to the function's
+    timeout. Raises on anything that should be redelivered (a malformed order ends in the dead letter)."""
+    order = decode_work_order(data)
+    services.gabo.deliver(order.model_copy(update={"budget_s": cap_budget(services, order.budget_s)}))
+
+
+def close_shard_pushed(services: Services, data: bytes, attributes: dict[str, str]) -> None:
+    """The ``close-shard`` function's body: one pushed close order. Raises on anything that should be
+    redelivered (the period stays open; after the subscription's attempts the order is dead-lettered)."""
+    order = decode_close_order(data)
+    services.gabo.close_shard(order, order.clock_now(services))

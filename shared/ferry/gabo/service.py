@@ -48,14 +48,17 @@ from ferry.gabo.scaling.capacity import Capacity, CapacityInputs, plan
 from ferry.gabo.scaling.scaler import ScaleInputs, decide_workers, fair_shares, interleave
 from ferry.gabo.state import GaboState
 from ferry.gabo.tables.bigquery import Tables
-from ferry.gabo.tables.bigquery import from_settings as tables_from
 from ferry.notify import messages as msgs
 from ferry.store.base import Op
-from ferry.store.manifests import ManifestRecord
+from ferry.store.manifests import ManifestRecord, ManifestRepository
 
 if TYPE_CHECKING:
-    from ferry.bootstrap import Services
+    from ferry.broker.base import Publisher
+    from ferry.clock import Clock
+    from ferry.datamon.port import Datamon
     from ferry.gabo.ingest.service import IngestResult
+    from ferry.gabo.provisioning.access import Access
+    from ferry.store.base import DocumentStore
 
 logger = log.get("gabo")
 # How far back the darkload shadow's first close looks for empty periods to close (see _close_stream).
@@ -63,47 +66,58 @@ SHADOW_CATCH_UP = timedelta(days=1)
 
 
 class Gabo:
-    """Gabo's operations on the adapters ``services`` holds (broker, sink, backlog source, Datamon's port)."""
+    """Gabo's operations on the ports they use.
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    Args:
+        store: the document store (Gabo's records, the ledger, the manifests).
+        publisher: where events, work orders, close orders and alerts are published.
+        broker: the types' topics and subscriptions, and the pull of delivery and replay.
+        sink: where staging objects and closed partitions are written.
+        backlog_source: the scaler's and the closer's view of a subscription's backlog.
+        datamon: Datamon's port, where a closed period lands.
+        clock: the time of delivery runs.
+        project: the cloud project the reconcile names resources in.
+        access: who publishes to and subscribes from a type's resources.
+        tables: where a Parquet type's table is kept (BigQuery in a deployment; None locally).
+    """
+
+    def __init__(self, *, store: DocumentStore, publisher: Publisher, broker: DeliveryBroker, sink: Sink,
+                 backlog_source: BacklogSource, datamon: Datamon, clock: Clock, project: str,
+                 access: Access, tables: Tables | None = None) -> None:
+        self.store = store
+        self.manifests = ManifestRepository(store)
+        self.publisher = publisher
+        self.broker = broker
+        self.sink = sink
+        self.backlog_source = backlog_source
+        self.datamon = datamon
+        self.clock = clock
+        self.project = project
+        self.access = access
+        # The deployment's BigQuery tables (None locally): a closed period is loaded after its _SUCCESS.
+        self.tables = tables
         # Completeness joins closing here: the ingest ledger's gate (see ferry.gabo.ingest.ledger).
-        self.close_gate: CloseGate = LedgerGate(Ledger(services.store),
-                                                lambda topic, messages: services.publisher.publish(topic, messages))
+        self.close_gate: CloseGate = LedgerGate(Ledger(store),
+                                                lambda topic, messages: publisher.publish(topic, messages))
         self.completion_gate: CompletionGate = complete_always
         # The darkload shadow closes on its own watermark once no ingest into the period is in flight; it
         # never waits for (nor alerts on) the primary's completeness: the darkload report compares them.
-        self.shadow_gate: CloseGate = InFlightGate(Ledger(services.store))
-        # The deployment's BigQuery tables (None locally): a closed period is loaded after its _SUCCESS.
-        self.tables: Tables | None = tables_from(services.settings)
-
-    @property
-    def broker(self) -> DeliveryBroker:
-        return self.services.broker
-
-    @property
-    def sink(self) -> Sink:
-        return self.services.sink
+        self.shadow_gate: CloseGate = InFlightGate(Ledger(store))
 
     @property
     def state(self) -> GaboState:
-        return GaboState(self.services.store)
+        return GaboState(self.store)
 
     def state_of(self, stream: str) -> GaboState:
         """The records of ``stream`` (the primary's, or the darkload shadow's collections)."""
-        return GaboState(self.services.store, stream)
+        return GaboState(self.store, stream)
 
     def sink_of(self, stream: str) -> Sink:
         """Where ``stream`` stages and closes: the sink, or its ``darkload/`` prefix for the shadow."""
         return within(self.sink, sink_root(stream))
 
-    @property
-    def backlog_source(self) -> BacklogSource:
-        """Workers' pull statistics or Cloud Monitoring (``settings.backlog``, chosen by the composition root)."""
-        return self.services.backlog_source
-
     def event_type(self, name: str) -> tuple[EventType, ManifestRecord]:
-        rec = self.services.manifests.get("EventType", name)
+        rec = self.manifests.get("EventType", name)
         if rec is None:
             raise NotFound(f"event type {name!r} not found (apply an EventType named {name})")
         return rec.model_as(EventType), rec
@@ -111,7 +125,7 @@ class Gabo:
     def event_types(self, name: str | None = None) -> list[tuple[EventType, ManifestRecord]]:
         if name:
             return [self.event_type(name)]
-        return [(r.model_as(EventType), r) for r in self.services.manifests.all("EventType")]
+        return [(r.model_as(EventType), r) for r in self.manifests.all("EventType")]
 
     # ------------------------------------------------------------------------------------ operations
     def ingest(self, raw: bytes, now: datetime, stamp: Callable[[], datetime] | None = None) -> IngestResult:
@@ -120,8 +134,8 @@ class Gabo:
         from ferry.gabo.ingest.service import IngestService  # jsonschema: not for delivery workers
 
         items = parse_body(raw)
-        return IngestService(self.services.manifests, self.services.publisher,
-                             Ledger(self.services.store)).ingest(items, now, stamp)
+        return IngestService(self.manifests, self.publisher,
+                             Ledger(self.store)).ingest(items, now, stamp)
 
     def warm(self) -> None:
         """Build the clients a delivery run uses and open the store's connection: process start-up (paid
@@ -131,17 +145,17 @@ class Gabo:
 
         if isinstance(self.broker, PubSubBroker):
             _ = self.broker.subscriber
-        self.services.store.get(RUNS, "-warm-up-")
+        self.store.get(RUNS, "-warm-up-")
 
     def deliver(self, order: WorkOrder, now: datetime | None = None) -> DeliveryReport:
         """Run one delivery work order (``now`` shifts this run's clock: local time travel only)."""
         et, _ = self.event_type(order.event_type)
-        clock = OffsetClock(now, self.services.clock) if now is not None else self.services.clock
+        clock = OffsetClock(now, self.clock) if now is not None else self.clock
         if order.stream != PRIMARY and et.spec.darkload <= 0:
             raise BadRequest(f"event type {et.name} has no darkload shadow (spec.darkload is 0)")
         if order.shard_bits is None:
             order = order.model_copy(update={"shard_bits": self.shard_bits(et, clock.now(), order.stream)})
-        worker = DeliveryWorker(self.broker, self.sink_of(order.stream), lambda: self.services.publisher,
+        worker = DeliveryWorker(self.broker, self.sink_of(order.stream), lambda: self.publisher,
                                 self.state_of(order.stream), clock)
         return worker.run(order, et)
 
@@ -159,12 +173,12 @@ class Gabo:
         """The closer of ``stream``: the primary lands in Datamon behind the ledger's gates; the darkload
         shadow closes into its prefix with records of its own, lands nothing and alerts nobody."""
         def publish(orders: list[CloseOrder]) -> None:
-            self.services.publisher.publish(CLOSE_ORDERS_TOPIC, [
+            self.publisher.publish(CLOSE_ORDERS_TOPIC, [
                 Message(o.model_dump_json().encode(), {"event_type": o.event_type, "stream": o.stream})
                 for o in orders])
 
         if stream == PRIMARY:
-            return Closer(self.sink, self.state, self.services.datamon, self.backlog_source, publish, self.close_gate,
+            return Closer(self.sink, self.state, self.datamon, self.backlog_source, publish, self.close_gate,
                           completion_gate=self.completion_gate, tables=self.tables)
         return Closer(self.sink_of(stream), self.state_of(stream), None, self.backlog_source.for_stream(stream),
                       publish, self.shadow_gate)
@@ -218,7 +232,7 @@ class Gabo:
         staging objects waiting for a close."""
         cadence = periods.partitioning(et.spec.partitioning)
         cursor = self.state.cursor(et.name) or cadence.floor(created_at)
-        ledger = Ledger(self.services.store)
+        ledger = Ledger(self.store)
         accepted = ledger.accepted_since(et.name, cursor)
         starts = [parse_partition_key(k) for k in accepted]
         closed = set(self.state.closed(et.name, starts))
@@ -233,8 +247,8 @@ class Gabo:
         """Deliver until the ledger says every accepted event is delivered (or ``budget_s`` is spent),
         then close every period up to the current one (the ledger's gate is the evidence); returns
         what was done and what is still outstanding."""
-        worker = DeliveryWorker(self.broker, self.sink, lambda: self.services.publisher, self.state,
-                                self.services.clock)
+        worker = DeliveryWorker(self.broker, self.sink, lambda: self.publisher, self.state,
+                                self.clock)
         end = time.monotonic() + budget_s
         written, runs = 0, 0
         while True:
@@ -268,28 +282,27 @@ class Gabo:
                 except Exception as exc:  # noqa: BLE001 - the next run tries again
                     log.event(logger, log.WARNING, f"cleaning up {et.name} failed: {exc}",
                               labels={"event_type": et.name, "stream": stream})
-        for doc_id, doc in self.services.store.query(retention.DELETED_TYPES):
+        for doc_id, doc in self.store.query(retention.DELETED_TYPES):
             if doc.get("event_type") in applied or now < _utc(doc["keep_until"]):
                 continue
-            if retention.clean_deleted(self.services.store, doc["event_type"], out):
-                self.services.store.write([Op.delete(retention.DELETED_TYPES, doc_id)])
+            if retention.clean_deleted(self.store, doc["event_type"], out):
+                self.store.write([Op.delete(retention.DELETED_TYPES, doc_id)])
                 out.deleted_types.append(doc["event_type"])
         return out.to_dict()
 
     def reconcile(self, now: datetime) -> dict[str, Any]:
         """Recreate missing topics and subscriptions (``infra/``'s and the applied types'); see
         :mod:`ferry.gabo.provisioning.reconcile`. Returns what it recreated."""
-        from ferry.gabo.provisioning.access import Access
         from ferry.gabo.provisioning.reconcile import FORCED_DELETES, declared, reconcile, stack_secret
 
         infra, urls = declared()
         from ferry.gabo.retention import DELETED_TYPES
 
-        forced = [d for _, d in self.services.store.query(FORCED_DELETES)]
-        deleted = [d for _, d in self.services.store.query(DELETED_TYPES)]
+        forced = [d for _, d in self.store.query(FORCED_DELETES)]
+        deleted = [d for _, d in self.store.query(DELETED_TYPES)]
         return reconcile(self.broker, infra, [et for et, _ in self.event_types()], urls,
-                         self.services.settings.project, forced, now,
-                         Access.from_settings(self.services.settings), deleted,
+                         self.project, forced, now,
+                         self.access, deleted,
                          secret=stack_secret()).to_dict()
 
     def dead_letters(self) -> list[dict[str, Any]]:
@@ -379,7 +392,7 @@ class Gabo:
                           inputs=inputs.to_dict())
                 records[stream][et.name] = record
         if publish and queue:
-            self.services.publisher.publish(WORK_ORDERS_TOPIC, [
+            self.publisher.publish(WORK_ORDERS_TOPIC, [
                 Message(o.model_dump_json().encode(), {"event_type": o.event_type, "stream": o.stream}) for o in queue])
         out = []
         for et, _ in types:
@@ -476,14 +489,14 @@ class Gabo:
                 continue
             key = f"capacity:{events_endpoint(c.event_type)}:{now:%Y-%m-%d}"
             try:
-                self.services.store.write([Op.create("gabo_capacity_alerts", key.replace("/", "_"),
+                self.store.write([Op.create("gabo_capacity_alerts", key.replace("/", "_"),
                                                      {"event_type": c.event_type, "at": now, "verdict": c.verdict})])
             except Conflict:
                 continue
             summary = f"{events_endpoint(c.event_type)}: {c.verdict} (peak {c.peak_eps:.0f} events/s, owner {c.owner})"
             m = msgs.alert_message(c.owner, key, summary, severity="warning", kind="capacity",
                                    subject=events_endpoint(c.event_type), source="ferry-gabo", details=c.to_dict())
-            self.services.publisher.publish(msgs.ALERTS_TOPIC, [
+            self.publisher.publish(msgs.ALERTS_TOPIC, [
                 Message(m.data, {**m.attributes, "endpoint": events_endpoint(c.event_type)})])
             log.event(logger, log.WARNING, summary, labels={"event_type": c.event_type, "owner": c.owner},
                       capacity=c.to_dict())
@@ -538,11 +551,6 @@ def _utc(v: Any) -> datetime:
     return v if isinstance(v, datetime) else parse_iso(str(v))
 
 
-def gabo(services: Services) -> Gabo:
-    """Gabo's facade on ``services`` (cheap: the adapters are the services')."""
-    return Gabo(services)
-
-
 def decode_work_order(data: bytes) -> WorkOrder:
     return WorkOrder.model_validate(json.loads(data))
 
@@ -551,20 +559,4 @@ def decode_close_order(data: bytes) -> CloseOrder:
     return CloseOrder.model_validate(json.loads(data))
 
 
-def deliver_pushed(services: Services, data: bytes, attributes: dict[str, str]) -> None:
-    """The ``deliver`` function's body: one pushed work order, its budget capped to the function's
-    timeout. Raises on anything that should be redelivered (a malformed order ends in the dead letter)."""
-    from ferry.api.identity import cap_budget
-
-    order = decode_work_order(data)
-    gabo(services).deliver(order.model_copy(update={"budget_s": cap_budget(services, order.budget_s)}))
-
-
-def close_shard_pushed(services: Services, data: bytes, attributes: dict[str, str]) -> None:
-    """The ``close-shard`` function's body: one pushed close order. Raises on anything that should be
-    redelivered (the period stays open; after the subscription's attempts the order is dead-lettered)."""
-    order = decode_close_order(data)
-    gabo(services).close_shard(order, order.clock_now(services))
-
-
-__all__ = ["Gabo", "gabo", "decode_work_order", "decode_close_order", "deliver_pushed", "close_shard_pushed"]
+__all__ = ["Gabo", "decode_work_order", "decode_close_order"]

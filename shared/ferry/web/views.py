@@ -304,9 +304,8 @@ def event_type(services: Services, name: str, now: datetime) -> dict[str, Any]:
     Raises:
         NotFound: no such event type.
     """
-    from ferry.gabo.service import Gabo
 
-    g = Gabo(services)
+    g = services.gabo
     et, rec = g.event_type(name)
     out: dict[str, Any] = {"name": et.name, "owner": rec.owner, "spec": et.spec,
                            "row": _event_type_row(services, rec, now)}

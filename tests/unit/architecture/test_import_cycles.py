@@ -76,17 +76,8 @@ def test_strongly_connected_finds_a_cycle_and_only_cycles() -> None:
     assert strongly_connected(edges, edges.__getitem__) == [["a", "b", "c"]]
 
 
-# Being broken (issue 19): subsystems that take the composition root's whole ``Services`` (a type-only
-# import of ``ferry.bootstrap``) while the root builds them. This list only shrinks.
-KNOWN: list[list[str]] = [
-    ["ferry.bootstrap", "ferry.gabo.darkload.service", "ferry.gabo.provisioning.provision",
-     "ferry.gabo.replay.service", "ferry.gabo.service"],
-]
-
-
 def test_the_import_graph_has_no_cycle() -> None:
     graph = grimp.build_graph("ferry", include_external_packages=False, exclude_type_checking_imports=False)
-    cycles = [c for c in strongly_connected(graph.modules, graph.find_modules_directly_imported_by)
-              if not any(set(c) <= set(k) for k in KNOWN)]
+    cycles = strongly_connected(graph.modules, graph.find_modules_directly_imported_by)
     report = [f"{len(c)} modules: {', '.join(c)}\n" + "\n".join(describe(graph, c)) for c in cycles]
     assert not cycles, "import cycles (type-only imports count):\n" + "\n".join(report)

@@ -21,7 +21,6 @@ from ferry.domain.manifests import EventType
 from ferry.gabo.delivery.service import WorkOrder
 from ferry.gabo.delivery.sink import LocalSink
 from ferry.gabo.ingest.ledger import IN_FLIGHT_TTL, LEDGER, Ledger
-from ferry.gabo.service import Gabo
 from ferry.store.base import Where
 from ferry.store.memory import MemoryStore
 
@@ -58,7 +57,7 @@ class Stack:
         self.svc: Services = bootstrap(Settings(store="memory", broker="memory", sink=f"file://{tmp}/sink"),
                                        store=MemoryStore(), clock=self.clock, broker=self.broker,
                                        sink=sink or LocalSink(tmp / "sink"), datamon=Lands())
-        self.g = Gabo(self.svc)
+        self.g = self.svc.gabo
         self.tmp = tmp
         et = EventType.model_validate({"metadata": {"name": "play", "owner": "team-a"},
                                        "spec": {"schema": SCHEMA, "format": "ndjson", "partitioning": "PT1M", "close_after": "PT10S",

@@ -12,7 +12,6 @@ from ferry.config import Settings
 from ferry.domain.manifests import EventType
 from ferry.gabo.delivery.broker import MemoryBroker
 from ferry.gabo.provisioning.access import PUBLISHER, SUBSCRIBER, Access
-from ferry.gabo.service import Gabo
 from ferry.store.memory import MemoryStore
 
 from .test_gabo_service import T0
@@ -75,7 +74,7 @@ def test_the_reconcile_grants_again_on_what_it_recreated(tmp_path: Path) -> None
     broker = MemoryBroker()
     svc = _services(tmp_path, broker, gabo_publishers=INGEST, gabo_subscribers=WORKER, pubsub_agent=AGENT)
     svc.apply.apply([_type(), _type("views")], T0)
-    g = Gabo(svc)
+    g = svc.gabo
     g.reconcile(T0)
     del broker.topics["gabo-clicks"], broker.subs["gabo-clicks-delivery"]
     del broker.policies[("topic", "gabo-clicks")], broker.policies[("subscription", "gabo-clicks-delivery")]

@@ -13,7 +13,6 @@ from ferry.domain import periods
 from ferry.errors import InfraError
 from ferry.gabo.closing.decide import PUBLISH_SLACK, closable, metric_watermark
 from ferry.gabo.scaling.backlog import CloudMonitoringBacklog, PullStatsBacklog, metric_filter, open_backlog
-from ferry.gabo.service import Gabo
 from ferry.gabo.state import GaboState
 from ferry.store.memory import MemoryStore
 
@@ -55,7 +54,7 @@ def test_the_source_is_chosen_from_settings_in_one_place() -> None:
         open_backlog("metrics", state, "p")
     for kind, cls in (("pull", PullStatsBacklog), ("monitoring", CloudMonitoringBacklog)):
         svc = bootstrap(Settings(store="memory", broker="memory", backlog=kind), clock=FixedClock(T))
-        assert isinstance(Gabo(svc).backlog_source, cls)
+        assert isinstance(svc.gabo.backlog_source, cls)
 
 
 def test_default_is_pull(monkeypatch: pytest.MonkeyPatch) -> None:

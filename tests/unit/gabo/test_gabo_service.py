@@ -50,7 +50,7 @@ def env(tmp_path: Path) -> tuple[Services, Gabo, MemoryBroker, Lands, FixedClock
     lands = Lands()
     svc = bootstrap(Settings(store="memory", broker="memory", sink=f"file://{tmp_path}/sink"), store=MemoryStore(),
                     clock=clock, broker=broker, sink=LocalSink(tmp_path / "sink"), datamon=lands)
-    g = Gabo(svc)
+    g = svc.gabo
 
     et = EventType.model_validate({"metadata": {"name": "play", "owner": "team-a"},
                                    "spec": {"schema": SCHEMA, "partitioning": "PT1M", "close_after": "PT10S",
@@ -303,8 +303,8 @@ def test_a_spent_budget_still_gets_an_answered_pull_and_unanswered_pulls_are_no_
     svc, g, broker, _, clock = env
     slow = SlowStart(clock, unanswered=2)
     slow.topics, slow.subs = broker.topics, broker.subs
-    g2 = Gabo(bootstrap(svc.settings, store=svc.store, clock=clock, broker=slow, publisher=svc.publisher,
-                        sink=g.sink, datamon=Lands()))
+    g2 = bootstrap(svc.settings, store=svc.store, clock=clock, broker=slow, publisher=svc.publisher,
+                   sink=g.sink, datamon=Lands()).gabo
     g.ingest(body([ev(i) for i in range(500)]), T0)
     clock.set(T0 + timedelta(seconds=30))  # the events wait: the worker is behind them
     r = g2.deliver(WorkOrder(event_type="play", budget_s=1e-9, max_messages=10))

@@ -12,7 +12,7 @@ import json
 
 from ferry.bootstrap import process_services
 from ferry.gabo.closing.merge import MAX_PART_BYTES
-from ferry.gabo.service import decode_close_order, gabo
+from ferry.gabo.service import decode_close_order
 from ferry.log import peak_rss_mb
 
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-part-bytes", type=int, default=MAX_PART_BYTES)
     a = p.parse_args(argv)
     svc = process_services()
-    g = gabo(svc)
+    g = svc.gabo
     order = decode_close_order(a.order.encode())
     et, _ = g.event_type(order.event_type)
     closer = g.closer(order.stream)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ferry import log
 from ferry.domain import periods
@@ -40,9 +40,26 @@ from ferry.notify import messages as msgs
 from ferry.store.base import Op
 
 if TYPE_CHECKING:
-    from ferry.gabo.service import Gabo
+    from ferry.broker.base import Publisher
+    from ferry.gabo.state import GaboState
+    from ferry.store.base import DocumentStore
+    from ferry.store.manifests import ManifestRecord
 
 logger = log.get("gabo.darkload")
+
+
+class Streams(Protocol):
+    """What the report uses of Gabo's facade (``ferry.gabo.service.Gabo``): a type, each stream's records
+    and sink, the store its results are kept in and the publisher of its alerts."""
+
+    store: DocumentStore
+    publisher: Publisher
+
+    def event_type(self, name: str) -> tuple[EventType, ManifestRecord]: ...
+
+    def state_of(self, stream: str) -> GaboState: ...
+
+    def sink_of(self, stream: str) -> Sink: ...
 
 MAX_NAMED = 20  # ids named per side of a mismatch (every one is counted)
 ALERTS, RESULTS = "gabo_darkload_alerts", "gabo_darkload_results"
@@ -121,7 +138,7 @@ def compare_partition(primary: Sink, shadow: Sink, prefix: str, primary_bits: in
     return total
 
 
-def report(g: Gabo, name: str, now: datetime, partition: str | None = None, limit: int = RECENT,
+def report(g: Streams, name: str, now: datetime, partition: str | None = None, limit: int = RECENT,
            budget_s: float = BUDGET_S) -> dict[str, Any]:
     """Per closed partition of ``name`` (``partition``, or those of the last ``limit`` periods before now):
     the shadow's ids and counts against the sampled subset of the primary's; a mismatch alerts the owner
@@ -146,7 +163,7 @@ def report(g: Gabo, name: str, now: datetime, partition: str | None = None, limi
             t = cadence.prev(t)
             starts.append(t)
     sides = {s: g.state_of(s).closed(name, starts) for s in STREAMS}
-    kept = g.services.store.get_many(RESULTS, [result_id(name, cadence.format(t)) for t in starts])
+    kept = g.store.get_many(RESULTS, [result_id(name, cadence.format(t)) for t in starts])
     deadline = time.monotonic() + budget_s
     rows = []
     for start in starts:
@@ -164,7 +181,7 @@ def result_id(name: str, param: str) -> str:
     return f"{name}~{param.replace('/', '_')}"
 
 
-def _partition_row(g: Gabo, et: EventType, cadence: periods.Cadence, start: datetime,
+def _partition_row(g: Streams, et: EventType, cadence: periods.Cadence, start: datetime,
                    docs: dict[str, dict[str, Any] | None], now: datetime, kept: dict[str, dict[str, Any]],
                    deadline: float) -> dict[str, Any]:
     param = cadence.format(start)
@@ -187,7 +204,7 @@ def _partition_row(g: Gabo, et: EventType, cadence: periods.Cadence, start: date
     row: dict[str, Any] = {"partition": param, "state": "match" if cmp.matches else "mismatch", **cmp.to_dict(),
                            "primary_shards": 1 << bits[PRIMARY], "shadow_shards": 1 << bits[DARKLOAD],
                            "compared_shards": 1 << min(bits.values())}
-    g.services.store.write([Op.set(RESULTS, result_id(et.name, param), {
+    g.store.write([Op.set(RESULTS, result_id(et.name, param), {
         "event_type": et.name, "partition": param, "version": version, "at": now, "row": row})])
     if not cmp.matches:
         row["alerted"] = alert(g, et, param, cmp, now)
@@ -204,22 +221,22 @@ def summary(et: EventType, param: str, cmp: Comparison) -> str:
             f"{cmp.shadow:,}, sampled primary {cmp.sampled:,} of {cmp.primary:,}")
 
 
-def alert(g: Gabo, et: EventType, param: str, cmp: Comparison, now: datetime) -> bool:
+def alert(g: Streams, et: EventType, param: str, cmp: Comparison, now: datetime) -> bool:
     """Alert the type's owner of a mismatch, once per partition. Returns whether this call raised it."""
     key = result_id(et.name, param)
     text = summary(et, param, cmp)
     try:
-        g.services.store.write([Op.create(ALERTS, key, {"event_type": et.name, "partition": param, "at": now,
+        g.store.write([Op.create(ALERTS, key, {"event_type": et.name, "partition": param, "at": now,
                                                         "summary": text, **cmp.to_dict()})])
     except Conflict:
         return False  # raised already, by an earlier report
     endpoint = events_endpoint(et.name)
     try:
-        g.services.publisher.publish(msgs.ALERTS_TOPIC, [msgs.alert_message(
+        g.publisher.publish(msgs.ALERTS_TOPIC, [msgs.alert_message(
             et.metadata.owner, f"darkload:{endpoint}@{param}", text, severity="warning", kind="darkload",
             subject=endpoint, source="ferry-gabo", details={"partition": param, **cmp.to_dict()})])
     except FerryError:
-        g.services.store.write([Op.delete(ALERTS, key)])  # not raised: the next report tries again
+        g.store.write([Op.delete(ALERTS, key)])  # not raised: the next report tries again
         raise
     log.event(logger, log.WARNING, text, labels={"event_type": et.name, "owner": et.metadata.owner,
                                                   "parameter": param})

@@ -14,7 +14,6 @@ import time
 from ferry.bootstrap import process_services
 from ferry.clock import parse_instant
 from ferry.gabo.delivery.service import WorkOrder
-from ferry.gabo.service import gabo
 from ferry.log import peak_rss_mb
 
 
@@ -33,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                       max_messages=a.max_messages, max_bytes=a.max_bytes, max_age_s=a.max_age,
                       shard_bits=a.shard_bits)
     now = parse_instant(a.now, "--now") if a.now else None
-    g = gabo(process_services())
+    g = process_services().gabo
     g.warm()
     cpu = time.process_time()
     report = g.deliver(order, now)

@@ -10,7 +10,7 @@ a type deletes its delivery subscription only: topics, staging and partitions st
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -24,13 +24,15 @@ from ferry.gabo.names import DARKLOAD, Names, streams_of
 from ferry.gabo.provisioning.access import Access, grant
 from ferry.gabo.provisioning.reconcile import FORCED_DELETES, type_resources
 from ferry.gabo.retention import DELETED_TYPES, deletion_record
-from ferry.gabo.tables.bigquery import from_settings as tables_from
 from ferry.services.apply import Change, DeleteMode
 from ferry.store.base import Op
 from ferry.store.manifests import ManifestRecord, ManifestRepository
 
 if TYPE_CHECKING:
-    from ferry.bootstrap import Services
+    from ferry.gabo.delivery.broker import DeliveryBroker
+    from ferry.gabo.service import Gabo
+    from ferry.gabo.tables.bigquery import Tables
+    from ferry.store.base import DocumentStore
 
 logger = log.get("gabo.provision")
 
@@ -85,8 +87,18 @@ def _schema_problems(i: int, et: EventType, repo: ManifestRepository) -> list[Pr
 
 
 class GaboApplyHook:
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    """Gabo's part of ``ferry apply``: a type's endpoint in the same writes as its manifest, its Pub/Sub
+    resources, grants and table after. ``broker``, ``gabo`` (the facade: draining a deleted type) and
+    ``tables`` are asked only when an applied change needs them."""
+
+    def __init__(self, store: DocumentStore, broker: Callable[[], DeliveryBroker], access: Access,
+                 gabo: Callable[[], Gabo], tables: Callable[[], Tables | None]) -> None:
+        self.tables = tables
+        self.store = store
+        self.manifests = ManifestRepository(store)
+        self.broker = broker
+        self.access = access
+        self.gabo = gabo
 
     def check(self, manifests: Sequence[Manifest], repo: ManifestRepository) -> list[Problem]:
         problems = []
@@ -102,7 +114,7 @@ class GaboApplyHook:
 
     def ops(self, changes: Sequence[Change], now: datetime) -> list[Op]:
         ops = []
-        repo = self.services.manifests
+        repo = self.manifests
         for c in changes:
             if not isinstance(c.manifest, EventType):
                 continue
@@ -134,7 +146,7 @@ class GaboApplyHook:
         partitions stay readable. Applying the type again rewrites the endpoint without the label."""
         from ferry.datamon.port import retire_op
 
-        repo = self.services.manifests
+        repo = self.manifests
         ep = prev.model_as(Endpoint)
         labels = {**ep.metadata.labels, RETIRED_LABEL: iso(now)}
         retired_ep = ep.model_copy(update={"metadata": ep.metadata.model_copy(update={"labels": labels})})
@@ -148,9 +160,7 @@ class GaboApplyHook:
         ends, so the events can still be recovered)."""
         if record.kind != "EventType":
             return None
-        from ferry.gabo.service import gabo
-
-        g = gabo(self.services)
+        g = self.gabo()
         et = cast(EventType, record.model())
         out: dict[str, Any] = {}
         if mode == "drain":
@@ -158,7 +168,7 @@ class GaboApplyHook:
         left = g.outstanding(et, record.created_at, now)
         if mode == "force":
             keep_until = now + timedelta(seconds=SUBSCRIPTION_RETENTION_S)
-            self.services.store.write([Op.set(FORCED_DELETES, f"{et.name}~{now:%Y%m%dT%H%M%S}", {
+            self.store.write([Op.set(FORCED_DELETES, f"{et.name}~{now:%Y%m%dT%H%M%S}", {
                 "event_type": et.name, "actor": actor, "at": now, "outstanding": left,
                 "subscription": Names(et.name).subscription, "keep_until": keep_until})])
             log.event(logger, 30, f"event type {et.name} force-deleted with data outstanding", labels={
@@ -177,7 +187,7 @@ class GaboApplyHook:
         types = [c for c in changes if isinstance(c.manifest, EventType)]
         if not types:
             return  # no broker is built (nor connected) for applies without event types
-        broker = self.services.broker
+        broker = self.broker()
         for c in types:
             if c.action == "deleted" and c.force:
                 if cast(EventType, c.manifest).spec.darkload > 0:  # nothing is owed of the shadow's sample
@@ -192,9 +202,9 @@ class GaboApplyHook:
                           labels={"event_type": c.manifest.name})
                 continue
             created = provision(broker, cast(EventType, c.manifest),  # `types` holds EventTypes only
-                                Access.from_settings(self.services.settings))
+                                self.access)
             et = cast(EventType, c.manifest)
-            tables = tables_from(self.services.settings)
+            tables = self.tables()
             if tables is not None and et.spec.format == "parquet":  # the type's table, widened on additions
                 created[f"table:{et.name}"] = tables.ensure_table(et.name, et.spec.schema_, _width(et)) != "unchanged"
             if any(created.values()):

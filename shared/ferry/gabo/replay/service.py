@@ -15,16 +15,31 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from ferry.broker.base import Message
+from ferry.broker.base import Message, Publisher
 from ferry.errors import BadRequest
 from ferry.gabo.delivery.batching import Pulled, verdict
 from ferry.gabo.envelopes import parse_iso
 from ferry.gabo.names import Names
 
 if TYPE_CHECKING:
-    from ferry.gabo.service import Gabo
+    from ferry.domain.manifests import EventType
+    from ferry.gabo.delivery.broker import DeliveryBroker
+    from ferry.store.base import DocumentStore
+    from ferry.store.manifests import ManifestRecord, ManifestRepository
+
+
+class SetAside(Protocol):
+    """What replay uses of Gabo's facade (``ferry.gabo.service.Gabo``): a type, the broker its holds are
+    pulled from, and what ingest needs to take the events again."""
+
+    store: DocumentStore
+    manifests: ManifestRepository
+    publisher: Publisher
+    broker: DeliveryBroker
+
+    def event_type(self, name: str) -> tuple[EventType, ManifestRecord]: ...
 
 Source = Literal["quarantine", "dead-letter"]
 BATCH = 500
@@ -48,7 +63,7 @@ def _received(p: Pulled) -> datetime:
         return p.publish_time
 
 
-def replay(gabo: Gabo, name: str, source: str, now: datetime, since: datetime | None = None,
+def replay(gabo: SetAside, name: str, source: str, now: datetime, since: datetime | None = None,
            limit: int = 100_000) -> dict[str, Any]:
     """Replay the type's quarantined (or dead-lettered) messages received since ``since``.
 
@@ -91,7 +106,7 @@ def replay(gabo: Gabo, name: str, source: str, now: datetime, since: datetime | 
             "reasons": [{"reason": r, "count": c} for r, c in samples]}
 
 
-def _replay_quarantined(gabo: Gabo, pulled: Sequence[Pulled], now: datetime) -> tuple[list[str], dict[str, str]]:
+def _replay_quarantined(gabo: SetAside, pulled: Sequence[Pulled], now: datetime) -> tuple[list[str], dict[str, str]]:
     from ferry.gabo.ingest.service import IngestService
 
     items, index_of = [], []
@@ -106,15 +121,15 @@ def _replay_quarantined(gabo: Gabo, pulled: Sequence[Pulled], now: datetime) -> 
         return [], bad
     from ferry.gabo.ingest.ledger import Ledger
 
-    result = IngestService(gabo.services.manifests, gabo.services.publisher,
-                           Ledger(gabo.services.store)).ingest(items, now, quarantine=False, replayed=True)
+    result = IngestService(gabo.manifests, gabo.publisher,
+                           Ledger(gabo.store)).ingest(items, now, quarantine=False, replayed=True)
     rejected = {r["index"]: r["reason"] for r in result.rejected}
     done = [ack for i, ack in enumerate(index_of) if i not in rejected]
     bad.update({index_of[i]: reason for i, reason in rejected.items()})
     return done, bad
 
 
-def _replay_dead_letters(gabo: Gabo, topic: str, event_type: str, max_bytes: int,
+def _replay_dead_letters(gabo: SetAside, topic: str, event_type: str, max_bytes: int,
                          pulled: Sequence[Pulled]) -> tuple[list[str], dict[str, str]]:
     good: list[Pulled] = []
     bad: dict[str, str] = {}
@@ -125,12 +140,12 @@ def _replay_dead_letters(gabo: Gabo, topic: str, event_type: str, max_bytes: int
         else:
             good.append(p)
     if good:
-        gabo.services.publisher.publish(topic, [
+        gabo.publisher.publish(topic, [
             Message(p.data, {k: v for k, v in p.attributes.items() if k != "reason"}) for p in good])
     return [p.ack_id for p in good], bad
 
 
-def samples(gabo: Gabo, name: str, source: str = "quarantine", limit: int = 20) -> dict[str, Any]:
+def samples(gabo: SetAside, name: str, source: str = "quarantine", limit: int = 20) -> dict[str, Any]:
     """Up to ``limit`` set-aside messages with their reasons (looked at, then left where they were)."""
     et, _ = gabo.event_type(name)
     sub = _hold(et.name, source)
