@@ -1,7 +1,12 @@
 """Gabo's operations, the ones entry points call, on the adapters the composition root built.
 
-``gabo(services)`` is the facade; ``ingest``, ``deliver``, ``close``
-and ``scale`` are what the API routes, the CLI (through the API) and the Cloud Functions call.
+``Gabo`` is the facade, built from its ports (``Services.gabo`` builds it on the root's); ``ingest``,
+``deliver``, ``close`` and ``scale`` are what the API routes, the CLI (through the API) and the Cloud
+Functions call.
+
+Over 400 lines: the one place where the rooms meet (each operation is a few lines handing the ports to
+the room's service; the scaler's and the cleanup's bodies are the longest). Its next split is the scaling
+operations (``scale``, ``backlog``, ``capacity``) into ``scaling/``.
 """
 
 from __future__ import annotations
