@@ -49,10 +49,7 @@ def test_a_closed_period_is_loaded_after_its_success_and_the_shadow_never(env: A
 def test_apply_provisions_the_table_when_deployed(env: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     svc, g, broker, lands, clock = env
     fake = FakeTables()
-    monkeypatch.setattr(bigquery, "from_settings", lambda settings: fake)
-    import ferry.gabo.provisioning.provision as provision
-
-    monkeypatch.setattr(provision, "tables_from", lambda settings: fake)
+    monkeypatch.setattr(bigquery, "from_settings", lambda settings: fake)  # the root asks it for the hook's tables
     et = EventType.model_validate({"metadata": {"name": "clicks", "owner": "team-a"},
                                    "spec": {"schema": SCHEMA, "partitioning": "hourly"}})
     svc.apply.apply([et], T0)
