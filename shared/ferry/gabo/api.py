@@ -149,7 +149,7 @@ def replay(call: Call, name: str) -> dict[str, Any]:
               summary="Every hold subscription (infra/'s dead-letter topics, each event type's quarantine and "
                       "dead letters) with how many messages it keeps (at most 1,000 counted)")
 def dead_letters(call: Call) -> dict[str, Any]:
-    return {"holds": gabo(call.services).dead_letters()}
+    return {"holds": call.services.gabo.dead_letters()}
 
 
 class DeadLetterReplay(BaseModel):
@@ -163,7 +163,7 @@ def dead_letters_replay(call: Call) -> dict[str, Any]:
     req: DeadLetterReplay = call.body(DeadLetterReplay)
     authz = call.services.authorizer
     authz.check(call.actor, [authz.admin_team], "replay Ferry's dead letters as")
-    return gabo(call.services).replay_dead_letters(req.topic, call.now())
+    return call.services.gabo.replay_dead_letters(req.topic, call.now())
 
 
 @router.route("/v1/eventtypes/<name>/set-aside", tag="gabo",

@@ -340,7 +340,7 @@ class Gabo:
         infra, _ = declared()
         if infra is None:
             raise NotFound("no infra/ description here: its dead-letter topics are unknown")
-        return holds.replay(self.broker, self.services.publisher, self.services.store, infra, topic,
+        return holds.replay(self.broker, self.publisher, self.store, infra, topic,
                             reopen_delivery, now)
 
     def replay(self, name: str, source: str, now: datetime, since: datetime | None = None) -> dict[str, Any]:
