@@ -143,7 +143,8 @@ def test_the_00_peak_of_5000_due_among_20000_workflows(emulators, project_id) ->
             walls.append(time.monotonic() - sim["started"])
             reports.append(report)
             print(f"[styx peak] tick +{minute}m: {walls[-1]:.1f}s, triggered {report.triggered}, submitted "
-                  f"{report.submitted}, ended {report.ended}, rate_limited {report.rate_limited}", flush=True)
+                  f"{report.submitted}, ended {report.ended}, rate_limited {report.rate_limited}; stages {report.stage_seconds}",
+                  flush=True)
             for name in [h for h, ex in fake.executions.items() if not ex.completion_time]:
                 fake.finish(name, 0)  # the executions of this minute end before the next tick
             if len(submitted) >= DUE and report.submitted == 0 and report.dequeued == 0:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -71,6 +71,7 @@ class TickReport:
     budget_exhausted: bool = False
     rate_limited: bool = False  # this minute's submissions are used up (by this tick or others)
     seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage (and alerts)
 
     def add(self, name: str, n: int = 1) -> None:
         """Count ``n`` more of ``name`` (the tick's threads count concurrently)."""

@@ -68,7 +68,10 @@ class Tick:
                 if time.monotonic() >= self.deadline:
                     report.budget_exhausted = True
                     break
+                at = time.monotonic()
                 stage(now, report)
+                report.stage_seconds[stage.__name__] = round(time.monotonic() - at, 3)
+        at = time.monotonic()
         try:
             alerted = self.failures.flush(now)
             report.alerts_triggered, report.alerts_resolved = alerted["trigger"], alerted["resolve"]
@@ -76,6 +79,7 @@ class Tick:
         except Exception as exc:  # the ends are committed; their alerts are the next end's or the sweep's
             report.add("errors")
             log_failure(logger, "settling failure alerts failed", exc)
+        report.stage_seconds["alerts"] = round(time.monotonic() - at, 3)
         report.seconds = round(time.monotonic() - started, 3)
         log.event(logger, log.INFO, "tick", **report.to_dict())
         return report
