@@ -253,6 +253,10 @@ def _launcher(services: Services) -> Launcher:
         if s.styx_max_active > s.cloudrun_max_running:
             raise ValueError(f"FERRY_STYX_MAX_ACTIVE={s.styx_max_active} is more than Cloud Run runs at once in "
                              f"the region (FERRY_CLOUDRUN_MAX_RUNNING={s.cloudrun_max_running})")
+        if s.cloudrun_idle_grace_s < s.styx_submission_lost_s + 120:
+            # a job evicted before a lost submission is looked for would make find() miss its execution
+            raise ValueError(f"FERRY_CLOUDRUN_IDLE_GRACE_S={s.cloudrun_idle_grace_s} must exceed the lost-submission "
+                             f"window (FERRY_STYX_SUBMISSION_LOST_S={s.styx_submission_lost_s}) by two ticks (120 s)")
         # CreateJob and DeleteJob take tokens of a per-minute pool every tick shares (RunJob: the dequeue's)
         tokens = ApiTokens(StyxRepository(services.store), s.cloudrun_write_rate, services.clock)
         return CloudRunLauncher(s.project, s.region, max_jobs=s.cloudrun_max_jobs,

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.bench, pytest.mark.timeout(3600)]
 def test_20000_workflows_never_hold_more_jobs_than_the_region_allows() -> None:
     n = int(os.environ.get("FERRY_BENCH_WORKFLOWS", "20000"))
     r = drive(n, rate=int(os.environ.get("FERRY_BENCH_RATE", "1000")),
-              write_rate=int(os.environ.get("FERRY_BENCH_WRITE_RATE", "2000")), launchers=2, max_minutes=400)
+              write_rate=int(os.environ.get("FERRY_BENCH_WRITE_RATE", "2000")), launchers=2, max_minutes=400, budget=900)
     print("\n" + report(r))
     assert r["states"] == {m.State.DONE: n}
     assert r["executions"] == n and r["peak_jobs"] <= 1000 and r["peak_running"] <= 1000

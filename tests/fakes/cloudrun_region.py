@@ -42,10 +42,11 @@ class Turns:
 
 
 def drive(workflows: int, job_limit: int = 1000, rate: int = 600, write_rate: int = 600, run_minutes: int = 1,
-          max_minutes: int = 120, launchers: int = 1) -> dict[str, Any]:
+          max_minutes: int = 120, launchers: int = 1, budget: float = 45.0) -> dict[str, Any]:
     """Trigger one instance of each of ``workflows`` workflows (each its own image and service account)
     and tick once a simulated minute — every execution runs ``run_minutes`` — until all are DONE.
-    ``launchers`` launcher instances take turns (ticks of other processes). Returns what happened."""
+    ``launchers`` launcher instances take turns (ticks of other processes); ``budget``: a tick's wall
+    time (simulated minutes need not fit a real one on a busy machine). Returns what happened."""
     clock = FixedClock(T0)
     fake = FakeRunV2(clock=lambda: clock.now().timestamp(), job_limit=job_limit, running_limit=1000,
                      run_quota=rate, write_quota=write_rate)
@@ -54,7 +55,7 @@ def drive(workflows: int, job_limit: int = 1000, rate: int = 600, write_rate: in
         pool: list[CloudRunLauncher] = []
         svc = in_memory(clock, launcher=Turns(pool), datamon=FakeDatamon())
         tokens = ApiTokens(StyxRepository(svc.store), write_rate, clock)  # shared by every launcher (process)
-        pool += [CloudRunLauncher("proj", "europe-west1", *fake.clients(), max_jobs=job_limit, idle_grace=120,
+        pool += [CloudRunLauncher("proj", "europe-west1", *fake.clients(), max_jobs=job_limit, idle_grace=600,
                                   quota=tokens.take, clock=lambda: clock.now().timestamp()) for _ in range(launchers)]
         names = [f"team{i % 300}.wf-{i:05d}" for i in range(workflows)]
         svc.apply.apply([Workflow.model_validate({

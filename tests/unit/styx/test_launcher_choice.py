@@ -74,3 +74,10 @@ def test_more_active_instances_than_cloud_run_runs_at_once_is_refused() -> None:
                     clock=FixedClock(T0))
     with pytest.raises(ValueError, match="FERRY_CLOUDRUN_MAX_RUNNING=1000"):
         _ = svc.launcher
+
+
+def test_an_idle_grace_shorter_than_the_lost_submission_window_is_refused() -> None:
+    svc = bootstrap(Settings(store="memory", broker="memory", launcher="cloudrun", cloudrun_idle_grace_s=200,
+                             styx_submission_lost_s=120), clock=FixedClock(T0))
+    with pytest.raises(ValueError, match="FERRY_CLOUDRUN_IDLE_GRACE_S=200"):
+        _ = svc.launcher
