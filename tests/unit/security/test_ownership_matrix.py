@@ -149,6 +149,11 @@ MATRIX: dict[tuple[str, str], list[Case]] = {
     ("POST", "/v1/workflows/{workflow}/instances/{parameter}/mark-done"): [
         Case("/v1/workflows/wf-a/instances/2026-11-26T10/mark-done", {"reason": "computed by hand"})],
     ("POST", "/v1/eventtypes/{name}/replay"): [Case("/v1/eventtypes/click/replay", {"from": "quarantine"})],
+    # a read, posted for the SQL's length: closed periods are readable by every caller locally (in the cloud
+    # BigQuery's own grants decide, per type: docs/gabo.md)
+    ("POST", "/v1/query"): [Case("/v1/query", {"sql": "select 1 as one"}, OPEN)],
+    # what infra/'s dead-letter topics hold goes back where it came from: Ferry's admins only
+    ("POST", "/v1/dead-letters/replay"): [Case("/v1/dead-letters/replay", {"topic": "ferry-dead-letter"}, SHARED)],
 }
 
 
