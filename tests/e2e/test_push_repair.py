@@ -113,3 +113,33 @@ def test_after_the_pubsub_emulator_is_killed_dev_up_repairs_and_events_flow_agai
     assert sorted(written) == sorted(ids), success
     assert own.run("dev", "status")["healthy"]
 
+
+def test_a_refusing_push_subscription_is_reported_broken_and_dev_up_repairs_it(own: Own) -> None:
+    """What the old repair left behind — every component alive, a push endpoint with an empty
+    ``ferry_secret`` — is now `BROKEN` in `ferry dev status` (exit 4), and `ferry dev up` re-provisions it."""
+    from google.cloud import pubsub_v1
+
+    state = own.state()
+    before = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = state["env"]["PUBSUB_EMULATOR_HOST"]
+    try:
+        subscriber = pubsub_v1.SubscriberClient()
+    finally:
+        if before is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST")
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = before
+    path = f"projects/{state['project']}/subscriptions/gabo-work-orders-deliver"
+    endpoint = subscriber.get_subscription(request={"subscription": path}).push_config.push_endpoint
+    subscriber.modify_push_config(request={"subscription": path, "push_config": {
+        "push_endpoint": endpoint.split("?", 1)[0] + "?ferry_secret="}})
+    code, status = own.call("dev", "status")
+    assert code == 4 and status["dead"] == [] and status["broken"] == ["gabo-work-orders-deliver"], status
+    [row] = [s for s in status["subscriptions"] if s["subscription"] == "gabo-work-orders-deliver"]
+    assert row["status"] == 401 and "refuses" in row["problem"]
+    up = own.run("dev", "up", timeout=300)
+    assert up["repaired"] == ["gabo-work-orders-deliver"], up
+    assert own.run("dev", "status")["healthy"]
+    assert subscriber.get_subscription(request={"subscription": path}).push_config.push_endpoint == endpoint
+    subscriber.close()
+
