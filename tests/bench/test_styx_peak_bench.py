@@ -15,6 +15,7 @@ submission delay (first, median, last).
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import threading
@@ -119,6 +120,7 @@ def test_the_00_peak_of_5000_due_among_20000_workflows(emulators, project_id) ->
         def measure(owner_cls, name: str, label: str) -> None:
             real = getattr(owner_cls, name)
 
+            @functools.wraps(real)
             def wrapped(*a, **k):
                 at = svc.store.stats.snapshot()
                 try:
