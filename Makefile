@@ -14,9 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Parallel test workers (pytest-xdist): each has its own emulator pair and stacks; a module stays on one
-# worker (--dist loadscope), heaviest modules first (tests/conftest.py orders them). TEST_WORKERS=0: one process
-# (the default until the parallel run is measured green on the whole suite).
-TEST_WORKERS ?= 0
+# worker (--dist loadscope), heaviest modules first (tests/conftest.py orders them). Two, one per core of the
+# reference machine (the e2e modules mostly wait on their stacks; more workers add emulators and stacks to
+# start and timing races on a loaded machine). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 
 ## the whole suite: unit tests, contract suites against fakes and the emulators, end-to-end;
 ## the 20 slowest tests are listed at the end of every run
