@@ -87,7 +87,7 @@ def test_the_darkload_report_shows_shadow_equals_primary_and_names_lost_ids(stac
     lost.unlink()
 
     delivered_s = time.monotonic() - started
-    time.sleep(5.5)  # drains are trusted after a few seconds' settle (backlog.SETTLE)
+    # drains are trusted after a few seconds' settle (backlog.SETTLE): the closes run at ``clock`` + 10 s
     end = time.monotonic() + 120
     while not all(m.exists() for name in (ok, lossy) for m in _markers(stack, name, start)):
         assert time.monotonic() < end, "the partitions did not close"

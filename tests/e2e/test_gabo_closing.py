@@ -39,8 +39,9 @@ def staged_type(stack: Any, events: int, bits: int, late: int = 0) -> tuple[str,
     start = t0().replace(second=0)
     staged = write_period(LocalSink(Path(stack.home) / "sink"), name, start, events, bits, late=late)
     clock = VirtualClock(start + timedelta(seconds=75))
-    cli(stack, "deliver", name, "--budget", "5", now=clock.iso())  # the drain after the period's end
-    time.sleep(5.5)  # drains are trusted after a few seconds' settle (see backlog.SETTLE)
+    # The drain after the period's end. It is trusted once it is a few seconds old (backlog.SETTLE): the
+    # closes below run at ``clock`` + 10 s and more, so no real time need pass.
+    cli(stack, "deliver", name, "--budget", "5", now=clock.iso())
     return name, start, clock, staged
 
 
@@ -88,8 +89,7 @@ def test_a_small_type_closes_without_waiting_for_a_big_one(stack: Any) -> None:
     small = f"small-{uuid.uuid4().hex[:6]}"
     apply_type(stack, small)
     write_period(LocalSink(Path(stack.home) / "sink"), small, start, 100, 0)
-    cli(stack, "deliver", small, "--budget", "5", now=clock.iso())
-    time.sleep(5.5)
+    cli(stack, "deliver", small, "--budget", "5", now=clock.iso())  # settled by the close's clock + 12 s
     sink = Path(stack.home) / "sink"
     markers = {t: sink / final_prefix(t, start, PT1M) / SUCCESS for t in (big, small)}
 
@@ -179,7 +179,7 @@ def test_one_close_run_interleaves_types_so_a_small_period_closes_before_a_big_o
     clock = VirtualClock(start + timedelta(seconds=75))
     for name in (big, small):
         cli(stack, "deliver", name, "--budget", "5", now=clock.iso())  # the drains after the period's end
-    time.sleep(5.5)
+    # (settled for the close below: it runs at ``clock`` + 10 s, past backlog.SETTLE)
     markers = {t: sink / final_prefix(t, start, PT1M) / SUCCESS for t in (big, small)}
     began = time.time()
     cli(stack, "close", now=clock.iso(plus_s=10))
