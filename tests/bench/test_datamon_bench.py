@@ -72,10 +72,10 @@ def test_evaluate_10k_endpoints(emulators, project_id: str) -> None:  # type: ig
     seed_s = time.monotonic() - t0
 
     t0 = time.monotonic()
-    first = evaluation.evaluate(svc, now=NOW)
+    first = evaluation.evaluate(svc.store, svc.publisher, now=NOW)
     first_s = time.monotonic() - t0
     t0 = time.monotonic()
-    second = evaluation.evaluate(svc, now=NOW + timedelta(minutes=1))
+    second = evaluation.evaluate(svc.store, svc.publisher, now=NOW + timedelta(minutes=1))
     second_s = time.monotonic() - t0
 
     due_partitions = first["partitions"]

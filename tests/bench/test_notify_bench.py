@@ -52,10 +52,10 @@ def test_notifications_per_incident_and_delivery_rate(emulators, project_id: str
         svc.apply.apply(teams, NOW, None)  # type: ignore[arg-type]
         _, late = _seed(svc)
         t0 = time.monotonic()
-        result = evaluation.evaluate(svc, now=NOW)
+        result = evaluation.evaluate(svc.store, svc.publisher, now=NOW)
         eval_s = time.monotonic() - t0
         messages = publisher.take("ferry-alerts")  # type: ignore[attr-defined]
-        incidents = sum(1 for a in views.alerts(svc, limit=1000)["items"] if a["open"])
+        incidents = sum(1 for a in views.alerts(svc.store, limit=1000)["items"] if a["open"])
 
         notifier = Notifier(svc.store, svc.publisher, LocalSecrets(tmp_path, {f"FERRY_SECRET_TEAM_{t:02d}__HOOK": f"{url}/webhook/bench"
                                                                   for t in range(TEAMS)}),

@@ -55,28 +55,28 @@ def test_land_is_idempotent_on_firestore(svc: Services) -> None:
 
 
 def test_lifecycle_and_quiet_second_evaluation(svc: Services) -> None:
-    r = evaluation.evaluate(svc, now=T0)
+    r = evaluation.evaluate(svc.store, svc.publisher, now=T0)
     assert r["notifications"]["trigger"] == 5  # one incident per endpoint: 06..10 late at 12:00 (11 pending)
-    incidents = views.alerts(svc)["items"]
+    incidents = views.alerts(svc.store)["items"]
     assert len(incidents) == 5 and {i["count"] for i in incidents} == {5} and len(sent(svc)) == 5
     landing.land(svc.store, "e3", "2026-11-26T08", now=T0)
-    evaluation.evaluate(svc, now=T0 + timedelta(minutes=1))
+    evaluation.evaluate(svc.store, svc.publisher, now=T0 + timedelta(minutes=1))
     assert sent(svc) == []  # the landing updated the incident without a notification
-    assert views.alerts(svc, endpoint="e3")["items"][0]["count"] == 4
+    assert views.alerts(svc.store, endpoint="e3")["items"][0]["count"] == 4
     for h in (6, 7, 9, 10):
         landing.land(svc.store, "e3", f"2026-11-26T{h:02d}", now=T0)
-    evaluation.evaluate(svc, now=T0 + timedelta(minutes=1, seconds=30))
+    evaluation.evaluate(svc.store, svc.publisher, now=T0 + timedelta(minutes=1, seconds=30))
     resolves = [e for e in sent(svc) if e["event_action"] == "resolve"]
     assert [e["dedup_key"] for e in resolves] == ["e3~1"]
     before = svc.store.stats.snapshot()
-    r = evaluation.evaluate(svc, now=T0 + timedelta(minutes=2))
+    r = evaluation.evaluate(svc.store, svc.publisher, now=T0 + timedelta(minutes=2))
     assert sent(svc) == [] and svc.store.stats.since(before)["writes"] == 0 and r["writes"] == 0
-    view = views.status(svc, now=T0 + timedelta(minutes=2))
+    view = views.status(svc.store, now=T0 + timedelta(minutes=2))
     assert sorted(row["state"] for row in view["endpoints"]) == ["late"] * 4 + ["pending"]  # e3: 11 not due yet
 
 
 def test_two_evaluators_at_once_notify_once(svc: Services, project_id: str) -> None:
-    evaluation.evaluate(svc, now=T0 - timedelta(hours=5))  # registers the endpoints, nothing due yet
+    evaluation.evaluate(svc.store, svc.publisher, now=T0 - timedelta(hours=5))  # registers the endpoints, nothing due yet
     sent(svc)
     others = [services(project_id) for _ in range(2)]
     barrier = threading.Barrier(2)
@@ -86,7 +86,7 @@ def test_two_evaluators_at_once_notify_once(svc: Services, project_id: str) -> N
     def run(s: Services) -> None:
         try:
             barrier.wait()
-            results.append(evaluation.evaluate(s, now=T0))
+            results.append(evaluation.evaluate(s.store, s.publisher, now=T0))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -99,4 +99,4 @@ def test_two_evaluators_at_once_notify_once(svc: Services, project_id: str) -> N
     keys = [e["dedup_key"] for s in others for e in sent(s) if e["event_action"] == "trigger"]
     assert len(keys) == 5 and len(set(keys)) == 5, f"duplicates: {len(keys) - len(set(keys))}"
     # A third evaluation afterwards sends nothing either.
-    assert evaluation.evaluate(svc, now=T0 + timedelta(minutes=1))["notifications"]["trigger"] == 0
+    assert evaluation.evaluate(svc.store, svc.publisher, now=T0 + timedelta(minutes=1))["notifications"]["trigger"] == 0

@@ -73,7 +73,7 @@ def invalidate(call: Call, name: str, partition: str) -> dict[str, Any]:
 def evaluate(call: Call) -> dict[str, Any]:
     from ferry.notify.port import sweep_stuck
 
-    result = evaluation.evaluate(call.services, now=call.now())
+    result = evaluation.evaluate(call.services.store, call.services.publisher, now=call.now())
     # deliveries that stopped without a trace (no redelivery came): retried or dead-lettered, every run
     result["deliveries_swept"] = sweep_stuck(call.services.store, call.services.publisher, call.now(),
                                              call.services.settings.notify_max_attempts)
@@ -110,7 +110,7 @@ def alerts(call: Call) -> dict[str, Any]:
     if severity is not None and severity not in views.SEVERITY_RANK:
         raise ValidationError(f"severity must be one of {', '.join(views.SEVERITY_RANK)}",
                               [{"field": "severity", "reason": severity}])
-    return views.alerts(call.services, owner=call.arg("owner") or None, endpoint=call.arg("endpoint") or None,
+    return views.alerts(call.services.store, owner=call.arg("owner") or None, endpoint=call.arg("endpoint") or None,
                           severity=severity, limit=int(raw_limit), include_closed=include)
 
 
@@ -118,14 +118,14 @@ def alerts(call: Call) -> dict[str, Any]:
               summary="Acknowledge incidents by id, or every open one of an endpoint or owner")
 def ack_many(call: Call) -> dict[str, Any]:
     req: AckRequest = call.body(AckRequest)
-    return views.ack(call.services, req.ids, endpoint=req.endpoint, owner=req.owner, actor=call.actor,
+    return views.ack(call.services.store, call.services.authorizer, req.ids, endpoint=req.endpoint, owner=req.owner, actor=call.actor,
                        now=call.now())
 
 
 @router.route("/v1/alerts/<alert>/ack", ("POST",), tag=TAG,
               summary="Acknowledge an incident (owning team or admins): no more re-notifications")
 def ack(call: Call, alert: str) -> dict[str, Any]:
-    return views.ack(call.services, [alert], actor=call.actor, now=call.now())["items"][0]  # type: ignore[no-any-return]
+    return views.ack(call.services.store, call.services.authorizer, [alert], actor=call.actor, now=call.now())["items"][0]  # type: ignore[no-any-return]
 
 
 @router.route("/v1/silences", ("POST",), body=SilenceRequest, tag=TAG,
@@ -154,7 +154,7 @@ def status(call: Call) -> dict[str, Any]:
     from ferry.notify.port import failing_channels, stuck_deliveries
 
     owner = call.arg("owner") or None
-    result = views.status(call.services, now=call.now(), owner=owner)
+    result = views.status(call.services.store, now=call.now(), owner=owner)
     result["channels"] = [c for c in failing_channels(call.services.store) if owner in (None, c.get("team"))]
     result["stuck_deliveries"] = [d for d in stuck_deliveries(call.services.store, call.now())
                                   if owner in (None, d.get("team"))]

@@ -17,7 +17,8 @@ from ferry.domain.names import valid_name
 from ferry.store.base import Op
 
 if TYPE_CHECKING:
-    from ferry.bootstrap import Services
+    from ferry.broker.base import Publisher
+    from ferry.store.base import DocumentStore
 
 logger = log.get("datamon")
 
@@ -54,7 +55,7 @@ def _comparable(doc: dict[str, Any]) -> Any:
     return norm(doc)
 
 
-def evaluate(services: Services, *, now: datetime) -> dict[str, Any]:
+def evaluate(store: DocumentStore, publisher: Publisher, *, now: datetime) -> dict[str, Any]:
     """Run one SLA evaluation: every due or open endpoint's partitions get a state; alert
     transitions are claimed, published to ``ferry-alerts`` and logged.
 
@@ -67,11 +68,10 @@ def evaluate(services: Services, *, now: datetime) -> dict[str, Any]:
         counts of endpoints, partitions and notifications, and the reads/writes it cost.
     """
     started = time.monotonic()
-    store = services.store
     before = store.stats.snapshot()
     repo = DatamonRepository(store)
-    synced = sync_manifests(services, now)
-    redelivered = outbox.redeliver(services, now)
+    synced = sync_manifests(store, now)
+    redelivered = outbox.redeliver(store, publisher, now)
     silenced = silences.active(store, now)
     due = repo.summaries_due(now)
     rounds = 0
@@ -82,7 +82,7 @@ def evaluate(services: Services, *, now: datetime) -> dict[str, Any]:
     fresh: dict[str, tuple[domain.Policy, domain.Summary]] = {}
     while due and rounds < 3:
         rounds += 1
-        newly_late = _evaluate_batch(services, repo, due, fresh, now, totals, states, silenced)
+        newly_late = _evaluate_batch(publisher, repo, due, fresh, now, totals, states, silenced)
         done.update(due)
         due = {}
         if newly_late:
@@ -103,7 +103,7 @@ def evaluate(services: Services, *, now: datetime) -> dict[str, Any]:
     return result
 
 
-def _evaluate_batch(services: Services, repo: DatamonRepository, due: dict[str, dict[str, Any]],
+def _evaluate_batch(publisher: Publisher, repo: DatamonRepository, due: dict[str, dict[str, Any]],
                     fresh: dict[str, tuple[domain.Policy, domain.Summary]], now: datetime,
                     totals: dict[str, int], states: dict[str, int],
                     silenced: Sequence[silences.Silence] = ()) -> set[str]:
@@ -186,7 +186,7 @@ def _evaluate_batch(services: Services, repo: DatamonRepository, due: dict[str, 
     won = outbox.claim(repo, decisions, policies, now, silenced)
     totals["duplicates_skipped"] += len(decisions) - len(won)
     totals["held"] += sum(1 for _, d in decisions if d.held and id(d) in won)
-    outbox.notify(services, repo, [(n, d) for n, d in decisions if id(d) in won and not d.held], policies, totals)
+    outbox.notify(publisher, repo, [(n, d) for n, d in decisions if id(d) in won and not d.held], policies, totals)
 
     ops: list[Op] = [repo.alert_op(policies[name], decision) for name, decision in decisions]
     for name in order:

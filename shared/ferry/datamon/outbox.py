@@ -17,7 +17,8 @@ from ferry.notify.messages import ALERTS_TOPIC
 from ferry.store.base import Op, write_all_or_each
 
 if TYPE_CHECKING:
-    from ferry.bootstrap import Services
+    from ferry.broker.base import Publisher
+    from ferry.store.base import DocumentStore
 
 logger = log.get("datamon")
 # A claim still unsent after this long belongs to an evaluator that died before publishing.
@@ -58,7 +59,7 @@ def claim(repo: DatamonRepository, decisions: Sequence[tuple[str, IncidentDecisi
     return {id(d) for _, d in committed.items}
 
 
-def notify(services: Services, repo: DatamonRepository, decisions: Sequence[tuple[str, IncidentDecision]],
+def notify(publisher: Publisher, repo: DatamonRepository, decisions: Sequence[tuple[str, IncidentDecision]],
            policies: dict[str, domain.Policy], totals: dict[str, int]) -> None:
     if not decisions:
         return
@@ -71,7 +72,7 @@ def notify(services: Services, repo: DatamonRepository, decisions: Sequence[tupl
         log.event(logger, level, d.summary, labels={"endpoint": name, "owner": policy.owner},
                   alert={"dedup_key": d.dedup_key, "action": d.action.value, "severity": d.severity,
                          "late_partitions": d.incident.count, "kind": d.kind, "tier": policy.severity})
-    services.publisher.publish(ALERTS_TOPIC, messages)
+    publisher.publish(ALERTS_TOPIC, messages)
     # Confirmed: close the outbox entries (a crash before this line makes the next evaluation
     # publish them again — at least once, and PagerDuty's dedup_key makes a repeat harmless).
     repo.write([repo.sent_op(d.claim_id) for _, d in decisions])
@@ -83,13 +84,13 @@ def _at(claim: dict[str, Any]) -> datetime:
     return at
 
 
-def redeliver(services: Services, now: datetime) -> int:
+def redeliver(store: DocumentStore, publisher: Publisher, now: datetime) -> int:
     """Publish notifications whose evaluator crashed between claim and publish (one query, ~0 docs)."""
-    repo = DatamonRepository(services.store)
+    repo = DatamonRepository(store)
     stale = [(i, d) for i, d in repo.unsent_claims(limit=500) if _at(d) <= now - OUTBOX_GRACE]
     if not stale:
         return 0
-    services.publisher.publish(ALERTS_TOPIC, [Message(d["data"].encode(), dict(d.get("attributes") or {}))
+    publisher.publish(ALERTS_TOPIC, [Message(d["data"].encode(), dict(d.get("attributes") or {}))
                                               for _, d in stale])
     repo.write([repo.sent_op(i) for i, _ in stale])
     log.event(logger, log.WARNING, f"re-published {len(stale)} notification(s) left unsent by a crashed evaluator",

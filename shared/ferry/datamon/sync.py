@@ -11,25 +11,27 @@ from ferry.datamon import domain
 from ferry.datamon.repository import DatamonRepository
 from ferry.domain.manifests import Endpoint, retired
 from ferry.store.base import Op
+from ferry.store.manifests import ManifestRepository
 
 if TYPE_CHECKING:
-    from ferry.bootstrap import Services
+    from ferry.store.base import DocumentStore
 
 # Manifests applied with a clock a little behind the evaluator's are still picked up.
 SYNC_SLACK = timedelta(minutes=10)
 
 
-def sync_manifests(services: Services, now: datetime) -> set[str]:
+def sync_manifests(store: DocumentStore, now: datetime) -> set[str]:
     """Bring the summaries' policies up to date with the endpoint and workflow manifests changed
     since the last sync (a query by ``updated_at``, so reads grow with changes, not with endpoints).
 
     Catches endpoints however they were written (``ferry apply``, or Gabo registering
     ``events.<type>``). Returns the names of endpoints (re)registered.
     """
-    repo = DatamonRepository(services.store)
+    repo = DatamonRepository(store)
+    manifests = ManifestRepository(store)
     cursor = domain._utc(repo.sync_cursor()) or domain.EPOCH
-    changed = services.manifests.changed_since("Endpoint", cursor)
-    workflows = services.manifests.changed_since("Workflow", cursor)
+    changed = manifests.changed_since("Endpoint", cursor)
+    workflows = manifests.changed_since("Workflow", cursor)
     ops: list[Op] = []
     touched: set[str] = set()
     newest = cursor

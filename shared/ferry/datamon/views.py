@@ -12,7 +12,8 @@ from ferry.datamon.repository import DatamonRepository
 from ferry.errors import NotFound, ValidationError
 
 if TYPE_CHECKING:
-    from ferry.bootstrap import Services
+    from ferry.services.authz import Authorizer
+    from ferry.store.base import DocumentStore
 
 
 def _alert_api(doc: dict[str, Any]) -> dict[str, Any]:
@@ -26,11 +27,11 @@ SEVERITY_RANK = {"critical": 0, "error": 1, "warning": 2, "info": 3}
 DEFAULT_LIMIT = 50
 
 
-def alerts(services: Services, *, owner: str | None = None, endpoint: str | None = None,
+def alerts(store: DocumentStore, *, owner: str | None = None, endpoint: str | None = None,
            severity: str | None = None, limit: int = DEFAULT_LIMIT, include_closed: bool = False) -> dict[str, Any]:
     """Incidents — open ones, or all with ``include_closed`` — most severe and newest first, at most
     ``limit``; ``severity`` keeps those at least that severe. ``total`` counts all that matched."""
-    docs = DatamonRepository(services.store).list_alerts(owner, open_only=not include_closed, endpoint=endpoint)
+    docs = DatamonRepository(store).list_alerts(owner, open_only=not include_closed, endpoint=endpoint)
     if severity is not None:
         docs = [d for d in docs if SEVERITY_RANK.get(d.get("severity", ""), 9) <= SEVERITY_RANK.get(severity, 9)]
     docs.sort(key=lambda d: str(d.get("opened_at") or ""), reverse=True)
@@ -38,7 +39,7 @@ def alerts(services: Services, *, owner: str | None = None, endpoint: str | None
     return {"items": [_alert_api(d) for d in docs[:limit]], "total": len(docs), "limit": limit}
 
 
-def ack(services: Services, ids: Sequence[str] = (), *, endpoint: str | None = None, owner: str | None = None,
+def ack(store: DocumentStore, authorizer: Authorizer, ids: Sequence[str] = (), *, endpoint: str | None = None, owner: str | None = None,
         actor: str | None, now: datetime) -> dict[str, Any]:
     """Acknowledge incidents — by id, or every open one of an endpoint or owner: they are not
     re-notified any more (escalation and resolution still are). A low-volume alert has nothing that
@@ -49,7 +50,7 @@ def ack(services: Services, ids: Sequence[str] = (), *, endpoint: str | None = N
         Forbidden: the actor is not in an owning team (nor an admin); nothing is changed.
         ValidationError: nothing to acknowledge was named.
     """
-    repo = DatamonRepository(services.store)
+    repo = DatamonRepository(store)
     if not ids and endpoint is None and owner is None:
         raise ValidationError("name incidents to acknowledge (ids, --endpoint or --owner)",
                               [{"field": "ids", "reason": "required"}])
@@ -60,7 +61,7 @@ def ack(services: Services, ids: Sequence[str] = (), *, endpoint: str | None = N
     docs = dict(found)
     if endpoint is not None or owner is not None:
         docs.update({d["id"]: d for d in repo.list_alerts(owner, open_only=True, endpoint=endpoint)})
-    services.authorizer.check(actor, sorted({str(d.get("owner") or "") for d in docs.values()}),
+    authorizer.check(actor, sorted({str(d.get("owner") or "") for d in docs.values()}),
                               "acknowledge alerts of")
     patch = {"acked": True, "acked_by": actor, "acked_at": now}
     closes = {"open": False, "resolved_at": now}
@@ -101,16 +102,16 @@ def status_row(name: str, doc: dict[str, Any], now: datetime, active: Any = ()) 
             "error": doc.get("error")}
 
 
-def status(services: Services, *, now: datetime, owner: str | None = None) -> dict[str, Any]:
+def status(store: DocumentStore, *, now: datetime, owner: str | None = None) -> dict[str, Any]:
     """The unified view: every endpoint with owner, partitioning, last landed partition, lag, state,
     open alerts and recent partitions, worst first; an event type's endpoint also shows its periods
     held open for accepted events that are missing (``missing_events``, Gabo's ledger alerts). Reads
     one summary per endpoint and one query of the open missing-events alerts."""
-    active = silences.active(services.store, now)
-    rows = [row for name, doc in DatamonRepository(services.store).all_summaries(owner).items()
+    active = silences.active(store, now)
+    rows = [row for name, doc in DatamonRepository(store).all_summaries(owner).items()
             if (row := status_row(name, doc, now, active)) is not None]
     missing: dict[str, list[dict[str, Any]]] = {}
-    for d in DatamonRepository(services.store).open_missing_events(owner):
+    for d in DatamonRepository(store).open_missing_events(owner):
         missing.setdefault(str(d.get("endpoint")), []).append(
             {"alert": d.get("id"), "partition": d.get("partition"), "missing": d.get("missing"),
              "accepted": d.get("accepted"), "opened_at": iso(d.get("opened_at")), "summary": d.get("summary")})
@@ -122,7 +123,7 @@ def status(services: Services, *, now: datetime, owner: str | None = None) -> di
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     return {"now": now.isoformat(), "owner": owner, "counts": counts, "endpoints": rows,
-            "silences": silences.listing(services.store, now, owner)}
+            "silences": silences.listing(store, now, owner)}
 
 
 def _incident_view(i: domain.Incident | None) -> dict[str, Any] | None:

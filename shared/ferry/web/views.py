@@ -59,7 +59,7 @@ def open_alerts(services: Services, endpoint: str, limit: int = 20) -> list[dict
     """The endpoint's open alerts, in whatever model Datamon keeps them (its own read of them)."""
     from ferry.datamon.views import alerts
 
-    return list(alerts(services, endpoint=endpoint, limit=limit)["items"])
+    return list(alerts(services.store, endpoint=endpoint, limit=limit)["items"])
 
 
 def _lateness(landed_at: datetime | None, deadline: datetime, now: datetime) -> int:

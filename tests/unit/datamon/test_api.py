@@ -121,7 +121,7 @@ def test_status_shows_a_periods_missing_accepted_events_on_its_event_types_row(s
            "spec": {"schema": schema, "partitioning": "PT1M", "close_after": "PT10S"}}, actor="alice")
     et = EventType.model_validate({"metadata": {"name": "play", "owner": "team-a"},
                                    "spec": {"schema": schema, "partitioning": "PT1M", "close_after": "PT10S"}})
-    evaluation.evaluate(svc, now=T0)  # registers the endpoint's summary (the status row)
+    evaluation.evaluate(svc.store, svc.publisher, now=T0)  # registers the endpoint's summary (the status row)
     ledger, start = Ledger(svc.store), T0
     ledger.begin("r1", ["play"], start)
     ledger.confirm("r1", Ledger.accepted_record({"play": (start, [f"e{i}" for i in range(20)])}), since=start,

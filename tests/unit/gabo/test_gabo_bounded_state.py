@@ -127,7 +127,7 @@ def test_a_deleted_type_is_retired_then_its_resources_and_records_go(tmp_path: P
     stack.svc.apply.delete("EventType", "play", end, "someone")
     assert stack.svc.manifests.get("Endpoint", "events.play") is not None  # readable, with its partitions
     # retired: hours later Datamon opens no incident for it
-    result = evaluate(stack.svc, now=end + timedelta(hours=6))
+    result = evaluate(stack.svc.store, stack.svc.publisher, now=end + timedelta(hours=6))
     assert not [a for _, a in stack.svc.store.query("datamon_alerts") if a.get("endpoint") == "events.play"], result
     # kept for the subscription retention (replay from the holds still works), then gone
     assert "gabo-play-dead-letter-hold" in stack.broker.subs

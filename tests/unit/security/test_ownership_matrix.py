@@ -84,7 +84,7 @@ def _backfill(svc: Services) -> str:
 def _evaluate(svc: Services) -> None:
     from ferry.datamon import evaluation
 
-    evaluation.evaluate(svc, now=NOW)
+    evaluation.evaluate(svc.store, svc.publisher, now=NOW)
 
 
 def _alert(svc: Services) -> str:

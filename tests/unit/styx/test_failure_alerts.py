@@ -123,7 +123,7 @@ def test_re_notified_after_renotify_after_unless_acknowledged(svc, clock, launch
     assert run_tick(svc).alerts_renotified == 1
     [again] = sent(svc)
     assert again["summary"].startswith("still failing") and again["dedup_key"] == "styx:agg~1"
-    views.ack(svc, ["styx:agg~1"], actor=None, now=clock.now())  # `ferry ack`
+    views.ack(svc.store, svc.authorizer, ["styx:agg~1"], actor=None, now=clock.now())  # `ferry ack`
     clock.advance(timedelta(hours=2))
     run_tick(svc)
     assert sent(svc) == []
@@ -191,10 +191,10 @@ def test_a_tick_dying_before_it_publishes_loses_nothing_and_duplicates_nothing(s
     assert claim["sent"] is False and cid == "styx:agg~1#1"
     run_tick(svc)
     assert sent(svc) == []  # the next tick does not notify again
-    assert outbox.redeliver(svc, clock.now() + timedelta(minutes=3)) == 1  # Datamon's outbox sends it once
+    assert outbox.redeliver(svc.store, svc.publisher, clock.now() + timedelta(minutes=3)) == 1  # Datamon's outbox sends it once
     [note] = sent(svc)
     assert note["event_action"] == "trigger" and note["notification_id"] == "styx:agg~1#1"
-    assert outbox.redeliver(svc, clock.now() + timedelta(minutes=6)) == 0
+    assert outbox.redeliver(svc.store, svc.publisher, clock.now() + timedelta(minutes=6)) == 0
 
 
 @pytest.mark.parametrize("severity,expected", [("page", "critical"), ("ticket", "error"), ("info", "info")])

@@ -85,10 +85,10 @@ def test_invalidate_then_reprocess_downstream_in_dependency_order(chain: Chain) 
                                 now=chain.now())
     assert inv["invalidated"] is True and inv["by"] == "alice" and inv["previous"]["landings"] == 1
     assert landing.landed(svc.store, "a", [DAY]) == set()
-    evaluated = evaluation.evaluate(svc, now=chain.now())
+    evaluated = evaluation.evaluate(svc.store, svc.publisher, now=chain.now())
     assert evaluated["states"].get("late") == 1  # a's day is late again (its owner's view; notified as
     # any late partition, unless it was due before the endpoint was registered: history, see docs)
-    row = views.status(svc, now=chain.now())["endpoints"]
+    row = views.status(svc.store, now=chain.now())["endpoints"]
     assert {r["endpoint"]: r["state"] for r in row}["a"] == "late"
 
     from ferry.web.app import respond

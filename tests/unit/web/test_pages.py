@@ -57,7 +57,7 @@ def world() -> tuple[Services, FakeLauncher, FixedClock]:
     Tick(svc.styx, TickLimits(max_active=100)).run(clock.now())
     clock.set(T0 + timedelta(hours=2))
     landing.land(svc.store, "raw", "2026-11-26T12", now=clock.now())
-    evaluation.evaluate(svc, now=clock.now())
+    evaluation.evaluate(svc.store, svc.publisher, now=clock.now())
     return svc, launcher, clock
 
 
