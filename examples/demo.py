@@ -215,8 +215,13 @@ def gabo_events_to_closed_partition(demo: Demo) -> None:
 
     # team-playback is a declared team (examples/manifests/teams.yaml): its objects change as a member.
     demo.ferry("apply", "-f", str(EXAMPLES / "gabo" / "eventtype.yaml"), "--as", "pia@example.com")
-    # A minutely workflow with depends_on: [events.demo-click] (the endpoint the type's apply registered).
-    demo.ferry("apply", "-f", str(EXAMPLES / "gabo" / "workflow.yaml"), "--as", "pia@example.com")
+    # A minutely workflow with depends_on: [events.demo-click] (the endpoint the type's apply registered);
+    # its job reads the closed minute through FERRY_INPUTS (examples/gabo/count_clicks.py, path made absolute:
+    # a local execution runs in the stack's working directory).
+    workflow = (EXAMPLES / "gabo" / "workflow.yaml").read_text().replace(
+        "examples/gabo/count_clicks.py", str(EXAMPLES / "gabo" / "count_clicks.py"))
+    (demo.home / "gabo-workflow.yaml").write_text(workflow)
+    demo.ferry("apply", "-f", str(demo.home / "gabo-workflow.yaml"), "--as", "pia@example.com")
     sent = datetime.now(UTC)
     sent_out = demo.ferry("send", "demo-click", str(EXAMPLES / "gabo" / "events.ndjson"), check=False)
     if sent_out.returncode != 3:  # one event of the file breaks the schema on purpose: exit 3, the rest go through
