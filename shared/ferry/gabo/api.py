@@ -192,4 +192,4 @@ def close_shard_pushed(services: Services, data: bytes, attributes: dict[str, st
     """The ``close-shard`` function's body: one pushed close order. Raises on anything that should be
     redelivered (the period stays open; after the subscription's attempts the order is dead-lettered)."""
     order = decode_close_order(data)
-    services.gabo.close_shard(order, order.clock_now(services))
+    services.gabo.close_shard(order, order.clock_now(services.clock, services.settings.allow_clock_override))

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     et, _ = g.event_type(order.event_type)
     closer = g.closer(order.stream)
     closer.max_part_bytes = a.max_part_bytes
-    done = closer.run_shard(et, order, order.clock_now(svc))
+    done = closer.run_shard(et, order, order.clock_now(svc.clock, svc.settings.allow_clock_override))
     print(json.dumps({"completed": done.to_dict() if done else None, "peak_rss_mb": peak_rss_mb()}))
     return 0
 

@@ -63,6 +63,7 @@ from ferry.gabo.state import GaboState
 from ferry.gabo.tables.bigquery import Tables
 
 if TYPE_CHECKING:
+    from ferry.clock import Clock
     from ferry.datamon.port import Datamon
 
 logger = log.get("gabo.closing")
@@ -126,11 +127,11 @@ class CloseOrder(BaseModel):
     def start(self) -> datetime:
         return parse_partition_key(self.period)
 
-    def clock_now(self, services: Any) -> datetime:
+    def clock_now(self, clock: Clock, allow_clock_override: bool) -> datetime:
         """The worker's now: its clock, or (local stack, clock override allowed) no earlier than the
         deciding close's, so that a time-travelling close and its shards agree on leases."""
-        now: datetime = services.clock.now()
-        if self.now and services.settings.allow_clock_override:
+        now: datetime = clock.now()
+        if self.now and allow_clock_override:
             return max(now, parse_iso(self.now))
         return now
 
