@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ferry.datamon.port import Datamon
     from ferry.gabo.delivery.broker import DeliveryBroker
     from ferry.gabo.delivery.sink import Sink
+    from ferry.gabo.provisioning.access import Access
     from ferry.gabo.scaling.backlog import BacklogSource
     from ferry.gabo.service import Gabo
     from ferry.notify.secrets import SecretStore
@@ -80,6 +81,7 @@ class Services:
         self._datamon: Lazy[Datamon] = Lazy(lambda: _datamon(self), datamon)
         self._identifier: Lazy[Identifier] = Lazy(lambda: _identifier(self), identifier)
         self._secrets: Lazy[SecretStore] = Lazy(lambda: _secrets(self), secrets)
+        self._gabo_access: Lazy[Access] = Lazy(lambda: _gabo_access(self))  # settings are fixed: read once
         self.apply_hooks: tuple[HookFactory, ...] = tuple(APPLY_HOOKS if apply_hooks is None else apply_hooks)
 
     @property
@@ -132,13 +134,12 @@ class Services:
     @property
     def gabo(self) -> Gabo:
         """Gabo's facade on this root's ports (cheap: the adapters are the root's, each built once)."""
-        from ferry.gabo.provisioning.access import Access
         from ferry.gabo.service import Gabo
         from ferry.gabo.tables.bigquery import from_settings as tables_from
 
         return Gabo(store=self.store, publisher=self.publisher, broker=self.broker, sink=self.sink,
                     backlog_source=self.backlog_source, datamon=self.datamon, clock=self.clock,
-                    project=self.settings.project, access=Access.from_settings(self.settings),
+                    project=self.settings.project, access=self._gabo_access.get(),
                     tables=tables_from(self.settings))
 
     @property
@@ -262,6 +263,12 @@ def _launcher(services: Services) -> Launcher:
         return CloudRunLauncher(s.project, s.region, max_jobs=s.cloudrun_max_jobs,
                                 idle_grace=float(s.cloudrun_idle_grace_s), quota=tokens.take)
     raise ValueError(f"unknown launcher {kind!r} (FERRY_LAUNCHER): use local or cloudrun")
+
+
+def _gabo_access(services: Services) -> Access:
+    from ferry.gabo.provisioning.access import Access
+
+    return Access.from_settings(services.settings)
 
 
 def _secrets(services: Services) -> SecretStore:
