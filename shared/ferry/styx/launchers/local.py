@@ -32,9 +32,13 @@ from ferry.styx.launchers import Launched, LaunchSpec, Status
 # $1 log file, $2 exit file, $3 pid file, then the command. The wrapper claims the execution by creating
 # its pid file exclusively (``set -C``): a second wrapper of the same id (a late duplicate launch) finds it
 # and exits without running anything; so does a wrapper whose execution was cancelled before it started.
+# ``cancelled`` is looked at again after the pid is written: cancel writes ``cancelled`` before it reads
+# ``pid``, so either the canceller finds the pid (and kills it) or the wrapper finds ``cancelled`` (and
+# runs nothing) — never neither (a job cancelled as its wrapper started used to run on, orphaned).
 # The exit code lands atomically (write then rename).
 _WRAPPER = ('log=$1; ex=$2; pf=$3; shift 3; [ -e "${pf%/*}/cancelled" ] && exit 0; '
             'set -C; { echo $$ >"$pf"; } 2>/dev/null || exit 0; set +C; '
+            '[ -e "${pf%/*}/cancelled" ] && exit 0; '
             '"$@" >>"$log" 2>&1; c=$?; echo $c >"$ex.tmp"; mv "$ex.tmp" "$ex"')
 # What a local execution gets of the launching process's environment (as a Cloud Run job gets its
 # container's): finding programs and a home, locale and time zone — nothing of the stack.
