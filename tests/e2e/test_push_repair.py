@@ -83,9 +83,13 @@ def test_after_the_pubsub_emulator_is_killed_dev_up_repairs_and_events_flow_agai
         "gabo-work-orders-deliver", "gabo-close-orders-shard", "ferry-alerts-notify", "ferry-partitions-land"}
 
     name = f"rep-{uuid.uuid4().hex[:6]}"
-    manifest = own.home / f"{name}.json"
-    manifest.write_text(json.dumps({"kind": "EventType", "metadata": {"name": name, "owner": "team-e2e"},
-                                    "spec": {"schema": SCHEMA, "partitioning": "PT1M", "close_after": "PT10S"}}))
+    manifest = own.home / f"{name}.yaml"  # JSON documents are YAML; --- separates them
+    me = own.state()["default_user"]  # who the CLI is on this stack; an owner must be a declared Team
+    manifest.write_text("\n---\n".join(json.dumps(d) for d in (
+        {"apiVersion": "ferry/v1", "kind": "Team", "metadata": {"name": "team-e2e"},
+         "spec": {"members": [me], "admins": [me]}},
+        {"apiVersion": "ferry/v1", "kind": "EventType", "metadata": {"name": name, "owner": "team-e2e"},
+         "spec": {"schema": SCHEMA, "partitioning": "PT1M", "close_after": "PT10S"}})))
     own.run("apply", "-f", str(manifest))
 
     pubsub = next(c for c in own.state()["components"] if c["kind"] == "emulator" and c["name"] == "pubsub")
