@@ -74,6 +74,40 @@ def _apply(stack: LocalStack, tmp: Path, text: str) -> None:
     stack.cli("apply", "-f", str(path), user="alice", check=True)
 
 
+def _manifests(team: str, raw: str, out: str, wf: str, start: str, exit_code: int) -> str:
+    """A team (alice), a raw endpoint landed by hand, the workflow that aggregates it into ``out`` (late
+    after a minute) and exits ``exit_code``, one try."""
+    return f"""
+        apiVersion: ferry/v1
+        kind: Team
+        metadata: {{name: {team}}}
+        spec: {{members: [alice]}}
+        ---
+        apiVersion: ferry/v1
+        kind: Endpoint
+        metadata: {{name: {raw}, owner: {team}}}
+        spec: {{partitioning: daily, start: {start}T00:00:00Z, sla: {{error_after: PT168H}}}}
+        ---
+        apiVersion: ferry/v1
+        kind: Endpoint
+        metadata: {{name: {out}, owner: {team}, description: "aggregates of {raw}"}}
+        spec: {{partitioning: daily, start: {start}T00:00:00Z, sla: {{error_after: PT1M, alert_on_history: true}}}}
+        ---
+        apiVersion: ferry/v1
+        kind: Workflow
+        metadata: {{name: {wf}, owner: {team}}}
+        spec:
+          schedule: daily
+          image: local/job:1
+          command: [python, {JOB}]
+          args: ["{{}}"]
+          env: {{JOB_EXIT: "{exit_code}"}}
+          depends_on: [{raw}]
+          produces: {out}
+          retry: {{max_tries: 1}}
+        """
+
+
 def _tick_until(stack: LocalStack, wf: str, p: str, state: str, deadline: float = 60.0) -> dict[str, Any]:
     http = httpx.Client(base_url=stack.api_url, timeout=60)
     end = time.monotonic() + deadline
@@ -102,35 +136,7 @@ def test_late_endpoint_to_failing_instance_in_chromium(stack: LocalStack, tmp_pa
     raw, out, wf = f"{pre}-raw", f"{pre}-out", f"{pre}-agg"
     today = datetime.now(UTC).date()
     days = [(today - timedelta(days=n)).isoformat() for n in (3, 2, 1)]
-    _apply(stack, tmp_path, f"""
-        apiVersion: ferry/v1
-        kind: Team
-        metadata: {{name: {team}}}
-        spec: {{members: [alice]}}
-        ---
-        apiVersion: ferry/v1
-        kind: Endpoint
-        metadata: {{name: {raw}, owner: {team}}}
-        spec: {{partitioning: daily, start: {days[0]}T00:00:00Z, sla: {{error_after: PT168H}}}}
-        ---
-        apiVersion: ferry/v1
-        kind: Endpoint
-        metadata: {{name: {out}, owner: {team}, description: "aggregates of {raw}"}}
-        spec: {{partitioning: daily, start: {days[0]}T00:00:00Z, sla: {{error_after: PT1M, alert_on_history: true}}}}
-        ---
-        apiVersion: ferry/v1
-        kind: Workflow
-        metadata: {{name: {wf}, owner: {team}}}
-        spec:
-          schedule: daily
-          image: local/job:1
-          command: [python, {JOB}]
-          args: ["{{}}"]
-          env: {{JOB_EXIT: "50"}}
-          depends_on: [{raw}]
-          produces: {out}
-          retry: {{max_tries: 1}}
-        """)
+    _apply(stack, tmp_path, _manifests(team, raw, out, wf, days[0], exit_code=50))
     for d in days:
         stack.cli("land", raw, d, "--records", "1000", user="alice", check=True)
     stack.cli("trigger", wf, days[1], "-e", "JOB_EXIT=0", user="alice", check=True)
@@ -234,36 +240,7 @@ def test_repair_story_in_the_browser_only(stack: LocalStack, tmp_path: Path, bro
     raw, out, wf = f"{pre}-raw", f"{pre}-out", f"{pre}-agg"
     today = datetime.now(UTC).date()
     days = [(today - timedelta(days=n)).isoformat() for n in (3, 2, 1)]
-    manifests = f"""
-        apiVersion: ferry/v1
-        kind: Team
-        metadata: {{name: {team}}}
-        spec: {{members: [alice]}}
-        ---
-        apiVersion: ferry/v1
-        kind: Endpoint
-        metadata: {{name: {raw}, owner: {team}}}
-        spec: {{partitioning: daily, start: {days[0]}T00:00:00Z, sla: {{error_after: PT168H}}}}
-        ---
-        apiVersion: ferry/v1
-        kind: Endpoint
-        metadata: {{name: {out}, owner: {team}}}
-        spec: {{partitioning: daily, start: {days[0]}T00:00:00Z, sla: {{error_after: PT1M, alert_on_history: true}}}}
-        ---
-        apiVersion: ferry/v1
-        kind: Workflow
-        metadata: {{name: {wf}, owner: {team}}}
-        spec:
-          schedule: daily
-          image: local/job:1
-          command: [python, {JOB}]
-          args: ["{{}}"]
-          env: {{JOB_EXIT: "@CODE@"}}
-          depends_on: [{raw}]
-          produces: {out}
-          retry: {{max_tries: 1}}
-        """
-    _apply(stack, tmp_path, manifests.replace("@CODE@", "50"))
+    _apply(stack, tmp_path, _manifests(team, raw, out, wf, days[0], exit_code=50))
     for d in days:
         stack.cli("land", raw, d, "--records", "1000", user="alice", check=True)
     stack.cli("trigger", wf, days[2], user="alice", check=True)
@@ -303,7 +280,7 @@ def test_repair_story_in_the_browser_only(stack: LocalStack, tmp_path: Path, bro
     page.wait_for_url(f"**/workflows/{wf}/instances/{days[2]}")
     assert page.get_attribute("#instance-state", "data-state") == "ERROR"
     check("instance")
-    _apply(stack, tmp_path, manifests.replace("@CODE@", "0"))
+    _apply(stack, tmp_path, _manifests(team, raw, out, wf, days[0], exit_code=0))  # the fix
     page.click('form[data-action="retry"] button')
     page.wait_for_selector("#flash")
     assert "retrying" in page.inner_text("#flash.ok")
